@@ -1,0 +1,47 @@
+# Set-up and everyday tasks. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+# llama-cpp-python compiles llama.cpp. Its default "native" build turns on AMX kernels on CPUs
+# that advertise AMX, and those crash (SIGSEGV) in the virtual machines we run on. So build for
+# AVX2, and AVX-512 where the CPU has it, explicitly.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+ifneq ($(shell grep -m1 -o -w avx512f /proc/cpuinfo 2>/dev/null),)
+LLAMA_CMAKE_ARGS += -DGGML_AVX512=ON
+endif
+PIP := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(shell nproc) $(BIN)/pip install --quiet
+
+QUESTION ?= What is the capital of France?
+
+.PHONY: run test test-quick bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+# torch 2.13.0 is pinned first: on this machine kind it is a CPU wheel on local disk,
+# where any other version would download a multi-GB CUDA build.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/untuned ask "$(QUESTION)"
+
+test: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+test-quick: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not slow"
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,196 @@
+"""The library's front door: a base model plus a URIAL prompt set that answers like an assistant.
+
+    >>> from untuned import Assistant
+    >>> bot = Assistant.load("default", prompt="helpful")
+    >>> for chunk in bot.ask("What is the capital of France?"):
+    ...     print(chunk, end="")
+    >>> chat = bot.chat()
+    >>> chat.send("Name a famous museum there.").text
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from untuned.backend import Backend, FinishReason, LoadOptions, Piece, Sampling, load_backend
+from untuned.conversation import Conversation, RenderedPrompt
+from untuned.prompt import PromptSet, load_prompt
+from untuned.stopping import StopScanner, clean_answer
+
+log = logging.getLogger(__name__)
+
+
+class Completion:
+    """One streamed answer. Iterate for text chunks; afterwards the attributes are filled in.
+
+    Stop strings never appear in the stream. With ``clean=True`` the final :attr:`text` is also
+    tidied by :func:`clean_answer` (a dangling fence line removed), and the stream holds back
+    whitespace at the ends, so the streamed text and :attr:`text` agree but for that fence.
+    """
+
+    def __init__(
+        self,
+        pieces: Iterator[Piece],
+        *,
+        stops: tuple[str, ...] = (),
+        clean: bool = True,
+        on_done: Callable[[Completion], None] | None = None,
+    ) -> None:
+        self._pieces = pieces
+        self._scanner = StopScanner(stops, hold_whitespace=clean)
+        self._clean = clean
+        self._on_done = on_done
+        self._chunks: list[str] = []
+        self._consumed = False
+        self.finish_reason: FinishReason | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens = 0
+        self.started = time.perf_counter()
+        self.first_token_seconds: float | None = None
+        self.seconds: float | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._consumed:
+            yield from self._chunks
+            return
+        self._consumed = True
+        finish: FinishReason = "length"
+        try:
+            for piece in self._pieces:
+                if piece.prompt_tokens is not None:
+                    self.prompt_tokens = piece.prompt_tokens
+                self.completion_tokens += piece.tokens
+                if piece.tokens and self.first_token_seconds is None:
+                    self.first_token_seconds = time.perf_counter() - self.started
+                shown = self._scanner.feed(piece.text)
+                if shown:
+                    self._chunks.append(shown)
+                    yield shown
+                if self._scanner.stopped:
+                    finish = "stop"
+                    break
+                if piece.finish is not None:
+                    finish = piece.finish
+            tail = self._scanner.flush()
+            if tail:
+                self._chunks.append(tail)
+                yield tail
+        finally:
+            close = getattr(self._pieces, "close", None)
+            if close is not None:
+                close()
+        self.finish_reason = finish
+        self.seconds = time.perf_counter() - self.started
+        if self._on_done is not None:
+            self._on_done(self)
+
+    @property
+    def text(self) -> str:
+        """The whole answer (consumes the stream if nobody has)."""
+        if not self._consumed:
+            for _ in self:
+                pass
+        joined = "".join(self._chunks)
+        return clean_answer(joined) if self._clean else joined
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.seconds or not self.completion_tokens:
+            return None
+        return self.completion_tokens / self.seconds
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Assistant:
+    """A backend, a URIAL prompt set and sampling settings."""
+
+    def __init__(self, backend: Backend, prompt: PromptSet, sampling: Sampling | None = None) -> None:
+        self.backend = backend
+        self.prompt = prompt
+        self.sampling = sampling or Sampling()
+
+    @classmethod
+    def load(
+        cls,
+        model: str = "default",
+        *,
+        prompt: str | Path | PromptSet = "helpful",
+        sampling: Sampling | None = None,
+        options: LoadOptions | None = None,
+    ) -> Assistant:
+        """Load a model (``default``, a ``.gguf`` path, ``hf:org/name``, a folder, or a URL)."""
+        prompt_set = prompt if isinstance(prompt, PromptSet) else load_prompt(prompt)
+        return cls(load_backend(model, options), prompt_set, sampling)
+
+    def conversation(self) -> Conversation:
+        return Conversation(self.prompt)
+
+    def complete(
+        self, conversation: Conversation, *, sampling: Sampling | None = None, on_done: Callable[[Completion], None] | None = None
+    ) -> Completion:
+        """Answer the last user turn of ``conversation`` (which is not modified)."""
+        settings = sampling or self.sampling
+        # The backend gets the format's stops too: remote servers then stop on their side.
+        settings = settings.model_copy(update={"stop": tuple(dict.fromkeys(conversation.fmt.stop + settings.stop))})
+        return self.complete_prompt(conversation.render(), sampling=settings, on_done=on_done)
+
+    def complete_prompt(
+        self,
+        rendered: RenderedPrompt,
+        *,
+        sampling: Sampling | None = None,
+        clean: bool = True,
+        on_done: Callable[[Completion], None] | None = None,
+    ) -> Completion:
+        """Stream a continuation of already rendered text, stopping at ``sampling.stop``."""
+        settings = sampling or self.sampling
+        return Completion(self.backend.stream(rendered, settings), stops=settings.stop, clean=clean, on_done=on_done)
+
+    def ask(self, query: str, *, sampling: Sampling | None = None) -> Completion:
+        """Answer one query with no history. Iterate the result for streamed text."""
+        conversation = self.conversation()
+        conversation.add_user(query)
+        return self.complete(conversation, sampling=sampling)
+
+    def chat(self) -> Chat:
+        """A multi-turn conversation that remembers its answers."""
+        return Chat(self)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class Chat:
+    """Multi-turn chat: each answer joins the conversation once it has been fully streamed."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+        self.conversation = assistant.conversation()
+
+    def send(self, message: str, *, sampling: Sampling | None = None) -> Completion:
+        turns = self.conversation.turns
+        if turns and turns[-1].role == "user":  # the previous answer was abandoned mid-stream
+            turns.pop()
+        self.conversation.add_user(message)
+
+        def remember(done: Completion) -> None:
+            self.conversation.add_assistant(done.text)
+
+        try:
+            return self.assistant.complete(self.conversation, sampling=sampling, on_done=remember)
+        except Exception:
+            turns.pop()
+            raise
+
+    def reset(self) -> None:
+        self.conversation.reset()
+
+    def use_prompt(self, prompt: PromptSet) -> None:
+        """Switch prompt set; the conversation so far is kept."""
+        self.assistant.prompt = prompt
+        self.conversation.prompt = prompt

@@ -1,0 +1,1 @@
+"""Backend implementations. Each module imports its heavy dependency only when used."""

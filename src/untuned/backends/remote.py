@@ -1,0 +1,172 @@
+"""Remote backend: any server with an OpenAI-compatible ``/v1/completions`` endpoint.
+
+vLLM, SGLang, TGI, llama.cpp's server and llama-cpp-python's server all qualify. The official
+``openai`` client does the HTTP work, including retries with exponential backoff and jitter
+on 429, 5xx, timeouts and dropped connections (honouring ``Retry-After``). Prefix caching is
+the server's business (vLLM's automatic prefix caching, SGLang's radix cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from untuned.backend import LoadOptions, ModelSpec, Piece, Sampling, TokenScores
+from untuned.conversation import RenderedPrompt
+from untuned.errors import BackendUnavailableError, RemoteError, UnsupportedOperation
+
+log = logging.getLogger(__name__)
+
+# Token endpoints of the common servers, tried in order: (path from the server root, request body).
+_TOKENIZE_ROUTES = (
+    ("/tokenize", lambda model, text: {"model": model, "prompt": text, "content": text, "add_special_tokens": False}),
+    ("/extras/tokenize", lambda model, text: {"input": text}),
+)
+
+
+class RemoteBackend:
+    """A model served over HTTP. Thread-safe; at most ``concurrency`` requests in flight."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - openai is a core dependency
+            raise BackendUnavailableError("the remote backend needs the openai package: pip install openai") from exc
+        self._openai = openai
+        self.base_url = base_url.rstrip("/")
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=os.environ.get(api_key_env) or "untuned-no-key",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._tokenize_route: tuple[str, Any] | None = None
+        self.context_length: int | None = None
+        self.name = model or self._discover_model()
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> RemoteBackend:
+        return cls(
+            spec.location,
+            model=options.remote_model,
+            api_key_env=options.api_key_env,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            max_retries=options.max_retries,
+        )
+
+    def _discover_model(self) -> str:
+        try:
+            listing = self.client.models.list()
+        except self._openai.APIConnectionError as exc:
+            raise RemoteError(f"could not reach {self.base_url} ({exc}). Is the server running, and is the URL's /v1 right?") from exc
+        except self._openai.APIStatusError as exc:
+            raise RemoteError(
+                f"{self.base_url}/models answered {exc.status_code}; pass the model name with --remote-model "
+                f"(and the API key through the environment variable named by --api-key-env if it is a 401)."
+            ) from exc
+        models = list(listing.data)
+        if not models:
+            raise RemoteError(f"{self.base_url} serves no models; pass one with --remote-model.")
+        extra = models[0].model_extra or {}
+        self.context_length = extra.get("max_model_len")
+        if len(models) > 1:
+            log.warning("%s serves %d models; using %s (choose with --remote-model)", self.base_url, len(models), models[0].id)
+        return models[0].id
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def _server_root(self) -> str:
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        routes = [self._tokenize_route] if self._tokenize_route else list(_TOKENIZE_ROUTES)
+        headers = {"Authorization": f"Bearer {self.client.api_key}"}
+        for route in routes:
+            path, body = route
+            try:
+                reply = httpx.post(self._server_root() + path, json=body(self.name, text), headers=headers, timeout=30)
+            except httpx.HTTPError:
+                continue
+            if reply.status_code == 200 and isinstance(reply.json().get("tokens"), list):
+                self._tokenize_route = route
+                return [int(t["id"]) if isinstance(t, dict) else int(t) for t in reply.json()["tokens"]]
+        raise UnsupportedOperation(f"{self.base_url} offers no tokenize endpoint (tried /tokenize and /extras/tokenize).")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        raise UnsupportedOperation("remote servers are not asked to detokenize; use a local backend for token-level work.")
+
+    # --- generation --------------------------------------------------------------------------
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+        return self._stream(prompt.text, sampling)
+
+    def _stream(self, text: str, sampling: Sampling) -> Iterator[Piece]:
+        extra: dict[str, Any] = {}
+        if sampling.repetition_penalty != 1.0:
+            # vLLM, SGLang and TGI call it repetition_penalty; llama.cpp's servers repeat_penalty.
+            extra["repetition_penalty"] = sampling.repetition_penalty
+            extra["repeat_penalty"] = sampling.repetition_penalty
+        if sampling.top_k:
+            extra["top_k"] = sampling.top_k
+        with self._slots:
+            try:
+                response = self.client.completions.create(
+                    model=self.name,
+                    prompt=text,
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body=extra or None,
+                )
+            except self._openai.APIConnectionError as exc:
+                raise RemoteError(f"could not reach {self.base_url} after retries ({exc}).") from exc
+            except self._openai.APIStatusError as exc:
+                raise RemoteError(f"{self.base_url} refused the request ({exc.status_code}): {_detail(exc)}") from exc
+            with response:
+                try:
+                    for chunk in response:
+                        usage = getattr(chunk, "usage", None)
+                        if usage is not None and not chunk.choices:
+                            yield Piece("", tokens=0, prompt_tokens=usage.prompt_tokens)
+                        for choice in chunk.choices:
+                            finish = choice.finish_reason if choice.finish_reason in ("stop", "length") else None
+                            yield Piece(choice.text or "", tokens=1 if choice.text else 0, finish=finish)
+                except (self._openai.APIError, httpx.HTTPError) as exc:
+                    raise RemoteError(f"the stream from {self.base_url} broke off: {exc}") from exc
+
+    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
+        raise UnsupportedOperation("the remote backend cannot score tokens yet; use the llama.cpp or transformers backend.")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _detail(exc: Exception) -> str:
+    """The server's own error message, where it sent one."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error")
+        message = inner.get("message") if isinstance(inner, dict) else body.get("message") or body.get("detail")
+        if message:
+            return str(message)
+    return getattr(exc, "message", None) or str(exc)

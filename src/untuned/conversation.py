@@ -1,0 +1,140 @@
+"""Rendering a URIAL prompt set and a conversation into the text a base model continues.
+
+Layout (our own, in the manner of the URIAL paper: headings plus fenced blocks)::
+
+    # Instruction
+
+    <system text>
+
+    # Query:
+    ````
+    <example query>
+    ````
+
+    # Answer:
+    ````
+    <example answer>
+    ````
+
+    ... more examples, then the conversation's turns, ending with an open answer block.
+
+Blocks are fenced with four backticks so that answers can hold ordinary three-backtick code
+fences. The constant part (instruction + examples) is the *prefix*, which backends cache.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from untuned.prompt import PromptSet
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class UrialFormat:
+    """The headings and fence of the rendered prompt, and the stop strings they imply."""
+
+    instruction_heading: str = "# Instruction"
+    query_heading: str = "# Query:"
+    answer_heading: str = "# Answer:"
+    fence: str = "````"
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Text that means the answer is over: the closing fence, or a new query heading."""
+        return (self.fence, "\n" + self.query_heading, "\n" + self.answer_heading)
+
+    def block(self, heading: str, body: str) -> str:
+        return f"{heading}\n{self.fence}\n{body}\n{self.fence}\n\n"
+
+
+DEFAULT_FORMAT = UrialFormat()
+
+_LONG_FENCE = re.compile(r"`{4,}")
+_HEADING_LINE = re.compile(r"^([ \t]*)(#+[ \t]*(?:instruction|query|answer)\b)", re.IGNORECASE | re.MULTILINE)
+
+
+def neutralise(text: str) -> str:
+    """Make user (or model) text safe to place inside a fenced block.
+
+    Runs of four or more backticks become three, so the text cannot close the block; lines that
+    look like our headings are escaped with a backslash, so the text cannot forge a turn.
+    Ordinary code fences and Markdown headings are left alone.
+    """
+    text = _LONG_FENCE.sub("```", text)
+    return _HEADING_LINE.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text)
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """Prompt text split where caching pays off: ``prefix`` is constant for a prompt set."""
+
+    prefix: str
+    body: str
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.body
+
+
+def render_prefix(prompt: PromptSet, fmt: UrialFormat = DEFAULT_FORMAT, *, system: str | None = None) -> str:
+    """The constant part: instruction heading, system text, and every example conversation."""
+    system_text = prompt.system if system is None else system
+    parts = []
+    if system_text:
+        parts.append(f"{fmt.instruction_heading}\n\n{system_text.strip()}\n\n\n")
+    for example in prompt.examples:
+        parts.append(fmt.block(fmt.query_heading, example.query))
+        parts.append(fmt.block(fmt.answer_heading, example.answer))
+    return "".join(parts)
+
+
+@dataclass
+class Conversation:
+    """A URIAL prompt set plus the turns of one conversation; renders to model input.
+
+    ``system`` replaces the prompt set's system text when given (see ``untuned serve``).
+    """
+
+    prompt: PromptSet
+    turns: list[Turn] = field(default_factory=list)
+    fmt: UrialFormat = DEFAULT_FORMAT
+    system: str | None = None
+
+    def add_user(self, content: str) -> None:
+        if self.turns and self.turns[-1].role == "user":
+            raise ValueError("two user turns in a row: add the assistant's answer first")
+        self.turns.append(Turn("user", content))
+
+    def add_assistant(self, content: str) -> None:
+        if not self.turns or self.turns[-1].role != "user":
+            raise ValueError("an assistant turn must follow a user turn")
+        self.turns.append(Turn("assistant", content))
+
+    def reset(self) -> None:
+        self.turns.clear()
+
+    def render(self) -> RenderedPrompt:
+        """Render for the model's next answer; the last turn must be the user's."""
+        if not self.turns or self.turns[-1].role != "user":
+            raise ValueError("the conversation must end with a user turn to be answered")
+        fmt = self.fmt
+        body = []
+        for turn in self.turns:
+            text = neutralise(turn.content.strip())
+            if turn.role == "user":
+                body.append(fmt.block(fmt.query_heading, text))
+            else:
+                body.append(fmt.block(fmt.answer_heading, text))
+        body.append(f"{fmt.answer_heading}\n{fmt.fence}\n")
+        prefix = render_prefix(self.prompt, fmt, system=None if self.system is None else neutralise(self.system))
+        return RenderedPrompt(prefix=prefix, body="".join(body))

@@ -1,0 +1,60 @@
+"""Errors raised by untuned. Every message says what went wrong and what to do next.
+
+The CLI turns any :class:`UntunedError` into a one-line message and exit code 2, in one place
+(``untuned.cli``); library users catch the specific subclasses.
+"""
+
+from __future__ import annotations
+
+
+class UntunedError(Exception):
+    """Base class of every error untuned raises on purpose."""
+
+
+class PromptFileError(UntunedError):
+    """A prompt file is malformed; the message names the file and the line."""
+
+    def __init__(self, source: str, line: int, problem: str) -> None:
+        self.source = source
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{source}, line {line}: {problem}")
+
+
+class UnknownPromptError(UntunedError):
+    """A prompt name is neither a bundled prompt set nor an existing file."""
+
+
+class ModelNotFoundError(UntunedError):
+    """A model file, folder or hub id could not be found."""
+
+
+class ModelLoadError(UntunedError):
+    """A model was found but could not be loaded (corrupt or unsupported file)."""
+
+
+class BackendUnavailableError(UntunedError):
+    """A backend needs an optional dependency that is not installed."""
+
+
+class ContextOverflowError(UntunedError):
+    """The prompt does not fit in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        self.excess = prompt_tokens - context_length + 1
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the context window is {context_length}: "
+            f"{self.excess} tokens too many (leaving room for at least one new token). "
+            "Use a shorter prompt set (e.g. --prompt one-shot), a shorter conversation (/reset), "
+            "or a larger context (--n-ctx) if the model supports it."
+        )
+
+
+class RemoteError(UntunedError):
+    """An OpenAI-compatible server could not be reached or answered with an error."""
+
+
+class UnsupportedOperation(UntunedError):
+    """The backend cannot do what was asked (for example, tokenizing on a server without /tokenize)."""
