@@ -41,8 +41,8 @@ class StopScanner:
             self._pending = ""
             return self._release(text[:cut].rstrip() if self.hold_whitespace else text[:cut])
         keep = self._partial_tail(text)
-        if self.hold_whitespace:
-            keep = max(keep, len(text) - len(text.rstrip()))
+        if self.hold_whitespace:  # also hold whitespace just before the held part
+            keep = len(text) - len(text[: len(text) - keep].rstrip())
         self._pending = text[len(text) - keep :] if keep else ""
         return self._release(text[: len(text) - keep])
 

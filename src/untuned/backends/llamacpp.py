@@ -139,7 +139,11 @@ class LlamaCppBackend:
     def _ensure_prefix(self, prefix: list[int]) -> None:
         """Make the KV cache start with ``prefix``: keep it, restore a snapshot, or evaluate it once."""
         key = tuple(prefix)
-        if len(prefix) < 2 or self._cached_tokens()[: len(prefix)] == prefix:
+        if self._cached_tokens()[: len(prefix)] == prefix:
+            # Forget what followed the prefix: the body is always evaluated from the prefix on,
+            # so an answer never depends on what was asked before (llama.cpp's numerics vary
+            # slightly with how tokens are batched).
+            self.llm.n_tokens = len(prefix)
             return
         snapshot = self._snapshots.get(key)
         if snapshot is not None:
@@ -152,17 +156,21 @@ class LlamaCppBackend:
         while len(self._snapshots) > self.max_snapshots:
             self._snapshots.popitem(last=False)
 
+    # Sequence-level state (KV cells of sequence 0): restores exactly. The whole-context state
+    # calls (llama_state_get/set_data) did not give the same logits back for gemma-3's
+    # sliding-window cache in our tests.
     def _save(self) -> _Snapshot:
         lib, ctx = self._llama_cpp, self.llm._ctx.ctx
-        size = lib.llama_state_get_size(ctx)
+        size = lib.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_get_data(ctx, buffer, size)
+        written = lib.llama_state_seq_get_data(ctx, buffer, size, 0)
         return _Snapshot(tokens=tuple(self._cached_tokens()), state=bytes(buffer)[:written])
 
     def _restore(self, snapshot: _Snapshot) -> None:
         lib, ctx = self._llama_cpp, self.llm._ctx.ctx
+        lib.llama_memory_seq_rm(lib.llama_get_memory(ctx), 0, -1, -1)
         buffer = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
-        if lib.llama_state_set_data(ctx, buffer, len(snapshot.state)) != len(snapshot.state):
+        if lib.llama_state_seq_set_data(ctx, buffer, len(snapshot.state), 0) != len(snapshot.state):
             raise RuntimeError("llama.cpp refused to restore a saved prefix state")
         count = len(snapshot.tokens)
         self.llm.input_ids[:count] = snapshot.tokens
