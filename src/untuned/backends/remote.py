@@ -56,6 +56,7 @@ class RemoteBackend:
         )
         self._slots = threading.BoundedSemaphore(concurrency)
         self._tokenize_route: tuple[str, Any] | None = None
+        self._special_prefix: list[int] | None = None
         self.context_length: int | None = None
         self.name = model or self._discover_model()
 
@@ -95,6 +96,14 @@ class RemoteBackend:
         return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Tokenize through the server's own endpoint (vLLM, SGLang, llama.cpp server, llama-cpp-python)."""
+        if self._special_prefix is None:
+            self._special_prefix = self._tokenize_raw("")  # what the server adds on its own, e.g. BOS
+        ids = self._tokenize_raw(text)
+        plain = ids[len(self._special_prefix) :] if ids[: len(self._special_prefix)] == self._special_prefix else ids
+        return self._special_prefix + plain if add_special else plain
+
+    def _tokenize_raw(self, text: str) -> list[int]:
         routes = [self._tokenize_route] if self._tokenize_route else list(_TOKENIZE_ROUTES)
         headers = {"Authorization": f"Bearer {self.client.api_key}"}
         for route in routes:

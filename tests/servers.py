@@ -1,0 +1,105 @@
+"""Real HTTP servers for tests: llama-cpp-python's own OpenAI-compatible server, and a
+deliberately misbehaving one for faults that a healthy server never shows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from conftest import free_port
+
+
+@contextmanager
+def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its /v1 base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "gemma-base",
+               "--interrupt_requests", "False"]  # queue concurrent requests instead of cutting streams
+    log = tempfile.TemporaryFile()  # a pipe would fill up with llama.cpp's log and block the server
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {log.read().decode(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start within 120 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def sse_completion(text_pieces: list[str], model: str = "scripted") -> bytes:
+    """An OpenAI-style streamed /v1/completions body."""
+    events = []
+    for index, piece in enumerate(text_pieces):
+        finish = "stop" if index == len(text_pieces) - 1 else None
+        chunk = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": model,
+                 "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}]}
+        events.append(f"data: {json.dumps(chunk)}\n\n")
+    events.append("data: [DONE]\n\n")
+    return "".join(events).encode()
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+@contextmanager
+def scripted_server(script: Callable[[str, str, int], Reply]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A real HTTP server on 127.0.0.1 whose replies come from ``script(method, path, n)``,
+    n being the number of requests seen so far. Yields (base URL, log of (method, path))."""
+    seen: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            with lock:
+                seen.append((self.command, self.path))
+                count = len(seen)
+            status, headers, body = script(self.command, self.path, count)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
