@@ -7,6 +7,7 @@ query and the answer are run through the model. Runs on CPU or CUDA.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -70,6 +71,7 @@ class TransformersBackend:
         except (ValueError, KeyError, RuntimeError) as exc:
             raise ModelLoadError(f"transformers could not load {source}: {exc}") from exc
         self.model = model.to(self.device).eval()
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.name = name or (Path(str(source)).name if not from_hub else str(source))
         if gguf_file:
             self.name = Path(gguf_file).name
@@ -128,10 +130,10 @@ class TransformersBackend:
         return self._generate(prefix, body, sampling)
 
     def _forward(self, ids: list[int], cache: Any):
-        torch = self.torch
-        tensor = torch.tensor([ids], device=self.device)
-        out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
-        return out.logits[0], out.past_key_values
+        tensor = self.torch.tensor([ids], device=self.device)
+        # transformers 5.x renamed past_key_values to cache; accept both generations of the API
+        out = self.model(input_ids=tensor, use_cache=True, **{self._cache_arg: cache})
+        return out.logits[0], getattr(out, "cache", None) or out.past_key_values
 
     def _prefix_state(self, prefix: list[int]) -> tuple[Any, Any]:
         """Past key values and last logits after ``prefix``, computed once per prefix."""
@@ -189,20 +191,25 @@ class TransformersBackend:
                 else:
                     token = int(scores.argmax(dim=-1)[0])
                 if token in self.eos_ids:
-                    yield Piece("", tokens=0, finish="stop")
+                    yield Piece(self._rest(produced, shown), tokens=0, finish="stop")
                     return
                 produced.append(token)
-                text = self.tokenizer.decode(produced, skip_special_tokens=True)
-                # hold back an incomplete multi-byte character until the next token completes it
-                delta = "" if text.endswith("\ufffd") else text[len(shown) :]
-                shown += delta
                 if step == limit - 1:
-                    yield Piece(delta, finish="length")
+                    yield Piece(self._rest(produced, shown), finish="length")
                     return
+                text = self.tokenizer.decode(produced, skip_special_tokens=True)
+                # hold back an incomplete multi-byte character until a later token completes it
+                delta = "" if text.endswith("\ufffd") or not text.startswith(shown) else text[len(shown) :]
+                shown += delta
                 yield Piece(delta)
                 history = torch.cat([history, torch.tensor([[token]], device=self.device)], dim=1)
                 step_logits, cache = self._forward([token], cache)
                 logits = step_logits[-1]
+
+    def _rest(self, produced: list[int], shown: str) -> str:
+        """Whatever of the decoded answer has not been streamed yet."""
+        text = self.tokenizer.decode(produced, skip_special_tokens=True)
+        return text[len(shown) :] if text.startswith(shown) else ""
 
     # --- scoring -----------------------------------------------------------------------------
 
