@@ -69,7 +69,15 @@ class _Snapshot:
 class LlamaCppBackend:
     """A GGUF model in llama.cpp. Thread-safe: one generation or scoring at a time."""
 
-    def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        name: str | None = None,
+        reuse_prefix: bool = True,
+    ) -> None:
         path = Path(path).expanduser()
         check_gguf_file(path)
         try:
@@ -91,6 +99,7 @@ class LlamaCppBackend:
         self._snapshots: OrderedDict[tuple[int, ...], _Snapshot] = OrderedDict()
         self._prefix_ids: dict[str, list[int]] = {}
         self.max_snapshots = 4
+        self.reuse_prefix = reuse_prefix  # False recomputes the prefix every time (for benchmarks)
 
     @staticmethod
     def _open(path: Path, n_ctx: int, threads: int | None):
@@ -139,6 +148,10 @@ class LlamaCppBackend:
     def _ensure_prefix(self, prefix: list[int]) -> None:
         """Make the KV cache start with ``prefix``: keep it, restore a snapshot, or evaluate it once."""
         key = tuple(prefix)
+        if not self.reuse_prefix:
+            self.llm.reset()
+            self.llm.eval(prefix)
+            return
         if self._cached_tokens()[: len(prefix)] == prefix:
             # Forget what followed the prefix: the body is always evaluated from the prefix on,
             # so an answer never depends on what was asked before (llama.cpp's numerics vary
