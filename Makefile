@@ -35,6 +35,7 @@ run: $(VENV)/.installed
 	$(BIN)/untuned ask "$(QUESTION)"
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 
 test-quick: $(VENV)/.installed-test

@@ -55,7 +55,11 @@ def main() -> None:
     helpful = load_prompt("helpful")
     bare = PromptSet(name="bare", system="")
     results = {}
-    for label, reuse, prompt in [("reused prefix", True, helpful), ("recomputed prefix", False, helpful), ("bare query", True, bare)]:
+    for label, reuse, prompt in [
+        ("reused prefix", True, helpful),
+        ("recomputed prefix", False, helpful),
+        ("bare query", True, bare),
+    ]:
         backend = LlamaCppBackend(path, n_ctx=4096, reuse_prefix=reuse)
         run(backend, prompt)  # warm-up pass: page in the weights, fill the caches
         latencies, first_tokens, tokens = run(backend, prompt)

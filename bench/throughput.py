@@ -82,7 +82,9 @@ def main() -> None:
         table.add_row(label, f"{statistics.median(t for t, _, _ in runs):.3f}", f"{rate:.1f}", str(runs[0][2]))
     console = Console()
     console.print(table)
-    console.print(f"untuned / direct decode tokens/s: {rates['untuned'] / rates['llama-cpp-python direct']:.3f}x (target >= 0.95x)")
+    console.print(
+        f"untuned / direct decode tokens/s: {rates['untuned'] / rates['llama-cpp-python direct']:.3f}x (target >= 0.95x)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-
 from conftest import free_port
 
 
@@ -23,9 +22,23 @@ from conftest import free_port
 def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its /v1 base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "gemma-base",
-               "--interrupt_requests", "False"]  # queue concurrent requests instead of cutting streams
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        "gemma-base",
+        "--interrupt_requests",
+        "False",
+    ]  # queue concurrent requests instead of cutting streams
     log = tempfile.TemporaryFile()  # a pipe would fill up with llama.cpp's log and block the server
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
@@ -55,8 +68,13 @@ def sse_completion(text_pieces: list[str], model: str = "scripted") -> bytes:
     events = []
     for index, piece in enumerate(text_pieces):
         finish = "stop" if index == len(text_pieces) - 1 else None
-        chunk = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": model,
-                 "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}]}
+        chunk = {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}],
+        }
         events.append(f"data: {json.dumps(chunk)}\n\n")
     events.append("data: [DONE]\n\n")
     return "".join(events).encode()

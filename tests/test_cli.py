@@ -16,7 +16,11 @@ runner = CliRunner()
 
 def untuned(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "untuned.cli", *args], input=stdin, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "untuned.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, **(env or {})},
     )
 
@@ -29,8 +33,9 @@ def test_ask_answers_paris():
 
 
 def test_ask_reads_stdin_and_shows_prompt():
-    result = runner.invoke(app, ["ask", "-", "--show-prompt", "--max-tokens", "8", "--prompt", "one-shot"],
-                           input="What is the capital of France?")
+    result = runner.invoke(
+        app, ["ask", "-", "--show-prompt", "--max-tokens", "8", "--prompt", "one-shot"], input="What is the capital of France?"
+    )
     assert result.exit_code == 0, result.output
     assert "# Query:\n````\nWhat is the capital of France?\n````\n\n# Answer:\n````" in result.output
 

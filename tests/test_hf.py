@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from untuned import Assistant, LoadOptions, Sampling, load_backend  # noqa: E402
 from untuned.backends.hf import TransformersBackend  # noqa: E402
-from untuned.errors import ContextOverflowError, ModelNotFoundError  # noqa: E402
+from untuned.errors import ContextOverflowError  # noqa: E402
 from untuned.prompt import load_prompt  # noqa: E402
 
 CORPUS = [
@@ -31,15 +31,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(CORPUS * 20, trainer)
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
     fast.save_pretrained(folder)
     config = transformers.LlamaConfig(
-        vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+        vocab_size=fast.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
     )
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).save_pretrained(folder)
@@ -79,7 +86,7 @@ def test_greedy_matches_transformers_generate(tiny):
     for piece in tiny.stream(rendered, bot.sampling):
         ours.append(piece)
     ids = tiny.tokenize(rendered.prefix, add_special=True) + tiny.tokenize(rendered.body)
-    reference = tiny.model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False)[0, len(ids):].tolist()
+    reference = tiny.model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False)[0, len(ids) :].tolist()
     expected = tiny.detokenize([t for t in reference if t != tiny.tokenizer.eos_token_id])
     assert "".join(p.text for p in ours) == expected
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from untuned import Assistant, Sampling
+from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.conversation import render_prefix
 from untuned.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError
 from untuned.prompt import load_prompt
-from untuned.backends.llamacpp import LlamaCppBackend
 
 GREEDY = Sampling(max_tokens=48)
 

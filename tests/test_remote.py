@@ -8,8 +8,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from servers import llama_cpp_server, scripted_server, sse_completion
+
 from untuned import Assistant, LoadOptions, Sampling, load_backend
 from untuned.errors import RemoteError
 from untuned.prompt import load_prompt
@@ -50,9 +50,20 @@ def test_tokenize_through_the_server(server_url, gemma):
 
 def test_cli_ask_against_the_server(server_url):
     result = subprocess.run(
-        [sys.executable, "-m", "untuned.cli", "ask", "--model", server_url, "--max-tokens", "40",
-         "What is the capital of France?"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "untuned.cli",
+            "ask",
+            "--model",
+            server_url,
+            "--max-tokens",
+            "40",
+            "What is the capital of France?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
@@ -61,7 +72,11 @@ def test_cli_ask_against_the_server(server_url):
 def test_retries_429_and_503_then_streams():
     def script(method, path, count):
         if path.endswith("/models"):
-            return 200, {"Content-Type": "application/json"}, json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode(),
+            )
         if count == 2:
             return 429, {"Retry-After": "0", "Content-Type": "application/json"}, b'{"error": {"message": "slow down"}}'
         if count == 3:

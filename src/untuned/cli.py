@@ -10,7 +10,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -59,14 +59,18 @@ def _friendly(command: F) -> F:
 Model = Annotated[
     str,
     typer.Option(
-        "--model", "-m", envvar="UNTUNED_MODEL",
+        "--model",
+        "-m",
+        envvar="UNTUNED_MODEL",
         help="'default' (bundled gemma-3-270m base), a .gguf path, hf:org/name, a model folder, or http(s)://host/v1.",
     ),
 ]
-BackendName = Annotated[Optional[str], typer.Option("--backend", "-b", help="llama.cpp, transformers or remote (default: from --model).")]
-RemoteModel = Annotated[Optional[str], typer.Option("--remote-model", help="Model name on a remote server (default: its first).")]
+BackendName = Annotated[
+    str | None, typer.Option("--backend", "-b", help="llama.cpp, transformers or remote (default: from --model).")
+]
+RemoteModel = Annotated[str | None, typer.Option("--remote-model", help="Model name on a remote server (default: its first).")]
 ApiKeyEnv = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the remote server's API key.")]
-NCtx = Annotated[Optional[int], typer.Option("--n-ctx", min=64, help="Context window in tokens (default: model's, at most 8192).")]
+NCtx = Annotated[int | None, typer.Option("--n-ctx", min=64, help="Context window in tokens (default: model's, at most 8192).")]
 Device = Annotated[str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")]
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")]
 Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")]
@@ -74,16 +78,41 @@ TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus 
 TopK = Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens; 0 = off.")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Most new tokens per answer.")]
 RepetitionPenalty = Annotated[float, typer.Option("--repetition-penalty", help="1 = off; 1.1 is a mild default.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")]
-Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="Extra stop string (repeatable).")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed for sampling.")]
+Stop = Annotated[list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")]
 ShowPrompt = Annotated[bool, typer.Option("--show-prompt", help="Print the full prompt sent to the model (on stderr).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")]
 
 
 def _assistant(
-    model: str, backend: str | None, remote_model: str | None, api_key_env: str, n_ctx: int | None, device: str,
-    prompt: str, sampling: Sampling,
+    *,
+    model: str,
+    backend: str | None,
+    remote_model: str | None,
+    api_key_env: str,
+    n_ctx: int | None,
+    device: str,
+    prompt: str,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    max_tokens: int,
+    repetition_penalty: float,
+    seed: int | None,
+    stop: list[str] | None,
+    verbose: bool,
 ) -> Assistant:
+    """What ask and chat share: logging, settings, the prompt set (checked first), the model."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    sampling = Sampling(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=tuple(stop or ()),
+    )
     prompt_set = load_prompt(prompt)  # fail on a bad prompt before loading a model
     options = LoadOptions(backend=backend, remote_model=remote_model, api_key_env=api_key_env, n_ctx=n_ctx, device=device)
     with err.status(f"loading {model} …"):
@@ -99,29 +128,49 @@ def _stream_answer(completion: Completion) -> None:
     err.print(summary + (f" · {speed:.1f} tok/s]" if speed else "]"), markup=False, style="dim")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
-
-
 @app.command()
 @_friendly
 def ask(
     question: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.")],
-    model: Model = "default", backend: BackendName = None, remote_model: RemoteModel = None,
-    api_key_env: ApiKeyEnv = "OPENAI_API_KEY", n_ctx: NCtx = None, device: Device = "auto",
-    prompt: Prompt = "helpful", temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
-    max_tokens: MaxTokens = 512, repetition_penalty: RepetitionPenalty = 1.1, seed: Seed = None,
-    stop: Stop = None, show_prompt: ShowPrompt = False, verbose: Verbose = False,
+    model: Model = "default",
+    backend: BackendName = None,
+    remote_model: RemoteModel = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    n_ctx: NCtx = None,
+    device: Device = "auto",
+    prompt: Prompt = "helpful",
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    max_tokens: MaxTokens = 512,
+    repetition_penalty: RepetitionPenalty = 1.1,
+    seed: Seed = None,
+    stop: Stop = None,
+    show_prompt: ShowPrompt = False,
+    verbose: Verbose = False,
 ) -> None:
     """Stream one answer to QUESTION from a base model aligned in context."""
-    _setup_logging(verbose)
     if question == "-":
         question = sys.stdin.read()
     if not question.strip():
         raise UntunedError("the question is empty.")
-    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
-                        repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()))
-    assistant = _assistant(model, backend, remote_model, api_key_env, n_ctx, device, prompt, sampling)
+    assistant = _assistant(
+        model=model,
+        backend=backend,
+        remote_model=remote_model,
+        api_key_env=api_key_env,
+        n_ctx=n_ctx,
+        device=device,
+        prompt=prompt,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=stop,
+        verbose=verbose,
+    )
     if show_prompt:
         conversation = assistant.conversation()
         conversation.add_user(question)
@@ -146,17 +195,41 @@ def _lines(interactive: bool) -> Iterable[str]:
 @app.command()
 @_friendly
 def chat(
-    model: Model = "default", backend: BackendName = None, remote_model: RemoteModel = None,
-    api_key_env: ApiKeyEnv = "OPENAI_API_KEY", n_ctx: NCtx = None, device: Device = "auto",
-    prompt: Prompt = "helpful", temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
-    max_tokens: MaxTokens = 512, repetition_penalty: RepetitionPenalty = 1.1, seed: Seed = None,
-    stop: Stop = None, show_prompt: ShowPrompt = False, verbose: Verbose = False,
+    model: Model = "default",
+    backend: BackendName = None,
+    remote_model: RemoteModel = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    n_ctx: NCtx = None,
+    device: Device = "auto",
+    prompt: Prompt = "helpful",
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    max_tokens: MaxTokens = 512,
+    repetition_penalty: RepetitionPenalty = 1.1,
+    seed: Seed = None,
+    stop: Stop = None,
+    show_prompt: ShowPrompt = False,
+    verbose: Verbose = False,
 ) -> None:
     """Multi-turn chat in the terminal. Reads one message per line when stdin is piped."""
-    _setup_logging(verbose)
-    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
-                        repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()))
-    assistant = _assistant(model, backend, remote_model, api_key_env, n_ctx, device, prompt, sampling)
+    assistant = _assistant(
+        model=model,
+        backend=backend,
+        remote_model=remote_model,
+        api_key_env=api_key_env,
+        n_ctx=n_ctx,
+        device=device,
+        prompt=prompt,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=stop,
+        verbose=verbose,
+    )
     session = Chat(assistant)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -202,8 +275,10 @@ def _chat_command(session: Chat, command: str) -> bool:
 @prompts_app.command("list")
 @_friendly
 def prompts_list(
-    model: Model = "default", backend: BackendName = None,
-    remote_model: RemoteModel = None, api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    model: Model = "default",
+    backend: BackendName = None,
+    remote_model: RemoteModel = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
     """Bundled prompt sets with their number of examples (K) and prefix length in the model's tokens."""
     options = LoadOptions(backend=backend, remote_model=remote_model, api_key_env=api_key_env)

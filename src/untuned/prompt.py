@@ -94,9 +94,7 @@ def parse_prompt(text: str, *, source: str = "<string>", default_name: str = "cu
         if marker:
             kind = marker.group(1).lower()
             if kind not in ("system", "query", "answer"):
-                raise PromptFileError(
-                    source, number, f"unknown section '{marker.group(1)}' (expected system, query or answer)"
-                )
+                raise PromptFileError(source, number, f"unknown section '{marker.group(1)}' (expected system, query or answer)")
             sections.append((kind, number, []))
             continue
         if _ALMOST_SECTION.match(line):

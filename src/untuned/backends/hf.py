@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from untuned.backend import LoadOptions, ModelSpec, Piece, Sampling, TokenScores, default_gguf_path, scores_from_logits
+from untuned.backend import (
+    LoadOptions,
+    ModelSpec,
+    Piece,
+    Sampling,
+    TokenScores,
+    check_score_request,
+    default_gguf_path,
+    scores_from_logits,
+)
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
 
@@ -215,11 +224,7 @@ class TransformersBackend:
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Teacher-forced scores of ``tokens[start:]``: one pass, in chunks that reuse the cache."""
-        ids = [int(t) for t in tokens]
-        if not 1 <= start <= len(ids):
-            raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
-        if self.context_length is not None and len(ids) > self.context_length:
-            raise ContextOverflowError(len(ids), self.context_length + 1)
+        ids = check_score_request(tokens, start, self.context_length)
         parts = []
         cache = None
         with self._lock, self.torch.inference_mode():

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from untuned.backend import LoadOptions, ModelSpec, Piece, Sampling, TokenScores, default_gguf_path, scores_from_logits
+from untuned.backend import (
+    LoadOptions,
+    ModelSpec,
+    Piece,
+    Sampling,
+    TokenScores,
+    check_score_request,
+    default_gguf_path,
+    scores_from_logits,
+)
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
 
@@ -122,7 +131,9 @@ class LlamaCppBackend:
         if spec.kind == "default":
             return cls(default_gguf_path(), n_ctx=options.n_ctx, threads=options.threads, name="gemma-3-270m-base")
         if spec.kind != "gguf":
-            raise ModelLoadError(f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers).")
+            raise ModelLoadError(
+                f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers)."
+            )
         return cls(spec.location, n_ctx=options.n_ctx, threads=options.threads)
 
     # --- tokens ----------------------------------------------------------------------------
@@ -234,11 +245,7 @@ class LlamaCppBackend:
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Teacher-forced scores of ``tokens[start:]``, one forward pass in batches of ``n_batch``."""
-        ids = [int(t) for t in tokens]
-        if not 1 <= start <= len(ids):
-            raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
-        if self.context_length is not None and len(ids) > self.context_length:
-            raise ContextOverflowError(len(ids), self.context_length + 1)
+        ids = check_score_request(tokens, start, self.context_length)
         parts: list[tuple[np.ndarray, ...]] = []
         with self._lock:
             llm = self.llm

@@ -75,7 +75,9 @@ class RemoteBackend:
         try:
             listing = self.client.models.list()
         except self._openai.APIConnectionError as exc:
-            raise RemoteError(f"could not reach {self.base_url} ({exc}). Is the server running, and is the URL's /v1 right?") from exc
+            raise RemoteError(
+                f"could not reach {self.base_url} ({exc}). Is the server running, and is the URL's /v1 right?"
+            ) from exc
         except self._openai.APIStatusError as exc:
             raise RemoteError(
                 f"{self.base_url}/models answered {exc.status_code}; pass the model name with --remote-model "
