@@ -310,9 +310,14 @@ def backends() -> None:
         out.print(name)
 
 
+from untuned import cli_run  # noqa: E402,F401  (registers generate, merge, export, import)
+
+
 def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m untuned.cli: run the imported module, which has every command
+    from untuned.cli import main as imported_main
+
+    imported_main()

@@ -1,0 +1,5 @@
+"""``python -m untuned`` runs the command line."""
+
+from untuned.cli import main
+
+main()

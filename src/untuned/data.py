@@ -1,0 +1,148 @@
+"""Benchmark inputs: JUST-EVAL-INSTRUCT, MT-bench, AlpacaEval, and any JSON/JSONL file.
+
+Every loader returns :class:`Item` records. A malformed input line raises
+:class:`DataFileError` naming the file and line before anything is generated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from untuned.errors import UntunedError
+
+HUB_IDS = {"just-eval": "re-align/just-eval-instruct", "alpaca-eval": "tatsu-lab/alpaca_eval"}
+JUST_EVAL_META = ("dataset", "source_id", "category", "task_types", "topics", "difficulty")
+
+
+class DataFileError(UntunedError):
+    """An input file is malformed; the message names the file and line."""
+
+    def __init__(self, source: str | Path, line: int, problem: str) -> None:
+        self.source, self.line = str(source), line
+        super().__init__(f"{source}, line {line}: {problem}")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark query: an id and one or more user turns (MT-bench has two)."""
+
+    id: str
+    turns: tuple[str, ...]
+    dataset: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for a JSONL file, or for each element of a JSON array file."""
+    if not path.is_file():
+        raise UntunedError(f"input file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(path, exc.lineno, f"invalid JSON: {exc.msg}") from exc
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataFileError(path, 1, f"element {index} is not an object")
+            yield 1, row
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(path, number, f"invalid JSON: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise DataFileError(path, number, "expected a JSON object")
+        yield number, row
+
+
+def _text(path: Path, number: int, row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DataFileError(path, number, f"field {key!r} is missing or not a non-empty string")
+    return value
+
+
+def _items_from_file(name: str, path: Path, *, field_name: str, id_field: str) -> list[Item]:
+    items = []
+    for index, (number, row) in enumerate(read_rows(path)):
+        if name == "mt-bench":
+            turns = row.get("turns")
+            if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+                raise DataFileError(path, number, "field 'turns' must be a list of non-empty strings")
+            items.append(Item(str(row.get("question_id", index)), tuple(turns), "mt-bench", {"category": row.get("category")}))
+            continue
+        text = _text(path, number, row, field_name)
+        meta = {k: row[k] for k in JUST_EVAL_META if k in row}
+        items.append(Item(str(row.get(id_field, index)), (text,), row.get("dataset") or name, meta))
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise UntunedError(f"{path}: id {duplicate!r} appears more than once; ids must be unique (choose --id-field)")
+    return items
+
+
+def _items_from_hub(name: str) -> list[Item]:  # pragma: no cover - needs network access
+    try:
+        import datasets
+    except ImportError as exc:
+        raise UntunedError(f"loading {name} from the hub needs `pip install datasets`; or pass --data-file") from exc
+    try:
+        if name == "just-eval":
+            rows = datasets.load_dataset(HUB_IDS[name], "default", split="test")
+        else:
+            rows = datasets.load_dataset(HUB_IDS[name], "alpaca_eval", split="eval", trust_remote_code=True)
+    except Exception as exc:
+        raise UntunedError(
+            f"could not load {HUB_IDS[name]} from the Hugging Face hub ({exc}). Offline, pass the file with --data-file."
+        ) from exc
+    items = []
+    for index, row in enumerate(rows):
+        meta = {k: row[k] for k in JUST_EVAL_META if k in row}
+        items.append(Item(str(row.get("id", index)), (row["instruction"],), row.get("dataset") or name, meta))
+    return items
+
+
+DATASETS = ("just-eval", "mt-bench", "alpaca-eval", "json")
+
+
+def load_items(name: str, *, data_file: str | Path | None = None, field: str = "instruction", id_field: str = "id") -> list[Item]:
+    """Load a benchmark set by name; ``data_file`` reads a local copy instead of the hub."""
+    if name not in DATASETS:
+        raise UntunedError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}.")
+    if data_file is not None:
+        return _items_from_file(name, Path(data_file), field_name=field, id_field=id_field)
+    if name in HUB_IDS:
+        return _items_from_hub(name)
+    raise UntunedError(f"the {name} dataset needs --data-file (a JSON or JSONL file).")
+
+
+def select(items: list[Item], *, ids: list[str] | None = None, limit: int | None = None, shard: str | None = None) -> list[Item]:
+    """Filter by ids, then take shard ``i/n`` (0-based: every n-th item from i), then the first ``limit``."""
+    if ids:
+        wanted = set(ids)
+        missing = wanted - {item.id for item in items}
+        if missing:
+            raise UntunedError(f"ids not in the dataset: {', '.join(sorted(missing))}")
+        items = [item for item in items if item.id in wanted]
+    if shard:
+        index, count = parse_shard(shard)
+        items = items[index::count]
+    return items[:limit] if limit is not None else items
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UntunedError(f"--shard takes i/n with 0 <= i < n, e.g. 0/4; got {text!r}") from None
+    if not 0 <= index < count:
+        raise UntunedError(f"--shard takes i/n with 0 <= i < n, e.g. 0/4; got {text!r}")
+    return index, count

@@ -1,0 +1,151 @@
+"""untuned generate / merge / export / import on the real shared benchmark data and the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servers import llama_cpp_server
+from untuned.cli import app
+from untuned.run import RunFile
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
+    out = tmp_path / "je.jsonl"
+    result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
+                 "--limit", "5", "--out", str(out), "--max-tokens", "24")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = RunFile(out).read()
+    assert [r.id for r in records] == ["0", "1", "2", "3", "4"]
+    first = records[0]
+    assert first.instruction.startswith("What are the names of some famous actors")
+    assert first.output and first.prompt_name == "helpful" and len(first.prompt_hash) == 64
+    assert first.meta["task_types"] == ["info-seek"] and first.sampling["max_tokens"] == 24
+    assert all(0 < r.completion_tokens[0] <= 24 and r.finish_reasons[0] in ("stop", "length") for r in records)
+
+    mt = tmp_path / "mt.jsonl"
+    result = cli("generate", "mt-bench", "--data-file", str(shared_data / "mt_bench_questions.jsonl"),
+                 "--limit", "2", "--out", str(mt), "--max-tokens", "24")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for record in RunFile(mt).read():
+        assert len(record.turns) == 2 and len(record.outputs) == 2 and all(record.outputs)
+        assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
+
+
+def _count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_sigkill_and_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
+    out = tmp_path / "run.jsonl"
+    command = [sys.executable, "-m", "untuned.cli", "generate", "just-eval", "--data-file",
+               str(shared_data / "just_eval_instruct.jsonl"), "--limit", "7", "--out", str(out), "--max-tokens", "12"]  # fmt: skip
+    for kills in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = _count(out) + 1
+        deadline = time.monotonic() + 120
+        while _count(out) < target and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3 * kills)  # kill at different points of the next item
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    with out.open("a") as handle:  # a torn write, as if killed in the middle of a line
+        handle.write('{"id": "5", "turns": ["tor')
+    assert 0 < len(RunFile(out).read()) < 7
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    ids = [record.id for record in RunFile(out).read()]
+    assert sorted(ids, key=int) == [str(i) for i in range(7)]
+    assert len(ids) == len(set(ids))
+
+
+def test_resume_with_other_settings_is_refused(shared_data, tmp_path):
+    out = tmp_path / "run.jsonl"
+    args = ["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--limit", "1",
+            "--out", str(out), "--max-tokens", "8"]  # fmt: skip
+    assert cli(*args).exit_code == 0
+    refused = cli(*args, "--prompt", "safe")
+    assert refused.exit_code == 2
+    assert "other settings (generator, prompt_name, prompt_hash differ)" in " ".join(refused.output.split())
+    assert len(RunFile(out).read()) == 1
+    forced = cli(*args, "--prompt", "safe", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert [r.prompt_name for r in RunFile(out).read()] == ["safe"]
+    assert len(list(tmp_path.glob("run.jsonl.*.old"))) == 1  # the old run is set aside, not lost
+
+
+def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": 1, "prompt": "hello"}\n{"id": 2, "prompt": \n')
+    out = tmp_path / "out.jsonl"
+    result = cli("generate", "json", "--data-file", str(data), "--field", "prompt", "--out", str(out))
+    assert result.exit_code == 2
+    assert f"{data}, line 2: invalid JSON" in " ".join(result.output.split())
+    assert not out.exists()
+    missing = cli("generate", "json", "--data-file", str(data), "--out", str(out))
+    assert "line 1: field 'instruction' is missing" in " ".join(missing.output.split())
+    unknown = cli("generate", "alpacaeval", "--out", str(out))
+    assert unknown.exit_code == 2 and "known: just-eval, mt-bench, alpaca-eval, json" in unknown.output
+
+
+def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
+    data = str(shared_data / "just_eval_instruct.jsonl")
+    shards = []
+    for index in range(2):
+        shard = tmp_path / f"shard{index}.jsonl"
+        result = cli("generate", "just-eval", "--data-file", data, "--ids", "10,11,12", "--shard", f"{index}/2",
+                     "--out", str(shard), "--max-tokens", "8")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        shards.append(str(shard))
+    merged = tmp_path / "merged.jsonl"
+    assert cli("merge", str(merged), *shards).exit_code == 0
+    assert sorted(r.id for r in RunFile(merged).read()) == ["10", "11", "12"]
+
+    exported = tmp_path / "just_eval_input.json"
+    assert cli("export", str(merged), "--out", str(exported)).exit_code == 0
+    rows = json.loads(exported.read_text())  # just-eval reads a JSON list of id/instruction/output/generator
+    assert isinstance(rows, list) and len(rows) == 3
+    for row in rows:
+        assert isinstance(row["id"], str) and isinstance(row["instruction"], str) and isinstance(row["output"], str)
+        assert row["generator"].startswith("untuned/")
+    alpaca = tmp_path / "alpaca.json"
+    assert cli("export", str(merged), "--out", str(alpaca), "--format", "alpaca-eval").exit_code == 0
+    assert set(json.loads(alpaca.read_text())[0]) == {"instruction", "output", "generator", "dataset"}
+
+
+def test_import_reference_answers(shared_data, tmp_path):
+    out = tmp_path / "gpt4.jsonl"
+    source = shared_data / "reference_outputs" / "gpt-4-0613.jsonl"
+    result = cli("import", str(source), "--out", str(out), "--generator", "gpt-4-0613")
+    assert result.exit_code == 0, result.output
+    records = RunFile(out).read()
+    first = json.loads(source.read_text().splitlines()[0])
+    assert len(records) == 1000 and records[0].generator == "gpt-4-0613"
+    assert (records[0].id, records[0].instruction, records[0].output) == ("0", first["instruction"], first["output"])
+    again = cli("import", str(source), "--out", str(out))
+    assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
+    out = tmp_path / "remote.jsonl"
+    with llama_cpp_server(gemma_path) as url:
+        result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
+                     "--limit", "6", "--out", str(out), "--model", url, "--concurrency", "4", "--max-tokens", "12")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = RunFile(out).read()
+    assert sorted(r.id for r in records) == [str(i) for i in range(6)]
+    assert all(r.output for r in records) and records[0].model == url
