@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
+from servers import llama_cpp_server
 from typer.testing import CliRunner
 
-from servers import llama_cpp_server
 from untuned.cli import app
 from untuned.run import RunFile
 
@@ -52,8 +50,9 @@ def _count(path: Path) -> int:
 
 def test_sigkill_and_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
     out = tmp_path / "run.jsonl"
-    command = [sys.executable, "-m", "untuned.cli", "generate", "just-eval", "--data-file",
-               str(shared_data / "just_eval_instruct.jsonl"), "--limit", "7", "--out", str(out), "--max-tokens", "12"]  # fmt: skip
+    data = str(shared_data / "just_eval_instruct.jsonl")
+    command = [sys.executable, "-m", "untuned", "generate", "just-eval", "--data-file", data,
+               "--limit", "7", "--out", str(out), "--max-tokens", "12"]  # fmt: skip
     for kills in range(2):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = _count(out) + 1

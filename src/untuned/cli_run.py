@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from untuned.cli import (
-    ApiKeyEnv, BackendName, Device, MaxTokens, Model, NCtx, Prompt, RemoteModel, RepetitionPenalty, Seed, Stop,
-    Temperature, TopK, TopP, Verbose, _assistant, _friendly, app, err, out,
+    ApiKeyEnv,
+    BackendName,
+    Device,
+    MaxTokens,
+    Model,
+    NCtx,
+    Prompt,
+    RemoteModel,
+    RepetitionPenalty,
+    Seed,
+    Stop,
+    Temperature,
+    TopK,
+    TopP,
+    Verbose,
+    _assistant,
+    _friendly,
+    app,
+    err,
+    out,
 )  # fmt: skip
 from untuned.data import DATASETS, load_items, select
 from untuned.errors import UntunedError
@@ -22,12 +40,12 @@ from untuned.run import RunFile, RunRecord, export, generate, import_answers, me
 def generate_command(
     dataset: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of answers; appended to and resumed.")],
-    data_file: Annotated[Optional[Path], typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")] = None,
+    data_file: Annotated[Path | None, typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")] = None,
     field: Annotated[str, typer.Option("--field", help="Field holding the instruction (json dataset).")] = "instruction",
     id_field: Annotated[str, typer.Option("--id-field", help="Field holding the item id.")] = "id",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Answer at most this many items.")] = None,
-    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated ids to answer.")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: this process answers every n-th item from i.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Answer at most this many items.")] = None,
+    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to answer.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process answers every n-th item from i.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Set aside an output file made with other settings.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Items in flight (remote backends).")] = 1,
     model: Model = "default", backend: BackendName = None, remote_model: RemoteModel = None,
@@ -106,7 +124,7 @@ def export_command(
 def import_command(
     answers: Annotated[Path, typer.Argument(help="just-eval / AlpacaEval output, or a JSONL of id, instruction, output.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="New JSONL file in untuned's run format.")],
-    generator: Annotated[Optional[str], typer.Option("--generator", help="Name of the model that wrote them.")] = None,
+    generator: Annotated[str | None, typer.Option("--generator", help="Name of the model that wrote them.")] = None,
 ) -> None:
     """Convert another tool's answers into untuned's run format, to compare with our runs."""
     if output.exists():
