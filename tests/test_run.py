@@ -148,3 +148,37 @@ def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
     records = RunFile(out).read()
     assert sorted(r.id for r in records) == [str(i) for i in range(6)]
     assert all(r.output for r in records) and records[0].model == url
+
+
+def test_selection_and_file_errors(shared_data, tmp_path):
+    data = tmp_path / "dup.jsonl"
+    data.write_text('{"id": 1, "instruction": "a"}\n{"id": 1, "instruction": "b"}\n')
+    out = str(tmp_path / "out.jsonl")
+    cases = [
+        (["generate", "json", "--data-file", str(data), "--out", out], "id '1' appears more than once"),
+        (["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--shard", "4/4",
+          "--out", out], "--shard takes i/n with 0 <= i < n"),
+        (["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--ids", "1,5000",
+          "--out", out], "ids not in the dataset: 5000"),
+        (["generate", "mt-bench", "--out", out], "the mt-bench dataset needs --data-file"),
+        (["export", str(data), "--out", out, "--format", "csv"], "unknown export format 'csv'"),
+        (["export", str(data), "--out", out], "line 1: not a run record"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in " ".join(result.output.split()), (args, result.output)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_merge_refuses_mixed_settings(shared_data, tmp_path):
+    data = str(shared_data / "just_eval_instruct.jsonl")
+    files = []
+    for prompt in ("helpful", "safe"):
+        path = tmp_path / f"{prompt}.jsonl"
+        assert cli("generate", "just-eval", "--data-file", data, "--limit", "1", "--max-tokens", "4",
+                   "--prompt", prompt, "--out", str(path)).exit_code == 0  # fmt: skip
+        files.append(str(path))
+    result = cli("merge", str(tmp_path / "merged.jsonl"), *files)
+    assert result.exit_code == 2 and "made with other settings" in " ".join(result.output.split())
+    assert not (tmp_path / "merged.jsonl").exists()

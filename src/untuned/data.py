@@ -7,6 +7,7 @@ Every loader returns :class:`Item` records. A malformed input line raises
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +83,9 @@ def _items_from_file(name: str, path: Path, *, field_name: str, id_field: str) -
         text = _text(path, number, row, field_name)
         meta = {k: row[k] for k in JUST_EVAL_META if k in row}
         items.append(Item(str(row.get(id_field, index)), (text,), row.get("dataset") or name, meta))
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
+    repeated = [key for key, count in Counter(item.id for item in items).items() if count > 1]
+    if repeated:
+        duplicate = repeated[0]
         raise UntunedError(f"{path}: id {duplicate!r} appears more than once; ids must be unique (choose --id-field)")
     return items
 

@@ -262,14 +262,14 @@ def import_answers(path: str | Path, *, generator: str | None = None) -> list[Ru
 
 def export(path: str | Path, out: str | Path, *, fmt: str) -> int:
     """Write a run in the input format of just-eval or AlpacaEval (a JSON array); return the count."""
+    if fmt not in ("just-eval", "alpaca-eval"):
+        raise UntunedError(f"unknown export format {fmt!r}; known: just-eval, alpaca-eval.")
     records = RunFile(path).read()
     if fmt == "just-eval":
         rows = [{"id": r.id, "instruction": r.instruction, "output": r.output, "generator": r.generator,
                  "dataset": r.dataset, **{k: v for k, v in r.meta.items() if k != "dataset"}} for r in records]  # fmt: skip
-    elif fmt == "alpaca-eval":
+    else:
         rows = [{"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset}
                 for r in records]  # fmt: skip
-    else:
-        raise UntunedError(f"unknown export format {fmt!r}; known: just-eval, alpaca-eval.")
     Path(out).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return len(rows)

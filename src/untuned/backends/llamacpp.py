@@ -106,7 +106,7 @@ class LlamaCppBackend:
         self.vocab_size = self.llm.n_vocab()
         self._lock = threading.RLock()
         self._snapshots: OrderedDict[tuple[int, ...], _Snapshot] = OrderedDict()
-        self._prefix_ids: dict[str, list[int]] = {}
+        self._prefix_ids: OrderedDict[str, list[int]] = OrderedDict()  # tokenized prefixes, bounded like the snapshots
         self.max_snapshots = 4
         self.reuse_prefix = reuse_prefix  # False recomputes the prefix every time (for benchmarks)
 
@@ -149,6 +149,8 @@ class LlamaCppBackend:
         if prefix is None:
             prefix = self.tokenize(prompt.prefix, add_special=True)
             self._prefix_ids[prompt.prefix] = prefix
+            while len(self._prefix_ids) > self.max_snapshots:
+                self._prefix_ids.popitem(last=False)
         return prefix, self.tokenize(prompt.body)
 
     # --- prefix state ------------------------------------------------------------------------
