@@ -19,48 +19,51 @@ from conftest import free_port
 
 
 @contextmanager
-def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
-    """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its /v1 base URL."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        str(n_ctx),
-        "--model_alias",
-        "gemma-base",
-        "--interrupt_requests",
-        "False",
-    ]  # queue concurrent requests instead of cutting streams
+def server_process(command: list[str], ready_url: str, *, name: str, wait: float = 120) -> Iterator[None]:
+    """Run a server command until ``ready_url`` answers 200; stop it afterwards."""
     log = tempfile.TemporaryFile()  # a pipe would fill up with llama.cpp's log and block the server
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + wait
         while True:
             if process.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited: {log.read().decode(errors='replace')[-2000:]}")
+                raise RuntimeError(f"{name} exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
-                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not start within 120 s")
+                raise RuntimeError(f"{name} did not start within {wait:.0f} s")
             time.sleep(0.3)
-        yield base
+        yield
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its /v1 base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "gemma-base",
+               "--interrupt_requests", "False"]  # fmt: skip  (queue concurrent requests instead of cutting streams)
+    base = f"http://127.0.0.1:{port}/v1"
+    with server_process(command, f"{base}/models", name="llama_cpp.server"):
+        yield base
+
+
+@contextmanager
+def untuned_server(*options: str) -> Iterator[str]:
+    """Run ``untuned serve`` (the real CLI, default model) on 127.0.0.1; yield its root URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", *options]
+    root = f"http://127.0.0.1:{port}"
+    with server_process(command, f"{root}/health", name="untuned serve"):
+        yield root
 
 
 def sse_completion(text_pieces: list[str], model: str = "scripted") -> bytes:

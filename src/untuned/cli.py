@@ -310,7 +310,7 @@ def backends() -> None:
         out.print(name)
 
 
-from untuned import cli_run  # noqa: E402,F401  (registers generate, merge, export, import)
+from untuned import cli_run, cli_serve  # noqa: E402,F401  (register generate, merge, export, import, serve)
 
 
 def main() -> None:

@@ -1,0 +1,322 @@
+"""The FastAPI application: OpenAI-compatible endpoints over an :class:`~untuned.Assistant`.
+
+``POST /v1/chat/completions`` turns the messages into a URIAL conversation; ``POST
+/v1/completions`` continues raw text with the base model; ``GET /v1/models``, ``GET /health``,
+the OpenAPI schema at ``/openapi.json`` and the chat page at ``/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from untuned.assistant import Assistant, Completion
+from untuned.backend import Sampling
+from untuned.conversation import Conversation, RenderedPrompt
+from untuned.errors import ContextOverflowError, UntunedError
+from untuned.server.guard import Guard
+from untuned.server.schema import (
+    ChatChoice,
+    ChatMessageOut,
+    ChatRequest,
+    ChatResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    Health,
+    Message,
+    ModelCard,
+    ModelList,
+    TextChoice,
+    Usage,
+    chat_chunk,
+    error_json,
+    new_id,
+    now,
+    text_chunk,
+)
+from untuned.server.worker import Gate, Job, QueueFull, RequestTimeout
+
+log = logging.getLogger(__name__)
+
+
+class ServerConfig(BaseModel):
+    """How ``untuned serve`` behaves; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field("untuned", description="Model id reported by /v1/models and in responses.")
+    api_key: SecretStr | None = Field(None, description="If set, every endpoint but /health and / needs 'Bearer <key>'.")
+    system_mode: Literal["append", "replace"] = Field(
+        "append", description="A client system message is appended to the URIAL system text, or replaces it."
+    )
+    max_waiting: int = Field(16, ge=0, description="Requests that may queue for the model; more get 503 + Retry-After.")
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a request may take, queueing included.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413 beyond).")
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens when a chat request names none.")
+    max_tokens_limit: int | None = Field(None, ge=1, description="Cap on any request's max_tokens (None: the context).")
+    cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; empty turns CORS off.")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
+
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 503, 504)}
+
+
+def build_conversation(assistant: Assistant, messages: list[Message], mode: str) -> Conversation:
+    """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns)."""
+    conversation = assistant.conversation()
+    system = [m.text.strip() for m in messages if m.role in ("system", "developer") and m.text.strip()]
+    if system:
+        client = "\n\n".join(system)
+        base = assistant.prompt.system.strip()
+        conversation.system = client if mode == "replace" or not base else f"{base}\n\n{client}"
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        if message.role in ("system", "developer"):
+            continue
+        text = message.text.strip()
+        if message.role == "user" and not text:
+            raise BadRequest(f"messages[{index}] is an empty user message", param=f"messages.{index}.content")
+        if turns and turns[-1][0] == message.role:  # consecutive turns of one role are joined
+            turns[-1] = (message.role, f"{turns[-1][1]}\n\n{text}")
+        else:
+            turns.append((message.role, text))
+    if not turns or turns[-1][0] != "user":
+        raise BadRequest("the last message (after system messages) must be the user's", param="messages")
+    if turns[0][0] != "user":
+        raise BadRequest("the conversation must start with a user message (after system messages)", param="messages")
+    for role, text in turns:
+        (conversation.add_user if role == "user" else conversation.add_assistant)(text)
+    return conversation
+
+
+def create_app(assistant: Assistant, config: ServerConfig | None = None) -> FastAPI:
+    """The ASGI app serving ``assistant``. Run it with uvicorn, or use :func:`untuned.server.serve`."""
+    config = config or ServerConfig()
+    gate = Gate(config.max_waiting)
+    app = FastAPI(
+        title="untuned",
+        version="1",
+        summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL).",
+    )
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"], allow_headers=["*"])
+    key = config.api_key.get_secret_value() if config.api_key else None
+    app.add_middleware(Guard, api_key=key, max_body_bytes=config.max_body_bytes, open_paths=("/health", "/"))
+    app.state.assistant, app.state.config, app.state.gate = assistant, config, gate
+    model = config.model_name
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_json(f"the body is not valid JSON: {first['msg']}"), status_code=400)
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return JSONResponse(error_json(message, param=where or None), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_json(str(exc.detail), kind="not_found_error" if exc.status_code == 404 else "invalid_request_error"),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse(error_json(str(exc), param=exc.param, code=exc.code), status_code=exc.status)
+
+    @app.exception_handler(QueueFull)
+    async def busy(_: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse(
+            error_json(str(exc), kind="server_busy", code="queue_full"),
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(RequestTimeout)
+    async def too_slow(_: Request, exc: RequestTimeout) -> JSONResponse:
+        return JSONResponse(error_json(str(exc), kind="timeout", code="timeout"), status_code=504)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return JSONResponse(error_json(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("untuned.server").joinpath("chat.html").read_text(encoding="utf-8"))
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(model=model, prompt=assistant.prompt.name, active=gate.active, waiting=gate.waiting)
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
+    async def models() -> ModelList:
+        card = ModelCard(id=model, created=now(), prompt=assistant.prompt.name, context_length=assistant.backend.context_length)
+        return ModelList(data=[card])
+
+    def sampling_for(body: ChatRequest | CompletionRequest, default_max: int) -> Sampling:
+        wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max
+        if config.max_tokens_limit is not None:
+            wanted = min(wanted, config.max_tokens_limit)
+        update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops)}
+        for name in ("temperature", "top_p", "seed"):
+            if getattr(body, name) is not None:
+                update[name] = getattr(body, name)
+        return assistant.sampling.model_copy(update=update)
+
+    async def start(begin: Callable[[], Completion]) -> tuple[Job, AsyncIterator]:
+        deadline = time.monotonic() + config.request_timeout
+        await gate.enter(config.request_timeout)
+        job = Job(begin, gate)
+        return job, job.events(deadline)
+
+    async def first_event(job: Job, events: AsyncIterator) -> tuple[str, object]:
+        try:
+            kind, value = await anext(events)
+        except BaseException:
+            job.cancel.set()
+            raise
+        if kind == "error":
+            raise_for(value)
+        return kind, value
+
+    def usage(completion: Completion | None) -> Usage:
+        prompt_tokens = (completion.prompt_tokens if completion else None) or 0
+        produced = completion.completion_tokens if completion else 0
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=produced, total_tokens=prompt_tokens + produced)
+
+    async def respond(body: ChatRequest | CompletionRequest, begin: Callable[[], Completion], *, chat: bool):
+        job, events = await start(begin)
+        kind, value = await first_event(job, events)
+        ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
+        if body.stream:
+            return _JobStream(job, _sse(job, events, (kind, value), ident, created, model, chat, body))
+        parts = [value] if kind == "text" else []
+        try:
+            while kind == "text":
+                kind, value = await anext(events)
+                if kind == "text":
+                    parts.append(value)
+                elif kind == "error":
+                    raise_for(value)
+        finally:
+            job.cancel.set()
+        completion = job.completion
+        text = completion.text if completion is not None and chat else "".join(parts)
+        finish = completion.finish_reason if completion else "stop"
+        if chat:
+            return ChatResponse(
+                id=ident,
+                created=created,
+                model=model,
+                usage=usage(completion),
+                choices=[ChatChoice(message=ChatMessageOut(content=text), finish_reason=finish)],
+            )
+        return CompletionResponse(
+            id=ident, created=created, model=model, usage=usage(completion), choices=[TextChoice(text=text, finish_reason=finish)]
+        )
+
+    @app.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
+    async def chat_completions(body: ChatRequest):
+        conversation = build_conversation(assistant, body.messages, config.system_mode)
+        sampling = sampling_for(body, config.default_max_tokens)
+        return await respond(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+    async def completions(body: CompletionRequest):
+        if not body.text:
+            raise BadRequest("prompt is empty", param="prompt")
+        sampling = sampling_for(body, 16)
+        rendered = RenderedPrompt(prefix="", body=body.text)
+        return await respond(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False), chat=False)
+
+    return app
+
+
+def raise_for(error: object) -> None:
+    if isinstance(error, ContextOverflowError):
+        raise BadRequest(str(error), param="messages", code="context_length_exceeded")
+    if isinstance(error, (UntunedError, ValueError)):
+        raise BadRequest(str(error))
+    raise error  # type: ignore[misc]
+
+
+class _JobStream(StreamingResponse):
+    """A streaming response that stops its job however the response ends (client gone included)."""
+
+    def __init__(self, job: Job, content: AsyncIterator[str]) -> None:
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel.set()
+
+
+async def _sse(
+    job: Job, events: AsyncIterator, first: tuple[str, object], ident: str, created: int, model: str, chat: bool, body
+) -> AsyncIterator[str]:
+    def data(payload: dict) -> str:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    def chunk(text: str | None, finish: str | None) -> dict:
+        if chat:
+            delta = {} if text is None else {"content": text}
+            return chat_chunk(ident, created, model, delta, finish)
+        return text_chunk(ident, created, model, text or "", finish)
+
+    try:
+        if chat:
+            yield data(chat_chunk(ident, created, model, {"role": "assistant", "content": ""}, None))
+        kind, value = first
+        while kind == "text":
+            yield data(chunk(str(value), None))
+            kind, value = await anext(events)
+        if kind == "error":
+            raise_for(value)
+        completion = job.completion
+        yield data(chunk(None, completion.finish_reason if completion else "stop"))
+        if body.stream_options and body.stream_options.include_usage and completion is not None:
+            tokens = (completion.prompt_tokens or 0, completion.completion_tokens)
+            usage = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], "total_tokens": sum(tokens)}
+            yield data(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+    except (BadRequest, RequestTimeout) as exc:
+        yield data(error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error"))
+    except Exception as exc:  # the headers are sent: report in the stream
+        log.exception("streaming failed")
+        yield data(error_json(f"internal error: {exc}", kind="server_error"))
+    finally:
+        job.cancel.set()
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,66 @@
+"""ASGI middleware in front of every route: bearer-token auth and a request body size limit.
+
+The key is compared in constant time (:func:`hmac.compare_digest`). Bodies are read up to the
+limit before the app sees them (a chunked upload that grows past it is refused too), then
+replayed to the app.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from untuned.server.schema import error_json
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.open_paths = open_paths
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self.api_key is None or scope["path"] in self.open_paths or scope.get("method") == "OPTIONS":
+            return True
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        # compare_digest on equal-length inputs: compare the whole header against the expected one
+        return hmac.compare_digest(scheme.lower() + b" " + token.strip(), b"bearer " + self.api_key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            body = error_json("a valid API key is required: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+            await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:  # read the body (bounded), then replay it to the app
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = error_json(f"request body over {self.max_body_bytes} bytes", code="request_too_large")
+        await JSONResponse(body, status_code=413)(scope, receive, send)

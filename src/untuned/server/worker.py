@@ -1,0 +1,129 @@
+"""Fair, bounded access to one local model, and the thread that runs each request on it.
+
+A local model answers one request at a time. :class:`Gate` admits requests first come, first
+served (``asyncio.Lock`` wakes its waiters in order), refuses new ones once ``max_waiting`` are
+queued, and estimates a Retry-After from recent request times. :class:`Job` runs a completion on
+a worker thread, hands its chunks to the event loop, and stops between two tokens when the client
+goes away or its time is up, so the model is free for the next request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from untuned.assistant import Completion
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["text", "done", "error"]
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the server is busy; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class RequestTimeout(Exception):
+    """The request ran past the server's per-request time limit."""
+
+
+class Gate:
+    """One request on the model at a time, the rest waiting in arrival order (at most ``max_waiting``)."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self.active = 0
+        self._lock = asyncio.Lock()
+        self._recent: deque[float] = deque(maxlen=16)
+
+    def retry_after(self) -> int:
+        typical = sum(self._recent) / len(self._recent) if self._recent else 1.0
+        return max(1, math.ceil(typical * (self.waiting + 1)))
+
+    async def enter(self, timeout: float) -> None:
+        """Wait for the model; :class:`QueueFull` at once if too many wait, ``RequestTimeout`` after ``timeout``."""
+        if self.active and self.waiting >= self.max_waiting:
+            raise QueueFull(self.retry_after())
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"waited {timeout:.0f} s in the queue") from None
+        finally:
+            self.waiting -= 1
+        self.active = 1
+
+    def leave(self, seconds: float) -> None:
+        self._recent.append(seconds)
+        self.active = 0
+        self._lock.release()
+
+
+class Job:
+    """One completion running on its own thread; :meth:`events` yields what it produces.
+
+    The gate is left by the worker thread itself when the completion has really stopped, so the
+    next request never overlaps a cancelled one.
+    """
+
+    def __init__(self, start: Callable[[], Completion], gate: Gate) -> None:
+        self._start = start
+        self._gate = gate
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[EventKind, object]] = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.completion: Completion | None = None
+        self._began = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="untuned-job", daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: EventKind, value: object = None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop has closed (server shutting down)
+            self.cancel.set()
+
+    def _run(self) -> None:
+        try:
+            completion = self._start()
+            self.completion = completion
+            chunks = iter(completion)
+            try:
+                for chunk in chunks:
+                    if self.cancel.is_set():
+                        log.info("request cancelled; the model is free again")
+                        break
+                    self._put("text", chunk)
+            finally:
+                chunks.close()  # closes the backend's generator: it stops decoding now
+            self._put("done")
+        except Exception as exc:  # handed to the event loop, which answers the client
+            self._put("error", exc)
+        finally:
+            seconds = time.perf_counter() - self._began
+            try:
+                self._loop.call_soon_threadsafe(self._gate.leave, seconds)
+            except RuntimeError:
+                pass
+
+    async def events(self, deadline: float) -> AsyncIterator[tuple[EventKind, object]]:
+        """Yield ``("text", str)`` events, then one ``("done", None)`` or ``("error", exc)``."""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                kind, value = await asyncio.wait_for(self._queue.get(), max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                self.cancel.set()
+                raise RequestTimeout("the answer took longer than the server's time limit") from None
+            yield kind, value
+            if kind != "text":
+                return

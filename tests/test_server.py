@@ -1,0 +1,268 @@
+"""`untuned serve` run for real (the CLI, the bundled gemma base) and used by real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from servers import untuned_server
+
+from untuned.prompt import load_prompt
+from untuned.server import build_conversation
+from untuned.server.schema import Message
+
+KEY = "s3cret-key"
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a raw prompt the base model continues for a long time
+
+
+@pytest.fixture(scope="module")
+def root():
+    with untuned_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def locked():
+    """A server with an API key, no queue and a 3-second limit per request."""
+    with untuned_server("--api-key", KEY, "--max-waiting", "0", "--timeout", "3") as url:
+        yield url
+
+
+@pytest.fixture
+def client(root):
+    return openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0)
+
+
+def ask(question: str) -> list[dict]:
+    return [{"role": "user", "content": question}]
+
+
+def test_chat_with_the_openai_client(client):
+    reply = client.chat.completions.create(model="any", messages=ask("What is the capital of France?"), max_tokens=40)
+    choice = reply.choices[0]
+    assert "Paris" in choice.message.content
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    usage = reply.usage
+    assert usage.prompt_tokens > 500  # the URIAL prefix is in the prompt
+    assert 0 < usage.completion_tokens <= 40 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_gives_the_same_answer_in_chunks(client):
+    question = ask("Name three colours of the rainbow.")
+    whole = client.chat.completions.create(model="any", messages=question, max_tokens=40).choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="any", messages=question, max_tokens=40, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3 and "".join(pieces).strip() == whole
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes in (["stop"], ["length"])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+
+def test_async_client_concurrent_requests_all_answered(root):
+    async def main():
+        client = openai.AsyncOpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0)
+        plain = [client.chat.completions.create(model="m", messages=ask(q), max_tokens=12) for q in ("Hi!", "What is 2+2?")]
+        streamed = await client.chat.completions.create(model="m", messages=ask("Say hello."), max_tokens=12, stream=True)
+        texts = [r.choices[0].message.content for r in await asyncio.gather(*plain)]
+        pieces = [c.choices[0].delta.content or "" async for c in streamed if c.choices]
+        return texts, "".join(pieces)
+
+    texts, streamed = asyncio.run(main())
+    assert all(texts) and streamed.strip()
+
+
+def test_raw_completion_has_no_urial_prefix(client):
+    reply = client.completions.create(model="any", prompt="The capital of France is", max_tokens=6)
+    assert reply.usage.prompt_tokens < 10 and reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 6 and reply.choices[0].text
+
+
+def test_stop_strings_and_seeded_sampling(client):
+    messages = ask("What is the capital of France?")
+    stopped = client.chat.completions.create(model="any", messages=messages, max_tokens=40, stop=["Paris"])
+    assert "Paris" not in stopped.choices[0].message.content
+    one, two = (
+        client.chat.completions.create(model="any", messages=messages, max_tokens=20, temperature=1.2, seed=7).choices[0]
+        for _ in range(2)
+    )
+    assert one.message.content == two.message.content
+
+
+def test_models_health_page_and_schema(root, client):
+    card = client.models.list().data[0]
+    assert card.id == "gemma-3-270m-urial" and card.model_extra["prompt"] == "helpful"
+    assert httpx.get(f"{root}/health").json()["status"] == "ok"
+    page = httpx.get(root)
+    assert page.status_code == 200 and "/v1/chat/completions" in page.text
+    paths = httpx.get(f"{root}/openapi.json").json()["paths"]
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(paths)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"messages": []}, "at least 1"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "empty user message"),
+        ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}, "must be the user"),
+        ({"messages": [{"role": "system", "content": "Be brief."}]}, "must be the user"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages.0.role"),
+        ({"messages": ask("Hi"), "temperature": "hot"}, "temperature"),
+        ({"messages": ask("Hi"), "max_tokens": 0}, "max_tokens"),
+        ({"messages": ask("Hi"), "n": 2}, "n:"),
+        ({"messages": ask("Hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": ask("word " * 5000)}, "tokens too many"),
+        ({"model": "x"}, "messages"),
+    ],
+)
+def test_bad_requests_get_openai_style_400(root, body, fragment):
+    response = httpx.post(f"{root}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_context_overflow_says_by_how_much(root):
+    response = httpx.post(f"{root}/v1/completions", json={"prompt": "word " * 5000}, timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded"
+    excess = int(re.search(r"(\d+) tokens too many", error["message"]).group(1))
+    assert 900 < excess < 1200  # 5000 words + BOS against a 4096-token window
+
+
+def test_malformed_and_oversized_bodies(root):
+    broken = httpx.post(f"{root}/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    huge = httpx.post(f"{root}/v1/chat/completions", json={"messages": ask("x" * 1_100_000)})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: the limit is enforced while reading
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    streamed = httpx.post(f"{root}/v1/completions", content=chunked(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_disconnect_mid_stream_frees_the_model(root):
+    body = {"prompt": COUNTING, "max_tokens": 1000, "stream": True}
+    with httpx.Client(timeout=30) as http, http.stream("POST", f"{root}/v1/completions", json=body) as response:
+        events = 0
+        for line in response.iter_lines():
+            events += line.startswith("data:")
+            if events == 5:
+                break  # leaving the block closes the connection mid-stream
+    started = time.perf_counter()
+    reply = httpx.post(f"{root}/v1/completions", json={"prompt": "Hello", "max_tokens": 3}, timeout=30)
+    waited = time.perf_counter() - started
+    assert reply.status_code == 200
+    assert waited < 3.0, f"the next request waited {waited:.1f} s: the abandoned stream kept the model"
+    assert httpx.get(f"{root}/health").json()["active"] == 0
+
+
+def test_system_message_appended_or_replacing():
+    from untuned.assistant import Assistant
+
+    class NoModel:  # build_conversation never touches the backend
+        name, context_length = "none", None
+
+    assistant = Assistant(NoModel(), load_prompt("helpful"))  # type: ignore[arg-type]
+    messages = [Message(role="system", content="Answer like a pirate."), Message(role="user", content="Hi")]
+    appended = build_conversation(assistant, messages, "append").render().prefix
+    replaced = build_conversation(assistant, messages, "replace").render().prefix
+    original = assistant.prompt.system.strip().splitlines()[0]
+    assert "Answer like a pirate." in appended and original in appended
+    assert "Answer like a pirate." in replaced and original not in replaced
+    two_users = build_conversation(assistant, [Message(role="user", content="A"), Message(role="user", content="B")], "append")
+    assert [t.content for t in two_users.turns] == ["A\n\nB"]
+
+
+def test_api_key_required_except_health_and_page(locked):
+    assert httpx.get(f"{locked}/health").status_code == 200
+    assert httpx.get(locked).status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        response = httpx.get(f"{locked}/v1/models", headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{locked}/openapi.json").status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{locked}/v1", api_key="wrong", max_retries=0).models.list()
+    good = openai.OpenAI(base_url=f"{locked}/v1", api_key=KEY, max_retries=0)
+    assert good.chat.completions.create(model="m", messages=ask("Hi"), max_tokens=4).choices[0].message.content
+
+
+def test_full_queue_answers_503_and_slow_requests_time_out(locked):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    busy = threading.Event()
+    results = {}
+
+    def long_request():
+        with httpx.stream("POST", f"{locked}/v1/completions", json={"prompt": COUNTING, "max_tokens": 2000, "stream": True},
+                          headers=headers, timeout=30) as response:  # fmt: skip
+            for line in response.iter_lines():
+                busy.set()
+                if "timeout" in line:
+                    results["stream"] = json.loads(line[5:])["error"]["type"]
+
+    worker = threading.Thread(target=long_request)
+    worker.start()
+    assert busy.wait(30)
+    refused = httpx.post(f"{locked}/v1/completions", json={"prompt": "Hi"}, headers=headers)
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    worker.join(30)
+    assert results["stream"] == "timeout"  # the 3-second limit ended the stream with an error event
+    slow = httpx.post(f"{locked}/v1/completions", json={"prompt": COUNTING, "max_tokens": 2000}, headers=headers, timeout=30)
+    assert slow.status_code == 504 and slow.json()["error"]["type"] == "timeout"
+
+
+def test_serve_rejects_bad_settings_before_loading():
+    result = subprocess.run([sys.executable, "-m", "untuned", "serve", "--system-mode", "merge"], capture_output=True, text=True)
+    assert result.returncode == 2 and "system_mode" in result.stderr
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_errors(tmp_path):
+    """At least 1000 generated requests against the served OpenAPI schema: no 5xx, no hang."""
+    with untuned_server("--max-tokens-limit", "4") as url:
+        command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--max-examples", "520",
+                   "--checks", "not_a_server_error", "--request-timeout", "30", "--generation-database", "none",
+                   "--seed", "20261125", "--no-color"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    generated = int(re.search(r"(\d+) generated", summary).group(1))
+    assert generated >= 1000, summary
+    assert re.search(rf"{generated} passed", summary), summary
+
+
+
+@pytest.mark.slow
+def test_web_page_streams_an_answer(root, browser):
+    page = browser.new_page()
+    page.goto(root)
+    page.wait_for_function("document.getElementById('model').textContent !== '…'")
+    assert page.inner_text("#model") == "gemma-3-270m-urial" and page.inner_text("#prompt") == "helpful"
+    page.fill("#input", "What is the capital of France?")
+    page.keyboard.press("Enter")
+    lengths = set()
+    deadline = time.monotonic() + 60
+    while page.get_attribute(".msg.assistant", "data-state") == "streaming" and time.monotonic() < deadline:
+        lengths.add(len(page.inner_text(".msg.assistant")))
+        time.sleep(0.02)
+    assert page.get_attribute(".msg.assistant", "data-state") == "done"
+    assert "Paris" in page.inner_text(".msg.assistant")
+    assert len(lengths - {0}) >= 2, "the answer appeared at once instead of streaming"
+    page.click("#reset")
+    assert page.locator(".msg").count() == 0
+    page.close()
