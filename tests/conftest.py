@@ -81,8 +81,15 @@ def browser():
         path = shutil.which("chromium")
         if path is None:
             pytest.skip(problem or "chromium was installed but is not on PATH")
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync"]  # fmt: skip  (the closed network refuses Google's hosts)
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]  # fmt: skip  (the closed network refuses Google's hosts)
     with playwright_api.sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=path, headless=True, args=flags)
         yield chromium

@@ -48,9 +48,23 @@ def server_process(command: list[str], ready_url: str, *, name: str, wait: float
 def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its /v1 base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "gemma-base",
-               "--interrupt_requests", "False"]  # fmt: skip  (queue concurrent requests instead of cutting streams)
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        "gemma-base",
+        "--interrupt_requests",
+        "False",
+    ]  # fmt: skip  (queue concurrent requests instead of cutting streams)
     base = f"http://127.0.0.1:{port}/v1"
     with server_process(command, f"{base}/models", name="llama_cpp.server"):
         yield base

@@ -246,7 +246,6 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
     assert re.search(rf"{generated} passed", summary), summary
 
 
-
 @pytest.mark.slow
 def test_web_page_streams_an_answer(root, browser):
     page = browser.new_page()
