@@ -83,7 +83,19 @@ class Backend(Protocol):
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores: ...
 
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, log-probability rows over the vocabulary) for positions ``start``.., in chunks."""
+        ...
+
     def close(self) -> None: ...
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32 (a new array)."""
+    rows = np.asarray(logits, dtype=np.float32)
+    peak = rows.max(axis=1, keepdims=True)
+    shifted = rows - peak
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def scores_from_logits(logits: np.ndarray, targets: np.ndarray, top_k: int) -> tuple[np.ndarray, ...]:

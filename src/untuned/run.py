@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from untuned.assistant import Assistant
 from untuned.data import DataFileError, Item
 from untuned.errors import UntunedError
+from untuned.jsonl import JsonlFile
 
 log = logging.getLogger(__name__)
 
@@ -76,39 +76,11 @@ class RunSettingsMismatch(UntunedError):
     """The output file holds a run made with other settings."""
 
 
-class RunFile:
+class RunFile(JsonlFile[RunRecord]):
     """An append-only JSONL file of :class:`RunRecord`."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def read(self, *, repair: bool = False) -> list[RunRecord]:
-        """All complete records. A last line with no newline is a torn write: ignored, or cut with ``repair``."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            log.warning("%s: ignoring a torn last line (%d bytes) from an interrupted write", self.path, len(data) - end)
-            if repair:
-                with self.path.open("r+b") as handle:
-                    handle.truncate(end)
-        records = []
-        for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(RunRecord.model_validate_json(line))
-            except ValueError as exc:
-                raise DataFileError(self.path, number, f"not a run record: {str(exc).splitlines()[0]}") from exc
-        return records
-
-    def append(self, *records: RunRecord) -> None:
-        """Append records durably (flush and fsync) before returning."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(record.model_dump_json() + "\n" for record in records))
-            handle.flush()
-            os.fsync(handle.fileno())
+        super().__init__(path, RunRecord, label="run record")
 
 
 @dataclass

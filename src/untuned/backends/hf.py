@@ -25,6 +25,7 @@ from untuned.backend import (
     TokenScores,
     check_score_request,
     default_gguf_path,
+    log_softmax,
     scores_from_logits,
 )
 from untuned.conversation import RenderedPrompt
@@ -222,22 +223,34 @@ class TransformersBackend:
 
     # --- scoring -----------------------------------------------------------------------------
 
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, float32 logits rows predicting them): one pass, in chunks that reuse the cache."""
+        torch = self.torch
+        cache = None
+        with self._lock:
+            for begin in range(0, len(ids) - 1, SCORE_CHUNK):
+                chunk = ids[begin : begin + SCORE_CHUNK]
+                with torch.inference_mode():
+                    logits, cache = self._forward(chunk, cache)
+                    positions = np.arange(begin, begin + len(chunk)) + 1
+                    keep = (positions >= start) & (positions < len(ids))
+                    if not keep.any():
+                        continue
+                    rows = logits[torch.as_tensor(keep, device=logits.device)].float().cpu().numpy()
+                yield positions[keep], rows
+
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Teacher-forced scores of ``tokens[start:]``: one pass, in chunks that reuse the cache."""
         ids = check_score_request(tokens, start, self.context_length)
-        parts = []
-        cache = None
-        with self._lock, self.torch.inference_mode():
-            for begin in range(0, len(ids) - 1, SCORE_CHUNK):
-                chunk = ids[begin : begin + SCORE_CHUNK]
-                logits, cache = self._forward(chunk, cache)
-                positions = np.arange(begin, begin + len(chunk)) + 1
-                keep = (positions >= start) & (positions < len(ids))
-                if keep.any():
-                    targets = np.asarray(ids)[positions[keep]]
-                    rows = logits[self.torch.as_tensor(keep, device=logits.device)].float().cpu().numpy()
-                    parts.append((targets, *scores_from_logits(rows, targets, top_k)))
+        targets = np.asarray(ids)
+        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
         return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
+        ids = check_score_request(tokens, start, self.context_length)
+        for positions, rows in self._logit_rows(ids, start):
+            yield positions, log_softmax(rows)
 
     def close(self) -> None:
         self._prefix_cache.clear()

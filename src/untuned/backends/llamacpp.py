@@ -28,6 +28,7 @@ from untuned.backend import (
     TokenScores,
     check_score_request,
     default_gguf_path,
+    log_softmax,
     scores_from_logits,
 )
 from untuned.conversation import RenderedPrompt
@@ -245,35 +246,46 @@ class LlamaCppBackend:
 
     # --- scoring -----------------------------------------------------------------------------
 
-    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
-        """Teacher-forced scores of ``tokens[start:]``, one forward pass in batches of ``n_batch``."""
-        ids = check_score_request(tokens, start, self.context_length)
-        parts: list[tuple[np.ndarray, ...]] = []
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, raw logits rows predicting them), one forward pass in batches of ``n_batch``.
+
+        Each rows array is a view into llama.cpp's buffer, valid until the next step.
+        """
         with self._lock:
             llm = self.llm
             llm.reset()
             llm._ctx.kv_cache_clear()
             evaluated = 0
-            for begin in range(0, len(ids) - 1, llm.n_batch):
-                batch = ids[begin : begin + llm.n_batch]
-                llm._batch.set_batch(batch=batch, n_past=begin, logits_all=True)
-                llm._ctx.decode(llm._batch)
-                evaluated = begin + len(batch)
-                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), self.vocab_size))
-                # row r predicts the token at position begin + r + 1
-                for row in range(0, len(batch), SCORE_ROWS):
-                    positions = np.arange(begin + row, min(begin + len(batch), begin + row + SCORE_ROWS)) + 1
-                    keep = (positions >= start) & (positions < len(ids))
-                    if not keep.any():
-                        continue
-                    rows = np.arange(row, row + len(positions))[keep]
-                    targets = np.asarray(ids)[positions[keep]]
-                    parts.append((targets, *scores_from_logits(logits[rows], targets, top_k)))
-            llm.input_ids[:evaluated] = ids[:evaluated]
-            llm.n_tokens = evaluated  # the cache now holds these tokens; generation may reuse them
-            llm._requires_eval = True
-        columns = [np.concatenate(column) for column in zip(*parts)]
-        return TokenScores(*columns)
+            try:
+                for begin in range(0, len(ids) - 1, llm.n_batch):
+                    batch = ids[begin : begin + llm.n_batch]
+                    llm._batch.set_batch(batch=batch, n_past=begin, logits_all=True)
+                    llm._ctx.decode(llm._batch)
+                    evaluated = begin + len(batch)
+                    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), self.vocab_size))
+                    # row r predicts the token at position begin + r + 1
+                    for row in range(0, len(batch), SCORE_ROWS):
+                        positions = np.arange(begin + row, min(begin + len(batch), begin + row + SCORE_ROWS)) + 1
+                        keep = (positions >= start) & (positions < len(ids))
+                        if keep.any():
+                            yield positions[keep], logits[np.arange(row, row + len(positions))[keep]]
+            finally:
+                llm.input_ids[:evaluated] = ids[:evaluated]
+                llm.n_tokens = evaluated  # the cache now holds these tokens; generation may reuse them
+                llm._requires_eval = True
+
+    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
+        """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
+        ids = check_score_request(tokens, start, self.context_length)
+        targets = np.asarray(ids)
+        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
+        return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
+        ids = check_score_request(tokens, start, self.context_length)
+        for positions, rows in self._logit_rows(ids, start):
+            yield positions, log_softmax(rows)
 
     def close(self) -> None:
         with self._lock:

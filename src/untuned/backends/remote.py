@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+import numpy as np
 
 from untuned.backend import LoadOptions, ModelSpec, Piece, Sampling, TokenScores
 from untuned.conversation import RenderedPrompt
@@ -167,6 +168,9 @@ class RemoteBackend:
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         raise UnsupportedOperation("the remote backend cannot score tokens yet; use the llama.cpp or transformers backend.")
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise UnsupportedOperation("the remote backend cannot give token distributions; use a local backend.")
 
     def close(self) -> None:
         self.client.close()

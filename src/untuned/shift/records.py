@@ -1,0 +1,169 @@
+"""Typed records of a shift analysis, and the aggregates computed from them.
+
+Each answer token gets its rank under the *base* distribution (the untuned model, or the model
+without the URIAL prefix in ``context`` mode): rank 1 is **unshifted**, 2-3 **marginal**, beyond 3
+**shifted**. Where a second distribution exists (the aligned model in ``pair`` mode, the model
+with the URIAL prefix in ``context`` mode) the token's rank and probability there and the KL
+divergence KL(other || base) are recorded too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Category = Literal["unshifted", "marginal", "shifted"]
+Mode = Literal["pair", "text", "context"]
+CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
+POSITION_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # absolute answer positions: [0, 8), [8, 16) ... [512, ∞)
+
+
+def category(rank: int) -> Category:
+    return "unshifted" if rank == 1 else "marginal" if rank <= 3 else "shifted"
+
+
+class TopToken(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: int
+    text: str
+    prob: float
+
+
+class TokenShift(BaseModel):
+    """One answer position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="Position in the answer, from 0.")
+    id: int
+    text: str
+    rank: int = Field(description="Rank of the token under the base distribution (1 = most likely).")
+    prob: float = Field(description="Its probability under the base distribution.")
+    category: Category
+    other_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
+    other_prob: float | None = None
+    kl: float | None = Field(None, description="KL(other || base) in nats at this position.")
+    top: list[TopToken] = Field(default_factory=list, description="Base top-k.")
+    other_top: list[TopToken] = Field(default_factory=list)
+
+
+class ShiftExample(BaseModel):
+    """One analysed answer, with its token records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    mode: Mode
+    query: str
+    answer: str
+    dataset: str | None = None
+    tags: dict[str, list[str]] = Field(default_factory=dict, description="e.g. task_types, topics, difficulty.")
+    generator: str | None = None
+    tokens: list[TokenShift]
+    truncated: bool = Field(False, description="The answer was cut to fit the context window.")
+    answer_tokens: int = Field(description="Tokens in the whole answer, before any truncation.")
+
+    def counts(self) -> Counter:
+        return Counter(t.category for t in self.tokens)
+
+    def ratios(self) -> dict[str, float]:
+        return ratios(self.counts())
+
+
+def ratios(counts: Counter) -> dict[str, float]:
+    total = sum(counts[c] for c in CATEGORIES)
+    return {c: (counts[c] / total if total else 0.0) for c in CATEGORIES}
+
+
+class Group(BaseModel):
+    tokens: int
+    examples: int
+    ratios: dict[str, float]
+    mean_kl: float | None = None
+
+
+class PositionBucket(BaseModel):
+    label: str
+    tokens: int
+    shifted: float
+    marginal: float
+
+
+class ShiftedToken(BaseModel):
+    text: str
+    count: int
+    share: float = Field(description="Share of this token's occurrences that are shifted.")
+
+
+class ShiftSummary(BaseModel):
+    """Everything ``summary.json`` holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode
+    base: str
+    other: str | None = None
+    context: str
+    examples: int
+    truncated: int
+    overall: Group
+    by_dataset: dict[str, Group]
+    by_tag: dict[str, dict[str, Group]]
+    by_position: list[PositionBucket]
+    by_relative_position: list[PositionBucket]
+    top_shifted: list[ShiftedToken]
+
+
+def _group(examples: list[ShiftExample]) -> Group:
+    counts: Counter = Counter()
+    kls = []
+    for example in examples:
+        counts.update(example.counts())
+        kls.extend(t.kl for t in example.tokens if t.kl is not None)
+    mean_kl = math.fsum(kls) / len(kls) if kls else None
+    return Group(tokens=sum(counts.values()), examples=len(examples), ratios=ratios(counts), mean_kl=mean_kl)
+
+
+def _bucket(label: str, cats: list[str]) -> PositionBucket:
+    n = len(cats)
+    return PositionBucket(label=label, tokens=n, shifted=cats.count("shifted") / n if n else 0.0,
+                          marginal=cats.count("marginal") / n if n else 0.0)  # fmt: skip
+
+
+def summarize(examples: Iterable[ShiftExample], *, mode: Mode, base: str, other: str | None, context: str,
+              top: int = 30) -> ShiftSummary:  # fmt: skip
+    """Aggregate examples: ratios overall / by dataset / by tag, shift by position, top shifted tokens."""
+    examples = list(examples)
+    by_dataset: dict[str, list[ShiftExample]] = defaultdict(list)
+    by_tag: dict[str, dict[str, list[ShiftExample]]] = defaultdict(lambda: defaultdict(list))
+    absolute: dict[int, list[str]] = defaultdict(list)
+    relative: dict[int, list[str]] = defaultdict(list)
+    seen: Counter = Counter()
+    shifted: Counter = Counter()
+    for example in examples:
+        by_dataset[example.dataset or "(none)"].append(example)
+        for kind, labels in example.tags.items():
+            for label in labels:
+                by_tag[kind][label].append(example)
+        n = len(example.tokens)
+        for token in example.tokens:
+            bin_index = max(i for i, low in enumerate(POSITION_BINS) if token.index >= low)
+            absolute[bin_index].append(token.category)
+            relative[min(9, token.index * 10 // max(n, 1))].append(token.category)
+            seen[token.text] += 1
+            if token.category == "shifted":
+                shifted[token.text] += 1
+    labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
+    return ShiftSummary(
+        mode=mode, base=base, other=other, context=context, examples=len(examples),
+        truncated=sum(e.truncated for e in examples), overall=_group(examples),
+        by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
+        by_tag={kind: {label: _group(group) for label, group in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
+        by_position=[_bucket(labels[i], absolute[i]) for i in sorted(absolute)],
+        by_relative_position=[_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)],
+        top_shifted=[ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)],
+    )  # fmt: skip
