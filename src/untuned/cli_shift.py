@@ -1,0 +1,114 @@
+"""``untuned shift``: token distribution shift analysis. Registered on ``untuned.cli.app``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from untuned.backend import LoadOptions, Sampling, load_backend
+from untuned.cli import BackendName, Device, Model, NCtx, Prompt, Verbose, _friendly, app, err, out
+from untuned.data import DATASETS, load_items, select
+from untuned.errors import UntunedError
+from untuned.prompt import load_prompt
+from untuned.shift import ShiftAnalyzer, ShiftSummary, generate_answers, items_from_answers, read_tags, run_shift, write_outputs
+
+MODES = ("text", "pair", "context")
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, console=err)
+
+
+@app.command("shift")
+@_friendly
+def shift_command(
+    mode: Annotated[str, typer.Argument(help="text: base scores any answers · pair: base vs aligned model (same tokenizer) · "
+                                             "context: base without vs with the URIAL prefix.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; resumed if it exists.")],
+    answers: Annotated[Path | None, typer.Option("--answers", "-a", help="Answers to analyse: an untuned run, "
+                                                 "just-eval / AlpacaEval output, or JSONL of id, instruction, output.")] = None,
+    tags: Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help=f"Questions to answer first: {', '.join(DATASETS)}.")] = None,
+    data_file: Annotated[Path | None, typer.Option("--data-file", help="Local copy of --dataset.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at most this many answers.")] = None,
+    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")] = None,
+    aligned: Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")] = None,
+    context: Annotated[str, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")] = "plain",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")] = 5,
+    token_format: Annotated[str, typer.Option("--format", help="Per-token records: jsonl or parquet.")] = "jsonl",
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")] = 256,
+    force: Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")] = False,
+    model: Model = "default", backend: BackendName = None, n_ctx: NCtx = None, device: Device = "auto",
+    prompt: Prompt = "helpful", verbose: Verbose = False,
+) -> None:  # fmt: skip
+    """Rank every answer token under the base model: unshifted (1), marginal (2-3), shifted (>3)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if mode not in MODES:
+        raise UntunedError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if context not in ("plain", "urial") or token_format not in ("jsonl", "parquet"):
+        raise UntunedError("--context is plain or urial; --format is jsonl or parquet")
+    if mode == "pair" and not aligned:
+        raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
+    if answers is None and (mode == "text" or dataset is None):
+        raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
+    prompt_set = load_prompt(prompt)
+    wanted = [i.strip() for i in ids.split(",")] if ids else None
+    options = LoadOptions(backend=backend, n_ctx=n_ctx, device=device)
+    with err.status(f"loading {model} …"):
+        base = load_backend(model, options)
+        other = load_backend(aligned, options) if mode == "pair" else load_backend(model, options) if mode == "context" else None
+    analyzer = ShiftAnalyzer(base, mode=mode, other=other, context=context, prompt=prompt_set, top_k=top_k)  # type: ignore[arg-type]
+
+    progress = _progress()
+    with progress:
+        if answers is not None:
+            items = items_from_answers(answers, tags=read_tags(tags) if tags else None)
+            chosen = {i.id for i in items} if wanted is None else set(wanted)
+            items = [i for i in items if i.id in chosen][:limit]
+        else:
+            questions = select(load_items(dataset, data_file=data_file), ids=wanted, limit=limit)
+            writer = other if mode == "pair" else base
+            task = progress.add_task(f"answering with {writer.name}", total=len(questions), note="")
+            items = generate_answers(writer, questions, context="urial" if mode == "context" else context, prompt=prompt_set,
+                                     sampling=Sampling(max_tokens=max_tokens),
+                                     on_answer=lambda _: progress.advance(task))  # type: ignore[arg-type]  # fmt: skip
+        task = progress.add_task("scoring", total=None, note="")
+        counted = {"tokens": 0}
+
+        def started(remaining: int) -> None:
+            progress.update(task, total=remaining)
+
+        def scored(example) -> None:
+            counted["tokens"] += len(example.tokens)
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            progress.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
+
+        examples = run_shift(analyzer, items, output, force=force, on_start=started, on_example=scored)
+    summary = write_outputs(examples, output, analyzer.settings, tokens=token_format, plots=plots)  # type: ignore[arg-type]
+    _print_summary(summary, output)
+
+
+def _print_summary(summary: ShiftSummary, output: Path) -> None:
+    table = Table(
+        "group", "answers", "tokens", "unshifted", "marginal", "shifted", "mean KL", title=f"{summary.mode} · {summary.base}"
+    )
+    rows = [("all", summary.overall), *summary.by_dataset.items()]
+    for name, group in rows:
+        kl = "" if group.mean_kl is None else f"{group.mean_kl:.4f}"
+        table.add_row(name, str(group.examples), str(group.tokens),
+                      *(f"{100 * group.ratios[c]:.1f}%" for c in ("unshifted", "marginal", "shifted")), kl)  # fmt: skip
+    out.print(table)
+    fades = " → ".join(f"{b.label}: {100 * b.shifted:.0f}%" for b in summary.by_position)
+    out.print(f"shifted by position: {fades}")
+    out.print("most shifted tokens: " + ", ".join(f"{t.text!r}×{t.count}" for t in summary.top_shifted[:10]))
+    if summary.truncated:
+        out.print(f"[yellow]{summary.truncated} answers were cut to fit the context window[/]")
+    out.print(f"written: {output}/summary.json, shift.html, tokens.*, plots/")

@@ -1,0 +1,210 @@
+"""Token distribution shift: one teacher-forced pass per answer and model gives every position.
+
+Modes:
+
+- ``text``: the base model alone scores any answer (its tokenizer, its ranks).
+- ``pair``: a base and an aligned model sharing a tokenizer score the same tokens; per position,
+  the base rank and probability, the aligned probability, and KL(aligned || base).
+- ``context``: the base model scores the answer twice, without and with the URIAL prefix; the
+  second pass needs its own backend instance (two passes interleave, chunk by chunk, so two
+  distributions of a 262k vocabulary are never held for a whole answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from untuned.backend import Backend, scores_from_logits
+from untuned.conversation import Conversation
+from untuned.errors import UntunedError
+from untuned.prompt import PromptSet
+from untuned.shift.records import Mode, ShiftExample, TokenShift, TopToken, category
+
+log = logging.getLogger(__name__)
+ContextKind = Literal["plain", "urial"]
+
+
+class ShiftItem(BaseModel):
+    """A query and the answer to analyse."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    query: str
+    answer: str
+    dataset: str | None = None
+    tags: dict[str, list[str]] = Field(default_factory=dict)
+    generator: str | None = None
+
+
+class ShiftSettings(BaseModel):
+    """What an analysis run is; a resumed run must have the same settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode
+    base: str = Field(description="Name of the base model.")
+    other: str | None = Field(None, description="The aligned model (pair) or the base again (context).")
+    context: ContextKind = Field("plain", description="How the query is shown to the base (text, pair modes).")
+    prompt_name: str | None = None
+    prompt_hash: str | None = None
+    top_k: int = Field(5, ge=1, le=50)
+
+
+def plain_context(query: str) -> str:
+    """The query as plain text, then a blank line: what the answer follows without URIAL."""
+    return f"{query.strip()}\n\n"
+
+
+def urial_context(prompt: PromptSet, query: str) -> str:
+    conversation = Conversation(prompt)
+    conversation.add_user(query)
+    return conversation.render().text
+
+
+def zip_rows(
+    first: Iterator[tuple[np.ndarray, np.ndarray]], second: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Pair two (index, rows) streams that cover the same indices in chunks of any sizes."""
+    a_index, a_rows = np.empty(0, dtype=int), None
+    b_index, b_rows = np.empty(0, dtype=int), None
+    while True:
+        if not len(a_index):
+            step = next(first, None)
+            if step is None:
+                return
+            a_index, a_rows = step
+        if not len(b_index):
+            step = next(second, None)
+            if step is None:
+                return
+            b_index, b_rows = step
+        n = min(len(a_index), len(b_index))
+        if not np.array_equal(a_index[:n], b_index[:n]):
+            raise RuntimeError("the two passes disagree on positions")  # a bug, not bad input
+        yield a_index[:n], a_rows[:n], b_rows[:n]
+        a_index, a_rows, b_index, b_rows = a_index[n:], a_rows[n:], b_index[n:], b_rows[n:]
+
+
+class ShiftAnalyzer:
+    """Analyse answers with one mode; see the module docstring."""
+
+    def __init__(
+        self,
+        base: Backend,
+        *,
+        mode: Mode,
+        other: Backend | None = None,
+        context: ContextKind = "plain",
+        prompt: PromptSet | None = None,
+        top_k: int = 5,
+    ) -> None:
+        if mode in ("pair", "context") and other is None:
+            raise UntunedError(
+                f"{mode} mode needs a second backend ({'the aligned model' if mode == 'pair' else 'the base again'})"
+            )
+        if mode == "context" and other is base:
+            raise UntunedError("context mode needs a second instance of the base model: the two passes run side by side")
+        if (mode == "context" or context == "urial") and prompt is None:
+            raise UntunedError("a URIAL context needs a prompt set")
+        self.base, self.other, self.mode, self.context, self.prompt, self.top_k = base, other, mode, context, prompt, top_k
+        self._texts: dict[int, str] = {}
+        if mode == "pair":
+            self._check_same_tokenizer()
+
+    @property
+    def settings(self) -> ShiftSettings:
+        prompt = self.prompt if (self.mode == "context" or self.context == "urial") else None
+        return ShiftSettings(
+            mode=self.mode, base=self.base.name, other=self.other.name if self.other else None,
+            context="plain" if self.mode == "context" else self.context,
+            prompt_name=prompt.name if prompt else None, prompt_hash=prompt.content_hash if prompt else None, top_k=self.top_k,
+        )  # fmt: skip
+
+    def _check_same_tokenizer(self) -> None:
+        probe = "Tokenizers agree? Ünïcode, code `x = 1`, numbers 12345 and emoji 🙂."
+        base_ids, other_ids = self.base.tokenize(probe, add_special=True), self.other.tokenize(probe, add_special=True)
+        sizes = getattr(self.base, "vocab_size", None), getattr(self.other, "vocab_size", None)
+        if base_ids != other_ids or (None not in sizes and sizes[0] != sizes[1]):
+            raise UntunedError(
+                f"{self.base.name} and {self.other.name} do not share a tokenizer, so their distributions cannot be "
+                "compared position by position. Use --mode text: it scores the aligned answers with the base tokenizer."
+            )
+
+    def _context(self, query: str, *, side: Literal["base", "other"]) -> str:
+        if self.mode == "context":
+            return plain_context(query) if side == "base" else urial_context(self.prompt, query)
+        return urial_context(self.prompt, query) if self.context == "urial" else plain_context(query)
+
+    def _text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self.base.detokenize([token])
+        return text
+
+    def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
+        return [TopToken(id=int(i), text=self._text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
+
+    def analyze(self, item: ShiftItem) -> ShiftExample:
+        answer = self.base.tokenize(item.answer)
+        base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
+        other_ctx = None
+        if self.other is not None:
+            other_ctx = self.other.tokenize(self._context(item.query, side="other"), add_special=True)
+            if self.mode == "pair" and self.other.tokenize(item.answer) != answer:
+                raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
+        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(other_ctx or []))
+        if self.other is not None and self.other.context_length is not None:
+            room = min(room, self.other.context_length - len(other_ctx or []))
+        kept = answer[: max(room, 0)]
+        if len(kept) < len(answer):
+            log.warning("item %s: answer cut from %d to %d tokens to fit the context window", item.id, len(answer), len(kept))
+        tokens = self._score(base_ctx, other_ctx, kept) if kept else []
+        return ShiftExample(
+            id=item.id, mode=self.mode, query=item.query, answer=item.answer, dataset=item.dataset, tags=item.tags,
+            generator=item.generator, tokens=tokens, truncated=len(kept) < len(answer), answer_tokens=len(answer),
+        )  # fmt: skip
+
+    def _score(self, base_ctx: list[int], other_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
+        targets = np.asarray(answer)
+        if other_ctx is None:
+            scores = self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k)
+            return [
+                self._record(
+                    i, int(targets[i]), int(scores.ranks[i]), scores.logprobs[i], (scores.top_ids[i], scores.top_logprobs[i])
+                )
+                for i in range(len(answer))
+            ]
+        first = ((pos - len(base_ctx), rows) for pos, rows in self.base.distributions(base_ctx + answer, start=len(base_ctx)))
+        second = (
+            (pos - len(other_ctx), rows) for pos, rows in self.other.distributions(other_ctx + answer, start=len(other_ctx))
+        )
+        records: list[TokenShift] = []
+        for index, base_rows, other_rows in zip_rows(first, second):
+            if base_rows.shape[1] != other_rows.shape[1]:
+                raise UntunedError(
+                    f"vocabularies differ ({base_rows.shape[1]} vs {other_rows.shape[1]} tokens): "
+                    "KL is undefined; use --mode text"
+                )
+            wanted = targets[index]
+            base_lp, base_rank, base_top, base_top_lp = scores_from_logits(base_rows, wanted, self.top_k, normalized=True)
+            other_lp, other_rank, other_top, other_top_lp = scores_from_logits(other_rows, wanted, self.top_k, normalized=True)
+            kl = (np.exp(other_rows) * (other_rows - base_rows)).sum(axis=1, dtype=np.float64)
+            for row, i in enumerate(index):
+                record = self._record(
+                    int(i), int(wanted[row]), int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row])
+                )
+                record.other_rank, record.other_prob = int(other_rank[row]), float(np.exp(other_lp[row]))
+                record.kl = max(float(kl[row]), 0.0)
+                record.other_top = self._top(other_top[row], other_top_lp[row])
+                records.append(record)
+        return records
+
+    def _record(self, index: int, token: int, rank: int, logprob: float, top: tuple[np.ndarray, np.ndarray]) -> TokenShift:
+        return TokenShift(index=index, id=token, text=self._text(token), rank=rank, prob=float(np.exp(logprob)),
+                          category=category(rank), top=self._top(*top))  # fmt: skip

@@ -1,0 +1,212 @@
+"""Token distribution shift: exact against a per-position reference, and real runs on gemma."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import numpy as np
+import pytest
+from tiny import CORPUS, make_tiny_llama
+from typer.testing import CliRunner
+
+from untuned import LoadOptions, load_backend
+from untuned.cli import app
+from untuned.errors import UntunedError
+from untuned.prompt import load_prompt
+from untuned.shift import (
+    ShiftAnalyzer,
+    ShiftExample,
+    ShiftItem,
+    TokenShift,
+    items_from_answers,
+    read_tags,
+    run_shift,
+    summarize,
+    write_outputs,
+)
+
+ITEMS = [
+    ShiftItem(
+        id="a", query="What is the capital of France?", answer=" ".join(CORPUS) * 2, dataset="d1", tags={"topics": ["geo"]}
+    ),
+    ShiftItem(id="b", query="What is two plus two?", answer="Four. The capital of France is Paris.", dataset="d2"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_folders(tmp_path_factory):
+    pytest.importorskip("torch", reason="the tiny reference models need the [hf] extra")
+    return [make_tiny_llama(tmp_path_factory.mktemp(f"tiny{seed}"), seed=seed, init_range=0.5) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_folders):
+    return [load_backend(str(folder), LoadOptions(device="cpu")) for folder in tiny_folders]
+
+
+def reference(backend, ids: list[int], position: int):
+    """The original analysis: one forward pass over the whole prefix for each position, no cache."""
+    import torch
+
+    with torch.inference_mode():
+        logits = backend.model(torch.tensor([ids[:position]])).logits[0, -1].double()
+    logprobs = torch.log_softmax(logits, dim=-1).numpy()
+    target = ids[position]
+    return logprobs, int((logprobs > logprobs[target]).sum()) + 1
+
+
+def test_pair_mode_equals_the_per_position_reference(tiny_pair):
+    base, aligned = tiny_pair
+    analyzer = ShiftAnalyzer(base, mode="pair", other=aligned, top_k=3)
+    checked = 0
+    for item in ITEMS:
+        example = analyzer.analyze(item)
+        context = base.tokenize(f"{item.query}\n\n", add_special=True)
+        ids = context + base.tokenize(item.answer)
+        assert len(example.tokens) == len(ids) - len(context) and not example.truncated
+        for token in example.tokens:
+            position = len(context) + token.index
+            base_lp, base_rank = reference(base, ids, position)
+            other_lp, other_rank = reference(aligned, ids, position)
+            assert token.id == ids[position]
+            assert token.rank == base_rank and token.other_rank == other_rank
+            assert token.prob == pytest.approx(np.exp(base_lp[ids[position]]), abs=1e-5)
+            assert token.other_prob == pytest.approx(np.exp(other_lp[ids[position]]), abs=1e-5)
+            kl = float((np.exp(other_lp) * (other_lp - base_lp)).sum())
+            assert token.kl == pytest.approx(kl, abs=1e-5)
+            assert [t.id for t in token.top] == list(np.argsort(-base_lp, kind="stable")[:3])
+            checked += 1
+    assert checked > 70  # crosses the 64-position scoring chunk
+    ranks = Counter(t.category for t in analyzer.analyze(ITEMS[0]).tokens)
+    assert len(ranks) >= 2  # random models: the categories are really exercised
+
+
+def test_truncation_is_recorded(tiny_folders, caplog):
+    base = load_backend(str(tiny_folders[0]), LoadOptions(device="cpu", n_ctx=64))
+    analyzer = ShiftAnalyzer(base, mode="text")
+    with caplog.at_level(logging.WARNING):
+        example = analyzer.analyze(ITEMS[0])
+    context = len(base.tokenize(f"{ITEMS[0].query}\n\n", add_special=True))
+    assert example.truncated and len(example.tokens) == 64 - context < example.answer_tokens
+    assert "answer cut" in caplog.text
+
+
+def test_different_tokenizers_are_refused(gemma, smollm_path):
+    smollm = load_backend(str(smollm_path))
+    with pytest.raises(UntunedError, match="--mode text"):
+        ShiftAnalyzer(gemma, mode="pair", other=smollm)
+
+
+def test_summary_of_a_hand_made_run():
+    def tokens(categories: str) -> list[TokenShift]:
+        rank = {"u": 1, "m": 2, "s": 9}
+        names = {"u": "unshifted", "m": "marginal", "s": "shifted"}
+        return [
+            TokenShift(index=i, id=i, text=f"t{c}", rank=rank[c], prob=0.5, category=names[c]) for i, c in enumerate(categories)
+        ]
+
+    common = {"mode": "text", "query": "q", "answer": "a"}
+    examples = [
+        ShiftExample(id="1", dataset="x", tags={"topics": ["math"]}, tokens=tokens("uuss"), answer_tokens=4, **common),
+        ShiftExample(id="2", dataset="y", tokens=tokens("umuuuuuuuu"), answer_tokens=10, **common),
+    ]
+    summary = summarize(examples, mode="text", base="b", other=None, context="plain")
+    assert summary.overall.tokens == 14
+    assert summary.overall.ratios == pytest.approx({"unshifted": 11 / 14, "marginal": 1 / 14, "shifted": 2 / 14})
+    assert summary.by_dataset["x"].ratios["shifted"] == 0.5 and summary.by_tag["topics"]["math"].examples == 1
+    assert [(b.label, b.tokens) for b in summary.by_position] == [("0-7", 12), ("8-15", 2)]
+    assert summary.by_position[0].shifted == pytest.approx(2 / 12)
+    assert summary.top_shifted[0].text == "ts" and summary.top_shifted[0].count == 2 and summary.top_shifted[0].share == 1.0
+
+
+@pytest.fixture(scope="module")
+def reference_answers(shared_data):
+    items = items_from_answers(
+        shared_data / "reference_outputs" / "gpt-4-0613.jsonl", tags=read_tags(shared_data / "just_eval_instruct.jsonl")
+    )
+    return items[:3]
+
+
+def test_text_run_on_gemma_writes_everything(gemma, reference_answers, tmp_path):
+    analyzer = ShiftAnalyzer(gemma, mode="text", context="urial", prompt=load_prompt("helpful"))
+    examples = run_shift(analyzer, reference_answers, tmp_path)
+    summary = write_outputs(examples, tmp_path, analyzer.settings, tokens="parquet")
+    assert sum(summary.overall.ratios.values()) == pytest.approx(1.0)
+    for example in examples:
+        assert sum(example.ratios().values()) == pytest.approx(1.0) and example.tokens
+    assert summary.overall.ratios["unshifted"] > 0.4  # gemma predicts most of GPT-4's tokens
+    assert "task_types" in summary.by_tag and summary.by_dataset
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "tokens.parquet")
+    assert table.num_rows == summary.overall.tokens and set(table.column("category").to_pylist()) <= {
+        "unshifted",
+        "marginal",
+        "shifted",
+    }
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["overall"]["tokens"] == summary.overall.tokens
+    for name in ("categories", "position", "top_shifted"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    calls = []
+    again = run_shift(analyzer, reference_answers, tmp_path, on_start=calls.append)
+    assert calls == [0] and [e.id for e in again] == [e.id for e in examples]  # resumed: nothing redone
+    other = ShiftAnalyzer(gemma, mode="text", context="plain")
+    with pytest.raises(UntunedError, match="other settings"):
+        run_shift(other, reference_answers, tmp_path)
+
+
+@pytest.mark.slow
+def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser):
+    from untuned.backend import Sampling
+    from untuned.backends.llamacpp import LlamaCppBackend
+    from untuned.data import Item
+    from untuned.shift import generate_answers
+
+    backend = LlamaCppBackend(gemma_path, n_ctx=4096)
+    prompt = load_prompt("helpful")
+
+    questions = [Item("q1", ("What is the capital of France?",), "demo", {}), Item("q2", ("Name a primary colour.",), "demo", {})]
+    items = generate_answers(gemma, questions, context="urial", prompt=prompt, sampling=Sampling(max_tokens=40))
+    analyzer = ShiftAnalyzer(gemma, mode="context", other=backend, prompt=prompt)
+    examples = run_shift(analyzer, items, tmp_path)
+    summary = write_outputs(examples, tmp_path, analyzer.settings)
+    assert sum(summary.overall.ratios.values()) == pytest.approx(1.0)
+    assert summary.overall.mean_kl is not None and summary.overall.mean_kl > 0
+    assert all(t.kl >= 0 and t.other_rank >= 1 for e in examples for t in e.tokens)
+    backend.close()
+
+    page = browser.new_page()
+    page.goto((tmp_path / "shift.html").as_uri())
+    page.wait_for_selector(".answer .tok")
+    spans = page.locator(".answer .tok")
+    assert spans.count() == len(examples[0].tokens)
+    colours = set(page.eval_on_selector_all(".answer .tok", "els => els.map(e => getComputedStyle(e).backgroundColor)"))
+    assert len(colours) == len({t.category for t in examples[0].tokens})  # one colour per category shown
+    legend = page.eval_on_selector_all(".legend .tok", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert len(set(legend)) == 3
+    assert page.locator("tr.example").count() == 2
+    page.hover(".answer .tok >> nth=0")
+    assert "base top-k" in page.inner_text("#tip")
+    page.close()
+
+
+def test_cli_shift_text_and_errors(shared_data, tmp_path):
+    runner = CliRunner()
+    answers = shared_data / "reference_outputs" / "Mistral-7B-Instruct-v0.1.jsonl"
+    result = runner.invoke(
+        app, ["shift", "text", "--answers", str(answers), "--limit", "2", "--out", str(tmp_path / "o"), "--no-plots"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "unshifted" in result.output and (tmp_path / "o" / "tokens.jsonl").exists()
+    rows = [json.loads(line) for line in (tmp_path / "o" / "tokens.jsonl").read_text().splitlines()]
+    assert {row["example"] for row in rows} == {"0", "1"} and all(len(row["top_ids"]) == 5 for row in rows)
+    for args, message in [
+        (["shift", "pair", "--answers", str(answers), "--out", str(tmp_path / "p")], "--aligned"),
+        (["shift", "text", "--out", str(tmp_path / "p")], "--answers"),
+        (["shift", "sideways", "--answers", str(answers), "--out", str(tmp_path / "p")], "unknown mode"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output
