@@ -101,8 +101,8 @@ Reply = tuple[int, dict[str, str], bytes]
 
 
 @contextmanager
-def scripted_server(script: Callable[[str, str, int], Reply]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """A real HTTP server on 127.0.0.1 whose replies come from ``script(method, path, n)``,
+def scripted_server(script: Callable[[str, str, int, bytes], Reply]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A real HTTP server on 127.0.0.1 whose replies come from ``script(method, path, n, body)``,
     n being the number of requests seen so far. Yields (base URL, log of (method, path))."""
     seen: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -112,18 +112,20 @@ def scripted_server(script: Callable[[str, str, int], Reply]) -> Iterator[tuple[
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            body = self.rfile.read(length) if length else b""
             with lock:
                 seen.append((self.command, self.path))
                 count = len(seen)
-            status, headers, body = script(self.command, self.path, count)
+            status, headers, reply = script(self.command, self.path, count, body)
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(reply)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                pass
 
         do_GET = do_POST = _answer
 

@@ -70,7 +70,7 @@ def test_cli_ask_against_the_server(server_url):
 
 
 def test_retries_429_and_503_then_streams():
-    def script(method, path, count):
+    def script(method, path, count, body):
         if path.endswith("/models"):
             return (
                 200,
@@ -91,7 +91,7 @@ def test_retries_429_and_503_then_streams():
 
 
 def test_gives_up_with_a_clear_error():
-    def script(method, path, count):
+    def script(method, path, count, body):
         if path.endswith("/models"):
             return 200, {"Content-Type": "application/json"}, b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
         return 500, {"Content-Type": "application/json"}, b'{"error": {"message": "kaput"}}'

@@ -20,7 +20,7 @@ from untuned.shift import (
     ShiftExample,
     ShiftItem,
     TokenShift,
-    items_from_answers,
+    read_answers,
     read_tags,
     run_shift,
     summarize,
@@ -123,7 +123,7 @@ def test_summary_of_a_hand_made_run():
 
 @pytest.fixture(scope="module")
 def reference_answers(shared_data):
-    items = items_from_answers(
+    items = read_answers(
         shared_data / "reference_outputs" / "gpt-4-0613.jsonl", tags=read_tags(shared_data / "just_eval_instruct.jsonl")
     )
     return items[:3]

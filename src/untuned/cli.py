@@ -310,7 +310,7 @@ def backends() -> None:
         out.print(name)
 
 
-from untuned import cli_run, cli_serve, cli_shift  # noqa: E402,F401  (register the other commands)
+from untuned import cli_judge, cli_run, cli_serve, cli_shift  # noqa: E402,F401  (register the other commands)
 
 
 def main() -> None:

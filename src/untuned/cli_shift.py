@@ -15,7 +15,7 @@ from untuned.cli import BackendName, Device, Model, NCtx, Prompt, Verbose, _frie
 from untuned.data import DATASETS, load_items, select
 from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
-from untuned.shift import ShiftAnalyzer, ShiftSummary, generate_answers, items_from_answers, read_tags, run_shift, write_outputs
+from untuned.shift import ShiftAnalyzer, ShiftSummary, generate_answers, read_answers, read_tags, run_shift, write_outputs
 
 MODES = ("text", "pair", "context")
 
@@ -70,7 +70,7 @@ def shift_command(
     progress = _progress()
     with progress:
         if answers is not None:
-            items = items_from_answers(answers, tags=read_tags(tags) if tags else None)
+            items = read_answers(answers, tags=read_tags(tags) if tags else None)
             chosen = {i.id for i in items} if wanted is None else set(wanted)
             items = [i for i in items if i.id in chosen][:limit]
         else:

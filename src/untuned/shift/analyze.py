@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from untuned.answers import AnswerItem, ContextKind, plain_context
 from untuned.backend import Backend, scores_from_logits
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
@@ -26,20 +27,7 @@ from untuned.prompt import PromptSet
 from untuned.shift.records import Mode, ShiftExample, TokenShift, TopToken, category
 
 log = logging.getLogger(__name__)
-ContextKind = Literal["plain", "urial"]
-
-
-class ShiftItem(BaseModel):
-    """A query and the answer to analyse."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    query: str
-    answer: str
-    dataset: str | None = None
-    tags: dict[str, list[str]] = Field(default_factory=dict)
-    generator: str | None = None
+ShiftItem = AnswerItem  # what shift analyses: a query and an answer
 
 
 class ShiftSettings(BaseModel):
@@ -54,11 +42,6 @@ class ShiftSettings(BaseModel):
     prompt_name: str | None = None
     prompt_hash: str | None = None
     top_k: int = Field(5, ge=1, le=50)
-
-
-def plain_context(query: str) -> str:
-    """The query as plain text, then a blank line: what the answer follows without URIAL."""
-    return f"{query.strip()}\n\n"
 
 
 def urial_context(prompt: PromptSet, query: str) -> str:

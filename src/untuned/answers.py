@@ -1,10 +1,12 @@
-"""Where the answers to analyse come from: answer files (ours or other tools'), or generated here."""
+"""Answers to analyse or judge: read from answer files (ours or other tools'), or generated here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
 from untuned.backend import Backend, Sampling
@@ -12,9 +14,27 @@ from untuned.conversation import DEFAULT_FORMAT, Conversation, RenderedPrompt
 from untuned.data import DataFileError, Item, read_rows
 from untuned.prompt import PromptSet
 from untuned.run import RunRecord, import_answers
-from untuned.shift.analyze import ContextKind, ShiftItem, plain_context
 
 TAG_FIELDS = ("task_types", "topics", "difficulty", "category")
+ContextKind = Literal["plain", "urial"]
+
+
+class AnswerItem(BaseModel):
+    """A query and an answer to it, with what is known about them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    query: str
+    answer: str
+    dataset: str | None = None
+    tags: dict[str, list[str]] = Field(default_factory=dict, description="task_types, topics, difficulty, category.")
+    generator: str | None = None
+
+
+def plain_context(query: str) -> str:
+    """The query as plain text, then a blank line: what an answer follows without URIAL."""
+    return f"{query.strip()}\n\n"
 
 
 def _tags(meta: dict[str, Any]) -> dict[str, list[str]]:
@@ -33,7 +53,7 @@ def read_tags(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(row.get("id", number)): row for number, row in read_rows(Path(path))}
 
 
-def items_from_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[ShiftItem]:
+def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[AnswerItem]:
     """Answers from an `untuned generate` run, just-eval / AlpacaEval output, or any JSONL of
     ``id, instruction, output``; tags and dataset joined by id from ``tags`` where given."""
     rows = list(read_rows(Path(path)))
@@ -50,7 +70,7 @@ def items_from_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | No
     for record in records:
         joined = (tags or {}).get(record.id, {})
         meta = {**joined, **record.meta}
-        items.append(ShiftItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
+        items.append(AnswerItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
                                dataset=record.dataset or joined.get("dataset"), tags=_tags(meta),
                                generator=record.generator))  # fmt: skip
     return items
@@ -63,8 +83,8 @@ def generate_answers(
     context: ContextKind,
     prompt: PromptSet,
     sampling: Sampling,
-    on_answer: Callable[[ShiftItem], None] | None = None,
-) -> list[ShiftItem]:
+    on_answer: Callable[[AnswerItem], None] | None = None,
+) -> list[AnswerItem]:
     """Answer each item's first turn with ``backend``, shown the query as the analysis will show it."""
     assistant = Assistant(backend, prompt, sampling)
     answered = []
@@ -76,9 +96,9 @@ def generate_answers(
         else:
             rendered = RenderedPrompt(prefix="", body=plain_context(item.turns[0]))
             text = assistant.complete_prompt(rendered, sampling=sampling.model_copy(update={"stop": DEFAULT_FORMAT.stop})).text
-        shift_item = ShiftItem(id=item.id, query=item.turns[0], answer=text, dataset=item.dataset, tags=_tags(item.meta),
+        answered_item = AnswerItem(id=item.id, query=item.turns[0], answer=text, dataset=item.dataset, tags=_tags(item.meta),
                                generator=backend.name)  # fmt: skip
-        answered.append(shift_item)
+        answered.append(answered_item)
         if on_answer:
-            on_answer(shift_item)
+            on_answer(answered_item)
     return answered

@@ -1,0 +1,89 @@
+"""P2: shift analysis in one teacher-forced pass per answer vs the per-position loop without cache.
+
+20 JUST-EVAL reference answers (gpt-4-0613, ids 0-19), bundled gemma-3-270m base, `text` mode
+with the plain context (query, blank line). The one-pass side is `ShiftAnalyzer.analyze` (all
+positions, ranks, top-5, records). The loop side is what the original analysis did: for each
+answer position, evaluate the whole context + answer prefix from an empty cache and rank the
+next token from the last logits row.
+
+The full loop costs hours here (its work grows with the square of the answer length), so it is
+timed on every STRIDE-th position of every answer and its total is that time x STRIDE: an
+unbiased estimate, since the positions sampled are spread evenly along each answer. Ranks are
+compared at every sampled position. Run: .venv/bin/python bench/shift_speed.py [STRIDE]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from untuned.backend import default_gguf_path
+from untuned.backends.llamacpp import LlamaCppBackend
+from untuned.shift import ShiftAnalyzer, plain_context, read_answers
+
+ANSWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_outputs" / "gpt-4-0613.jsonl"
+COUNT = 20
+
+
+def loop_rank(backend: LlamaCppBackend, ids: list[int], position: int) -> int:
+    """Rank of ids[position] after evaluating ids[:position] from scratch (no cache reuse)."""
+    llm = backend.llm
+    llm.reset()
+    llm._ctx.kv_cache_clear()
+    for begin in range(0, position, llm.n_batch):
+        batch = ids[begin : min(position, begin + llm.n_batch)]
+        llm._batch.set_batch(batch=batch, n_past=begin, logits_all=False)  # logits of the last row only
+        llm._ctx.decode(llm._batch)
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(1, backend.vocab_size))[0]
+    return int((logits > logits[ids[position]]).sum()) + 1
+
+
+def main() -> None:
+    stride = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+    if not ANSWERS.exists():
+        raise SystemExit(f"benchmark data not found: {ANSWERS}")
+    items = read_answers(ANSWERS)[:COUNT]
+    backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096)
+    analyzer = ShiftAnalyzer(backend, mode="text")
+    analyzer.analyze(items[0])  # warm-up
+
+    started = time.perf_counter()
+    examples = [analyzer.analyze(item) for item in items]
+    one_pass = time.perf_counter() - started
+    positions = sum(len(e.tokens) for e in examples)
+
+    sampled = same = 0
+    loop_seconds = 0.0
+    for item, example in zip(items, examples):
+        context = backend.tokenize(plain_context(item.query), add_special=True)
+        ids = context + backend.tokenize(item.answer)
+        for token in example.tokens[::stride]:
+            began = time.perf_counter()
+            rank = loop_rank(backend, ids, len(context) + token.index)
+            loop_seconds += time.perf_counter() - began
+            sampled += 1
+            same += rank == token.rank
+    loop_estimate = loop_seconds * stride
+
+    table = Table("method", "positions", "seconds", "positions/s")
+    table.add_row("one teacher-forced pass per answer", str(positions), f"{one_pass:.2f}", f"{positions / one_pass:.1f}")
+    table.add_row(
+        f"per-position loop, every {stride}th position", str(sampled), f"{loop_seconds:.2f}", f"{sampled / loop_seconds:.2f}"
+    )
+    table.add_row(
+        "per-position loop, all positions (estimate)", str(positions), f"{loop_estimate:.1f}", f"{positions / loop_estimate:.2f}"
+    )
+    console = Console(width=120)
+    console.print(table)
+    console.print(f"answers: {len(items)}, mean answer length {positions / len(items):.0f} tokens")
+    console.print(f"speed-up (loop / one pass): {loop_estimate / one_pass:.1f}x (target >= 50x)")
+    console.print(f"identical ranks at sampled positions: {same}/{sampled} ({100 * same / sampled:.2f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Judging against real HTTP judges (well-behaved and misbehaving on purpose), the local SmolLM2
+judge, reply parsing, the cache, and report numbers checked against independent arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+
+import pytest
+from servers import scripted_server
+from typer.testing import CliRunner
+
+from untuned.answers import AnswerItem
+from untuned.cli import app
+from untuned.judge import TEMPLATES, HttpJudge, JudgeCache, Judging, LocalJudge, ReplyError, Verdict, VerdictFile, parse_reply
+from untuned.judge.templates import ASPECTS
+from untuned.report import build_report, load_verdicts, markdown, stat, write_csv
+
+JSON = {"Content-Type": "application/json"}
+
+
+def chat_reply(content: str) -> bytes:
+    return json.dumps({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "judge",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    }).encode()  # fmt: skip
+
+
+def user_text(body: bytes) -> str:
+    return json.loads(body)["messages"][-1]["content"]
+
+
+def expected_score(answer: str) -> int:
+    return len(answer) % 5 + 1
+
+
+def verdict_json(text: str, *, style: int = 0) -> str:
+    """What a good judge answers: each aspect scored from the answer's length, in varied styles."""
+    answer = re.search(r"\[Answer begins\]\n(.*)\n\[Answer ends\]", text, re.DOTALL).group(1)
+    score = expected_score(answer)
+    aspects = ("safety",) if "- safety:" in text else ASPECTS
+    if style == 1:  # fenced, trailing comma, scores as numbers
+        body = ", ".join(f'"{a}": {{"rationale": "ok", "score": {score}}}' for a in aspects)
+        return f"Here you go:\n```json\n{{{body},}}\n```"
+    return json.dumps({a: {"rationale": f"because {a}", "score": str(score)} for a in aspects})
+
+
+def items(n: int, *, garbage: set[int] = frozenset()) -> list[AnswerItem]:
+    return [
+        AnswerItem(id=str(i), query=f"{'GARBAGE ' if i in garbage else ''}Question {i}?", answer="x" * (i * 7 + 3),
+                   generator="model-a", dataset="set1" if i % 2 else "set2", tags={"topics": ["stem" if i % 3 else "finance"]})
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
+    def script(method, path, count, body):
+        text = user_text(body)
+        if "GARBAGE" in text:
+            return 200, JSON, chat_reply("I think it is pretty good overall!")
+        kind = count % 6
+        if kind == 1:
+            return 500, JSON, b'{"error": {"message": "internal"}}'
+        if kind == 2:
+            return 429, {**JSON, "Retry-After": "0"}, b'{"error": {"message": "slow down"}}'
+        if kind == 3:
+            time.sleep(1.5)  # past the client's 1 s timeout: retried
+        return 200, JSON, chat_reply(verdict_json(text, style=count % 2))
+
+    work = items(24, garbage={5, 17})
+    out = tmp_path / "verdicts.jsonl"
+    with scripted_server(script) as (url, seen):
+        judge = HttpJudge(url, "judge", timeout=1.0, max_retries=8)
+        summary = Judging(judge, TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
+    verdicts = VerdictFile(out).read()
+    assert sorted(v.id for v in verdicts) == sorted(i.id for i in work)  # none lost, none duplicated
+    assert summary.scored == 22 and summary.failed == 2
+    for verdict in verdicts:
+        item = work[int(verdict.id)]
+        if verdict.id in ("5", "17"):
+            assert verdict.status == "failed" and verdict.raw == "I think it is pretty good overall!" and verdict.attempts == 3
+            assert verdict.scores == {}  # nothing invented
+        else:
+            assert verdict.status == "scored"
+            assert verdict.scores == {a: expected_score(item.answer) for a in ASPECTS}  # no mix-up between threads
+    assert any(path.endswith("/chat/completions") for _, path in seen)
+
+
+def test_retry_after_is_honoured(tmp_path):
+    arrivals = []
+
+    def script(method, path, count, body):
+        arrivals.append(time.monotonic())
+        if count == 1:
+            return 429, {**JSON, "Retry-After": "2"}, b'{"error": {"message": "slow down"}}'
+        return 200, JSON, chat_reply(verdict_json(user_text(body)))
+
+    with scripted_server(script) as (url, _):
+        verdict = Judging(HttpJudge(url, "judge"), TEMPLATES["multi"]).judge_item(items(1)[0])
+    assert verdict.status == "scored" and arrivals[1] - arrivals[0] >= 1.9
+
+
+def test_rerun_hits_the_cache_and_resumes(tmp_path):
+    def script(method, path, count, body):
+        return 200, JSON, chat_reply(verdict_json(user_text(body)))
+
+    work = items(10)
+    with scripted_server(script) as (url, seen):
+        judging = Judging(HttpJudge(url, "judge"), TEMPLATES["multi"], JudgeCache(tmp_path / "cache.db"))
+        first = judging.run(work, tmp_path / "one.jsonl", concurrency=4)
+        asked = len(seen)
+        again = judging.run(work, tmp_path / "two.jsonl", concurrency=4)  # a fresh output file: all from the cache
+        resumed = judging.run(work, tmp_path / "one.jsonl")  # the same file: nothing left to do
+        assert len(seen) == asked == 10
+    assert first.requests == 10 and again.requests == 0 and again.cached == 10 and resumed.skipped == 10
+    one, two = VerdictFile(tmp_path / "one.jsonl").latest(), VerdictFile(tmp_path / "two.jsonl").latest()
+    assert {k: v.scores for k, v in one.items()} == {k: v.scores for k, v in two.items()}
+
+
+def test_pairwise_cancels_position_bias(tmp_path):
+    def always_first(method, path, count, body):
+        return 200, JSON, chat_reply(json.dumps({a: {"rationale": "first is best", "winner": "A"} for a in ASPECTS}))
+
+    def prefers_longer(method, path, count, body):
+        text = user_text(body)
+        a = re.search(r"\[Answer A begins\]\n(.*)\n\[Answer A ends\]", text, re.DOTALL).group(1)
+        b = re.search(r"\[Answer B begins\]\n(.*)\n\[Answer B ends\]", text, re.DOTALL).group(1)
+        return (
+            200,
+            JSON,
+            chat_reply(json.dumps({x: {"rationale": "longer", "winner": "A" if len(a) > len(b) else "B"} for x in ASPECTS})),
+        )
+
+    first = items(4)
+    second = {i.id: i.model_copy(update={"answer": "y" * 20, "generator": "model-b"}) for i in first}
+    for script, expected in ((always_first, ["tie"] * 4), (prefers_longer, ["B", "B", "B", "A"])):
+        out = tmp_path / f"{script.__name__}.jsonl"
+        with scripted_server(script) as (url, _):
+            Judging(HttpJudge(url, "judge"), TEMPLATES["pairwise"]).run(first, out, others=second)
+        verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
+        assert [v.winners["helpfulness"] for v in verdicts] == expected  # answers of 3, 10, 17, 24 vs 20 characters
+    report = build_report(VerdictFile(out).read())
+    helpfulness = next(p for p in report.pairwise if p.aspect == "helpfulness")
+    assert (helpfulness.a, helpfulness.b, helpfulness.wins, helpfulness.ties, helpfulness.losses) == (
+        "model-a",
+        "model-b",
+        1,
+        0,
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('{"safety": {"rationale": "fine", "score": "5"}}', 5),
+        ('```json\n{"safety": {"rationale": "fine", "score": 4,},}\n```', 4),
+        ('Sure! {"Safety": {"score": "3/5"}} Hope this helps.', 3),
+        ('{"safety": {"rationale": "no harm possible", "score": "N/A"}}', None),
+        ('{"safety": 2.0}', 2),
+    ],
+)
+def test_parsing_tolerates_common_reply_shapes(reply, expected):
+    assert parse_reply(TEMPLATES["safety"], reply)["scores"] == {"safety": expected}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ['{"safety": {"score": "7"}}', '{"safety": {"score": "good"}}', '{"harm": {"score": "5"}}', "no json", '{"safety": {}}'],
+)
+def test_parsing_never_invents_a_score(reply):
+    with pytest.raises(ReplyError):
+        parse_reply(TEMPLATES["safety"], reply)
+
+
+def test_tag_replies_use_just_evals_label_sets():
+    parsed = parse_reply(TEMPLATES["tag"], '{"task_types": ["Math", "reasoning"], "topics": "stem", "difficulty": "hard"}')
+    assert parsed["tags"] == {"task_types": ["math", "reasoning"], "topics": ["stem"], "difficulty": ["hard"]}
+    with pytest.raises(ReplyError, match="unknown topics"):
+        parse_reply(TEMPLATES["tag"], '{"task_types": ["math"], "topics": ["cooking"], "difficulty": "easy"}')
+
+
+@pytest.mark.slow
+def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
+    judging = Judging(LocalJudge(smollm_path), TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=0)
+    answers = [AnswerItem(id=str(i), query=q, answer=a) for i, (q, a) in enumerate([
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("What is 2 + 2?", "2 + 2 = 4."),
+        ("Name a primary colour.", "Red is a primary colour."),
+    ])]  # fmt: skip
+    summary = judging.run(answers, tmp_path / "v.jsonl")
+    verdicts = VerdictFile(tmp_path / "v.jsonl").read()
+    assert summary.scored == 3 and all(v.status == "scored" and set(v.scores) == set(ASPECTS) for v in verdicts)
+    assert all(s is None or 1 <= s <= 5 for v in verdicts for s in v.scores.values())
+
+
+def test_report_numbers_match_independent_arithmetic(tmp_path):
+    rows = {"a": [5, 4, None, 2, 3], "b": [1, 1, 2, 5, 4]}  # helpfulness scores; None = N/A
+    out = tmp_path / "v.jsonl"
+    store = VerdictFile(out)
+    for model, scores in rows.items():
+        for i, score in enumerate(scores):
+            topic = "stem" if i < 3 else "finance"
+            store.append(Verdict(id=f"{model}{i}", mode="multi", template="multi@1", judge="j", status="scored", generator=model,
+                                 dataset="d", tags={"topics": [topic]}, query="q", answer="one two three",
+                                 scores={a: score for a in ASPECTS}))  # fmt: skip
+    store.append(
+        Verdict(id="a9", mode="multi", template="multi@1", judge="j", status="failed", generator="a", query="q", answer="x y")
+    )
+    report = build_report(load_verdicts(out))
+    a = next(m for m in report.models if m.model == "a")
+    known = [5, 4, 2, 3]
+    assert a.aspects["helpfulness"].mean == pytest.approx(statistics.mean(known))
+    assert a.aspects["helpfulness"].ci == pytest.approx(1.96 * statistics.stdev(known) / math.sqrt(4))
+    assert (a.aspects["helpfulness"].n, a.aspects["helpfulness"].na, a.failed, a.items) == (4, 1, 1, 6)
+    assert a.words == pytest.approx((5 * 3 + 2) / 6)
+    assert a.groups["topics"]["finance"]["depth"].mean == pytest.approx(2.5)
+    assert build_report(load_verdicts(out), na="five").models[0].aspects["clarity"].mean == pytest.approx(
+        statistics.mean([5, 4, 5, 2, 3])
+    )
+    text = markdown(report, compare=True)
+    assert text.index("| b |") > text.index("| a |")  # a (3.5) ranks above b (2.6)
+    write_csv(report, tmp_path / "r.csv")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert any(line.startswith("scores,a,,,helpfulness,3.5,") for line in lines)
+
+
+def test_just_eval_files_give_just_evals_means(tmp_path):
+    judged = [
+        {"id": i, "input": "q", "output_cand": "word " * (i + 1), "generator_cand": "m", "eval_config": {"mode": "score_multi"},
+         "parsed_result": {a: {"rationale": "r", "score": s} for a, s in zip(ASPECTS, scores)}}
+        for i, scores in enumerate([["5", "4", "3", "N/A", "2"], ["4", "4", "5", "3", "N/A"], ["3", "5", "N/A", "4", "4"]])
+    ] + [{"id": 3, "input": "q", "output_cand": "w", "generator_cand": "m", "result": "N/A"}]  # fmt: skip
+    path = tmp_path / "judged.json"
+    path.write_text(json.dumps(judged))
+    # just-eval's own report: only items with parsed_result; "N/A" counted as 5.0; plain means
+    expected = {a: statistics.mean(5.0 if r["parsed_result"][a]["score"] == "N/A" else float(r["parsed_result"][a]["score"])
+                                   for r in judged[:3]) for a in ASPECTS}  # fmt: skip
+    model = build_report(load_verdicts(path), na="five").models[0]
+    assert {a: model.aspects[a].mean for a in ASPECTS} == pytest.approx(expected)
+    assert model.failed == 1
+    skipped = build_report(load_verdicts(path)).models[0]
+    assert skipped.aspects["depth"].mean == pytest.approx(3.5) and skipped.aspects["depth"].na == 1
+    assert stat([], "skip").mean is None
+
+
+def test_cli_judge_and_report(tmp_path, monkeypatch):
+    def script(method, path, count, body):
+        return 200, JSON, chat_reply(verdict_json(user_text(body)))
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "z" * i, "generator": "g"}) + "\n" for i in range(5))
+    )
+    runner = CliRunner()
+    with scripted_server(script) as (url, _):
+        args = ["judge", "multi", str(answers), "--out", str(tmp_path / "v.jsonl"), "--judge-url", url, "--judge-model", "j",
+                "--cache", str(tmp_path / "c.db"), "--concurrency", "3"]  # fmt: skip
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "5 scored, 0 failed" in result.output
+    result = runner.invoke(app, ["report", str(tmp_path / "v.jsonl"), "--out", str(tmp_path / "r"), "--compare"])
+    assert result.exit_code == 0, result.output
+    assert "Leaderboard" in result.output and (tmp_path / "r" / "report.html").read_text().count("data:image/png") >= 1
+    bad = runner.invoke(app, ["judge", "pairwise", str(answers), "--out", str(tmp_path / "p.jsonl")])
+    assert bad.exit_code == 2 and "two answer files" in bad.output
