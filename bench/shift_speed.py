@@ -9,7 +9,7 @@ next token from the last logits row.
 The full loop costs hours here (its work grows with the square of the answer length), so it is
 timed on every STRIDE-th position of every answer and its total is that time x STRIDE: an
 unbiased estimate, since the positions sampled are spread evenly along each answer. Ranks are
-compared at every sampled position. Run: .venv/bin/python bench/shift_speed.py [STRIDE]
+compared at every sampled position. Run: .venv/bin/python bench/shift_speed.py [STRIDE] [llama.cpp|transformers]
 """
 
 from __future__ import annotations
@@ -22,16 +22,22 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from untuned.backend import default_gguf_path
+from untuned.backend import LoadOptions, default_gguf_path, load_backend
 from untuned.backends.llamacpp import LlamaCppBackend
-from untuned.shift import ShiftAnalyzer, plain_context, read_answers
+from untuned.shift import ShiftAnalyzer, category, plain_context, read_answers
 
 ANSWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_outputs" / "gpt-4-0613.jsonl"
 COUNT = 20
 
 
-def loop_rank(backend: LlamaCppBackend, ids: list[int], position: int) -> int:
+def loop_rank(backend, ids: list[int], position: int) -> int:
     """Rank of ids[position] after evaluating ids[:position] from scratch (no cache reuse)."""
+    if not isinstance(backend, LlamaCppBackend):  # transformers: one forward pass over the prefix
+        import torch
+
+        with torch.inference_mode():
+            row = backend.model(torch.tensor([ids[:position]], device=backend.device)).logits[0, -1].float().cpu().numpy()
+        return int((row > row[ids[position]]).sum()) + 1
     llm = backend.llm
     llm.reset()
     llm._ctx.kv_cache_clear()
@@ -45,10 +51,14 @@ def loop_rank(backend: LlamaCppBackend, ids: list[int], position: int) -> int:
 
 def main() -> None:
     stride = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+    use = sys.argv[2] if len(sys.argv) > 2 else "llama.cpp"
     if not ANSWERS.exists():
         raise SystemExit(f"benchmark data not found: {ANSWERS}")
     items = read_answers(ANSWERS)[:COUNT]
-    backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096)
+    if use == "transformers":  # the same GGUF, dequantized to float32 by transformers
+        backend = load_backend("default", LoadOptions(backend="transformers", device="cpu", n_ctx=4096))
+    else:
+        backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096)
     analyzer = ShiftAnalyzer(backend, mode="text")
     analyzer.analyze(items[0])  # warm-up
 
@@ -57,7 +67,7 @@ def main() -> None:
     one_pass = time.perf_counter() - started
     positions = sum(len(e.tokens) for e in examples)
 
-    sampled = same = 0
+    sampled = same = same_category = 0
     loop_seconds = 0.0
     for item, example in zip(items, examples):
         context = backend.tokenize(plain_context(item.query), add_special=True)
@@ -68,6 +78,7 @@ def main() -> None:
             loop_seconds += time.perf_counter() - began
             sampled += 1
             same += rank == token.rank
+            same_category += category(rank) == token.category
     loop_estimate = loop_seconds * stride
 
     table = Table("method", "positions", "seconds", "positions/s")
@@ -80,9 +91,10 @@ def main() -> None:
     )
     console = Console(width=120)
     console.print(table)
-    console.print(f"answers: {len(items)}, mean answer length {positions / len(items):.0f} tokens")
+    console.print(f"backend: {use}; answers: {len(items)}, mean answer length {positions / len(items):.0f} tokens")
     console.print(f"speed-up (loop / one pass): {loop_estimate / one_pass:.1f}x (target >= 50x)")
     console.print(f"identical ranks at sampled positions: {same}/{sampled} ({100 * same / sampled:.2f}%)")
+    console.print(f"identical categories at sampled positions: {same_category}/{sampled} ({100 * same_category / sampled:.2f}%)")
 
 
 if __name__ == "__main__":

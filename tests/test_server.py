@@ -222,6 +222,9 @@ def test_full_queue_answers_503_and_slow_requests_time_out(locked):
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     worker.join(30)
     assert results["stream"] == "timeout"  # the 3-second limit ended the stream with an error event
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{locked}/health").json()["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # the cancelled generation stops at its next token; with no queue, wait for that
     slow = httpx.post(f"{locked}/v1/completions", json={"prompt": COUNTING, "max_tokens": 2000}, headers=headers, timeout=30)
     assert slow.status_code == 504 and slow.json()["error"]["type"] == "timeout"
 

@@ -153,6 +153,29 @@ def check_score_request(tokens: Sequence[int], start: int, context_length: int |
     return ids
 
 
+class RowScoring:
+    """``score`` and ``distributions`` for local backends, built on their ``_logit_rows``:
+    ``(positions, logits rows predicting them)`` for positions ``start``.. of one teacher-forced pass."""
+
+    context_length: int | None
+
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
+
+    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
+        """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
+        ids = check_score_request(tokens, start, self.context_length)
+        targets = np.asarray(ids)
+        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
+        return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
+        ids = check_score_request(tokens, start, self.context_length)
+        for positions, rows in self._logit_rows(ids, start):
+            yield positions, log_softmax(rows)
+
+
 # --- model specs -------------------------------------------------------------------------------
 
 SpecKind = Literal["default", "gguf", "hf", "folder", "remote"]

@@ -21,12 +21,9 @@ from untuned.backend import (
     LoadOptions,
     ModelSpec,
     Piece,
+    RowScoring,
     Sampling,
-    TokenScores,
-    check_score_request,
     default_gguf_path,
-    log_softmax,
-    scores_from_logits,
 )
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
@@ -47,7 +44,7 @@ def _import_torch():
     return torch, transformers
 
 
-class TransformersBackend:
+class TransformersBackend(RowScoring):
     """A causal LM loaded with transformers. Thread-safe: one generation or scoring at a time."""
 
     def __init__(
@@ -238,19 +235,6 @@ class TransformersBackend:
                         continue
                     rows = logits[torch.as_tensor(keep, device=logits.device)].float().cpu().numpy()
                 yield positions[keep], rows
-
-    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
-        """Teacher-forced scores of ``tokens[start:]``: one pass, in chunks that reuse the cache."""
-        ids = check_score_request(tokens, start, self.context_length)
-        targets = np.asarray(ids)
-        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
-        return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
-
-    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
-        ids = check_score_request(tokens, start, self.context_length)
-        for positions, rows in self._logit_rows(ids, start):
-            yield positions, log_softmax(rows)
 
     def close(self) -> None:
         self._prefix_cache.clear()

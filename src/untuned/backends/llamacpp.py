@@ -24,12 +24,9 @@ from untuned.backend import (
     LoadOptions,
     ModelSpec,
     Piece,
+    RowScoring,
     Sampling,
-    TokenScores,
-    check_score_request,
     default_gguf_path,
-    log_softmax,
-    scores_from_logits,
 )
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
@@ -76,7 +73,7 @@ class _Snapshot:
     state: bytes
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(RowScoring):
     """A GGUF model in llama.cpp. Thread-safe: one generation or scoring at a time."""
 
     def __init__(
@@ -278,19 +275,6 @@ class LlamaCppBackend:
                 llm.input_ids[:evaluated] = ids[:evaluated]
                 llm.n_tokens = evaluated  # the cache now holds these tokens; generation may reuse them
                 llm._requires_eval = True
-
-    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
-        """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
-        ids = check_score_request(tokens, start, self.context_length)
-        targets = np.asarray(ids)
-        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
-        return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
-
-    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
-        ids = check_score_request(tokens, start, self.context_length)
-        for positions, rows in self._logit_rows(ids, start):
-            yield positions, log_softmax(rows)
 
     def close(self) -> None:
         with self._lock:
