@@ -268,3 +268,17 @@ def test_web_page_streams_an_answer(root, browser):
     page.click("#reset")
     assert page.locator(".msg").count() == 0
     page.close()
+
+
+def test_untuned_serve_can_be_a_judge_endpoint(root, tmp_path):
+    """The judge speaks to any OpenAI-compatible server, ours included (gemma base is no judge:
+    the verdict may well be unreadable, but it is recorded, never lost or invented)."""
+    from untuned.answers import AnswerItem
+    from untuned.judge import TEMPLATES, HttpJudge, Judging, VerdictFile
+
+    judging = Judging(HttpJudge(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
+    item = AnswerItem(id="1", query="How do I bake bread?", answer="Mix flour, water, yeast and salt; knead; bake.")
+    summary = judging.run([item], tmp_path / "v.jsonl")
+    verdict = VerdictFile(tmp_path / "v.jsonl").read()[0]
+    assert summary.requests == 1 and verdict.status in ("scored", "failed")
+    assert verdict.status == "scored" or (verdict.raw and not verdict.scores)
