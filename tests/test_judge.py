@@ -118,6 +118,7 @@ def test_rerun_hits_the_cache_and_resumes(tmp_path):
     assert first.requests == 10 and again.requests == 0 and again.cached == 10 and resumed.skipped == 10
     one, two = VerdictFile(tmp_path / "one.jsonl").latest(), VerdictFile(tmp_path / "two.jsonl").latest()
     assert {k: v.scores for k, v in one.items()} == {k: v.scores for k, v in two.items()}
+    assert sorted(one) == [("multi", str(i)) for i in sorted(range(10), key=str)]
 
 
 def test_pairwise_cancels_position_bias(tmp_path):
@@ -267,3 +268,21 @@ def test_cli_judge_and_report(tmp_path, monkeypatch):
     assert "Leaderboard" in result.output and (tmp_path / "r" / "report.html").read_text().count("data:image/png") >= 1
     bad = runner.invoke(app, ["judge", "pairwise", str(answers), "--out", str(tmp_path / "p.jsonl")])
     assert bad.exit_code == 2 and "two answer files" in bad.output
+
+
+def test_tag_mode_and_its_report(tmp_path):
+    def script(method, path, count, body):
+        query = re.search(r"\[Request begins\]\n(.*)\n\[Request ends\]", user_text(body), re.DOTALL).group(1)
+        topic = "finance" if "money" in query else "stem"
+        return 200, JSON, chat_reply(json.dumps({"task_types": ["info-seek"], "topics": [topic], "difficulty": "easy"}))
+
+    work = [
+        AnswerItem(id=str(i), query=q, answer="unused") for i, q in enumerate(["Save money?", "Why is ice cold?", "Lend money?"])
+    ]
+    with scripted_server(script) as (url, seen):
+        Judging(HttpJudge(url, "judge"), TEMPLATES["tag"]).run(work, tmp_path / "tags.jsonl", concurrency=2)
+    verdicts = {v.id: v for v in VerdictFile(tmp_path / "tags.jsonl").read()}
+    assert verdicts["0"].labels == {"task_types": ["info-seek"], "topics": ["finance"], "difficulty": ["easy"]}
+    report = build_report(list(verdicts.values()))
+    assert report.tagged == 3 and report.tags["topics"] == {"finance": 2, "stem": 1}
+    assert "## Tags: topics (3 queries)" in markdown(report)

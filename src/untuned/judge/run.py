@@ -61,9 +61,10 @@ class VerdictFile(JsonlFile[Verdict]):
     def __init__(self, path: str | Path) -> None:
         super().__init__(path, Verdict, label="verdict")
 
-    def latest(self) -> dict[str, Verdict]:
-        """The last verdict per id (a rerun appends new verdicts for items that had failed)."""
-        return {verdict.id: verdict for verdict in self.read(repair=True)}
+    def latest(self) -> dict[tuple[str, str], Verdict]:
+        """The last verdict per (mode, id): a rerun appends new verdicts for items that had failed,
+        and one file may hold several modes (multi and safety verdicts of one model, say)."""
+        return {(verdict.mode, verdict.id): verdict for verdict in self.read(repair=True)}
 
 
 @dataclass
@@ -160,7 +161,8 @@ class Judging:
     ) -> JudgeSummary:
         """Judge every item not yet scored in ``out``; append each verdict as soon as it is made."""
         store = VerdictFile(out)
-        done = {i for i, v in store.latest().items() if v.status == "scored"}
+        mode = self.template.mode
+        done = {i for (m, i), v in store.latest().items() if m == mode and v.status == "scored"}
         items = list(items)
         if self.template.mode == "pairwise":
             if others is None:

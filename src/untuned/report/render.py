@@ -53,6 +53,14 @@ def markdown(report: Report, *, compare: bool = False) -> str:
         rows = [[p.a, p.b, p.aspect, str(p.wins), str(p.ties), str(p.losses), str(p.failed)] for p in report.pairwise]
         parts += ["## Pairwise (A wins / tie / B wins; both orders asked, disagreement = tie)", "",
                   _table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed"], rows), ""]  # fmt: skip
+    for kind, labels in report.tags.items():
+        rows = [[label, str(count), f"{100 * count / report.tagged:.0f}%"] for label, count in labels.items()]
+        parts += [
+            f"## Tags: {kind.replace('_', ' ')} ({report.tagged} queries)",
+            "",
+            _table([kind, "queries", "share"], rows),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -68,6 +76,9 @@ def write_csv(report: Report, path: Path) -> None:
                 for label, stats in labels.items():
                     for aspect, s in stats.items():
                         writer.writerow(["group", m.model, kind, label, aspect, s.mean, s.ci, s.n, s.na, ""])
+        for kind, labels in report.tags.items():
+            for label, count in labels.items():
+                writer.writerow(["tags", "", kind, label, "", "", "", count, "", ""])
         for p in report.pairwise:
             writer.writerow(["pairwise", f"{p.a} vs {p.b}", "", "", p.aspect, "", "", p.wins + p.ties + p.losses, "",
                              p.failed])  # fmt: skip

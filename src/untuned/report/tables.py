@@ -63,6 +63,8 @@ class Report(BaseModel):
     na: NaPolicy
     models: list[ModelReport]
     pairwise: list[PairwiseStat]
+    tags: dict[str, dict[str, int]] = Field(default_factory=dict, description="tag mode: label counts per kind.")
+    tagged: int = Field(0, description="tag mode: queries tagged (failed ones not counted).")
 
 
 def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
@@ -129,7 +131,14 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip") -> Report:
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files)."""
     by_model: dict[str, list[Verdict]] = defaultdict(list)
     pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
+    tags: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    tagged = 0
     for verdict in verdicts:
+        if verdict.mode == "tag" and verdict.status == "scored":
+            tagged += 1
+            for kind, labels in verdict.labels.items():
+                for label in labels:
+                    tags[kind][label] += 1
         if verdict.mode == "pairwise":
             pairs[(verdict.generator or "A", verdict.generator_b or "B")].append(verdict)
         elif verdict.mode in ("multi", "safety"):
@@ -159,4 +168,5 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip") -> Report:
             outcomes = [v.winners.get(aspect) for v in scored if aspect in v.winners]
             pairwise.append(PairwiseStat(a=a, b=b, aspect=aspect, wins=outcomes.count("A"), ties=outcomes.count("tie"),
                                          losses=outcomes.count("B"), failed=len(group) - len(scored)))  # fmt: skip
-    return Report(na=na, models=models, pairwise=pairwise)
+    counts = {kind: dict(sorted(labels.items(), key=lambda kv: -kv[1])) for kind, labels in sorted(tags.items())}
+    return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged)
