@@ -210,3 +210,18 @@ def test_cli_shift_text_and_errors(shared_data, tmp_path):
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_batched_text_mode_equals_one_at_a_time(tiny_pair, tmp_path):
+    base = tiny_pair[0]
+    analyzer = ShiftAnalyzer(base, mode="text", top_k=3)
+    work = [*ITEMS, ShiftItem(id="c", query="Hi", answer="Paris."), ShiftItem(id="d", query="Empty?", answer="")]
+    batched = analyzer.analyze_many(work)  # right-padded, lengths 4 to 100+
+    for item, together in zip(work, batched):
+        alone = analyzer.analyze(item)
+        assert [t.rank for t in together.tokens] == [t.rank for t in alone.tokens]
+        assert [t.prob for t in together.tokens] == pytest.approx([t.prob for t in alone.tokens], abs=1e-5)
+        assert [[x.id for x in t.top] for t in together.tokens] == [[x.id for x in t.top] for t in alone.tokens]
+    assert batched[3].tokens == [] and not batched[3].truncated
+    examples = run_shift(analyzer, work, tmp_path, batch_size=3)
+    assert [e.id for e in examples] == ["a", "b", "c", "d"]

@@ -45,6 +45,7 @@ def shift_command(
     token_format: Annotated[str, typer.Option("--format", help="Per-token records: jsonl or parquet.")] = "jsonl",
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Answers scored together (transformers, text).")] = 8,
     force: Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")] = False,
     model: Model = "default", backend: BackendName = None, n_ctx: NCtx = None, device: Device = "auto",
     prompt: Prompt = "helpful", verbose: Verbose = False,
@@ -91,7 +92,7 @@ def shift_command(
             elapsed = progress.tasks[task].elapsed or 1e-9
             progress.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
 
-        examples = run_shift(analyzer, items, output, force=force, on_start=started, on_example=scored)
+        examples = run_shift(analyzer, items, output, force=force, on_start=started, on_example=scored, batch_size=batch_size)
     summary = write_outputs(examples, output, analyzer.settings, tokens=token_format, plots=plots)  # type: ignore[arg-type]
     _print_summary(summary, output)
 

@@ -23,7 +23,10 @@ from untuned.backend import (
     Piece,
     RowScoring,
     Sampling,
+    TokenScores,
+    check_score_request,
     default_gguf_path,
+    scores_from_logits,
 )
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
@@ -235,6 +238,35 @@ class TransformersBackend(RowScoring):
                         continue
                     rows = logits[torch.as_tensor(keep, device=logits.device)].float().cpu().numpy()
                 yield positions[keep], rows
+
+    def score_batch(self, sequences: list[list[int]], *, starts: list[int], top_k: int = 5) -> list[TokenScores]:
+        """``score`` for several sequences at once: right-padded, one forward per chunk of positions."""
+        torch = self.torch
+        seqs = [check_score_request(s, start, self.context_length) for s, start in zip(sequences, starts)]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            input_ids[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in seqs]
+        cache = None
+        with self._lock, torch.inference_mode():
+            for begin in range(0, width - 1, SCORE_CHUNK):
+                end = min(begin + SCORE_CHUNK, width)
+                out = self.model(input_ids=input_ids[:, begin:end], attention_mask=mask[:, :end], use_cache=True,
+                                 **{self._cache_arg: cache})  # fmt: skip
+                cache = getattr(out, "cache", None) or out.past_key_values
+                positions = np.arange(begin, end) + 1
+                for row, s in enumerate(seqs):
+                    keep = (positions >= starts[row]) & (positions < len(s))
+                    if keep.any():
+                        targets = np.asarray(s)[positions[keep]]
+                        logits = out.logits[row][torch.as_tensor(keep, device=self.device)].float().cpu().numpy()
+                        parts[row].append((targets, *scores_from_logits(logits, targets, top_k)))
+        return [TokenScores(*[np.concatenate(column) for column in zip(*p)]) for p in parts]
 
     def close(self) -> None:
         self._prefix_cache.clear()

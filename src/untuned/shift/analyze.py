@@ -133,7 +133,8 @@ class ShiftAnalyzer:
     def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
         return [TopToken(id=int(i), text=self._text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
 
-    def analyze(self, item: ShiftItem) -> ShiftExample:
+    def _prepare(self, item: ShiftItem) -> tuple[list[int], list[int] | None, list[int], int]:
+        """Context ids of both sides, the answer ids that fit, and the whole answer's length."""
         answer = self.base.tokenize(item.answer)
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
         other_ctx = None
@@ -147,11 +148,38 @@ class ShiftAnalyzer:
         kept = answer[: max(room, 0)]
         if len(kept) < len(answer):
             log.warning("item %s: answer cut from %d to %d tokens to fit the context window", item.id, len(answer), len(kept))
-        tokens = self._score(base_ctx, other_ctx, kept) if kept else []
+        return base_ctx, other_ctx, kept, len(answer)
+
+    def _example(self, item: ShiftItem, tokens: list[TokenShift], total: int) -> ShiftExample:
         return ShiftExample(
             id=item.id, mode=self.mode, query=item.query, answer=item.answer, dataset=item.dataset, tags=item.tags,
-            generator=item.generator, tokens=tokens, truncated=len(kept) < len(answer), answer_tokens=len(answer),
+            generator=item.generator, tokens=tokens, truncated=len(tokens) < total, answer_tokens=total,
         )  # fmt: skip
+
+    def analyze(self, item: ShiftItem) -> ShiftExample:
+        base_ctx, other_ctx, kept, total = self._prepare(item)
+        return self._example(item, self._score(base_ctx, other_ctx, kept) if kept else [], total)
+
+    def analyze_many(self, items: list[ShiftItem]) -> list[ShiftExample]:
+        """Analyse several items; in text mode on a backend with ``score_batch`` (transformers),
+        in one padded pass per chunk of positions, which keeps a GPU busy."""
+        batch = getattr(self.base, "score_batch", None)
+        if self.other is not None or batch is None or len(items) < 2:
+            return [self.analyze(item) for item in items]
+        prepared = [self._prepare(item) for item in items]
+        scorable = [i for i, (_, _, kept, _) in enumerate(prepared) if kept]
+        results = batch([prepared[i][0] + prepared[i][2] for i in scorable], starts=[len(prepared[i][0]) for i in scorable],
+                        top_k=self.top_k)  # fmt: skip
+        scored = dict(zip(scorable, results))
+        examples = []
+        for index, (item, (_, _, kept, total)) in enumerate(zip(items, prepared)):
+            tokens = []
+            if index in scored:
+                s = scored[index]
+                tokens = [self._record(i, int(kept[i]), int(s.ranks[i]), s.logprobs[i], (s.top_ids[i], s.top_logprobs[i]))
+                          for i in range(len(kept))]  # fmt: skip
+            examples.append(self._example(item, tokens, total))
+        return examples
 
     def _score(self, base_ctx: list[int], other_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
         targets = np.asarray(answer)

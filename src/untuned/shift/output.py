@@ -40,8 +40,12 @@ def run_shift(
     force: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_example: Callable[[ShiftExample], None] | None = None,
+    batch_size: int = 1,
 ) -> list[ShiftExample]:
-    """Analyse every item not yet in ``out`` (resuming), then return all examples of the run."""
+    """Analyse every item not yet in ``out`` (resuming), then return all examples of the run.
+
+    ``batch_size`` answers are scored together where the backend can (transformers, text mode).
+    """
     out = Path(out)
     settings = analyzer.settings
     settings_path = out / "settings.json"
@@ -62,12 +66,12 @@ def run_shift(
     todo = [item for item in items if item.id not in seen]
     if on_start:
         on_start(len(todo))
-    for item in todo:
-        example = analyzer.analyze(item)
-        store.append(example)
-        done.append(example)
-        if on_example:
-            on_example(example)
+    for begin in range(0, len(todo), max(1, batch_size)):
+        for example in analyzer.analyze_many(todo[begin : begin + batch_size]):
+            store.append(example)
+            done.append(example)
+            if on_example:
+                on_example(example)
     return done
 
 
