@@ -286,3 +286,35 @@ def test_tag_mode_and_its_report(tmp_path):
     report = build_report(list(verdicts.values()))
     assert report.tagged == 3 and report.tags["topics"] == {"finance": 2, "stem": 1}
     assert "## Tags: topics (3 queries)" in markdown(report)
+
+
+def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
+    def script(method, path, count, body):
+        return 503, JSON, b'{"error": {"message": "judge is down"}}'
+
+    with scripted_server(script) as (url, seen):
+        summary = Judging(HttpJudge(url, "judge", max_retries=1), TEMPLATES["multi"]).run(items(2), tmp_path / "v.jsonl")
+    verdicts = VerdictFile(tmp_path / "v.jsonl").read()
+    assert summary.failed == 2 and len(seen) == 4  # each item: one try and one retry
+    assert all(v.status == "failed" and "judge is down" in v.error and not v.scores for v in verdicts)
+
+
+def test_cli_errors_say_what_to_do(tmp_path):
+    runner = CliRunner()
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"id": 1, "instruction": "Q", "output": "A"}) + "\n")
+    (tmp_path / "broken.json").write_text("[{")
+    cases = [
+        (["judge", "score", str(answers), "--out", str(tmp_path / "v.jsonl")], "unknown mode"),
+        (
+            ["judge", "multi", str(answers), "--out", str(tmp_path / "v.jsonl"), "--judge-url", "http://127.0.0.1:9/v1"],
+            "--judge-model",
+        ),
+        (["report", str(tmp_path / "missing.jsonl")], "file not found"),
+        (["report", str(tmp_path / "broken.json")], "not valid JSON"),
+        (["report", str(answers), "--na", "three"], "--na is skip or five"),
+        (["report", str(answers), "--formats", "pdf"], "unknown format(s): pdf"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)

@@ -99,6 +99,15 @@ def test_different_tokenizers_are_refused(gemma, smollm_path):
         ShiftAnalyzer(gemma, mode="pair", other=smollm)
 
 
+def test_modes_refuse_what_they_cannot_do(gemma):
+    with pytest.raises(UntunedError, match="needs a second backend"):
+        ShiftAnalyzer(gemma, mode="pair")
+    with pytest.raises(UntunedError, match="second instance of the base model"):
+        ShiftAnalyzer(gemma, mode="context", other=gemma, prompt=load_prompt("helpful"))
+    with pytest.raises(UntunedError, match="needs a prompt set"):
+        ShiftAnalyzer(gemma, mode="text", context="urial")
+
+
 def test_summary_of_a_hand_made_run():
     def tokens(categories: str) -> list[TokenShift]:
         rank = {"u": 1, "m": 2, "s": 9}
@@ -207,6 +216,10 @@ def test_cli_shift_text_and_errors(shared_data, tmp_path):
         (["shift", "pair", "--answers", str(answers), "--out", str(tmp_path / "p")], "--aligned"),
         (["shift", "text", "--out", str(tmp_path / "p")], "--answers"),
         (["shift", "sideways", "--answers", str(answers), "--out", str(tmp_path / "p")], "unknown mode"),
+        (
+            ["shift", "text", "--answers", str(answers), "--out", str(tmp_path / "p"), "--context", "fancy"],
+            "--context is plain or urial",
+        ),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output

@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from untuned.assistant import Assistant, Chat, Completion
@@ -82,6 +83,13 @@ Seed = Annotated[int | None, typer.Option("--seed", help="Random seed for sampli
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")]
 ShowPrompt = Annotated[bool, typer.Option("--show-prompt", help="Print the full prompt sent to the model (on stderr).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")]
+
+
+def _progress() -> Progress:
+    """The progress bar of long commands, on stderr: description, bar, n/total, a note, elapsed, ETA."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, console=err)
 
 
 def _assistant(

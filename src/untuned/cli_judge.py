@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from untuned.answers import read_answers, read_tags
-from untuned.cli import _friendly, app, err, out
+from untuned.cli import _friendly, _progress, app, out
 from untuned.errors import UntunedError
 
 MODES = ("multi", "safety", "pairwise", "tag")
@@ -65,9 +64,7 @@ def judge_command(
                        max_retries=max_retries, structured=structured)  # fmt: skip
     store = None if no_cache else JudgeCache(cache or default_cache())
     judging = Judging(judge, TEMPLATES[mode], store, parse_retries=parse_retries)  # type: ignore[index]
-    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=err) as progress:
+    with _progress() as progress:
         task = progress.add_task("judging", total=None, note="")
         tally = {"scored": 0, "failed": 0, "cached": 0}
 

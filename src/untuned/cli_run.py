@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from untuned.cli import (
     ApiKeyEnv,
@@ -26,8 +25,8 @@ from untuned.cli import (
     Verbose,
     _assistant,
     _friendly,
+    _progress,
     app,
-    err,
     out,
 )  # fmt: skip
 from untuned.data import DATASETS, load_items, select
@@ -64,12 +63,8 @@ def generate_command(
         prompt=prompt, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
         repetition_penalty=repetition_penalty, seed=seed, stop=stop, verbose=verbose,
     )  # fmt: skip
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    )  # fmt: skip
-    progress = Progress(*columns, console=err)
-    task = progress.add_task("answering", total=None, rate="")
+    progress = _progress()
+    task = progress.add_task("answering", total=None, note="")
     tokens = 0
 
     def start(remaining: int) -> None:  # called once the output file is checked
@@ -81,7 +76,7 @@ def generate_command(
         tokens += sum(record.completion_tokens)
         elapsed = progress.tasks[task].elapsed or 1e-9
         done = progress.tasks[task].completed + 1
-        progress.update(task, advance=1, rate=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
+        progress.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
 
     try:
         summary = generate(

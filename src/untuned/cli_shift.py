@@ -7,23 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from untuned.backend import LoadOptions, Sampling, load_backend
-from untuned.cli import BackendName, Device, Model, NCtx, Prompt, Verbose, _friendly, app, err, out
+from untuned.cli import BackendName, Device, Model, NCtx, Prompt, Verbose, _friendly, _progress, app, err, out
 from untuned.data import DATASETS, load_items, select
 from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
 from untuned.shift import ShiftAnalyzer, ShiftSummary, generate_answers, read_answers, read_tags, run_shift, write_outputs
 
 MODES = ("text", "pair", "context")
-
-
-def _progress() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    return Progress(*columns, console=err)
 
 
 @app.command("shift")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -19,6 +20,14 @@ from untuned.data import DataFileError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a previous run's file or folder to ``NAME.<time>.old`` so a new run can start there."""
+    aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+    path.rename(aside)
+    log.warning("set the previous run aside as %s", aside)
+    return aside
 
 
 class JsonlFile(Generic[R]):

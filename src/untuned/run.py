@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from untuned.assistant import Assistant
 from untuned.data import DataFileError, Item
 from untuned.errors import UntunedError
-from untuned.jsonl import JsonlFile
+from untuned.jsonl import JsonlFile, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,7 @@ def generate(
     except (RunSettingsMismatch, DataFileError):
         if not force:
             raise
-        aside = store.path.with_name(f"{store.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
-        store.path.rename(aside)
-        log.warning("set the previous run aside as %s", aside)
+        set_aside(store.path)
         existing = []
     done_ids = {record.id for record in existing}
     todo = [item for item in items if item.id not in done_ids]

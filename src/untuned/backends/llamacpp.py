@@ -67,6 +67,28 @@ def check_gguf_file(path: Path) -> None:
         )
 
 
+def open_llama(path: Path, n_ctx: int, threads: int | None = None):
+    """A llama-cpp-python ``Llama`` for ``path`` (all cores by default, full sliding-window cache),
+    with llama.cpp's own log routed to Python logging. Clear errors for a missing or bad file."""
+    check_gguf_file(path)
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise BackendUnavailableError("llama.cpp models need llama-cpp-python: pip install llama-cpp-python") from exc
+    _route_native_logs(llama_cpp)
+    threads = threads or len(os.sched_getaffinity(0))  # llama-cpp-python's default is half the cores
+
+    try:
+        return llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, swa_full=True, verbose=False
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path} ({exc}). The file may be truncated or corrupt, or its architecture "
+            "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
+        ) from exc
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     tokens: tuple[int, ...]
@@ -86,20 +108,16 @@ class LlamaCppBackend(RowScoring):
         reuse_prefix: bool = True,
     ) -> None:
         path = Path(path).expanduser()
-        check_gguf_file(path)
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise BackendUnavailableError("the llama.cpp backend needs llama-cpp-python: pip install llama-cpp-python") from exc
-        _route_native_logs(llama_cpp)
+        self.llm = open_llama(path, n_ctx or DEFAULT_MAX_CTX, threads)
+        import llama_cpp  # already imported by open_llama
+
         self._llama_cpp = llama_cpp
         self.path = path
         self.name = name or path.name
-        self.llm = self._open(path, n_ctx or DEFAULT_MAX_CTX, threads)
         trained = self.llm._model.n_ctx_train()
         if n_ctx is None and 0 < trained < DEFAULT_MAX_CTX:
             self.llm.close()
-            self.llm = self._open(path, trained, threads)
+            self.llm = open_llama(path, trained, threads)
         self.context_length: int | None = self.llm.n_ctx()
         self.vocab_size = self.llm.n_vocab()
         self._lock = threading.RLock()
@@ -107,22 +125,6 @@ class LlamaCppBackend(RowScoring):
         self._prefix_ids: OrderedDict[str, list[int]] = OrderedDict()  # tokenized prefixes, bounded like the snapshots
         self.max_snapshots = 4
         self.reuse_prefix = reuse_prefix  # False recomputes the prefix every time (for benchmarks)
-
-    @staticmethod
-    def _open(path: Path, n_ctx: int, threads: int | None):
-        from llama_cpp import Llama
-
-        threads = threads or len(os.sched_getaffinity(0))  # llama-cpp-python's default is half the cores
-
-        try:
-            return Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, swa_full=True, verbose=False
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(
-                f"llama.cpp could not load {path} ({exc}). The file may be truncated or corrupt, or its architecture "
-                "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
-            ) from exc
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:

@@ -73,13 +73,12 @@ class LocalJudge:
     """An instruct GGUF run by llama.cpp, its reply held to the template's JSON schema by a grammar."""
 
     def __init__(self, path: str | Path | None = None, *, n_ctx: int = 4096, max_tokens: int = 768) -> None:
-        from untuned.backends.llamacpp import LlamaCppBackend, check_gguf_file
+        from untuned.backends.llamacpp import open_llama
 
         path = Path(path) if path else bundled_judge_path()
-        check_gguf_file(path)
         self.name = path.stem
         self.max_tokens = max_tokens
-        self.llm = LlamaCppBackend._open(path, n_ctx, None)
+        self.llm = open_llama(path, n_ctx)
         self._lock = threading.Lock()
 
     def reply(self, messages: list[dict[str, str]], schema: dict) -> str:

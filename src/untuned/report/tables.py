@@ -111,8 +111,12 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
     path = Path(path)
     if not path.exists():
         raise DataFileError(path, 0, "file not found")
-    text = path.read_text(encoding="utf-8").lstrip()
-    if text.startswith("["):
+    with path.open(encoding="utf-8") as handle:
+        first = handle.read(4096).lstrip()[:1]
+        if first == "[":  # just-eval writes one JSON array; untuned writes JSONL
+            handle.seek(0)
+            text = handle.read()
+    if first == "[":
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -119,7 +119,6 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"], allow_headers=["*"])
     key = config.api_key.get_secret_value() if config.api_key else None
     app.add_middleware(Guard, api_key=key, max_body_bytes=config.max_body_bytes, open_paths=("/health", "/"))
-    app.state.assistant, app.state.config, app.state.gate = assistant, config, gate
     model = config.model_name
 
     @app.exception_handler(RequestValidationError)
@@ -160,9 +159,11 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         log.error("request failed", exc_info=exc)
         return JSONResponse(error_json(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)
 
+    chat_page = resources.files("untuned.server").joinpath("chat.html").read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("untuned.server").joinpath("chat.html").read_text(encoding="utf-8"))
+        return HTMLResponse(chat_page)
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -198,11 +199,6 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         if kind == "error":
             raise_for(value)
         return kind, value
-
-    def usage(completion: Completion | None) -> Usage:
-        prompt_tokens = (completion.prompt_tokens if completion else None) or 0
-        produced = completion.completion_tokens if completion else 0
-        return Usage(prompt_tokens=prompt_tokens, completion_tokens=produced, total_tokens=prompt_tokens + produced)
 
     async def respond(body: ChatRequest | CompletionRequest, begin: Callable[[], Completion], *, chat: bool):
         job, events = await start(begin)
@@ -250,6 +246,12 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         return await respond(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False), chat=False)
 
     return app
+
+
+def usage(completion: Completion | None) -> Usage:
+    prompt_tokens = (completion.prompt_tokens if completion else None) or 0
+    produced = completion.completion_tokens if completion else 0
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=produced, total_tokens=prompt_tokens + produced)
 
 
 def raise_for(error: object) -> None:
@@ -300,8 +302,6 @@ async def _sse(
         completion = job.completion
         yield data(chunk(None, completion.finish_reason if completion else "stop"))
         if body.stream_options and body.stream_options.include_usage and completion is not None:
-            tokens = (completion.prompt_tokens or 0, completion.completion_tokens)
-            usage = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], "total_tokens": sum(tokens)}
             yield data(
                 {
                     "id": ident,
@@ -309,7 +309,7 @@ async def _sse(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": usage,
+                    "usage": usage(completion).model_dump(),
                 }
             )
     except (BadRequest, RequestTimeout) as exc:

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem, ContextKind, plain_context
-from untuned.backend import Backend, scores_from_logits
+from untuned.backend import Backend, TokenScores, scores_from_logits
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
@@ -173,24 +173,14 @@ class ShiftAnalyzer:
         scored = dict(zip(scorable, results))
         examples = []
         for index, (item, (_, _, kept, total)) in enumerate(zip(items, prepared)):
-            tokens = []
-            if index in scored:
-                s = scored[index]
-                tokens = [self._record(i, int(kept[i]), int(s.ranks[i]), s.logprobs[i], (s.top_ids[i], s.top_logprobs[i]))
-                          for i in range(len(kept))]  # fmt: skip
+            tokens = self._from_scores(kept, scored[index]) if index in scored else []
             examples.append(self._example(item, tokens, total))
         return examples
 
     def _score(self, base_ctx: list[int], other_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
         targets = np.asarray(answer)
         if other_ctx is None:
-            scores = self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k)
-            return [
-                self._record(
-                    i, int(targets[i]), int(scores.ranks[i]), scores.logprobs[i], (scores.top_ids[i], scores.top_logprobs[i])
-                )
-                for i in range(len(answer))
-            ]
+            return self._from_scores(answer, self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k))
         first = ((pos - len(base_ctx), rows) for pos, rows in self.base.distributions(base_ctx + answer, start=len(base_ctx)))
         second = (
             (pos - len(other_ctx), rows) for pos, rows in self.other.distributions(other_ctx + answer, start=len(other_ctx))
@@ -215,6 +205,13 @@ class ShiftAnalyzer:
                 record.other_top = self._top(other_top[row], other_top_lp[row])
                 records.append(record)
         return records
+
+    def _from_scores(self, answer: list[int], scores: TokenScores) -> list[TokenShift]:
+        """Records of one answer from the base model's scores of it (text mode)."""
+        return [
+            self._record(i, answer[i], int(scores.ranks[i]), scores.logprobs[i], (scores.top_ids[i], scores.top_logprobs[i]))
+            for i in range(len(answer))
+        ]
 
     def _record(self, index: int, token: int, rank: int, logprob: float, top: tuple[np.ndarray, np.ndarray]) -> TokenShift:
         return TokenShift(index=index, id=token, text=self._text(token), rank=rank, prob=float(np.exp(logprob)),

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from untuned.errors import UntunedError
-from untuned.jsonl import JsonlFile
+from untuned.jsonl import JsonlFile, set_aside
 from untuned.shift.analyze import ShiftAnalyzer, ShiftItem, ShiftSettings
 from untuned.shift.records import CATEGORIES, ShiftExample, ShiftSummary, summarize
 
@@ -56,9 +54,7 @@ def run_shift(
             if not force:
                 raise UntunedError(f"{out} holds a shift run with other settings ({old.model_dump()}); "
                                    "choose another --out, or --force to set it aside")  # fmt: skip
-            aside = out.with_name(f"{out.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
-            shutil.move(out, aside)
-            log.warning("set the old run aside as %s", aside)
+            set_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     settings_path.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
     done = store.read(repair=True)
