@@ -26,9 +26,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 # torch 2.13.0 is pinned first: on this machine kind it is a CPU wheel on local disk,
 # where any other version would download a multi-GB CUDA build.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml tests/scripted/pyproject.toml | $(BIN)/python
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test]' -e tests/scripted
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed

@@ -119,11 +119,39 @@ def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
     rows = json.loads(exported.read_text())  # just-eval reads a JSON list of id/instruction/output/generator
     assert isinstance(rows, list) and len(rows) == 3
     for row in rows:
-        assert isinstance(row["id"], str) and isinstance(row["instruction"], str) and isinstance(row["output"], str)
+        assert isinstance(row["id"], int) and isinstance(row["instruction"], str) and isinstance(row["output"], str)
         assert row["generator"].startswith("untuned/")
     alpaca = tmp_path / "alpaca.json"
     assert cli("export", str(merged), "--out", str(alpaca), "--format", "alpaca-eval").exit_code == 0
     assert set(json.loads(alpaca.read_text())[0]) == {"instruction", "output", "generator", "dataset"}
+
+
+def test_export_round_trips_just_eval_fields(shared_data, tmp_path):
+    """Exported just-eval rows read back with plain json equal the published queries field by field:
+    integer ids, tag lists as JSON lists (also from a copy that holds them as list texts, as the Hub's does)."""
+    source = shared_data / "just_eval_instruct.jsonl"
+    published = {row["id"]: row for row in map(json.loads, source.read_text().splitlines())}
+    hub_like = tmp_path / "hub_like.jsonl"  # the same rows with tag lists as Python list texts
+    with hub_like.open("w") as handle:
+        for ident in (0, 1, 2, 450, 799, 800, 999):
+            row = dict(published[ident])
+            for key in ("task_types", "topics"):
+                if isinstance(row.get(key), list):
+                    row[key] = repr(row[key])
+            handle.write(json.dumps(row) + "\n")
+    for data in (source, hub_like):
+        run, exported = tmp_path / f"{data.stem}-run.jsonl", tmp_path / f"{data.stem}-export.json"
+        result = cli("generate", "just-eval", "--data-file", str(data), "--ids", "0,1,2,450,799,800,999", "--out", str(run),
+                     "--model", "scripted:export", "--max-tokens", "4")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert cli("export", str(run), "--out", str(exported)).exit_code == 0
+        rows = json.loads(exported.read_text())
+        assert [row["id"] for row in rows] == [0, 1, 2, 450, 799, 800, 999]
+        for row in rows:
+            original = published[row["id"]]
+            for key, value in original.items():
+                assert row[key] == value, (data.name, row["id"], key)
+            assert set(row) == set(original) | {"output", "generator"}
 
 
 def test_import_reference_answers(shared_data, tmp_path):

@@ -20,7 +20,6 @@ from untuned.server import build_conversation
 from untuned.server.schema import Message
 
 KEY = "s3cret-key"
-COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a raw prompt the base model continues for a long time
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +29,16 @@ def root():
 
 
 @pytest.fixture(scope="module")
+def scripted():
+    """A server over the scripted test model (tests/scripted): time is what its scripts say."""
+    with untuned_server("--model", "scripted:served") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def locked():
-    """A server with an API key, no queue and a 3-second limit per request."""
-    with untuned_server("--api-key", KEY, "--max-waiting", "0", "--timeout", "3") as url:
+    """A scripted server with an API key, no queue and a 2-second limit per request."""
+    with untuned_server("--model", "scripted:locked", "--api-key", KEY, "--max-waiting", "0", "--timeout", "2") as url:
         yield url
 
 
@@ -156,20 +162,21 @@ def test_malformed_and_oversized_bodies(root):
     assert streamed.status_code == 413
 
 
-def test_disconnect_mid_stream_frees_the_model(root):
-    body = {"prompt": COUNTING, "max_tokens": 1000, "stream": True}
-    with httpx.Client(timeout=30) as http, http.stream("POST", f"{root}/v1/completions", json=body) as response:
+def test_disconnect_mid_stream_frees_the_model(scripted):
+    # 1000 tokens, 50 ms each: 50 s of work if the abandoned stream kept the model
+    body = {"prompt": "SCRIPT: @delay=0.05 @repeat=1000:tick", "max_tokens": 1000, "stream": True}
+    with httpx.Client(timeout=30) as http, http.stream("POST", f"{scripted}/v1/completions", json=body) as response:
         events = 0
         for line in response.iter_lines():
             events += line.startswith("data:")
             if events == 5:
                 break  # leaving the block closes the connection mid-stream
     started = time.perf_counter()
-    reply = httpx.post(f"{root}/v1/completions", json={"prompt": "Hello", "max_tokens": 3}, timeout=30)
+    reply = httpx.post(f"{scripted}/v1/completions", json={"prompt": "SCRIPT: done", "max_tokens": 3}, timeout=60)
     waited = time.perf_counter() - started
-    assert reply.status_code == 200
-    assert waited < 3.0, f"the next request waited {waited:.1f} s: the abandoned stream kept the model"
-    assert httpx.get(f"{root}/health").json()["active"] == 0
+    assert reply.status_code == 200 and reply.json()["choices"][0]["text"].strip() == "done"
+    assert waited < 25, f"the next request waited {waited:.1f} s: the abandoned stream kept the model"
+    assert httpx.get(f"{scripted}/health").json()["active"] == 0
 
 
 def test_system_message_appended_or_replacing():
@@ -202,31 +209,36 @@ def test_api_key_required_except_health_and_page(locked):
     assert good.chat.completions.create(model="m", messages=ask("Hi"), max_tokens=4).choices[0].message.content
 
 
-def test_full_queue_answers_503_and_slow_requests_time_out(locked):
+def test_full_queue_answers_503_and_slow_requests_time_out(locked, tmp_path):
+    """The scripted model holds the server until the test lets it go: no timing is left to the machine."""
     headers = {"Authorization": f"Bearer {KEY}"}
-    busy = threading.Event()
+    gate = tmp_path / "go"
+    streaming = threading.Event()
     results = {}
 
-    def long_request():
-        with httpx.stream("POST", f"{locked}/v1/completions", json={"prompt": COUNTING, "max_tokens": 2000, "stream": True},
-                          headers=headers, timeout=30) as response:  # fmt: skip
+    def held_request():
+        body = {"prompt": f"SCRIPT: start @wait={gate} never-seen", "max_tokens": 10, "stream": True}
+        with httpx.stream("POST", f"{locked}/v1/completions", json=body, headers=headers, timeout=30) as response:
             for line in response.iter_lines():
-                busy.set()
+                streaming.set()
                 if "timeout" in line:
                     results["stream"] = json.loads(line[5:])["error"]["type"]
 
-    worker = threading.Thread(target=long_request)
+    worker = threading.Thread(target=held_request)
     worker.start()
-    assert busy.wait(30)
+    assert streaming.wait(30)
     refused = httpx.post(f"{locked}/v1/completions", json={"prompt": "Hi"}, headers=headers)
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     worker.join(30)
-    assert results["stream"] == "timeout"  # the 3-second limit ended the stream with an error event
-    deadline = time.monotonic() + 10
+    assert results["stream"] == "timeout"  # the 2-second limit ended the held stream with an error event
+    gate.touch()  # the model goes on, sees the request was cancelled, and stops
+    deadline = time.monotonic() + 30
     while httpx.get(f"{locked}/health").json()["active"] and time.monotonic() < deadline:
-        time.sleep(0.05)  # the cancelled generation stops at its next token; with no queue, wait for that
-    slow = httpx.post(f"{locked}/v1/completions", json={"prompt": COUNTING, "max_tokens": 2000}, headers=headers, timeout=30)
-    assert slow.status_code == 504 and slow.json()["error"]["type"] == "timeout"
+        time.sleep(0.02)
+    assert httpx.get(f"{locked}/health").json()["active"] == 0
+    slow = {"prompt": "SCRIPT: @delay=1 @repeat=30:tick", "max_tokens": 30}
+    answer = httpx.post(f"{locked}/v1/completions", json=slow, headers=headers, timeout=30)
+    assert answer.status_code == 504 and answer.json()["error"]["type"] == "timeout"
 
 
 def test_serve_rejects_bad_settings_before_loading():
@@ -237,7 +249,7 @@ def test_serve_rejects_bad_settings_before_loading():
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_errors(tmp_path):
     """At least 1000 generated requests against the served OpenAPI schema: no 5xx, no hang."""
-    with untuned_server("--max-tokens-limit", "4") as url:
+    with untuned_server("--model", "scripted:fuzzed", "--max-tokens-limit", "4") as url:
         command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--max-examples", "520",
                    "--checks", "not_a_server_error", "--request-timeout", "30", "--generation-database", "none",
                    "--seed", "20261125", "--no-color"]  # fmt: skip

@@ -50,6 +50,7 @@ class Completion:
         self.completion_tokens = 0
         self.started = time.perf_counter()
         self.first_token_seconds: float | None = None
+        self.last_token_seconds: float | None = None
         self.seconds: float | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -63,8 +64,10 @@ class Completion:
                 if piece.prompt_tokens is not None:
                     self.prompt_tokens = piece.prompt_tokens
                 self.completion_tokens += piece.tokens
-                if piece.tokens and self.first_token_seconds is None:
-                    self.first_token_seconds = time.perf_counter() - self.started
+                if piece.tokens:
+                    self.last_token_seconds = time.perf_counter() - self.started
+                    if self.first_token_seconds is None:
+                        self.first_token_seconds = self.last_token_seconds
                 shown = self._scanner.feed(piece.text)
                 if shown:
                     self._chunks.append(shown)
@@ -97,10 +100,12 @@ class Completion:
         return clean_answer(joined) if self._clean else joined
 
     @property
-    def tokens_per_second(self) -> float | None:
-        if not self.seconds or not self.completion_tokens:
+    def decode_tokens_per_second(self) -> float | None:
+        """Generation speed after the first token: prompt evaluation and time to first token excluded."""
+        if self.first_token_seconds is None or self.last_token_seconds is None or self.completion_tokens < 2:
             return None
-        return self.completion_tokens / self.seconds
+        span = self.last_token_seconds - self.first_token_seconds
+        return (self.completion_tokens - 1) / span if span > 0 else None
 
     def __str__(self) -> str:
         return self.text

@@ -178,19 +178,24 @@ class RowScoring:
 
 # --- model specs -------------------------------------------------------------------------------
 
-SpecKind = Literal["default", "gguf", "hf", "folder", "remote"]
+SpecKind = Literal["default", "gguf", "hf", "folder", "remote", "plugin"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from: ``default``, a ``.gguf`` path, ``hf:org/name``, a folder, or a URL."""
+    """Where a model comes from: ``default``, a ``.gguf`` path, ``hf:org/name``, a folder, a URL,
+    or ``NAME:ARGUMENT`` for a plugin backend registered as NAME (its factory reads ARGUMENT)."""
 
     kind: SpecKind
     location: str
+    backend: str | None = None  # the plugin backend a ``NAME:ARGUMENT`` spec names
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
         text = text.strip()
+        prefix, colon, rest = text.partition(":")
+        if colon and prefix in plugin_backend_names():
+            return cls("plugin", rest, backend=prefix)
         if text == "default":
             return cls("default", "gemma-3-270m (base, Q4_K_M GGUF, bundled)")
         if text.startswith(("http://", "https://")):
@@ -211,6 +216,8 @@ class ModelSpec:
 
     @property
     def default_backend(self) -> str:
+        if self.backend:
+            return self.backend
         return {"default": "llama.cpp", "gguf": "llama.cpp", "remote": "remote"}.get(self.kind, "transformers")
 
 
@@ -225,6 +232,7 @@ class LoadOptions(BaseModel):
     device: str = Field("auto", description="transformers: 'cpu', 'cuda', 'cuda:N' or 'auto'.")
     remote_model: str | None = Field(None, description="Model name to request from a remote server.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
+    parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (llama.cpp).")
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
     timeout: float = Field(120.0, gt=0, description="Seconds before a remote request times out.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts (remote), with backoff.")
@@ -233,16 +241,20 @@ class LoadOptions(BaseModel):
 BackendFactory = Callable[[ModelSpec, LoadOptions], Backend]
 
 _BUILTIN = {
-    "llama.cpp": "untuned.backends.llamacpp:LlamaCppBackend.from_spec",
+    "llama.cpp": "untuned.backends.llamacpp.backend:LlamaCppBackend.from_spec",
     "transformers": "untuned.backends.hf:TransformersBackend.from_spec",
     "remote": "untuned.backends.remote:RemoteBackend.from_spec",
 }
 
 
+def plugin_backend_names() -> list[str]:
+    """Backends registered by installed plugins (the ``untuned.backends`` entry-point group)."""
+    return sorted(ep.name for ep in entry_points(group="untuned.backends") if ep.name not in _BUILTIN)
+
+
 def backend_names() -> list[str]:
     """Built-in backends, then those registered by installed plugins."""
-    plugins = [ep.name for ep in entry_points(group="untuned.backends") if ep.name not in _BUILTIN]
-    return [*_BUILTIN, *sorted(plugins)]
+    return [*_BUILTIN, *plugin_backend_names()]
 
 
 def _resolve(target: str) -> BackendFactory:

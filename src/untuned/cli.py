@@ -131,9 +131,12 @@ def _stream_answer(completion: Completion) -> None:
     for chunk in completion:
         out.print(chunk, end="", markup=False)
     out.print()
-    speed = completion.tokens_per_second
-    summary = f"[{completion.finish_reason} · {completion.completion_tokens} tokens"
-    err.print(summary + (f" · {speed:.1f} tok/s]" if speed else "]"), markup=False, style="dim")
+    parts = [str(completion.finish_reason), f"{completion.completion_tokens} tokens"]
+    if completion.first_token_seconds is not None:
+        parts.append(f"first token {completion.first_token_seconds:.2f} s")
+    if completion.decode_tokens_per_second is not None:
+        parts.append(f"decoding {completion.decode_tokens_per_second:.1f} tok/s")
+    err.print(f"[{' · '.join(parts)}]", markup=False, style="dim")
 
 
 @app.command()

@@ -6,6 +6,7 @@ Every loader returns :class:`Item` records. A malformed input line raises
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,24 @@ class Item:
     turns: tuple[str, ...]
     dataset: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def as_label_list(value: Any) -> Any:
+    """A tag list as a list: copies of just-eval on the Hub hold ``task_types`` and ``topics`` as the
+    text of a list (``"['info-seek']"``); anything that is not such a text is returned unchanged."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return value
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed]
+    return value
+
+
+def just_eval_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The just-eval fields of a row that untuned keeps with each item (tag lists as lists)."""
+    return {k: as_label_list(row[k]) for k in JUST_EVAL_META if k in row}
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -81,7 +100,7 @@ def _items_from_file(name: str, path: Path, *, field_name: str, id_field: str) -
             items.append(Item(str(row.get("question_id", index)), tuple(turns), "mt-bench", {"category": row.get("category")}))
             continue
         text = _text(path, number, row, field_name)
-        meta = {k: row[k] for k in JUST_EVAL_META if k in row}
+        meta = just_eval_meta(row)
         items.append(Item(str(row.get(id_field, index)), (text,), row.get("dataset") or name, meta))
     repeated = [key for key, count in Counter(item.id for item in items).items() if count > 1]
     if repeated:
@@ -106,7 +125,7 @@ def _items_from_hub(name: str) -> list[Item]:  # pragma: no cover - needs networ
         ) from exc
     items = []
     for index, row in enumerate(rows):
-        meta = {k: row[k] for k in JUST_EVAL_META if k in row}
+        meta = just_eval_meta(row)
         items.append(Item(str(row.get("id", index)), (row["instruction"],), row.get("dataset") or name, meta))
     return items
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from untuned.assistant import Assistant
-from untuned.data import DataFileError, Item
+from untuned.data import DataFileError, Item, as_label_list
 from untuned.errors import UntunedError
 from untuned.jsonl import JsonlFile, set_aside
 
@@ -230,14 +230,20 @@ def import_answers(path: str | Path, *, generator: str | None = None) -> list[Ru
     return records
 
 
+def _native_id(ident: str) -> int | str:
+    """just-eval's ids are integers: an id that is the text of an integer is written as one."""
+    return int(ident) if ident.isdigit() and str(int(ident)) == ident else ident
+
+
 def export(path: str | Path, out: str | Path, *, fmt: str) -> int:
     """Write a run in the input format of just-eval or AlpacaEval (a JSON array); return the count."""
     if fmt not in ("just-eval", "alpaca-eval"):
         raise UntunedError(f"unknown export format {fmt!r}; known: just-eval, alpaca-eval.")
     records = RunFile(path).read()
     if fmt == "just-eval":
-        rows = [{"id": r.id, "instruction": r.instruction, "output": r.output, "generator": r.generator,
-                 "dataset": r.dataset, **{k: v for k, v in r.meta.items() if k != "dataset"}} for r in records]  # fmt: skip
+        rows = [{"id": _native_id(r.id), "instruction": r.instruction, "output": r.output, "generator": r.generator,
+                 "dataset": r.dataset, **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"}}
+                for r in records]  # fmt: skip
     else:
         rows = [{"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset}
                 for r in records]  # fmt: skip

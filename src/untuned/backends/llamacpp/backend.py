@@ -1,0 +1,119 @@
+"""The llama.cpp backend (GGUF files, the default): generation through the batching engine,
+teacher-forced scoring in a free slot of the same context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from untuned.backend import LoadOptions, ModelSpec, Piece, RowScoring, Sampling, default_gguf_path
+from untuned.backends.llamacpp.engine import Engine
+from untuned.backends.llamacpp.native import NativeModel, default_threads
+from untuned.conversation import RenderedPrompt
+from untuned.errors import ContextOverflowError, ModelLoadError
+
+DEFAULT_MAX_CTX = 8192
+
+
+class LlamaCppBackend(RowScoring):
+    """A GGUF model in llama.cpp. Thread-safe; ``slots`` requests are decoded together.
+
+    ``n_ctx`` is the context window of each sequence (default: the model's, at most 8192).
+    ``prefixes`` is how many URIAL prefixes stay evaluated at once (least recently used evicted).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        name: str | None = None,
+        slots: int = 1,
+        prefixes: int = 2,
+        reuse_prefix: bool = True,
+    ) -> None:
+        path = Path(path).expanduser()
+        self.model = NativeModel(path)
+        self.path = path
+        self.name = name or path.name
+        trained = self.model.n_ctx_train
+        window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
+        try:
+            self.engine = Engine(self.model, n_ctx_seq=window, threads=threads or default_threads(), slots=slots,
+                                 prefixes=prefixes, keep_prefixes=reuse_prefix)  # fmt: skip
+        except BaseException:
+            self.model.close()
+            raise
+        self.context_length: int | None = self.engine.n_ctx_seq
+        self.vocab_size = self.model.n_vocab
+        self._prefix_ids: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
+        common = {"n_ctx": options.n_ctx, "threads": options.threads, "slots": options.parallel}
+        if spec.kind == "default":
+            return cls(default_gguf_path(), name="gemma-3-270m-base", **common)
+        if spec.kind != "gguf":
+            raise ModelLoadError(
+                f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers)."
+            )
+        return cls(spec.location, **common)
+
+    # --- tokens ------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.model.piece(int(t)) for t in tokens).decode("utf-8", "replace")
+
+    def _prefix(self, text: str) -> list[int]:
+        ids = self._prefix_ids.get(text)
+        if ids is None:
+            if len(self._prefix_ids) >= 16:
+                self._prefix_ids.clear()
+            ids = self._prefix_ids[text] = self.tokenize(text, add_special=True)
+        return ids
+
+    # --- generation --------------------------------------------------------------------------
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+        prefix = self._prefix(prompt.prefix) if prompt.prefix else []
+        body = self.tokenize(prompt.body, add_special=not prefix)
+        total = len(prefix) + len(body)
+        if total >= self.engine.n_ctx_seq:
+            raise ContextOverflowError(total, self.engine.n_ctx_seq)
+        limit = min(sampling.max_tokens, self.engine.n_ctx_seq - total)
+        return self.engine.generate(prefix, body, sampling, limit)
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, raw logits rows predicting them): one teacher-forced pass in chunks of ``n_batch``,
+        in a free slot. Each rows array is a view into llama.cpp's buffer, valid until the next chunk."""
+        with self.engine.exclusive() as (ctx, batch, seq):
+            for begin in range(0, len(ids) - 1, batch.capacity):
+                chunk = ids[begin : begin + batch.capacity]
+                # row r predicts the token at begin + r + 1; only rows that predict a scored position
+                # ask for logits (a 262k-wide output row is costly)
+                positions = np.arange(begin, begin + len(chunk)) + 1
+                wanted = (positions >= start) & (positions < len(ids))
+                batch.clear()
+                batch.add(chunk, begin, seq, wanted)
+                ctx.decode(batch)
+                outputs = positions[wanted]
+                if not len(outputs):
+                    continue
+                logits = ctx.logits(len(outputs))
+                for row in range(0, len(outputs), SCORE_ROWS):
+                    yield outputs[row : row + SCORE_ROWS], logits[row : row + SCORE_ROWS]
+
+    def close(self) -> None:
+        self.engine.close()
+        self.model.close()
+
+
+SCORE_ROWS = 64  # logits rows turned into scores at a time: 64 x 262k floats = 64 MiB

@@ -1,0 +1,342 @@
+"""Continuous batching over one llama.cpp context: the llama.cpp backend's engine.
+
+The context holds one sequence per *slot* (a request being answered) and one per *resident
+prefix* (a URIAL prefix, evaluated once). Its KV cache is not unified: every sequence keeps its
+own stream of cells. When a request starts, its slot becomes a copy of its prefix's stream — the
+cells, their layout and their bytes (``llama_memory_seq_cp`` across streams) — and then evaluates
+the request's body and generates. What follows from that:
+
+* **Exact by construction.** A prefix is always evaluated alone, from an empty stream, in the
+  same chunks; a slot's attention reads only its own stream. So a request alone in the engine
+  computes bit for bit the same answer whatever the cache held before (another prompt set,
+  scoring, earlier requests), on any CPU. (A shared, unified cache would place a request's cells
+  wherever they were free, and llama.cpp's vectorised sums round differently for other cell
+  positions.)
+* **Batched decoding.** Each step is one ``llama_decode``: the last token of every generating
+  slot, plus chunks of the bodies of newly admitted requests, at most ``n_batch`` tokens. Requests
+  decoded together never see each other's contents; the weight products they share have a shape
+  that depends on the batch, which llama.cpp's quantized kernels may round differently.
+* **Prefixes** live in a small LRU of their own sequences; evicting one never disturbs the slots
+  copied from it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import random
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from queue import SimpleQueue
+
+import numpy as np
+
+from untuned.backend import Piece, Sampling
+from untuned.backends.llamacpp.native import Batch, Context, NativeModel, sampler_chain
+from untuned.errors import UntunedError
+
+log = logging.getLogger(__name__)
+
+
+class EngineClosed(UntunedError):
+    """The model was closed while a request was waiting or running."""
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started (what ``/health`` and ``/metrics`` show)."""
+
+    requests: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0  # evaluated: bodies and prefixes
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+
+
+class _Request:
+    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int) -> None:
+        self.prefix, self.body, self.sampling, self.limit = prefix, body, sampling, limit
+        self.events: SimpleQueue[Piece | BaseException | None] = SimpleQueue()
+        self.cancelled = False
+
+
+class _Slot:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.request: _Request | None = None
+        self.reserved = False  # held by an exclusive user (scoring)
+        self.pending: list[int] = []  # tokens to feed: the body, then each sampled token
+        self.pos = 0  # position of pending[0]
+        self.generating = False
+        self.produced = 0
+        self.admitted = 0
+        self.sampler = None
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    @property
+    def busy(self) -> bool:
+        return self.request is not None or self.reserved
+
+
+class Engine:
+    """Answers many requests at once over one model; see the module docstring.
+
+    ``slots``: requests decoded together; ``prefixes``: prefixes kept resident. Thread-safe.
+    """
+
+    def __init__(self, model: NativeModel, *, n_ctx_seq: int, threads: int, slots: int = 1, prefixes: int = 2,
+                 n_batch: int = 512, keep_prefixes: bool = True) -> None:  # fmt: skip
+        if slots < 1 or prefixes < 1:
+            raise ValueError("an engine needs at least one slot and one prefix sequence")
+        self.model, self.lib = model, model.lib
+        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads)
+        self.n_ctx_seq = self.ctx.n_ctx_seq
+        self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
+        self.stats = EngineStats()
+        self._slots = [_Slot(seq) for seq in range(slots)]
+        self._prefix_seqs = list(range(slots, slots + prefixes))
+        self._resident: OrderedDict[tuple[int, ...], int] = OrderedDict()
+        self._waiting: deque[_Request] = deque()
+        self._batch = Batch(self.lib, n_batch)
+        self._admissions = 0
+        self._closing = False
+        self._work = threading.Condition()  # guards slot ownership, the queue and closing
+        self._context_lock = threading.Lock()  # one user of the llama.cpp context at a time
+        self._thread = threading.Thread(target=self._run, name="untuned-llama-engine", daemon=True)
+        self._thread.start()
+
+    # --- what callers use ----------------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(slot.request is not None for slot in self._slots)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[Piece]:
+        """Stream the answer to ``prefix + body``; closing the iterator cancels the request."""
+        if not body:  # the last prompt token must be decoded in the slot to give logits
+            prefix, body = prefix[:-1], prefix[-1:]
+        request = _Request(tuple(prefix), list(body), sampling, limit)
+        with self._work:
+            if self._closing:
+                raise EngineClosed("the model has been closed")
+            self._waiting.append(request)
+            self._work.notify_all()
+        try:
+            yield Piece("", tokens=0, prompt_tokens=len(prefix) + len(body))
+            while True:
+                event = request.events.get()
+                if event is None:
+                    return
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            request.cancelled = True
+            with self._work:
+                self._work.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[tuple[Context, Batch, int]]:
+        """The context, its batch and an empty sequence of a free slot, with generation paused meanwhile."""
+        with self._work:
+            while True:
+                if self._closing:
+                    raise EngineClosed("the model has been closed")
+                slot = next((s for s in self._slots if not s.busy), None)
+                if slot is not None:
+                    slot.reserved = True
+                    break
+                self._work.wait()
+        try:
+            with self._context_lock:
+                self.ctx.clear(slot.seq)
+                try:
+                    yield self.ctx, self._batch, slot.seq
+                finally:
+                    self.ctx.clear(slot.seq)
+        finally:
+            with self._work:
+                slot.reserved = False
+                self._work.notify_all()
+
+    def close(self) -> None:
+        with self._work:
+            self._closing = True
+            self._work.notify_all()
+        self._thread.join()
+        with self._context_lock:
+            for slot in self._slots:
+                if slot.request is not None:
+                    self._finish(slot, EngineClosed("the model was closed during the request"))
+            while self._waiting:
+                self._waiting.popleft().events.put(EngineClosed("the model was closed before the request started"))
+            self.ctx.close()
+
+    # --- the engine thread ---------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        if any(slot.request is not None for slot in self._slots):
+            return True
+        return bool(self._waiting) and any(not slot.busy for slot in self._slots)
+
+    def _run(self) -> None:
+        while True:
+            with self._work:
+                while not self._closing and not self._has_work():
+                    self._work.wait()
+                if self._closing:
+                    return
+            with self._context_lock:
+                try:
+                    self._reap()
+                    self._admit()
+                    self._step()
+                except Exception as exc:  # a native failure: end the running requests with it
+                    log.exception("llama.cpp engine step failed")
+                    for slot in self._slots:
+                        if slot.request is not None:
+                            self._finish(slot, UntunedError(f"llama.cpp failed: {exc}"))
+
+    def _reap(self) -> None:
+        for slot in self._slots:
+            if slot.request is not None and slot.request.cancelled:
+                self._finish(slot, None)
+
+    def _finish(self, slot: _Slot, event: BaseException | None) -> None:
+        request = slot.request
+        if slot.sampler is not None:
+            self.lib.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        self.ctx.clear(slot.seq)
+        with self._work:
+            slot.request = None
+            self._work.notify_all()
+        if request is not None:
+            request.events.put(event)
+
+    def _admit(self) -> None:
+        copied: set[tuple[int, ...]] = set()  # prefixes whose copy waits for the next decode
+        while True:
+            with self._work:
+                request = self._waiting[0] if self._waiting else None
+                slot = next((s for s in self._slots if not s.busy), None)
+                if request is None or slot is None:
+                    return
+                if request.cancelled:
+                    self._waiting.popleft().events.put(None)
+                    continue
+                slot.request = request  # claimed: no exclusive user can take it now
+            if request.prefix:
+                source = self._prefix_sequence(request.prefix, copied)
+                if source is None:  # every prefix sequence is the source of a pending copy
+                    with self._work:
+                        slot.request = None
+                    return
+                self.ctx.clone(source, slot.seq)
+                copied.add(request.prefix)
+                if not self.keep_prefixes:
+                    del self._resident[request.prefix]
+            else:
+                self.ctx.clear(slot.seq)
+            with self._work:
+                self._waiting.popleft()
+            self._start(slot, request)
+
+    def _start(self, slot: _Slot, request: _Request) -> None:
+        sampling = request.sampling
+        seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
+        slot.sampler = sampler_chain(self.lib, self.model.n_vocab, temperature=sampling.temperature, top_p=sampling.top_p,
+                                     top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed)  # fmt: skip
+        slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
+        slot.decoder.reset()
+        self._admissions += 1
+        slot.admitted = self._admissions
+        self.stats.requests += 1
+
+    def _prefix_sequence(self, prefix: tuple[int, ...], protected: set[tuple[int, ...]]) -> int | None:
+        """The sequence holding ``prefix``, evaluating it (alone, from empty) if it is not resident."""
+        seq = self._resident.get(prefix)
+        if seq is not None:
+            self._resident.move_to_end(prefix)
+            self.stats.prefix_hits += 1
+            return seq
+        free = sorted(set(self._prefix_seqs) - set(self._resident.values()))
+        if free:
+            seq = free[0]
+        else:
+            victim = next((key for key in self._resident if key not in protected), None)
+            if victim is None:
+                return None
+            seq = self._resident.pop(victim)
+        self.ctx.clear(seq)
+        for begin in range(0, len(prefix), self._batch.capacity):
+            chunk = list(prefix[begin : begin + self._batch.capacity])
+            self._batch.clear()
+            self._batch.add(chunk, begin, seq, False)
+            self.ctx.decode(self._batch)
+        self._resident[prefix] = seq
+        self.stats.prefix_misses += 1
+        self.stats.prompt_tokens += len(prefix)
+        return seq
+
+    def _step(self) -> None:
+        active = [slot for slot in self._slots if slot.request is not None]
+        if not active:
+            return
+        batch = self._batch
+        batch.clear()
+        room = batch.capacity - sum(slot.generating for slot in active)
+        feed: dict[int, int] = {}  # seq -> tokens fed this step
+        for slot in sorted((s for s in active if not s.generating), key=lambda s: s.admitted):
+            if room <= 0:
+                break
+            feed[slot.seq] = min(room, len(slot.pending))
+            room -= feed[slot.seq]
+        samples: list[tuple[_Slot, int]] = []
+        # in sequence order: llama.cpp splits a batch over separate KV streams into runs of consecutive sequences
+        for slot in active:
+            if slot.generating:
+                feed[slot.seq] = 1
+                samples.append((slot, batch.add(slot.pending, slot.pos, slot.seq, True)))
+            elif slot.seq in feed:
+                count = feed[slot.seq]
+                last = count == len(slot.pending)
+                flags = np.zeros(count, dtype=bool)
+                flags[-1] = last
+                row = batch.add(slot.pending[:count], slot.pos, slot.seq, flags)
+                if last:
+                    samples.append((slot, row + count - 1))
+                self.stats.prompt_tokens += count
+        self.ctx.decode(batch)
+        for slot in active:
+            count = feed.get(slot.seq, 0)
+            slot.pending, slot.pos = slot.pending[count:], slot.pos + count
+        for slot, row in samples:
+            self._take(slot, self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row))
+
+    def _take(self, slot: _Slot, token: int) -> None:
+        request = slot.request
+        if self.model.is_end(token):
+            request.events.put(Piece(slot.decoder.decode(b"", final=True), tokens=0, finish="stop"))
+            self._finish(slot, None)
+            return
+        slot.produced += 1
+        self.stats.generated_tokens += 1
+        text = slot.decoder.decode(self.model.piece(token))
+        if slot.produced >= request.limit:
+            request.events.put(Piece(text + slot.decoder.decode(b"", final=True), finish="length"))
+            self._finish(slot, None)
+            return
+        request.events.put(Piece(text))
+        slot.pending, slot.generating = [token], True

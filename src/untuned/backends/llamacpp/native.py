@@ -1,0 +1,244 @@
+"""Thin wrappers over llama.cpp's C API (through llama-cpp-python's ctypes bindings).
+
+Only what the engine needs: a model and its vocabulary, a context whose KV cache keeps one
+stream of cells per sequence, a reusable batch with numpy views on its arrays, and sampler
+chains. Native log lines go to Python logging instead of stderr.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from untuned.errors import BackendUnavailableError, ModelLoadError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+_native_log = logging.getLogger("untuned.llama_cpp.native")
+_LOG_CALLBACK = None  # keeps the ctypes callback alive
+PENALTY_WINDOW = 64  # repetition penalty looks at this many of the latest generated tokens
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise BackendUnavailableError("llama.cpp models need llama-cpp-python: pip install llama-cpp-python") from exc
+    _route_native_logs(llama_cpp)
+    return llama_cpp
+
+
+def _route_native_logs(lib) -> None:
+    """Send llama.cpp's own log lines to Python logging instead of stderr."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+
+    @lib.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        _native_log.debug("%s", text.decode("utf-8", "replace").rstrip())
+
+    _LOG_CALLBACK = callback
+    lib.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise a clear error when ``path`` is missing or not a GGUF file."""
+    if not path.exists():
+        raise ModelNotFoundError(f"GGUF file not found: {path}. Check the path, or use --model default.")
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is not a file.")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (it does not start with the GGUF signature). "
+            "Re-download it, or convert the model with llama.cpp's convert_hf_to_gguf.py."
+        )
+
+
+def default_threads() -> int:
+    """Every core this process may run on (llama-cpp-python's own default is half of them)."""
+    return len(os.sched_getaffinity(0))
+
+
+class NativeModel:
+    """A GGUF model's weights and vocabulary. Tokenizing is thread-safe (it only reads)."""
+
+    def __init__(self, path: Path) -> None:
+        check_gguf_file(path)
+        self.lib = lib = import_llama_cpp()
+        lib.llama_backend_init()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        if not self.model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {path}. The file may be truncated or corrupt, or its architecture "
+                "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
+            )
+        self.path = path
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
+        self._pieces: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        room = len(data) + 16
+        for _ in range(2):
+            out = (ctypes.c_int32 * room)()
+            n = self.lib.llama_tokenize(self.vocab, data, len(data), out, room, add_special, False)
+            if n >= 0:
+                return list(out[:n])
+            room = -n
+        raise RuntimeError(f"llama.cpp could not tokenize a text of {len(data)} bytes")
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing). Cached."""
+        found = self._pieces.get(token)
+        if found is None:
+            buffer = ctypes.create_string_buffer(256)
+            n = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+            found = self._pieces[token] = buffer.raw[: max(n, 0)]
+        return found
+
+    def is_end(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.model:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+
+class Batch:
+    """A llama_batch whose arrays are owned here and seen through numpy, one sequence per token."""
+
+    def __init__(self, lib, capacity: int) -> None:
+        self.capacity = capacity
+        self._token = np.zeros(capacity, dtype=np.int32)
+        self._pos = np.zeros(capacity, dtype=np.int32)
+        self._n_seq = np.ones(capacity, dtype=np.int32)
+        self._seq = np.zeros(capacity, dtype=np.int32)
+        self._logits = np.zeros(capacity, dtype=np.int8)
+        seq_base = self._seq.ctypes.data
+        self._seq_pointers = (ctypes.POINTER(ctypes.c_int32) * capacity)(
+            *[ctypes.cast(seq_base + 4 * i, ctypes.POINTER(ctypes.c_int32)) for i in range(capacity)]
+        )
+        self.struct = lib.llama_batch()
+        self.struct.token = self._token.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.embd = None
+        self.struct.pos = self._pos.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.n_seq_id = self._n_seq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.seq_id = ctypes.cast(self._seq_pointers, ctypes.POINTER(ctypes.POINTER(ctypes.c_int32)))
+        self.struct.logits = self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.n = 0
+
+    def clear(self) -> None:
+        self.n = 0
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.n
+
+    def add(self, tokens: list[int], start: int, seq: int, outputs: np.ndarray | bool) -> int:
+        """Append ``tokens`` at positions ``start``.. of ``seq``; ``outputs`` flags the rows that give logits.
+        Returns the batch index of the first appended token."""
+        first, count = self.n, len(tokens)
+        end = first + count
+        self._token[first:end] = tokens
+        self._pos[first:end] = np.arange(start, start + count)
+        self._seq[first:end] = seq
+        self._logits[first:end] = outputs
+        self.n = end
+        return first
+
+    def outputs_before(self, index: int) -> int:
+        """How many logits rows the tokens before batch row ``index`` produce."""
+        return int(self._logits[:index].sum())
+
+
+class Context:
+    """A llama_context with ``n_seq`` sequences, each in its own KV stream of ``n_ctx_seq`` cells."""
+
+    def __init__(self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int) -> None:
+        lib = self.lib = model.lib
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx_seq * n_seq
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.n_outputs_max_per_seq = 0
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # one stream per sequence: see the engine's docstring
+        params.swa_full = False
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        self.ctx = lib.llama_init_from_model(model.model, params)
+        if not self.ctx:
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {n_seq} x {n_ctx_seq} tokens for {model.path.name} "
+                "(out of memory?). Use a smaller --n-ctx or fewer parallel slots."
+            )
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.n_ctx_seq = lib.llama_n_ctx_seq(self.ctx)
+        self.n_vocab = model.n_vocab
+        self.n_batch = n_batch
+
+    def decode(self, batch: Batch) -> None:
+        batch.struct.n_tokens = batch.n
+        code = self.lib.llama_decode(self.ctx, batch.struct)
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed with code {code} on a batch of {batch.n} tokens")
+
+    def logits(self, rows: int) -> np.ndarray:
+        """The logits rows of the last decode (one per flagged token, in batch order): a view."""
+        pointer = self.lib.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
+
+    def clear(self, seq: int) -> None:
+        self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def clone(self, source: int, target: int) -> None:
+        """Make ``target`` a copy of ``source``: its cells, their layout and their data."""
+        self.lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+
+
+def sampler_chain(lib, n_vocab: int, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int):
+    """A llama.cpp sampler chain: repetition penalty, then greedy, or top-k / top-p / temperature / draw."""
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if repetition_penalty != 1.0:
+        penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
+        lib.llama_sampler_chain_add(chain, penalties)
+    if temperature <= 0.0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        return chain
+    if top_k > 0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(top_k))
+    if top_p < 1.0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(top_p, 1))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+    return chain
+
+
+def open_llama(path: Path, n_ctx: int, threads: int | None = None):
+    """A llama-cpp-python ``Llama`` (its chat and grammar helpers) for ``path``, all cores, logs routed."""
+    check_gguf_file(path)
+    lib = import_llama_cpp()
+    try:
+        return lib.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or default_threads(),
+                         n_threads_batch=threads or default_threads(), verbose=False)  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path} ({exc}). The file may be truncated or corrupt, or its architecture "
+            "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
+        ) from exc

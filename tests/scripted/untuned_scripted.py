@@ -1,0 +1,110 @@
+"""A scripted model for untuned's tests: a plugin backend registered through the ``untuned.backends``
+entry-point group, as any third-party backend would be (``--model scripted:NAME``).
+
+It does no arithmetic worth timing, so tests that use it control time themselves and run the same
+on a fast or a slow machine. Its answer is a script read from the prompt, after the last
+``SCRIPT:`` (up to the end of that line)::
+
+    SCRIPT: Hello there @delay=0.05 @repeat=200:tick @wait=/tmp/go done
+
+Plain words are emitted one token each ("word "); ``@delay=S`` sleeps S seconds before each later
+token; ``@repeat=N:WORD`` emits WORD N times; ``@wait=PATH`` blocks until PATH exists; ``@end``
+ends the answer there (end of sequence). A prompt without a script is answered
+``You said: <its last non-empty line>``.
+
+Tokens are UTF-8 bytes (ids 0-255) plus BOS (256) and EOS (257). Scores come from a fixed random
+bigram table, so shift and scoring plumbing can be tested too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from untuned.backend import LoadOptions, ModelSpec, Piece, RowScoring, Sampling
+from untuned.conversation import RenderedPrompt
+from untuned.errors import ContextOverflowError
+
+BOS, EOS, VOCAB = 256, 257, 258
+_SCRIPT = re.compile(r"SCRIPT:([^\n`]*)")
+
+
+def _steps(text: str) -> list[tuple[str, str]]:
+    """(kind, value) steps of the prompt's script: ("say", word), ("delay", s), ("wait", path), ("end", "")."""
+    found = _SCRIPT.findall(text)
+    if not found:
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(("#", "`"))]
+        return [("say", word) for word in ["You", "said:", *(lines[-1].split() if lines else [])]]
+    steps: list[tuple[str, str]] = []
+    for item in found[-1].split():
+        if item.startswith("@delay="):
+            steps.append(("delay", item[7:]))
+        elif item.startswith("@wait="):
+            steps.append(("wait", item[6:]))
+        elif item.startswith("@repeat="):
+            count, _, word = item[8:].partition(":")
+            steps.extend(("say", word) for _ in range(int(count)))
+        elif item == "@end":
+            steps.append(("end", ""))
+        else:
+            steps.append(("say", item))
+    return steps
+
+
+class ScriptedBackend(RowScoring):
+    """Answers by script; see the module docstring."""
+
+    def __init__(self, name: str = "scripted", *, n_ctx: int | None = None) -> None:
+        self.name = f"scripted-{name}" if name else "scripted"
+        self.context_length: int | None = n_ctx or 4096
+        self.vocab_size = VOCAB
+        self._table = np.random.default_rng(20261125).normal(0.0, 3.0, size=(VOCAB, VOCAB)).astype(np.float32)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> ScriptedBackend:
+        return cls(spec.location, n_ctx=options.n_ctx)
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return ([BOS] if add_special else []) + list(text.encode("utf-8"))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return bytes(t for t in tokens if t < 256).decode("utf-8", "replace")
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+        total = len(self.tokenize(prompt.text, add_special=True))
+        if self.context_length is not None and total >= self.context_length:
+            raise ContextOverflowError(total, self.context_length)
+        return self._play(_steps(prompt.text), total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
+
+    def _play(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[Piece]:
+        yield Piece("", tokens=0, prompt_tokens=prompt_tokens)
+        delay, produced = 0.0, 0
+        for kind, value in steps:
+            if kind == "delay":
+                delay = float(value)
+            elif kind == "wait":
+                while not Path(value).exists():
+                    time.sleep(0.01)
+            elif kind == "end":
+                break
+            else:
+                time.sleep(delay)
+                produced += 1
+                if produced >= limit:
+                    yield Piece(value + " ", finish="length")
+                    return
+                yield Piece(value + " ")
+        yield Piece("", tokens=0, finish="stop")
+
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        positions = np.arange(start, len(ids))
+        for begin in range(0, len(positions), 64):
+            chunk = positions[begin : begin + 64]
+            yield chunk, self._table[np.asarray(ids)[chunk - 1]]
+
+    def close(self) -> None:
+        pass
