@@ -38,15 +38,14 @@ def loop_rank(backend, ids: list[int], position: int) -> int:
         with torch.inference_mode():
             row = backend.model(torch.tensor([ids[:position]], device=backend.device)).logits[0, -1].float().cpu().numpy()
         return int((row > row[ids[position]]).sum()) + 1
-    llm = backend.llm
-    llm.reset()
-    llm._ctx.kv_cache_clear()
-    for begin in range(0, position, llm.n_batch):
-        batch = ids[begin : min(position, begin + llm.n_batch)]
-        llm._batch.set_batch(batch=batch, n_past=begin, logits_all=False)  # logits of the last row only
-        llm._ctx.decode(llm._batch)
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(1, backend.vocab_size))[0]
-    return int((logits > logits[ids[position]]).sum()) + 1
+    with backend.engine.exclusive() as (ctx, batch, seq):
+        for begin in range(0, position, batch.capacity):
+            chunk = ids[begin : min(position, begin + batch.capacity)]
+            batch.clear()
+            batch.add(chunk, begin, seq, np.arange(len(chunk)) == len(chunk) - 1)  # logits of the last row only
+            ctx.decode(batch)
+        logits = ctx.logits(1)[0]
+        return int((logits > logits[ids[position]]).sum()) + 1
 
 
 def main() -> None:
