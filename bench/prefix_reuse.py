@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from untuned import Sampling
-from untuned.backend import default_gguf_path
+from untuned.backends import default_gguf_path
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.conversation import Conversation
 from untuned.prompt import PromptSet, load_prompt

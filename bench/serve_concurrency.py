@@ -24,7 +24,7 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from untuned.backend import default_gguf_path
+from untuned.backends import default_gguf_path
 from untuned.conversation import DEFAULT_FORMAT, Conversation
 from untuned.prompt import load_prompt
 

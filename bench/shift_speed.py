@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from untuned.backend import LoadOptions, default_gguf_path, load_backend
+from untuned.backends import LoadOptions, default_gguf_path, load_backend
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.shift import ShiftAnalyzer, category, plain_context, read_answers
 

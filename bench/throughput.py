@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from untuned import Assistant, Sampling
-from untuned.backend import default_gguf_path
+from untuned.backends import default_gguf_path
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.prompt import load_prompt
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import socket
 from pathlib import Path
 
@@ -14,7 +15,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def gemma_path() -> Path:
-    from untuned.backend import default_gguf_path
+    from untuned.backends import default_gguf_path
 
     return default_gguf_path()
 
@@ -42,6 +43,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (the shared/ folder beside the project)")
     return SHARED_DATA
+
+
+def plain(text: str) -> str:
+    """CLI output as one line of words: line breaks and the boxes of typer's error panels removed."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import plain
 from typer.testing import CliRunner
 
 from untuned.cli import app
@@ -76,7 +77,7 @@ def test_prompts_list_and_show():
 def test_error_messages(args, message):
     result = runner.invoke(app, ["ask", "Hello?", *args])
     assert result.exit_code == 2
-    assert message in " ".join(result.output.split())
+    assert message in plain(result.output)
 
 
 def test_corrupt_model_file(tmp_path):
@@ -92,7 +93,7 @@ def test_malformed_prompt_file_names_the_line(tmp_path):
     bad.write_text("name: mine\n=== system ===\nBe nice.\n=== query ===\nHi\n=== query ===\nAgain\n")
     result = runner.invoke(app, ["ask", "Hello?", "--prompt", str(bad)])
     assert result.exit_code == 2
-    assert f"{bad}, line 6: a query follows the query of line 4" in " ".join(result.output.split())
+    assert f"{bad}, line 6: a query follows the query of line 4" in plain(result.output)
 
 
 def test_hub_id_offline_says_how_to_pass_a_path():
@@ -100,4 +101,4 @@ def test_hub_id_offline_says_how_to_pass_a_path():
     result = untuned("ask", "Hello?", "--model", "hf:untuned-tests/no-such-model", env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
     assert "could not fetch hf:untuned-tests/no-such-model" in result.stderr
-    assert "pass --model DIR" in " ".join(result.stderr.split())
+    assert "pass --model DIR" in plain(result.stderr)

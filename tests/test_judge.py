@@ -10,14 +10,25 @@ import statistics
 import time
 
 import pytest
+from conftest import plain
 from servers import scripted_server
 from typer.testing import CliRunner
 
 from untuned.answers import AnswerItem
 from untuned.cli import app
-from untuned.judge import TEMPLATES, HttpJudge, JudgeCache, Judging, LocalJudge, ReplyError, Verdict, VerdictFile, parse_reply
+from untuned.judge import (
+    TEMPLATES,
+    HttpJudgeModel,
+    Judge,
+    JudgeCache,
+    LocalJudgeModel,
+    ReplyError,
+    Verdict,
+    VerdictFile,
+    parse_reply,
+)
 from untuned.judge.templates import ASPECTS
-from untuned.report import build_report, load_verdicts, markdown, stat, write_csv
+from untuned.report import build_report, load_verdicts, stat, to_markdown, write_csv
 
 JSON = {"Content-Type": "application/json"}
 
@@ -73,11 +84,11 @@ def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
     work = items(24, garbage={5, 17})
     out = tmp_path / "verdicts.jsonl"
     with scripted_server(script) as (url, seen):
-        judge = HttpJudge(url, "judge", timeout=1.0, max_retries=8)
-        summary = Judging(judge, TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
+        judge = HttpJudgeModel(url, "judge", timeout=1.0, max_retries=8)
+        summary = Judge(judge, TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
     verdicts = VerdictFile(out).read()
     assert sorted(v.id for v in verdicts) == sorted(i.id for i in work)  # none lost, none duplicated
-    assert summary.scored == 22 and summary.failed == 2
+    assert summary.done == 22 and summary.failed == 2
     for verdict in verdicts:
         item = work[int(verdict.id)]
         if verdict.id in ("5", "17"):
@@ -99,7 +110,7 @@ def test_retry_after_is_honoured(tmp_path):
         return 200, JSON, chat_reply(verdict_json(user_text(body)))
 
     with scripted_server(script) as (url, _):
-        verdict = Judging(HttpJudge(url, "judge"), TEMPLATES["multi"]).judge_item(items(1)[0])
+        verdict = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"]).judge_item(items(1)[0])
     assert verdict.status == "scored" and arrivals[1] - arrivals[0] >= 1.9
 
 
@@ -109,16 +120,17 @@ def test_rerun_hits_the_cache_and_resumes(tmp_path):
 
     work = items(10)
     with scripted_server(script) as (url, seen):
-        judging = Judging(HttpJudge(url, "judge"), TEMPLATES["multi"], JudgeCache(tmp_path / "cache.db"))
+        judging = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"], JudgeCache(tmp_path / "cache.db"))
         first = judging.run(work, tmp_path / "one.jsonl", concurrency=4)
         asked = len(seen)
         again = judging.run(work, tmp_path / "two.jsonl", concurrency=4)  # a fresh output file: all from the cache
         resumed = judging.run(work, tmp_path / "one.jsonl")  # the same file: nothing left to do
         assert len(seen) == asked == 10
-    assert first.requests == 10 and again.requests == 0 and again.cached == 10 and resumed.skipped == 10
+    assert first.counts["requests"] == 10 and again.counts["requests"] == 0 and again.counts["cached"] == 10
+    assert resumed.skipped == 10
     one, two = VerdictFile(tmp_path / "one.jsonl").latest(), VerdictFile(tmp_path / "two.jsonl").latest()
     assert {k: v.scores for k, v in one.items()} == {k: v.scores for k, v in two.items()}
-    assert sorted(one) == [("multi", str(i)) for i in sorted(range(10), key=str)]
+    assert sorted(one) == [f"multi:{i}" for i in sorted(range(10), key=str)]
 
 
 def test_pairwise_cancels_position_bias(tmp_path):
@@ -140,7 +152,7 @@ def test_pairwise_cancels_position_bias(tmp_path):
     for script, expected in ((always_first, ["tie"] * 4), (prefers_longer, ["B", "B", "B", "A"])):
         out = tmp_path / f"{script.__name__}.jsonl"
         with scripted_server(script) as (url, _):
-            Judging(HttpJudge(url, "judge"), TEMPLATES["pairwise"]).run(first, out, others=second)
+            Judge(HttpJudgeModel(url, "judge"), TEMPLATES["pairwise"]).run(first, out, seconds=second)
         verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
         assert [v.winners["helpfulness"] for v in verdicts] == expected  # answers of 3, 10, 17, 24 vs 20 characters
     report = build_report(VerdictFile(out).read())
@@ -186,7 +198,7 @@ def test_tag_replies_use_just_evals_label_sets():
 
 @pytest.mark.slow
 def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
-    judging = Judging(LocalJudge(smollm_path), TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=0)
+    judging = Judge(LocalJudgeModel(smollm_path), TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=0)
     answers = [AnswerItem(id=str(i), query=q, answer=a) for i, (q, a) in enumerate([
         ("What is the capital of France?", "The capital of France is Paris."),
         ("What is 2 + 2?", "2 + 2 = 4."),
@@ -194,7 +206,7 @@ def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
     ])]  # fmt: skip
     summary = judging.run(answers, tmp_path / "v.jsonl")
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
-    assert summary.scored == 3 and all(v.status == "scored" and set(v.scores) == set(ASPECTS) for v in verdicts)
+    assert summary.done == 3 and all(v.status == "scored" and set(v.scores) == set(ASPECTS) for v in verdicts)
     assert all(s is None or 1 <= s <= 5 for v in verdicts for s in v.scores.values())
 
 
@@ -222,7 +234,7 @@ def test_report_numbers_match_independent_arithmetic(tmp_path):
     assert build_report(load_verdicts(out), na="five").models[0].aspects["clarity"].mean == pytest.approx(
         statistics.mean([5, 4, 5, 2, 3])
     )
-    text = markdown(report, compare=True)
+    text = to_markdown(report, compare=True)
     assert text.index("| b |") > text.index("| a |")  # a (3.5) ranks above b (2.6)
     write_csv(report, tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
@@ -280,12 +292,12 @@ def test_tag_mode_and_its_report(tmp_path):
         AnswerItem(id=str(i), query=q, answer="unused") for i, q in enumerate(["Save money?", "Why is ice cold?", "Lend money?"])
     ]
     with scripted_server(script) as (url, seen):
-        Judging(HttpJudge(url, "judge"), TEMPLATES["tag"]).run(work, tmp_path / "tags.jsonl", concurrency=2)
+        Judge(HttpJudgeModel(url, "judge"), TEMPLATES["tag"]).run(work, tmp_path / "tags.jsonl", concurrency=2)
     verdicts = {v.id: v for v in VerdictFile(tmp_path / "tags.jsonl").read()}
     assert verdicts["0"].labels == {"task_types": ["info-seek"], "topics": ["finance"], "difficulty": ["easy"]}
     report = build_report(list(verdicts.values()))
     assert report.tagged == 3 and report.tags["topics"] == {"finance": 2, "stem": 1}
-    assert "## Tags: topics (3 queries)" in markdown(report)
+    assert "## Tags: topics (3 queries)" in to_markdown(report)
 
 
 def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
@@ -293,7 +305,7 @@ def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
         return 503, JSON, b'{"error": {"message": "judge is down"}}'
 
     with scripted_server(script) as (url, seen):
-        summary = Judging(HttpJudge(url, "judge", max_retries=1), TEMPLATES["multi"]).run(items(2), tmp_path / "v.jsonl")
+        summary = Judge(HttpJudgeModel(url, "judge", max_retries=1), TEMPLATES["multi"]).run(items(2), tmp_path / "v.jsonl")
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
     assert summary.failed == 2 and len(seen) == 4  # each item: one try and one retry
     assert all(v.status == "failed" and "judge is down" in v.error and not v.scores for v in verdicts)
@@ -305,16 +317,16 @@ def test_cli_errors_say_what_to_do(tmp_path):
     answers.write_text(json.dumps({"id": 1, "instruction": "Q", "output": "A"}) + "\n")
     (tmp_path / "broken.json").write_text("[{")
     cases = [
-        (["judge", "score", str(answers), "--out", str(tmp_path / "v.jsonl")], "unknown mode"),
+        (["judge", "score", str(answers), "--out", str(tmp_path / "v.jsonl")], "'score' is not one of 'multi', 'safety'"),
         (
             ["judge", "multi", str(answers), "--out", str(tmp_path / "v.jsonl"), "--judge-url", "http://127.0.0.1:9/v1"],
             "--judge-model",
         ),
         (["report", str(tmp_path / "missing.jsonl")], "file not found"),
         (["report", str(tmp_path / "broken.json")], "not valid JSON"),
-        (["report", str(answers), "--na", "three"], "--na is skip or five"),
+        (["report", str(answers), "--na", "three"], "'three' is not one of 'skip', 'five'"),
         (["report", str(answers), "--formats", "pdf"], "unknown format(s): pdf"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
-        assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
+        assert result.exit_code == 2 and message in plain(result.output), (args, result.output)

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import plain
 from servers import llama_cpp_server
 from typer.testing import CliRunner
 
 from untuned.cli import app
-from untuned.run import RunFile
+from untuned.generation import GenerationFile
 
 runner = CliRunner()
 
@@ -27,7 +28,7 @@ def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
     result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
                  "--limit", "5", "--out", str(out), "--max-tokens", "24")  # fmt: skip
     assert result.exit_code == 0, result.output
-    records = RunFile(out).read()
+    records = GenerationFile(out).read()
     assert [r.id for r in records] == ["0", "1", "2", "3", "4"]
     first = records[0]
     assert first.instruction.startswith("What are the names of some famous actors")
@@ -39,7 +40,7 @@ def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
     result = cli("generate", "mt-bench", "--data-file", str(shared_data / "mt_bench_questions.jsonl"),
                  "--limit", "2", "--out", str(mt), "--max-tokens", "24")  # fmt: skip
     assert result.exit_code == 0, result.output
-    for record in RunFile(mt).read():
+    for record in GenerationFile(mt).read():
         assert len(record.turns) == 2 and len(record.outputs) == 2 and all(record.outputs)
         assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
 
@@ -64,10 +65,10 @@ def test_sigkill_and_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
         process.wait()
     with out.open("a") as handle:  # a torn write, as if killed in the middle of a line
         handle.write('{"id": "5", "turns": ["tor')
-    assert 0 < len(RunFile(out).read()) < 7
+    assert 0 < len(GenerationFile(out).read()) < 7
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    ids = [record.id for record in RunFile(out).read()]
+    ids = [record.id for record in GenerationFile(out).read()]
     assert sorted(ids, key=int) == [str(i) for i in range(7)]
     assert len(ids) == len(set(ids))
 
@@ -79,11 +80,11 @@ def test_resume_with_other_settings_is_refused(shared_data, tmp_path):
     assert cli(*args).exit_code == 0
     refused = cli(*args, "--prompt", "safe")
     assert refused.exit_code == 2
-    assert "other settings (generator, prompt_name, prompt_hash differ)" in " ".join(refused.output.split())
-    assert len(RunFile(out).read()) == 1
+    assert "other settings (generator, prompt_name, prompt_hash differ)" in plain(refused.output)
+    assert len(GenerationFile(out).read()) == 1
     forced = cli(*args, "--prompt", "safe", "--force")
     assert forced.exit_code == 0, forced.output
-    assert [r.prompt_name for r in RunFile(out).read()] == ["safe"]
+    assert [r.prompt_name for r in GenerationFile(out).read()] == ["safe"]
     assert len(list(tmp_path.glob("run.jsonl.*.old"))) == 1  # the old run is set aside, not lost
 
 
@@ -93,12 +94,13 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out.jsonl"
     result = cli("generate", "json", "--data-file", str(data), "--field", "prompt", "--out", str(out))
     assert result.exit_code == 2
-    assert f"{data}, line 2: invalid JSON" in " ".join(result.output.split())
+    assert f"{data}, line 2: invalid JSON" in plain(result.output)
     assert not out.exists()
     missing = cli("generate", "json", "--data-file", str(data), "--out", str(out))
-    assert "line 1: field 'instruction' is missing" in " ".join(missing.output.split())
+    assert "line 1: field 'instruction' is missing" in plain(missing.output)
     unknown = cli("generate", "alpacaeval", "--out", str(out))
-    assert unknown.exit_code == 2 and "known: just-eval, mt-bench, alpaca-eval, json" in unknown.output
+    assert unknown.exit_code == 2
+    assert "'alpacaeval' is not one of 'just-eval', 'mt-bench', 'alpaca-eval', 'json'" in plain(unknown.output)
 
 
 def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
@@ -112,7 +114,7 @@ def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
         shards.append(str(shard))
     merged = tmp_path / "merged.jsonl"
     assert cli("merge", str(merged), *shards).exit_code == 0
-    assert sorted(r.id for r in RunFile(merged).read()) == ["10", "11", "12"]
+    assert sorted(r.id for r in GenerationFile(merged).read()) == ["10", "11", "12"]
 
     exported = tmp_path / "just_eval_input.json"
     assert cli("export", str(merged), "--out", str(exported)).exit_code == 0
@@ -159,7 +161,7 @@ def test_import_reference_answers(shared_data, tmp_path):
     source = shared_data / "reference_outputs" / "gpt-4-0613.jsonl"
     result = cli("import", str(source), "--out", str(out), "--generator", "gpt-4-0613")
     assert result.exit_code == 0, result.output
-    records = RunFile(out).read()
+    records = GenerationFile(out).read()
     first = json.loads(source.read_text().splitlines()[0])
     assert len(records) == 1000 and records[0].generator == "gpt-4-0613"
     assert (records[0].id, records[0].instruction, records[0].output) == ("0", first["instruction"], first["output"])
@@ -173,7 +175,7 @@ def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
         result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
                      "--limit", "6", "--out", str(out), "--model", url, "--concurrency", "4", "--max-tokens", "12")  # fmt: skip
     assert result.exit_code == 0, result.output
-    records = RunFile(out).read()
+    records = GenerationFile(out).read()
     assert sorted(r.id for r in records) == [str(i) for i in range(6)]
     assert all(r.output for r in records) and records[0].model == url
 
@@ -189,13 +191,13 @@ def test_selection_and_file_errors(shared_data, tmp_path):
         (["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--ids", "1,5000",
           "--out", out], "ids not in the dataset: 5000"),
         (["generate", "mt-bench", "--out", out], "the mt-bench dataset needs --data-file"),
-        (["export", str(data), "--out", out, "--format", "csv"], "unknown export format 'csv'"),
-        (["export", str(data), "--out", out], "line 1: not a run record"),
+        (["export", str(data), "--out", out, "--format", "csv"], "'csv' is not one of 'just-eval', 'alpaca-eval'"),
+        (["export", str(data), "--out", out], "line 1: not a generation record"),
     ]  # fmt: skip
     for args, message in cases:
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)
-        assert message in " ".join(result.output.split()), (args, result.output)
+        assert message in plain(result.output), (args, result.output)
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -208,5 +210,5 @@ def test_merge_refuses_mixed_settings(shared_data, tmp_path):
                    "--prompt", prompt, "--out", str(path)).exit_code == 0  # fmt: skip
         files.append(str(path))
     result = cli("merge", str(tmp_path / "merged.jsonl"), *files)
-    assert result.exit_code == 2 and "made with other settings" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "made with other settings" in plain(result.output)
     assert not (tmp_path / "merged.jsonl").exists()

@@ -243,7 +243,7 @@ def test_full_queue_answers_503_and_slow_requests_time_out(locked, tmp_path):
 
 def test_serve_rejects_bad_settings_before_loading():
     result = subprocess.run([sys.executable, "-m", "untuned", "serve", "--system-mode", "merge"], capture_output=True, text=True)
-    assert result.returncode == 2 and "system_mode" in result.stderr
+    assert result.returncode == 2 and "--system-mode" in result.stderr and "'merge' is not one of" in result.stderr
 
 
 @pytest.mark.slow
@@ -286,11 +286,11 @@ def test_untuned_serve_can_be_a_judge_endpoint(root, tmp_path):
     """The judge speaks to any OpenAI-compatible server, ours included (gemma base is no judge:
     the verdict may well be unreadable, but it is recorded, never lost or invented)."""
     from untuned.answers import AnswerItem
-    from untuned.judge import TEMPLATES, HttpJudge, Judging, VerdictFile
+    from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, VerdictFile
 
-    judging = Judging(HttpJudge(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
+    judging = Judge(HttpJudgeModel(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
     item = AnswerItem(id="1", query="How do I bake bread?", answer="Mix flour, water, yeast and salt; knead; bake.")
     summary = judging.run([item], tmp_path / "v.jsonl")
     verdict = VerdictFile(tmp_path / "v.jsonl").read()[0]
-    assert summary.requests == 1 and verdict.status in ("scored", "failed")
+    assert summary.counts["requests"] == 1 and verdict.status in ("scored", "failed")
     assert verdict.status == "scored" or (verdict.raw and not verdict.scores)

@@ -8,30 +8,30 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import plain
 from tiny import CORPUS, make_tiny_llama
 from typer.testing import CliRunner
 
 from untuned import LoadOptions, load_backend
+from untuned.answers import AnswerItem
 from untuned.cli import app
 from untuned.errors import UntunedError
+from untuned.formats import read_answers, read_tags
 from untuned.prompt import load_prompt
 from untuned.shift import (
     ShiftAnalyzer,
     ShiftExample,
-    ShiftItem,
     TokenShift,
-    read_answers,
-    read_tags,
     run_shift,
     summarize,
     write_outputs,
 )
 
 ITEMS = [
-    ShiftItem(
+    AnswerItem(
         id="a", query="What is the capital of France?", answer=" ".join(CORPUS) * 2, dataset="d1", tags={"topics": ["geo"]}
     ),
-    ShiftItem(id="b", query="What is two plus two?", answer="Four. The capital of France is Paris.", dataset="d2"),
+    AnswerItem(id="b", query="What is two plus two?", answer="Four. The capital of France is Paris.", dataset="d2"),
 ]
 
 
@@ -59,7 +59,7 @@ def reference(backend, ids: list[int], position: int):
 
 def test_pair_mode_equals_the_per_position_reference(tiny_pair):
     base, aligned = tiny_pair
-    analyzer = ShiftAnalyzer(base, mode="pair", other=aligned, top_k=3)
+    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3)
     checked = 0
     for item in ITEMS:
         example = analyzer.analyze(item)
@@ -69,12 +69,12 @@ def test_pair_mode_equals_the_per_position_reference(tiny_pair):
         for token in example.tokens:
             position = len(context) + token.index
             base_lp, base_rank = reference(base, ids, position)
-            other_lp, other_rank = reference(aligned, ids, position)
+            aligned_lp, aligned_rank = reference(aligned, ids, position)
             assert token.id == ids[position]
-            assert token.rank == base_rank and token.other_rank == other_rank
+            assert token.rank == base_rank and token.aligned_rank == aligned_rank
             assert token.prob == pytest.approx(np.exp(base_lp[ids[position]]), abs=1e-5)
-            assert token.other_prob == pytest.approx(np.exp(other_lp[ids[position]]), abs=1e-5)
-            kl = float((np.exp(other_lp) * (other_lp - base_lp)).sum())
+            assert token.aligned_prob == pytest.approx(np.exp(aligned_lp[ids[position]]), abs=1e-5)
+            kl = float((np.exp(aligned_lp) * (aligned_lp - base_lp)).sum())
             assert token.kl == pytest.approx(kl, abs=1e-5)
             assert [t.id for t in token.top] == list(np.argsort(-base_lp, kind="stable")[:3])
             checked += 1
@@ -96,14 +96,14 @@ def test_truncation_is_recorded(tiny_folders, caplog):
 def test_different_tokenizers_are_refused(gemma, smollm_path):
     smollm = load_backend(str(smollm_path))
     with pytest.raises(UntunedError, match="--mode text"):
-        ShiftAnalyzer(gemma, mode="pair", other=smollm)
+        ShiftAnalyzer(gemma, mode="pair", aligned=smollm)
 
 
 def test_modes_refuse_what_they_cannot_do(gemma):
     with pytest.raises(UntunedError, match="needs a second backend"):
         ShiftAnalyzer(gemma, mode="pair")
     with pytest.raises(UntunedError, match="second instance of the base model"):
-        ShiftAnalyzer(gemma, mode="context", other=gemma, prompt=load_prompt("helpful"))
+        ShiftAnalyzer(gemma, mode="context", aligned=gemma, prompt=load_prompt("helpful"))
     with pytest.raises(UntunedError, match="needs a prompt set"):
         ShiftAnalyzer(gemma, mode="text", context="urial")
 
@@ -121,7 +121,7 @@ def test_summary_of_a_hand_made_run():
         ShiftExample(id="1", dataset="x", tags={"topics": ["math"]}, tokens=tokens("uuss"), answer_tokens=4, **common),
         ShiftExample(id="2", dataset="y", tokens=tokens("umuuuuuuuu"), answer_tokens=10, **common),
     ]
-    summary = summarize(examples, mode="text", base="b", other=None, context="plain")
+    summary = summarize(examples, mode="text", base="b", aligned=None, context="plain")
     assert summary.overall.tokens == 14
     assert summary.overall.ratios == pytest.approx({"unshifted": 11 / 14, "marginal": 1 / 14, "shifted": 2 / 14})
     assert summary.by_dataset["x"].ratios["shifted"] == 0.5 and summary.by_tag["topics"]["math"].examples == 1
@@ -140,7 +140,7 @@ def reference_answers(shared_data):
 
 def test_text_run_on_gemma_writes_everything(gemma, reference_answers, tmp_path):
     analyzer = ShiftAnalyzer(gemma, mode="text", context="urial", prompt=load_prompt("helpful"))
-    examples = run_shift(analyzer, reference_answers, tmp_path)
+    examples = run_shift(analyzer, reference_answers, tmp_path).records
     summary = write_outputs(examples, tmp_path, analyzer.settings, tokens="parquet")
     assert sum(summary.overall.ratios.values()) == pytest.approx(1.0)
     for example in examples:
@@ -160,7 +160,7 @@ def test_text_run_on_gemma_writes_everything(gemma, reference_answers, tmp_path)
     for name in ("categories", "position", "top_shifted"):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     calls = []
-    again = run_shift(analyzer, reference_answers, tmp_path, on_start=calls.append)
+    again = run_shift(analyzer, reference_answers, tmp_path, on_start=calls.append).records
     assert calls == [0] and [e.id for e in again] == [e.id for e in examples]  # resumed: nothing redone
     other = ShiftAnalyzer(gemma, mode="text", context="plain")
     with pytest.raises(UntunedError, match="other settings"):
@@ -169,7 +169,7 @@ def test_text_run_on_gemma_writes_everything(gemma, reference_answers, tmp_path)
 
 @pytest.mark.slow
 def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser):
-    from untuned.backend import Sampling
+    from untuned.backends import Sampling
     from untuned.backends.llamacpp import LlamaCppBackend
     from untuned.data import Item
     from untuned.shift import generate_answers
@@ -179,12 +179,12 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
 
     questions = [Item("q1", ("What is the capital of France?",), "demo", {}), Item("q2", ("Name a primary colour.",), "demo", {})]
     items = generate_answers(gemma, questions, context="urial", prompt=prompt, sampling=Sampling(max_tokens=40))
-    analyzer = ShiftAnalyzer(gemma, mode="context", other=backend, prompt=prompt)
-    examples = run_shift(analyzer, items, tmp_path)
+    analyzer = ShiftAnalyzer(gemma, mode="context", aligned=backend, prompt=prompt)
+    examples = run_shift(analyzer, items, tmp_path).records
     summary = write_outputs(examples, tmp_path, analyzer.settings)
     assert sum(summary.overall.ratios.values()) == pytest.approx(1.0)
     assert summary.overall.mean_kl is not None and summary.overall.mean_kl > 0
-    assert all(t.kl >= 0 and t.other_rank >= 1 for e in examples for t in e.tokens)
+    assert all(t.kl >= 0 and t.aligned_rank >= 1 for e in examples for t in e.tokens)
     backend.close()
 
     page = browser.new_page()
@@ -215,20 +215,23 @@ def test_cli_shift_text_and_errors(shared_data, tmp_path):
     for args, message in [
         (["shift", "pair", "--answers", str(answers), "--out", str(tmp_path / "p")], "--aligned"),
         (["shift", "text", "--out", str(tmp_path / "p")], "--answers"),
-        (["shift", "sideways", "--answers", str(answers), "--out", str(tmp_path / "p")], "unknown mode"),
+        (
+            ["shift", "sideways", "--answers", str(answers), "--out", str(tmp_path / "p")],
+            "'sideways' is not one of 'text', 'pair', 'context'",
+        ),
         (
             ["shift", "text", "--answers", str(answers), "--out", str(tmp_path / "p"), "--context", "fancy"],
-            "--context is plain or urial",
+            "'fancy' is not one of 'plain', 'urial'",
         ),
     ]:
         result = runner.invoke(app, args)
-        assert result.exit_code == 2 and message in result.output, result.output
+        assert result.exit_code == 2 and message in plain(result.output), result.output
 
 
 def test_batched_text_mode_equals_one_at_a_time(tiny_pair, tmp_path):
     base = tiny_pair[0]
     analyzer = ShiftAnalyzer(base, mode="text", top_k=3)
-    work = [*ITEMS, ShiftItem(id="c", query="Hi", answer="Paris."), ShiftItem(id="d", query="Empty?", answer="")]
+    work = [*ITEMS, AnswerItem(id="c", query="Hi", answer="Paris."), AnswerItem(id="d", query="Empty?", answer="")]
     batched = analyzer.analyze_many(work)  # right-padded, lengths 4 to 100+
     for item, together in zip(work, batched):
         alone = analyzer.analyze(item)
@@ -236,5 +239,5 @@ def test_batched_text_mode_equals_one_at_a_time(tiny_pair, tmp_path):
         assert [t.prob for t in together.tokens] == pytest.approx([t.prob for t in alone.tokens], abs=1e-5)
         assert [[x.id for x in t.top] for t in together.tokens] == [[x.id for x in t.top] for t in alone.tokens]
     assert batched[3].tokens == [] and not batched[3].truncated
-    examples = run_shift(analyzer, work, tmp_path, batch_size=3)
+    examples = run_shift(analyzer, work, tmp_path, batch_size=3).records
     assert [e.id for e in examples] == ["a", "b", "c", "d"]

@@ -9,7 +9,7 @@ Public API::
 """
 
 from untuned.assistant import Assistant, Chat, Completion
-from untuned.backend import Backend, LoadOptions, ModelSpec, Piece, Sampling, TokenScores, backend_names, load_backend
+from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, StreamChunk, TokenScores, backend_names, load_backend
 from untuned.conversation import Conversation, RenderedPrompt, UrialFormat, neutralise
 from untuned.errors import (
     ContextOverflowError,
@@ -35,7 +35,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelSpec",
-    "Piece",
+    "StreamChunk",
     "PromptFileError",
     "PromptSet",
     "RenderedPrompt",

@@ -1,5 +1,5 @@
 """``python -m untuned`` runs the command line."""
 
-from untuned.cli import main
+from untuned.cli.main import main
 
 main()

@@ -1,19 +1,20 @@
-"""Answers to analyse or judge: read from answer files (ours or other tools'), or generated here."""
+"""Answers to analyse or judge: the :class:`AnswerItem` record, and answers generated for shift
+analysis (answer files are read by :func:`untuned.formats.read_answers`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
-from untuned.backend import Backend, Sampling
+from untuned.backends import Backend, Sampling
 from untuned.conversation import DEFAULT_FORMAT, Conversation, RenderedPrompt
-from untuned.data import DataFileError, Item, read_rows
 from untuned.prompt import PromptSet
-from untuned.run import RunRecord, import_answers
+
+if TYPE_CHECKING:
+    from untuned.data import Item
 
 TAG_FIELDS = ("task_types", "topics", "difficulty", "category")
 ContextKind = Literal["plain", "urial"]
@@ -37,7 +38,8 @@ def plain_context(query: str) -> str:
     return f"{query.strip()}\n\n"
 
 
-def _tags(meta: dict[str, Any]) -> dict[str, list[str]]:
+def tags_from_meta(meta: dict[str, Any]) -> dict[str, list[str]]:
+    """The tag fields of an item's metadata, each as a list of labels."""
     tags = {}
     for field in TAG_FIELDS:
         value = meta.get(field)
@@ -46,34 +48,6 @@ def _tags(meta: dict[str, Any]) -> dict[str, list[str]]:
         elif isinstance(value, list) and value:
             tags[field] = [str(v) for v in value]
     return tags
-
-
-def read_tags(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Rows of a tagged query file (just-eval's) by id: dataset and tag fields."""
-    return {str(row.get("id", number)): row for number, row in read_rows(Path(path))}
-
-
-def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[AnswerItem]:
-    """Answers from an `untuned generate` run, just-eval / AlpacaEval output, or any JSONL of
-    ``id, instruction, output``; tags and dataset joined by id from ``tags`` where given."""
-    rows = list(read_rows(Path(path)))
-    if rows and "outputs" in rows[0][1]:
-        records = []
-        for number, row in rows:
-            try:
-                records.append(RunRecord.model_validate(row))
-            except ValueError as exc:
-                raise DataFileError(path, number, f"not a run record: {str(exc).splitlines()[0]}") from exc
-    else:
-        records = import_answers(path)
-    items = []
-    for record in records:
-        joined = (tags or {}).get(record.id, {})
-        meta = {**joined, **record.meta}
-        items.append(AnswerItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
-                               dataset=record.dataset or joined.get("dataset"), tags=_tags(meta),
-                               generator=record.generator))  # fmt: skip
-    return items
 
 
 def generate_answers(
@@ -96,8 +70,8 @@ def generate_answers(
         else:
             rendered = RenderedPrompt(prefix="", body=plain_context(item.turns[0]))
             text = assistant.complete_prompt(rendered, sampling=sampling.model_copy(update={"stop": DEFAULT_FORMAT.stop})).text
-        answered_item = AnswerItem(id=item.id, query=item.turns[0], answer=text, dataset=item.dataset, tags=_tags(item.meta),
-                               generator=backend.name)  # fmt: skip
+        answered_item = AnswerItem(id=item.id, query=item.turns[0], answer=text, dataset=item.dataset,
+                                   tags=tags_from_meta(item.meta), generator=backend.name)  # fmt: skip
         answered.append(answered_item)
         if on_answer:
             on_answer(answered_item)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from untuned.backend import Backend, FinishReason, LoadOptions, Piece, Sampling, load_backend
+from untuned.backends import Backend, FinishReason, LoadOptions, Sampling, StreamChunk, load_backend
 from untuned.conversation import Conversation, RenderedPrompt
 from untuned.prompt import PromptSet, load_prompt
 from untuned.stopping import StopScanner, clean_answer
@@ -33,7 +33,7 @@ class Completion:
 
     def __init__(
         self,
-        pieces: Iterator[Piece],
+        pieces: Iterator[StreamChunk],
         *,
         stops: tuple[str, ...] = (),
         clean: bool = True,

@@ -76,10 +76,15 @@ class Turn:
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """Prompt text split where caching pays off: ``prefix`` is constant for a prompt set."""
+    """Prompt text split where caching pays off: ``prefix`` is constant for a prompt set.
+
+    ``special_tokens``: the text spells out the model's special tokens (a chat template's
+    ``<|im_start|>``, its BOS), which are to be tokenized as such and not added again.
+    """
 
     prefix: str
     body: str
+    special_tokens: bool = False
 
     @property
     def text(self) -> str:

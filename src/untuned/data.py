@@ -6,26 +6,16 @@ Every loader returns :class:`Item` records. A malformed input line raises
 
 from __future__ import annotations
 
-import ast
-import json
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from untuned.errors import UntunedError
+from untuned.errors import DataFileError, UntunedError
+from untuned.formats import as_label_list, read_rows
 
 HUB_IDS = {"just-eval": "re-align/just-eval-instruct", "alpaca-eval": "tatsu-lab/alpaca_eval"}
 JUST_EVAL_META = ("dataset", "source_id", "category", "task_types", "topics", "difficulty")
-
-
-class DataFileError(UntunedError):
-    """An input file is malformed; the message names the file and line."""
-
-    def __init__(self, source: str | Path, line: int, problem: str) -> None:
-        self.source, self.line = str(source), line
-        super().__init__(f"{source}, line {line}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -38,49 +28,9 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def as_label_list(value: Any) -> Any:
-    """A tag list as a list: copies of just-eval on the Hub hold ``task_types`` and ``topics`` as the
-    text of a list (``"['info-seek']"``); anything that is not such a text is returned unchanged."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            parsed = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            return value
-        if isinstance(parsed, list):
-            return [str(v) for v in parsed]
-    return value
-
-
 def just_eval_meta(row: dict[str, Any]) -> dict[str, Any]:
     """The just-eval fields of a row that untuned keeps with each item (tag lists as lists)."""
     return {k: as_label_list(row[k]) for k in JUST_EVAL_META if k in row}
-
-
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for a JSONL file, or for each element of a JSON array file."""
-    if not path.is_file():
-        raise UntunedError(f"input file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(path, exc.lineno, f"invalid JSON: {exc.msg}") from exc
-        for index, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise DataFileError(path, 1, f"element {index} is not an object")
-            yield 1, row
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(path, number, f"invalid JSON: {exc.msg}") from exc
-        if not isinstance(row, dict):
-            raise DataFileError(path, number, "expected a JSON object")
-        yield number, row
 
 
 def _text(path: Path, number: int, row: dict[str, Any], key: str) -> str:
@@ -130,10 +80,13 @@ def _items_from_hub(name: str) -> list[Item]:  # pragma: no cover - needs networ
     return items
 
 
-DATASETS = ("just-eval", "mt-bench", "alpaca-eval", "json")
+DatasetName = Literal["just-eval", "mt-bench", "alpaca-eval", "json"]
+DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
 
 
-def load_items(name: str, *, data_file: str | Path | None = None, field: str = "instruction", id_field: str = "id") -> list[Item]:
+def load_items(
+    name: DatasetName, *, data_file: str | Path | None = None, field: str = "instruction", id_field: str = "id"
+) -> list[Item]:
     """Load a benchmark set by name; ``data_file`` reads a local copy instead of the hub."""
     if name not in DATASETS:
         raise UntunedError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}.")

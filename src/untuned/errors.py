@@ -58,3 +58,27 @@ class RemoteError(UntunedError):
 
 class UnsupportedOperation(UntunedError):
     """The backend cannot do what was asked (for example, tokenizing on a server without /tokenize)."""
+
+
+class DataFileError(UntunedError):
+    """An input or output file is malformed; the message names the file and line."""
+
+    def __init__(self, source: object, line: int, problem: str) -> None:
+        self.source, self.line, self.problem = str(source), line, problem
+        super().__init__(f"{source}, line {line}: {problem}")
+
+
+class RunSettingsMismatch(UntunedError):
+    """An output file (or folder) holds a run made with other settings."""
+
+
+class JudgeUnavailable(RemoteError):
+    """The judge could not be reached or kept failing after its retries."""
+
+
+class ReplyError(UntunedError):
+    """A judge's reply could not be read as the template's JSON."""
+
+
+class ModelClosedError(UntunedError):
+    """The model was closed while a request was waiting or running."""

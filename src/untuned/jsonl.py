@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from untuned.data import DataFileError
+from untuned.errors import DataFileError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from untuned.backend import LoadOptions, ModelSpec, Piece, RowScoring, Sampling
+from untuned.backends import LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ContextOverflowError
 
@@ -74,14 +74,14 @@ class ScriptedBackend(RowScoring):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(t for t in tokens if t < 256).decode("utf-8", "replace")
 
-    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         total = len(self.tokenize(prompt.text, add_special=True))
         if self.context_length is not None and total >= self.context_length:
             raise ContextOverflowError(total, self.context_length)
         return self._play(_steps(prompt.text), total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
 
-    def _play(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[Piece]:
-        yield Piece("", tokens=0, prompt_tokens=prompt_tokens)
+    def _play(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[StreamChunk]:
+        yield StreamChunk("", tokens=0, prompt_tokens=prompt_tokens)
         delay, produced = 0.0, 0
         for kind, value in steps:
             if kind == "delay":
@@ -95,10 +95,10 @@ class ScriptedBackend(RowScoring):
                 time.sleep(delay)
                 produced += 1
                 if produced >= limit:
-                    yield Piece(value + " ", finish="length")
+                    yield StreamChunk(value + " ", finish="length")
                     return
-                yield Piece(value + " ")
-        yield Piece("", tokens=0, finish="stop")
+                yield StreamChunk(value + " ")
+        yield StreamChunk("", tokens=0, finish="stop")
 
     def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         positions = np.arange(start, len(ids))

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from untuned.backend import (
+from untuned.backends import (
+    DEFAULT_MAX_CTX,
     LoadOptions,
     ModelSpec,
-    Piece,
     RowScoring,
     Sampling,
+    StreamChunk,
     TokenScores,
     check_score_request,
     default_gguf_path,
@@ -32,7 +33,6 @@ from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_CTX = 8192
 SCORE_CHUNK = 64  # positions per forward step when scoring: 64 x vocab logits at a time
 
 
@@ -129,7 +129,7 @@ class TransformersBackend(RowScoring):
 
     # --- generation --------------------------------------------------------------------------
 
-    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         prefix = self.tokenize(prompt.prefix, add_special=True)
         body = self.tokenize(prompt.body)
         if not prefix:
@@ -178,11 +178,11 @@ class TransformersBackend(RowScoring):
                 chain.append(TopPLogitsWarper(sampling.top_p))
         return chain
 
-    def _generate(self, prefix: list[int], body: list[int], sampling: Sampling) -> Iterator[Piece]:
+    def _generate(self, prefix: list[int], body: list[int], sampling: Sampling) -> Iterator[StreamChunk]:
         torch = self.torch
         limit = min(sampling.max_tokens, (self.context_length or 0) - len(prefix) - len(body))
         with self._lock, torch.inference_mode():
-            yield Piece("", tokens=0, prompt_tokens=len(prefix) + len(body))
+            yield StreamChunk("", tokens=0, prompt_tokens=len(prefix) + len(body))
             cache, logits = self._prefix_state(prefix)
             if body:
                 step_logits, cache = self._forward(body, cache)
@@ -201,17 +201,17 @@ class TransformersBackend(RowScoring):
                 else:
                     token = int(scores.argmax(dim=-1)[0])
                 if token in self.eos_ids:
-                    yield Piece(self._rest(produced, shown), tokens=0, finish="stop")
+                    yield StreamChunk(self._rest(produced, shown), tokens=0, finish="stop")
                     return
                 produced.append(token)
                 if step == limit - 1:
-                    yield Piece(self._rest(produced, shown), finish="length")
+                    yield StreamChunk(self._rest(produced, shown), finish="length")
                     return
                 text = self.tokenizer.decode(produced, skip_special_tokens=True)
                 # hold back an incomplete multi-byte character until a later token completes it
                 delta = "" if text.endswith("\ufffd") or not text.startswith(shown) else text[len(shown) :]
                 shown += delta
-                yield Piece(delta)
+                yield StreamChunk(delta)
                 history = torch.cat([history, torch.tensor([[token]], device=self.device)], dim=1)
                 step_logits, cache = self._forward([token], cache)
                 logits = step_logits[-1]

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from untuned.backend import LoadOptions, ModelSpec, Piece, Sampling, TokenScores
+from untuned.backends import LoadOptions, ModelSpec, Sampling, StreamChunk, TokenScores
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, RemoteError, UnsupportedOperation
 
@@ -125,10 +125,10 @@ class RemoteBackend:
 
     # --- generation --------------------------------------------------------------------------
 
-    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         return self._stream(prompt.text, sampling)
 
-    def _stream(self, text: str, sampling: Sampling) -> Iterator[Piece]:
+    def _stream(self, text: str, sampling: Sampling) -> Iterator[StreamChunk]:
         extra: dict[str, Any] = {}
         if sampling.repetition_penalty != 1.0:
             # vLLM, SGLang and TGI call it repetition_penalty; llama.cpp's servers repeat_penalty.
@@ -159,10 +159,10 @@ class RemoteBackend:
                     for chunk in response:
                         usage = getattr(chunk, "usage", None)
                         if usage is not None and not chunk.choices:
-                            yield Piece("", tokens=0, prompt_tokens=usage.prompt_tokens)
+                            yield StreamChunk("", tokens=0, prompt_tokens=usage.prompt_tokens)
                         for choice in chunk.choices:
                             finish = choice.finish_reason if choice.finish_reason in ("stop", "length") else None
-                            yield Piece(choice.text or "", tokens=1 if choice.text else 0, finish=finish)
+                            yield StreamChunk(choice.text or "", tokens=1 if choice.text else 0, finish=finish)
                 except (self._openai.APIError, httpx.HTTPError) as exc:
                     raise RemoteError(f"the stream from {self.base_url} broke off: {exc}") from exc
 

@@ -1,26 +1,29 @@
 """JUST-EVAL-style judging (``untuned judge``): five aspects, safety, pairwise, tags.
 
->>> from untuned.answers import read_answers
->>> from untuned.judge import Judging, JudgeCache, TEMPLATES, load_judge
->>> judging = Judging(load_judge(url="http://127.0.0.1:8000/v1", model="judge"), TEMPLATES["multi"], JudgeCache("cache.db"))
->>> judging.run(read_answers("answers.jsonl"), "verdicts.jsonl", concurrency=8)
+>>> from untuned.formats import read_answers
+>>> from untuned.judge import TEMPLATES, Judge, JudgeCache, load_judge_model
+>>> judge = Judge(load_judge_model(url="http://127.0.0.1:8000/v1", model="judge"), TEMPLATES["multi"], JudgeCache("c.db"))
+>>> judge.run(read_answers("answers.jsonl"), "verdicts.jsonl", concurrency=8)
 """
 
+from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
-from untuned.judge.judges import HttpJudge, Judge, JudgeUnavailable, LocalJudge, bundled_judge_path, load_judge
-from untuned.judge.parse import ReplyError, extract_json, parse_reply, read_score
-from untuned.judge.run import JudgeSummary, Judging, Verdict, VerdictFile
-from untuned.judge.templates import ASPECTS, TEMPLATES, Template
+from untuned.judge.judging import Judge
+from untuned.judge.models import HttpJudgeModel, JudgeModel, LocalJudgeModel, bundled_judge_path, load_judge_model
+from untuned.judge.parse import extract_json, parse_reply, read_score
+from untuned.judge.templates import ASPECTS, TEMPLATES, JudgeMode, Template
+from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
 
 __all__ = [
     "ASPECTS",
-    "HttpJudge",
+    "HttpJudgeModel",
     "Judge",
     "JudgeCache",
-    "JudgeSummary",
+    "JudgeMode",
+    "JudgeModel",
+    "JudgeSettings",
     "JudgeUnavailable",
-    "Judging",
-    "LocalJudge",
+    "LocalJudgeModel",
     "ReplyError",
     "TEMPLATES",
     "Template",
@@ -29,7 +32,7 @@ __all__ = [
     "bundled_judge_path",
     "cache_key",
     "extract_json",
-    "load_judge",
+    "load_judge_model",
     "parse_reply",
     "read_score",
 ]

@@ -9,15 +9,12 @@ import json
 import re
 from typing import Any
 
+from untuned.errors import ReplyError
 from untuned.judge.templates import DIFFICULTIES, TASK_TYPES, TOPICS, Template
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _NA = {"n/a", "na", "none", "null", "not applicable", "-"}
-
-
-class ReplyError(ValueError):
-    """The reply could not be read as the template's JSON."""
 
 
 def extract_json(text: str) -> dict[str, Any]:

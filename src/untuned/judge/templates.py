@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["multi", "safety", "pairwise", "tag"]
+JudgeMode = Literal["multi", "safety", "pairwise", "tag"]
 ASPECTS = ("helpfulness", "clarity", "factuality", "depth", "engagement")
 SAFETY_ASPECTS = ("safety",)
 TASK_TYPES = ("info-seek", "reasoning", "procedure", "writing", "coding", "role-play", "math")
@@ -56,7 +56,7 @@ def _score_schema(aspects: tuple[str, ...]) -> dict:
 class Template:
     """A versioned judging prompt and the reply shape it asks for."""
 
-    mode: Mode
+    mode: JudgeMode
     version: str
     aspects: tuple[str, ...]
 
@@ -117,7 +117,7 @@ class Template:
         )
 
 
-TEMPLATES: dict[Mode, Template] = {
+TEMPLATES: dict[JudgeMode, Template] = {
     "multi": Template("multi", "1", ASPECTS),
     "safety": Template("safety", "1", SAFETY_ASPECTS),
     "pairwise": Template("pairwise", "1", ASPECTS),

@@ -1,6 +1,6 @@
 """Reports over judged answers (``untuned report``): tables, CSV and HTML with plots."""
 
-from untuned.report.render import html, markdown, plots, write_csv
+from untuned.report.render import plots, to_html, to_markdown, write_csv
 from untuned.report.tables import AspectStat, ModelReport, NaPolicy, PairwiseStat, Report, build_report, load_verdicts, stat
 
 __all__ = [
@@ -10,10 +10,10 @@ __all__ = [
     "PairwiseStat",
     "Report",
     "build_report",
-    "html",
     "load_verdicts",
-    "markdown",
     "plots",
+    "to_html",
+    "to_markdown",
     "stat",
     "write_csv",
 ]

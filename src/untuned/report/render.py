@@ -31,7 +31,7 @@ def leaderboard(report: Report) -> list[ModelReport]:
     return sorted(report.models, key=lambda m: -(m.overall or 0.0))
 
 
-def markdown(report: Report, *, compare: bool = False) -> str:
+def to_markdown(report: Report, *, compare: bool = False) -> str:
     aspects = aspects_of(report)
     parts = ["# Judging report", "",
              f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: "
@@ -137,7 +137,7 @@ def plots(report: Report) -> dict[str, str]:
     return images
 
 
-def html(report: Report, *, compare: bool = False) -> str:
+def to_html(report: Report, *, compare: bool = False) -> str:
     from jinja2 import Environment, select_autoescape
 
     source = resources.files("untuned.report").joinpath("report.html").read_text(encoding="utf-8")

@@ -11,7 +11,6 @@ as missing. just-eval's own report counts "N/A" as 5 instead; ``na="five"`` repr
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -19,10 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from untuned.data import DataFileError
-from untuned.judge.parse import ReplyError, read_score
-from untuned.judge.run import Verdict, VerdictFile
-from untuned.judge.templates import ASPECTS
+from untuned.errors import DataFileError
+from untuned.formats import read_just_eval_judged
+from untuned.judge import ASPECTS, Verdict, VerdictFile
 
 NaPolicy = Literal["skip", "five"]
 GROUPS = ("dataset", "task_types", "topics", "difficulty")
@@ -80,32 +78,6 @@ def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
     return AspectStat(mean=mean, ci=1.96 * sd / math.sqrt(n), n=n, na=missing)
 
 
-def _from_just_eval(row: dict, number: int, path: Path) -> Verdict:
-    parsed = row.get("parsed_result")
-    mode = str(row.get("eval_config", {}).get("mode", ""))
-    base = {
-        "id": str(row.get("id", number)),
-        "template": f"just-eval:{mode or 'score'}",
-        "judge": str(row.get("eval_config", {}).get("gpt", "")),
-        "generator": row.get("generator_cand") or row.get("generator"),
-        "dataset": row.get("dataset"),
-        "query": row.get("input") or row.get("instruction") or "",
-        "answer": row.get("output_cand") or row.get("output") or "",
-    }
-    if not isinstance(parsed, dict):
-        return Verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
-    scores = {}
-    for aspect, result in parsed.items():
-        try:
-            scores[aspect] = read_score(result)
-        except ReplyError as exc:
-            raise DataFileError(path, number, f"aspect {aspect!r}: {exc}") from exc
-    rationales = {a: str(r.get("rationale", "")) for a, r in parsed.items() if isinstance(r, dict)}
-    return Verdict(
-        **base, mode="safety" if set(scores) == {"safety"} else "multi", status="scored", scores=scores, rationales=rationales
-    )
-
-
 def load_verdicts(path: str | Path) -> list[Verdict]:
     """Verdicts from an untuned verdict file, or from a just-eval judged JSON file."""
     path = Path(path)
@@ -113,15 +85,8 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
         raise DataFileError(path, 0, "file not found")
     with path.open(encoding="utf-8") as handle:
         first = handle.read(4096).lstrip()[:1]
-        if first == "[":  # just-eval writes one JSON array; untuned writes JSONL
-            handle.seek(0)
-            text = handle.read()
-    if first == "[":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(path, exc.lineno, f"not valid JSON: {exc.msg}") from exc
-        return [_from_just_eval(row, number, path) for number, row in enumerate(rows)]
+    if first == "[":  # just-eval writes one JSON array; untuned writes JSONL
+        return read_just_eval_judged(path)
     return list(VerdictFile(path).latest().values())
 
 

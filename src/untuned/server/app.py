@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from untuned.assistant import Assistant, Completion
-from untuned.backend import Sampling
+from untuned.backends import Sampling
 from untuned.conversation import Conversation, RenderedPrompt
 from untuned.errors import ContextOverflowError, UntunedError
 from untuned.server.guard import Guard
@@ -51,6 +51,9 @@ from untuned.server.worker import Gate, Job, QueueFull, RequestTimeout
 log = logging.getLogger(__name__)
 
 
+SystemMode = Literal["append", "replace"]
+
+
 class ServerConfig(BaseModel):
     """How ``untuned serve`` behaves; every field has a safe default."""
 
@@ -58,7 +61,7 @@ class ServerConfig(BaseModel):
 
     model_name: str = Field("untuned", description="Model id reported by /v1/models and in responses.")
     api_key: SecretStr | None = Field(None, description="If set, every endpoint but /health and / needs 'Bearer <key>'.")
-    system_mode: Literal["append", "replace"] = Field(
+    system_mode: SystemMode = Field(
         "append", description="A client system message is appended to the URIAL system text, or replaces it."
     )
     max_waiting: int = Field(16, ge=0, description="Requests that may queue for the model; more get 503 + Retry-After.")
@@ -78,7 +81,7 @@ class BadRequest(Exception):
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 503, 504)}
 
 
-def build_conversation(assistant: Assistant, messages: list[Message], mode: str) -> Conversation:
+def build_conversation(assistant: Assistant, messages: list[Message], mode: SystemMode) -> Conversation:
     """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns)."""
     conversation = assistant.conversation()
     system = [m.text.strip() for m in messages if m.role in ("system", "developer") and m.text.strip()]

@@ -20,14 +20,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem, ContextKind, plain_context
-from untuned.backend import Backend, TokenScores, scores_from_logits
+from untuned.backends import Backend, TokenScores, scores_from_logits
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
-from untuned.shift.records import Mode, ShiftExample, TokenShift, TopToken, category
+from untuned.shift.records import ShiftExample, ShiftMode, TokenShift, TopToken, category
 
 log = logging.getLogger(__name__)
-ShiftItem = AnswerItem  # what shift analyses: a query and an answer
 
 
 class ShiftSettings(BaseModel):
@@ -35,9 +34,9 @@ class ShiftSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Mode
+    mode: ShiftMode
     base: str = Field(description="Name of the base model.")
-    other: str | None = Field(None, description="The aligned model (pair) or the base again (context).")
+    aligned: str | None = Field(None, description="The aligned side: an aligned model (pair), the base with URIAL (context).")
     context: ContextKind = Field("plain", description="How the query is shown to the base (text, pair modes).")
     prompt_name: str | None = None
     prompt_hash: str | None = None
@@ -81,21 +80,21 @@ class ShiftAnalyzer:
         self,
         base: Backend,
         *,
-        mode: Mode,
-        other: Backend | None = None,
+        mode: ShiftMode,
+        aligned: Backend | None = None,
         context: ContextKind = "plain",
         prompt: PromptSet | None = None,
         top_k: int = 5,
     ) -> None:
-        if mode in ("pair", "context") and other is None:
+        if mode in ("pair", "context") and aligned is None:
             raise UntunedError(
                 f"{mode} mode needs a second backend ({'the aligned model' if mode == 'pair' else 'the base again'})"
             )
-        if mode == "context" and other is base:
+        if mode == "context" and aligned is base:
             raise UntunedError("context mode needs a second instance of the base model: the two passes run side by side")
         if (mode == "context" or context == "urial") and prompt is None:
             raise UntunedError("a URIAL context needs a prompt set")
-        self.base, self.other, self.mode, self.context, self.prompt, self.top_k = base, other, mode, context, prompt, top_k
+        self.base, self.aligned, self.mode, self.context, self.prompt, self.top_k = base, aligned, mode, context, prompt, top_k
         self._texts: dict[int, str] = {}
         if mode == "pair":
             self._check_same_tokenizer()
@@ -104,22 +103,22 @@ class ShiftAnalyzer:
     def settings(self) -> ShiftSettings:
         prompt = self.prompt if (self.mode == "context" or self.context == "urial") else None
         return ShiftSettings(
-            mode=self.mode, base=self.base.name, other=self.other.name if self.other else None,
+            mode=self.mode, base=self.base.name, aligned=self.aligned.name if self.aligned else None,
             context="plain" if self.mode == "context" else self.context,
             prompt_name=prompt.name if prompt else None, prompt_hash=prompt.content_hash if prompt else None, top_k=self.top_k,
         )  # fmt: skip
 
     def _check_same_tokenizer(self) -> None:
         probe = "Tokenizers agree? Ünïcode, code `x = 1`, numbers 12345 and emoji 🙂."
-        base_ids, other_ids = self.base.tokenize(probe, add_special=True), self.other.tokenize(probe, add_special=True)
-        sizes = getattr(self.base, "vocab_size", None), getattr(self.other, "vocab_size", None)
-        if base_ids != other_ids or (None not in sizes and sizes[0] != sizes[1]):
+        base_ids, aligned_ids = self.base.tokenize(probe, add_special=True), self.aligned.tokenize(probe, add_special=True)
+        sizes = getattr(self.base, "vocab_size", None), getattr(self.aligned, "vocab_size", None)
+        if base_ids != aligned_ids or (None not in sizes and sizes[0] != sizes[1]):
             raise UntunedError(
-                f"{self.base.name} and {self.other.name} do not share a tokenizer, so their distributions cannot be "
+                f"{self.base.name} and {self.aligned.name} do not share a tokenizer, so their distributions cannot be "
                 "compared position by position. Use --mode text: it scores the aligned answers with the base tokenizer."
             )
 
-    def _context(self, query: str, *, side: Literal["base", "other"]) -> str:
+    def _context(self, query: str, *, side: Literal["base", "aligned"]) -> str:
         if self.mode == "context":
             return plain_context(query) if side == "base" else urial_context(self.prompt, query)
         return urial_context(self.prompt, query) if self.context == "urial" else plain_context(query)
@@ -133,38 +132,38 @@ class ShiftAnalyzer:
     def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
         return [TopToken(id=int(i), text=self._text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
 
-    def _prepare(self, item: ShiftItem) -> tuple[list[int], list[int] | None, list[int], int]:
+    def _prepare(self, item: AnswerItem) -> tuple[list[int], list[int] | None, list[int], int]:
         """Context ids of both sides, the answer ids that fit, and the whole answer's length."""
         answer = self.base.tokenize(item.answer)
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
-        other_ctx = None
-        if self.other is not None:
-            other_ctx = self.other.tokenize(self._context(item.query, side="other"), add_special=True)
-            if self.mode == "pair" and self.other.tokenize(item.answer) != answer:
+        aligned_ctx = None
+        if self.aligned is not None:
+            aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
+            if self.mode == "pair" and self.aligned.tokenize(item.answer) != answer:
                 raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
-        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(other_ctx or []))
-        if self.other is not None and self.other.context_length is not None:
-            room = min(room, self.other.context_length - len(other_ctx or []))
+        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or []))
+        if self.aligned is not None and self.aligned.context_length is not None:
+            room = min(room, self.aligned.context_length - len(aligned_ctx or []))
         kept = answer[: max(room, 0)]
         if len(kept) < len(answer):
             log.warning("item %s: answer cut from %d to %d tokens to fit the context window", item.id, len(answer), len(kept))
-        return base_ctx, other_ctx, kept, len(answer)
+        return base_ctx, aligned_ctx, kept, len(answer)
 
-    def _example(self, item: ShiftItem, tokens: list[TokenShift], total: int) -> ShiftExample:
+    def _example(self, item: AnswerItem, tokens: list[TokenShift], total: int) -> ShiftExample:
         return ShiftExample(
             id=item.id, mode=self.mode, query=item.query, answer=item.answer, dataset=item.dataset, tags=item.tags,
             generator=item.generator, tokens=tokens, truncated=len(tokens) < total, answer_tokens=total,
         )  # fmt: skip
 
-    def analyze(self, item: ShiftItem) -> ShiftExample:
-        base_ctx, other_ctx, kept, total = self._prepare(item)
-        return self._example(item, self._score(base_ctx, other_ctx, kept) if kept else [], total)
+    def analyze(self, item: AnswerItem) -> ShiftExample:
+        base_ctx, aligned_ctx, kept, total = self._prepare(item)
+        return self._example(item, self._score(base_ctx, aligned_ctx, kept) if kept else [], total)
 
-    def analyze_many(self, items: list[ShiftItem]) -> list[ShiftExample]:
+    def analyze_many(self, items: list[AnswerItem]) -> list[ShiftExample]:
         """Analyse several items; in text mode on a backend with ``score_batch`` (transformers),
         in one padded pass per chunk of positions, which keeps a GPU busy."""
         batch = getattr(self.base, "score_batch", None)
-        if self.other is not None or batch is None or len(items) < 2:
+        if self.aligned is not None or batch is None or len(items) < 2:
             return [self.analyze(item) for item in items]
         prepared = [self._prepare(item) for item in items]
         scorable = [i for i, (_, _, kept, _) in enumerate(prepared) if kept]
@@ -177,32 +176,35 @@ class ShiftAnalyzer:
             examples.append(self._example(item, tokens, total))
         return examples
 
-    def _score(self, base_ctx: list[int], other_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
+    def _score(self, base_ctx: list[int], aligned_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
         targets = np.asarray(answer)
-        if other_ctx is None:
+        if aligned_ctx is None:
             return self._from_scores(answer, self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k))
-        first = ((pos - len(base_ctx), rows) for pos, rows in self.base.distributions(base_ctx + answer, start=len(base_ctx)))
+        base_start, aligned_start = len(base_ctx), len(aligned_ctx)
+        first = ((pos - base_start, rows) for pos, rows in self.base.distributions(base_ctx + answer, start=base_start))
         second = (
-            (pos - len(other_ctx), rows) for pos, rows in self.other.distributions(other_ctx + answer, start=len(other_ctx))
+            (pos - aligned_start, rows) for pos, rows in self.aligned.distributions(aligned_ctx + answer, start=aligned_start)
         )
         records: list[TokenShift] = []
-        for index, base_rows, other_rows in zip_rows(first, second):
-            if base_rows.shape[1] != other_rows.shape[1]:
+        for index, base_rows, aligned_rows in zip_rows(first, second):
+            if base_rows.shape[1] != aligned_rows.shape[1]:
                 raise UntunedError(
-                    f"vocabularies differ ({base_rows.shape[1]} vs {other_rows.shape[1]} tokens): "
+                    f"vocabularies differ ({base_rows.shape[1]} vs {aligned_rows.shape[1]} tokens): "
                     "KL is undefined; use --mode text"
                 )
             wanted = targets[index]
             base_lp, base_rank, base_top, base_top_lp = scores_from_logits(base_rows, wanted, self.top_k, normalized=True)
-            other_lp, other_rank, other_top, other_top_lp = scores_from_logits(other_rows, wanted, self.top_k, normalized=True)
-            kl = (np.exp(other_rows) * (other_rows - base_rows)).sum(axis=1, dtype=np.float64)
+            aligned_lp, aligned_rank, aligned_top, aligned_top_lp = scores_from_logits(
+                aligned_rows, wanted, self.top_k, normalized=True
+            )
+            kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
             for row, i in enumerate(index):
                 record = self._record(
                     int(i), int(wanted[row]), int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row])
                 )
-                record.other_rank, record.other_prob = int(other_rank[row]), float(np.exp(other_lp[row]))
+                record.aligned_rank, record.aligned_prob = int(aligned_rank[row]), float(np.exp(aligned_lp[row]))
                 record.kl = max(float(kl[row]), 0.0)
-                record.other_top = self._top(other_top[row], other_top_lp[row])
+                record.aligned_top = self._top(aligned_top[row], aligned_top_lp[row])
                 records.append(record)
         return records
 

@@ -20,55 +20,37 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from untuned.answers import AnswerItem
 from untuned.errors import UntunedError
-from untuned.jsonl import JsonlFile, set_aside
-from untuned.shift.analyze import ShiftAnalyzer, ShiftItem, ShiftSettings
+from untuned.jsonl import JsonlFile
+from untuned.runner import ResumableRun, RunSummary
+from untuned.shift.analyze import ShiftAnalyzer, ShiftSettings
 from untuned.shift.records import CATEGORIES, ShiftExample, ShiftSummary, summarize
 
 log = logging.getLogger(__name__)
-TokenFormat = Literal["jsonl", "parquet"]
+TokenFormat = Literal["jsonl", "parquet"]  # the per-token table
 COLOURS = {"unshifted": "#4c9a6a", "marginal": "#e0b040", "shifted": "#c8553d"}
 
 
 def run_shift(
     analyzer: ShiftAnalyzer,
-    items: Iterable[ShiftItem],
+    items: Iterable[AnswerItem],
     out: str | Path,
     *,
     force: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_example: Callable[[ShiftExample], None] | None = None,
     batch_size: int = 1,
-) -> list[ShiftExample]:
-    """Analyse every item not yet in ``out`` (resuming), then return all examples of the run.
+) -> RunSummary[ShiftExample]:
+    """Analyse every item not yet in ``out`` (resuming); the summary holds every example of the run.
 
     ``batch_size`` answers are scored together where the backend can (transformers, text mode).
     """
     out = Path(out)
-    settings = analyzer.settings
-    settings_path = out / "settings.json"
-    store = JsonlFile(out / "examples.jsonl", ShiftExample, label="shift example")
-    if settings_path.exists():
-        old = ShiftSettings.model_validate_json(settings_path.read_text(encoding="utf-8"))
-        if old != settings:
-            if not force:
-                raise UntunedError(f"{out} holds a shift run with other settings ({old.model_dump()}); "
-                                   "choose another --out, or --force to set it aside")  # fmt: skip
-            set_aside(out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
-    done = store.read(repair=True)
-    seen = {example.id for example in done}
-    todo = [item for item in items if item.id not in seen]
-    if on_start:
-        on_start(len(todo))
-    for begin in range(0, len(todo), max(1, batch_size)):
-        for example in analyzer.analyze_many(todo[begin : begin + batch_size]):
-            store.append(example)
-            done.append(example)
-            if on_example:
-                on_example(example)
-    return done
+    run = ResumableRun(JsonlFile(out / "examples.jsonl", ShiftExample, label="shift example"), settings=analyzer.settings,
+                       settings_file=out / "settings.json", aside=out)  # fmt: skip
+    return run.run(list(items), analyzer.analyze_many, force=force, batch_size=batch_size,
+                   tally=lambda example: {"tokens": len(example.tokens)}, on_start=on_start, on_record=on_example)  # fmt: skip
 
 
 def write_outputs(
@@ -76,7 +58,7 @@ def write_outputs(
 ) -> ShiftSummary:
     """Write tokens, summary.json, shift.html and plots for ``examples``; return the summary."""
     out = Path(out)
-    summary = summarize(examples, mode=settings.mode, base=settings.base, other=settings.other, context=settings.context)
+    summary = summarize(examples, mode=settings.mode, base=settings.base, aligned=settings.aligned, context=settings.context)
     (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     write_tokens(examples, out / f"tokens.{tokens}", tokens)
     write_html(examples, summary, out / "shift.html")
@@ -90,10 +72,10 @@ def token_rows(examples: Iterable[ShiftExample]) -> Iterable[dict]:
         for t in example.tokens:
             yield {
                 "example": example.id, "dataset": example.dataset, "index": t.index, "id": t.id, "text": t.text,
-                "rank": t.rank, "prob": t.prob, "category": t.category, "other_rank": t.other_rank,
-                "other_prob": t.other_prob, "kl": t.kl, "top_ids": [x.id for x in t.top],
+                "rank": t.rank, "prob": t.prob, "category": t.category, "aligned_rank": t.aligned_rank,
+                "aligned_prob": t.aligned_prob, "kl": t.kl, "top_ids": [x.id for x in t.top],
                 "top_texts": [x.text for x in t.top], "top_probs": [x.prob for x in t.top],
-                "other_top_ids": [x.id for x in t.other_top], "other_top_probs": [x.prob for x in t.other_top],
+                "aligned_top_ids": [x.id for x in t.aligned_top], "aligned_top_probs": [x.prob for x in t.aligned_top],
             }  # fmt: skip
 
 

@@ -4,7 +4,7 @@ Each answer token gets its rank under the *base* distribution (the untuned model
 without the URIAL prefix in ``context`` mode): rank 1 is **unshifted**, 2-3 **marginal**, beyond 3
 **shifted**. Where a second distribution exists (the aligned model in ``pair`` mode, the model
 with the URIAL prefix in ``context`` mode) the token's rank and probability there and the KL
-divergence KL(other || base) are recorded too.
+divergence KL(aligned || base) are recorded too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Category = Literal["unshifted", "marginal", "shifted"]
-Mode = Literal["pair", "text", "context"]
+ShiftMode = Literal["text", "pair", "context"]
 CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
 POSITION_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # absolute answer positions: [0, 8), [8, 16) ... [512, ∞)
 
@@ -44,11 +44,11 @@ class TokenShift(BaseModel):
     rank: int = Field(description="Rank of the token under the base distribution (1 = most likely).")
     prob: float = Field(description="Its probability under the base distribution.")
     category: Category
-    other_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
-    other_prob: float | None = None
-    kl: float | None = Field(None, description="KL(other || base) in nats at this position.")
+    aligned_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
+    aligned_prob: float | None = None
+    kl: float | None = Field(None, description="KL(aligned || base) in nats at this position.")
     top: list[TopToken] = Field(default_factory=list, description="Base top-k.")
-    other_top: list[TopToken] = Field(default_factory=list)
+    aligned_top: list[TopToken] = Field(default_factory=list)
 
 
 class ShiftExample(BaseModel):
@@ -57,7 +57,7 @@ class ShiftExample(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    mode: Mode
+    mode: ShiftMode
     query: str
     answer: str
     dataset: str | None = None
@@ -104,9 +104,9 @@ class ShiftSummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Mode
+    mode: ShiftMode
     base: str
-    other: str | None = None
+    aligned: str | None = None
     context: str
     examples: int
     truncated: int
@@ -134,7 +134,7 @@ def _bucket(label: str, cats: list[str]) -> PositionBucket:
                           marginal=cats.count("marginal") / n if n else 0.0)  # fmt: skip
 
 
-def summarize(examples: Iterable[ShiftExample], *, mode: Mode, base: str, other: str | None, context: str,
+def summarize(examples: Iterable[ShiftExample], *, mode: ShiftMode, base: str, aligned: str | None, context: str,
               top: int = 30) -> ShiftSummary:  # fmt: skip
     """Aggregate examples: ratios overall / by dataset / by tag, shift by position, top shifted tokens."""
     examples = list(examples)
@@ -159,7 +159,7 @@ def summarize(examples: Iterable[ShiftExample], *, mode: Mode, base: str, other:
                 shifted[token.text] += 1
     labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
     return ShiftSummary(
-        mode=mode, base=base, other=other, context=context, examples=len(examples),
+        mode=mode, base=base, aligned=aligned, context=context, examples=len(examples),
         truncated=sum(e.truncated for e in examples), overall=_group(examples),
         by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
         by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},

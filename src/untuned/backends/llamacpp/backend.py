@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from untuned.backend import LoadOptions, ModelSpec, Piece, RowScoring, Sampling, default_gguf_path
+from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
+from untuned.chat_template import ChatTemplateError, render_chat_template
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ContextOverflowError, ModelLoadError
-
-DEFAULT_MAX_CTX = 8192
 
 
 class LlamaCppBackend(RowScoring):
@@ -80,9 +79,21 @@ class LlamaCppBackend(RowScoring):
 
     # --- generation --------------------------------------------------------------------------
 
-    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[Piece]:
+    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+        """``messages`` in the chat template of the GGUF's metadata, ending where the answer begins."""
+        template = self.model.chat_template()
+        if template is None:
+            raise ChatTemplateError(f"{self.name} has no chat template in its GGUF metadata (is it a base model?)")
+        bos, eos = self.model.bos_eos()
+        text = render_chat_template(template, messages, bos_token=bos, eos_token=eos)
+        return RenderedPrompt(prefix="", body=text, special_tokens=True)
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         prefix = self._prefix(prompt.prefix) if prompt.prefix else []
-        body = self.tokenize(prompt.body, add_special=not prefix)
+        if prompt.special_tokens:
+            body = self.model.tokenize(prompt.body, add_special=False, parse_special=True)
+        else:
+            body = self.tokenize(prompt.body, add_special=not prefix)
         total = len(prefix) + len(body)
         if total >= self.engine.n_ctx_seq:
             raise ContextOverflowError(total, self.engine.n_ctx_seq)

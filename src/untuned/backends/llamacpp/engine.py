@@ -34,15 +34,11 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from untuned.backend import Piece, Sampling
-from untuned.backends.llamacpp.native import Batch, Context, NativeModel, sampler_chain
-from untuned.errors import UntunedError
+from untuned.backends import Sampling, StreamChunk
+from untuned.backends.llamacpp.native import Batch, Context, NativeModel, json_schema_grammar, sampler_chain
+from untuned.errors import ModelClosedError, UntunedError
 
 log = logging.getLogger(__name__)
-
-
-class EngineClosed(UntunedError):
-    """The model was closed while a request was waiting or running."""
 
 
 @dataclass
@@ -57,9 +53,9 @@ class EngineStats:
 
 
 class _Request:
-    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int) -> None:
-        self.prefix, self.body, self.sampling, self.limit = prefix, body, sampling, limit
-        self.events: SimpleQueue[Piece | BaseException | None] = SimpleQueue()
+    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, grammar: str | None) -> None:
+        self.prefix, self.body, self.sampling, self.limit, self.grammar = prefix, body, sampling, limit, grammar
+        self.events: SimpleQueue[StreamChunk | BaseException | None] = SimpleQueue()
         self.cancelled = False
 
 
@@ -102,6 +98,7 @@ class Engine:
         self._waiting: deque[_Request] = deque()
         self._batch = Batch(self.lib, n_batch)
         self._admissions = 0
+        self._grammars: dict[str, str] = {}  # JSON schema -> GBNF
         self._closing = False
         self._work = threading.Condition()  # guards slot ownership, the queue and closing
         self._context_lock = threading.Lock()  # one user of the llama.cpp context at a time
@@ -122,18 +119,19 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[Piece]:
+    def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[StreamChunk]:
         """Stream the answer to ``prefix + body``; closing the iterator cancels the request."""
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
-        request = _Request(tuple(prefix), list(body), sampling, limit)
+        grammar = self._grammar(sampling.json_schema) if sampling.json_schema else None
+        request = _Request(tuple(prefix), list(body), sampling, limit, grammar)
         with self._work:
             if self._closing:
-                raise EngineClosed("the model has been closed")
+                raise ModelClosedError("the model has been closed")
             self._waiting.append(request)
             self._work.notify_all()
         try:
-            yield Piece("", tokens=0, prompt_tokens=len(prefix) + len(body))
+            yield StreamChunk("", tokens=0, prompt_tokens=len(prefix) + len(body))
             while True:
                 event = request.events.get()
                 if event is None:
@@ -146,13 +144,22 @@ class Engine:
             with self._work:
                 self._work.notify_all()
 
+    def _grammar(self, schema: str) -> str:
+        found = self._grammars.get(schema)
+        if found is None:
+            try:
+                found = self._grammars[schema] = json_schema_grammar(schema)
+            except Exception as exc:
+                raise UntunedError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
+        return found
+
     @contextmanager
     def exclusive(self) -> Iterator[tuple[Context, Batch, int]]:
         """The context, its batch and an empty sequence of a free slot, with generation paused meanwhile."""
         with self._work:
             while True:
                 if self._closing:
-                    raise EngineClosed("the model has been closed")
+                    raise ModelClosedError("the model has been closed")
                 slot = next((s for s in self._slots if not s.busy), None)
                 if slot is not None:
                     slot.reserved = True
@@ -178,9 +185,9 @@ class Engine:
         with self._context_lock:
             for slot in self._slots:
                 if slot.request is not None:
-                    self._finish(slot, EngineClosed("the model was closed during the request"))
+                    self._finish(slot, ModelClosedError("the model was closed during the request"))
             while self._waiting:
-                self._waiting.popleft().events.put(EngineClosed("the model was closed before the request started"))
+                self._waiting.popleft().events.put(ModelClosedError("the model was closed before the request started"))
             self.ctx.close()
 
     # --- the engine thread ---------------------------------------------------------------------
@@ -251,13 +258,17 @@ class Engine:
                 self.ctx.clear(slot.seq)
             with self._work:
                 self._waiting.popleft()
-            self._start(slot, request)
+            try:
+                self._start(slot, request)
+            except Exception as exc:  # this request's sampler could not be made; the others go on
+                self._finish(slot, UntunedError(f"could not start the request: {exc}"))
 
     def _start(self, slot: _Slot, request: _Request) -> None:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
-        slot.sampler = sampler_chain(self.lib, self.model.n_vocab, temperature=sampling.temperature, top_p=sampling.top_p,
-                                     top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed)  # fmt: skip
+        slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
+                                     top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
+                                     grammar=request.grammar)  # fmt: skip
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
         slot.decoder.reset()
         self._admissions += 1
@@ -328,15 +339,15 @@ class Engine:
     def _take(self, slot: _Slot, token: int) -> None:
         request = slot.request
         if self.model.is_end(token):
-            request.events.put(Piece(slot.decoder.decode(b"", final=True), tokens=0, finish="stop"))
+            request.events.put(StreamChunk(slot.decoder.decode(b"", final=True), tokens=0, finish="stop"))
             self._finish(slot, None)
             return
         slot.produced += 1
         self.stats.generated_tokens += 1
         text = slot.decoder.decode(self.model.piece(token))
         if slot.produced >= request.limit:
-            request.events.put(Piece(text + slot.decoder.decode(b"", final=True), finish="length"))
+            request.events.put(StreamChunk(text + slot.decoder.decode(b"", final=True), finish="length"))
             self._finish(slot, None)
             return
-        request.events.put(Piece(text))
+        request.events.put(StreamChunk(text))
         slot.pending, slot.generating = [token], True

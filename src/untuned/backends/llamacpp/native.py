@@ -86,12 +86,12 @@ class NativeModel:
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
         self._pieces: dict[int, bytes] = {}
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = False) -> list[int]:
         data = text.encode("utf-8")
         room = len(data) + 16
         for _ in range(2):
             out = (ctypes.c_int32 * room)()
-            n = self.lib.llama_tokenize(self.vocab, data, len(data), out, room, add_special, False)
+            n = self.lib.llama_tokenize(self.vocab, data, len(data), out, room, add_special, parse_special)
             if n >= 0:
                 return list(out[:n])
             room = -n
@@ -105,6 +105,21 @@ class NativeModel:
             n = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
             found = self._pieces[token] = buffer.raw[: max(n, 0)]
         return found
+
+    def chat_template(self) -> str | None:
+        """The Jinja chat template in the GGUF metadata, if the model has one."""
+        found = self.lib.llama_model_chat_template(self.model, None)
+        return found.decode("utf-8") if found else None
+
+    def special_text(self, token: int) -> str:
+        buffer = ctypes.create_string_buffer(256)
+        n = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True)
+        return buffer.raw[: max(n, 0)].decode("utf-8", "replace")
+
+    def bos_eos(self) -> tuple[str, str]:
+        """The texts of the BOS and EOS tokens (what chat templates call bos_token, eos_token)."""
+        bos, eos = self.lib.llama_vocab_bos(self.vocab), self.lib.llama_vocab_eos(self.vocab)
+        return (self.special_text(bos) if bos >= 0 else ""), (self.special_text(eos) if eos >= 0 else "")
 
     def is_end(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
@@ -212,12 +227,27 @@ class Context:
             self.ctx = None
 
 
-def sampler_chain(lib, n_vocab: int, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int):
-    """A llama.cpp sampler chain: repetition penalty, then greedy, or top-k / top-p / temperature / draw."""
+def json_schema_grammar(schema: str) -> str:
+    """The GBNF grammar of a JSON schema (llama-cpp-python's converter; it ignores minimum/maximum)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(schema)
+
+
+def sampler_chain(model: NativeModel, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int,
+                  grammar: str | None = None):  # fmt: skip
+    """A llama.cpp sampler chain: repetition penalty, a grammar, then greedy or top-k / top-p / temperature / draw."""
+    lib = model.lib
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     if repetition_penalty != 1.0:
-        penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
+        penalties = lib.llama_sampler_init_penalties(model.n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
         lib.llama_sampler_chain_add(chain, penalties)
+    if grammar is not None:
+        constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+        if not constrained:
+            lib.llama_sampler_free(chain)
+            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
+        lib.llama_sampler_chain_add(chain, constrained)
     if temperature <= 0.0:
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         return chain

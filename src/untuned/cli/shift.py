@@ -1,92 +1,81 @@
-"""``untuned shift``: token distribution shift analysis. Registered on ``untuned.cli.app``."""
+"""``untuned shift``: token distribution shift analysis."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from untuned.backend import LoadOptions, Sampling, load_backend
-from untuned.cli import BackendName, Device, Model, NCtx, Prompt, Verbose, _friendly, _progress, app, err, out
-from untuned.data import DATASETS, load_items, select
+from untuned.answers import ContextKind, generate_answers
+from untuned.backends import Sampling
+from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
+from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
-from untuned.prompt import load_prompt
-from untuned.shift import ShiftAnalyzer, ShiftSummary, generate_answers, read_answers, read_tags, run_shift, write_outputs
-
-MODES = ("text", "pair", "context")
+from untuned.formats import read_answers, read_tags
+from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
 
 
-@app.command("shift")
-@_friendly
+@friendly
+@model_options("model", "backend", "n_ctx", "device", "prompt", "verbose")
 def shift_command(
-    mode: Annotated[str, typer.Argument(help="text: base scores any answers · pair: base vs aligned model (same tokenizer) · "
-                                             "context: base without vs with the URIAL prefix.")],
+    mode: Annotated[ShiftMode, typer.Argument(help="text: base scores any answers · pair: base vs aligned model (same "
+                                                   "tokenizer) · context: base without vs with the URIAL prefix.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; resumed if it exists.")],
     answers: Annotated[Path | None, typer.Option("--answers", "-a", help="Answers to analyse: an untuned run, "
                                                  "just-eval / AlpacaEval output, or JSONL of id, instruction, output.")] = None,
     tags: Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help=f"Questions to answer first: {', '.join(DATASETS)}.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option("--dataset", help="Questions to answer first.")] = None,
     data_file: Annotated[Path | None, typer.Option("--data-file", help="Local copy of --dataset.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at most this many answers.")] = None,
     ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")] = None,
     aligned: Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")] = None,
-    context: Annotated[str, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")] = "plain",
+    context: Annotated[ContextKind, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")] = "plain",
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")] = 5,
-    token_format: Annotated[str, typer.Option("--format", help="Per-token records: jsonl or parquet.")] = "jsonl",
+    token_format: Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")] = "jsonl",
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")] = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Answers scored together (transformers, text).")] = 8,
     force: Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")] = False,
-    model: Model = "default", backend: BackendName = None, n_ctx: NCtx = None, device: Device = "auto",
-    prompt: Prompt = "helpful", verbose: Verbose = False,
+    *,
+    options: ModelOptions,
 ) -> None:  # fmt: skip
     """Rank every answer token under the base model: unshifted (1), marginal (2-3), shifted (>3)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
-    if mode not in MODES:
-        raise UntunedError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if context not in ("plain", "urial") or token_format not in ("jsonl", "parquet"):
-        raise UntunedError("--context is plain or urial; --format is jsonl or parquet")
+    setup_logging(options.verbose)
     if mode == "pair" and not aligned:
         raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
-    prompt_set = load_prompt(prompt)
-    wanted = [i.strip() for i in ids.split(",")] if ids else None
-    options = LoadOptions(backend=backend, n_ctx=n_ctx, device=device)
-    with err.status(f"loading {model} …"):
-        base = load_backend(model, options)
-        other = load_backend(aligned, options) if mode == "pair" else load_backend(model, options) if mode == "context" else None
-    analyzer = ShiftAnalyzer(base, mode=mode, other=other, context=context, prompt=prompt_set, top_k=top_k)  # type: ignore[arg-type]
+    prompt_set = options.prompt_set()
+    wanted = ids_option(ids)
+    base = options.load()
+    second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
+    analyzer = ShiftAnalyzer(base, mode=mode, aligned=second, context=context, prompt=prompt_set, top_k=top_k)
 
-    progress = _progress()
-    with progress:
+    with progress() as bar:
         if answers is not None:
             items = read_answers(answers, tags=read_tags(tags) if tags else None)
             chosen = {i.id for i in items} if wanted is None else set(wanted)
             items = [i for i in items if i.id in chosen][:limit]
         else:
             questions = select(load_items(dataset, data_file=data_file), ids=wanted, limit=limit)
-            writer = other if mode == "pair" else base
-            task = progress.add_task(f"answering with {writer.name}", total=len(questions), note="")
+            writer = second if mode == "pair" else base
+            task = bar.add_task(f"answering with {writer.name}", total=len(questions), note="")
             items = generate_answers(writer, questions, context="urial" if mode == "context" else context, prompt=prompt_set,
                                      sampling=Sampling(max_tokens=max_tokens),
-                                     on_answer=lambda _: progress.advance(task))  # type: ignore[arg-type]  # fmt: skip
-        task = progress.add_task("scoring", total=None, note="")
+                                     on_answer=lambda _: bar.advance(task))  # fmt: skip
+        task = bar.add_task("scoring", total=None, note="")
         counted = {"tokens": 0}
-
-        def started(remaining: int) -> None:
-            progress.update(task, total=remaining)
 
         def scored(example) -> None:
             counted["tokens"] += len(example.tokens)
-            elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
 
-        examples = run_shift(analyzer, items, output, force=force, on_start=started, on_example=scored, batch_size=batch_size)
-    summary = write_outputs(examples, output, analyzer.settings, tokens=token_format, plots=plots)  # type: ignore[arg-type]
+        run = run_shift(analyzer, items, output, force=force, on_start=lambda n: bar.update(task, total=n),
+                        on_example=scored, batch_size=batch_size)  # fmt: skip
+    summary = write_outputs(run.records, output, analyzer.settings, tokens=token_format, plots=plots)
     _print_summary(summary, output)
 
 

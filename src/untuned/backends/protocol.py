@@ -1,0 +1,115 @@
+"""What a backend is: the Protocol every model implementation follows, and the records it speaks in.
+
+A backend wraps one model. It tokenizes, streams generated text for a rendered URIAL prompt, and
+scores given tokens (per-position log-probabilities and ranks, for shift analysis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from untuned.conversation import RenderedPrompt
+
+FinishReason = Literal["stop", "length"]
+DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
+
+
+class Sampling(BaseModel):
+    """How to sample new tokens. The defaults are greedy decoding with a mild repetition penalty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy (always the most likely token).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 turns it off.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 turns it off.")
+    max_tokens: int = Field(512, ge=1, description="Most new tokens to generate.")
+    repetition_penalty: float = Field(1.1, gt=0.0, le=3.0, description="1 turns it off; >1 discourages repeats.")
+    seed: int | None = Field(None, ge=0, description="Random seed for sampling; None picks one at random.")
+    stop: tuple[str, ...] = Field((), description="Extra stop strings, on top of the URIAL format's own.")
+    json_schema: str | None = Field(
+        None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
+    )
+
+
+class LoadOptions(BaseModel):
+    """How to load a model; every field has a sensible default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str | None = Field(None, description="Backend name; None picks one from the model spec.")
+    n_ctx: int | None = Field(
+        None, ge=64, description=f"Context window of each sequence (local backends); None = model's, at most {DEFAULT_MAX_CTX}."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads (llama.cpp); None = all cores.")
+    device: str = Field("auto", description="transformers: 'cpu', 'cuda', 'cuda:N' or 'auto'.")
+    parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
+    remote_model: str | None = Field(None, description="Model name to request from a remote server.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
+    concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
+    timeout: float = Field(120.0, gt=0, description="Seconds before a remote request times out.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts (remote), with backoff.")
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One step of a backend's stream: some text and how many tokens made it.
+
+    The first chunk may carry ``prompt_tokens``; the last carries ``finish`` when the backend
+    itself ended the stream (end-of-sequence token: "stop"; token limit: "length").
+    """
+
+    text: str
+    tokens: int = 1
+    finish: FinishReason | None = None
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per-position scores of ``token_ids`` under a model, each given all tokens before it.
+
+    ``ranks`` are 1-based (1 = the model's most likely token). ``top_ids``/``top_logprobs`` hold
+    the model's k most likely tokens at each position, most likely first.
+    """
+
+    token_ids: np.ndarray  # (n,) int
+    logprobs: np.ndarray  # (n,) float
+    ranks: np.ndarray  # (n,) int
+    top_ids: np.ndarray  # (n, k) int
+    top_logprobs: np.ndarray  # (n, k) float
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What untuned needs from a model. Implementations: llama.cpp, transformers, remote, plugins."""
+
+    name: str
+    context_length: int | None
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]: ...
+
+    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores: ...
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, log-probability rows over the vocabulary) for positions ``start``.., in chunks."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChatTemplated(Protocol):
+    """A backend that knows its model's own chat template (instruct models: judges, aligned models)."""
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+        """``messages`` in the model's chat template, ending where its answer begins."""
+        ...

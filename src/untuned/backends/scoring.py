@@ -1,0 +1,97 @@
+"""Scores from logits, shared by the local backends: log-softmax, fast top-k, ranks, and
+``RowScoring``, which builds ``score`` and ``distributions`` on a backend's teacher-forced pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from untuned.backends.protocol import TokenScores
+from untuned.errors import ContextOverflowError
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32 (a new array)."""
+    rows = np.array(logits, dtype=np.float32)
+    rows -= rows.max(axis=1, keepdims=True)
+    rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return rows
+
+
+def top_k_indices(rows: np.ndarray, k: int, block: int = 512) -> np.ndarray:
+    """Indices of the ``k`` largest values of each row, largest first.
+
+    The k largest values of a row lie in the k blocks with the largest maxima, so only those
+    blocks are searched: about 10x faster than a full ``argpartition`` on a 262k vocabulary.
+    """
+    n, width = rows.shape
+    k = max(1, min(k, width))
+    if width < 4 * block * k:
+        top = np.argpartition(rows, width - k, axis=1)[:, width - k :]
+    else:
+        full = width // block * block
+        blocks = rows[:, :full].reshape(n, -1, block).max(axis=2)
+        chosen = np.argpartition(blocks, blocks.shape[1] - k, axis=1)[:, -k:]  # (n, k) block numbers
+        candidates = (chosen[:, :, None] * block + np.arange(block)).reshape(n, -1)
+        if full < width:  # the ragged tail is always a candidate
+            candidates = np.concatenate([candidates, np.broadcast_to(np.arange(full, width), (n, width - full))], axis=1)
+        values = np.take_along_axis(rows, candidates, axis=1)
+        picked = np.argpartition(values, values.shape[1] - k, axis=1)[:, -k:]
+        top = np.take_along_axis(candidates, picked, axis=1)
+    values = np.take_along_axis(rows, top, axis=1)
+    return np.take_along_axis(top, np.argsort(-values, axis=1, kind="stable"), axis=1)
+
+
+def scores_from_logits(
+    logits: np.ndarray, targets: np.ndarray, top_k: int, *, normalized: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Log-probability, rank and top-k of each target under each row of ``logits`` (rows, vocab).
+
+    ``normalized``: the rows are already log-probabilities (skips the normalisation).
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    if normalized:
+        log_norm = np.zeros(len(logits), dtype=np.float32)
+    else:
+        peak = logits.max(axis=1)
+        log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+    rows = np.arange(len(targets))
+    target_logits = logits[rows, targets]
+    ranks = (logits > target_logits[:, None]).sum(axis=1) + 1
+    top = top_k_indices(logits, top_k)
+    top_vals = np.take_along_axis(logits, top, axis=1)
+    return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None]
+
+
+def check_score_request(tokens: Sequence[int], start: int, context_length: int | None) -> list[int]:
+    """Validate a ``Backend.score`` call; return the tokens as plain ints."""
+    ids = [int(t) for t in tokens]
+    if not 1 <= start <= len(ids):
+        raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
+    if context_length is not None and len(ids) > context_length:
+        raise ContextOverflowError(len(ids), context_length + 1)
+    return ids
+
+
+class RowScoring:
+    """``score`` and ``distributions`` for local backends, built on their ``_logit_rows``:
+    ``(positions, logits rows predicting them)`` for positions ``start``.. of one teacher-forced pass."""
+
+    context_length: int | None
+
+    def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
+
+    def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
+        """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
+        ids = check_score_request(tokens, start, self.context_length)
+        targets = np.asarray(ids)
+        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
+        return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
+
+    def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
+        ids = check_score_request(tokens, start, self.context_length)
+        for positions, rows in self._logit_rows(ids, start):
+            yield positions, log_softmax(rows)

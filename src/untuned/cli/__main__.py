@@ -1,0 +1,5 @@
+"""``python -m untuned.cli`` runs the command line."""
+
+from untuned.cli.main import main
+
+main()

@@ -1,0 +1,177 @@
+"""What every command shares: the consoles, the one place that turns errors into a message and exit
+code 2, the progress bar, and the model, prompt and sampling options, declared once.
+
+A command asks for shared options with :func:`model_options`; it receives one :class:`ModelOptions`
+instead of a dozen parameters. Every default comes from the library's own records
+(:class:`~untuned.backends.Sampling`, :class:`~untuned.backends.LoadOptions`), so it changes in one
+place. This module imports no other CLI module.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, TypeVar, get_type_hints
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from untuned.assistant import Assistant
+from untuned.backends import Backend, LoadOptions, Sampling, load_backend
+from untuned.errors import UntunedError
+from untuned.prompt import PromptSet, load_prompt
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(command: F) -> F:
+    """Show library errors and invalid settings as one line on stderr, and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UntunedError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            raise typer.Exit(2) from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            err.print(f"[bold red]error:[/] invalid setting: {problems}", markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress() -> Progress:
+    """The progress bar of long commands, on stderr: description, bar, n/total, a note, elapsed, ETA."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, console=err)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+def ids_option(text: str | None) -> list[str] | None:
+    """The ids of a comma-separated ``--ids`` option."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _sampling(name: str) -> Any:
+    return Sampling.model_fields[name].default
+
+
+def _loading(name: str) -> Any:
+    return LoadOptions.model_fields[name].default
+
+
+@dataclass
+class ModelOptions:
+    """The model to load, how, the URIAL prompt set and the sampling settings of a command."""
+
+    model: str = "default"
+    backend: str | None = _loading("backend")
+    remote_model: str | None = _loading("remote_model")
+    api_key_env: str = _loading("api_key_env")
+    n_ctx: int | None = _loading("n_ctx")
+    device: str = _loading("device")
+    parallel: int = _loading("parallel")
+    prompt: str = "helpful"
+    temperature: float = _sampling("temperature")
+    top_p: float = _sampling("top_p")
+    top_k: int = _sampling("top_k")
+    max_tokens: int = _sampling("max_tokens")
+    repetition_penalty: float = _sampling("repetition_penalty")
+    seed: int | None = _sampling("seed")
+    stop: list[str] = field(default_factory=list)
+    verbose: bool = False
+
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_tokens=self.max_tokens,
+                        repetition_penalty=self.repetition_penalty, seed=self.seed, stop=tuple(self.stop))  # fmt: skip
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(backend=self.backend, remote_model=self.remote_model, api_key_env=self.api_key_env,
+                           n_ctx=self.n_ctx, device=self.device, parallel=self.parallel)  # fmt: skip
+
+    def prompt_set(self) -> PromptSet:
+        return load_prompt(self.prompt)
+
+    def load(self, spec: str | None = None) -> Backend:
+        """Load ``spec`` (default: ``--model``) with these options, showing a spinner meanwhile."""
+        spec = spec or self.model
+        with err.status(f"loading {spec} …"):
+            return load_backend(spec, self.load_options())
+
+    def assistant(self) -> Assistant:
+        """Logging, settings and the prompt set checked first (no model loads for a typo), then the model."""
+        setup_logging(self.verbose)
+        sampling, prompt_set, _ = self.sampling(), self.prompt_set(), self.load_options()
+        return Assistant(self.load(), prompt_set, sampling)
+
+
+# Each shared option once: (type, typer option). Defaults are ModelOptions' (the library's).
+_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (str, typer.Option("--model", "-m", envvar="UNTUNED_MODEL", help="'default' (bundled gemma-3-270m base), "
+                                "a .gguf path, hf:org/name, a model folder, http(s)://host/v1, or PLUGIN:ARGUMENT.")),
+    "backend": (str | None, typer.Option("--backend", "-b", help="llama.cpp, transformers, remote or a plugin's "
+                                         "(default: from --model).")),
+    "remote_model": (str | None, typer.Option("--remote-model", help="Model name on a remote server (default: its first).")),
+    "api_key_env": (str, typer.Option("--api-key-env", help="Environment variable holding the remote server's API key.")),
+    "n_ctx": (int | None, typer.Option("--n-ctx", min=64, help="Context window of each sequence, in tokens "
+                                       "(default: the model's, at most 8192).")),
+    "device": (str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")),
+    "parallel": (int, typer.Option("--parallel", min=1, max=64, help="Requests a local model decodes together in one batch.")),
+    "prompt": (str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")),
+    "temperature": (float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")),
+    "top_p": (float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")),
+    "top_k": (int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens; 0 = off.")),
+    "max_tokens": (int, typer.Option("--max-tokens", "-n", min=1, help="Most new tokens per answer.")),
+    "repetition_penalty": (float, typer.Option("--repetition-penalty", help="1 = off; 1.1 is a mild default.")),
+    "seed": (int | None, typer.Option("--seed", help="Random seed for sampling.")),
+    "stop": (list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")),
+    "verbose": (bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")),
+}  # fmt: skip
+LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device")
+SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
+ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
+_DEFAULTS = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(ModelOptions)}
+
+
+def model_options(*names: str, **defaults: Any) -> Callable[[F], F]:
+    """Give a command the shared options ``names`` (default: all but ``parallel``); it receives them
+    as one ``options: ModelOptions`` argument. ``defaults`` overrides a default for this command."""
+    chosen = names or ALL
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command)
+        hints = get_type_hints(command, include_extras=True)  # the command's own options, resolved
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+        own = [p for p in own if p.name != "options"]
+        added = []
+        for name in chosen:
+            kind, option = _OPTIONS[name]
+            default = defaults.get(name, _DEFAULTS[name])
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
+                                           default=None if name == "stop" else default))  # fmt: skip
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            values = {name: kwargs.pop(name) for name in chosen if name in kwargs}
+            if values.get("stop") is None:
+                values["stop"] = []
+            options = ModelOptions(**{**_DEFAULTS, **{k: v for k, v in defaults.items() if k in _DEFAULTS}, **values})
+            return command(*args, options=options, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,29 @@
+"""The ``untuned`` command line: builds the app from the command modules, one line per command."""
+
+from __future__ import annotations
+
+import typer
+
+from untuned.cli import batch, chat, judge, report, serve, shift
+
+app = typer.Typer(
+    help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("ask")(chat.ask)
+app.command("chat")(chat.chat)
+app.add_typer(chat.prompts_app, name="prompts")
+app.command("backends")(chat.backends)
+app.command("generate")(batch.generate_command)
+app.command("merge")(batch.merge_command)
+app.command("export")(batch.export_command)
+app.command("import")(batch.import_command)
+app.command("serve")(serve.serve_command)
+app.command("shift")(shift.shift_command)
+app.command("judge")(judge.judge_command)
+app.command("report")(report.report_command)
+
+
+def main() -> None:
+    app()

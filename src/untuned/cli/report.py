@@ -1,0 +1,43 @@
+"""``untuned report``: tables, CSV and HTML over judged answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from untuned.cli.common import friendly, out
+from untuned.errors import UntunedError
+from untuned.report import NaPolicy, build_report, load_verdicts, to_html, to_markdown, write_csv
+
+ReportFormat = Literal["md", "csv", "html"]
+
+
+@friendly
+def report_command(
+    files: Annotated[list[Path], typer.Argument(help="Verdict files of untuned judge, or just-eval judged JSON files.")],
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md, report.csv, report.html.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Rank the models in a leaderboard.")] = False,
+    na: Annotated[NaPolicy, typer.Option("--na", help="N/A scores: skip (missing) or five (as just-eval counts them).")] = "skip",
+    formats: Annotated[str, typer.Option("--formats", help="Comma-separated: md, csv, html.")] = "md,csv,html",
+) -> None:
+    """Tables of judged answers: means with 95% CIs per aspect and model, breakdowns, pairwise, lengths."""
+    wanted = {f.strip() for f in formats.split(",") if f.strip()}
+    unknown = wanted - set(ReportFormat.__args__)
+    if unknown:
+        raise UntunedError(f"unknown format(s): {', '.join(sorted(unknown))}; choose among md, csv, html")
+    verdicts = [v for path in files for v in load_verdicts(path)]
+    report = build_report(verdicts, na=na)
+    text = to_markdown(report, compare=compare)
+    out.print(text, markup=False)
+    if output is None:
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    if "md" in wanted:
+        (output / "report.md").write_text(text, encoding="utf-8")
+    if "csv" in wanted:
+        write_csv(report, output / "report.csv")
+    if "html" in wanted:
+        (output / "report.html").write_text(to_html(report, compare=compare), encoding="utf-8")
+    out.print(f"written to {output}/")

@@ -1,0 +1,49 @@
+"""``untuned serve``: the OpenAI-compatible server and its web chat page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from untuned.cli.common import LOADING, SAMPLING, ModelOptions, err, friendly, model_options
+from untuned.server.app import SystemMode
+
+
+@friendly
+@model_options(*LOADING, "prompt", *(name for name in SAMPLING if name != "stop"), "verbose")
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="UNTUNED_API_KEY", help="Require 'Authorization: Bearer KEY' on all but /health and /.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model id to report (default: from --model).")] = None,
+    system_mode: Annotated[SystemMode, typer.Option(
+        "--system-mode", help="A client's system message is appended to the URIAL system text or replaces it.")] = "append",
+    max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")] = 16,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")] = 300.0,
+    max_tokens_limit: Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")] = None,
+    cors: Annotated[list[str] | None, typer.Option("--cors", help="Allow this origin (repeatable); off by default.")] = None,
+    *,
+    options: ModelOptions,
+) -> None:  # fmt: skip
+    """Serve an OpenAI-compatible chat API and a web chat page (at /) over a URIAL-aligned base model.
+
+    --max-tokens is the default of a chat request that names none."""
+    from untuned.server import ServerConfig, serve
+
+    model = options.model
+    config = ServerConfig(
+        model_name=name or ("gemma-3-270m-urial" if model == "default" else model.rstrip("/").rsplit("/", 1)[-1]),
+        api_key=api_key,
+        system_mode=system_mode,
+        max_waiting=max_waiting,
+        request_timeout=timeout,
+        default_max_tokens=options.max_tokens,
+        max_tokens_limit=max_tokens_limit,
+        cors_origins=tuple(cors or ()),
+    )  # fmt: skip  (checked before the model loads)
+    assistant = options.assistant()
+    err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}) on http://{host}:{port}/  "
+              f"API at http://{host}:{port}/v1")  # fmt: skip
+    serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -1,0 +1,173 @@
+"""Files of other tools, in and out: generic JSON / JSONL rows, just-eval and AlpacaEval answer files
+(import and export), tagged query files, answer files of any of these kinds, and just-eval's judged files.
+
+Every reader names the file and line of a malformed row (:class:`DataFileError`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from untuned.answers import AnswerItem, tags_from_meta
+from untuned.errors import DataFileError, ReplyError, UntunedError
+from untuned.generation import GenerationFile, GenerationRecord
+from untuned.judge.parse import read_score
+from untuned.judge.verdicts import Verdict
+
+ExportFormat = Literal["just-eval", "alpaca-eval"]
+
+
+# --- generic rows ------------------------------------------------------------------------------
+
+
+def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for a JSONL file, or (1, element) for each element of a JSON array file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UntunedError(f"input file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(path, exc.lineno, f"invalid JSON: {exc.msg}") from exc
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataFileError(path, 1, f"element {index} is not an object")
+            yield 1, row
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(path, number, f"invalid JSON: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise DataFileError(path, number, "expected a JSON object")
+        yield number, row
+
+
+def as_label_list(value: Any) -> Any:
+    """A tag list as a list: copies of just-eval on the Hub hold ``task_types`` and ``topics`` as the
+    text of a list (``"['info-seek']"``); anything that is not such a text is returned unchanged."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return value
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed]
+    return value
+
+
+def native_id(ident: str) -> int | str:
+    """just-eval's ids are integers: an id that is the text of an integer is written as one."""
+    return int(ident) if ident.isdigit() and str(int(ident)) == ident else ident
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def import_answers(path: str | Path, *, generator: str | None = None) -> list[GenerationRecord]:
+    """Another tool's answers (just-eval or AlpacaEval files, any JSON/JSONL of ``id, instruction, output``)
+    as generation records."""
+    name = generator or Path(path).stem
+    records = []
+    for number, row in read_rows(path):
+        if not isinstance(row.get("output"), str) or not isinstance(row.get("instruction"), str):
+            raise DataFileError(path, number, "fields 'instruction' and 'output' must be strings")
+        records.append(
+            GenerationRecord(
+                id=str(row.get("id", len(records))), dataset=row.get("dataset"), turns=[row["instruction"]],
+                outputs=[row["output"]], generator=generator or row.get("generator") or name, model=f"imported:{name}",
+                prompt_name="", prompt_hash="", sampling={}, prompt_tokens=[None], completion_tokens=[0],
+                finish_reasons=["stop"], seconds=0.0,
+            )
+        )  # fmt: skip
+    return records
+
+
+def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat) -> int:
+    """Write a generation run in the input format of just-eval or AlpacaEval (a JSON array); return the count."""
+    records = GenerationFile(path).read()
+    if fmt == "just-eval":
+        rows = [{"id": native_id(r.id), "instruction": r.instruction, "output": r.output, "generator": r.generator,
+                 "dataset": r.dataset, **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"}}
+                for r in records]  # fmt: skip
+    else:
+        rows = [{"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset}
+                for r in records]  # fmt: skip
+    Path(out).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return len(rows)
+
+
+def read_tags(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Rows of a tagged query file (just-eval's) by id: dataset and tag fields."""
+    return {str(row.get("id", number)): row for number, row in read_rows(path)}
+
+
+def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[AnswerItem]:
+    """Answers from an ``untuned generate`` run, just-eval / AlpacaEval output, or any JSONL of
+    ``id, instruction, output``; tags and dataset joined by id from ``tags`` where given."""
+    rows = list(read_rows(path))
+    if rows and "outputs" in rows[0][1]:
+        records = []
+        for number, row in rows:
+            try:
+                records.append(GenerationRecord.model_validate(row))
+            except ValueError as exc:
+                raise DataFileError(path, number, f"not a generation record: {str(exc).splitlines()[0]}") from exc
+    else:
+        records = import_answers(path)
+    items = []
+    for record in records:
+        joined = (tags or {}).get(record.id, {})
+        meta = {**joined, **record.meta}
+        items.append(AnswerItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
+                                dataset=record.dataset or joined.get("dataset"), tags=tags_from_meta(meta),
+                                generator=record.generator))  # fmt: skip
+    return items
+
+
+# --- judged files ---------------------------------------------------------------------------------
+
+
+def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
+    parsed = row.get("parsed_result")
+    mode = str(row.get("eval_config", {}).get("mode", ""))
+    base = {
+        "id": str(row.get("id", number)),
+        "template": f"just-eval:{mode or 'score'}",
+        "judge": str(row.get("eval_config", {}).get("gpt", "")),
+        "generator": row.get("generator_cand") or row.get("generator"),
+        "dataset": row.get("dataset"),
+        "query": row.get("input") or row.get("instruction") or "",
+        "answer": row.get("output_cand") or row.get("output") or "",
+    }
+    if not isinstance(parsed, dict):
+        return Verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
+    scores = {}
+    for aspect, result in parsed.items():
+        try:
+            scores[aspect] = read_score(result)
+        except ReplyError as exc:
+            raise DataFileError(path, number, f"aspect {aspect!r}: {exc}") from exc
+    rationales = {a: str(r.get("rationale", "")) for a, r in parsed.items() if isinstance(r, dict)}
+    return Verdict(
+        **base, mode="safety" if set(scores) == {"safety"} else "multi", status="scored", scores=scores, rationales=rationales
+    )
+
+
+def read_just_eval_judged(path: str | Path) -> list[Verdict]:
+    """Verdicts from a judged file of just-eval (a JSON array whose records carry ``parsed_result``)."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFileError(path, exc.lineno, f"not valid JSON: {exc.msg}") from exc
+    return [_verdict_from_just_eval(row, number, path) for number, row in enumerate(rows)]

@@ -1,0 +1,146 @@
+"""Generation runs (``untuned generate``): answer every item of a benchmark set with URIAL into an
+append-only, resumable JSONL file of :class:`GenerationRecord` (see :mod:`untuned.runner` for
+what resuming guarantees), and merge the shard files of one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from untuned.assistant import Assistant
+from untuned.errors import RunSettingsMismatch, UntunedError
+from untuned.jsonl import JsonlFile
+from untuned.runner import ResumableRun, RunSummary
+
+if TYPE_CHECKING:
+    from untuned.data import Item
+
+log = logging.getLogger(__name__)
+
+
+class GenerationSettings(BaseModel):
+    """What must match for records to belong to the same run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generator: str
+    model: str
+    prompt_name: str
+    prompt_hash: str
+    sampling: dict[str, Any]
+
+
+class GenerationRecord(BaseModel):
+    """One answered item: its turns, the model's answers, and the settings that made them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    dataset: str | None = None
+    turns: list[str]
+    outputs: list[str]
+    generator: str
+    model: str
+    prompt_name: str
+    prompt_hash: str
+    sampling: dict[str, Any]
+    prompt_tokens: list[int | None]
+    completion_tokens: list[int]
+    finish_reasons: list[str]
+    seconds: float
+    meta: dict[str, Any] = {}
+
+    @property
+    def instruction(self) -> str:
+        return self.turns[0]
+
+    @property
+    def output(self) -> str:
+        """The answer to the first turn (what single-turn benchmarks judge)."""
+        return self.outputs[0]
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(**self.model_dump(include=set(GenerationSettings.model_fields)))
+
+
+class GenerationFile(JsonlFile[GenerationRecord]):
+    """An append-only JSONL file of :class:`GenerationRecord`."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, GenerationRecord, label="generation record")
+
+
+def generation_settings(assistant: Assistant, model_spec: str) -> GenerationSettings:
+    return GenerationSettings(
+        generator=f"untuned/{assistant.backend.name}/{assistant.prompt.name}",
+        model=model_spec,
+        prompt_name=assistant.prompt.name,
+        prompt_hash=assistant.prompt.content_hash,
+        sampling=assistant.sampling.model_dump(mode="json"),
+    )
+
+
+def answer_item(assistant: Assistant, item: Item, settings: GenerationSettings) -> GenerationRecord:
+    """Answer every turn of ``item``; later turns see the model's own earlier answers."""
+    chat = assistant.chat()
+    started = time.perf_counter()
+    outputs, prompt_tokens, completion_tokens, finishes = [], [], [], []
+    for turn in item.turns:
+        completion = chat.send(turn)
+        outputs.append(completion.text)
+        prompt_tokens.append(completion.prompt_tokens)
+        completion_tokens.append(completion.completion_tokens)
+        finishes.append(completion.finish_reason or "length")
+    return GenerationRecord(
+        id=item.id, dataset=item.dataset, turns=list(item.turns), outputs=outputs, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, finish_reasons=finishes, seconds=time.perf_counter() - started,
+        meta=item.meta, **settings.model_dump(),
+    )  # fmt: skip
+
+
+def generate(
+    assistant: Assistant,
+    items: Iterable[Item],
+    path: str | Path,
+    *,
+    settings: GenerationSettings,
+    force: bool = False,
+    concurrency: int = 1,
+    on_start: Callable[[int], None] | None = None,
+    on_record: Callable[[GenerationRecord], None] | None = None,
+) -> RunSummary[GenerationRecord]:
+    """Answer the items not yet in ``path``, appending one record each as soon as it is done.
+
+    With ``concurrency`` > 1 items are answered side by side: a local model with parallel slots
+    decodes them in one batch, a remote one gets that many requests at once.
+    """
+    run = ResumableRun(GenerationFile(path), settings=settings, settings_of=GenerationRecord.settings)
+    return run.run(
+        list(items), lambda batch: [answer_item(assistant, item, settings) for item in batch], force=force,
+        concurrency=concurrency, tally=lambda record: {"tokens": sum(record.completion_tokens)}, on_start=on_start,
+        on_record=on_record,
+    )  # fmt: skip
+
+
+def merge(paths: Iterable[str | Path], out: str | Path) -> int:
+    """Merge shard files into ``out`` (ids once each, same settings required); return the record count."""
+    seen: dict[str, GenerationRecord] = {}
+    settings: GenerationSettings | None = None
+    for path in paths:
+        for record in GenerationFile(path).read():
+            if settings is None:
+                settings = record.settings()
+            elif record.settings() != settings:
+                raise RunSettingsMismatch(f"{path} was made with other settings than the files before it; not merging.")
+            seen.setdefault(record.id, record)
+    target = GenerationFile(out)
+    if target.path.exists():
+        raise UntunedError(f"{out} exists; merge writes a new file.")
+    target.append(*seen.values())
+    return len(seen)

@@ -1,0 +1,138 @@
+"""Judge many answers: concurrent, cached, resumable, and never losing or inventing a verdict.
+
+Every item ends as one :class:`Verdict` line in the output file, ``scored`` or ``failed`` (with
+the judge's raw reply and the reason). A rerun skips items already scored in the file and asks
+again for failed ones; replies already in the cache cost no request. A file holding verdicts of
+another judge or template wording for the same mode is refused (``force`` sets it aside).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from untuned.errors import JudgeUnavailable, ReplyError
+from untuned.judge.cache import JudgeCache, cache_key
+from untuned.judge.models import JudgeModel
+from untuned.judge.parse import parse_reply
+from untuned.judge.templates import Template
+from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
+from untuned.runner import ResumableRun, RunSummary
+
+if TYPE_CHECKING:
+    from untuned.answers import AnswerItem
+
+log = logging.getLogger(__name__)
+
+
+class _Failed(Exception):
+    def __init__(self, message: str, raw: str | None, attempts: int) -> None:
+        super().__init__(message)
+        self.raw, self.attempts = raw, attempts
+
+
+class Judge:
+    """A judge model, a template and a reply cache: :meth:`judge_item` one item, :meth:`run` many."""
+
+    def __init__(self, model: JudgeModel, template: Template, cache: JudgeCache | None = None, *, parse_retries: int = 2) -> None:
+        self.model, self.template, self.cache, self.parse_retries = model, template, cache, parse_retries
+        self._count_lock = threading.Lock()
+        self.requests = 0
+
+    @property
+    def settings(self) -> JudgeSettings:
+        return JudgeSettings(judge=self.model.name, template=self.template.key)
+
+    def _ask(self, query: str, answer: str, other: str) -> tuple[dict[str, Any], int, bool]:
+        """Parsed reply, requests made, whether it came from the cache."""
+        key = cache_key(self.model.name, self.template.key, query, answer, other)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return parse_reply(self.template, hit), 0, True
+        messages = self.template.messages(query, answer, other)
+        raw: str | None = None
+        problem = ""
+        for attempt in range(1, self.parse_retries + 2):
+            with self._count_lock:
+                self.requests += 1
+            try:
+                raw = self.model.reply(messages, self.template.schema())
+            except JudgeUnavailable as exc:
+                raise _Failed(str(exc), raw, attempt) from exc
+            try:
+                parsed = parse_reply(self.template, raw)
+            except ReplyError as exc:
+                problem = str(exc)
+                log.info("unparseable reply (attempt %d): %s", attempt, problem)
+                continue
+            if self.cache is not None:
+                self.cache.put(key, judge=self.model.name, template=self.template.key, reply=raw)
+            return parsed, attempt, False
+        raise _Failed(f"no parseable reply after {self.parse_retries + 1} attempts: {problem}", raw, self.parse_retries + 1)
+
+    def judge_item(self, item: AnswerItem, second: AnswerItem | None = None) -> Verdict:
+        """Judge one item (with ``second``, the other answer, in pairwise mode). Never raises for the judge's faults."""
+        started = time.perf_counter()
+        base = {"id": item.id, "mode": self.template.mode, "template": self.template.key, "judge": self.model.name,
+                "generator": item.generator, "dataset": item.dataset, "tags": item.tags, "query": item.query,
+                "answer": item.answer, "generator_b": second.generator if second else None,
+                "answer_b": second.answer if second else None}  # fmt: skip
+        try:
+            if self.template.mode == "pairwise":
+                if second is None:
+                    raise ValueError("pairwise judging needs the second answer")
+                first, n1, c1 = self._ask(item.query, item.answer, second.answer)
+                swapped_order, n2, c2 = self._ask(item.query, second.answer, item.answer)
+                swapped = {a: {"A": "B", "B": "A"}.get(w, w) for a, w in swapped_order["winners"].items()}
+                winners = {a: w if swapped[a] == w else "tie" for a, w in first["winners"].items()}
+                rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
+                return Verdict(**base, status="scored", winners=winners, orders=[first["winners"], swapped],
+                               rationales=rationales, attempts=n1 + n2, cached=c1 and c2,
+                               seconds=time.perf_counter() - started)  # fmt: skip
+            answer = "" if self.template.mode == "tag" else item.answer  # tags describe the query alone
+            parsed, attempts, cached = self._ask(item.query, answer, "")
+        except _Failed as exc:
+            return Verdict(**base, status="failed", error=str(exc), raw=exc.raw, attempts=exc.attempts,
+                           seconds=time.perf_counter() - started)  # fmt: skip
+        if self.template.mode == "tag":
+            return Verdict(**base, status="scored", labels=parsed["tags"], attempts=attempts, cached=cached,
+                           seconds=time.perf_counter() - started)  # fmt: skip
+        return Verdict(**base, status="scored", scores=parsed["scores"], rationales=parsed["rationales"],
+                       attempts=attempts, cached=cached, seconds=time.perf_counter() - started)  # fmt: skip
+
+    def run(
+        self,
+        items: Iterable[AnswerItem],
+        out: str | Path,
+        *,
+        seconds: dict[str, AnswerItem] | None = None,
+        concurrency: int = 1,
+        force: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        on_verdict: Callable[[Verdict], None] | None = None,
+    ) -> RunSummary[Verdict]:
+        """Judge every item not yet scored in ``out`` (``seconds``: the second answers by id, pairwise)."""
+        mode = self.template.mode
+        items = list(items)
+        if mode == "pairwise":
+            if seconds is None:
+                raise ValueError("pairwise judging needs the second answers")
+            missing = [item.id for item in items if item.id not in seconds]
+            if missing:
+                log.warning("%d items have no second answer and are left out (first: %s)", len(missing), missing[0])
+            items = [item for item in items if item.id in seconds]
+        run = ResumableRun(VerdictFile(out), settings=self.settings, settings_of=Verdict.settings,
+                           relevant=lambda v: v.mode == mode, finished=lambda v: v.status == "scored",
+                           key=lambda v: v.key, item_key=lambda item: f"{mode}:{item.id}")  # fmt: skip
+        before = self.requests
+        summary = run.run(
+            items, lambda batch: [self.judge_item(item, (seconds or {}).get(item.id)) for item in batch], force=force,
+            concurrency=concurrency, tally=lambda v: {"cached": int(v.cached)}, on_start=on_start, on_record=on_verdict,
+        )  # fmt: skip
+        summary.counts["requests"] = self.requests - before
+        return summary
