@@ -1,8 +1,10 @@
-"""The command line, end to end on the bundled model, and every documented error message."""
+"""The command line: end to end on the bundled model (marked slow), its plumbing on the scripted
+model (tests/scripted), and every documented error message."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 from untuned.cli import app
 
 runner = CliRunner()
+SCRIPTED = ("--model", "scripted:cli")
 
 
 def untuned(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -26,21 +29,37 @@ def untuned(*args: str, stdin: str | None = None, env: dict | None = None) -> su
     )
 
 
+@pytest.mark.slow
 def test_ask_answers_paris():
     result = untuned("ask", "What is the capital of France?")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
-    assert "[stop ·" in result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("[stop · ") and "first token" in summary and "tok/s]" in summary
 
 
-def test_ask_reads_stdin_and_shows_prompt():
-    result = runner.invoke(
-        app, ["ask", "-", "--show-prompt", "--max-tokens", "8", "--prompt", "one-shot"], input="What is the capital of France?"
-    )
+def test_ask_reads_stdin_shows_prompt_and_times_honestly():
+    args = ["ask", "-", "--show-prompt", "--max-tokens", "8", "--prompt", "one-shot", *SCRIPTED]
+    result = runner.invoke(app, args, input="SCRIPT: one @delay=0.2 two three")
     assert result.exit_code == 0, result.output
-    assert "# Query:\n````\nWhat is the capital of France?\n````\n\n# Answer:\n````" in result.output
+    assert "# Query:\n````\nSCRIPT: one @delay=0.2 two three\n````\n\n# Answer:\n````" in result.output
+    assert "one two three" in result.output
+    # two tokens 0.2 s apart after the first: decoding ~5 tok/s, not diluted by the time to the first token
+    speed = float(re.search(r"decoding ([\d.]+) tok/s", result.output).group(1))
+    assert 3.0 < speed <= 5.1 and "[stop · 3 tokens · first token" in result.output
 
 
+def test_chat_keeps_the_conversation_and_resets_it():
+    script = "SCRIPT: Noted.\nSCRIPT: second\n/reset\nSCRIPT: third\n/exit\nnever asked\n"
+    result = runner.invoke(app, ["chat", "--show-prompt", *SCRIPTED], input=script)
+    assert result.exit_code == 0, result.output
+    prompts = [p for p in result.output.split("# Instruction") if "SCRIPT: " in p]
+    assert len(prompts) == 3 and "never asked" not in result.output and "conversation cleared" in result.output
+    assert "# Answer:\n````\nNoted.\n````" in prompts[1]  # the second prompt holds the first answer
+    assert "Noted." not in prompts[2]  # after /reset
+
+
+@pytest.mark.slow
 def test_chat_with_piped_stdin_keeps_context_and_resets():
     script = "I have a dog called Biscuit.\nWhat is my dog called?\n/reset\nWhat is my dog called?\n/exit\nnever asked\n"
     result = untuned("chat", "--max-tokens", "32", stdin=script)
@@ -53,7 +72,7 @@ def test_chat_with_piped_stdin_keeps_context_and_resets():
 
 
 def test_prompts_list_and_show():
-    listing = runner.invoke(app, ["prompts", "list"])
+    listing = runner.invoke(app, ["prompts", "list", *SCRIPTED])
     assert listing.exit_code == 0, listing.output
     for name in ("helpful", "safe", "one-shot", "zero-shot", "long"):
         assert name in listing.output
@@ -70,7 +89,7 @@ def test_prompts_list_and_show():
         (["--model", "someorg/somemodel"], "write hf:someorg/somemodel"),
         (["--prompt", "helpfull"], "unknown prompt 'helpfull'. Bundled prompt sets: helpful, long"),
         (["--prompt", "missing.urial"], "prompt file 'missing.urial' does not exist"),
-        (["--n-ctx", "128"], "tokens too many"),
+        (["--n-ctx", "128", *SCRIPTED], "tokens too many"),
         (["--temperature", "9"], "temperature: Input should be less than or equal to 5"),
     ],
 )

@@ -52,6 +52,7 @@ def _answer(backend, prompt, question: str) -> str:
     return Assistant(backend, prompt, Sampling(max_tokens=32)).ask(question).text
 
 
+@pytest.mark.slow
 def test_answers_never_depend_on_what_the_cache_held_before(gemma, gemma_path):
     """Exact by construction (see untuned.backends.llamacpp.engine), so compared bit for bit with
     fresh models: first use, prefix kept, prefix evicted by other prompt sets and evaluated again,
@@ -93,6 +94,7 @@ def _reference_scores(backend: LlamaCppBackend, ids: list[int]):
     return np.array(logprobs), np.array(ranks)
 
 
+@pytest.mark.slow
 def test_score_matches_per_position_reference(gemma):
     """One pass over all positions and a pass per position are different batch shapes, which
     llama.cpp's quantized kernels legitimately round differently (differently on AVX2 and AVX-512

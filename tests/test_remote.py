@@ -1,4 +1,4 @@
-"""The remote backend against real servers on 127.0.0.1."""
+"""The remote backend against real servers on 127.0.0.1: llama-cpp-python's own (slow) and scripted faulty ones."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def server_url(gemma_path):
         yield url
 
 
+@pytest.mark.slow
 def test_streams_from_llama_cpp_server(server_url):
     backend = load_backend(server_url)
     assert backend.name == "gemma-base"
@@ -33,6 +34,7 @@ def test_streams_from_llama_cpp_server(server_url):
     assert "````" not in completion.text
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_the_backend(server_url):
     backend = load_backend(server_url, LoadOptions(concurrency=2))
     bot = Assistant(backend, load_prompt("helpful"), Sampling(max_tokens=12))
@@ -42,12 +44,14 @@ def test_concurrent_requests_share_the_backend(server_url):
     assert "Paris" in answers[0] and "Rome" in answers[1] and "Madrid" in answers[2]
 
 
+@pytest.mark.slow
 def test_tokenize_through_the_server(server_url, gemma):
     backend = load_backend(server_url)
     text = "The capital of France is Paris."
     assert backend.tokenize(text) == gemma.tokenize(text)
 
 
+@pytest.mark.slow
 def test_cli_ask_against_the_server(server_url):
     result = subprocess.run(
         [

@@ -1,14 +1,10 @@
-"""untuned generate / merge / export / import on the real shared benchmark data and the real model."""
+"""untuned generate / merge / export / import: plumbing on the scripted model, end to end on the real one (slow)."""
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
+import pytest
 from conftest import plain
 from servers import llama_cpp_server
 from typer.testing import CliRunner
@@ -17,12 +13,14 @@ from untuned.cli import app
 from untuned.generation import GenerationFile
 
 runner = CliRunner()
+SCRIPTED = ("--model", "scripted:run")
 
 
 def cli(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
     out = tmp_path / "je.jsonl"
     result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
@@ -45,38 +43,31 @@ def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
         assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
 
 
-def _count(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def test_sigkill_and_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
-    out = tmp_path / "run.jsonl"
-    data = str(shared_data / "just_eval_instruct.jsonl")
-    command = [sys.executable, "-m", "untuned", "generate", "just-eval", "--data-file", data,
-               "--limit", "7", "--out", str(out), "--max-tokens", "12"]  # fmt: skip
-    for kills in range(2):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = _count(out) + 1
-        deadline = time.monotonic() + 120
-        while _count(out) < target and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.3 * kills)  # kill at different points of the next item
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    with out.open("a") as handle:  # a torn write, as if killed in the middle of a line
-        handle.write('{"id": "5", "turns": ["tor')
-    assert 0 < len(GenerationFile(out).read()) < 7
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    ids = [record.id for record in GenerationFile(out).read()]
-    assert sorted(ids, key=int) == [str(i) for i in range(7)]
-    assert len(ids) == len(set(ids))
+def test_generate_plumbing_on_the_scripted_model(shared_data, tmp_path):
+    """Fields, both MT-bench turns (the second sees the first), and concurrent items each once."""
+    out = tmp_path / "je.jsonl"
+    result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--limit", "12",
+                 "--out", str(out), "--concurrency", "4", *SCRIPTED)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "12 answered, 0 already in" in plain(result.output)
+    records = {r.id: r for r in GenerationFile(out).read()}
+    assert sorted(records, key=int) == [str(i) for i in range(12)]
+    first = records["0"]
+    assert first.output == f"You said: {first.instruction}" and first.model == "scripted:run"
+    assert first.meta["task_types"] == ["info-seek"] and first.generator == "untuned/scripted-run/helpful"
+    mt = tmp_path / "mt.jsonl"
+    result = cli("generate", "mt-bench", "--data-file", str(shared_data / "mt_bench_questions.jsonl"), "--limit", "2",
+                 "--out", str(mt), *SCRIPTED)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for record in GenerationFile(mt).read():
+        assert len(record.turns) == 2 and [o.split(": ", 1)[1] for o in record.outputs] == [t.strip() for t in record.turns]
+        assert record.prompt_tokens[1] > record.prompt_tokens[0] + len(record.outputs[0])  # turn 2 saw turn 1's answer
 
 
 def test_resume_with_other_settings_is_refused(shared_data, tmp_path):
     out = tmp_path / "run.jsonl"
     args = ["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--limit", "1",
-            "--out", str(out), "--max-tokens", "8"]  # fmt: skip
+            "--out", str(out), "--max-tokens", "8", *SCRIPTED]  # fmt: skip
     assert cli(*args).exit_code == 0
     refused = cli(*args, "--prompt", "safe")
     assert refused.exit_code == 2
@@ -109,7 +100,7 @@ def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
     for index in range(2):
         shard = tmp_path / f"shard{index}.jsonl"
         result = cli("generate", "just-eval", "--data-file", data, "--ids", "10,11,12", "--shard", f"{index}/2",
-                     "--out", str(shard), "--max-tokens", "8")  # fmt: skip
+                     "--out", str(shard), "--max-tokens", "8", *SCRIPTED)  # fmt: skip
         assert result.exit_code == 0, result.output
         shards.append(str(shard))
     merged = tmp_path / "merged.jsonl"
@@ -122,7 +113,7 @@ def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
     assert isinstance(rows, list) and len(rows) == 3
     for row in rows:
         assert isinstance(row["id"], int) and isinstance(row["instruction"], str) and isinstance(row["output"], str)
-        assert row["generator"].startswith("untuned/")
+        assert row["generator"] == "untuned/scripted-run/helpful"
     alpaca = tmp_path / "alpaca.json"
     assert cli("export", str(merged), "--out", str(alpaca), "--format", "alpaca-eval").exit_code == 0
     assert set(json.loads(alpaca.read_text())[0]) == {"instruction", "output", "generator", "dataset"}
@@ -144,7 +135,7 @@ def test_export_round_trips_just_eval_fields(shared_data, tmp_path):
     for data in (source, hub_like):
         run, exported = tmp_path / f"{data.stem}-run.jsonl", tmp_path / f"{data.stem}-export.json"
         result = cli("generate", "just-eval", "--data-file", str(data), "--ids", "0,1,2,450,799,800,999", "--out", str(run),
-                     "--model", "scripted:export", "--max-tokens", "4")  # fmt: skip
+                     *SCRIPTED, "--max-tokens", "4")  # fmt: skip
         assert result.exit_code == 0, result.output
         assert cli("export", str(run), "--out", str(exported)).exit_code == 0
         rows = json.loads(exported.read_text())
@@ -169,6 +160,7 @@ def test_import_reference_answers(shared_data, tmp_path):
     assert again.exit_code == 2 and "exists" in again.output
 
 
+@pytest.mark.slow
 def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
     out = tmp_path / "remote.jsonl"
     with llama_cpp_server(gemma_path) as url:
@@ -207,7 +199,7 @@ def test_merge_refuses_mixed_settings(shared_data, tmp_path):
     for prompt in ("helpful", "safe"):
         path = tmp_path / f"{prompt}.jsonl"
         assert cli("generate", "just-eval", "--data-file", data, "--limit", "1", "--max-tokens", "4",
-                   "--prompt", prompt, "--out", str(path)).exit_code == 0  # fmt: skip
+                   "--prompt", prompt, "--out", str(path), *SCRIPTED).exit_code == 0  # fmt: skip
         files.append(str(path))
     result = cli("merge", str(tmp_path / "merged.jsonl"), *files)
     assert result.exit_code == 2 and "made with other settings" in plain(result.output)

@@ -1,4 +1,5 @@
-"""`untuned serve` run for real (the CLI, the bundled gemma base) and used by real clients."""
+"""`untuned serve` run for real (the CLI as a subprocess) and used by real clients: the HTTP protocol
+on the scripted model (tests/scripted), what depends on the model on the bundled gemma base (slow)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,16 @@ def client(root):
     return openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0)
 
 
+@pytest.fixture
+def scripted_client(scripted):
+    return openai.OpenAI(base_url=f"{scripted}/v1", api_key="unused", max_retries=0)
+
+
 def ask(question: str) -> list[dict]:
     return [{"role": "user", "content": question}]
 
 
+@pytest.mark.slow
 def test_chat_with_the_openai_client(client):
     reply = client.chat.completions.create(model="any", messages=ask("What is the capital of France?"), max_tokens=40)
     choice = reply.choices[0]
@@ -61,9 +68,11 @@ def test_chat_with_the_openai_client(client):
     assert 0 < usage.completion_tokens <= 40 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_stream_gives_the_same_answer_in_chunks(client):
-    question = ask("Name three colours of the rainbow.")
+def test_stream_gives_the_same_answer_in_chunks(scripted_client):
+    client = scripted_client
+    question = ask("SCRIPT: Red, orange and yellow are colours of the rainbow.")
     whole = client.chat.completions.create(model="any", messages=question, max_tokens=40).choices[0].message.content
+    assert whole == "Red, orange and yellow are colours of the rainbow."
     chunks = list(
         client.chat.completions.create(
             model="any", messages=question, max_tokens=40, stream=True, stream_options={"include_usage": True}
@@ -76,9 +85,9 @@ def test_stream_gives_the_same_answer_in_chunks(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
 
 
-def test_async_client_concurrent_requests_all_answered(root):
+def test_async_client_concurrent_requests_all_answered(scripted):
     async def main():
-        client = openai.AsyncOpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{scripted}/v1", api_key="unused", max_retries=0)
         plain = [client.chat.completions.create(model="m", messages=ask(q), max_tokens=12) for q in ("Hi!", "What is 2+2?")]
         streamed = await client.chat.completions.create(model="m", messages=ask("Say hello."), max_tokens=12, stream=True)
         texts = [r.choices[0].message.content for r in await asyncio.gather(*plain)]
@@ -86,15 +95,23 @@ def test_async_client_concurrent_requests_all_answered(root):
         return texts, "".join(pieces)
 
     texts, streamed = asyncio.run(main())
-    assert all(texts) and streamed.strip()
+    assert texts == ["You said: Hi!", "You said: What is 2+2?"] and streamed.strip() == "You said: Say hello."
 
 
-def test_raw_completion_has_no_urial_prefix(client):
-    reply = client.completions.create(model="any", prompt="The capital of France is", max_tokens=6)
-    assert reply.usage.prompt_tokens < 10 and reply.choices[0].finish_reason == "length"
-    assert reply.usage.completion_tokens == 6 and reply.choices[0].text
+def test_raw_completion_has_no_urial_prefix(scripted_client):
+    prompt = "SCRIPT: one two three four five six seven eight"
+    reply = scripted_client.completions.create(model="any", prompt=prompt, max_tokens=6)
+    assert reply.usage.prompt_tokens == len(prompt) + 1 and reply.choices[0].finish_reason == "length"  # bytes + BOS
+    assert reply.usage.completion_tokens == 6 and reply.choices[0].text == "one two three four five six "
 
 
+def test_stop_strings(scripted_client):
+    stopped = scripted_client.chat.completions.create(model="any", messages=ask("SCRIPT: It is Paris, of course."),
+                                                      max_tokens=40, stop=["Paris"])  # fmt: skip
+    assert stopped.choices[0].message.content == "It is" and stopped.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.slow
 def test_stop_strings_and_seeded_sampling(client):
     messages = ask("What is the capital of France?")
     stopped = client.chat.completions.create(model="any", messages=messages, max_tokens=40, stop=["Paris"])
@@ -106,13 +123,13 @@ def test_stop_strings_and_seeded_sampling(client):
     assert one.message.content == two.message.content
 
 
-def test_models_health_page_and_schema(root, client):
-    card = client.models.list().data[0]
-    assert card.id == "gemma-3-270m-urial" and card.model_extra["prompt"] == "helpful"
-    assert httpx.get(f"{root}/health").json()["status"] == "ok"
-    page = httpx.get(root)
+def test_models_health_page_and_schema(scripted, scripted_client):
+    card = scripted_client.models.list().data[0]
+    assert card.id == "scripted:served" and card.model_extra["prompt"] == "helpful"
+    assert httpx.get(f"{scripted}/health").json()["status"] == "ok"
+    page = httpx.get(scripted)
     assert page.status_code == 200 and "/v1/chat/completions" in page.text
-    paths = httpx.get(f"{root}/openapi.json").json()["paths"]
+    paths = httpx.get(f"{scripted}/openapi.json").json()["paths"]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(paths)
 
 
@@ -133,22 +150,23 @@ def test_models_health_page_and_schema(root, client):
         ({"model": "x"}, "messages"),
     ],
 )
-def test_bad_requests_get_openai_style_400(root, body, fragment):
-    response = httpx.post(f"{root}/v1/chat/completions", json=body, timeout=60)
+def test_bad_requests_get_openai_style_400(scripted, body, fragment):
+    response = httpx.post(f"{scripted}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert fragment in error["message"] and error["type"] == "invalid_request_error"
 
 
-def test_context_overflow_says_by_how_much(root):
-    response = httpx.post(f"{root}/v1/completions", json={"prompt": "word " * 5000}, timeout=60)
+def test_context_overflow_says_by_how_much(scripted):
+    response = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 900}, timeout=60)
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "context_length_exceeded"
     excess = int(re.search(r"(\d+) tokens too many", error["message"]).group(1))
-    assert 900 < excess < 1200  # 5000 words + BOS against a 4096-token window
+    assert excess == 4500 + 1 - 4096 + 1  # 4500 byte tokens + BOS against a 4096-token window, one left to answer
 
 
-def test_malformed_and_oversized_bodies(root):
+def test_malformed_and_oversized_bodies(scripted):
+    root = scripted
     broken = httpx.post(f"{root}/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
     huge = httpx.post(f"{root}/v1/chat/completions", json={"messages": ask("x" * 1_100_000)})
@@ -282,9 +300,10 @@ def test_web_page_streams_an_answer(root, browser):
     page.close()
 
 
-def test_untuned_serve_can_be_a_judge_endpoint(root, tmp_path):
-    """The judge speaks to any OpenAI-compatible server, ours included (gemma base is no judge:
-    the verdict may well be unreadable, but it is recorded, never lost or invented)."""
+def test_untuned_serve_can_be_a_judge_endpoint(scripted, tmp_path):
+    """The judge speaks to any OpenAI-compatible server, ours included (a base model is no judge:
+    its verdict may well be unreadable, but it is recorded, never lost or invented)."""
+    root = scripted
     from untuned.answers import AnswerItem
     from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, VerdictFile
 

@@ -99,7 +99,8 @@ def test_different_tokenizers_are_refused(gemma, smollm_path):
         ShiftAnalyzer(gemma, mode="pair", aligned=smollm)
 
 
-def test_modes_refuse_what_they_cannot_do(gemma):
+def test_modes_refuse_what_they_cannot_do():
+    gemma = load_backend("scripted:base")
     with pytest.raises(UntunedError, match="needs a second backend"):
         ShiftAnalyzer(gemma, mode="pair")
     with pytest.raises(UntunedError, match="second instance of the base model"):
@@ -138,6 +139,7 @@ def reference_answers(shared_data):
     return items[:3]
 
 
+@pytest.mark.slow
 def test_text_run_on_gemma_writes_everything(gemma, reference_answers, tmp_path):
     analyzer = ShiftAnalyzer(gemma, mode="text", context="urial", prompt=load_prompt("helpful"))
     examples = run_shift(analyzer, reference_answers, tmp_path).records
@@ -205,9 +207,8 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
 def test_cli_shift_text_and_errors(shared_data, tmp_path):
     runner = CliRunner()
     answers = shared_data / "reference_outputs" / "Mistral-7B-Instruct-v0.1.jsonl"
-    result = runner.invoke(
-        app, ["shift", "text", "--answers", str(answers), "--limit", "2", "--out", str(tmp_path / "o"), "--no-plots"]
-    )
+    result = runner.invoke(app, ["shift", "text", "--answers", str(answers), "--limit", "2", "--out", str(tmp_path / "o"),
+                                 "--no-plots", "--model", "scripted:shift"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "unshifted" in result.output and (tmp_path / "o" / "tokens.jsonl").exists()
     rows = [json.loads(line) for line in (tmp_path / "o" / "tokens.jsonl").read_text().splitlines()]

@@ -127,36 +127,37 @@ class ChatMessageOut(BaseModel):
     content: str
 
 
-class ChatChoice(BaseModel):
+class _Choice(BaseModel):
     index: int = 0
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatChoice(_Choice):
     message: ChatMessageOut
-    finish_reason: str | None
-    logprobs: None = None
 
 
-class ChatResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class TextChoice(BaseModel):
-    index: int = 0
+class TextChoice(_Choice):
     text: str
-    finish_reason: str | None
-    logprobs: None = None
 
 
-class CompletionResponse(BaseModel):
+class _Response(BaseModel):
+    """What a chat and a text completion response share; ``object`` and ``choices`` differ."""
+
     id: str
-    object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
-    choices: list[TextChoice]
     usage: Usage
+
+
+class ChatResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+
+
+class CompletionResponse(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
 
 
 def new_id(kind: str) -> str:

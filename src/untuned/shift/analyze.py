@@ -150,10 +150,8 @@ class ShiftAnalyzer:
         return base_ctx, aligned_ctx, kept, len(answer)
 
     def _example(self, item: AnswerItem, tokens: list[TokenShift], total: int) -> ShiftExample:
-        return ShiftExample(
-            id=item.id, mode=self.mode, query=item.query, answer=item.answer, dataset=item.dataset, tags=item.tags,
-            generator=item.generator, tokens=tokens, truncated=len(tokens) < total, answer_tokens=total,
-        )  # fmt: skip
+        return ShiftExample(**item.model_dump(), mode=self.mode, tokens=tokens, truncated=len(tokens) < total,
+                            answer_tokens=total)  # fmt: skip
 
     def analyze(self, item: AnswerItem) -> ShiftExample:
         base_ctx, aligned_ctx, kept, total = self._prepare(item)

@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from untuned.answers import AnswerItem
+
 Category = Literal["unshifted", "marginal", "shifted"]
 ShiftMode = Literal["text", "pair", "context"]
 CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
@@ -51,18 +53,10 @@ class TokenShift(BaseModel):
     aligned_top: list[TopToken] = Field(default_factory=list)
 
 
-class ShiftExample(BaseModel):
-    """One analysed answer, with its token records."""
+class ShiftExample(AnswerItem):
+    """One analysed answer (the item, as read), with its token records."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
     mode: ShiftMode
-    query: str
-    answer: str
-    dataset: str | None = None
-    tags: dict[str, list[str]] = Field(default_factory=dict, description="e.g. task_types, topics, difficulty.")
-    generator: str | None = None
     tokens: list[TokenShift]
     truncated: bool = Field(False, description="The answer was cut to fit the context window.")
     answer_tokens: int = Field(description="Tokens in the whole answer, before any truncation.")
