@@ -10,11 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from untuned.errors import UntunedError
-
-
-class ChatTemplateError(UntunedError):
-    """A chat template is missing, or failed on the given messages."""
+from untuned.errors import ChatTemplateError
 
 
 def render_chat_template(

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Sampling
 from untuned.conversation import Conversation, RenderedPrompt
-from untuned.errors import ContextOverflowError, UntunedError
+from untuned.errors import BadRequest, ContextOverflowError, QueueFull, RequestTimeout, UntunedError
 from untuned.server.guard import Guard
 from untuned.server.schema import (
     ChatChoice,
@@ -46,7 +46,7 @@ from untuned.server.schema import (
     now,
     text_chunk,
 )
-from untuned.server.worker import Gate, Job, QueueFull, RequestTimeout
+from untuned.server.worker import Gate, Job
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ class ServerConfig(BaseModel):
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a chat request names none.")
     max_tokens_limit: int | None = Field(None, ge=1, description="Cap on any request's max_tokens (None: the context).")
     cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; empty turns CORS off.")
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param, self.code, self.status = param, code, status
 
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 503, 504)}

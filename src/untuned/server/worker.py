@@ -19,20 +19,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from untuned.assistant import Completion
+from untuned.errors import QueueFull, RequestTimeout
 
 log = logging.getLogger(__name__)
 
 EventKind = Literal["text", "done", "error"]
-
-
-class QueueFull(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"the server is busy; retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class RequestTimeout(Exception):
-    """The request ran past the server's per-request time limit."""
 
 
 class Gate:

@@ -11,9 +11,9 @@ import numpy as np
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
-from untuned.chat_template import ChatTemplateError, render_chat_template
+from untuned.chat_template import render_chat_template
 from untuned.conversation import RenderedPrompt
-from untuned.errors import ContextOverflowError, ModelLoadError
+from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
 
 
 class LlamaCppBackend(RowScoring):
