@@ -2,7 +2,7 @@
 
 The judge is a real HTTP server on 127.0.0.1 (threaded, OpenAI chat-completions shape) that
 sleeps 200 ms and answers a valid five-aspect verdict. Each side judges the same 200 answers
-into a fresh verdict file with no cache, through the same `Judging.run` the CLI uses.
+into a fresh verdict file with no cache, through the same `Judge.run` the CLI uses.
 Run: .venv/bin/python bench/judge_concurrency.py
 """
 
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from untuned.answers import AnswerItem
-from untuned.judge import TEMPLATES, HttpJudge, Judging
+from untuned.judge import TEMPLATES, HttpJudgeModel, Judge
 from untuned.judge.templates import ASPECTS
 
 ITEMS = 200
@@ -54,9 +54,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for concurrency in (1, 16):
-            judging = Judging(HttpJudge(url, "judge"), TEMPLATES["multi"], None)
+            judging = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"], None)
             summary = judging.run(items, Path(folder) / f"c{concurrency}.jsonl", concurrency=concurrency)
-            assert summary.scored == ITEMS, summary
+            assert summary.done == ITEMS, summary
             results[concurrency] = summary.seconds
     server.shutdown()
     table = Table("concurrency", "items", "seconds", "items/s")

@@ -1,26 +1,34 @@
-"""P3: 8 concurrent streaming clients against `untuned serve` and against `llama_cpp.server`.
+"""P3: concurrent streaming clients against `untuned serve` and against llama.cpp's own servers.
 
-Both servers load the bundled gemma-3-270m base GGUF (n_ctx 4096, all cores) and see the same
-token input: untuned gets chat messages and renders the `helpful` URIAL prompt itself;
-llama_cpp.server gets that same rendered text on /v1/completions with the same stop strings
-(its chat endpoint would apply gemma's chat template instead). llama_cpp.server runs with
-`--interrupt_requests False`, so a new request queues instead of cutting the running stream.
-Greedy, 64 new tokens at most. Each of 8 clients sends 2 questions in a row (16 requests).
-Tokens are counted by tokenizing the streamed text with the same tokenizer on both sides.
-The servers run one after the other, never at once. Run: .venv/bin/python bench/serve_concurrency.py
+Every server loads the bundled gemma-3-270m base GGUF with all cores and sees the same token input:
+untuned gets chat messages and renders the `helpful` URIAL prompt itself; llama.cpp's C++ server
+(`llama-server`, built from the sources llama-cpp-python vendors, see bench/llama_server.py) gets
+that same rendered text on /completion with `cache_prompt` and the same stop strings;
+`llama_cpp.server` gets it on /v1/completions. Greedy, repetition penalty 1.1, at most 128 new
+tokens. Each client sends its just-eval queries one after the other. Tokens are counted by
+tokenizing the streamed text with the model's tokenizer, the same way for every server. Time to
+first token includes the wait for a free slot. Servers run one after the other, never at once.
+
+Run: .venv/bin/python bench/serve_concurrency.py            (P3: 8 clients x 4 queries)
+     .venv/bin/python bench/serve_concurrency.py scaling    (untuned, 1-16 clients; writes bench/scaling.png)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
-import openai
+from llama_server import llama_server
 from rich.console import Console
 from rich.table import Table
 
@@ -28,126 +36,193 @@ from untuned.backends import default_gguf_path
 from untuned.conversation import DEFAULT_FORMAT, Conversation
 from untuned.prompt import load_prompt
 
-CLIENTS = 8
-PER_CLIENT = 2
-MAX_TOKENS = 64
-QUESTIONS = [
-    "What is the capital of France?", "Give me three tips for sleeping better.", "What is photosynthesis?",
-    "How do I boil an egg?", "Name two planets near the Sun.", "Why is the sky blue?", "What is a prime number?",
-    "Suggest a name for a grey cat.", "How many legs does a spider have?", "What does a thermometer measure?",
-    "Write a haiku about rain.", "What is the largest ocean?", "How do bees make honey?", "What is gravity?",
-    "Explain what a noun is.", "Why do we have seasons?",
-]  # fmt: skip
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "just_eval_instruct.jsonl"
+MAX_TOKENS = 128
+THREADS = str(len(os.sched_getaffinity(0)))
+PORT = 8721
 
 
-def start(command: list[str], ready: str) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    ready: str
+    ask: Callable[[httpx.AsyncClient, str], AsyncIterator[str]]
+
+
+def questions(count: int) -> list[str]:
+    if not DATA.exists():
+        raise SystemExit(f"benchmark data not found: {DATA}")
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:count]]
+    return [row["instruction"] for row in rows]
+
+
+def rendered(question: str) -> str:
+    conversation = Conversation(load_prompt("helpful"))
+    conversation.add_user(question)
+    return conversation.render().text
+
+
+async def sse(response: httpx.Response) -> AsyncIterator[dict]:
+    async for line in response.aiter_lines():
+        if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+            yield json.loads(line[6:])
+
+
+def untuned_target(parallel: int, port: int) -> Target:
+    command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", "--max-waiting", "64",
+               "--parallel", str(parallel)]  # fmt: skip
+
+    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
+        body = {"model": "m", "messages": [{"role": "user", "content": question}], "max_tokens": MAX_TOKENS,
+                "temperature": 0, "stream": True}  # fmt: skip
+        async with http.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as response:
+            async for event in sse(response):
+                for choice in event.get("choices", []):
+                    if choice["delta"].get("content"):
+                        yield choice["delta"]["content"]
+
+    return Target(f"untuned serve --parallel {parallel}", command, f"http://127.0.0.1:{port}/health", ask)
+
+
+def llama_server_target(parallel: int, port: int) -> Target:
+    model = default_gguf_path()
+    command = [str(llama_server()), "-m", str(model), "--port", str(port), "-t", THREADS, "-tb", THREADS, "--no-webui",
+               "--threads-http", "64",
+               "-np", str(parallel), "-c", str(4096 * parallel)] + (["--kv-unified"] if parallel > 1 else [])  # fmt: skip
+
+    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
+        body = {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
+                "repeat_last_n": 64, "cache_prompt": True, "stream": True, "stop": list(DEFAULT_FORMAT.stop)}  # fmt: skip
+        async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
+            async for event in sse(response):
+                if event.get("content"):
+                    yield event["content"]
+
+    unified = " (unified KV)" if parallel > 1 else ""
+    return Target(f"llama-server --parallel {parallel}{unified}", command, f"http://127.0.0.1:{port}/health", ask)
+
+
+def llama_cpp_python_target(port: int) -> Target:
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--port", str(port),
+               "--n_ctx", "4096", "--n_threads", THREADS, "--interrupt_requests", "False"]  # fmt: skip
+
+    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
+        body = {"model": "m", "prompt": rendered(question), "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
+                "stop": list(DEFAULT_FORMAT.stop), "repeat_penalty": 1.1}  # fmt: skip
+        async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
+            async for event in sse(response):
+                for choice in event.get("choices", []):
+                    if choice.get("text"):
+                        yield choice["text"]
+
+    return Target("llama_cpp.server (llama-cpp-python)", command, f"http://127.0.0.1:{port}/v1/models", ask)
+
+
+def start(target: Target) -> subprocess.Popen:
+    process = subprocess.Popen(target.command, stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if httpx.get(ready, timeout=1).status_code == 200:
+            if httpx.get(target.ready, timeout=1).status_code == 200:
                 return process
         except httpx.HTTPError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     process.kill()
-    raise SystemExit(f"server did not start: {command}")
+    raise SystemExit(f"{target.name} did not start")
 
 
-async def one(call, question: str, timings: list[float], texts: list[str]) -> None:
-    started = time.perf_counter()
-    first = None
-    parts = []
-    async for chunk in await call(question):
-        if not chunk.choices:
-            continue
-        choice = chunk.choices[0]
-        text = choice.delta.content if hasattr(choice, "delta") else choice.text
-        if text:
-            first = first or time.perf_counter()
-            parts.append(text)
-    timings.append((first or time.perf_counter()) - started)
-    texts.append("".join(parts))
-
-
-async def load(call) -> tuple[float, list[float], list[str]]:
-    timings: list[float] = []
+async def drive(target: Target, clients: int, per_client: int, work: list[str]) -> tuple[float, list[float], list[str]]:
+    ttfts: list[float] = []
     texts: list[str] = []
+    # a fresh connection per request: a server closing an idle kept-alive connection must not fail a request
+    async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        async for _ in target.ask(http, "Hello"):  # warm-up: the prefix is evaluated before timing
+            pass
 
-    async def client(index: int) -> None:
-        for turn in range(PER_CLIENT):
-            await one(call, QUESTIONS[(index * PER_CLIENT + turn) % len(QUESTIONS)], timings, texts)
+        async def client(index: int) -> None:
+            for turn in range(per_client):
+                started, first, parts = time.perf_counter(), None, []
+                async for text in target.ask(http, work[(index * per_client + turn) % len(work)]):
+                    first = first or time.perf_counter()
+                    parts.append(text)
+                ttfts.append((first or time.perf_counter()) - started)
+                texts.append("".join(parts))
 
-    await call_warm(call)
-    started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
-    return time.perf_counter() - started, timings, texts
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return time.perf_counter() - started, ttfts, texts
 
 
-async def call_warm(call) -> None:  # loads the prefix into the server's cache on both sides
-    async for _ in await call("Hello"):
-        pass
+def measure(target: Target, clients: int, per_client: int, work: list[str]) -> tuple[float, list[float], list[str]]:
+    process = start(target)
+    try:
+        return asyncio.run(drive(target, clients, per_client, work))
+    finally:
+        process.terminate()
+        process.wait()
 
 
-def main() -> None:
-    model = default_gguf_path()
-    prompt = load_prompt("helpful")
+def counter() -> Callable[[str], int]:
     from llama_cpp import Llama
 
-    tokenizer = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    tokenizer = Llama(model_path=str(default_gguf_path()), vocab_only=True, verbose=False)
+    return lambda text: len(tokenizer.tokenize(text.encode(), add_bos=False, special=False))
 
-    def count(text: str) -> int:
-        return len(tokenizer.tokenize(text.encode(), add_bos=False, special=False))
 
-    def rendered(question: str) -> str:
-        conversation = Conversation(prompt)
-        conversation.add_user(question)
-        return conversation.render().text
-
-    results = {}
-    port = 8711
-    untuned = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", "--max-waiting", "64"]
-    ours = start(untuned, f"http://127.0.0.1:{port}/health")
-    try:
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=600)
-
-        def ask_ours(question: str):
-            messages = [{"role": "user", "content": question}]
-            return client.chat.completions.create(model="m", messages=messages, max_tokens=MAX_TOKENS, temperature=0, stream=True)
-
-        results["untuned serve"] = asyncio.run(load(ask_ours))
-    finally:
-        ours.terminate()
-        ours.wait()
-
-    theirs_command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port + 1),
-                      "--n_ctx", "4096", "--interrupt_requests", "False"]  # fmt: skip
-    theirs = start(theirs_command, f"http://127.0.0.1:{port + 1}/v1/models")
-    try:
-        other = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port + 1}/v1", api_key="x", max_retries=0, timeout=600)
-        stops = list(DEFAULT_FORMAT.stop)
-
-        def ask_theirs(question: str):
-            return other.completions.create(model="m", prompt=rendered(question), max_tokens=MAX_TOKENS, temperature=0,
-                                            stop=stops, stream=True, extra_body={"repeat_penalty": 1.1})  # fmt: skip
-
-        results["llama_cpp.server"] = asyncio.run(load(ask_theirs))
-    finally:
-        theirs.terminate()
-        theirs.wait()
-
+def p3() -> None:
+    clients, per_client = 8, 4
+    work = questions(clients * per_client)
+    count = counter()
+    targets = [untuned_target(8, PORT), untuned_target(1, PORT + 1), llama_server_target(1, PORT + 2),
+               llama_server_target(8, PORT + 3), llama_cpp_python_target(PORT + 4)]  # fmt: skip
     table = Table("server", "requests", "tokens", "wall (s)", "aggregate tok/s", "TTFT p50 (s)", "TTFT p95 (s)")
     rates = {}
-    for name, (wall, timings, texts) in results.items():
+    for target in targets:
+        wall, ttfts, texts = measure(target, clients, per_client, work)
         tokens = sum(count(t) for t in texts)
-        rates[name] = tokens / wall
-        p95 = statistics.quantiles(timings, n=20)[-1]
-        table.add_row(name, str(len(texts)), str(tokens), f"{wall:.2f}", f"{rates[name]:.1f}",
-                      f"{statistics.median(timings):.2f}", f"{p95:.2f}")  # fmt: skip
-    console = Console(width=140)
+        rates[target.name] = tokens / wall
+        table.add_row(target.name, str(len(texts)), str(tokens), f"{wall:.1f}", f"{rates[target.name]:.1f}",
+                      f"{statistics.median(ttfts):.2f}", f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}")  # fmt: skip
+    console = Console(width=150)
     console.print(table)
-    console.print(f"untuned / llama_cpp.server aggregate tokens/s: {rates['untuned serve'] / rates['llama_cpp.server']:.2f}x"
-                  " (target >= 1.0)")  # fmt: skip
+    ours, ours_one = rates[targets[0].name], rates[targets[1].name]
+    best_name = max((t.name for t in targets[2:4]), key=lambda name: rates[name])
+    console.print(f"untuned --parallel 8 / {best_name}: {ours / rates[best_name]:.2f}x (target >= 1.2x)")
+    console.print(f"untuned --parallel 8 / untuned --parallel 1: {ours / ours_one:.2f}x (target >= 1.5x)")
+    console.print(f"untuned --parallel 8 / llama_cpp.server: {ours / rates[targets[4].name]:.2f}x")
+
+
+def scaling() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = counter()
+    work = questions(64)
+    sizes = [1, 2, 4, 8, 16]
+    table = Table("clients", "requests", "tokens", "wall (s)", "aggregate tok/s", "TTFT p50 (s)", "TTFT p95 (s)")
+    rates = []
+    for clients in sizes:
+        wall, ttfts, texts = measure(untuned_target(16, PORT + 5), clients, 2, work)
+        tokens = sum(count(t) for t in texts)
+        rates.append(tokens / wall)
+        p95 = statistics.quantiles(ttfts, n=20)[-1] if len(ttfts) > 1 else ttfts[0]
+        table.add_row(str(clients), str(len(texts)), str(tokens), f"{wall:.1f}", f"{rates[-1]:.1f}",
+                      f"{statistics.median(ttfts):.2f}", f"{p95:.2f}")  # fmt: skip
+    Console(width=150).print(table)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(sizes, rates, marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("concurrent streaming clients")
+    ax.set_ylabel("aggregate tokens/s")
+    ax.set_title("untuned serve --parallel 16, gemma-3-270m, 2 cores")
+    fig.tight_layout()
+    fig.savefig(Path(__file__).with_name("scaling.png"), dpi=110)
 
 
 if __name__ == "__main__":
-    main()
+    scaling() if sys.argv[1:] == ["scaling"] else p3()

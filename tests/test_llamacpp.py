@@ -72,7 +72,8 @@ def test_answers_never_depend_on_what_the_cache_held_before(gemma, gemma_path):
         _answer(backend, one_shot, QUESTIONS[1])  # a third prompt set evicts helpful's prefix
         backend.score(backend.tokenize("scoring runs in a slot of the same context", add_special=True))
         assert [_answer(backend, helpful, q) for q in reversed(QUESTIONS)] == list(reversed(fresh.values()))
-        assert backend.engine.stats.prefix_misses == 4 and backend.engine.stats.prefix_hits == 4
+        stats = backend.engine.stats()
+        assert stats.prefix_misses == 4 and stats.prefix_hits == 4
     finally:
         backend.close()
     assert [_answer(gemma, helpful, q) for q in QUESTIONS] == list(fresh.values())
@@ -142,3 +143,92 @@ def test_missing_and_corrupt_files(tmp_path, gemma_path):
         truncated.write_bytes(source.read(1 << 20))
     with pytest.raises(ModelLoadError, match="truncated or corrupt"):
         LlamaCppBackend(truncated)
+
+
+def _together(backend: LlamaCppBackend, questions: list[str], sampling: Sampling) -> list[str]:
+    """Answer ``questions`` in one batch: all are queued while the engine is paused, then released."""
+    prompt = load_prompt("helpful")
+    with backend.engine.paused():
+        streams = []
+        for question in questions:
+            conversation = Assistant(backend, prompt).conversation()
+            conversation.add_user(question)
+            streams.append(backend.stream(conversation.render(), sampling))
+            next(streams[-1])  # queues the request
+    return ["".join(chunk.text for chunk in stream) for stream in streams]
+
+
+@pytest.mark.slow
+def test_requests_decoded_together_never_see_each_others_content(gemma, gemma_path):
+    """Two requests whose prompts differ by one token, each run beside the same first request: the first
+    one's answer is the same bit for bit (the batch has the same shape; its attention reads only its own
+    KV stream)."""
+    first, second, other = "Name three primary colours.", "What is 12 times 12?", "What is 13 times 12?"
+    one, two = gemma.tokenize(second), gemma.tokenize(other)
+    assert len(one) == len(two) and sum(a != b for a, b in zip(one, two)) == 1
+    backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=2)
+    try:
+        sampling = Sampling(max_tokens=32)
+        with_second = _together(backend, [first, second], sampling)
+        with_other = _together(backend, [first, other], sampling)
+        assert with_second[0] == with_other[0] and with_second[1] != with_other[1]
+        assert backend.stats().largest_batch == 2
+    finally:
+        backend.close()
+
+
+def test_greedy_here_chooses_what_llama_cpp_s_sampler_would(gemma, monkeypatch):
+    """Greedy decoding skips llama.cpp's sampler chain (a copy of the 262k-token vocabulary per token)
+    and applies the repetition penalty itself: the same tokens, with and without a strong penalty."""
+    from untuned.backends.llamacpp.engine import Engine
+
+    bot = Assistant(gemma, load_prompt("helpful"))
+    for penalty in (1.1, 1.5):
+        sampling = Sampling(max_tokens=40, repetition_penalty=penalty)
+        here = [bot.ask(q, sampling=sampling).text for q in QUESTIONS]
+        monkeypatch.setattr(Engine, "greedy_here", False)
+        native = [bot.ask(q, sampling=sampling).text for q in QUESTIONS]
+        monkeypatch.setattr(Engine, "greedy_here", True)
+        assert here == native
+
+
+@pytest.mark.slow
+def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path):
+    """Running requests are kept in the lowest slots: when a request in slot 0 ends, the one in slot 1
+    moves down with a copy of its KV stream. The moved answer equals the one that never moved (the
+    batch has the same shape in both runs; only the slots differ)."""
+    from untuned.backends.llamacpp.engine import Engine
+
+    backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=2)
+    prompt = load_prompt("helpful")
+
+    def both(order: list[tuple[str, int]]) -> dict[str, str]:
+        with backend.engine.paused():
+            streams = {}
+            for question, tokens in order:
+                conversation = Assistant(backend, prompt).conversation()
+                conversation.add_user(question)
+                streams[question] = backend.stream(conversation.render(), Sampling(max_tokens=tokens))
+                next(streams[question])
+        return {question: "".join(chunk.text for chunk in stream) for question, stream in streams.items()}
+
+    moves = []
+    original = Engine._compact
+
+    def counted(engine):
+        before = [slot.request for slot in engine._slots]
+        original(engine)
+        moves.append(before != [slot.request for slot in engine._slots])
+
+    try:
+        Engine._compact = counted
+        short, long = ("Say hi.", 3), ("Write a long story about a dragon.", 40)
+        moved = both([short, long])  # the long one starts in slot 1 and moves to slot 0
+        assert any(moves)
+        moves.clear()
+        unmoved = both([long, short])  # the long one starts in slot 0
+        assert not any(moves)
+        assert moved == unmoved and len(moved[long[0]]) > 50
+    finally:
+        Engine._compact = original
+        backend.close()

@@ -38,8 +38,9 @@ def scripted():
 
 @pytest.fixture(scope="module")
 def locked():
-    """A scripted server with an API key, no queue and a 2-second limit per request."""
-    with untuned_server("--model", "scripted:locked", "--api-key", KEY, "--max-waiting", "0", "--timeout", "2") as url:
+    """A scripted server with an API key, one request at a time, no queue and a 2-second limit per request."""
+    with untuned_server("--model", "scripted:locked", "--api-key", KEY, "--parallel", "1", "--max-waiting", "0",
+                        "--timeout", "2") as url:  # fmt: skip
         yield url
 
 
@@ -313,3 +314,83 @@ def test_untuned_serve_can_be_a_judge_endpoint(scripted, tmp_path):
     verdict = VerdictFile(tmp_path / "v.jsonl").read()[0]
     assert summary.counts["requests"] == 1 and verdict.status in ("scored", "failed")
     assert verdict.status == "scored" or (verdict.raw and not verdict.scores)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A scripted server answering two requests at once, with no queue."""
+    with untuned_server("--model", "scripted:pair", "--parallel", "2", "--max-waiting", "0") as url:
+        yield url
+
+
+def _held_stream(url: str, gate, results: dict, name: str, started: threading.Event, *, leave_after: int | None = None):
+    """Stream a scripted answer that waits for ``gate``; record its text (or stop reading after some events)."""
+    body = {"prompt": f"SCRIPT: {name} @wait={gate} done", "max_tokens": 10, "stream": True}
+    pieces, events = [], 0
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            events += 1
+            started.set()
+            pieces.append(json.loads(line[6:])["choices"][0]["text"])
+            if leave_after is not None and events >= leave_after:
+                break  # the client goes away mid-stream
+    results[name] = "".join(pieces)
+
+
+def test_parallel_slots_queue_and_a_disconnect_frees_only_its_own(pair, tmp_path):
+    gates = {name: tmp_path / name for name in ("first", "second")}
+    results: dict[str, str] = {}
+    started = {name: threading.Event() for name in gates}
+    first = threading.Thread(target=_held_stream, args=(pair, gates["first"], results, "first", started["first"]),
+                             kwargs={"leave_after": 1})  # fmt: skip
+    second = threading.Thread(target=_held_stream, args=(pair, gates["second"], results, "second", started["second"]))
+    first.start()
+    second.start()
+    assert started["first"].wait(30) and started["second"].wait(30)
+    health = httpx.get(f"{pair}/health").json()
+    assert (health["parallel"], health["active"], health["waiting"]) == (2, 2, 0)
+    refused = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"})
+    assert refused.status_code == 503  # both slots busy, no queue
+    first.join(30)  # the first client has gone away
+    gates["first"].touch()  # its generation goes on, sees the cancellation and frees its slot
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{pair}/health").json()["active"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert httpx.get(f"{pair}/health").json()["active"] == 1  # the second is still being answered
+    third = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
+    assert third.status_code == 200 and third.json()["choices"][0]["text"].strip() == "third"
+    too_long = httpx.post(f"{pair}/v1/completions", json={"prompt": "word " * 900}, timeout=30)
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+    gates["second"].touch()
+    second.join(30)
+    assert results["second"] == "second done " and results["first"] == "first "
+
+
+def test_metrics_in_prometheus_text(locked):
+    assert httpx.get(f"{locked}/metrics").status_code == 401
+    text = httpx.get(f"{locked}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert "# TYPE untuned_parallel_slots gauge\nuntuned_parallel_slots 1\n" in text
+    assert re.search(r"^untuned_requests_active \d+$", text, re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_concurrent_chats_are_batched_and_answered_independently():
+    """The bundled gemma with four slots: four questions at once, each answered for itself."""
+    questions = {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "Spain": "Madrid"}
+    with untuned_server("--parallel", "4") as url:
+
+        async def main():
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            calls = [client.chat.completions.create(model="m", messages=ask(f"What is the capital of {country}?"),
+                                                    max_tokens=24) for country in questions]  # fmt: skip
+            return [reply.choices[0].message.content for reply in await asyncio.gather(*calls)]
+
+        answers = asyncio.run(main())
+        health = httpx.get(f"{url}/health").json()
+    for (country, city), answer in zip(questions.items(), answers):
+        assert city in answer, (country, answer)
+    engine = health["engine"]
+    assert health["parallel"] == 4 and engine["slots"] == 4 and engine["largest_batch"] >= 2
+    assert engine["requests"] == 4 and engine["prefix_misses"] == 1 and engine["prefix_hits"] == 3

@@ -61,7 +61,7 @@ BackendFactory = Callable[[ModelSpec, LoadOptions], Backend]
 
 _BUILTIN = {
     "llama.cpp": "untuned.backends.llamacpp.backend:LlamaCppBackend.from_spec",
-    "transformers": "untuned.backends.hf:TransformersBackend.from_spec",
+    "transformers": "untuned.backends.hf.backend:TransformersBackend.from_spec",
     "remote": "untuned.backends.remote:RemoteBackend.from_spec",
 }
 

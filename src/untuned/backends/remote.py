@@ -56,6 +56,7 @@ class RemoteBackend:
             max_retries=max_retries,
         )
         self._slots = threading.BoundedSemaphore(concurrency)
+        self.parallel = concurrency
         self._tokenize_route: tuple[str, Any] | None = None
         self._special_prefix: list[int] | None = None
         self.context_length: int | None = None
@@ -67,7 +68,7 @@ class RemoteBackend:
             spec.location,
             model=options.remote_model,
             api_key_env=options.api_key_env,
-            concurrency=options.concurrency,
+            concurrency=max(options.concurrency, options.parallel),
             timeout=options.timeout,
             max_retries=options.max_retries,
         )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from untuned.cli.common import LOADING, SAMPLING, ModelOptions, err, friendly, model_options
 from untuned.server.app import SystemMode
+
+
+def default_parallel() -> int:
+    """Requests decoded together by default: on a CPU, batching pays until about four per core, up to 8."""
+    return min(8, 4 * len(os.sched_getaffinity(0)))
 
 
 @friendly
@@ -20,6 +26,8 @@ def serve_command(
     name: Annotated[str | None, typer.Option("--name", help="Model id to report (default: from --model).")] = None,
     system_mode: Annotated[SystemMode, typer.Option(
         "--system-mode", help="A client's system message is appended to the URIAL system text or replaces it.")] = "append",
+    parallel: Annotated[int | None, typer.Option("--parallel", min=1, max=64, help="Requests answered at once, decoded "
+                                                 "in one batch by a local model [default: four per core, at most 8].")] = None,
     max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")] = 300.0,
     max_tokens_limit: Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")] = None,
@@ -33,10 +41,12 @@ def serve_command(
     from untuned.server import ServerConfig, serve
 
     model = options.model
+    options.parallel = parallel or default_parallel()
     config = ServerConfig(
         model_name=name or ("gemma-3-270m-urial" if model == "default" else model.rstrip("/").rsplit("/", 1)[-1]),
         api_key=api_key,
         system_mode=system_mode,
+        parallel=options.parallel,
         max_waiting=max_waiting,
         request_timeout=timeout,
         default_max_tokens=options.max_tokens,
@@ -44,6 +54,6 @@ def serve_command(
         cors_origins=tuple(cors or ()),
     )  # fmt: skip  (checked before the model loads)
     assistant = options.assistant()
-    err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}) on http://{host}:{port}/  "
-              f"API at http://{host}:{port}/v1")  # fmt: skip
+    err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
+              f"on http://{host}:{port}/  API at http://{host}:{port}/v1")  # fmt: skip
     serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -7,6 +7,7 @@ the OpenAPI schema at ``/openapi.json`` and the chat page at ``/``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,6 +34,7 @@ from untuned.server.schema import (
     ChatResponse,
     CompletionRequest,
     CompletionResponse,
+    EngineLoad,
     ErrorResponse,
     Health,
     Message,
@@ -64,6 +66,7 @@ class ServerConfig(BaseModel):
     system_mode: SystemMode = Field(
         "append", description="A client system message is appended to the URIAL system text, or replaces it."
     )
+    parallel: int | None = Field(None, ge=1, description="Requests answered at once (None: the model's parallel slots).")
     max_waiting: int = Field(16, ge=0, description="Requests that may queue for the model; more get 503 + Retry-After.")
     request_timeout: float = Field(300.0, gt=0, description="Seconds a request may take, queueing included.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413 beyond).")
@@ -106,7 +109,8 @@ def build_conversation(assistant: Assistant, messages: list[Message], mode: Syst
 def create_app(assistant: Assistant, config: ServerConfig | None = None) -> FastAPI:
     """The ASGI app serving ``assistant``. Run it with uvicorn, or use :func:`untuned.server.serve`."""
     config = config or ServerConfig()
-    gate = Gate(config.max_waiting)
+    parallel = config.parallel or getattr(assistant.backend, "parallel", 1)
+    gate = Gate(config.max_waiting, capacity=parallel)
     app = FastAPI(
         title="untuned",
         version="1",
@@ -162,9 +166,19 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
     async def page() -> HTMLResponse:
         return HTMLResponse(chat_page)
 
+    def engine_load() -> EngineLoad | None:
+        stats = getattr(assistant.backend, "stats", None)
+        return EngineLoad(**dataclasses.asdict(stats())) if stats is not None else None
+
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(model=model, prompt=assistant.prompt.name, active=gate.active, waiting=gate.waiting)
+        return Health(model=model, prompt=assistant.prompt.name, parallel=parallel, active=gate.active, waiting=gate.waiting,
+                      engine=engine_load())  # fmt: skip
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)
+    async def metrics() -> PlainTextResponse:
+        """The load and counters in Prometheus' text format."""
+        return PlainTextResponse(prometheus_text(parallel, gate, engine_load()), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
     async def models() -> ModelList:
@@ -243,6 +257,30 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         return await respond(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False), chat=False)
 
     return app
+
+
+_METRICS = (
+    ("untuned_parallel_slots", "gauge", "Requests the server answers at once."),
+    ("untuned_requests_active", "gauge", "Requests being answered now."),
+    ("untuned_requests_waiting", "gauge", "Requests waiting for a slot."),
+    ("untuned_engine_busy_slots", "gauge", "Slots of the model's batch holding a request."),
+    ("untuned_engine_requests_total", "counter", "Requests the model's engine has started."),
+    ("untuned_engine_generated_tokens_total", "counter", "Tokens generated."),
+    ("untuned_engine_prompt_tokens_total", "counter", "Prompt tokens evaluated (prefixes and bodies)."),
+    ("untuned_engine_prefix_cache_hits_total", "counter", "Requests whose URIAL prefix was already evaluated."),
+    ("untuned_engine_prefix_cache_misses_total", "counter", "Prefixes evaluated."),
+)
+
+
+def prometheus_text(parallel: int, gate: Gate, engine: EngineLoad | None) -> str:
+    values = [parallel, gate.active, gate.waiting]
+    if engine is not None:
+        values += [engine.busy_slots, engine.requests, engine.generated_tokens, engine.prompt_tokens, engine.prefix_hits,
+                   engine.prefix_misses]  # fmt: skip
+    lines = []
+    for (name, kind, text), value in zip(_METRICS, values):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(lines) + "\n"
 
 
 def usage(completion: Completion | None) -> Usage:

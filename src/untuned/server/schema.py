@@ -114,12 +114,28 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class EngineLoad(BaseModel):
+    """What the model's batching engine reports (local backends)."""
+
+    slots: int
+    busy_slots: int
+    waiting: int
+    requests: int
+    generated_tokens: int
+    prompt_tokens: int
+    prefix_hits: int
+    prefix_misses: int
+    largest_batch: int
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
     prompt: str
-    active: int
-    waiting: int
+    parallel: int = Field(description="Requests answered at once.")
+    active: int = Field(description="Requests being answered now.")
+    waiting: int = Field(description="Requests waiting for a slot.")
+    engine: EngineLoad | None = None
 
 
 class ChatMessageOut(BaseModel):

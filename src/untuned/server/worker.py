@@ -1,10 +1,10 @@
-"""Fair, bounded access to one local model, and the thread that runs each request on it.
+"""Fair, bounded access to the model, and the thread that runs each request on it.
 
-A local model answers one request at a time. :class:`Gate` admits requests first come, first
-served (``asyncio.Lock`` wakes its waiters in order), refuses new ones once ``max_waiting`` are
-queued, and estimates a Retry-After from recent request times. :class:`Job` runs a completion on
-a worker thread, hands its chunks to the event loop, and stops between two tokens when the client
-goes away or its time is up, so the model is free for the next request at once.
+The model answers ``capacity`` requests at once (its parallel slots, decoded in one batch).
+:class:`Gate` admits requests first come, first served, refuses new ones once ``max_waiting`` are
+queued, and estimates a Retry-After from recent request times. :class:`Job` runs a completion on a
+worker thread, hands its chunks to the event loop, and stops between two tokens when the client goes
+away or its time is up, so its slot is free for the next request at once.
 """
 
 from __future__ import annotations
@@ -27,36 +27,37 @@ EventKind = Literal["text", "done", "error"]
 
 
 class Gate:
-    """One request on the model at a time, the rest waiting in arrival order (at most ``max_waiting``)."""
+    """``capacity`` requests on the model at once, the rest waiting in arrival order (at most ``max_waiting``)."""
 
-    def __init__(self, max_waiting: int) -> None:
+    def __init__(self, max_waiting: int, capacity: int = 1) -> None:
         self.max_waiting = max_waiting
+        self.capacity = capacity
         self.waiting = 0
         self.active = 0
-        self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(capacity)  # wakes its waiters in arrival order
         self._recent: deque[float] = deque(maxlen=16)
 
     def retry_after(self) -> int:
         typical = sum(self._recent) / len(self._recent) if self._recent else 1.0
-        return max(1, math.ceil(typical * (self.waiting + 1)))
+        return max(1, math.ceil(typical * (self.waiting + 1) / self.capacity))
 
     async def enter(self, timeout: float) -> None:
-        """Wait for the model; :class:`QueueFull` at once if too many wait, ``RequestTimeout`` after ``timeout``."""
-        if self.active and self.waiting >= self.max_waiting:
+        """Wait for a slot; :class:`QueueFull` at once if too many wait, ``RequestTimeout`` after ``timeout``."""
+        if self.active >= self.capacity and self.waiting >= self.max_waiting:
             raise QueueFull(self.retry_after())
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._lock.acquire(), timeout)
+            await asyncio.wait_for(self._slots.acquire(), timeout)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"waited {timeout:.0f} s in the queue") from None
         finally:
             self.waiting -= 1
-        self.active = 1
+        self.active += 1
 
     def leave(self, seconds: float) -> None:
         self._recent.append(seconds)
-        self.active = 0
-        self._lock.release()
+        self.active -= 1
+        self._slots.release()
 
 
 class Job:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
+from untuned.backends.batching import EngineStats
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
 from untuned.chat_template import render_chat_template
@@ -47,6 +48,7 @@ class LlamaCppBackend(RowScoring):
             self.model.close()
             raise
         self.context_length: int | None = self.engine.n_ctx_seq
+        self.parallel = slots
         self.vocab_size = self.model.n_vocab
         self._prefix_ids: dict[str, list[int]] = {}
 
@@ -121,6 +123,10 @@ class LlamaCppBackend(RowScoring):
                 logits = ctx.logits(len(outputs))
                 for row in range(0, len(outputs), SCORE_ROWS):
                     yield outputs[row : row + SCORE_ROWS], logits[row : row + SCORE_ROWS]
+
+    def stats(self) -> EngineStats:
+        """The batching engine's load and counters."""
+        return self.engine.stats()
 
     def close(self) -> None:
         self.engine.close()

@@ -25,51 +25,40 @@ from __future__ import annotations
 import codecs
 import logging
 import random
-import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from queue import SimpleQueue
 
 import numpy as np
 
 from untuned.backends import Sampling, StreamChunk
-from untuned.backends.llamacpp.native import Batch, Context, NativeModel, json_schema_grammar, sampler_chain
+from untuned.backends.batching import BatchingEngine, Request
+from untuned.backends.llamacpp.native import (
+    PENALTY_WINDOW,
+    Batch,
+    Context,
+    NativeModel,
+    json_schema_grammar,
+    sampler_chain,
+)
 from untuned.errors import ModelClosedError, UntunedError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EngineStats:
-    """Counters since the engine started (what ``/health`` and ``/metrics`` show)."""
-
-    requests: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0  # evaluated: bodies and prefixes
-    prefix_hits: int = 0
-    prefix_misses: int = 0
-
-
-class _Request:
-    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, grammar: str | None) -> None:
-        self.prefix, self.body, self.sampling, self.limit, self.grammar = prefix, body, sampling, limit, grammar
-        self.events: SimpleQueue[StreamChunk | BaseException | None] = SimpleQueue()
-        self.cancelled = False
-
-
 class _Slot:
     def __init__(self, seq: int) -> None:
         self.seq = seq
-        self.request: _Request | None = None
+        self.request: Request | None = None
         self.reserved = False  # held by an exclusive user (scoring)
         self.pending: list[int] = []  # tokens to feed: the body, then each sampled token
         self.pos = 0  # position of pending[0]
         self.generating = False
         self.produced = 0
         self.admitted = 0
-        self.sampler = None
+        self.sampler = None  # a llama.cpp sampler chain, or None for greedy decoding done here
+        self.penalty = 1.0
+        self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     @property
@@ -77,33 +66,31 @@ class _Slot:
         return self.request is not None or self.reserved
 
 
-class Engine:
+class Engine(BatchingEngine):
     """Answers many requests at once over one model; see the module docstring.
 
     ``slots``: requests decoded together; ``prefixes``: prefixes kept resident. Thread-safe.
     """
 
+    thread_name = "untuned-llama-engine"
+    greedy_here = True  # greedy decoding without llama.cpp's sampler (same choices, faster); False for tests
+
     def __init__(self, model: NativeModel, *, n_ctx_seq: int, threads: int, slots: int = 1, prefixes: int = 2,
                  n_batch: int = 512, keep_prefixes: bool = True) -> None:  # fmt: skip
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
+        super().__init__(slots)
         self.model, self.lib = model, model.lib
         self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads)
         self.n_ctx_seq = self.ctx.n_ctx_seq
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
-        self.stats = EngineStats()
         self._slots = [_Slot(seq) for seq in range(slots)]
         self._prefix_seqs = list(range(slots, slots + prefixes))
         self._resident: OrderedDict[tuple[int, ...], int] = OrderedDict()
-        self._waiting: deque[_Request] = deque()
         self._batch = Batch(self.lib, n_batch)
         self._admissions = 0
         self._grammars: dict[str, str] = {}  # JSON schema -> GBNF
-        self._closing = False
-        self._work = threading.Condition()  # guards slot ownership, the queue and closing
-        self._context_lock = threading.Lock()  # one user of the llama.cpp context at a time
-        self._thread = threading.Thread(target=self._run, name="untuned-llama-engine", daemon=True)
-        self._thread.start()
+        self._start()
 
     # --- what callers use ----------------------------------------------------------------------
 
@@ -115,34 +102,12 @@ class Engine:
     def busy_slots(self) -> int:
         return sum(slot.request is not None for slot in self._slots)
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[StreamChunk]:
         """Stream the answer to ``prefix + body``; closing the iterator cancels the request."""
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
         grammar = self._grammar(sampling.json_schema) if sampling.json_schema else None
-        request = _Request(tuple(prefix), list(body), sampling, limit, grammar)
-        with self._work:
-            if self._closing:
-                raise ModelClosedError("the model has been closed")
-            self._waiting.append(request)
-            self._work.notify_all()
-        try:
-            yield StreamChunk("", tokens=0, prompt_tokens=len(prefix) + len(body))
-            while True:
-                event = request.events.get()
-                if event is None:
-                    return
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-        finally:
-            request.cancelled = True
-            with self._work:
-                self._work.notify_all()
+        return self.stream(Request(tuple(prefix), list(body), sampling, limit, grammar))
 
     def _grammar(self, schema: str) -> str:
         found = self._grammars.get(schema)
@@ -177,19 +142,6 @@ class Engine:
                 slot.reserved = False
                 self._work.notify_all()
 
-    def close(self) -> None:
-        with self._work:
-            self._closing = True
-            self._work.notify_all()
-        self._thread.join()
-        with self._context_lock:
-            for slot in self._slots:
-                if slot.request is not None:
-                    self._finish(slot, ModelClosedError("the model was closed during the request"))
-            while self._waiting:
-                self._waiting.popleft().events.put(ModelClosedError("the model was closed before the request started"))
-            self.ctx.close()
-
     # --- the engine thread ---------------------------------------------------------------------
 
     def _has_work(self) -> bool:
@@ -197,28 +149,36 @@ class Engine:
             return True
         return bool(self._waiting) and any(not slot.busy for slot in self._slots)
 
-    def _run(self) -> None:
-        while True:
-            with self._work:
-                while not self._closing and not self._has_work():
-                    self._work.wait()
-                if self._closing:
-                    return
-            with self._context_lock:
-                try:
-                    self._reap()
-                    self._admit()
-                    self._step()
-                except Exception as exc:  # a native failure: end the running requests with it
-                    log.exception("llama.cpp engine step failed")
-                    for slot in self._slots:
-                        if slot.request is not None:
-                            self._finish(slot, UntunedError(f"llama.cpp failed: {exc}"))
+    def _end_running(self, error: BaseException) -> None:
+        for slot in self._slots:
+            if slot.request is not None:
+                self._finish(slot, error)
+
+    def _release(self) -> None:
+        self.ctx.close()
 
     def _reap(self) -> None:
         for slot in self._slots:
             if slot.request is not None and slot.request.cancelled:
                 self._finish(slot, None)
+
+    def _compact(self) -> None:
+        """Keep the running requests in the lowest slots: llama.cpp decodes a batch spread over separate KV
+        streams in runs of consecutive sequences, one pass per run. A request moves with a copy of its
+        stream (cells, layout and bytes), so what it computes does not change."""
+        while True:
+            with self._work:
+                hole = next((s for s in self._slots if not s.busy), None)
+                top = next((s for s in reversed(self._slots) if s.request is not None), None)
+                if hole is None or top is None or top.seq < hole.seq:
+                    return
+                self.ctx.clone(top.seq, hole.seq)
+                for name in ("request", "pending", "pos", "generating", "produced", "admitted", "sampler", "penalty",
+                             "recent", "decoder"):  # fmt: skip
+                    setattr(hole, name, getattr(top, name))
+                top.request, top.sampler = None, None
+                top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
+            self.ctx.clear(top.seq)  # its cells only: the copy above is made from the bytes at the next decode
 
     def _finish(self, slot: _Slot, event: BaseException | None) -> None:
         request = slot.request
@@ -235,14 +195,11 @@ class Engine:
     def _admit(self) -> None:
         copied: set[tuple[int, ...]] = set()  # prefixes whose copy waits for the next decode
         while True:
+            request = self._next_waiting()
             with self._work:
-                request = self._waiting[0] if self._waiting else None
                 slot = next((s for s in self._slots if not s.busy), None)
                 if request is None or slot is None:
                     return
-                if request.cancelled:
-                    self._waiting.popleft().events.put(None)
-                    continue
                 slot.request = request  # claimed: no exclusive user can take it now
             if request.prefix:
                 source = self._prefix_sequence(request.prefix, copied)
@@ -259,28 +216,31 @@ class Engine:
             with self._work:
                 self._waiting.popleft()
             try:
-                self._start(slot, request)
+                self._begin(slot, request)
             except Exception as exc:  # this request's sampler could not be made; the others go on
                 self._finish(slot, UntunedError(f"could not start the request: {exc}"))
 
-    def _start(self, slot: _Slot, request: _Request) -> None:
+    def _begin(self, slot: _Slot, request: Request) -> None:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
-        slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
-                                     top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
-                                     grammar=request.grammar)  # fmt: skip
+        slot.penalty = sampling.repetition_penalty
+        slot.recent.clear()
+        if sampling.temperature > 0 or request.extra is not None or not self.greedy_here:
+            slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
+                                         top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
+                                         grammar=request.extra)  # fmt: skip
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
         slot.decoder.reset()
         self._admissions += 1
         slot.admitted = self._admissions
-        self.stats.requests += 1
+        self.counters.requests += 1
 
     def _prefix_sequence(self, prefix: tuple[int, ...], protected: set[tuple[int, ...]]) -> int | None:
         """The sequence holding ``prefix``, evaluating it (alone, from empty) if it is not resident."""
         seq = self._resident.get(prefix)
         if seq is not None:
             self._resident.move_to_end(prefix)
-            self.stats.prefix_hits += 1
+            self.counters.prefix_hits += 1
             return seq
         free = sorted(set(self._prefix_seqs) - set(self._resident.values()))
         if free:
@@ -297,11 +257,14 @@ class Engine:
             self._batch.add(chunk, begin, seq, False)
             self.ctx.decode(self._batch)
         self._resident[prefix] = seq
-        self.stats.prefix_misses += 1
-        self.stats.prompt_tokens += len(prefix)
+        self.counters.prefix_misses += 1
+        self.counters.prompt_tokens += len(prefix)
         return seq
 
     def _step(self) -> None:
+        self._reap()
+        self._compact()
+        self._admit()
         active = [slot for slot in self._slots if slot.request is not None]
         if not active:
             return
@@ -328,13 +291,31 @@ class Engine:
                 row = batch.add(slot.pending[:count], slot.pos, slot.seq, flags)
                 if last:
                     samples.append((slot, row + count - 1))
-                self.stats.prompt_tokens += count
+                self.counters.prompt_tokens += count
         self.ctx.decode(batch)
+        self.counters.largest_batch = max(self.counters.largest_batch, len(active))
         for slot in active:
             count = feed.get(slot.seq, 0)
             slot.pending, slot.pos = slot.pending[count:], slot.pos + count
         for slot, row in samples:
-            self._take(slot, self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row))
+            if slot.sampler is not None:
+                token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
+            else:
+                token = self._greedy(slot, row)
+            self._take(slot, token)
+
+    def _greedy(self, slot: _Slot, row: int) -> int:
+        """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
+        whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time."""
+        logits = self.ctx.logits_row(row)
+        if slot.penalty == 1.0 or not slot.recent:
+            return int(logits.argmax())
+        seen = np.fromiter(set(slot.recent), dtype=np.int64)
+        kept = logits[seen].copy()
+        logits[seen] = np.where(kept <= 0, kept * np.float32(slot.penalty), kept / np.float32(slot.penalty))
+        token = int(logits.argmax())
+        logits[seen] = kept
+        return token
 
     def _take(self, slot: _Slot, token: int) -> None:
         request = slot.request
@@ -343,7 +324,8 @@ class Engine:
             self._finish(slot, None)
             return
         slot.produced += 1
-        self.stats.generated_tokens += 1
+        slot.recent.append(token)
+        self.counters.generated_tokens += 1
         text = slot.decoder.decode(self.model.piece(token))
         if slot.produced >= request.limit:
             request.events.put(StreamChunk(text + slot.decoder.decode(b"", final=True), finish="length"))

@@ -214,6 +214,10 @@ class Context:
         pointer = self.lib.llama_get_logits(self.ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
 
+    def logits_row(self, index: int) -> np.ndarray:
+        """The logits of batch row ``index`` of the last decode: a writable view."""
+        return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+
     def clear(self, seq: int) -> None:
         self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
 

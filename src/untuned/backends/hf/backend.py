@@ -1,15 +1,11 @@
-"""Hugging Face transformers backend (optional extra ``untuned[hf]``): hub ids, local folders, GGUF files.
-
-The URIAL prefix's past key values are computed once and copied for each query, so only the
-query and the answer are run through the model. Runs on CPU or CUDA.
-"""
+"""Hugging Face transformers backend (optional extra ``untuned[hf]``): hub ids, local folders, GGUF files,
+on CPU or CUDA. The URIAL prefix's key-value cache is computed once and laid into each batch of
+answers, so only the queries and the answers run through the model."""
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,8 +25,17 @@ from untuned.backends import (
     default_gguf_path,
     scores_from_logits,
 )
+from untuned.backends.batching import EngineStats
+from untuned.backends.hf.engine import TransformersEngine
 from untuned.conversation import RenderedPrompt
-from untuned.errors import BackendUnavailableError, ContextOverflowError, ModelLoadError, ModelNotFoundError
+from untuned.errors import (
+    BackendUnavailableError,
+    ChatTemplateError,
+    ContextOverflowError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedOperation,
+)
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 64  # positions per forward step when scoring: 64 x vocab logits at a time
@@ -48,7 +53,8 @@ def _import_torch():
 
 
 class TransformersBackend(RowScoring):
-    """A causal LM loaded with transformers. Thread-safe: one generation or scoring at a time."""
+    """A causal LM loaded with transformers. Thread-safe; ``slots`` answers share each forward pass
+    (see :mod:`untuned.backends.hf.engine`), scoring runs between them."""
 
     def __init__(
         self,
@@ -59,6 +65,7 @@ class TransformersBackend(RowScoring):
         n_ctx: int | None = None,
         name: str | None = None,
         from_hub: bool = False,
+        slots: int = 1,
     ) -> None:
         torch, transformers = _import_torch()
         self.torch = torch
@@ -88,13 +95,14 @@ class TransformersBackend(RowScoring):
         trained = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_CTX
         self.context_length: int | None = n_ctx or min(int(trained), DEFAULT_MAX_CTX)
         self.eos_ids = self._eos_ids()
-        self._lock = threading.RLock()
         self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.max_prefixes = 4
+        self.parallel = slots
+        self.engine = TransformersEngine(self, slots=slots)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> TransformersBackend:
-        common = {"device": options.device, "n_ctx": options.n_ctx}
+        common = {"device": options.device, "n_ctx": options.n_ctx, "slots": options.parallel}
         if spec.kind == "default":
             path = default_gguf_path()
             return cls(path.parent, gguf_file=path.name, name="gemma-3-270m-base", **common)
@@ -130,35 +138,81 @@ class TransformersBackend(RowScoring):
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        prefix = self.tokenize(prompt.prefix, add_special=True)
-        body = self.tokenize(prompt.body)
-        if not prefix:
-            prefix, body = body[:1], body[1:]
+        if sampling.json_schema is not None:
+            raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
+        if prompt.special_tokens:
+            ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+            prefix, body = [], list(ids)
+        else:
+            prefix = self.tokenize(prompt.prefix, add_special=True) if prompt.prefix else []
+            body = self.tokenize(prompt.body, add_special=not prefix)
+        if not body:
+            prefix, body = prefix[:-1], prefix[-1:]
         total = len(prefix) + len(body)
         if self.context_length is not None and total >= self.context_length:
             raise ContextOverflowError(total, self.context_length)
-        return self._generate(prefix, body, sampling)
+        limit = min(sampling.max_tokens, (self.context_length or 0) - total)
+        return self.engine.generate(prefix, body, sampling, limit)
 
-    def _forward(self, ids: list[int], cache: Any):
-        tensor = self.torch.tensor([ids], device=self.device)
-        # transformers 5.x renamed past_key_values to cache; accept both generations of the API
-        out = self.model(input_ids=tensor, use_cache=True, **{self._cache_arg: cache})
-        return out.logits[0], getattr(out, "cache", None) or out.past_key_values
+    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+        """``messages`` in the tokenizer's chat template, ending where the answer begins."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ChatTemplateError(f"{self.name} has no chat template in its tokenizer (is it a base model?)")
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return RenderedPrompt(prefix="", body=text, special_tokens=True)
 
-    def _prefix_state(self, prefix: list[int]) -> tuple[Any, Any]:
-        """Past key values and last logits after ``prefix``, computed once per prefix."""
+    # --- what the engine uses ----------------------------------------------------------------
+
+    def forward(self, input_ids, cache: Any, attention_mask, position_ids):
+        """Logits of the last position of each row, the rows' key-value cache extended in place."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1, **{self._cache_arg: cache})  # fmt: skip
+        return out.logits
+
+    def prefix_cache(self, prefix: list[int]) -> Any:
+        """The key-value cache of ``prefix`` (every layer in full, sliding-window ones too), computed once."""
+        from transformers import DynamicCache
+
         key = tuple(prefix)
         hit = self._prefix_cache.get(key)
         if hit is None:
-            logits, cache = self._forward(prefix, None)
-            hit = (cache, logits[-1])
+            hit = DynamicCache()
+            if prefix:
+                ids = self.torch.tensor([prefix], device=self.device)
+                self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: hit})
             self._prefix_cache[key] = hit
             while len(self._prefix_cache) > self.max_prefixes:
                 self._prefix_cache.popitem(last=False)
         self._prefix_cache.move_to_end(key)
-        return copy.deepcopy(hit[0]), hit[1]
+        return hit
 
-    def _processors(self, sampling: Sampling):
+    def batched_prefix(self, prefix: Any, offsets: list[int]) -> Any:
+        """A cache of ``len(offsets)`` rows: row i is ``offsets[i]`` masked-out zeros, then the prefix's
+        first ``len(prefix) - offsets[i]`` positions."""
+        from transformers import DynamicCache
+
+        torch = self.torch
+        batched = DynamicCache()
+        for index, layer in enumerate(getattr(prefix, "layers", [])):
+            if not layer.is_initialized or layer.keys is None or layer.keys.numel() == 0:
+                continue
+            size = layer.keys.shape[-2]
+            keys, values = [], []
+            for offset in offsets:
+                shape = (1, layer.keys.shape[1], offset, layer.keys.shape[3])
+                keys.append(torch.cat([layer.keys.new_zeros(shape), layer.keys[:, :, : size - offset]], dim=2))
+                values.append(torch.cat([layer.values.new_zeros(shape), layer.values[:, :, : size - offset]], dim=2))
+            batched.update(torch.cat(keys), torch.cat(values), index)
+        return batched
+
+    @property
+    def pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    def processors(self, sampling: Sampling):
         from transformers import (
             LogitsProcessorList,
             RepetitionPenaltyLogitsProcessor,
@@ -178,45 +232,7 @@ class TransformersBackend(RowScoring):
                 chain.append(TopPLogitsWarper(sampling.top_p))
         return chain
 
-    def _generate(self, prefix: list[int], body: list[int], sampling: Sampling) -> Iterator[StreamChunk]:
-        torch = self.torch
-        limit = min(sampling.max_tokens, (self.context_length or 0) - len(prefix) - len(body))
-        with self._lock, torch.inference_mode():
-            yield StreamChunk("", tokens=0, prompt_tokens=len(prefix) + len(body))
-            cache, logits = self._prefix_state(prefix)
-            if body:
-                step_logits, cache = self._forward(body, cache)
-                logits = step_logits[-1]
-            history = torch.tensor([prefix + body], device=self.device)
-            chain = self._processors(sampling)
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % 2**31))
-            produced: list[int] = []
-            shown = ""
-            for step in range(limit):
-                scores = chain(history, logits[None, :].float())
-                if sampling.temperature > 0:
-                    probs = torch.softmax(scores, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=generator)[0, 0])
-                else:
-                    token = int(scores.argmax(dim=-1)[0])
-                if token in self.eos_ids:
-                    yield StreamChunk(self._rest(produced, shown), tokens=0, finish="stop")
-                    return
-                produced.append(token)
-                if step == limit - 1:
-                    yield StreamChunk(self._rest(produced, shown), finish="length")
-                    return
-                text = self.tokenizer.decode(produced, skip_special_tokens=True)
-                # hold back an incomplete multi-byte character until a later token completes it
-                delta = "" if text.endswith("\ufffd") or not text.startswith(shown) else text[len(shown) :]
-                shown += delta
-                yield StreamChunk(delta)
-                history = torch.cat([history, torch.tensor([[token]], device=self.device)], dim=1)
-                step_logits, cache = self._forward([token], cache)
-                logits = step_logits[-1]
-
-    def _rest(self, produced: list[int], shown: str) -> str:
+    def rest(self, produced: list[int], shown: str) -> str:
         """Whatever of the decoded answer has not been streamed yet."""
         text = self.tokenizer.decode(produced, skip_special_tokens=True)
         return text[len(shown) :] if text.startswith(shown) else ""
@@ -227,11 +243,13 @@ class TransformersBackend(RowScoring):
         """(positions, float32 logits rows predicting them): one pass, in chunks that reuse the cache."""
         torch = self.torch
         cache = None
-        with self._lock:
+        with self.engine.paused():
             for begin in range(0, len(ids) - 1, SCORE_CHUNK):
                 chunk = ids[begin : begin + SCORE_CHUNK]
                 with torch.inference_mode():
-                    logits, cache = self._forward(chunk, cache)
+                    out = self.model(input_ids=torch.tensor([chunk], device=self.device), use_cache=True,
+                                     **{self._cache_arg: cache})  # fmt: skip
+                    logits, cache = out.logits[0], getattr(out, "cache", None) or out.past_key_values
                     positions = np.arange(begin, begin + len(chunk)) + 1
                     keep = (positions >= start) & (positions < len(ids))
                     if not keep.any():
@@ -253,7 +271,7 @@ class TransformersBackend(RowScoring):
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in seqs]
         cache = None
-        with self._lock, torch.inference_mode():
+        with self.engine.paused(), torch.inference_mode():
             for begin in range(0, width - 1, SCORE_CHUNK):
                 end = min(begin + SCORE_CHUNK, width)
                 out = self.model(input_ids=input_ids[:, begin:end], attention_mask=mask[:, :end], use_cache=True,
@@ -268,5 +286,9 @@ class TransformersBackend(RowScoring):
                         parts[row].append((targets, *scores_from_logits(logits, targets, top_k)))
         return [TokenScores(*[np.concatenate(column) for column in zip(*p)]) for p in parts]
 
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
     def close(self) -> None:
+        self.engine.close()
         self._prefix_cache.clear()

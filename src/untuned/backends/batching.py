@@ -1,0 +1,157 @@
+"""What the batching engines of the local backends share: the requests and the queue they wait in,
+the thread that steps the batch, the counters, and the caller's side of a request, a stream that
+cancels the request when it is closed.
+
+A subclass says when there is work (:meth:`BatchingEngine._has_work`), does one step of it
+(:meth:`BatchingEngine._step`: admit waiting requests, decode one batch, hand out what it made),
+and ends what runs when a step fails or the engine closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import Any
+
+from untuned.backends.protocol import Sampling, StreamChunk
+from untuned.errors import ModelClosedError, UntunedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started, and its load now (what ``/health`` and ``/metrics`` show)."""
+
+    slots: int = 1
+    busy_slots: int = 0
+    waiting: int = 0
+    requests: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0  # evaluated: bodies and prefixes
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+    largest_batch: int = 0  # most requests decoded in one step
+
+
+class Request:
+    """One answer to make: the prompt split at its cached prefix, how to sample, and where chunks go."""
+
+    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, extra: Any = None) -> None:
+        self.prefix, self.body, self.sampling, self.limit, self.extra = prefix, body, sampling, limit, extra
+        self.events: SimpleQueue[StreamChunk | BaseException | None] = SimpleQueue()  # None ends the stream
+        self.cancelled = False
+
+
+class BatchingEngine:
+    """A thread that steps a batch of requests over one model; see the module docstring. Thread-safe."""
+
+    thread_name = "untuned-engine"
+
+    def __init__(self, slots: int) -> None:
+        self.counters = EngineStats(slots=slots)
+        self._waiting: deque[Request] = deque()
+        self._closing = False
+        self._work = threading.Condition()  # guards the queue, slot ownership and closing
+        self._context_lock = threading.Lock()  # one user of the model's state at a time
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    # --- the callers' side ------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy_slots(self) -> int:
+        raise NotImplementedError
+
+    def stats(self) -> EngineStats:
+        counters = self.counters
+        return EngineStats(slots=counters.slots, busy_slots=self.busy_slots, waiting=self.waiting, requests=counters.requests,
+                           generated_tokens=counters.generated_tokens, prompt_tokens=counters.prompt_tokens,
+                           prefix_hits=counters.prefix_hits, prefix_misses=counters.prefix_misses,
+                           largest_batch=counters.largest_batch)  # fmt: skip
+
+    def stream(self, request: Request) -> Iterator[StreamChunk]:
+        """Queue ``request`` and yield its chunks; closing the iterator cancels it."""
+        with self._work:
+            if self._closing:
+                raise ModelClosedError("the model has been closed")
+            self._waiting.append(request)
+            self._work.notify_all()
+        try:
+            yield StreamChunk("", tokens=0, prompt_tokens=len(request.prefix) + len(request.body))
+            while True:
+                event = request.events.get()
+                if event is None:
+                    return
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            request.cancelled = True
+            with self._work:
+                self._work.notify_all()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The model to oneself between two steps (scoring), generation paused meanwhile."""
+        with self._context_lock:
+            yield
+
+    def close(self) -> None:
+        with self._work:
+            self._closing = True
+            self._work.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+        with self._context_lock:
+            self._end_running(ModelClosedError("the model was closed during the request"))
+            while self._waiting:
+                self._waiting.popleft().events.put(ModelClosedError("the model was closed before the request started"))
+            self._release()
+
+    # --- the engine thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._work:
+                while not self._closing and not self._has_work():
+                    self._work.wait()
+                if self._closing:
+                    return
+            with self._context_lock:
+                try:
+                    self._step()
+                except Exception as exc:  # a failure of the model: end the running requests with it
+                    log.exception("engine step failed")
+                    self._end_running(UntunedError(f"the model failed: {exc}"))
+
+    def _next_waiting(self) -> Request | None:
+        """The first waiting request that still wants an answer (cancelled ones are ended here)."""
+        with self._work:
+            while self._waiting and self._waiting[0].cancelled:
+                self._waiting.popleft().events.put(None)
+            return self._waiting[0] if self._waiting else None
+
+    def _has_work(self) -> bool:
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _end_running(self, error: BaseException) -> None:
+        """End every running request with ``error``."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free the model's state (the engine has stopped)."""
