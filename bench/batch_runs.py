@@ -11,6 +11,7 @@ Run: .venv/bin/python bench/batch_runs.py
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,19 @@ from untuned.judge import VerdictFile
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "just_eval_instruct.jsonl"
 ITEMS = 32
+
+
+def tokenizer():
+    from llama_cpp import Llama
+
+    from untuned.backends import default_gguf_path
+
+    model = Llama(model_path=str(default_gguf_path()), vocab_only=True, verbose=False)
+    return lambda text: model.tokenize(text.encode(), add_bos=False, special=False)
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def timed(args: list[str]) -> float:
@@ -56,9 +70,13 @@ def main() -> None:
     console = Console(width=120)
     console.print(table)
     console.print(f"P6 generate, 8 vs 1: {generated[1][0] / generated[8][0]:.2f}x items/s (target >= 1.5x)")
-    same = sum(a.output == b.output for a, b in zip(sorted(generated[1][1], key=lambda r: r.id),
-                                                    sorted(generated[8][1], key=lambda r: r.id)))  # fmt: skip
-    console.print(f"P6 answers identical to one-at-a-time: {same}/{ITEMS}")
+    alone = {r.id: r.output for r in generated[1][1]}
+    batched = {r.id: r.output for r in generated[8][1]}
+    tokenize = tokenizer()
+    firsts = [first_difference(tokenize(alone[i]), tokenize(batched[i])) for i in alone if alone[i] != batched[i]]
+    console.print(f"P6 answers identical to one-at-a-time: {ITEMS - len(firsts)}/{ITEMS}"
+                  + (f"; where they differ, the first different token is at position {statistics.median(firsts):.0f} "
+                     f"(median; {sorted(firsts)})" if firsts else ""))  # fmt: skip
     console.print(f"P7 judge, 8 vs 1: {judged[1][0] / judged[8][0]:.2f}x items/s (target >= 1.5x)")
     one, eight = judged[1][1], judged[8][1]
     same_verdicts = sum(one[i].scores == eight[i].scores for i in one if i in eight)

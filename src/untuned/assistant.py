@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from untuned.backends import Backend, FinishReason, LoadOptions, Sampling, StreamChunk, load_backend
+from untuned.backends import Backend, FinishReason, LoadOptions, Sampling, StreamChunk, TokenLogprob, load_backend
 from untuned.conversation import Conversation, RenderedPrompt
 from untuned.prompt import PromptSet, load_prompt
 from untuned.stopping import StopScanner, clean_answer
@@ -49,6 +49,7 @@ class Completion:
         self.prompt_tokens: int | None = None
         self.completion_tokens = 0
         self.started = time.perf_counter()
+        self.logprobs: list[TokenLogprob] = []  # with Sampling.logprobs: each generated token's
         self.first_token_seconds: float | None = None
         self.last_token_seconds: float | None = None
         self.seconds: float | None = None
@@ -64,6 +65,8 @@ class Completion:
                 if piece.prompt_tokens is not None:
                     self.prompt_tokens = piece.prompt_tokens
                 self.completion_tokens += piece.tokens
+                if piece.logprob is not None:
+                    self.logprobs.append(piece.logprob)
                 if piece.tokens:
                     self.last_token_seconds = time.perf_counter() - self.started
                     if self.first_token_seconds is None:

@@ -80,11 +80,13 @@ class RenderedPrompt:
 
     ``special_tokens``: the text spells out the model's special tokens (a chat template's
     ``<|im_start|>``, its BOS), which are to be tokenized as such and not added again.
+    ``ids``: the prompt given as token ids, used as they are (the text fields are then empty).
     """
 
     prefix: str
     body: str
     special_tokens: bool = False
+    ids: tuple[int, ...] | None = None
 
     @property
     def text(self) -> str:

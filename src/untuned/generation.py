@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
+from untuned.backends import LoadOptions
 from untuned.errors import RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile
 from untuned.runner import ResumableRun, RunSummary
@@ -34,6 +35,8 @@ class GenerationSettings(BaseModel):
     prompt_name: str
     prompt_hash: str
     sampling: dict[str, Any]
+    loading: dict[str, Any] = Field(default_factory=dict, description="How the model was loaded, where it changes "
+                                    "the numbers: GPU layers, weights' dtype.")  # fmt: skip
 
 
 class GenerationRecord(BaseModel):
@@ -50,6 +53,7 @@ class GenerationRecord(BaseModel):
     prompt_name: str
     prompt_hash: str
     sampling: dict[str, Any]
+    loading: dict[str, Any] = Field(default_factory=dict)
     prompt_tokens: list[int | None]
     completion_tokens: list[int]
     finish_reasons: list[str]
@@ -76,13 +80,14 @@ class GenerationFile(JsonlFile[GenerationRecord]):
         super().__init__(path, GenerationRecord, label="generation record")
 
 
-def generation_settings(assistant: Assistant, model_spec: str) -> GenerationSettings:
+def generation_settings(assistant: Assistant, model_spec: str, loading: LoadOptions | None = None) -> GenerationSettings:
     return GenerationSettings(
         generator=f"untuned/{assistant.backend.name}/{assistant.prompt.name}",
         model=model_spec,
         prompt_name=assistant.prompt.name,
         prompt_hash=assistant.prompt.content_hash,
         sampling=assistant.sampling.model_dump(mode="json"),
+        loading={"gpu_layers": loading.gpu_layers, "dtype": loading.dtype} if loading else {},
     )
 
 

@@ -9,6 +9,7 @@ from untuned.backends.protocol import (
     LoadOptions,
     Sampling,
     StreamChunk,
+    TokenLogprob,
     TokenScores,
 )
 from untuned.backends.registry import (
@@ -31,6 +32,7 @@ __all__ = [
     "RowScoring",
     "Sampling",
     "StreamChunk",
+    "TokenLogprob",
     "TokenScores",
     "backend_factory",
     "backend_names",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from untuned.conversation import RenderedPrompt
 
 FinishReason = Literal["stop", "length"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
 
 
@@ -34,6 +35,13 @@ class Sampling(BaseModel):
     json_schema: str | None = Field(
         None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
     )
+    logprobs: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Report each generated token's log-probability and its k likeliest alternatives "
+        "(0: none); under the model's own distribution, before sampling settings.",
+    )
 
 
 class LoadOptions(BaseModel):
@@ -47,6 +55,8 @@ class LoadOptions(BaseModel):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (llama.cpp); None = all cores.")
     device: str = Field("auto", description="transformers: 'cpu', 'cuda', 'cuda:N' or 'auto'.")
+    dtype: Dtype = Field("auto", description="transformers: weights' type; auto = bfloat16 on a GPU, float32 on a CPU.")
+    gpu_layers: int = Field(0, ge=-1, description="llama.cpp: layers offloaded to the GPU; -1 = all, 0 = none.")
     parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
     remote_model: str | None = Field(None, description="Model name to request from a remote server.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
@@ -56,17 +66,29 @@ class LoadOptions(BaseModel):
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token with its log-probability and the likeliest tokens at its position."""
+
+    token: int
+    piece: bytes  # the token's own bytes (a multi-byte character may span tokens)
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()  # (token, bytes, log-probability), likeliest first
+
+
+@dataclass(frozen=True)
 class StreamChunk:
     """One step of a backend's stream: some text and how many tokens made it.
 
     The first chunk may carry ``prompt_tokens``; the last carries ``finish`` when the backend
-    itself ended the stream (end-of-sequence token: "stop"; token limit: "length").
+    itself ended the stream (end-of-sequence token: "stop"; token limit: "length"). With
+    ``Sampling.logprobs``, a chunk that holds a token carries its :class:`TokenLogprob`.
     """
 
     text: str
     tokens: int = 1
     finish: FinishReason | None = None
     prompt_tokens: int | None = None
+    logprob: TokenLogprob | None = None
 
 
 @dataclass(frozen=True)

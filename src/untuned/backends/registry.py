@@ -14,7 +14,7 @@ from typing import Literal
 from untuned.backends.protocol import Backend, LoadOptions
 from untuned.errors import BackendUnavailableError, ModelNotFoundError, UntunedError
 
-SpecKind = Literal["default", "gguf", "hf", "folder", "remote", "plugin"]
+SpecKind = Literal["default", "gguf", "hf", "hub-gguf", "folder", "remote", "plugin"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class ModelSpec:
         if text.startswith(("http://", "https://")):
             return cls("remote", text.rstrip("/"))
         if text.startswith("hf:"):
-            return cls("hf", text[3:])
+            from untuned.backends import hub
+
+            return cls("hub-gguf" if hub.parse(text[3:]) else "hf", text[3:])
         path = Path(text).expanduser()
         if text.lower().endswith(".gguf"):
             return cls("gguf", str(path))
@@ -54,7 +56,9 @@ class ModelSpec:
     def default_backend(self) -> str:
         if self.backend:
             return self.backend
-        return {"default": "llama.cpp", "gguf": "llama.cpp", "remote": "remote"}.get(self.kind, "transformers")
+        return {"default": "llama.cpp", "gguf": "llama.cpp", "hub-gguf": "llama.cpp", "remote": "remote"}.get(
+            self.kind, "transformers"
+        )
 
 
 BackendFactory = Callable[[ModelSpec, LoadOptions], Backend]
@@ -97,6 +101,11 @@ def load_backend(spec: str | ModelSpec = "default", options: LoadOptions | None 
     """Load a model by spec (see :class:`ModelSpec`) with the backend the spec implies or names."""
     model = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     options = options or LoadOptions()
+    if model.kind == "hf" and options.backend is None:
+        from untuned.backends import hub
+
+        if hub.has_gguf(model.location):  # a repository of GGUF files: llama.cpp loads its default quantisation
+            model = ModelSpec("hub-gguf", f"{model.location}:{hub.DEFAULT_QUANT}")
     name = options.backend or model.default_backend
     if model.kind == "remote" and name != "remote":
         raise UntunedError(f"{model.location} is a server URL: use the 'remote' backend, not {name!r}.")

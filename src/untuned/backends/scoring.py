@@ -7,8 +7,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from untuned.backends.protocol import TokenScores
+from untuned.backends.protocol import TokenLogprob, TokenScores
 from untuned.errors import ContextOverflowError
+
+
+def token_logprob(logits: np.ndarray, token: int, top_k: int, piece) -> TokenLogprob:
+    """The log-probability of ``token`` under one row of raw logits, and the row's ``top_k`` likeliest
+    tokens (``piece(token)`` gives a token's bytes)."""
+    row = logits.astype(np.float64)
+    log_norm = row.max() + np.log(np.exp(row - row.max()).sum())
+    top = top_k_indices(row[None, :], top_k)[0] if top_k else np.empty(0, dtype=int)
+    return TokenLogprob(token=token, piece=piece(token), logprob=float(row[token] - log_norm),
+                        top=tuple((int(t), piece(int(t)), float(row[t] - log_norm)) for t in top))  # fmt: skip
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

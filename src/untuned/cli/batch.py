@@ -51,9 +51,10 @@ def generate_command(
         done = bar.tasks[task].completed + 1
         bar.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
 
+    settings = generation_settings(assistant, options.model, options.load_options())
     try:
-        summary = generate(assistant, items, output, settings=generation_settings(assistant, options.model), force=force,
-                           concurrency=concurrency, on_start=start, on_record=advance)  # fmt: skip
+        summary = generate(assistant, items, output, settings=settings, force=force, concurrency=concurrency,
+                           on_start=start, on_record=advance)  # fmt: skip
     finally:
         bar.stop()
     out.print(

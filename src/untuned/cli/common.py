@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from untuned.assistant import Assistant
 from untuned.backends import Backend, LoadOptions, Sampling, load_backend
+from untuned.backends.protocol import Dtype
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet, load_prompt
 
@@ -83,6 +84,8 @@ class ModelOptions:
     api_key_env: str = _loading("api_key_env")
     n_ctx: int | None = _loading("n_ctx")
     device: str = _loading("device")
+    dtype: str = _loading("dtype")
+    gpu_layers: int = _loading("gpu_layers")
     parallel: int = _loading("parallel")
     prompt: str = "helpful"
     temperature: float = _sampling("temperature")
@@ -100,7 +103,8 @@ class ModelOptions:
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(backend=self.backend, remote_model=self.remote_model, api_key_env=self.api_key_env,
-                           n_ctx=self.n_ctx, device=self.device, parallel=self.parallel)  # fmt: skip
+                           n_ctx=self.n_ctx, device=self.device, dtype=self.dtype, gpu_layers=self.gpu_layers,
+                           parallel=self.parallel)  # fmt: skip
 
     def prompt_set(self) -> PromptSet:
         return load_prompt(self.prompt)
@@ -129,6 +133,10 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "n_ctx": (int | None, typer.Option("--n-ctx", min=64, help="Context window of each sequence, in tokens "
                                        "(default: the model's, at most 8192).")),
     "device": (str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")),
+    "dtype": (Dtype, typer.Option("--dtype", help="transformers backend: the weights' type; auto = bfloat16 on a GPU, "
+                                  "float32 on a CPU.")),
+    "gpu_layers": (int, typer.Option("--gpu-layers", min=-1, help="llama.cpp: layers offloaded to the GPU (-1 = all); "
+                                     "needs llama-cpp-python built for a GPU (make run GPU=cuda).")),
     "parallel": (int, typer.Option("--parallel", min=1, max=64, help="Requests a local model decodes together in one batch.")),
     "prompt": (str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")),
     "temperature": (float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")),
@@ -140,7 +148,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "stop": (list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")),
     "verbose": (bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")),
 }  # fmt: skip
-LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device")
+LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers")
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 _DEFAULTS = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(ModelOptions)}

@@ -7,8 +7,8 @@ the OpenAPI schema at ``/openapi.json`` and the chat page at ``/``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,15 +18,16 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Sampling
 from untuned.conversation import Conversation, RenderedPrompt
-from untuned.errors import BadRequest, ContextOverflowError, QueueFull, RequestTimeout, UntunedError
+from untuned.errors import BadRequest, QueueFull, RequestTimeout
 from untuned.server.guard import Guard
+from untuned.server.logprobs import chat_logprobs, completion_logprobs
 from untuned.server.schema import (
     ChatChoice,
     ChatMessageOut,
@@ -42,12 +43,11 @@ from untuned.server.schema import (
     ModelList,
     TextChoice,
     Usage,
-    chat_chunk,
     error_json,
     new_id,
     now,
-    text_chunk,
 )
+from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,11 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         card = ModelCard(id=model, created=now(), prompt=assistant.prompt.name, context_length=assistant.backend.context_length)
         return ModelList(data=[card])
 
-    def sampling_for(body: ChatRequest | CompletionRequest, default_max: int) -> Sampling:
+    def sampling_for(body: ChatRequest | CompletionRequest, default_max: int, *, logprobs: int) -> Sampling:
         wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max
         if config.max_tokens_limit is not None:
             wanted = min(wanted, config.max_tokens_limit)
-        update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops)}
+        update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
         for name in ("temperature", "top_p", "seed"):
             if getattr(body, name) is not None:
                 update[name] = getattr(body, name)
@@ -211,12 +211,13 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
             raise_for(value)
         return kind, value
 
-    async def respond(body: ChatRequest | CompletionRequest, begin: Callable[[], Completion], *, chat: bool):
+    async def run(body: ChatRequest | CompletionRequest, begin: Callable[[], Completion], *, chat: bool):
+        """The job's stream, or its whole answer: ``(response, None)`` when streaming, else ``(None, (text, completion))``."""
         job, events = await start(begin)
         kind, value = await first_event(job, events)
-        ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
         if body.stream:
-            return _JobStream(job, _sse(job, events, (kind, value), ident, created, model, chat, body))
+            ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
+            return JobStream(job, sse(job, events, (kind, value), ident, created, model, chat, body)), None
         parts = [value] if kind == "text" else []
         try:
             while kind == "text":
@@ -227,34 +228,55 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
                     raise_for(value)
         finally:
             job.cancel.set()
-        completion = job.completion
-        text = completion.text if completion is not None and chat else "".join(parts)
-        finish = completion.finish_reason if completion else "stop"
-        if chat:
-            return ChatResponse(
-                id=ident,
-                created=created,
-                model=model,
-                usage=usage(completion),
-                choices=[ChatChoice(message=ChatMessageOut(content=text), finish_reason=finish)],
-            )
-        return CompletionResponse(
-            id=ident, created=created, model=model, usage=usage(completion), choices=[TextChoice(text=text, finish_reason=finish)]
-        )
+        return None, ("".join(parts), job.completion)
 
     @app.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
     async def chat_completions(body: ChatRequest):
         conversation = build_conversation(assistant, body.messages, config.system_mode)
-        sampling = sampling_for(body, config.default_max_tokens)
-        return await respond(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
+        sampling = sampling_for(body, config.default_max_tokens, logprobs=max(body.top_logprobs or 0, 1) if body.logprobs else 0)
+        streamed, whole = await run(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
+        if streamed is not None:
+            return streamed
+        _, completion = whole
+        logprobs = chat_logprobs(completion.logprobs, body.top_logprobs or 0) if body.logprobs and completion else None
+        choice = ChatChoice(message=ChatMessageOut(content=completion.text if completion else ""),
+                            finish_reason=completion.finish_reason if completion else "stop", logprobs=logprobs)  # fmt: skip
+        return ChatResponse(id=new_id("chatcmpl"), created=now(), model=model, usage=usage(completion), choices=[choice])
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
     async def completions(body: CompletionRequest):
-        if not body.text:
+        backend, ids, text = assistant.backend, body.token_ids, body.text
+        if text is not None and not text:
             raise BadRequest("prompt is empty", param="prompt")
-        sampling = sampling_for(body, 16)
-        rendered = RenderedPrompt(prefix="", body=body.text)
-        return await respond(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False), chat=False)
+        top = body.logprobs or 0
+        sampling = sampling_for(body, 16, logprobs=max(top, 1) if body.logprobs is not None else 0)
+        rendered = RenderedPrompt(prefix="", body=text or "", ids=tuple(ids) if ids is not None else None)
+        echoed = (ids if ids is not None else backend.tokenize(text, add_special=True)) if body.echo else None
+        prompt_text = (text if text is not None else backend.detokenize(ids)) if body.echo else ""
+        if body.echo and body.max_tokens == 0:
+            generated, completion = "", None
+        else:
+            streamed, whole = await run(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False),
+                                        chat=False)  # fmt: skip
+            if streamed is not None:
+                return streamed
+            generated, completion = whole
+        logprobs = None
+        if body.logprobs is not None:
+            await gate.enter(config.request_timeout)  # scoring the prompt takes the model too
+            started = time.perf_counter()
+            try:
+                logprobs = await asyncio.to_thread(completion_logprobs, backend, echoed,
+                                                   completion.logprobs if completion else [], top,
+                                                   as_ids=body.return_tokens_as_token_ids)  # fmt: skip
+            finally:
+                gate.leave(time.perf_counter() - started)
+        prompt_tokens = len(echoed) if echoed is not None else None
+        use = usage(completion) if completion else Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=0,
+                                                         total_tokens=prompt_tokens or 0)  # fmt: skip
+        choice = TextChoice(text=prompt_text + generated, finish_reason=completion.finish_reason if completion else "length",
+                            logprobs=logprobs)  # fmt: skip
+        return CompletionResponse(id=new_id("cmpl"), created=now(), model=model, usage=use, choices=[choice])
 
     return app
 
@@ -281,77 +303,3 @@ def prometheus_text(parallel: int, gate: Gate, engine: EngineLoad | None) -> str
     for (name, kind, text), value in zip(_METRICS, values):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
     return "\n".join(lines) + "\n"
-
-
-def usage(completion: Completion | None) -> Usage:
-    prompt_tokens = (completion.prompt_tokens if completion else None) or 0
-    produced = completion.completion_tokens if completion else 0
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=produced, total_tokens=prompt_tokens + produced)
-
-
-def raise_for(error: object) -> None:
-    if isinstance(error, ContextOverflowError):
-        raise BadRequest(str(error), param="messages", code="context_length_exceeded")
-    if isinstance(error, (UntunedError, ValueError)):
-        raise BadRequest(str(error))
-    raise error  # type: ignore[misc]
-
-
-class _JobStream(StreamingResponse):
-    """A streaming response that stops its job however the response ends (client gone included)."""
-
-    def __init__(self, job: Job, content: AsyncIterator[str]) -> None:
-        super().__init__(
-            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-        self.job = job
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.job.cancel.set()
-
-
-async def _sse(
-    job: Job, events: AsyncIterator, first: tuple[str, object], ident: str, created: int, model: str, chat: bool, body
-) -> AsyncIterator[str]:
-    def data(payload: dict) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-    def chunk(text: str | None, finish: str | None) -> dict:
-        if chat:
-            delta = {} if text is None else {"content": text}
-            return chat_chunk(ident, created, model, delta, finish)
-        return text_chunk(ident, created, model, text or "", finish)
-
-    try:
-        if chat:
-            yield data(chat_chunk(ident, created, model, {"role": "assistant", "content": ""}, None))
-        kind, value = first
-        while kind == "text":
-            yield data(chunk(str(value), None))
-            kind, value = await anext(events)
-        if kind == "error":
-            raise_for(value)
-        completion = job.completion
-        yield data(chunk(None, completion.finish_reason if completion else "stop"))
-        if body.stream_options and body.stream_options.include_usage and completion is not None:
-            yield data(
-                {
-                    "id": ident,
-                    "object": "chat.completion.chunk" if chat else "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage(completion).model_dump(),
-                }
-            )
-    except (BadRequest, RequestTimeout) as exc:
-        yield data(error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error"))
-    except Exception as exc:  # the headers are sent: report in the stream
-        log.exception("streaming failed")
-        yield data(error_json(f"internal error: {exc}", kind="server_error"))
-    finally:
-        job.cancel.set()
-    yield "data: [DONE]\n\n"

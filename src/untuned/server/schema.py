@@ -1,7 +1,8 @@
 """Wire records of the OpenAI-compatible API that ``untuned serve`` speaks.
 
-Requests accept (and ignore) fields we do not use, as OpenAI clients send many; a field we *do*
-use must have the right type, or the request is answered 400 with an OpenAI-style error.
+A request field the server does not support is refused (400, naming it), never ignored; fields
+that change nothing (``user``, ``metadata``, ``store``) and unsupported ones given their neutral
+value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clients send them, pass.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -46,10 +47,10 @@ StopText = Annotated[str, Field(min_length=1, max_length=256)]
 class _SamplingFields(BaseModel):
     """Fields both endpoints share; ``None`` means the server's default."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=256, description="Ignored beyond logging: the server has one model.")
-    max_tokens: int | None = Field(None, ge=1, description="Most new tokens (capped by the context window).")
+    max_tokens: int | None = Field(None, ge=0, description="Most new tokens (capped by the context window); 0 only with echo.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, lt=2**31)
@@ -57,6 +58,12 @@ class _SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    user: str | None = Field(None, max_length=256, description="Accepted, changes nothing.")
+    metadata: dict[str, str] | None = Field(None, description="Accepted, changes nothing.")
+    store: bool | None = Field(None, description="Accepted, changes nothing (nothing is stored).")
+    frequency_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
+    presence_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
+    logit_bias: dict[str, float] | None = Field(None, max_length=0, description="Not supported: only empty.")
 
     @property
     def stops(self) -> list[str]:
@@ -66,21 +73,58 @@ class _SamplingFields(BaseModel):
 class ChatRequest(_SamplingFields):
     messages: list[Message] = Field(..., min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
+    logprobs: bool = Field(False, description="Return each answer token's log-probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
+
+    @model_validator(mode="after")
+    def _checked(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.max_tokens == 0:
+            raise ValueError("max_tokens must be at least 1")
+        return self
+
+
+TokenId = Annotated[int, Field(ge=0)]
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] = Field(..., description="Raw text for the base model to continue (no URIAL prompt).")
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
+        ..., description="Raw text (or token ids) for the base model to continue, no URIAL prompt; one prompt."
+    )
+    echo: bool = Field(False, description="Return the prompt before the answer (with logprobs: the prompt's too).")
+    logprobs: int | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
+    return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
+    best_of: int | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
+    suffix: None = Field(None, description="Not supported.")
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
+    def _one_prompt(cls, value):
+        if isinstance(value, list) and value and isinstance(value[0], (str, list)) and len(value) != 1:
             raise ValueError("exactly one prompt per request is supported")
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt is empty")
         return value
 
+    @model_validator(mode="after")
+    def _checked(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens may be 0 only with echo (to score the prompt)")
+        if self.echo and self.stream:
+            raise ValueError("echo with stream is not supported; ask without stream")
+        return self
+
     @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def text(self) -> str | None:
+        """The prompt's text, or None when it was given as token ids."""
+        value = self.prompt[0] if isinstance(self.prompt, list) and isinstance(self.prompt[0], (str, list)) else self.prompt
+        return value if isinstance(value, str) else None
+
+    @property
+    def token_ids(self) -> list[int] | None:
+        value = self.prompt[0] if isinstance(self.prompt, list) and isinstance(self.prompt[0], list) else self.prompt
+        return list(value) if isinstance(value, list) else None
 
 
 class Usage(BaseModel):
@@ -143,18 +187,42 @@ class ChatMessageOut(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: with echo, the prompt's tokens first (the very first has no log-probability)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class _Choice(BaseModel):
     index: int = 0
     finish_reason: str | None
-    logprobs: None = None
 
 
 class ChatChoice(_Choice):
     message: ChatMessageOut
+    logprobs: ChatLogprobs | None = None
 
 
 class TextChoice(_Choice):
     text: str
+    logprobs: CompletionLogprobs | None = None
 
 
 class _Response(BaseModel):

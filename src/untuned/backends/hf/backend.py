@@ -66,13 +66,17 @@ class TransformersBackend(RowScoring):
         name: str | None = None,
         from_hub: bool = False,
         slots: int = 1,
+        dtype: str = "auto",
     ) -> None:
         torch, transformers = _import_torch()
         self.torch = torch
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.dtype = dtype
+        dtype = getattr(torch, dtype)
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(source), **kwargs)
@@ -102,7 +106,7 @@ class TransformersBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> TransformersBackend:
-        common = {"device": options.device, "n_ctx": options.n_ctx, "slots": options.parallel}
+        common = {"device": options.device, "n_ctx": options.n_ctx, "slots": options.parallel, "dtype": options.dtype}
         if spec.kind == "default":
             path = default_gguf_path()
             return cls(path.parent, gguf_file=path.name, name="gemma-3-270m-base", **common)
@@ -135,12 +139,18 @@ class TransformersBackend(RowScoring):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
 
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token, as far as the tokenizer can tell them apart."""
+        return self.tokenizer.decode([token], skip_special_tokens=True).encode("utf-8")
+
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         if sampling.json_schema is not None:
             raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
-        if prompt.special_tokens:
+        if prompt.ids is not None:
+            prefix, body = [], list(prompt.ids)
+        elif prompt.special_tokens:
             ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
             prefix, body = [], list(ids)
         else:

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from untuned.backends.batching import BatchingEngine, Request
-from untuned.backends.protocol import Sampling, StreamChunk
+from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob
+from untuned.backends.scoring import token_logprob
 
 if TYPE_CHECKING:
     from untuned.backends.hf.backend import TransformersBackend
@@ -44,6 +45,7 @@ class _Row:
         self.history = torch.tensor([[*request.prefix, *request.body]], device=backend.device)
         self.produced: list[int] = []
         self.shown = ""
+        self.logprob: TokenLogprob | None = None
 
 
 class TransformersEngine(BatchingEngine):
@@ -153,6 +155,10 @@ class TransformersEngine(BatchingEngine):
                 token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=row.generator)[0, 0])
             else:
                 token = int(scores.argmax(dim=-1)[0])
+            wanted = row.sampling.logprobs
+            row.logprob = (
+                token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.backend.piece) if wanted else None
+            )
             if self._emit(row, token):
                 keep.append(index)
         if len(keep) < len(self._rows):
@@ -174,13 +180,13 @@ class TransformersEngine(BatchingEngine):
         row.produced.append(token)
         self.counters.generated_tokens += 1
         if len(row.produced) >= request.limit:
-            request.events.put(StreamChunk(backend.rest(row.produced, row.shown), finish="length"))
+            request.events.put(StreamChunk(backend.rest(row.produced, row.shown), finish="length", logprob=row.logprob))
             request.events.put(None)
             return False
         text = backend.tokenizer.decode(row.produced, skip_special_tokens=True)
         # hold back an incomplete multi-byte character until a later token completes it
         delta = "" if text.endswith("\ufffd") or not text.startswith(row.shown) else text[len(row.shown) :]
         row.shown += delta
-        request.events.put(StreamChunk(delta))
+        request.events.put(StreamChunk(delta, logprob=row.logprob))
         row.history = backend.torch.cat([row.history, backend.torch.tensor([[token]], device=backend.device)], dim=1)
         return True

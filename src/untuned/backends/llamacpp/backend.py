@@ -34,9 +34,10 @@ class LlamaCppBackend(RowScoring):
         slots: int = 1,
         prefixes: int = 2,
         reuse_prefix: bool = True,
+        gpu_layers: int = 0,
     ) -> None:
         path = Path(path).expanduser()
-        self.model = NativeModel(path)
+        self.model = NativeModel(path, gpu_layers=gpu_layers)
         self.path = path
         self.name = name or path.name
         trained = self.model.n_ctx_train
@@ -54,9 +55,15 @@ class LlamaCppBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
-        common = {"n_ctx": options.n_ctx, "threads": options.threads, "slots": options.parallel}
+        common = {"n_ctx": options.n_ctx, "threads": options.threads, "slots": options.parallel,
+                  "gpu_layers": options.gpu_layers}  # fmt: skip
         if spec.kind == "default":
             return cls(default_gguf_path(), name="gemma-3-270m-base", **common)
+        if spec.kind == "hub-gguf":
+            from untuned.backends import hub
+
+            gguf = hub.parse(spec.location)
+            return cls(hub.fetch(gguf), name=gguf.spec, **common)
         if spec.kind != "gguf":
             raise ModelLoadError(
                 f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers)."
@@ -67,6 +74,9 @@ class LlamaCppBackend(RowScoring):
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return self.model.tokenize(text, add_special=add_special)
+
+    def piece(self, token: int) -> bytes:
+        return self.model.piece(int(token))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.model.piece(int(t)) for t in tokens).decode("utf-8", "replace")
@@ -92,7 +102,9 @@ class LlamaCppBackend(RowScoring):
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         prefix = self._prefix(prompt.prefix) if prompt.prefix else []
-        if prompt.special_tokens:
+        if prompt.ids is not None:
+            prefix, body = [], list(prompt.ids)
+        elif prompt.special_tokens:
             body = self.model.tokenize(prompt.body, add_special=False, parse_special=True)
         else:
             body = self.tokenize(prompt.body, add_special=not prefix)

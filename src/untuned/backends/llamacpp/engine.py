@@ -12,10 +12,11 @@ the request's body and generates. What follows from that:
   scoring, earlier requests), on any CPU. (A shared, unified cache would place a request's cells
   wherever they were free, and llama.cpp's vectorised sums round differently for other cell
   positions.)
-* **Batched decoding.** Each step is one ``llama_decode``: the last token of every generating
-  slot, plus chunks of the bodies of newly admitted requests, at most ``n_batch`` tokens. Requests
-  decoded together never see each other's contents; the weight products they share have a shape
-  that depends on the batch, which llama.cpp's quantized kernels may round differently.
+* **Batched decoding.** Each step evaluates one chunk of a newly admitted request's prompt on its
+  own, then decodes the next token of every generating request in one ``llama_decode``. A request's
+  answer never depends on the other requests' contents. Up to 7 requests decoded together each get
+  exactly their answer alone (see :class:`NativeModel`); from 8 on, llama.cpp's CPU kernels round
+  differently for the larger batch (BENCHMARKS.md P6 counts how often that changes an answer).
 * **Prefixes** live in a small LRU of their own sequences; evicting one never disturbs the slots
   copied from it.
 """
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from untuned.backends import Sampling, StreamChunk
+from untuned.backends import Sampling, StreamChunk, TokenLogprob
 from untuned.backends.batching import BatchingEngine, Request
 from untuned.backends.llamacpp.native import (
     PENALTY_WINDOW,
@@ -41,6 +42,7 @@ from untuned.backends.llamacpp.native import (
     json_schema_grammar,
     sampler_chain,
 )
+from untuned.backends.scoring import token_logprob
 from untuned.errors import ModelClosedError, UntunedError
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class _Slot:
         self.penalty = 1.0
         self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
 
     @property
     def busy(self) -> bool:
@@ -174,7 +177,7 @@ class Engine(BatchingEngine):
                     return
                 self.ctx.clone(top.seq, hole.seq)
                 for name in ("request", "pending", "pos", "generating", "produced", "admitted", "sampler", "penalty",
-                             "recent", "decoder"):  # fmt: skip
+                             "recent", "decoder", "logprob"):  # fmt: skip
                     setattr(hole, name, getattr(top, name))
                 top.request, top.sampler = None, None
                 top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
@@ -262,47 +265,50 @@ class Engine(BatchingEngine):
         return seq
 
     def _step(self) -> None:
+        """One chunk of the earliest admitted prompt, evaluated alone, then the next token of every
+        generating request, in one batch (rows that llama.cpp computes independently of each other)."""
         self._reap()
         self._compact()
         self._admit()
-        active = [slot for slot in self._slots if slot.request is not None]
-        if not active:
-            return
+        prefilling = sorted((s for s in self._slots if s.request is not None and not s.generating), key=lambda s: s.admitted)
+        if prefilling:
+            self._prefill(prefilling[0])
+        generating = [slot for slot in self._slots if slot.request is not None and slot.generating]
+        if generating:
+            self._decode(generating)
+
+    def _prefill(self, slot: _Slot) -> None:
         batch = self._batch
         batch.clear()
-        room = batch.capacity - sum(slot.generating for slot in active)
-        feed: dict[int, int] = {}  # seq -> tokens fed this step
-        for slot in sorted((s for s in active if not s.generating), key=lambda s: s.admitted):
-            if room <= 0:
-                break
-            feed[slot.seq] = min(room, len(slot.pending))
-            room -= feed[slot.seq]
-        samples: list[tuple[_Slot, int]] = []
-        # in sequence order: llama.cpp splits a batch over separate KV streams into runs of consecutive sequences
-        for slot in active:
-            if slot.generating:
-                feed[slot.seq] = 1
-                samples.append((slot, batch.add(slot.pending, slot.pos, slot.seq, True)))
-            elif slot.seq in feed:
-                count = feed[slot.seq]
-                last = count == len(slot.pending)
-                flags = np.zeros(count, dtype=bool)
-                flags[-1] = last
-                row = batch.add(slot.pending[:count], slot.pos, slot.seq, flags)
-                if last:
-                    samples.append((slot, row + count - 1))
-                self.counters.prompt_tokens += count
+        count = min(batch.capacity, len(slot.pending))
+        last = count == len(slot.pending)
+        flags = np.zeros(count, dtype=bool)
+        flags[-1] = last
+        batch.add(slot.pending[:count], slot.pos, slot.seq, flags)
         self.ctx.decode(batch)
-        self.counters.largest_batch = max(self.counters.largest_batch, len(active))
-        for slot in active:
-            count = feed.get(slot.seq, 0)
-            slot.pending, slot.pos = slot.pending[count:], slot.pos + count
-        for slot, row in samples:
-            if slot.sampler is not None:
-                token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
-            else:
-                token = self._greedy(slot, row)
-            self._take(slot, token)
+        self.counters.prompt_tokens += count
+        slot.pending, slot.pos = slot.pending[count:], slot.pos + count
+        if last:
+            self._take(slot, self._choose(slot, count - 1))
+
+    def _decode(self, slots: list[_Slot]) -> None:
+        batch = self._batch
+        batch.clear()
+        rows = [batch.add(slot.pending, slot.pos, slot.seq, True) for slot in slots]
+        self.ctx.decode(batch)
+        self.counters.largest_batch = max(self.counters.largest_batch, len(slots))
+        for slot, row in zip(slots, rows):
+            slot.pending, slot.pos = [], slot.pos + 1
+            self._take(slot, self._choose(slot, row))
+
+    def _choose(self, slot: _Slot, row: int) -> int:
+        if slot.sampler is not None:
+            token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
+        else:
+            token = self._greedy(slot, row)
+        wanted = slot.request.sampling.logprobs
+        slot.logprob = token_logprob(self.ctx.logits_row(row), token, wanted, self.model.piece) if wanted else None
+        return token
 
     def _greedy(self, slot: _Slot, row: int) -> int:
         """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
@@ -328,8 +334,8 @@ class Engine(BatchingEngine):
         self.counters.generated_tokens += 1
         text = slot.decoder.decode(self.model.piece(token))
         if slot.produced >= request.limit:
-            request.events.put(StreamChunk(text + slot.decoder.decode(b"", final=True), finish="length"))
+            request.events.put(StreamChunk(text + slot.decoder.decode(b"", final=True), finish="length", logprob=slot.logprob))
             self._finish(slot, None)
             return
-        request.events.put(StreamChunk(text))
+        request.events.put(StreamChunk(text, logprob=slot.logprob))
         slot.pending, slot.generating = [token], True
