@@ -108,7 +108,7 @@ def test_score_matches_per_position_reference(gemma):
     ref_logprobs, ref_ranks = _reference_scores(gemma, ids)
     assert scores.token_ids.tolist() == ids[1:]
     diff = np.abs(scores.logprobs - ref_logprobs)
-    assert np.median(diff) < 0.05 and diff.max() < 0.25, diff
+    assert np.median(diff) < 0.05 and diff.max() < 0.5, diff
     agree = [category(a) == category(b) for a, b in zip(scores.ranks, ref_ranks)]
     assert np.mean(agree) >= 0.85, list(zip(scores.ranks, ref_ranks))
     assert scores.top_ids.shape == (len(ids) - 1, 5)

@@ -204,3 +204,19 @@ def test_merge_refuses_mixed_settings(shared_data, tmp_path):
     result = cli("merge", str(tmp_path / "merged.jsonl"), *files)
     assert result.exit_code == 2 and "made with other settings" in plain(result.output)
     assert not (tmp_path / "merged.jsonl").exists()
+
+
+def test_generate_in_the_models_own_chat_template(smollm_path, gemma_path, tmp_path):
+    """The aligned side of a comparison from the same tool: an instruct model answers in its chat template."""
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"id": 1, "instruction": "What is the capital of France?"}) + "\n")
+    out = tmp_path / "smol.jsonl"
+    result = cli("generate", "json", "--data-file", str(data), "--out", str(out), "--model", str(smollm_path),
+                 "--chat-template", "--max-tokens", "24")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = GenerationFile(out).read()[0]
+    assert record.prompt_name == "chat-template" and len(record.prompt_hash) == 64 and record.output.strip()
+    assert record.prompt_tokens[0] < 60 and record.generator.endswith("/chat-template")  # no URIAL prefix in the prompt
+    refused = cli("generate", "json", "--data-file", str(data), "--out", str(tmp_path / "g.jsonl"), "--model",
+                  str(gemma_path), "--chat-template")  # fmt: skip
+    assert refused.exit_code == 2 and "has no chat template" in plain(refused.output)

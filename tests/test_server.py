@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -380,17 +381,99 @@ def test_concurrent_chats_are_batched_and_answered_independently():
     """The bundled gemma with four slots: four questions at once, each answered for itself."""
     questions = {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "Spain": "Madrid"}
     with untuned_server("--parallel", "4") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
-        async def main():
-            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-            calls = [client.chat.completions.create(model="m", messages=ask(f"What is the capital of {country}?"),
-                                                    max_tokens=24) for country in questions]  # fmt: skip
-            return [reply.choices[0].message.content for reply in await asyncio.gather(*calls)]
+        def answer(country: str) -> str:
+            messages = ask(f"What is the capital of {country}?")
+            return client.chat.completions.create(model="m", messages=messages, max_tokens=24).choices[0].message.content
 
-        answers = asyncio.run(main())
+        with ThreadPoolExecutor(4) as pool:  # threads: a browser test may hold this thread's event loop
+            answers = list(pool.map(answer, questions))
         health = httpx.get(f"{url}/health").json()
     for (country, city), answer in zip(questions.items(), answers):
         assert city in answer, (country, answer)
     engine = health["engine"]
     assert health["parallel"] == 4 and engine["slots"] == 4 and engine["largest_batch"] >= 2
     assert engine["requests"] == 4 and engine["prefix_misses"] == 1 and engine["prefix_hits"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "fragment"),
+    [
+        ("chat", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ("chat", {"frequency_penalty": 0.5}, "frequency_penalty"),
+        ("chat", {"logit_bias": {"17": 3}}, "logit_bias"),
+        ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("chat", {"top_logprobs": 2}, "top_logprobs needs logprobs"),
+        ("text", {"suffix": "x"}, "suffix"),
+        ("text", {"best_of": 3}, "best_of"),
+        ("text", {"echo": True, "stream": True}, "echo with stream"),
+        ("text", {"max_tokens": 0}, "only with echo"),
+    ],
+)
+def test_unsupported_fields_are_refused_by_name(scripted, path, extra, fragment):
+    url = f"{scripted}/v1/chat/completions" if path == "chat" else f"{scripted}/v1/completions"
+    body = {"messages": ask("Hi")} if path == "chat" else {"prompt": "Hi"}
+    response = httpx.post(url, json={**body, **extra}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_neutral_values_of_unsupported_fields_pass(scripted_client):
+    reply = scripted_client.chat.completions.create(model="m", messages=ask("SCRIPT: fine"), frequency_penalty=0,
+                                                    presence_penalty=0, logit_bias={}, user="someone", n=1)  # fmt: skip
+    assert reply.choices[0].message.content == "fine"
+
+
+def test_echo_scores_the_prompt_in_the_legacy_shape(scripted):
+    prompt = "The cat"
+    body = {"prompt": prompt, "echo": True, "max_tokens": 0, "logprobs": 3, "return_tokens_as_token_ids": True}
+    choice = httpx.post(f"{scripted}/v1/completions", json=body, timeout=30).json()["choices"][0]
+    logprobs = choice["logprobs"]
+    assert choice["text"] == prompt and len(logprobs["tokens"]) == len(prompt) + 1  # byte tokens and BOS
+    assert logprobs["tokens"][0] == "token_id:256" and logprobs["tokens"][1] == f"token_id:{ord('T')}"
+    assert logprobs["token_logprobs"][0] is None and all(lp <= 0 for lp in logprobs["token_logprobs"][1:])
+    assert logprobs["top_logprobs"][0] is None and all(len(top) == 3 for top in logprobs["top_logprobs"][1:])
+    assert logprobs["text_offset"][:3] == [0, 0, 1]  # BOS has no text
+    as_ids = httpx.post(f"{scripted}/v1/completions", json={**body, "prompt": [256, 84, 104]}, timeout=30).json()
+    assert as_ids["choices"][0]["logprobs"]["token_logprobs"][1:] == logprobs["token_logprobs"][1:3]
+
+
+@pytest.mark.slow
+def test_answer_logprobs_in_chat_and_completions(client):
+    reply = client.chat.completions.create(model="m", messages=ask("What is the capital of France?"), max_tokens=12,
+                                           logprobs=True, top_logprobs=3)  # fmt: skip
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in content)
+    assert "".join(e.token for e in content).strip().startswith(reply.choices[0].message.content[:10])
+    stream = client.chat.completions.create(model="m", messages=ask("What is the capital of France?"), max_tokens=12,
+                                            logprobs=True, top_logprobs=3, stream=True)  # fmt: skip
+    streamed = [e for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    text = client.completions.create(model="m", prompt="The capital of France is", max_tokens=3, logprobs=2, echo=True)
+    logprobs = text.choices[0].logprobs
+    prompt_tokens = text.usage.prompt_tokens
+    assert len(logprobs.tokens) == prompt_tokens + 3 and logprobs.token_logprobs[0] is None
+    assert text.choices[0].text.startswith("The capital of France is")
+
+
+@pytest.mark.slow
+def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, shared_data):
+    """text mode scored by a served base model (prompt log-probabilities, top-5) against the same model
+    scored locally. The server scores every prompt position and the local pass only the answer's, a
+    batch of another shape, so what is compared is what is guaranteed: the categories (within one token
+    in a hundred) and the probabilities (within 1e-3)."""
+    from untuned import load_backend
+    from untuned.formats import read_answers
+    from untuned.shift import ShiftAnalyzer
+
+    items = read_answers(shared_data / "reference_outputs" / "gpt-4-0613.jsonl")[:2]
+    served = ShiftAnalyzer(load_backend(f"{root}/v1"), mode="text", top_k=5)
+    local = ShiftAnalyzer(gemma, mode="text", top_k=5)
+    assert served.settings.kl_method == "top-k"
+    served_tokens = [t for item in items for t in served.analyze(item).tokens]
+    local_tokens = [t for item in items for t in local.analyze(item).tokens]
+    assert len(served_tokens) == len(local_tokens) > 100
+    same = sum(a.category == b.category for a, b in zip(served_tokens, local_tokens))
+    assert same >= 0.99 * len(local_tokens)
+    assert max(abs(a.prob - b.prob) for a, b in zip(served_tokens, local_tokens)) < 1e-3

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from conftest import plain
-from tiny import CORPUS, make_tiny_llama
+from tiny import CHAT_TEMPLATE, CORPUS, make_tiny_llama
 from typer.testing import CliRunner
 
 from untuned import LoadOptions, load_backend
@@ -242,3 +242,32 @@ def test_batched_text_mode_equals_one_at_a_time(tiny_pair, tmp_path):
     assert batched[3].tokens == [] and not batched[3].truncated
     examples = run_shift(analyzer, work, tmp_path, batch_size=3).records
     assert [e.id for e in examples] == ["a", "b", "c", "d"]
+
+
+def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, tmp_path):
+    """As the original analysis does: the aligned model's distribution is taken with the answer inside
+    its chat template, the base model's with the plain query; positions matched on the answer."""
+    templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
+    base = load_backend(str(tiny_folders[0]), LoadOptions(device="cpu"))
+    aligned = load_backend(str(templated), LoadOptions(device="cpu"))
+    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=True, top_k=3)
+    assert analyzer.settings.aligned_template
+    item = ITEMS[1]
+    example = analyzer.analyze(item)
+    answer = base.tokenize(item.answer)
+    plain = base.tokenize(f"{item.query}\n\n", add_special=True)
+    chat_text = aligned.tokenizer.apply_chat_template([{"role": "user", "content": item.query}], tokenize=False,
+                                                      add_generation_prompt=True)  # fmt: skip
+    assert chat_text.startswith("<s>user: What is two plus two?") and chat_text.endswith("<s>assistant:")
+    chat = aligned.tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+    assert chat[0] == aligned.tokenizer.bos_token_id and chat != plain
+    for token in example.tokens:
+        base_lp, base_rank = reference(base, plain + answer, len(plain) + token.index)
+        aligned_lp, aligned_rank = reference(aligned, chat + answer, len(chat) + token.index)
+        assert (token.rank, token.aligned_rank) == (base_rank, aligned_rank)
+        assert token.aligned_prob == pytest.approx(np.exp(aligned_lp[token.id]), abs=1e-5)
+    without = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3).analyze(item)
+    assert [t.aligned_prob for t in without.tokens] != [t.aligned_prob for t in example.tokens]
+    with pytest.raises(UntunedError, match="no chat template: pass --no-aligned-template"):
+        ShiftAnalyzer(base, mode="pair", aligned=load_backend(str(tiny_folders[1]), LoadOptions(device="cpu")),
+                      aligned_template=True)  # fmt: skip

@@ -11,7 +11,13 @@ CORPUS = [
 ]
 
 
-def make_tiny_llama(folder: Path, *, seed: int, init_range: float = 0.02) -> Path:
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)  # a chat template of our own, for the tests of an aligned model's template
+
+
+def make_tiny_llama(folder: Path, *, seed: int, init_range: float = 0.02, chat_template: str | None = None) -> Path:
     """A 2-layer Llama with random weights (``seed``) and a BPE tokenizer trained on a few lines.
 
     The tokenizer is trained identically every time, so models of different seeds share it.
@@ -29,6 +35,8 @@ def make_tiny_llama(folder: Path, *, seed: int, init_range: float = 0.02) -> Pat
     )
     tokenizer.train_from_iterator(CORPUS * 20, trainer)
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
+    if chat_template:
+        fast.chat_template = chat_template
     fast.save_pretrained(folder)
     config = transformers.LlamaConfig(
         vocab_size=fast.vocab_size,

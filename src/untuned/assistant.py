@@ -15,8 +15,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from untuned.backends import Backend, FinishReason, LoadOptions, Sampling, StreamChunk, TokenLogprob, load_backend
+from untuned.backends import (
+    Backend,
+    ChatTemplated,
+    FinishReason,
+    LoadOptions,
+    Sampling,
+    StreamChunk,
+    TokenLogprob,
+    load_backend,
+)
 from untuned.conversation import Conversation, RenderedPrompt
+from untuned.errors import UntunedError
 from untuned.prompt import PromptSet, load_prompt
 from untuned.stopping import StopScanner, clean_answer
 
@@ -158,6 +168,13 @@ class Assistant:
         """Stream a continuation of already rendered text, stopping at ``sampling.stop``."""
         settings = sampling or self.sampling
         return Completion(self.backend.stream(rendered, settings), stops=settings.stop, clean=clean, on_done=on_done)
+
+    def complete_chat(self, messages: list[dict[str, str]], *, sampling: Sampling | None = None) -> Completion:
+        """Answer ``messages`` in the model's own chat template (an instruct model), not with URIAL."""
+        if not isinstance(self.backend, ChatTemplated):
+            raise UntunedError(f"{self.backend.name}: its backend cannot use the model's chat template")
+        settings = sampling or self.sampling
+        return Completion(self.backend.stream(self.backend.chat_prompt(messages), settings), stops=settings.stop)
 
     def ask(self, query: str, *, sampling: Sampling | None = None) -> Completion:
         """Answer one query with no history. Iterate the result for streamed text."""

@@ -5,6 +5,7 @@ what resuming guarantees), and merge the shard files of one run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -80,24 +81,44 @@ class GenerationFile(JsonlFile[GenerationRecord]):
         super().__init__(path, GenerationRecord, label="generation record")
 
 
-def generation_settings(assistant: Assistant, model_spec: str, loading: LoadOptions | None = None) -> GenerationSettings:
+CHAT_TEMPLATE = "chat-template"  # the prompt name of answers given in the model's own chat template
+
+
+def generation_settings(
+    assistant: Assistant, model_spec: str, loading: LoadOptions | None = None, *, chat_template: bool = False
+) -> GenerationSettings:
+    """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL."""
+    if chat_template:
+        template = getattr(assistant.backend, "template_text", lambda: None)()
+        if template is None:
+            raise UntunedError(f"{assistant.backend.name} has no chat template to answer in (is it a base model?)")
+        prompt_name, prompt_hash = CHAT_TEMPLATE, hashlib.sha256(template.encode("utf-8")).hexdigest()
+    else:
+        prompt_name, prompt_hash = assistant.prompt.name, assistant.prompt.content_hash
     return GenerationSettings(
-        generator=f"untuned/{assistant.backend.name}/{assistant.prompt.name}",
+        generator=f"untuned/{assistant.backend.name}/{prompt_name}",
         model=model_spec,
-        prompt_name=assistant.prompt.name,
-        prompt_hash=assistant.prompt.content_hash,
+        prompt_name=prompt_name,
+        prompt_hash=prompt_hash,
         sampling=assistant.sampling.model_dump(mode="json"),
         loading={"gpu_layers": loading.gpu_layers, "dtype": loading.dtype} if loading else {},
     )
 
 
 def answer_item(assistant: Assistant, item: Item, settings: GenerationSettings) -> GenerationRecord:
-    """Answer every turn of ``item``; later turns see the model's own earlier answers."""
+    """Answer every turn of ``item``; later turns see the model's own earlier answers (with URIAL, or in
+    the model's own chat template when the settings say so)."""
     chat = assistant.chat()
+    messages: list[dict[str, str]] = []
     started = time.perf_counter()
     outputs, prompt_tokens, completion_tokens, finishes = [], [], [], []
     for turn in item.turns:
-        completion = chat.send(turn)
+        if settings.prompt_name == CHAT_TEMPLATE:
+            messages.append({"role": "user", "content": turn})
+            completion = assistant.complete_chat(messages)
+            messages.append({"role": "assistant", "content": completion.text})
+        else:
+            completion = chat.send(turn)
         outputs.append(completion.text)
         prompt_tokens.append(completion.prompt_tokens)
         completion_tokens.append(completion.completion_tokens)

@@ -146,8 +146,14 @@ def fetch(gguf: HubGguf, *, cache_dir: Path | None = None) -> Path:
     files = repo_files(gguf.repo, cache_dir=cache_dir)
     if files is None:
         raise ModelNotFoundError(_nowhere(gguf))
+    try:
+        wanted = choose(files, gguf)
+    except ModelNotFoundError as exc:
+        if offline():  # the listing is only what the cache holds
+            raise ModelNotFoundError(f"{_nowhere(gguf)}; the cache holds: {_listing(files)}") from exc
+        raise
     paths = []
-    for filename in choose(files, gguf):
+    for filename in wanted:
         try:
             local = hf_hub_download(gguf.repo, filename, cache_dir=cache_root(cache_dir), local_files_only=offline())
             paths.append(Path(local))

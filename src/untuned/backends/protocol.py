@@ -135,3 +135,11 @@ class ChatTemplated(Protocol):
     def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
         """``messages`` in the model's chat template, ending where its answer begins."""
         ...
+
+    def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
+        """The token ids ``stream`` would feed the model for ``prompt``."""
+        ...
+
+    def template_text(self) -> str | None:
+        """The chat template itself (None when the model has none)."""
+        ...

@@ -17,17 +17,20 @@ from typing import Any
 import httpx
 import numpy as np
 
-from untuned.backends import LoadOptions, ModelSpec, Sampling, StreamChunk, TokenScores
+from untuned.backends import LoadOptions, ModelSpec, Sampling, StreamChunk, TokenScores, check_score_request
 from untuned.conversation import RenderedPrompt
-from untuned.errors import BackendUnavailableError, RemoteError, UnsupportedOperation
+from untuned.errors import BackendUnavailableError, RemoteError, UnsupportedOperation, UntunedError
 
 log = logging.getLogger(__name__)
 
 # Token endpoints of the common servers, tried in order: (path from the server root, request body).
+# vLLM, SGLang, llama.cpp's server and untuned serve: /tokenize (special tokens as asked);
+# llama-cpp-python's server: /extras/tokenize (always adds BOS).
 _TOKENIZE_ROUTES = (
-    ("/tokenize", lambda model, text: {"model": model, "prompt": text, "content": text, "add_special_tokens": False}),
-    ("/extras/tokenize", lambda model, text: {"input": text}),
-)
+    ("/tokenize", lambda model, text, special: {"model": model, "prompt": text, "content": text,
+                                                "add_special_tokens": special, "add_special": special}),
+    ("/extras/tokenize", lambda model, text, special: {"input": text}),
+)  # fmt: skip
 
 
 class RemoteBackend:
@@ -89,7 +92,7 @@ class RemoteBackend:
         if not models:
             raise RemoteError(f"{self.base_url} serves no models; pass one with --remote-model.")
         extra = models[0].model_extra or {}
-        self.context_length = extra.get("max_model_len")
+        self.context_length = extra.get("max_model_len") or extra.get("context_length")
         if len(models) > 1:
             log.warning("%s serves %d models; using %s (choose with --remote-model)", self.base_url, len(models), models[0].id)
         return models[0].id
@@ -102,18 +105,19 @@ class RemoteBackend:
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         """Tokenize through the server's own endpoint (vLLM, SGLang, llama.cpp server, llama-cpp-python)."""
         if self._special_prefix is None:
-            self._special_prefix = self._tokenize_raw("")  # what the server adds on its own, e.g. BOS
-        ids = self._tokenize_raw(text)
+            self._special_prefix = self._tokenize_raw("", special=True)  # what the server adds, e.g. BOS
+        ids = self._tokenize_raw(text, special=False)
         plain = ids[len(self._special_prefix) :] if ids[: len(self._special_prefix)] == self._special_prefix else ids
         return self._special_prefix + plain if add_special else plain
 
-    def _tokenize_raw(self, text: str) -> list[int]:
+    def _tokenize_raw(self, text: str, *, special: bool) -> list[int]:
         routes = [self._tokenize_route] if self._tokenize_route else list(_TOKENIZE_ROUTES)
         headers = {"Authorization": f"Bearer {self.client.api_key}"}
         for route in routes:
             path, body = route
             try:
-                reply = httpx.post(self._server_root() + path, json=body(self.name, text), headers=headers, timeout=30)
+                reply = httpx.post(self._server_root() + path, json=body(self.name, text, special), headers=headers,
+                                   timeout=30)  # fmt: skip
             except httpx.HTTPError:
                 continue
             if reply.status_code == 200 and isinstance(reply.json().get("tokens"), list):
@@ -122,14 +126,29 @@ class RemoteBackend:
         raise UnsupportedOperation(f"{self.base_url} offers no tokenize endpoint (tried /tokenize and /extras/tokenize).")
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        raise UnsupportedOperation("remote servers are not asked to detokenize; use a local backend for token-level work.")
+        """Detokenize through the server's /detokenize (vLLM, SGLang, llama.cpp's server, untuned serve)."""
+        headers = {"Authorization": f"Bearer {self.client.api_key}"}
+        try:
+            reply = httpx.post(self._server_root() + "/detokenize", json={"model": self.name, "tokens": [int(t) for t in tokens]},
+                               headers=headers, timeout=30)  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"could not reach {self.base_url} to detokenize ({exc})") from exc
+        found = reply.json() if reply.status_code == 200 else {}
+        text = found.get("prompt", found.get("content"))
+        if not isinstance(text, str):
+            raise UnsupportedOperation(f"{self.base_url} offers no /detokenize endpoint")
+        return text
 
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        return self._stream(prompt.text, sampling)
+        if sampling.json_schema is not None or sampling.logprobs:
+            raise UnsupportedOperation("the remote backend does not pass json_schema or logprobs on; ask the server itself")
+        if prompt.special_tokens:
+            raise UnsupportedOperation("the remote backend sends text; a prompt with special tokens needs a local backend")
+        return self._stream(list(prompt.ids) if prompt.ids is not None else prompt.text, sampling)
 
-    def _stream(self, text: str, sampling: Sampling) -> Iterator[StreamChunk]:
+    def _stream(self, text: str | list[int], sampling: Sampling) -> Iterator[StreamChunk]:
         extra: dict[str, Any] = {}
         if sampling.repetition_penalty != 1.0:
             # vLLM, SGLang and TGI call it repetition_penalty; llama.cpp's servers repeat_penalty.
@@ -167,14 +186,60 @@ class RemoteBackend:
                 except (self._openai.APIError, httpx.HTTPError) as exc:
                     raise RemoteError(f"the stream from {self.base_url} broke off: {exc}") from exc
 
+    full_distributions = False  # a server tells the top-k of each position, not whole distributions
+
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
-        raise UnsupportedOperation("the remote backend cannot score tokens yet; use the llama.cpp or transformers backend.")
+        """Prompt log-probabilities from the server: ``/v1/completions`` with the tokens as the prompt,
+        ``echo`` and ``logprobs=top_k`` (vLLM and ``untuned serve`` answer so). A token outside the
+        server's top-k gets rank ``top_k + 1`` (its true rank is beyond k), so with ``top_k >= 3`` the
+        unshifted / marginal / shifted categories are exact."""
+        ids = check_score_request(tokens, start, self.context_length)
+        if top_k < 3:
+            raise UntunedError("scoring through a server needs top_k >= 3 for exact token categories")
+        with self._slots:
+            try:
+                response = self.client.completions.create(
+                    model=self.name, prompt=ids, max_tokens=1, echo=True, logprobs=top_k, temperature=0.0,
+                    extra_body={"return_tokens_as_token_ids": True},
+                )  # fmt: skip
+            except self._openai.APIStatusError as exc:
+                raise RemoteError(f"{self.base_url} refused to score ({exc.status_code}): {_detail(exc)}") from exc
+            except self._openai.APIConnectionError as exc:
+                raise RemoteError(f"could not reach {self.base_url} after retries ({exc}).") from exc
+        found = response.choices[0].logprobs if response.choices else None
+        if found is None or not found.token_logprobs or len(found.token_logprobs) < len(ids):
+            raise RemoteError(f"{self.base_url} did not return the prompt's log-probabilities (it needs /v1/completions "
+                              "with echo and logprobs, as vLLM and untuned serve give).")  # fmt: skip
+        echoed = [_token_id(t) for t in found.tokens[: len(ids)]]
+        if echoed != ids:
+            raise RemoteError(f"{self.base_url} scored other tokens than it was sent (it must return token ids: "
+                              "return_tokens_as_token_ids)")  # fmt: skip
+        rows = range(start, len(ids))
+        logprobs = np.array([found.token_logprobs[i] for i in rows], dtype=np.float64)
+        top_ids = np.full((len(rows), top_k), -1, dtype=np.int64)
+        top_logprobs = np.full((len(rows), top_k), -np.inf)
+        ranks = np.empty(len(rows), dtype=np.int64)
+        for row, position in enumerate(rows):
+            ranked = sorted(((lp, _token_id(t)) for t, lp in (found.top_logprobs[position] or {}).items()), reverse=True)
+            ranked = ranked[:top_k]
+            for column, (lp, token) in enumerate(ranked):
+                top_ids[row, column], top_logprobs[row, column] = token, lp
+            own = ids[position]
+            ranks[row] = 1 + sum(lp > logprobs[row] for lp, _ in ranked) if own in {t for _, t in ranked} else top_k + 1
+        return TokenScores(np.asarray(ids[start:]), logprobs, ranks, top_ids, top_logprobs)
 
     def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        raise UnsupportedOperation("the remote backend cannot give token distributions; use a local backend.")
+        raise UnsupportedOperation("a server gives each position's top-k, not whole distributions: KL through a server "
+                                   "is computed over the top-k (shift does so by itself)")  # fmt: skip
 
     def close(self) -> None:
         self.client.close()
+
+
+def _token_id(name: str) -> int:
+    if not name.startswith("token_id:"):
+        raise RemoteError(f"the server named a token {name!r}, not by its id: it must support return_tokens_as_token_ids")
+    return int(name[len("token_id:") :])
 
 
 def _detail(exc: Exception) -> str:

@@ -28,6 +28,8 @@ def generate_command(
     force: Annotated[bool, typer.Option("--force", help="Set aside an output file made with other settings.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Items answered side by side: "
                                              "decoded in one batch by a local model, requests at once to a server.")] = 1,
+    chat_template: Annotated[bool, typer.Option("--chat-template", help="Answer in the model's own chat template "
+                             "instead of URIAL (an instruct model: the aligned side of a comparison).")] = False,
     *,
     options: ModelOptions,
 ) -> None:  # fmt: skip
@@ -51,7 +53,7 @@ def generate_command(
         done = bar.tasks[task].completed + 1
         bar.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
 
-    settings = generation_settings(assistant, options.model, options.load_options())
+    settings = generation_settings(assistant, options.model, options.load_options(), chat_template=chat_template)
     try:
         summary = generate(assistant, items, output, settings=settings, force=force, concurrency=concurrency,
                            on_start=start, on_record=advance)  # fmt: skip

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from untuned.answers import ContextKind, generate_answers
 from untuned.backends import Sampling
-from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
+from untuned.cli.common import LOADING, ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
 from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
 from untuned.formats import read_answers, read_tags
@@ -18,7 +18,7 @@ from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, r
 
 
 @friendly
-@model_options("model", "backend", "n_ctx", "device", "prompt", "verbose")
+@model_options(*LOADING, "prompt", "verbose")
 def shift_command(
     mode: Annotated[ShiftMode, typer.Argument(help="text: base scores any answers · pair: base vs aligned model (same "
                                                    "tokenizer) · context: base without vs with the URIAL prefix.")],
@@ -31,6 +31,8 @@ def shift_command(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at most this many answers.")] = None,
     ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")] = None,
     aligned: Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")] = None,
+    aligned_template: Annotated[bool, typer.Option("--aligned-template/--no-aligned-template", help="pair mode: show the "
+                                "aligned model the query in its own chat template (as the original analysis does).")] = True,
     context: Annotated[ContextKind, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")] = "plain",
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")] = 5,
     token_format: Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")] = "jsonl",
@@ -51,7 +53,8 @@ def shift_command(
     wanted = ids_option(ids)
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
-    analyzer = ShiftAnalyzer(base, mode=mode, aligned=second, context=context, prompt=prompt_set, top_k=top_k)
+    analyzer = ShiftAnalyzer(base, mode=mode, aligned=second, context=context, prompt=prompt_set, top_k=top_k,
+                             aligned_template=aligned_template and mode == "pair")  # fmt: skip
 
     with progress() as bar:
         if answers is not None:
@@ -80,8 +83,9 @@ def shift_command(
 
 
 def _print_summary(summary: ShiftSummary, output: Path) -> None:
+    kl_label = "mean KL" if summary.kl_method == "full" else "mean KL (top-k only)"
     table = Table(
-        "group", "answers", "tokens", "unshifted", "marginal", "shifted", "mean KL", title=f"{summary.mode} · {summary.base}"
+        "group", "answers", "tokens", "unshifted", "marginal", "shifted", kl_label, title=f"{summary.mode} · {summary.base}"
     )
     rows = [("all", summary.overall), *summary.by_dataset.items()]
     for name, group in rows:

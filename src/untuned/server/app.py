@@ -35,6 +35,8 @@ from untuned.server.schema import (
     ChatResponse,
     CompletionRequest,
     CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
     EngineLoad,
     ErrorResponse,
     Health,
@@ -42,6 +44,8 @@ from untuned.server.schema import (
     ModelCard,
     ModelList,
     TextChoice,
+    TokenizeRequest,
+    TokenizeResponse,
     Usage,
     error_json,
     new_id,
@@ -184,6 +188,16 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
     async def models() -> ModelList:
         card = ModelCard(id=model, created=now(), prompt=assistant.prompt.name, context_length=assistant.backend.context_length)
         return ModelList(data=[card])
+
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        ids = await asyncio.to_thread(assistant.backend.tokenize, body.text, add_special=body.special)
+        return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=assistant.backend.context_length)
+
+    @app.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
+        text = await asyncio.to_thread(assistant.backend.detokenize, body.tokens)
+        return DetokenizeResponse(prompt=text, content=text)
 
     def sampling_for(body: ChatRequest | CompletionRequest, default_max: int, *, logprobs: int) -> Sampling:
         wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max

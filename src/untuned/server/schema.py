@@ -42,6 +42,7 @@ class StreamOptions(BaseModel):
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
+TokenId = Annotated[int, Field(ge=0)]
 
 
 class _SamplingFields(BaseModel):
@@ -85,9 +86,6 @@ class ChatRequest(_SamplingFields):
         return self
 
 
-TokenId = Annotated[int, Field(ge=0)]
-
-
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
         ..., description="Raw text (or token ids) for the base model to continue, no URIAL prompt; one prompt."
@@ -125,6 +123,43 @@ class CompletionRequest(_SamplingFields):
     def token_ids(self) -> list[int] | None:
         value = self.prompt[0] if isinstance(self.prompt, list) and isinstance(self.prompt[0], list) else self.prompt
         return list(value) if isinstance(value, list) else None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's and llama.cpp's server's shapes: ``prompt`` or ``content``; ``add_special_tokens`` or ``add_special``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, max_length=256)
+    prompt: str | None = Field(None, max_length=2_000_000)
+    content: str | None = Field(None, max_length=2_000_000)
+    add_special_tokens: bool | None = None
+    add_special: bool | None = None
+
+    @property
+    def text(self) -> str:
+        return self.prompt if self.prompt is not None else self.content or ""
+
+    @property
+    def special(self) -> bool:
+        value = self.add_special_tokens if self.add_special_tokens is not None else self.add_special
+        return True if value is None else value
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    count: int
+    max_model_len: int | None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, max_length=256)
+    tokens: list[TokenId] = Field(..., max_length=1_000_000)
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+    content: str
 
 
 class Usage(BaseModel):

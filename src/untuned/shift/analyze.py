@@ -20,11 +20,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem, ContextKind, plain_context
-from untuned.backends import Backend, TokenScores, scores_from_logits
+from untuned.backends import Backend, ChatTemplated, TokenScores, scores_from_logits
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
-from untuned.shift.records import ShiftExample, ShiftMode, TokenShift, TopToken, category
+from untuned.shift.records import KlMethod, ShiftExample, ShiftMode, TokenShift, TopToken, category
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class ShiftSettings(BaseModel):
     prompt_name: str | None = None
     prompt_hash: str | None = None
     top_k: int = Field(5, ge=1, le=50)
+    kl_method: KlMethod = Field("full", description="full: KL over the whole vocabulary; top-k: over a server's top-k only.")
+    aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
 
 
 def urial_context(prompt: PromptSet, query: str) -> str:
@@ -85,6 +87,7 @@ class ShiftAnalyzer:
         context: ContextKind = "plain",
         prompt: PromptSet | None = None,
         top_k: int = 5,
+        aligned_template: bool = False,
     ) -> None:
         if mode in ("pair", "context") and aligned is None:
             raise UntunedError(
@@ -96,6 +99,17 @@ class ShiftAnalyzer:
             raise UntunedError("a URIAL context needs a prompt set")
         self.base, self.aligned, self.mode, self.context, self.prompt, self.top_k = base, aligned, mode, context, prompt, top_k
         self._texts: dict[int, str] = {}
+        self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
+        if aligned_template:
+            if mode != "pair" or not isinstance(aligned, ChatTemplated):
+                raise UntunedError("the aligned model's chat template applies to pair mode with a local aligned model")
+            if aligned.template_text() is None:
+                raise UntunedError(f"{aligned.name} has no chat template: pass --no-aligned-template to show it the "
+                                   "query as the base model sees it")  # fmt: skip
+            self._chat = aligned
+        self.aligned_template = aligned_template
+        full = all(getattr(b, "full_distributions", True) for b in (base, aligned) if b is not None)
+        self.kl_method: KlMethod = "full" if full else "top-k"
         if mode == "pair":
             self._check_same_tokenizer()
 
@@ -106,6 +120,7 @@ class ShiftAnalyzer:
             mode=self.mode, base=self.base.name, aligned=self.aligned.name if self.aligned else None,
             context="plain" if self.mode == "context" else self.context,
             prompt_name=prompt.name if prompt else None, prompt_hash=prompt.content_hash if prompt else None, top_k=self.top_k,
+            kl_method=self.kl_method, aligned_template=self.aligned_template,
         )  # fmt: skip
 
     def _check_same_tokenizer(self) -> None:
@@ -137,8 +152,11 @@ class ShiftAnalyzer:
         answer = self.base.tokenize(item.answer)
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
         aligned_ctx = None
-        if self.aligned is not None:
+        if self._chat is not None:
+            aligned_ctx = self._chat.tokenize_prompt(self._chat.chat_prompt([{"role": "user", "content": item.query.strip()}]))
+        elif self.aligned is not None:
             aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
+        if self.aligned is not None:
             if self.mode == "pair" and self.aligned.tokenize(item.answer) != answer:
                 raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
         room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or []))
@@ -178,6 +196,8 @@ class ShiftAnalyzer:
         targets = np.asarray(answer)
         if aligned_ctx is None:
             return self._from_scores(answer, self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k))
+        if self.kl_method == "top-k":
+            return self._from_top_k(base_ctx, aligned_ctx, answer)
         base_start, aligned_start = len(base_ctx), len(aligned_ctx)
         first = ((pos - base_start, rows) for pos, rows in self.base.distributions(base_ctx + answer, start=base_start))
         second = (
@@ -204,6 +224,23 @@ class ShiftAnalyzer:
                 record.kl = max(float(kl[row]), 0.0)
                 record.aligned_top = self._top(aligned_top[row], aligned_top_lp[row])
                 records.append(record)
+        return records
+
+    def _from_top_k(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int]) -> list[TokenShift]:
+        """Both sides from their top-k alone (a server gives no more): ranks and categories exact (k >= 3),
+        KL(aligned || base) summed over the aligned side's top-k, a base token outside its own top-k taken
+        at the base's k-th log-probability (so the KL is a lower estimate)."""
+        base = self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k)
+        aligned = self.aligned.score(aligned_ctx + answer, start=len(aligned_ctx), top_k=self.top_k)
+        records = self._from_scores(answer, base)
+        for i, record in enumerate(records):
+            base_lp = dict(zip(base.top_ids[i].tolist(), base.top_logprobs[i].tolist()))
+            floor = float(np.min(base.top_logprobs[i][np.isfinite(base.top_logprobs[i])], initial=0.0))
+            pairs = [(lp, base_lp.get(t, floor)) for t, lp in zip(aligned.top_ids[i].tolist(), aligned.top_logprobs[i].tolist())
+                     if t >= 0]  # fmt: skip
+            record.aligned_rank, record.aligned_prob = int(aligned.ranks[i]), float(np.exp(aligned.logprobs[i]))
+            record.kl = max(sum(np.exp(a) * (a - b) for a, b in pairs), 0.0)
+            record.aligned_top = self._top(aligned.top_ids[i], aligned.top_logprobs[i])
         return records
 
     def _from_scores(self, answer: list[int], scores: TokenScores) -> list[TokenShift]:

@@ -58,7 +58,8 @@ def write_outputs(
 ) -> ShiftSummary:
     """Write tokens, summary.json, shift.html and plots for ``examples``; return the summary."""
     out = Path(out)
-    summary = summarize(examples, mode=settings.mode, base=settings.base, aligned=settings.aligned, context=settings.context)
+    summary = summarize(examples, mode=settings.mode, base=settings.base, aligned=settings.aligned, context=settings.context,
+                        kl_method=settings.kl_method)  # fmt: skip
     (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     write_tokens(examples, out / f"tokens.{tokens}", tokens)
     write_html(examples, summary, out / "shift.html")

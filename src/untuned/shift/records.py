@@ -20,6 +20,7 @@ from untuned.answers import AnswerItem
 
 Category = Literal["unshifted", "marginal", "shifted"]
 ShiftMode = Literal["text", "pair", "context"]
+KlMethod = Literal["full", "top-k"]
 CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
 POSITION_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # absolute answer positions: [0, 8), [8, 16) ... [512, ∞)
 
@@ -48,7 +49,9 @@ class TokenShift(BaseModel):
     category: Category
     aligned_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
     aligned_prob: float | None = None
-    kl: float | None = Field(None, description="KL(aligned || base) in nats at this position.")
+    kl: float | None = Field(
+        None, description="KL(aligned || base) in nats at this position (over the top-k only when the run's kl_method is top-k)."
+    )
     top: list[TopToken] = Field(default_factory=list, description="Base top-k.")
     aligned_top: list[TopToken] = Field(default_factory=list)
 
@@ -102,6 +105,7 @@ class ShiftSummary(BaseModel):
     base: str
     aligned: str | None = None
     context: str
+    kl_method: KlMethod = Field("full", description="top-k: the KL figures cover only a server's top-k tokens.")
     examples: int
     truncated: int
     overall: Group
@@ -129,6 +133,7 @@ def _bucket(label: str, cats: list[str]) -> PositionBucket:
 
 
 def summarize(examples: Iterable[ShiftExample], *, mode: ShiftMode, base: str, aligned: str | None, context: str,
+              kl_method: KlMethod = "full",
               top: int = 30) -> ShiftSummary:  # fmt: skip
     """Aggregate examples: ratios overall / by dataset / by tag, shift by position, top shifted tokens."""
     examples = list(examples)
@@ -153,7 +158,7 @@ def summarize(examples: Iterable[ShiftExample], *, mode: ShiftMode, base: str, a
                 shifted[token.text] += 1
     labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
     return ShiftSummary(
-        mode=mode, base=base, aligned=aligned, context=context, examples=len(examples),
+        mode=mode, base=base, aligned=aligned, context=context, kl_method=kl_method, examples=len(examples),
         truncated=sum(e.truncated for e in examples), overall=_group(examples),
         by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
         by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},

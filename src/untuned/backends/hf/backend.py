@@ -148,14 +148,7 @@ class TransformersBackend(RowScoring):
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         if sampling.json_schema is not None:
             raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
-        if prompt.ids is not None:
-            prefix, body = [], list(prompt.ids)
-        elif prompt.special_tokens:
-            ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
-            prefix, body = [], list(ids)
-        else:
-            prefix = self.tokenize(prompt.prefix, add_special=True) if prompt.prefix else []
-            body = self.tokenize(prompt.body, add_special=not prefix)
+        prefix, body = self._split(prompt)
         if not body:
             prefix, body = prefix[:-1], prefix[-1:]
         total = len(prefix) + len(body)
@@ -163,6 +156,22 @@ class TransformersBackend(RowScoring):
             raise ContextOverflowError(total, self.context_length)
         limit = min(sampling.max_tokens, (self.context_length or 0) - total)
         return self.engine.generate(prefix, body, sampling, limit)
+
+    def _split(self, prompt: RenderedPrompt) -> tuple[list[int], list[int]]:
+        """The prompt's token ids: the cacheable prefix and the body."""
+        if prompt.ids is not None:
+            return [], list(prompt.ids)
+        if prompt.special_tokens:
+            return [], list(self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
+        prefix = self.tokenize(prompt.prefix, add_special=True) if prompt.prefix else []
+        return prefix, self.tokenize(prompt.body, add_special=not prefix)
+
+    def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
+        prefix, body = self._split(prompt)
+        return prefix + body
+
+    def template_text(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or None
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
         """``messages`` in the tokenizer's chat template, ending where the answer begins."""

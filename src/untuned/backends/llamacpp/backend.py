@@ -100,14 +100,24 @@ class LlamaCppBackend(RowScoring):
         text = render_chat_template(template, messages, bos_token=bos, eos_token=eos)
         return RenderedPrompt(prefix="", body=text, special_tokens=True)
 
-    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        prefix = self._prefix(prompt.prefix) if prompt.prefix else []
+    def template_text(self) -> str | None:
+        return self.model.chat_template()
+
+    def _split(self, prompt: RenderedPrompt) -> tuple[list[int], list[int]]:
+        """The prompt's token ids: the cacheable prefix and the body."""
         if prompt.ids is not None:
-            prefix, body = [], list(prompt.ids)
-        elif prompt.special_tokens:
-            body = self.model.tokenize(prompt.body, add_special=False, parse_special=True)
-        else:
-            body = self.tokenize(prompt.body, add_special=not prefix)
+            return [], list(prompt.ids)
+        prefix = self._prefix(prompt.prefix) if prompt.prefix else []
+        if prompt.special_tokens:
+            return prefix, self.model.tokenize(prompt.body, add_special=False, parse_special=True)
+        return prefix, self.tokenize(prompt.body, add_special=not prefix)
+
+    def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
+        prefix, body = self._split(prompt)
+        return prefix + body
+
+    def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
+        prefix, body = self._split(prompt)
         total = len(prefix) + len(body)
         if total >= self.engine.n_ctx_seq:
             raise ContextOverflowError(total, self.engine.n_ctx_seq)

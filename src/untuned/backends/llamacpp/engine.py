@@ -38,6 +38,7 @@ from untuned.backends.llamacpp.native import (
     PENALTY_WINDOW,
     Batch,
     Context,
+    Grammar,
     NativeModel,
     json_schema_grammar,
     sampler_chain,
@@ -63,6 +64,7 @@ class _Slot:
         self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
+        self.grammar: Grammar | None = None  # greedy decoding held to a grammar
 
     @property
     def busy(self) -> bool:
@@ -177,9 +179,9 @@ class Engine(BatchingEngine):
                     return
                 self.ctx.clone(top.seq, hole.seq)
                 for name in ("request", "pending", "pos", "generating", "produced", "admitted", "sampler", "penalty",
-                             "recent", "decoder", "logprob"):  # fmt: skip
+                             "recent", "decoder", "logprob", "grammar"):  # fmt: skip
                     setattr(hole, name, getattr(top, name))
-                top.request, top.sampler = None, None
+                top.request, top.sampler, top.grammar = None, None, None
                 top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
             self.ctx.clear(top.seq)  # its cells only: the copy above is made from the bytes at the next decode
 
@@ -188,6 +190,9 @@ class Engine(BatchingEngine):
         if slot.sampler is not None:
             self.lib.llama_sampler_free(slot.sampler)
             slot.sampler = None
+        if slot.grammar is not None:
+            slot.grammar.close()
+            slot.grammar = None
         self.ctx.clear(slot.seq)
         with self._work:
             slot.request = None
@@ -228,7 +233,9 @@ class Engine(BatchingEngine):
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         slot.penalty = sampling.repetition_penalty
         slot.recent.clear()
-        if sampling.temperature > 0 or request.extra is not None or not self.greedy_here:
+        if request.extra is not None and sampling.temperature <= 0 and self.greedy_here:
+            slot.grammar = Grammar(self.model, request.extra)
+        elif sampling.temperature > 0 or request.extra is not None or not self.greedy_here:
             slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
                                          top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
                                          grammar=request.extra)  # fmt: skip
@@ -306,20 +313,24 @@ class Engine(BatchingEngine):
             token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
         else:
             token = self._greedy(slot, row)
+            if slot.grammar is not None:
+                if not slot.grammar.allows(token):
+                    token = self._greedy(slot, row, grammar=slot.grammar)
+                slot.grammar.accept(token)
         wanted = slot.request.sampling.logprobs
         slot.logprob = token_logprob(self.ctx.logits_row(row), token, wanted, self.model.piece) if wanted else None
         return token
 
-    def _greedy(self, slot: _Slot, row: int) -> int:
+    def _greedy(self, slot: _Slot, row: int, grammar: Grammar | None = None) -> int:
         """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
         whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time."""
         logits = self.ctx.logits_row(row)
         if slot.penalty == 1.0 or not slot.recent:
-            return int(logits.argmax())
+            return grammar.best(logits) if grammar else int(logits.argmax())
         seen = np.fromiter(set(slot.recent), dtype=np.int64)
         kept = logits[seen].copy()
         logits[seen] = np.where(kept <= 0, kept * np.float32(slot.penalty), kept / np.float32(slot.penalty))
-        token = int(logits.argmax())
+        token = grammar.best(logits) if grammar else int(logits.argmax())
         logits[seen] = kept
         return token
 

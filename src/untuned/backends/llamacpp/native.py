@@ -246,6 +246,47 @@ class Context:
             self.ctx = None
 
 
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+class Grammar:
+    """A llama.cpp grammar sampler used on its own: it checks the token chosen greedily, and only when
+    that token breaks the grammar filters the whole vocabulary (as llama.cpp's own server does)."""
+
+    def __init__(self, model: NativeModel, grammar: str) -> None:
+        self.lib = model.lib
+        self.sampler = self.lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+        if not self.sampler:
+            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
+        self._one = np.zeros(1, dtype=TOKEN_DATA)
+
+    def _apply(self, candidates: np.ndarray) -> None:
+        array = self.lib.llama_token_data_array(
+            candidates.ctypes.data_as(self.lib.llama_token_data_p), len(candidates), -1, False
+        )
+        self.lib.llama_sampler_apply(self.sampler, ctypes.byref(array))
+
+    def allows(self, token: int) -> bool:
+        self._one["id"], self._one["logit"] = token, 0.0
+        self._apply(self._one)
+        return bool(np.isfinite(self._one["logit"][0]))
+
+    def best(self, logits: np.ndarray) -> int:
+        """The likeliest token the grammar allows (``logits``: the whole row)."""
+        candidates = np.empty(len(logits), dtype=TOKEN_DATA)
+        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
+        self._apply(candidates)
+        return int(candidates["id"][candidates["logit"].argmax()])
+
+    def accept(self, token: int) -> None:
+        self.lib.llama_sampler_accept(self.sampler, token)
+
+    def close(self) -> None:
+        if self.sampler:
+            self.lib.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+
 def json_schema_grammar(schema: str) -> str:
     """The GBNF grammar of a JSON schema (llama-cpp-python's converter; it ignores minimum/maximum)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
