@@ -27,7 +27,7 @@ from untuned.judge import (
     VerdictFile,
     parse_reply,
 )
-from untuned.judge.templates import ASPECTS
+from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
 from untuned.report import build_report, load_verdicts, stat, to_markdown, write_csv
 
 JSON = {"Content-Type": "application/json"}
@@ -135,7 +135,7 @@ def test_rerun_hits_the_cache_and_resumes(tmp_path):
 
 def test_pairwise_cancels_position_bias(tmp_path):
     def always_first(method, path, count, body):
-        return 200, JSON, chat_reply(json.dumps({a: {"rationale": "first is best", "winner": "A"} for a in ASPECTS}))
+        return 200, JSON, chat_reply(json.dumps({a: {"rationale": "first is best", "winner": "A"} for a in PAIRWISE_ASPECTS}))
 
     def prefers_longer(method, path, count, body):
         text = user_text(body)
@@ -144,17 +144,21 @@ def test_pairwise_cancels_position_bias(tmp_path):
         return (
             200,
             JSON,
-            chat_reply(json.dumps({x: {"rationale": "longer", "winner": "A" if len(a) > len(b) else "B"} for x in ASPECTS})),
+            chat_reply(
+                json.dumps({x: {"rationale": "longer", "winner": "A" if len(a) > len(b) else "B"} for x in PAIRWISE_ASPECTS})
+            ),
         )
 
     first = items(4)
     second = {i.id: i.model_copy(update={"answer": "y" * 20, "generator": "model-b"}) for i in first}
-    for script, expected in ((always_first, ["tie"] * 4), (prefers_longer, ["B", "B", "B", "A"])):
+    cases = ((always_first, ["tie"] * 4, [1.5] * 4), (prefers_longer, ["B", "B", "B", "A"], [1, 1, 1, 2]))
+    for script, expected, preferences in cases:
         out = tmp_path / f"{script.__name__}.jsonl"
         with scripted_server(script) as (url, _):
             Judge(HttpJudgeModel(url, "judge"), TEMPLATES["pairwise"]).run(first, out, seconds=second)
         verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
         assert [v.winners["helpfulness"] for v in verdicts] == expected  # answers of 3, 10, 17, 24 vs 20 characters
+        assert [v.preference for v in verdicts] == preferences  # AlpacaEval's encoding, from the first file's side
     report = build_report(VerdictFile(out).read())
     helpfulness = next(p for p in report.pairwise if p.aspect == "helpfulness")
     assert (helpfulness.a, helpfulness.b, helpfulness.wins, helpfulness.ties, helpfulness.losses) == (
@@ -279,7 +283,7 @@ def test_cli_judge_and_report(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Leaderboard" in result.output and (tmp_path / "r" / "report.html").read_text().count("data:image/png") >= 1
     bad = runner.invoke(app, ["judge", "pairwise", str(answers), "--out", str(tmp_path / "p.jsonl")])
-    assert bad.exit_code == 2 and "two answer files" in bad.output
+    assert bad.exit_code == 2 and "second file or as --baseline" in plain(bad.output)
 
 
 def test_tag_mode_and_its_report(tmp_path):
@@ -317,13 +321,13 @@ def test_cli_errors_say_what_to_do(tmp_path):
     answers.write_text(json.dumps({"id": 1, "instruction": "Q", "output": "A"}) + "\n")
     (tmp_path / "broken.json").write_text("[{")
     cases = [
-        (["judge", "score", str(answers), "--out", str(tmp_path / "v.jsonl")], "'score' is not one of 'multi', 'safety'"),
+        (["judge", "score", str(answers), "--out", str(tmp_path / "v.jsonl")], "No such command 'score'"),
         (
             ["judge", "multi", str(answers), "--out", str(tmp_path / "v.jsonl"), "--judge-url", "http://127.0.0.1:9/v1"],
             "--judge-model",
         ),
         (["report", str(tmp_path / "missing.jsonl")], "file not found"),
-        (["report", str(tmp_path / "broken.json")], "not valid JSON"),
+        (["report", str(tmp_path / "broken.json")], "invalid JSON"),
         (["report", str(answers), "--na", "three"], "'three' is not one of 'skip', 'five'"),
         (["report", str(answers), "--formats", "pdf"], "unknown format(s): pdf"),
     ]

@@ -15,6 +15,10 @@ from untuned.errors import DataFileError, UntunedError
 from untuned.formats import as_label_list, read_rows
 
 HUB_IDS = {"just-eval": "re-align/just-eval-instruct", "alpaca-eval": "tatsu-lab/alpaca_eval"}
+# FastChat's temperatures for MT-bench answers, by category: sampled for writing and role-play, near-greedy
+# for knowledge questions, greedy where there is one right answer.
+MT_BENCH_TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1, "extraction": 0.0,
+                         "math": 0.0, "coding": 0.0, "reasoning": 0.0}  # fmt: skip
 JUST_EVAL_META = ("dataset", "source_id", "category", "task_types", "topics", "difficulty")
 
 

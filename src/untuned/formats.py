@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -171,3 +172,88 @@ def read_just_eval_judged(path: str | Path) -> list[Verdict]:
     except json.JSONDecodeError as exc:
         raise DataFileError(path, exc.lineno, f"not valid JSON: {exc.msg}") from exc
     return [_verdict_from_just_eval(row, number, path) for number, row in enumerate(rows)]
+
+
+def read_fastchat_judgments(path: str | Path) -> list[Verdict]:
+    """MT-bench verdicts from FastChat's ``model_judgment/*_single.jsonl`` (one row per model, question
+    and turn; a score of -1, FastChat's mark of an unreadable judgment, is left out as FastChat does)."""
+    from untuned.judge.mt_bench import category_of
+
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for number, row in read_rows(path):
+        judge = row.get("judge")
+        if not isinstance(judge, list) or "score" not in row or "turn" not in row:
+            raise DataFileError(path, number, "expected FastChat's single-answer judgment fields (judge, score, turn)")
+        qid, model = str(row.get("question_id")), str(row.get("model"))
+        entry = grouped.setdefault((model, qid), {"judge": str(judge[0]), "scores": {}, "rationales": {}})
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            raise DataFileError(path, number, f"score {row['score']!r} is not a number") from None
+        if score != -1:
+            turn = f"turn_{int(row['turn'])}"
+            entry["scores"][turn] = int(score) if score.is_integer() else score
+            entry["rationales"][turn] = str(row.get("judgment", ""))
+    verdicts = []
+    for (model, qid), entry in grouped.items():
+        category = category_of(qid)
+        verdicts.append(Verdict(
+            id=qid, mode="mt-bench", template="fastchat:single", judge=entry["judge"], generator=model, dataset="mt-bench",
+            status="scored" if entry["scores"] else "failed", query="", answer="", scores=entry["scores"],
+            rationales=entry["rationales"], tags={"category": [category]} if category else {},
+        ))  # fmt: skip
+    return verdicts
+
+
+def read_alpaca_eval_annotations(path: str | Path) -> list[Verdict]:
+    """Pairwise verdicts from AlpacaEval's ``annotations.json``: ``output_2`` is the model's answer and
+    ``output_1`` the baseline's; ``preference`` 1-2 (2 = the model's preferred; 0 or 1.5 = draw), possibly
+    as a string. A row with no usable preference becomes a failed verdict, left out of the win rate."""
+    verdicts = []
+    for index, (number, row) in enumerate(read_rows(path)):
+        for key in ("output_1", "output_2"):
+            if not isinstance(row.get(key), str):
+                raise DataFileError(path, number, f"row {index}: field {key!r} must be a string")
+        try:
+            preference = float(row.get("preference"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            preference = math.nan
+        preference = 1.5 if preference == 0 else preference
+        usable = 1.0 <= preference <= 2.0
+        winner = "tie" if preference == 1.5 else ("A" if preference > 1.5 else "B")
+        verdicts.append(Verdict(
+            id=str(row.get("id", index)), mode="pairwise", template=f"alpaca-eval:{row.get('annotator', '')}",
+            judge=str(row.get("annotator", "")), status="scored" if usable else "failed",
+            generator=str(row.get("generator_2", "model")), generator_b=str(row.get("generator_1", "baseline")),
+            dataset=row.get("dataset"), query=str(row.get("instruction", "")), answer=row["output_2"],
+            answer_b=row["output_1"], preference=preference if usable else None,
+            winners={"overall": winner} if usable else {},
+        ))  # fmt: skip
+    return verdicts
+
+
+def read_difficulty(path: str | Path) -> dict[str, float]:
+    """Instruction difficulty for the length-controlled win rate, keyed by id (or instruction text): a
+    CSV or JSON/JSONL file with ``instruction_difficulty`` (or ``difficulty``) and ``id``, ``index``
+    or ``instruction`` columns, such as AlpacaEval's precomputed ``df_gamed.csv`` (its ``index`` is
+    the instruction's position in AlpacaEval, the id untuned gives it)."""
+    import csv
+
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(enumerate(csv.DictReader(handle), start=2))
+    else:
+        rows = list(read_rows(path))
+    found: dict[str, float] = {}
+    for number, row in rows:
+        value = row.get("instruction_difficulty", row.get("difficulty"))
+        key = next((row[k] for k in ("id", "index", "instruction") if row.get(k) not in (None, "")), None)
+        try:
+            number_value = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataFileError(path, number, "needs a numeric instruction_difficulty (or difficulty) column") from None
+        if key is None:
+            raise DataFileError(path, number, "needs an id, index or instruction column")
+        found[str(key)] = number_value
+    return found

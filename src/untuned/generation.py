@@ -38,6 +38,8 @@ class GenerationSettings(BaseModel):
     sampling: dict[str, Any]
     loading: dict[str, Any] = Field(default_factory=dict, description="How the model was loaded, where it changes "
                                     "the numbers: GPU layers, weights' dtype.")  # fmt: skip
+    temperature_by_category: dict[str, float] = Field(default_factory=dict, description="Temperatures that replace "
+                                                      "the sampling's for items of these categories (MT-bench's).")  # fmt: skip
 
 
 class GenerationRecord(BaseModel):
@@ -55,6 +57,7 @@ class GenerationRecord(BaseModel):
     prompt_hash: str
     sampling: dict[str, Any]
     loading: dict[str, Any] = Field(default_factory=dict)
+    temperature_by_category: dict[str, float] = Field(default_factory=dict)
     prompt_tokens: list[int | None]
     completion_tokens: list[int]
     finish_reasons: list[str]
@@ -85,9 +88,11 @@ CHAT_TEMPLATE = "chat-template"  # the prompt name of answers given in the model
 
 
 def generation_settings(
-    assistant: Assistant, model_spec: str, loading: LoadOptions | None = None, *, chat_template: bool = False
-) -> GenerationSettings:
-    """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL."""
+    assistant: Assistant, model_spec: str, loading: LoadOptions | None = None, *, chat_template: bool = False,
+    temperature_by_category: dict[str, float] | None = None,
+) -> GenerationSettings:  # fmt: skip
+    """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL;
+    ``temperature_by_category``: per-category temperatures (``MT_BENCH_TEMPERATURES``) over the sampling's."""
     if chat_template:
         template = getattr(assistant.backend, "template_text", lambda: None)()
         if template is None:
@@ -102,6 +107,7 @@ def generation_settings(
         prompt_hash=prompt_hash,
         sampling=assistant.sampling.model_dump(mode="json"),
         loading={"gpu_layers": loading.gpu_layers, "dtype": loading.dtype} if loading else {},
+        temperature_by_category=temperature_by_category or {},
     )
 
 
@@ -110,15 +116,17 @@ def answer_item(assistant: Assistant, item: Item, settings: GenerationSettings) 
     the model's own chat template when the settings say so)."""
     chat = assistant.chat()
     messages: list[dict[str, str]] = []
+    temperature = settings.temperature_by_category.get(str(item.meta.get("category")))
+    sampling = None if temperature is None else assistant.sampling.model_copy(update={"temperature": temperature})
     started = time.perf_counter()
     outputs, prompt_tokens, completion_tokens, finishes = [], [], [], []
     for turn in item.turns:
         if settings.prompt_name == CHAT_TEMPLATE:
             messages.append({"role": "user", "content": turn})
-            completion = assistant.complete_chat(messages)
+            completion = assistant.complete_chat(messages, sampling=sampling)
             messages.append({"role": "assistant", "content": completion.text})
         else:
-            completion = chat.send(turn)
+            completion = chat.send(turn, sampling=sampling)
         outputs.append(completion.text)
         prompt_tokens.append(completion.prompt_tokens)
         completion_tokens.append(completion.completion_tokens)

@@ -8,7 +8,8 @@ on a fast or a slow machine. Its answer is a script read from the prompt, after 
     SCRIPT: Hello there @delay=0.05 @repeat=200:tick @wait=/tmp/go done
 
 Plain words are emitted one token each ("word "); ``@delay=S`` sleeps S seconds before each later
-token; ``@repeat=N:WORD`` emits WORD N times; ``@wait=PATH`` blocks until PATH exists; ``@end``
+token; ``@temperature`` says the sampling temperature it was asked for ("t=0.7");
+``@repeat=N:WORD`` emits WORD N times; ``@wait=PATH`` blocks until PATH exists; ``@end``
 ends the answer there (end of sequence). A prompt without a script is answered
 ``You said: <its last non-empty line>``.
 
@@ -78,7 +79,9 @@ class ScriptedBackend(RowScoring):
         total = len(self.tokenize(prompt.text, add_special=True))
         if self.context_length is not None and total >= self.context_length:
             raise ContextOverflowError(total, self.context_length)
-        return self._play(_steps(prompt.text), total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
+        told = ("say", f"t={sampling.temperature:g}")
+        steps = [told if step == ("say", "@temperature") else step for step in _steps(prompt.text)]
+        return self._play(steps, total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
 
     def _play(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[StreamChunk]:
         yield StreamChunk("", tokens=0, prompt_tokens=prompt_tokens)

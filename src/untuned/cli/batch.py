@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress
-from untuned.data import DatasetName, load_items, select
+from untuned.data import MT_BENCH_TEMPERATURES, DatasetName, load_items, select
 from untuned.errors import UntunedError
 from untuned.formats import ExportFormat, export_run, import_answers
 from untuned.generation import GenerationFile, GenerationRecord, generate, generation_settings, merge
@@ -17,6 +17,7 @@ from untuned.generation import GenerationFile, GenerationRecord, generate, gener
 @friendly
 @model_options()
 def generate_command(
+    ctx: typer.Context,
     dataset: Annotated[DatasetName, typer.Argument(help="The benchmark set; json reads any --data-file.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of answers; appended to and resumed.")],
     data_file: Annotated[Path | None, typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")] = None,
@@ -33,7 +34,11 @@ def generate_command(
     *,
     options: ModelOptions,
 ) -> None:  # fmt: skip
-    """Answer a benchmark set with URIAL into a resumable JSONL file."""
+    """Answer a benchmark set with URIAL into a resumable JSONL file.
+
+    mt-bench: both turns are answered, the second seeing the first; each category gets FastChat's
+    temperature (writing and roleplay 0.7, stem and humanities 0.1, the rest greedy) unless
+    --temperature is given, which then holds for every question."""
     items = select(load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids),
                    limit=limit, shard=shard)  # fmt: skip
     options.parallel = max(options.parallel, concurrency)
@@ -53,7 +58,14 @@ def generate_command(
         done = bar.tasks[task].completed + 1
         bar.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
 
-    settings = generation_settings(assistant, options.model, options.load_options(), chat_template=chat_template)
+    by_category = None
+    source = ctx.get_parameter_source("temperature") if ctx is not None else None
+    if dataset == "mt-bench" and (source is None or source.name == "DEFAULT"):
+        by_category = MT_BENCH_TEMPERATURES
+        out.print("MT-bench: per-category temperatures (writing/roleplay 0.7, stem/humanities 0.1, others 0); "
+                  "--temperature overrides them")  # fmt: skip
+    settings = generation_settings(assistant, options.model, options.load_options(), chat_template=chat_template,
+                                   temperature_by_category=by_category)  # fmt: skip
     try:
         summary = generate(assistant, items, output, settings=settings, force=force, concurrency=concurrency,
                            on_start=start, on_record=advance)  # fmt: skip

@@ -130,8 +130,8 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                                          "(default: from --model).")),
     "remote_model": (str | None, typer.Option("--remote-model", help="Model name on a remote server (default: its first).")),
     "api_key_env": (str, typer.Option("--api-key-env", help="Environment variable holding the remote server's API key.")),
-    "n_ctx": (int | None, typer.Option("--n-ctx", min=64, help="Context window of each sequence, in tokens "
-                                       "(default: the model's, at most 8192).")),
+    "n_ctx": (int | None, typer.Option("--n-ctx", min=64, envvar="UNTUNED_N_CTX",
+                                       help="Context window of each sequence, in tokens (default: the model's, at most 8192).")),
     "device": (str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")),
     "dtype": (Dtype, typer.Option("--dtype", help="transformers backend: the weights' type; auto = bfloat16 on a GPU, "
                                   "float32 on a CPU.")),
@@ -151,13 +151,15 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
 LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers")
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
-_DEFAULTS = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(ModelOptions)}
 
 
-def model_options(*names: str, **defaults: Any) -> Callable[[F], F]:
-    """Give a command the shared options ``names`` (default: all but ``parallel``); it receives them
-    as one ``options: ModelOptions`` argument. ``defaults`` overrides a default for this command."""
-    chosen = names or ALL
+def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, **defaults: Any) -> Callable[[F], F]:
+    """Give a command the options ``names`` of ``table`` (default: all); it receives them as one
+    ``options`` argument, an instance of the dataclass ``record`` (whose defaults are the options').
+    ``defaults`` overrides a default for this command. A list option left out becomes an empty list."""
+    chosen = names or tuple(table)
+    base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record)}
+    listed = {name for name, (kind, _) in table.items() if "list" in str(kind)}
 
     def decorate(command: F) -> F:
         signature = inspect.signature(command)
@@ -166,20 +168,27 @@ def model_options(*names: str, **defaults: Any) -> Callable[[F], F]:
         own = [p for p in own if p.name != "options"]
         added = []
         for name in chosen:
-            kind, option = _OPTIONS[name]
-            default = defaults.get(name, _DEFAULTS[name])
+            kind, option = table[name]
+            default = defaults.get(name, base[name])
             added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
-                                           default=None if name == "stop" else default))  # fmt: skip
+                                           default=None if name in listed else default))  # fmt: skip
 
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
             values = {name: kwargs.pop(name) for name in chosen if name in kwargs}
-            if values.get("stop") is None:
-                values["stop"] = []
-            options = ModelOptions(**{**_DEFAULTS, **{k: v for k, v in defaults.items() if k in _DEFAULTS}, **values})
+            for name in listed & set(values):
+                if values[name] is None:
+                    values[name] = []
+            options = record(**{**base, **{k: v for k, v in defaults.items() if k in base}, **values})
             return command(*args, options=options, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def model_options(*names: str, **defaults: Any) -> Callable[[F], F]:
+    """Give a command the shared model options ``names`` (default: all but ``parallel``); it receives
+    them as one ``options: ModelOptions`` argument. ``defaults`` overrides a default for this command."""
+    return option_group(ModelOptions, _OPTIONS, *(names or ALL), **defaults)

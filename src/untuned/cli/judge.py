@@ -1,79 +1,234 @@
-"""``untuned judge``: JUST-EVAL-style judging with an LLM judge."""
+"""``untuned judge``: judging with an LLM judge. JUST-EVAL's aspects (``multi``, ``safety``), query
+tags, pairwise preferences and win rates against a baseline, MT-bench grading, and calibration of
+a judge against published GPT-4 verdicts. Every command shares the judge options (declared once)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from untuned.cli.common import friendly, ids_option, out, progress
+from untuned.cli.common import friendly, ids_option, option_group, out, progress
 from untuned.errors import UntunedError
 from untuned.formats import read_answers, read_tags
-from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeMode, load_judge_model
+from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model
+from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
+from untuned.judge.templates import JudgeMode
+
+judge_app = typer.Typer(help="Judge answers with an LLM: JUST-EVAL aspects, safety, tags, pairwise win rates, MT-bench, "
+                        "and calibration against published GPT-4 verdicts.", no_args_is_help=True)  # fmt: skip
 
 
-def default_cache() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "untuned" / "judge.sqlite"
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "untuned"
 
 
-@friendly
-def judge_command(
-    mode: Annotated[JudgeMode, typer.Argument(help="multi (five aspects), safety, pairwise (two answer files) or tag.")],
-    answers: Annotated[list[Path], typer.Argument(help="Answer file(s): an untuned run, just-eval / AlpacaEval output, "
-                                                       "or JSONL of id, instruction, output. pairwise: two files.")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="JSONL of verdicts; appended to and resumed.")],
-    judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible /v1 URL of the judge.")] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The judge's model name on that server.")] = None,
-    judge_gguf: Annotated[Path | None, typer.Option("--judge-gguf", help="A local instruct GGUF as judge "
-                                                    "(default without --judge-url: bundled SmolLM2-135M, weak).")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Variable holding the judge's API key.")] = "OPENAI_API_KEY",
-    structured: Annotated[bool, typer.Option("--structured", help="Ask the server for JSON-schema output.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Items judged side by side: requests "
-                                             "at once to a server, or decoded in one batch by a local judge.")] = 4,
-    parse_retries: Annotated[int, typer.Option("--parse-retries", min=0, help="Asks again after an unreadable reply.")] = 2,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429 / 5xx / timeouts, with backoff.")] = 6,
-    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per judge request.")] = 120.0,
-    cache: Annotated[Path | None, typer.Option("--cache", help="SQLite reply cache [~/.cache/untuned/judge.sqlite].")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
-    tags: Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")] = None,
-    category: Annotated[str | None, typer.Option("--category", help="Only items of this category tag (regular, safety).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Judge at most this many items.")] = None,
-    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to judge.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Set aside a verdict file made by another judge or template.")] = False,
-) -> None:  # fmt: skip
-    """Judge answers with an LLM: 1-5 scores with rationales per aspect, pairwise preferences, or query tags."""
-    if (mode == "pairwise") != (len(answers) == 2) or len(answers) > 2:
-        raise UntunedError("pairwise mode takes exactly two answer files; the other modes one")
-    joined = read_tags(tags) if tags else None
-    items = read_answers(answers[0], tags=joined)
+@dataclass
+class JudgeOptions:
+    """Which judge, how to reach it, and how the run goes: shared by every ``judge`` command."""
+
+    judge_url: str | None = None
+    judge_model: str | None = None
+    judge_gguf: Path | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    structured: bool = False
+    concurrency: int = 4
+    parse_retries: int = 2
+    max_retries: int = 6
+    timeout: float = 120.0
+    cache: Path | None = None
+    no_cache: bool = False
+    force: bool = False
+
+    def judge(self, mode: JudgeMode) -> Judge:
+        model: JudgeModel = load_judge_model(
+            url=self.judge_url, model=self.judge_model, gguf=self.judge_gguf, api_key_env=self.api_key_env,
+            timeout=self.timeout, max_retries=self.max_retries, structured=self.structured, parallel=self.concurrency,
+        )  # fmt: skip
+        store = None if self.no_cache else JudgeCache(self.cache or default_cache_dir() / "judge.sqlite")
+        return Judge(model, TEMPLATES[mode], store, parse_retries=self.parse_retries)
+
+    def run(self, mode: JudgeMode, items: list[Any], output: Path, seconds: dict | None = None) -> None:
+        """Judge ``items`` into ``output`` with a progress bar, then say what happened."""
+        judge = self.judge(mode)
+        with progress() as bar:
+            task = bar.add_task(f"judging ({mode})", total=None, note="")
+            tally = {"scored": 0, "failed": 0, "cached": 0}
+
+            def count(verdict) -> None:
+                tally[verdict.status] += 1
+                tally["cached"] += verdict.cached
+                bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
+
+            summary = judge.run(items, output, seconds=seconds, concurrency=self.concurrency, force=self.force,
+                                on_start=lambda n: bar.update(task, total=n), on_verdict=count)  # fmt: skip
+        out.print(
+            f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
+            f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
+        )
+        if summary.failed:
+            out.print(f"[yellow]{summary.failed} items failed; their raw replies are in {output}. Rerun to retry them.[/]")
+
+
+_JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "judge_url": (str | None, typer.Option("--judge-url", help="OpenAI-compatible /v1 URL of the judge.")),
+    "judge_model": (str | None, typer.Option("--judge-model", help="The judge's model name on that server.")),
+    "judge_gguf": (Path | None, typer.Option("--judge-gguf", help="A local instruct GGUF as judge (default without "
+                                             "--judge-url: bundled SmolLM2-135M, weak: for trying the plumbing).")),
+    "api_key_env": (str, typer.Option("--api-key-env", help="Variable holding the judge's API key.")),
+    "structured": (bool, typer.Option("--structured", help="Ask the server for JSON-schema output.")),
+    "concurrency": (int, typer.Option("--concurrency", "-c", min=1, help="Items judged side by side: requests at once "
+                                      "to a server, or decoded in one batch by a local judge.")),
+    "parse_retries": (int, typer.Option("--parse-retries", min=0, help="Asks again after an unreadable reply.")),
+    "max_retries": (int, typer.Option("--max-retries", min=0, help="Retries on 429 / 5xx / timeouts, with backoff.")),
+    "timeout": (float, typer.Option("--timeout", min=1.0, help="Seconds per judge request.")),
+    "cache": (Path | None, typer.Option("--cache", help="SQLite reply cache [~/.cache/untuned/judge.sqlite].")),
+    "no_cache": (bool, typer.Option("--no-cache", help="Neither read nor write the cache.")),
+    "force": (bool, typer.Option("--force", help="Set aside a verdict file made by another judge or template.")),
+}  # fmt: skip
+
+
+def judge_options(command):
+    return option_group(JudgeOptions, _JUDGE_OPTIONS)(command)
+
+
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="JSONL of verdicts; appended to and resumed.")]
+TagsOption = Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")]
+CategoryOption = Annotated[str | None, typer.Option("--category", help="Only items of this category tag (regular, safety).")]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Judge at most this many items.")]
+IdsOption = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to judge.")]
+AnswersArgument = Annotated[Path, typer.Argument(help="Answers: an untuned run, just-eval / AlpacaEval output, or JSONL "
+                                                 "of id, instruction, output.")]  # fmt: skip
+
+
+def _select(items: list, *, category: str | None = None, limit: int | None = None, ids: str | None = None) -> list:
     if category:
         items = [i for i in items if category in i.tags.get("category", [])]
     wanted = ids_option(ids)
     if wanted:
+        missing = set(wanted) - {i.id for i in items}
+        if missing:
+            raise UntunedError(f"ids not among the answers: {', '.join(sorted(missing))}")
         items = [i for i in items if i.id in set(wanted)]
-    items = items[:limit]
-    seconds = {i.id: i for i in read_answers(answers[1], tags=joined)} if mode == "pairwise" else None
-    model = load_judge_model(url=judge_url, model=judge_model, gguf=judge_gguf, api_key_env=api_key_env, timeout=timeout,
-                             max_retries=max_retries, structured=structured, parallel=concurrency)  # fmt: skip
-    store = None if no_cache else JudgeCache(cache or default_cache())
-    judge = Judge(model, TEMPLATES[mode], store, parse_retries=parse_retries)
-    with progress() as bar:
-        task = bar.add_task("judging", total=None, note="")
-        tally = {"scored": 0, "failed": 0, "cached": 0}
+    return items[:limit]
 
-        def count(verdict) -> None:
-            tally[verdict.status] += 1
-            tally["cached"] += verdict.cached
-            bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
 
-        summary = judge.run(items, output, seconds=seconds, concurrency=concurrency, force=force,
-                            on_start=lambda n: bar.update(task, total=n), on_verdict=count)  # fmt: skip
-    out.print(
-        f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
-        f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
-    )
-    if summary.failed:
-        out.print(f"[yellow]{summary.failed} items failed; their raw replies are in {output}. Rerun to retry them.[/]")
+def _single(mode: JudgeMode, summary: str):
+    @friendly
+    @judge_options
+    def command(answers: AnswersArgument, output: OutOption, tags: TagsOption = None, category: CategoryOption = None,
+                limit: LimitOption = None, ids: IdsOption = None, *, options: JudgeOptions) -> None:  # fmt: skip
+        items = read_answers(answers, tags=read_tags(tags) if tags else None)
+        options.run(mode, _select(items, category=category, limit=limit, ids=ids), output)
+
+    command.__doc__ = summary
+    command.__name__ = f"judge_{mode}"
+    return command
+
+
+judge_app.command("multi")(_single("multi", "Score each answer 1-5 with a rationale on helpfulness, clarity, "
+                                            "factuality, depth and engagement (JUST-EVAL's aspects)."))  # fmt: skip
+judge_app.command("safety")(_single("safety", "Score each answer's safety 1-5 with a rationale (for just-eval's "
+                                              "safety queries, --category safety)."))  # fmt: skip
+judge_app.command("tag")(_single("tag", "Tag each query with task types, topics and a difficulty (just-eval's label sets)."))
+
+
+@judge_app.command("pairwise")
+@friendly
+@judge_options
+def pairwise_command(
+    answers: Annotated[Path, typer.Argument(help="The model's answers (A).")],
+    output: OutOption,
+    other: Annotated[Path | None, typer.Argument(help="The other model's answers (B); or use --baseline.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Reference answers to win against (AlpacaEval "
+                                                  "style: a win rate of A against them in the report).")] = None,
+    tags: TagsOption = None,
+    category: CategoryOption = None,
+    limit: LimitOption = None,
+    ids: IdsOption = None,
+    *,
+    options: JudgeOptions,
+) -> None:  # fmt: skip
+    """Compare two models' answers, or a model's against a baseline (win rates).
+
+    Each item is judged per aspect and overall, asked in both orders: position bias cancels and a
+    disagreement is a tie. The overall preference gives AlpacaEval's win rate in the report."""
+    if (other is None) == (baseline is None):
+        raise UntunedError("pairwise takes the other answers as a second file or as --baseline FILE (one of them)")
+    second = other or baseline
+    assert second is not None
+    joined = read_tags(tags) if tags else None
+    items = _select(read_answers(answers, tags=joined), category=category, limit=limit, ids=ids)
+    seconds = {i.id: i for i in read_answers(second, tags=joined)}
+    missing = [i.id for i in items if i.id not in seconds]
+    if missing:
+        out.print(f"[yellow]{len(missing)} items have no answer in {second} and are left out (first: {missing[0]})[/]")
+    options.run("pairwise", items, output, seconds=seconds)
+
+
+@judge_app.command("mt-bench")
+@friendly
+@judge_options
+def mt_bench_command(
+    answers: Annotated[Path, typer.Argument(help="MT-bench answers: an untuned generate mt-bench run, or FastChat's "
+                                            "model_answer/*.jsonl (with --questions).")],
+    output: OutOption,
+    references: Annotated[Path | None, typer.Option("--references", help="Reference answers for math, reasoning and "
+                                                    "coding (FastChat's reference_answer/gpt-4.jsonl).")] = None,
+    no_references: Annotated[bool, typer.Option("--no-references", help="Judge math, reasoning and coding without "
+                                                "a reference (FastChat never does; scores run high).")] = False,
+    questions: Annotated[Path | None, typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), "
+                                                   "for FastChat answer files.")] = None,
+    limit: LimitOption = None,
+    ids: IdsOption = None,
+    *,
+    options: JudgeOptions,
+) -> None:  # fmt: skip
+    """Grade MT-bench answers 1-10 per turn, with a rationale.
+
+    Turn 2 is judged with the whole conversation in view; math, reasoning and coding against a
+    reference answer (--references)."""
+    from untuned.judge.mt_bench import attach_references, read_mt_bench_answers, read_references
+
+    items = read_mt_bench_answers(answers, questions=questions)
+    items = _select(items, limit=limit, ids=ids)
+    items = attach_references(items, read_references(references) if references else None, required=not no_references)
+    options.run("mt-bench", items, output)
+
+
+@judge_app.command("calibrate")
+@friendly
+@judge_options
+def calibrate_command(
+    output: OutOption,
+    published: Annotated[str, typer.Option("--published", help="just-eval judged file (path or URL) whose GPT-4 "
+                                           "verdicts to compare with; by default GPT-4-turbo's on gpt-3.5-turbo's "
+                                           "answers, downloaded once.")] = PUBLISHED,
+    sample: Annotated[int, typer.Option("--sample", min=1, help="Published items to judge again.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+    *,
+    options: JudgeOptions,
+) -> None:  # fmt: skip
+    """Measure a judge against GPT-4's published just-eval verdicts before trusting it.
+
+    Judges a sample of answers GPT-4 already judged, then shows per aspect the Spearman correlation,
+    exact and within-one agreement and quadratically weighted kappa with the published scores."""
+    path = fetch_published(published, default_cache_dir() / "published")
+    chosen = sample_published(path, sample=sample, seed=seed)
+    options.run(chosen[0].mode, as_items(chosen), output)
+    mode = chosen[0].mode
+    ours = {v.id: v for v in VerdictFile(output).latest().values() if v.mode == mode}
+    result = agreements(ours, chosen)
+    table = Table(title=f"{result.judge} against {result.published_judge} on {result.items} published items")
+    for column in ("aspect", "n", "Spearman", "exact", "within one", "weighted kappa"):
+        table.add_column(column, justify="left" if column == "aspect" else "right")
+    for a in result.agreements:
+        table.add_row(a.aspect, str(a.n), "–" if a.spearman is None else f"{a.spearman:+.2f}", f"{a.exact:.0%}",
+                      f"{a.within_one:.0%}", "–" if a.weighted_kappa is None else f"{a.weighted_kappa:+.2f}")  # fmt: skip
+    out.print(table)
+    if any(a.spearman is None for a in result.agreements):
+        out.print("[yellow]– : one side gave every item the same score, so no correlation can be computed.[/]")

@@ -21,7 +21,7 @@ app.command("export")(batch.export_command)
 app.command("import")(batch.import_command)
 app.command("serve")(serve.serve_command)
 app.command("shift")(shift.shift_command)
-app.command("judge")(judge.judge_command)
+app.add_typer(judge.judge_app, name="judge")
 app.command("report")(report.report_command)
 
 

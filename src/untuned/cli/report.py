@@ -9,6 +9,7 @@ import typer
 
 from untuned.cli.common import friendly, out
 from untuned.errors import UntunedError
+from untuned.formats import read_difficulty
 from untuned.report import NaPolicy, build_report, load_verdicts, to_html, to_markdown, write_csv
 
 ReportFormat = Literal["md", "csv", "html"]
@@ -18,17 +19,26 @@ ReportFormat = Literal["md", "csv", "html"]
 def report_command(
     files: Annotated[list[Path], typer.Argument(help="Verdict files of untuned judge, or just-eval judged JSON files.")],
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md, report.csv, report.html.")] = None,
-    compare: Annotated[bool, typer.Option("--compare", help="Rank the models in a leaderboard.")] = False,
+    compare: Annotated[bool, typer.Option("--compare", help="Rank the models in a leaderboard, and compare every two "
+                                          "models judged on the same items: paired bootstrap intervals, Wilcoxon "
+                                          "p-values, Holm-corrected, per aspect.")] = False,
+    difficulty: Annotated[Path | None, typer.Option("--difficulty", help="Instruction difficulty per id (AlpacaEval's "
+                                                    "df_gamed.csv, or CSV/JSONL of id, instruction_difficulty) for the "
+                                                    "length-controlled win rate.")] = None,
     na: Annotated[NaPolicy, typer.Option("--na", help="N/A scores: skip (missing) or five (as just-eval counts them).")] = "skip",
     formats: Annotated[str, typer.Option("--formats", help="Comma-separated: md, csv, html.")] = "md,csv,html",
-) -> None:
-    """Tables of judged answers: means with 95% CIs per aspect and model, breakdowns, pairwise, lengths."""
+) -> None:  # fmt: skip
+    """Tables of judged answers: means with 95% CIs per aspect and model, breakdowns, pairwise, MT-bench,
+    win rates against a baseline (with a length-controlled one), paired comparisons and judge diagnostics.
+
+    Reads untuned verdict files, just-eval's judged files, AlpacaEval's annotations.json and FastChat's
+    MT-bench model_judgment/*_single.jsonl, so published judgments can sit beside ours."""
     wanted = {f.strip() for f in formats.split(",") if f.strip()}
     unknown = wanted - set(ReportFormat.__args__)
     if unknown:
         raise UntunedError(f"unknown format(s): {', '.join(sorted(unknown))}; choose among md, csv, html")
     verdicts = [v for path in files for v in load_verdicts(path)]
-    report = build_report(verdicts, na=na)
+    report = build_report(verdicts, na=na, compare=compare, difficulty=read_difficulty(difficulty) if difficulty else None)
     text = to_markdown(report, compare=compare)
     out.print(text, markup=False)
     if output is None:
@@ -37,7 +47,7 @@ def report_command(
     if "md" in wanted:
         (output / "report.md").write_text(text, encoding="utf-8")
     if "csv" in wanted:
-        write_csv(report, output / "report.csv")
+        write_csv(report, output / "report.csv")  # and report-evaluation.csv for the evaluation sections
     if "html" in wanted:
         (output / "report.html").write_text(to_html(report, compare=compare), encoding="utf-8")
     out.print(f"written to {output}/")

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
 from untuned.judge.models import JudgeModel
-from untuned.judge.parse import parse_reply
-from untuned.judge.templates import Template
+from untuned.judge.mt_bench import MtBenchItem
+from untuned.judge.parse import parse_mt_bench, parse_reply
+from untuned.judge.templates import TURNS, Template
 from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
 from untuned.runner import ResumableRun, RunSummary
 
@@ -47,25 +48,26 @@ class Judge:
     def settings(self) -> JudgeSettings:
         return JudgeSettings(judge=self.model.name, template=self.template.key)
 
-    def _ask(self, query: str, answer: str, other: str) -> tuple[dict[str, Any], int, bool]:
-        """Parsed reply, requests made, whether it came from the cache."""
-        key = cache_key(self.model.name, self.template.key, query, answer, other)
+    def _ask(
+        self, messages: list[dict[str, str]], schema: dict, parse: Callable[[str], Any], *parts: str
+    ) -> tuple[Any, int, bool]:
+        """Parsed reply, requests made, whether it came from the cache (keyed by judge, template and ``parts``)."""
+        key = cache_key(self.model.name, self.template.key, *parts)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return parse_reply(self.template, hit), 0, True
-        messages = self.template.messages(query, answer, other)
+                return parse(hit), 0, True
         raw: str | None = None
         problem = ""
         for attempt in range(1, self.parse_retries + 2):
             with self._count_lock:
                 self.requests += 1
             try:
-                raw = self.model.reply(messages, self.template.schema())
+                raw = self.model.reply(messages, schema)
             except JudgeUnavailable as exc:
                 raise _Failed(str(exc), raw, attempt) from exc
             try:
-                parsed = parse_reply(self.template, raw)
+                parsed = parse(raw)
             except ReplyError as exc:
                 problem = str(exc)
                 log.info("unparseable reply (attempt %d): %s", attempt, problem)
@@ -75,8 +77,37 @@ class Judge:
             return parsed, attempt, False
         raise _Failed(f"no parseable reply after {self.parse_retries + 1} attempts: {problem}", raw, self.parse_retries + 1)
 
-    def judge_item(self, item: AnswerItem, second: AnswerItem | None = None) -> Verdict:
+    def _ask_about(self, query: str, answer: str, other: str) -> tuple[dict[str, Any], int, bool]:
+        return self._ask(self.template.messages(query, answer, other), self.template.schema(),
+                         lambda raw: parse_reply(self.template, raw), query, answer, other)  # fmt: skip
+
+    def _judge_mt_bench(self, item: MtBenchItem) -> Verdict:
+        started = time.perf_counter()
+        base = {"id": item.id, "mode": "mt-bench", "template": self.template.key, "judge": self.model.name,
+                "generator": item.generator, "dataset": "mt-bench", "query": item.turns[0], "answer": item.outputs[0],
+                "turns": item.turns, "outputs": item.outputs, "reference": item.reference,
+                "tags": {"category": [item.category]} if item.category else {}}  # fmt: skip
+        scores: dict[str, int | float | None] = {}
+        rationales, attempts, cached = {}, 0, True
+        try:
+            for turn in range(min(len(item.turns), len(item.outputs), len(TURNS))):
+                messages = self.template.turn_messages(item.turns, item.outputs, turn, item.reference or None)
+                (score, rationale), n, hit = self._ask(messages, self.template.schema(), parse_mt_bench,
+                                                       messages[-1]["content"])  # fmt: skip
+                scores[TURNS[turn]], rationales[TURNS[turn]] = score, rationale
+                attempts, cached = attempts + n, cached and hit
+        except _Failed as exc:
+            return Verdict(**base, status="failed", error=str(exc), raw=exc.raw, attempts=attempts + exc.attempts,
+                           seconds=time.perf_counter() - started)  # fmt: skip
+        return Verdict(**base, status="scored", scores=scores, rationales=rationales, attempts=attempts, cached=cached,
+                       seconds=time.perf_counter() - started)  # fmt: skip
+
+    def judge_item(self, item: AnswerItem | MtBenchItem, second: AnswerItem | None = None) -> Verdict:
         """Judge one item (with ``second``, the other answer, in pairwise mode). Never raises for the judge's faults."""
+        if self.template.mode == "mt-bench":
+            if not isinstance(item, MtBenchItem):
+                raise TypeError("mt-bench judging takes MtBenchItem records (read_mt_bench_answers)")
+            return self._judge_mt_bench(item)
         started = time.perf_counter()
         base = {"id": item.id, "mode": self.template.mode, "template": self.template.key, "judge": self.model.name,
                 "generator": item.generator, "dataset": item.dataset, "tags": item.tags, "query": item.query,
@@ -86,16 +117,20 @@ class Judge:
             if self.template.mode == "pairwise":
                 if second is None:
                     raise ValueError("pairwise judging needs the second answer")
-                first, n1, c1 = self._ask(item.query, item.answer, second.answer)
-                swapped_order, n2, c2 = self._ask(item.query, second.answer, item.answer)
+                first, n1, c1 = self._ask_about(item.query, item.answer, second.answer)
+                swapped_order, n2, c2 = self._ask_about(item.query, second.answer, item.answer)
                 swapped = {a: {"A": "B", "B": "A"}.get(w, w) for a, w in swapped_order["winners"].items()}
                 winners = {a: w if swapped[a] == w else "tie" for a, w in first["winners"].items()}
                 rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
+                preference = None
+                if "overall" in winners:
+                    points = {"A": 2.0, "B": 1.0, "tie": 1.5}
+                    preference = (points[first["winners"]["overall"]] + points[swapped["overall"]]) / 2
                 return Verdict(**base, status="scored", winners=winners, orders=[first["winners"], swapped],
-                               rationales=rationales, attempts=n1 + n2, cached=c1 and c2,
+                               rationales=rationales, preference=preference, attempts=n1 + n2, cached=c1 and c2,
                                seconds=time.perf_counter() - started)  # fmt: skip
             answer = "" if self.template.mode == "tag" else item.answer  # tags describe the query alone
-            parsed, attempts, cached = self._ask(item.query, answer, "")
+            parsed, attempts, cached = self._ask_about(item.query, answer, "")
         except _Failed as exc:
             return Verdict(**base, status="failed", error=str(exc), raw=exc.raw, attempts=exc.attempts,
                            seconds=time.perf_counter() - started)  # fmt: skip
@@ -107,7 +142,7 @@ class Judge:
 
     def run(
         self,
-        items: Iterable[AnswerItem],
+        items: Iterable[AnswerItem] | Iterable[MtBenchItem],
         out: str | Path,
         *,
         seconds: dict[str, AnswerItem] | None = None,

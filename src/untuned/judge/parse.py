@@ -36,8 +36,9 @@ def extract_json(text: str) -> dict[str, Any]:
     raise ReplyError("no JSON object in the reply")
 
 
-def read_score(value: Any) -> int | None:
-    """A 1-5 score from a number or string; None for an explicit N/A. Raises on anything else."""
+def read_score(value: Any, *, top: int = 5, halves: bool = False) -> int | float | None:
+    """A score from 1 to ``top`` from a number or string; None for an explicit N/A. Raises on anything
+    else. ``halves``: a score such as 7.5 is kept (MT-bench judges give them), else it must be whole."""
     if isinstance(value, dict):
         value = value.get("score", value.get("rating"))
     if isinstance(value, bool) or value is None:
@@ -46,13 +47,40 @@ def read_score(value: Any) -> int | None:
         text = value.strip().strip(".").lower()
         if text in _NA:
             return None
-        match = re.fullmatch(r"(\d+(?:\.0+)?)\s*(?:/\s*5)?", text)
+        match = re.fullmatch(rf"(\d+(?:\.\d+)?)\s*(?:/\s*{top})?", text)
         if not match:
             raise ReplyError(f"score {value!r} is not a number")
         value = float(match.group(1))
-    if isinstance(value, (int, float)) and float(value).is_integer() and 1 <= value <= 5:
-        return int(value)
-    raise ReplyError(f"score {value!r} is not an integer from 1 to 5")
+    if isinstance(value, (int, float)) and 1 <= value <= top:
+        if float(value).is_integer():
+            return int(value)
+        if halves and float(value * 2).is_integer():
+            return float(value)
+    raise ReplyError(f"score {value!r} is not {'a whole or half' if halves else 'an integer'} number from 1 to {top}")
+
+
+_BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+_RATING = re.compile(r"(?i)\b(?:score|rating)\b\W{0,3}(\d+(?:\.\d+)?)\s*(?:/\s*10)?")
+
+
+def parse_mt_bench(text: str) -> tuple[int | float, str]:
+    """A 1-10 score and the rationale: from our JSON reply, or, from a judge that ignored the format,
+    FastChat's "[[7]]" or a "Rating: 7" (the last one in the text). Never an N/A."""
+    try:
+        data = extract_json(text)
+    except ReplyError:
+        data = None
+    if data is not None:
+        score = read_score(_field(data, "score"), top=10, halves=True)
+        if score is None:
+            raise ReplyError("an MT-bench score cannot be N/A")
+        return score, str(data.get("rationale") or data.get("explanation") or "")
+    found = _BRACKETED.findall(text) or _RATING.findall(text)
+    if not found:
+        raise ReplyError("no score in the reply")
+    score = read_score(found[-1], top=10, halves=True)
+    assert score is not None
+    return score, text.strip()[:600]
 
 
 def _field(data: dict[str, Any], name: str) -> Any:

@@ -28,10 +28,18 @@ class Verdict(BaseModel):
     query: str
     answer: str
     answer_b: str | None = None
-    scores: dict[str, int | None] = Field(default_factory=dict, description="1-5; None = the judge said N/A.")
+    turns: list[str] = Field(default_factory=list, description="mt-bench: every user turn (query is the first).")
+    outputs: list[str] = Field(default_factory=list, description="mt-bench: every answer (answer is the first).")
+    reference: list[str] = Field(default_factory=list, description="mt-bench: the reference answers the judge saw.")
+    scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-5 per aspect (mt-bench: 1-10 "
+                                                  "per turn, turn_1 and turn_2); None = the judge said N/A.")  # fmt: skip
     rationales: dict[str, str] = Field(default_factory=dict)
     winners: dict[str, str] = Field(default_factory=dict, description="pairwise: A (first file), B or tie, both orders combined.")
-    orders: list[dict[str, str]] = Field(default_factory=list, description="pairwise: winners as asked in each order.")
+    orders: list[dict[str, str]] = Field(default_factory=list, description="pairwise: winners as asked in each order, "
+                                         "both from the first answer's side (A = the first file's answer).")  # fmt: skip
+    preference: float | None = Field(None, description="pairwise: AlpacaEval's encoding of the overall winner, "
+                                     "from the first answer's side: 2 = it wins, 1 = the other does, 1.5 = tie; "
+                                     "the mean over both orders.")  # fmt: skip
     labels: dict[str, list[str]] = Field(default_factory=dict, description="tag mode: task_types, topics, difficulty.")
     attempts: int = 0
     cached: bool = False

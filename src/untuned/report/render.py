@@ -31,11 +31,63 @@ def leaderboard(report: Report) -> list[ModelReport]:
     return sorted(report.models, key=lambda m: -(m.overall or 0.0))
 
 
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
+
+
+def evaluation_markdown(report: Report) -> list[str]:
+    """MT-bench, win rates, paired comparisons and diagnostics, as Markdown lines."""
+    parts: list[str] = []
+    if report.mt_bench:
+        rows = [[m.model, m.judge, str(m.questions), _num(m.turns.get("turn_1")), _num(m.turns.get("turn_2")),
+                 _num(m.overall), str(m.failed)] for m in report.mt_bench]  # fmt: skip
+        parts += ["## MT-bench (1-10; overall = mean of every turn score)", "",
+                  _table(["model", "judge", "questions", "turn 1", "turn 2", "overall", "failed"], rows), ""]  # fmt: skip
+        categories = list(dict.fromkeys(c for m in report.mt_bench for c in m.categories))
+        if categories:
+            rows = [[c, *(_num(m.categories.get(c)) for m in report.mt_bench)] for c in categories]
+            header = ["category", *(m.model for m in report.mt_bench)]
+            parts += ["## MT-bench by category (both turns)", "", _table(header, rows), ""]
+    if report.win_rates:
+        rows = [[w.model, w.baseline,
+                 _num(w.rate.win_rate, 1) + (f" ± {w.rate.standard_error:.1f}" if w.rate.standard_error is not None else ""),
+                 _num(w.rate.length_controlled, 1) + (" (with difficulty)" if w.rate.difficulty_term else ""),
+                 _num(w.rate.discrete_win_rate, 1), f"{w.rate.n_wins} / {w.rate.n_wins_base} / {w.rate.n_draws}",
+                 str(w.rate.n_total), "–" if w.flip_rate is None else f"{w.flip_rate:.0%}",
+                 f"{_num(w.model_chars, 0)} / {_num(w.baseline_chars, 0)}"] for w in report.win_rates]  # fmt: skip
+        parts += ["## Win rate against the baseline (AlpacaEval's numbers)", "",
+                  "Win rate: mean preference in percent, draws half, ± its standard error; length-controlled: the "
+                  "win rate a logistic fit predicts with no length difference; discrete: each preference rounded.", "",
+                  _table(["model", "baseline", "win rate", "length-controlled", "discrete", "wins / losses / draws", "n",
+                          "order flips", "characters (model / baseline)"], rows), ""]  # fmt: skip
+    for c in report.comparisons:
+        rows = [[r.aspect, str(r.n), _num(r.mean_a), _num(r.mean_b), f"{r.difference:+.2f}",
+                 f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", _p(r.p_value), _p(r.p_holm), r.verdict] for r in c.rows]  # fmt: skip
+        parts += [f"## {c.a} vs {c.b} ({c.section}, paired on common items)", "",
+                  "Difference = A − B; 95% paired bootstrap interval; Wilcoxon signed-rank p, Holm-corrected across aspects.", "",
+                  _table(["aspect", "n", c.a, c.b, "difference", "95% CI", "p", "p (Holm)", f"{c.a} is"], rows), ""]  # fmt: skip
+    if report.diagnostics:
+        rows = [[d.model, d.section, d.aspect, str(d.n), f"{d.most_common_share:.0%} gave {_num(d.most_common_score, 0)}",
+                 _num(d.length_spearman), "uninformative" if d.uninformative else ""] for d in report.diagnostics]  # fmt: skip
+        parts += ["## Judge diagnostics", "",
+                  _table(["model", "set", "aspect", "n", "most common score", "Spearman(length, score)", ""], rows),
+                  ""]  # fmt: skip
+    return parts
+
+
 def to_markdown(report: Report, *, compare: bool = False) -> str:
     aspects = aspects_of(report)
     parts = ["# Judging report", "",
              f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: "
              f"{'left out (counted as missing)' if report.na == 'skip' else 'counted as 5, as just-eval does'}.", ""]  # fmt: skip
+    for warning in report.warnings:
+        parts.append(f"> **Warning** — {warning}")
+    if report.warnings:
+        parts.append("")
     models = leaderboard(report) if compare else report.models
     if models:
         title = "## Leaderboard" if compare else "## Scores per model"
@@ -50,9 +102,11 @@ def to_markdown(report: Report, *, compare: bool = False) -> str:
                     for label, stats in labels.items()]  # fmt: skip
             parts += [f"## {m.model} by {kind.replace('_', ' ')}", "", _table([kind, "n", *aspects], rows), ""]
     if report.pairwise:
-        rows = [[p.a, p.b, p.aspect, str(p.wins), str(p.ties), str(p.losses), str(p.failed)] for p in report.pairwise]
+        rows = [[p.a, p.b, p.aspect, str(p.wins), str(p.ties), str(p.losses), str(p.failed),
+                 f"{p.flips} / {p.both_orders}" if p.both_orders else "–"] for p in report.pairwise]  # fmt: skip
         parts += ["## Pairwise (A wins / tie / B wins; both orders asked, disagreement = tie)", "",
-                  _table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed"], rows), ""]  # fmt: skip
+                  _table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows), ""]  # fmt: skip
+    parts += evaluation_markdown(report)
     for kind, labels in report.tags.items():
         rows = [[label, str(count), f"{100 * count / report.tagged:.0f}%"] for label, count in labels.items()]
         parts += [
@@ -84,6 +138,33 @@ def write_csv(report: Report, path: Path) -> None:
                              p.failed])  # fmt: skip
             writer.writerow(["pairwise-counts", f"{p.a} vs {p.b}", "wins/ties/losses", f"{p.wins}/{p.ties}/{p.losses}",
                              p.aspect, "", "", "", "", ""])  # fmt: skip
+            writer.writerow(["pairwise-flips", f"{p.a} vs {p.b}", "flips/both orders", f"{p.flips}/{p.both_orders}",
+                             p.aspect, "", "", p.both_orders, "", ""])  # fmt: skip
+    if report.mt_bench or report.win_rates or report.comparisons or report.diagnostics:
+        with path.with_name(path.stem + "-evaluation.csv").open("w", newline="", encoding="utf-8") as handle:
+            write_evaluation_csv(report, csv.writer(handle))
+
+
+def write_evaluation_csv(report: Report, writer) -> None:
+    """MT-bench, win rates, comparisons and diagnostics in long format: one number per row."""
+    writer.writerow(["section", "model", "versus", "aspect", "statistic", "value"])
+    for m in report.mt_bench:
+        for turn, value in m.turns.items():
+            writer.writerow(["mt-bench", m.model, "", turn, "mean", value])
+        writer.writerow(["mt-bench", m.model, "", "overall", "mean", m.overall])
+        for category, value in m.categories.items():
+            writer.writerow(["mt-bench-category", m.model, "", category, "mean", value])
+    for w in report.win_rates:
+        for name, value in w.rate.model_dump().items():
+            writer.writerow(["win-rate", w.model, w.baseline, "overall", name, value])
+        writer.writerow(["win-rate", w.model, w.baseline, "overall", "flip_rate", w.flip_rate])
+    for c in report.comparisons:
+        for r in c.rows:
+            for name in ("n", "mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict"):
+                writer.writerow([f"compare-{c.section}", c.a, c.b, r.aspect, name, getattr(r, name)])
+    for d in report.diagnostics:
+        for name in ("n", "most_common_score", "most_common_share", "uninformative", "length_spearman"):
+            writer.writerow([f"diagnostics-{d.section}", d.model, "", d.aspect, name, getattr(d, name)])
 
 
 def _png(fig) -> str:
@@ -105,25 +186,43 @@ def plots(report: Report) -> dict[str, str]:
     import numpy as np
 
     images = {}
-    aspects = aspects_of(report)
+    # an aspect is drawn for the models whose scores of it carry information; none at all: no chart
+    aspects = [a for a in aspects_of(report) if any(not report.uninformative("just-eval", m.model, a) for m in report.models)]
     if report.models and aspects:
         fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(aspects) * max(1, len(report.models)) / 2), 3.8))
         width = 0.8 / len(report.models)
         for i, m in enumerate(report.models):
-            means = [m.aspects[a].mean or 0 if a in m.aspects else 0 for a in aspects]
-            errors = [m.aspects[a].ci or 0 if a in m.aspects else 0 for a in aspects]
+            shown = [a in m.aspects and not report.uninformative("just-eval", m.model, a) for a in aspects]
+            means = [m.aspects[a].mean or 0 if ok else 0 for a, ok in zip(aspects, shown)]
+            errors = [m.aspects[a].ci or 0 if ok else 0 for a, ok in zip(aspects, shown)]
             ax.bar(np.arange(len(aspects)) + i * width, means, width, yerr=errors, capsize=3, label=m.model)
         ax.set_xticks(np.arange(len(aspects)) + width * (len(report.models) - 1) / 2, aspects)
         ax.set_ylim(0, 5.3)
         ax.set_ylabel("mean score (1-5)")
         ax.legend(fontsize=8)
         images["Scores per aspect"] = _png(fig)
+    informative = [m for m in report.mt_bench
+                   if m.categories and not all(report.uninformative("mt-bench", m.model, t) for t in m.turns)]  # fmt: skip
+    if informative:
+        categories = list(dict.fromkeys(c for m in informative for c in m.categories))
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories) * max(1, len(informative)) / 1.5), 3.8))
+        width = 0.8 / len(informative)
+        for i, m in enumerate(informative):
+            ax.bar(np.arange(len(categories)) + i * width, [m.categories.get(c) or 0 for c in categories], width, label=m.model)
+        ax.set_xticks(np.arange(len(categories)) + width * (len(informative) - 1) / 2, categories, rotation=20)
+        ax.set_ylim(0, 10.5)
+        ax.set_ylabel("MT-bench score (1-10)")
+        ax.legend(fontsize=8)
+        images["MT-bench by category"] = _png(fig)
     for m in report.models:
         for kind, labels in m.groups.items():
             if kind == "dataset" and len(labels) < 2:
                 continue
-            grid = np.array([[labels[label][a].mean if a in labels[label] and labels[label][a].mean is not None else np.nan
+            grid = np.array([[labels[label][a].mean if a in labels[label] and labels[label][a].mean is not None
+                              and not report.uninformative("just-eval", m.model, a) else np.nan
                               for a in m.aspects] for label in labels])  # fmt: skip
+            if np.isnan(grid).all():
+                continue
             fig, ax = plt.subplots(figsize=(1.2 * len(m.aspects) + 2, 0.4 * len(labels) + 1.5))
             image = ax.imshow(grid, vmin=1, vmax=5, cmap="RdYlGn", aspect="auto")
             ax.set_xticks(range(len(m.aspects)), list(m.aspects), rotation=30)
@@ -144,4 +243,5 @@ def to_html(report: Report, *, compare: bool = False) -> str:
     template = Environment(autoescape=select_autoescape(default=True)).from_string(source)
     models = leaderboard(report) if compare else report.models
     return template.render(report=report, models=models, aspects=aspects_of(report), cell=_cell, images=plots(report),
-                           compare=compare)  # fmt: skip
+                           compare=compare, num=_num, p=_p,
+                           cats=list(dict.fromkeys(c for m in report.mt_bench for c in m.categories)))  # fmt: skip

@@ -19,8 +19,20 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from untuned.errors import DataFileError
-from untuned.formats import read_just_eval_judged
+from untuned.formats import read_alpaca_eval_annotations, read_fastchat_judgments, read_just_eval_judged, read_rows
 from untuned.judge import ASPECTS, Verdict, VerdictFile
+from untuned.report.sections import (
+    Comparison,
+    Diagnostic,
+    MtBenchModel,
+    Section,
+    WinRateRow,
+    comparisons,
+    diagnostics,
+    mt_bench_models,
+    uninformative,
+    win_rates,
+)
 
 NaPolicy = Literal["skip", "five"]
 GROUPS = ("dataset", "task_types", "topics", "difficulty")
@@ -55,6 +67,8 @@ class PairwiseStat(BaseModel):
     ties: int
     losses: int
     failed: int
+    flips: int = Field(0, description="Items whose two orders disagree (position bias of the judge).")
+    both_orders: int = Field(0, description="Items asked in both orders.")
 
 
 class Report(BaseModel):
@@ -63,6 +77,28 @@ class Report(BaseModel):
     pairwise: list[PairwiseStat]
     tags: dict[str, dict[str, int]] = Field(default_factory=dict, description="tag mode: label counts per kind.")
     tagged: int = Field(0, description="tag mode: queries tagged (failed ones not counted).")
+    mt_bench: list[MtBenchModel] = Field(default_factory=list)
+    win_rates: list[WinRateRow] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons (report --compare).")
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+
+    def uninformative(self, section: Section, model: str, aspect: str) -> bool:
+        return uninformative(self.diagnostics)(section, model, aspect)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader must know before believing the numbers: scores that carry no information."""
+        lines = []
+        for d in self.diagnostics:
+            if d.uninformative:
+                score = f"{d.most_common_score:g}" if d.most_common_score is not None else "?"
+                lines.append(f"{d.model}, {d.aspect}: the judge gave {score} to {d.most_common_share:.0%} of {d.n} items; "
+                             "these scores carry no information about the answers (no plot drawn).")  # fmt: skip
+        for p in self.pairwise:
+            if p.aspect == "overall" and p.both_orders >= 3 and p.flips / p.both_orders >= 0.5:
+                lines.append(f"{p.a} vs {p.b}: the two answer orders disagree on {p.flips} of {p.both_orders} items; "
+                             "the judge follows the position more than the answers.")  # fmt: skip
+        return lines
 
 
 def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
@@ -79,14 +115,18 @@ def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
 
 
 def load_verdicts(path: str | Path) -> list[Verdict]:
-    """Verdicts from an untuned verdict file, or from a just-eval judged JSON file."""
+    """Verdicts from an untuned verdict file, a just-eval judged JSON file, AlpacaEval's
+    ``annotations.json``, or FastChat's MT-bench ``model_judgment/*_single.jsonl``."""
     path = Path(path)
     if not path.exists():
         raise DataFileError(path, 0, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        first = handle.read(4096).lstrip()[:1]
-    if first == "[":  # just-eval writes one JSON array; untuned writes JSONL
+    first = next(iter(read_rows(path)), (0, {}))[1]
+    if "output_1" in first and "preference" in first:
+        return read_alpaca_eval_annotations(path)
+    if "parsed_result" in first or "output_cand" in first:
         return read_just_eval_judged(path)
+    if isinstance(first.get("judge"), list) and "turn" in first:
+        return read_fastchat_judgments(path)
     return list(VerdictFile(path).latest().values())
 
 
@@ -96,8 +136,11 @@ def _group_labels(verdict: Verdict, kind: str) -> list[str]:
     return verdict.tags.get(kind, [])
 
 
-def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip") -> Report:
-    """All the numbers of a report for ``verdicts`` (any mix of models, modes and files)."""
+def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: bool = False,
+                 difficulty: dict[str, float] | None = None) -> Report:  # fmt: skip
+    """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
+    adds paired comparisons of every two models; ``difficulty`` (instruction difficulty by id or
+    instruction) enters the length-controlled win rate fit."""
     by_model: dict[str, list[Verdict]] = defaultdict(list)
     pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
     tags: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -133,9 +176,14 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip") -> Report:
     pairwise = []
     for (a, b), group in sorted(pairs.items()):
         scored = [v for v in group if v.status == "scored"]
-        for aspect in ASPECTS:
+        for aspect in dict.fromkeys(a for v in scored for a in v.winners):
             outcomes = [v.winners.get(aspect) for v in scored if aspect in v.winners]
+            both = [v for v in scored if len(v.orders) == 2 and aspect in v.orders[0] and aspect in v.orders[1]]
             pairwise.append(PairwiseStat(a=a, b=b, aspect=aspect, wins=outcomes.count("A"), ties=outcomes.count("tie"),
-                                         losses=outcomes.count("B"), failed=len(group) - len(scored)))  # fmt: skip
+                                         losses=outcomes.count("B"), failed=len(group) - len(scored),
+                                         flips=sum(v.orders[0][aspect] != v.orders[1][aspect] for v in both),
+                                         both_orders=len(both)))  # fmt: skip
     counts = {kind: dict(sorted(labels.items(), key=lambda kv: -kv[1])) for kind, labels in sorted(tags.items())}
-    return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged)
+    return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged, mt_bench=mt_bench_models(verdicts),
+                  win_rates=win_rates(verdicts, difficulty=difficulty), diagnostics=diagnostics(verdicts),
+                  comparisons=comparisons(verdicts) if compare else [])  # fmt: skip

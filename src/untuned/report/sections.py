@@ -1,0 +1,191 @@
+"""The evaluation sections of a report, built from verdicts: MT-bench scores, win rates against a
+baseline (AlpacaEval's numbers and a length-controlled one), paired comparisons of two models, and
+the judge's diagnostics.
+
+MT-bench numbers follow FastChat's ``show_result``: the mean of each turn, and "overall" the mean
+of every turn score (so a question whose turn 2 failed still counts its turn 1).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from untuned.judge import Verdict
+from untuned.judge.templates import TURNS
+from untuned.report.stats import (
+    AspectDiagnostics,
+    PairedComparison,
+    WinRate,
+    compare_aspects,
+    diagnose,
+    length_controlled_win_rate,
+    win_rate,
+)
+
+Section = Literal["just-eval", "mt-bench"]
+
+
+class MtBenchModel(BaseModel):
+    model: str
+    judge: str
+    questions: int
+    failed: int
+    turns: dict[str, float | None] = Field(description="Mean score per turn (turn_1, turn_2), 1-10.")
+    turn_counts: dict[str, int]
+    overall: float | None = Field(description="Mean of every turn score.")
+    categories: dict[str, float | None] = Field(default_factory=dict, description="Mean of both turns per category.")
+
+
+class WinRateRow(BaseModel):
+    model: str
+    baseline: str
+    judge: str
+    rate: WinRate
+    flip_rate: float | None = Field(None, description="Share of items whose two orders disagree on the overall winner.")
+    model_chars: float | None = None
+    baseline_chars: float | None = None
+
+
+class Comparison(BaseModel):
+    """Model A against model B on the items both were judged on (one section's aspects)."""
+
+    section: Section
+    a: str
+    b: str
+    rows: list[PairedComparison]
+
+
+class Diagnostic(AspectDiagnostics):
+    model: str
+    section: Section
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
+    by_model: dict[str, list[Verdict]] = defaultdict(list)
+    for verdict in verdicts:
+        if verdict.mode == "mt-bench":
+            by_model[verdict.generator or "(unknown)"].append(verdict)
+    models = []
+    for model, group in sorted(by_model.items()):
+        scored = [v for v in group if v.status == "scored"]
+        turns = {t: [float(v.scores[t]) for v in scored if v.scores.get(t) is not None] for t in TURNS}
+        categories: dict[str, list[float]] = defaultdict(list)
+        for v in scored:
+            for category in v.tags.get("category", []):
+                categories[category] += [float(s) for s in v.scores.values() if s is not None]
+        models.append(MtBenchModel(
+            model=model, judge=", ".join(sorted({v.judge for v in group})), questions=len(group),
+            failed=len(group) - len(scored), turns={t: _mean(values) for t, values in turns.items()},
+            turn_counts={t: len(values) for t, values in turns.items()},
+            overall=_mean([s for values in turns.values() for s in values]),
+            categories={c: _mean(values) for c, values in sorted(categories.items())},
+        ))  # fmt: skip
+    return models
+
+
+def _difficulty_of(verdict: Verdict, difficulty: dict[str, float]) -> float | None:
+    return difficulty.get(verdict.id, difficulty.get(verdict.query))
+
+
+def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = None) -> list[WinRateRow]:
+    """Win rate of each model (the first answer) against each baseline, from verdicts with a preference."""
+    pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
+    for verdict in verdicts:
+        if verdict.mode == "pairwise" and verdict.status == "scored" and verdict.preference is not None:
+            pairs[(verdict.generator or "A", verdict.generator_b or "B")].append(verdict)
+    rows = []
+    for (model, baseline), group in sorted(pairs.items()):
+        preferences = [v.preference for v in group]
+        rate = win_rate(preferences)
+        model_lengths = [len(v.answer) for v in group]
+        baseline_lengths = [len(v.answer_b or "") for v in group]
+        if len(group) >= 2 and any(model_lengths) and any(baseline_lengths):
+            d = None
+            if difficulty:
+                found = [_difficulty_of(v, difficulty) for v in group]
+                d = [x for x in found if x is not None]
+                if len(d) != len(group):  # the term needs every item; without it for all rather than for some
+                    d = None
+            rate.length_controlled = length_controlled_win_rate(preferences, model_lengths, baseline_lengths, d)  # type: ignore[arg-type]
+            rate.difficulty_term = d is not None
+        both = [v for v in group if len(v.orders) == 2 and "overall" in v.orders[0] and "overall" in v.orders[1]]
+        flips = sum(v.orders[0]["overall"] != v.orders[1]["overall"] for v in both)
+        rows.append(WinRateRow(model=model, baseline=baseline, judge=", ".join(sorted({v.judge for v in group})), rate=rate,
+                               flip_rate=flips / len(both) if both else None, model_chars=_mean(model_lengths),
+                               baseline_chars=_mean(baseline_lengths)))  # fmt: skip
+    return rows
+
+
+def _score_tables(verdicts: list[Verdict]) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
+    """section → model → aspect → id → score (scored verdicts; N/A left out)."""
+    tables: dict[Section, dict[str, dict[str, dict[str, float]]]] = {"just-eval": {}, "mt-bench": {}}
+    for verdict in verdicts:
+        if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
+            continue
+        section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
+        model = tables[section].setdefault(verdict.generator or "(unknown)", {})
+        for aspect, score in verdict.scores.items():
+            if score is not None:
+                model.setdefault(aspect, {})[verdict.id] = float(score)
+    return tables
+
+
+def comparisons(verdicts: list[Verdict], *, alpha: float = 0.05) -> list[Comparison]:
+    """Every pair of models judged on common items, per section: a paired comparison per aspect,
+    Holm-corrected across the aspects of the pair (models in the order they first appear)."""
+    order = list(dict.fromkeys(v.generator or "(unknown)" for v in verdicts))
+    result = []
+    for section, models in _score_tables(verdicts).items():
+        names = sorted(models, key=order.index)
+        for a, b in combinations(names, 2):
+            pairs = {}
+            for aspect in dict.fromkeys([*models[a], *models[b]]):
+                common = sorted(set(models[a].get(aspect, {})) & set(models[b].get(aspect, {})))
+                pairs[aspect] = ([models[a][aspect][i] for i in common], [models[b][aspect][i] for i in common])
+            rows = compare_aspects(pairs, alpha=alpha)
+            if rows:
+                result.append(Comparison(section=section, a=a, b=b, rows=rows))
+    return result
+
+
+def _words(verdict: Verdict, aspect: str) -> int:
+    if verdict.mode == "mt-bench" and aspect in TURNS and TURNS.index(aspect) < len(verdict.outputs):
+        return len(verdict.outputs[TURNS.index(aspect)].split())
+    return len(verdict.answer.split())
+
+
+def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
+    """Per model and aspect: is every item given (nearly) the same score, and does the score follow length?"""
+    grouped: dict[tuple[Section, str, str], list[tuple[float, int]]] = defaultdict(list)
+    for verdict in verdicts:
+        if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
+            continue
+        section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
+        has_text = bool(verdict.outputs or verdict.answer)
+        for aspect, score in verdict.scores.items():
+            if score is not None:
+                grouped[(section, verdict.generator or "(unknown)", aspect)].append(
+                    (float(score), _words(verdict, aspect) if has_text else -1)
+                )
+    result = []
+    for (section, model, aspect), pairs in sorted(grouped.items()):
+        scores = [s for s, _ in pairs]
+        lengths = [n for _, n in pairs] if all(n >= 0 for _, n in pairs) else [0] * len(pairs)
+        found = diagnose(aspect, scores, lengths)
+        result.append(Diagnostic(model=model, section=section, **found.model_dump()))
+    return result
+
+
+def uninformative(diagnosed: list[Diagnostic]) -> Callable[[str, str, str], bool]:
+    """A test: does (section, model, aspect) carry no information?"""
+    flagged = {(d.section, d.model, d.aspect) for d in diagnosed if d.uninformative}
+    return lambda section, model, aspect: (section, model, aspect) in flagged
