@@ -293,7 +293,7 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, shared_data):
     """Every command of README's "Evaluate like the paper", pasted into bash as a user would: the
     generating model is the scripted one (UNTUNED_MODEL; its tokens are bytes, so UNTUNED_N_CTX gives
     MT-bench's second turns room), the judge a scripted server ($JUDGE), the
-    published verdicts a fixture in the download cache; the text of the commands is not touched."""
+    published verdicts a fixture in the download cache. Only the line that sets $JUDGE is changed."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Evaluate like the paper", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
@@ -312,8 +312,9 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, shared_data):
     (cache / PUBLISHED.rsplit("/", 1)[-1]).write_text(json.dumps(published))
     with scripted_server(walkthrough_judge) as (url, seen):
         script = script.replace('export JUDGE="', f'export JUDGE="--judge-url {url} --judge-model scripted-judge" #', 1)
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         env = {**os.environ, "UNTUNED_MODEL": "scripted:walk", "UNTUNED_N_CTX": "16384",
-               "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}  # fmt: skip
+               "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": path, "COLUMNS": "200"}  # fmt: skip
         result = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "scripted-judge against gpt-4-1106-preview on 30 published items" in result.stdout
