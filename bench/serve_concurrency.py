@@ -10,7 +10,7 @@ tokenizing the streamed text with the model's tokenizer, the same way for every 
 first token includes the wait for a free slot. Servers run one after the other, never at once.
 
 Run: .venv/bin/python bench/serve_concurrency.py            (P3: 8 clients x 4 queries)
-     .venv/bin/python bench/serve_concurrency.py scaling    (untuned, 1-16 clients; writes bench/scaling.png)
+     .venv/bin/python bench/serve_concurrency.py scaling    (untuned --parallel 16, 1-16 clients sharing 32 queries; writes bench/scaling.png)
 """
 
 from __future__ import annotations
@@ -120,9 +120,10 @@ def llama_cpp_python_target(port: int) -> Target:
 
 
 def start(target: Target) -> subprocess.Popen:
-    process = subprocess.Popen(target.command, stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(target.command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(target.ready, timeout=1).status_code == 200:
                 return process
@@ -130,7 +131,10 @@ def start(target: Target) -> subprocess.Popen:
             pass
         time.sleep(0.3)
     process.kill()
-    raise SystemExit(f"{target.name} did not start")
+    process.wait()
+    log.seek(0)
+    tail = log.read().decode(errors="replace")[-2000:]
+    raise SystemExit(f"{target.name} did not start (exit status {process.returncode}); its last output:\n{tail}")
 
 
 async def drive(target: Target, clients: int, per_client: int, work: list[str]) -> tuple[float, list[float], list[str]]:
@@ -201,12 +205,12 @@ def scaling() -> None:
     import matplotlib.pyplot as plt
 
     count = counter()
-    work = questions(64)
+    work = questions(32)
     sizes = [1, 2, 4, 8, 16]
     table = Table("clients", "requests", "tokens", "wall (s)", "aggregate tok/s", "TTFT p50 (s)", "TTFT p95 (s)")
     rates = []
-    for clients in sizes:
-        wall, ttfts, texts = measure(untuned_target(16, PORT + 5), clients, 2, work)
+    for clients in sizes:  # the same 32 queries at every size, split among the clients
+        wall, ttfts, texts = measure(untuned_target(16, PORT + 5), clients, 32 // clients, work)
         tokens = sum(count(t) for t in texts)
         rates.append(tokens / wall)
         p95 = statistics.quantiles(ttfts, n=20)[-1] if len(ttfts) > 1 else ttfts[0]
@@ -219,6 +223,7 @@ def scaling() -> None:
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("concurrent streaming clients")
     ax.set_ylabel("aggregate tokens/s")
+    ax.set_ylim(bottom=0)
     ax.set_title("untuned serve --parallel 16, gemma-3-270m, 2 cores")
     fig.tight_layout()
     fig.savefig(Path(__file__).with_name("scaling.png"), dpi=110)
