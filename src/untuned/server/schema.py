@@ -291,21 +291,14 @@ def error_json(message: str, *, kind: str = "invalid_request_error", param: str 
     return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
 
 
+def _chunk(kind: str, ident: str, created: int, model: str, choice: dict[str, Any]) -> dict:
+    return {"id": ident, "object": kind, "created": created, "model": model,
+            "choices": [{"index": 0, **choice, "logprobs": None}]}  # fmt: skip
+
+
 def chat_chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> dict:
-    return {
-        "id": ident,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-    }
+    return _chunk("chat.completion.chunk", ident, created, model, {"delta": delta, "finish_reason": finish})
 
 
 def text_chunk(ident: str, created: int, model: str, text: str, finish: str | None) -> dict:
-    return {
-        "id": ident,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-    }
+    return _chunk("text_completion", ident, created, model, {"text": text, "finish_reason": finish})
