@@ -10,7 +10,7 @@ tokenizing the streamed text with the model's tokenizer, the same way for every 
 first token includes the wait for a free slot. Servers run one after the other, never at once.
 
 Run: .venv/bin/python bench/serve_concurrency.py            (P3: 8 clients x 4 queries)
-     .venv/bin/python bench/serve_concurrency.py scaling    (untuned --parallel 16, 1-16 clients sharing 32 queries; writes bench/scaling.png)
+     .venv/bin/python bench/serve_concurrency.py scaling    (--parallel 16, 1-16 clients, 32 queries; bench/scaling.png)
 """
 
 from __future__ import annotations
