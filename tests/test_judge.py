@@ -41,7 +41,8 @@ def chat_reply(content: str) -> bytes:
 
 
 def user_text(body: bytes) -> str:
-    return json.loads(body)["messages"][-1]["content"]
+    """The prompt a judge was sent: every message's text (instructions in the system message, the item after)."""
+    return "\n\n".join(message["content"] for message in json.loads(body)["messages"])
 
 
 def expected_score(answer: str) -> int:
@@ -212,6 +213,24 @@ def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
     assert summary.done == 3 and all(v.status == "scored" and set(v.scores) == set(ASPECTS) for v in verdicts)
     assert all(s is None or 1 <= s <= 5 for v in verdicts for s in v.scores.values())
+    stats = judging.model.backend.stats()  # the instructions were evaluated once, for the first item
+    assert (stats.prefix_misses, stats.prefix_hits) == (1, 2)
+
+
+def test_chat_prompt_makes_the_shared_messages_its_prefix(smollm_path):
+    """The judge's instructions (its system message) become the cacheable prefix: the same text and the
+    same token ids as the whole rendered at once; without ``shared``, no prefix."""
+    from untuned.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(smollm_path, n_ctx=2048)
+    try:
+        messages = TEMPLATES["multi"].messages("What is 2 + 2?", "2 + 2 = 4.")
+        whole, split = backend.chat_prompt(messages), backend.chat_prompt(messages, shared=1)
+        assert whole.prefix == "" and split.text == whole.text
+        assert messages[0]["content"] in split.prefix and messages[1]["content"] in split.body
+        assert backend.tokenize_prompt(split) == backend.tokenize_prompt(whole)
+    finally:
+        backend.close()
 
 
 def test_report_numbers_match_independent_arithmetic(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError
 
 
@@ -37,3 +38,11 @@ def render_chat_template(
         )  # fmt: skip
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"the model's chat template failed: {exc}") from exc
+
+
+def with_shared_head(full: str, head: str | None) -> RenderedPrompt:
+    """``full`` as a prompt whose cacheable prefix is ``head`` (the rendering of the leading messages that
+    many requests share), where the template renders them as the start of the whole; else no prefix."""
+    if head and full.startswith(head) and len(head) < len(full):
+        return RenderedPrompt(prefix=head, body=full[len(head) :], special_tokens=True)
+    return RenderedPrompt(prefix="", body=full, special_tokens=True)

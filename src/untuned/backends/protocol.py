@@ -132,8 +132,9 @@ class Backend(Protocol):
 class ChatTemplated(Protocol):
     """A backend that knows its model's own chat template (instruct models: judges, aligned models)."""
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
-        """``messages`` in the model's chat template, ending where its answer begins."""
+    def chat_prompt(self, messages: list[dict[str, str]], *, shared: int = 0) -> RenderedPrompt:
+        """``messages`` in the model's chat template, ending where its answer begins; the first ``shared``
+        messages, the same for many requests, become the prompt's cacheable prefix where they can."""
         ...
 
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:

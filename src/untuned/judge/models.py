@@ -86,7 +86,8 @@ class LocalJudgeModel:
         from untuned.backends import Sampling
 
         sampling = Sampling(temperature=0.0, repetition_penalty=1.0, max_tokens=self.max_tokens, json_schema=json.dumps(schema))
-        return Completion(self.backend.stream(self.backend.chat_prompt(messages), sampling), clean=False).text
+        prompt = self.backend.chat_prompt(messages, shared=len(messages) - 1)  # the instructions: evaluated once
+        return Completion(self.backend.stream(prompt, sampling), clean=False).text
 
     def close(self) -> None:
         self.backend.close()

@@ -27,6 +27,7 @@ from untuned.backends import (
 )
 from untuned.backends.batching import EngineStats
 from untuned.backends.hf.engine import TransformersEngine
+from untuned.chat_template import with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import (
     BackendUnavailableError,
@@ -162,7 +163,8 @@ class TransformersBackend(RowScoring):
         if prompt.ids is not None:
             return [], list(prompt.ids)
         if prompt.special_tokens:
-            return [], list(self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
+            prefix = list(self.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]) if prompt.prefix else []
+            return prefix, list(self.tokenizer(prompt.body, add_special_tokens=False)["input_ids"])
         prefix = self.tokenize(prompt.prefix, add_special=True) if prompt.prefix else []
         return prefix, self.tokenize(prompt.body, add_special=not prefix)
 
@@ -173,12 +175,14 @@ class TransformersBackend(RowScoring):
     def template_text(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None) or None
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
-        """``messages`` in the tokenizer's chat template, ending where the answer begins."""
+    def chat_prompt(self, messages: list[dict[str, str]], *, shared: int = 0) -> RenderedPrompt:
+        """``messages`` in the tokenizer's chat template, ending where the answer begins; the first
+        ``shared`` messages as the cacheable prefix (see :func:`with_shared_head`)."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ChatTemplateError(f"{self.name} has no chat template in its tokenizer (is it a base model?)")
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return RenderedPrompt(prefix="", body=text, special_tokens=True)
+        head = self.tokenizer.apply_chat_template(messages[:shared], tokenize=False) if shared else None
+        return with_shared_head(text, head)
 
     # --- what the engine uses ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring
 from untuned.backends.batching import EngineStats
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
-from untuned.chat_template import render_chat_template
+from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
 
@@ -81,24 +81,32 @@ class LlamaCppBackend(RowScoring):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.model.piece(int(t)) for t in tokens).decode("utf-8", "replace")
 
-    def _prefix(self, text: str) -> list[int]:
-        ids = self._prefix_ids.get(text)
+    def _prefix(self, text: str, *, special: bool = False) -> list[int]:
+        ids = self._prefix_ids.get((text, special))
         if ids is None:
             if len(self._prefix_ids) >= 16:
                 self._prefix_ids.clear()
-            ids = self._prefix_ids[text] = self.tokenize(text, add_special=True)
+            ids = self._prefix_ids[text, special] = (
+                self.model.tokenize(text, add_special=False, parse_special=True)
+                if special
+                else self.tokenize(text, add_special=True)
+            )
         return ids
 
     # --- generation --------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> RenderedPrompt:
-        """``messages`` in the chat template of the GGUF's metadata, ending where the answer begins."""
+    def chat_prompt(self, messages: list[dict[str, str]], *, shared: int = 0) -> RenderedPrompt:
+        """``messages`` in the chat template of the GGUF's metadata, ending where the answer begins; the
+        first ``shared`` messages as the cacheable prefix (see :func:`with_shared_head`)."""
         template = self.model.chat_template()
         if template is None:
             raise ChatTemplateError(f"{self.name} has no chat template in its GGUF metadata (is it a base model?)")
         bos, eos = self.model.bos_eos()
         text = render_chat_template(template, messages, bos_token=bos, eos_token=eos)
-        return RenderedPrompt(prefix="", body=text, special_tokens=True)
+        head = None
+        if shared:
+            head = render_chat_template(template, messages[:shared], bos_token=bos, eos_token=eos, add_generation_prompt=False)
+        return with_shared_head(text, head)
 
     def template_text(self) -> str | None:
         return self.model.chat_template()
@@ -107,7 +115,7 @@ class LlamaCppBackend(RowScoring):
         """The prompt's token ids: the cacheable prefix and the body."""
         if prompt.ids is not None:
             return [], list(prompt.ids)
-        prefix = self._prefix(prompt.prefix) if prompt.prefix else []
+        prefix = self._prefix(prompt.prefix, special=prompt.special_tokens) if prompt.prefix else []
         if prompt.special_tokens:
             return prefix, self.model.tokenize(prompt.body, add_special=False, parse_special=True)
         return prefix, self.tokenize(prompt.body, add_special=not prefix)
