@@ -332,6 +332,15 @@ def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
     assert summary.failed == 2 and len(seen) == 4  # each item: one try and one retry
     assert all(v.status == "failed" and "judge is down" in v.error and not v.scores for v in verdicts)
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"id": 1, "instruction": "Q", "output": "A"}) + "\n")
+    with scripted_server(script) as (url, seen):
+        result = CliRunner().invoke(app, ["judge", "multi", str(answers), "--out", str(tmp_path / "c.jsonl"), "--judge-url",
+                                          url, "--judge-model", "j", "--max-retries", "0", "--no-cache"])  # fmt: skip
+    assert result.exit_code == 0 and "first error: judge j at" in plain(result.output) and "judge is down" in result.output
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "c.jsonl")])
+    assert report.exit_code == 2 and "nothing to report: no scored verdicts" in plain(report.output)
+    assert "1 failed (first error: judge j at" in plain(report.output)
 
 
 def test_cli_errors_say_what_to_do(tmp_path):
@@ -349,6 +358,7 @@ def test_cli_errors_say_what_to_do(tmp_path):
         (["report", str(tmp_path / "broken.json")], "invalid JSON"),
         (["report", str(answers), "--na", "three"], "'three' is not one of 'skip', 'five'"),
         (["report", str(answers), "--formats", "pdf"], "unknown format(s): pdf"),
+        (["judge", "mt-bench", str(answers), "--out", str(tmp_path / "m.jsonl")], "not MT-bench answers"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from untuned.cli.common import friendly, ids_option, option_group, out, progress
@@ -58,9 +59,12 @@ class JudgeOptions:
         with progress() as bar:
             task = bar.add_task(f"judging ({mode})", total=None, note="")
             tally = {"scored": 0, "failed": 0, "cached": 0}
+            first_error: list[str] = []
 
             def count(verdict) -> None:
                 tally[verdict.status] += 1
+                if verdict.status == "failed" and not first_error:
+                    first_error.append(verdict.error or "")
                 tally["cached"] += verdict.cached
                 bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
 
@@ -71,7 +75,10 @@ class JudgeOptions:
             f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
         )
         if summary.failed:
-            out.print(f"[yellow]{summary.failed} items failed; their raw replies are in {output}. Rerun to retry them.[/]")
+            out.print(f"[yellow]{summary.failed} items failed; their errors and raw replies are in {output}. "
+                      "Rerun to retry them.[/]")  # fmt: skip
+            if first_error:
+                out.print(f"[yellow]first error: {escape(first_error[0])}[/]", highlight=False)
 
 
 _JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -167,6 +174,7 @@ def pairwise_command(
     missing = [i.id for i in items if i.id not in seconds]
     if missing:
         out.print(f"[yellow]{len(missing)} items have no answer in {second} and are left out (first: {missing[0]})[/]")
+        items = [i for i in items if i.id in seconds]
     options.run("pairwise", items, output, seconds=seconds)
 
 

@@ -38,6 +38,10 @@ def report_command(
     if unknown:
         raise UntunedError(f"unknown format(s): {', '.join(sorted(unknown))}; choose among md, csv, html")
     verdicts = [v for path in files for v in load_verdicts(path)]
+    if not any(v.status == "scored" for v in verdicts):
+        failed = [v for v in verdicts if v.status == "failed"]
+        why = f": {len(failed)} failed (first error: {failed[0].error}); rerun the judge to retry them" if failed else ""
+        raise UntunedError(f"nothing to report: no scored verdicts in {', '.join(map(str, files))}{why}")
     report = build_report(verdicts, na=na, compare=compare, difficulty=read_difficulty(difficulty) if difficulty else None)
     text = to_markdown(report, compare=compare)
     out.print(text, markup=False)

@@ -101,7 +101,8 @@ def read_mt_bench_answers(path: str | Path, *, questions: str | Path | None = No
         try:
             record = GenerationRecord.model_validate(row)
         except ValueError as exc:
-            raise DataFileError(path, number, f"not a generation record: {str(exc).splitlines()[0]}") from exc
+            raise DataFileError(path, number, "not MT-bench answers: neither a run of `untuned generate mt-bench` nor "
+                                "FastChat's model_answer rows (question_id, choices)") from exc  # fmt: skip
         items.append(MtBenchItem(id=record.id, turns=record.turns, outputs=record.outputs,
                                  category=record.meta.get("category") or category_of(record.id),
                                  generator=record.generator))  # fmt: skip
