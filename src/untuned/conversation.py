@@ -31,6 +31,7 @@ from typing import Literal
 from untuned.prompt import PromptSet
 
 Role = Literal["user", "assistant"]
+SystemMode = Literal["append", "replace"]  # a client's system message: after the URIAL system text, or instead
 
 
 @dataclass(frozen=True)

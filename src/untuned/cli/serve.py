@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from untuned.cli.common import LOADING, SAMPLING, ModelOptions, err, friendly, model_options
-from untuned.server.app import SystemMode
+from untuned.conversation import SystemMode
 
 
 def default_parallel() -> int:

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Sampling
-from untuned.conversation import Conversation, RenderedPrompt
+from untuned.conversation import Conversation, RenderedPrompt, SystemMode
 from untuned.errors import BadRequest, QueueFull, RequestTimeout
 from untuned.server.guard import Guard
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
@@ -55,9 +54,6 @@ from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 
 log = logging.getLogger(__name__)
-
-
-SystemMode = Literal["append", "replace"]
 
 
 class ServerConfig(BaseModel):
