@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import ast
 import json
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from untuned.answers import AnswerItem, tags_from_meta
 from untuned.errors import DataFileError, ReplyError, UntunedError
 from untuned.generation import GenerationFile, GenerationRecord
-from untuned.judge.parse import read_score
+from untuned.judge.parse import read_preference, read_score
 from untuned.judge.verdicts import Verdict
 
 ExportFormat = Literal["just-eval", "alpaca-eval"]
@@ -112,19 +111,22 @@ def read_tags(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(row.get("id", number)): row for number, row in read_rows(path)}
 
 
+def generation_records(path: str | Path, rows: Rows, *, what: str = "a generation record") -> list[GenerationRecord]:
+    """The records of an ``untuned generate`` run from its rows; a row that is not one is named as not ``what``."""
+    records = []
+    for number, row in rows:
+        try:
+            records.append(GenerationRecord.model_validate(row))
+        except ValueError as exc:
+            raise DataFileError(path, number, f"not {what}: {str(exc).splitlines()[0]}") from exc
+    return records
+
+
 def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[AnswerItem]:
     """Answers from an ``untuned generate`` run, just-eval / AlpacaEval output, or any JSONL of
     ``id, instruction, output``; tags and dataset joined by id from ``tags`` where given."""
     rows = list(read_rows(path))
-    if rows and "outputs" in rows[0][1]:
-        records = []
-        for number, row in rows:
-            try:
-                records.append(GenerationRecord.model_validate(row))
-            except ValueError as exc:
-                raise DataFileError(path, number, f"not a generation record: {str(exc).splitlines()[0]}") from exc
-    else:
-        records = import_answers(path)
+    records = generation_records(path, rows) if rows and "outputs" in rows[0][1] else import_answers(path)
     items = []
     for record in records:
         joined = (tags or {}).get(record.id, {})
@@ -164,23 +166,23 @@ def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
     )
 
 
-def read_just_eval_judged(path: str | Path) -> list[Verdict]:
-    """Verdicts from a judged file of just-eval (a JSON array whose records carry ``parsed_result``)."""
-    path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFileError(path, exc.lineno, f"not valid JSON: {exc.msg}") from exc
-    return [_verdict_from_just_eval(row, number, path) for number, row in enumerate(rows)]
+Rows = Iterable[tuple[int, dict[str, Any]]]
 
 
-def read_fastchat_judgments(path: str | Path) -> list[Verdict]:
+def read_just_eval_judged(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
+    """Verdicts from a judged file of just-eval (a JSON array whose records carry ``parsed_result``);
+    ``rows``: the file's rows when the caller has read them already (as :func:`read_rows` gives them)."""
+    rows = read_rows(path) if rows is None else rows
+    return [_verdict_from_just_eval(row, index, Path(path)) for index, (_, row) in enumerate(rows)]
+
+
+def read_fastchat_judgments(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
     """MT-bench verdicts from FastChat's ``model_judgment/*_single.jsonl`` (one row per model, question
     and turn; a score of -1, FastChat's mark of an unreadable judgment, is left out as FastChat does)."""
     from untuned.judge.mt_bench import category_of
 
     grouped: dict[tuple[str, str], dict[str, Any]] = {}
-    for number, row in read_rows(path):
+    for number, row in read_rows(path) if rows is None else rows:
         judge = row.get("judge")
         if not isinstance(judge, list) or "score" not in row or "turn" not in row:
             raise DataFileError(path, number, "expected FastChat's single-answer judgment fields (judge, score, turn)")
@@ -205,28 +207,24 @@ def read_fastchat_judgments(path: str | Path) -> list[Verdict]:
     return verdicts
 
 
-def read_alpaca_eval_annotations(path: str | Path) -> list[Verdict]:
+def read_alpaca_eval_annotations(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
     """Pairwise verdicts from AlpacaEval's ``annotations.json``: ``output_2`` is the model's answer and
     ``output_1`` the baseline's; ``preference`` 1-2 (2 = the model's preferred; 0 or 1.5 = draw), possibly
     as a string. A row with no usable preference becomes a failed verdict, left out of the win rate."""
     verdicts = []
-    for index, (number, row) in enumerate(read_rows(path)):
+    for index, (number, row) in enumerate(read_rows(path) if rows is None else rows):
         for key in ("output_1", "output_2"):
             if not isinstance(row.get(key), str):
                 raise DataFileError(path, number, f"row {index}: field {key!r} must be a string")
-        try:
-            preference = float(row.get("preference"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            preference = math.nan
-        preference = 1.5 if preference == 0 else preference
-        usable = 1.0 <= preference <= 2.0
-        winner = "tie" if preference == 1.5 else ("A" if preference > 1.5 else "B")
+        preference = read_preference(row.get("preference"))
+        usable = preference is not None
+        winner = "tie" if preference == 1.5 else ("A" if usable and preference > 1.5 else "B")
         verdicts.append(Verdict(
             id=str(row.get("id", index)), mode="pairwise", template=f"alpaca-eval:{row.get('annotator', '')}",
             judge=str(row.get("annotator", "")), status="scored" if usable else "failed",
             generator=str(row.get("generator_2", "model")), generator_b=str(row.get("generator_1", "baseline")),
             dataset=row.get("dataset"), query=str(row.get("instruction", "")), answer=row["output_2"],
-            answer_b=row["output_1"], preference=preference if usable else None,
+            answer_b=row["output_1"], preference=preference,
             winners={"overall": winner} if usable else {},
         ))  # fmt: skip
     return verdicts

@@ -51,7 +51,7 @@ def category_of(question_id: str | int) -> str | None:
 
 
 def _rows(path: str | Path):
-    from untuned.formats import read_rows
+    from untuned.formats import read_rows  # formats reads verdicts of untuned.judge: imported when used
 
     return read_rows(path)
 
@@ -94,19 +94,11 @@ def read_mt_bench_answers(path: str | Path, *, questions: str | Path | None = No
                                      category=question.get("category") or category_of(qid),
                                      generator=row.get("model_id")))  # fmt: skip
         return items
-    from untuned.generation import GenerationRecord
+    from untuned.formats import generation_records
 
-    items = []
-    for number, row in rows:
-        try:
-            record = GenerationRecord.model_validate(row)
-        except ValueError as exc:
-            raise DataFileError(path, number, "not MT-bench answers: neither a run of `untuned generate mt-bench` nor "
-                                "FastChat's model_answer rows (question_id, choices)") from exc  # fmt: skip
-        items.append(MtBenchItem(id=record.id, turns=record.turns, outputs=record.outputs,
-                                 category=record.meta.get("category") or category_of(record.id),
-                                 generator=record.generator))  # fmt: skip
-    return items
+    what = "MT-bench answers (neither a run of `untuned generate mt-bench` nor FastChat's model_answer rows)"
+    return [MtBenchItem(id=r.id, turns=r.turns, outputs=r.outputs, category=r.meta.get("category") or category_of(r.id),
+                        generator=r.generator) for r in generation_records(path, rows, what=what)]  # fmt: skip
 
 
 def attach_references(items: list[MtBenchItem], references: dict[str, list[str]] | None, *,

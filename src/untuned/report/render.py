@@ -8,6 +8,7 @@ import io
 from importlib import resources
 from pathlib import Path
 
+from untuned.report.sections import MtBenchModel
 from untuned.report.tables import AspectStat, ModelReport, Report
 
 
@@ -47,7 +48,7 @@ def evaluation_markdown(report: Report) -> list[str]:
                  _num(m.overall), str(m.failed)] for m in report.mt_bench]  # fmt: skip
         parts += ["## MT-bench (1-10; overall = mean of every turn score)", "",
                   _table(["model", "judge", "questions", "turn 1", "turn 2", "overall", "failed"], rows), ""]  # fmt: skip
-        categories = list(dict.fromkeys(c for m in report.mt_bench for c in m.categories))
+        categories = mt_bench_categories(report.mt_bench)
         if categories:
             rows = [[c, *(_num(m.categories.get(c)) for m in report.mt_bench)] for c in categories]
             header = ["category", *(m.model for m in report.mt_bench)]
@@ -177,6 +178,27 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def mt_bench_categories(models: list[MtBenchModel]) -> list[str]:
+    return list(dict.fromkeys(c for m in models for c in m.categories))
+
+
+def _grouped_bars(groups: list[str], bars: dict[str, tuple[list[float], list[float] | None]], *, top: float, label: str,
+                  rotation: int = 0) -> str:  # fmt: skip
+    """A PNG of bars grouped by ``groups``, one colour per series (name → values and error bars)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.65 * len(groups) * max(1, len(bars))), 3.8))
+    width = 0.8 / len(bars)
+    for i, (name, (values, errors)) in enumerate(bars.items()):
+        ax.bar(np.arange(len(groups)) + i * width, values, width, yerr=errors, capsize=3 if errors else 0, label=name)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(bars) - 1) / 2, groups, rotation=rotation)
+    ax.set_ylim(0, top * 1.05)
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def plots(report: Report) -> dict[str, str]:
     """Base64 PNGs: per-aspect bars with CIs, and a heatmap per model and tag kind."""
     import matplotlib
@@ -189,31 +211,18 @@ def plots(report: Report) -> dict[str, str]:
     # an aspect is drawn for the models whose scores of it carry information; none at all: no chart
     aspects = [a for a in aspects_of(report) if any(not report.uninformative("just-eval", m.model, a) for m in report.models)]
     if report.models and aspects:
-        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(aspects) * max(1, len(report.models)) / 2), 3.8))
-        width = 0.8 / len(report.models)
-        for i, m in enumerate(report.models):
+        bars = {}
+        for m in report.models:
             shown = [a in m.aspects and not report.uninformative("just-eval", m.model, a) for a in aspects]
-            means = [m.aspects[a].mean or 0 if ok else 0 for a, ok in zip(aspects, shown)]
-            errors = [m.aspects[a].ci or 0 if ok else 0 for a, ok in zip(aspects, shown)]
-            ax.bar(np.arange(len(aspects)) + i * width, means, width, yerr=errors, capsize=3, label=m.model)
-        ax.set_xticks(np.arange(len(aspects)) + width * (len(report.models) - 1) / 2, aspects)
-        ax.set_ylim(0, 5.3)
-        ax.set_ylabel("mean score (1-5)")
-        ax.legend(fontsize=8)
-        images["Scores per aspect"] = _png(fig)
+            bars[m.model] = ([m.aspects[a].mean or 0 if ok else 0 for a, ok in zip(aspects, shown)],
+                             [m.aspects[a].ci or 0 if ok else 0 for a, ok in zip(aspects, shown)])  # fmt: skip
+        images["Scores per aspect"] = _grouped_bars(aspects, bars, top=5, label="mean score (1-5)")
     informative = [m for m in report.mt_bench
                    if m.categories and not all(report.uninformative("mt-bench", m.model, t) for t in m.turns)]  # fmt: skip
     if informative:
-        categories = list(dict.fromkeys(c for m in informative for c in m.categories))
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories) * max(1, len(informative)) / 1.5), 3.8))
-        width = 0.8 / len(informative)
-        for i, m in enumerate(informative):
-            ax.bar(np.arange(len(categories)) + i * width, [m.categories.get(c) or 0 for c in categories], width, label=m.model)
-        ax.set_xticks(np.arange(len(categories)) + width * (len(informative) - 1) / 2, categories, rotation=20)
-        ax.set_ylim(0, 10.5)
-        ax.set_ylabel("MT-bench score (1-10)")
-        ax.legend(fontsize=8)
-        images["MT-bench by category"] = _png(fig)
+        categories = mt_bench_categories(informative)
+        bars = {m.model: ([m.categories.get(c) or 0 for c in categories], None) for m in informative}
+        images["MT-bench by category"] = _grouped_bars(categories, bars, top=10, label="MT-bench score (1-10)", rotation=20)
     for m in report.models:
         for kind, labels in m.groups.items():
             if kind == "dataset" and len(labels) < 2:
@@ -244,4 +253,4 @@ def to_html(report: Report, *, compare: bool = False) -> str:
     models = leaderboard(report) if compare else report.models
     return template.render(report=report, models=models, aspects=aspects_of(report), cell=_cell, images=plots(report),
                            compare=compare, num=_num, p=_p,
-                           cats=list(dict.fromkeys(c for m in report.mt_bench for c in m.categories)))  # fmt: skip
+                           cats=mt_bench_categories(report.mt_bench))  # fmt: skip

@@ -9,7 +9,7 @@ of every turn score (so a question whose turn 2 failed still counts its turn 1).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import combinations
 from typing import Literal
 
@@ -96,6 +96,12 @@ def _difficulty_of(verdict: Verdict, difficulty: dict[str, float]) -> float | No
     return difficulty.get(verdict.id, difficulty.get(verdict.query))
 
 
+def order_flips(verdicts: list[Verdict], aspect: str) -> tuple[int, int]:
+    """Pairwise verdicts whose two answer orders disagree on ``aspect``, and how many were asked in both."""
+    both = [v for v in verdicts if len(v.orders) == 2 and aspect in v.orders[0] and aspect in v.orders[1]]
+    return sum(v.orders[0][aspect] != v.orders[1][aspect] for v in both), len(both)
+
+
 def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = None) -> list[WinRateRow]:
     """Win rate of each model (the first answer) against each baseline, from verdicts with a preference."""
     pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
@@ -109,33 +115,34 @@ def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = 
         model_lengths = [len(v.answer) for v in group]
         baseline_lengths = [len(v.answer_b or "") for v in group]
         if len(group) >= 2 and any(model_lengths) and any(baseline_lengths):
-            d = None
-            if difficulty:
-                found = [_difficulty_of(v, difficulty) for v in group]
-                d = [x for x in found if x is not None]
-                if len(d) != len(group):  # the term needs every item; without it for all rather than for some
-                    d = None
+            d = [_difficulty_of(v, difficulty) for v in group] if difficulty else None
+            if d is not None and None in d:  # the term needs every item: without it for all rather than for some
+                d = None
             rate.length_controlled = length_controlled_win_rate(preferences, model_lengths, baseline_lengths, d)  # type: ignore[arg-type]
             rate.difficulty_term = d is not None
-        both = [v for v in group if len(v.orders) == 2 and "overall" in v.orders[0] and "overall" in v.orders[1]]
-        flips = sum(v.orders[0]["overall"] != v.orders[1]["overall"] for v in both)
+        flips, both = order_flips(group, "overall")
         rows.append(WinRateRow(model=model, baseline=baseline, judge=", ".join(sorted({v.judge for v in group})), rate=rate,
-                               flip_rate=flips / len(both) if both else None, model_chars=_mean(model_lengths),
+                               flip_rate=flips / both if both else None, model_chars=_mean(model_lengths),
                                baseline_chars=_mean(baseline_lengths)))  # fmt: skip
     return rows
 
 
-def _score_tables(verdicts: list[Verdict]) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
-    """section → model → aspect → id → score (scored verdicts; N/A left out)."""
-    tables: dict[Section, dict[str, dict[str, dict[str, float]]]] = {"just-eval": {}, "mt-bench": {}}
+def _scores(verdicts: list[Verdict]) -> Iterator[tuple[Section, str, str, float, Verdict]]:
+    """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out."""
     for verdict in verdicts:
         if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
             continue
         section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
-        model = tables[section].setdefault(verdict.generator or "(unknown)", {})
         for aspect, score in verdict.scores.items():
             if score is not None:
-                model.setdefault(aspect, {})[verdict.id] = float(score)
+                yield section, verdict.generator or "(unknown)", aspect, float(score), verdict
+
+
+def _score_tables(verdicts: list[Verdict]) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
+    """section → model → aspect → id → score."""
+    tables: dict[Section, dict[str, dict[str, dict[str, float]]]] = {"just-eval": {}, "mt-bench": {}}
+    for section, model, aspect, score, verdict in _scores(verdicts):
+        tables[section].setdefault(model, {}).setdefault(aspect, {})[verdict.id] = score
     return tables
 
 
@@ -166,16 +173,9 @@ def _words(verdict: Verdict, aspect: str) -> int:
 def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
     """Per model and aspect: is every item given (nearly) the same score, and does the score follow length?"""
     grouped: dict[tuple[Section, str, str], list[tuple[float, int]]] = defaultdict(list)
-    for verdict in verdicts:
-        if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
-            continue
-        section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
+    for section, model, aspect, score, verdict in _scores(verdicts):
         has_text = bool(verdict.outputs or verdict.answer)
-        for aspect, score in verdict.scores.items():
-            if score is not None:
-                grouped[(section, verdict.generator or "(unknown)", aspect)].append(
-                    (float(score), _words(verdict, aspect) if has_text else -1)
-                )
+        grouped[(section, model, aspect)].append((score, _words(verdict, aspect) if has_text else -1))
     result = []
     for (section, model, aspect), pairs in sorted(grouped.items()):
         scores = [s for s, _ in pairs]
@@ -183,9 +183,3 @@ def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
         found = diagnose(aspect, scores, lengths)
         result.append(Diagnostic(model=model, section=section, **found.model_dump()))
     return result
-
-
-def uninformative(diagnosed: list[Diagnostic]) -> Callable[[str, str, str], bool]:
-    """A test: does (section, model, aspect) carry no information?"""
-    flagged = {(d.section, d.model, d.aspect) for d in diagnosed if d.uninformative}
-    return lambda section, model, aspect: (section, model, aspect) in flagged

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from untuned.judge.parse import read_preference
+
 BOOTSTRAP_SEED = 20261125
 
 
@@ -33,16 +35,8 @@ class WinRate(BaseModel):
 
 def _preferences(values: Sequence[float | str | None]) -> np.ndarray:
     """Preferences as floats in [1, 2] (draws 1.5); values that are not preferences are dropped."""
-    kept = []
-    for value in values:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        number = 1.5 if number == 0 else number
-        if 1.0 <= number <= 2.0:
-            kept.append(number)
-    return np.asarray(kept, dtype=float)
+    found = (read_preference(value) for value in values)
+    return np.asarray([p for p in found if p is not None], dtype=float)
 
 
 def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
@@ -164,10 +158,10 @@ class AspectDiagnostics(BaseModel):
 
 
 def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, threshold: float = 0.9) -> AspectDiagnostics:
-    from scipy.stats import spearmanr
-
     """How informative one aspect's scores are: the share of the most common score (``uninformative``
     when it reaches ``threshold`` on 3 items or more), and the Spearman correlation of score and length."""
+    from scipy.stats import spearmanr
+
     n = len(scores)
     common, count = Counter(scores).most_common(1)[0] if n else (None, 0)
     share = count / n if n else 0.0

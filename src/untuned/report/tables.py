@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +32,7 @@ from untuned.report.sections import (
     comparisons,
     diagnostics,
     mt_bench_models,
-    uninformative,
+    order_flips,
     win_rates,
 )
 
@@ -82,8 +84,13 @@ class Report(BaseModel):
     comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons (report --compare).")
     diagnostics: list[Diagnostic] = Field(default_factory=list)
 
+    @cached_property
+    def _uninformative(self) -> set[tuple[str, str, str]]:
+        return {(d.section, d.model, d.aspect) for d in self.diagnostics if d.uninformative}
+
     def uninformative(self, section: Section, model: str, aspect: str) -> bool:
-        return uninformative(self.diagnostics)(section, model, aspect)
+        """Whether the judge's scores of ``aspect`` for ``model`` carry no information (see diagnostics)."""
+        return (section, model, aspect) in self._uninformative
 
     @property
     def warnings(self) -> list[str]:
@@ -120,13 +127,15 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
     path = Path(path)
     if not path.exists():
         raise DataFileError(path, 0, "file not found")
-    first = next(iter(read_rows(path)), (0, {}))[1]
+    rows = read_rows(path)
+    head = next(rows, None)
+    first = head[1] if head else {}
     if "output_1" in first and "preference" in first:
-        return read_alpaca_eval_annotations(path)
+        return read_alpaca_eval_annotations(path, chain([head], rows))
     if "parsed_result" in first or "output_cand" in first:
-        return read_just_eval_judged(path)
+        return read_just_eval_judged(path, chain([head], rows))
     if isinstance(first.get("judge"), list) and "turn" in first:
-        return read_fastchat_judgments(path)
+        return read_fastchat_judgments(path, chain([head], rows))
     return list(VerdictFile(path).latest().values())
 
 
@@ -178,11 +187,10 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: boo
         scored = [v for v in group if v.status == "scored"]
         for aspect in dict.fromkeys(a for v in scored for a in v.winners):
             outcomes = [v.winners.get(aspect) for v in scored if aspect in v.winners]
-            both = [v for v in scored if len(v.orders) == 2 and aspect in v.orders[0] and aspect in v.orders[1]]
+            flips, both = order_flips(scored, aspect)
             pairwise.append(PairwiseStat(a=a, b=b, aspect=aspect, wins=outcomes.count("A"), ties=outcomes.count("tie"),
                                          losses=outcomes.count("B"), failed=len(group) - len(scored),
-                                         flips=sum(v.orders[0][aspect] != v.orders[1][aspect] for v in both),
-                                         both_orders=len(both)))  # fmt: skip
+                                         flips=flips, both_orders=both))  # fmt: skip
     counts = {kind: dict(sorted(labels.items(), key=lambda kv: -kv[1])) for kind, labels in sorted(tags.items())}
     return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged, mt_bench=mt_bench_models(verdicts),
                   win_rates=win_rates(verdicts, difficulty=difficulty), diagnostics=diagnostics(verdicts),
