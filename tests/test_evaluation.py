@@ -180,7 +180,7 @@ def test_cli_pairwise_against_a_baseline_win_rate_and_flips(tmp_path):
 
     model, base = tmp_path / "model.jsonl", tmp_path / "base.jsonl"
     model.write_text("".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "x" * (10 + 20 * i), "generator": "mine"})
-                             + "\n" for i in range(6)))  # fmt: skip
+                             + "\n" for i in range(7)))  # fmt: skip  (no baseline answer for id 6)
     base.write_text("".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "y" * 55, "generator": "ref"}) + "\n"
                             for i in range(6)))  # fmt: skip
     out = tmp_path / "p.jsonl"
@@ -190,6 +190,7 @@ def test_cli_pairwise_against_a_baseline_win_rate_and_flips(tmp_path):
         result = runner.invoke(app, ["judge", "pairwise", str(model), "--baseline", str(base), "--out", str(out),
                                      "--judge-url", url, "--judge-model", "j", "--no-cache"])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "1 items have no second answer and were left out." in result.output
     verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
     assert [v.preference for v in verdicts] == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]  # 10..110 vs 55 chars; 2 = ours
     assert set(verdicts[0].winners) == set(PAIRWISE_ASPECTS) and verdicts[0].winners["helpfulness"] == "tie"

@@ -74,6 +74,8 @@ class JudgeOptions:
             f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
             f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
         )
+        if summary.counts["no_second_answer"]:
+            out.print(f"[yellow]{summary.counts['no_second_answer']} items have no second answer and were left out.[/]")
         if summary.failed:
             out.print(f"[yellow]{summary.failed} items failed; their errors and raw replies are in {output}. "
                       "Rerun to retry them.[/]")  # fmt: skip
@@ -171,11 +173,7 @@ def pairwise_command(
     joined = read_tags(tags) if tags else None
     items = _select(read_answers(answers, tags=joined), category=category, limit=limit, ids=ids)
     seconds = {i.id: i for i in read_answers(second, tags=joined)}
-    missing = [i.id for i in items if i.id not in seconds]
-    if missing:
-        out.print(f"[yellow]{len(missing)} items have no answer in {second} and are left out (first: {missing[0]})[/]")
-        items = [i for i in items if i.id in seconds]
-    options.run("pairwise", items, output, seconds=seconds)
+    options.run("pairwise", items, output, seconds=seconds)  # items without a second answer: left out, with a warning
 
 
 @judge_app.command("mt-bench")
@@ -227,8 +225,8 @@ def calibrate_command(
     exact and within-one agreement and quadratically weighted kappa with the published scores."""
     path = fetch_published(published, default_cache_dir() / "published")
     chosen = sample_published(path, sample=sample, seed=seed)
-    options.run(chosen[0].mode, as_items(chosen), output)
     mode = chosen[0].mode
+    options.run(mode, as_items(chosen), output)
     ours = {v.id: v for v in VerdictFile(output).latest().values() if v.mode == mode}
     result = agreements(ours, chosen)
     table = Table(title=f"{result.judge} against {result.published_judge} on {result.items} published items")

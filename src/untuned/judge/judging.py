@@ -151,15 +151,14 @@ class Judge:
         on_start: Callable[[int], None] | None = None,
         on_verdict: Callable[[Verdict], None] | None = None,
     ) -> RunSummary[Verdict]:
-        """Judge every item not yet scored in ``out`` (``seconds``: the second answers by id, pairwise)."""
+        """Judge every item not yet scored in ``out`` (``seconds``: the second answers by id, pairwise; an
+        item without one is left out and counted in the summary as ``no_second_answer``)."""
         mode = self.template.mode
         items = list(items)
         if mode == "pairwise":
             if seconds is None:
                 raise ValueError("pairwise judging needs the second answers")
-            missing = [item.id for item in items if item.id not in seconds]
-            if missing:
-                log.warning("%d items have no second answer and are left out (first: %s)", len(missing), missing[0])
+            left_out = sum(item.id not in seconds for item in items)
             items = [item for item in items if item.id in seconds]
         run = ResumableRun(VerdictFile(out), settings=self.settings, settings_of=Verdict.settings,
                            relevant=lambda v: v.mode == mode, finished=lambda v: v.status == "scored",
@@ -170,4 +169,6 @@ class Judge:
             concurrency=concurrency, tally=lambda v: {"cached": int(v.cached)}, on_start=on_start, on_record=on_verdict,
         )  # fmt: skip
         summary.counts["requests"] = self.requests - before
+        if mode == "pairwise":
+            summary.counts["no_second_answer"] = left_out  # left out of the run
         return summary
