@@ -59,11 +59,10 @@ def generate_command(
         bar.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
 
     by_category = None
-    source = ctx.get_parameter_source("temperature") if ctx is not None else None
-    if dataset == "mt-bench" and (source is None or source.name == "DEFAULT"):
+    if dataset == "mt-bench" and ctx.get_parameter_source("temperature").name == "DEFAULT":
         by_category = MT_BENCH_TEMPERATURES
-        out.print("MT-bench: per-category temperatures (writing/roleplay 0.7, stem/humanities 0.1, others 0); "
-                  "--temperature overrides them")  # fmt: skip
+        listed = ", ".join(f"{category} {t:g}" for category, t in MT_BENCH_TEMPERATURES.items())
+        out.print(f"MT-bench: per-category temperatures ({listed}); --temperature overrides them")
     settings = generation_settings(assistant, options.model, options.load_options(), chat_template=chat_template,
                                    temperature_by_category=by_category)  # fmt: skip
     try:
