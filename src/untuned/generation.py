@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
-from untuned.backends import LoadOptions
+from untuned.backends import ChatTemplated, LoadOptions
 from untuned.errors import RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile
 from untuned.runner import ResumableRun, RunSummary
@@ -42,22 +42,15 @@ class GenerationSettings(BaseModel):
                                                       "the sampling's for items of these categories (MT-bench's).")  # fmt: skip
 
 
-class GenerationRecord(BaseModel):
+class GenerationRecord(GenerationSettings):
     """One answered item: its turns, the model's answers, and the settings that made them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     id: str
     dataset: str | None = None
     turns: list[str]
     outputs: list[str]
-    generator: str
-    model: str
-    prompt_name: str
-    prompt_hash: str
-    sampling: dict[str, Any]
-    loading: dict[str, Any] = Field(default_factory=dict)
-    temperature_by_category: dict[str, float] = Field(default_factory=dict)
     prompt_tokens: list[int | None]
     completion_tokens: list[int]
     finish_reasons: list[str]
@@ -94,7 +87,7 @@ def generation_settings(
     """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL;
     ``temperature_by_category``: per-category temperatures (``MT_BENCH_TEMPERATURES``) over the sampling's."""
     if chat_template:
-        template = getattr(assistant.backend, "template_text", lambda: None)()
+        template = assistant.backend.template_text() if isinstance(assistant.backend, ChatTemplated) else None
         if template is None:
             raise UntunedError(f"{assistant.backend.name} has no chat template to answer in (is it a base model?)")
         prompt_name, prompt_hash = CHAT_TEMPLATE, hashlib.sha256(template.encode("utf-8")).hexdigest()
