@@ -92,7 +92,7 @@ class Report(BaseModel):
         """Whether the judge's scores of ``aspect`` for ``model`` carry no information (see diagnostics)."""
         return (section, model, aspect) in self._uninformative
 
-    @property
+    @cached_property
     def warnings(self) -> list[str]:
         """What a reader must know before believing the numbers: scores that carry no information."""
         lines = []
