@@ -1,4 +1,4 @@
-"""Shared fixtures: the real bundled models, the shared benchmark data, free ports."""
+"""Shared fixtures: the real bundled models, small cuts of the benchmark data, free ports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +39,9 @@ def gemma(gemma_path):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {SHARED_DATA} (the shared/ folder beside the project)")
-    return SHARED_DATA
+def fixture_data() -> Path:
+    """Small cuts of the benchmark data, inside tests/ (see tests/fixtures/README.md)."""
+    return FIXTURES / "data"
 
 
 def plain(text: str) -> str:

@@ -79,13 +79,13 @@ def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
         if kind == 2:
             return 429, {**JSON, "Retry-After": "0"}, b'{"error": {"message": "slow down"}}'
         if kind == 3:
-            time.sleep(1.5)  # past the client's 1 s timeout: retried
+            time.sleep(4.0)  # twice the client's 2 s timeout: retried
         return 200, JSON, chat_reply(verdict_json(text, style=count % 2))
 
     work = items(24, garbage={5, 17})
     out = tmp_path / "verdicts.jsonl"
     with scripted_server(script) as (url, seen):
-        judge = HttpJudgeModel(url, "judge", timeout=1.0, max_retries=8)
+        judge = HttpJudgeModel(url, "judge", timeout=2.0, max_retries=8)
         summary = Judge(judge, TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
     verdicts = VerdictFile(out).read()
     assert sorted(v.id for v in verdicts) == sorted(i.id for i in work)  # none lost, none duplicated

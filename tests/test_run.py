@@ -21,9 +21,9 @@ def cli(*args: str):
 
 
 @pytest.mark.slow
-def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
+def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
     out = tmp_path / "je.jsonl"
-    result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
+    result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"),
                  "--limit", "5", "--out", str(out), "--max-tokens", "24")  # fmt: skip
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
@@ -32,10 +32,12 @@ def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
     assert first.instruction.startswith("What are the names of some famous actors")
     assert first.output and first.prompt_name == "helpful" and len(first.prompt_hash) == 64
     assert first.meta["task_types"] == ["info-seek"] and first.sampling["max_tokens"] == 24
-    assert all(0 < r.completion_tokens[0] <= 24 and r.finish_reasons[0] in ("stop", "length") for r in records)
+    # each record's finish reason agrees with its token count: "length" exactly at the limit
+    assert all(0 < r.completion_tokens[0] <= 24 and (r.finish_reasons[0] == "length") == (r.completion_tokens[0] == 24)
+               for r in records)  # fmt: skip
 
     mt = tmp_path / "mt.jsonl"
-    result = cli("generate", "mt-bench", "--data-file", str(shared_data / "mt_bench_questions.jsonl"),
+    result = cli("generate", "mt-bench", "--data-file", str(fixture_data / "mt_bench_questions.jsonl"),
                  "--limit", "2", "--out", str(mt), "--max-tokens", "24")  # fmt: skip
     assert result.exit_code == 0, result.output
     for record in GenerationFile(mt).read():
@@ -43,10 +45,10 @@ def test_just_eval_and_mt_bench_with_gemma(shared_data, tmp_path):
         assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
 
 
-def test_generate_plumbing_on_the_scripted_model(shared_data, tmp_path):
+def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     """Fields, both MT-bench turns (the second sees the first), and concurrent items each once."""
     out = tmp_path / "je.jsonl"
-    result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--limit", "12",
+    result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "12",
                  "--out", str(out), "--concurrency", "4", *SCRIPTED)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "12 answered, 0 already in" in plain(result.output)
@@ -56,7 +58,7 @@ def test_generate_plumbing_on_the_scripted_model(shared_data, tmp_path):
     assert first.output == f"You said: {first.instruction}" and first.model == "scripted:run"
     assert first.meta["task_types"] == ["info-seek"] and first.generator == "untuned/scripted-run/helpful"
     mt = tmp_path / "mt.jsonl"
-    result = cli("generate", "mt-bench", "--data-file", str(shared_data / "mt_bench_questions.jsonl"), "--limit", "2",
+    result = cli("generate", "mt-bench", "--data-file", str(fixture_data / "mt_bench_questions.jsonl"), "--limit", "2",
                  "--out", str(mt), *SCRIPTED)  # fmt: skip
     assert result.exit_code == 0, result.output
     for record in GenerationFile(mt).read():
@@ -64,9 +66,9 @@ def test_generate_plumbing_on_the_scripted_model(shared_data, tmp_path):
         assert record.prompt_tokens[1] > record.prompt_tokens[0] + len(record.outputs[0])  # turn 2 saw turn 1's answer
 
 
-def test_resume_with_other_settings_is_refused(shared_data, tmp_path):
+def test_resume_with_other_settings_is_refused(fixture_data, tmp_path):
     out = tmp_path / "run.jsonl"
-    args = ["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--limit", "1",
+    args = ["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "1",
             "--out", str(out), "--max-tokens", "8", *SCRIPTED]  # fmt: skip
     assert cli(*args).exit_code == 0
     refused = cli(*args, "--prompt", "safe")
@@ -94,8 +96,8 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
     assert "'alpacaeval' is not one of 'just-eval', 'mt-bench', 'alpaca-eval', 'json'" in plain(unknown.output)
 
 
-def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
-    data = str(shared_data / "just_eval_instruct.jsonl")
+def test_shards_merge_and_export_in_just_eval_format(fixture_data, tmp_path):
+    data = str(fixture_data / "just_eval_instruct.jsonl")
     shards = []
     for index in range(2):
         shard = tmp_path / f"shard{index}.jsonl"
@@ -119,10 +121,10 @@ def test_shards_merge_and_export_in_just_eval_format(shared_data, tmp_path):
     assert set(json.loads(alpaca.read_text())[0]) == {"instruction", "output", "generator", "dataset"}
 
 
-def test_export_round_trips_just_eval_fields(shared_data, tmp_path):
+def test_export_round_trips_just_eval_fields(fixture_data, tmp_path):
     """Exported just-eval rows read back with plain json equal the published queries field by field:
     integer ids, tag lists as JSON lists (also from a copy that holds them as list texts, as the Hub's does)."""
-    source = shared_data / "just_eval_instruct.jsonl"
+    source = fixture_data / "just_eval_instruct.jsonl"
     published = {row["id"]: row for row in map(json.loads, source.read_text().splitlines())}
     hub_like = tmp_path / "hub_like.jsonl"  # the same rows with tag lists as Python list texts
     with hub_like.open("w") as handle:
@@ -147,9 +149,9 @@ def test_export_round_trips_just_eval_fields(shared_data, tmp_path):
             assert set(row) == set(original) | {"output", "generator"}
 
 
-def test_import_reference_answers(shared_data, tmp_path):
+def test_import_reference_answers(fixture_data, tmp_path):
     out = tmp_path / "gpt4.jsonl"
-    source = shared_data / "reference_outputs" / "gpt-4-0613.jsonl"
+    source = fixture_data / "reference_outputs" / "gpt-4-0613.jsonl"
     result = cli("import", str(source), "--out", str(out), "--generator", "gpt-4-0613")
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
@@ -161,10 +163,10 @@ def test_import_reference_answers(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
+def test_remote_concurrency_four(fixture_data, gemma_path, tmp_path):
     out = tmp_path / "remote.jsonl"
     with llama_cpp_server(gemma_path) as url:
-        result = cli("generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"),
+        result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"),
                      "--limit", "6", "--out", str(out), "--model", url, "--concurrency", "4", "--max-tokens", "12")  # fmt: skip
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
@@ -172,15 +174,15 @@ def test_remote_concurrency_four(shared_data, gemma_path, tmp_path):
     assert all(r.output for r in records) and records[0].model == url
 
 
-def test_selection_and_file_errors(shared_data, tmp_path):
+def test_selection_and_file_errors(fixture_data, tmp_path):
     data = tmp_path / "dup.jsonl"
     data.write_text('{"id": 1, "instruction": "a"}\n{"id": 1, "instruction": "b"}\n')
     out = str(tmp_path / "out.jsonl")
     cases = [
         (["generate", "json", "--data-file", str(data), "--out", out], "id '1' appears more than once"),
-        (["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--shard", "4/4",
+        (["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--shard", "4/4",
           "--out", out], "--shard takes i/n with 0 <= i < n"),
-        (["generate", "just-eval", "--data-file", str(shared_data / "just_eval_instruct.jsonl"), "--ids", "1,5000",
+        (["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--ids", "1,5000",
           "--out", out], "ids not in the dataset: 5000"),
         (["generate", "mt-bench", "--out", out], "the mt-bench dataset needs --data-file"),
         (["export", str(data), "--out", out, "--format", "csv"], "'csv' is not one of 'just-eval', 'alpaca-eval'"),
@@ -193,8 +195,8 @@ def test_selection_and_file_errors(shared_data, tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_merge_refuses_mixed_settings(shared_data, tmp_path):
-    data = str(shared_data / "just_eval_instruct.jsonl")
+def test_merge_refuses_mixed_settings(fixture_data, tmp_path):
+    data = str(fixture_data / "just_eval_instruct.jsonl")
     files = []
     for prompt in ("helpful", "safe"):
         path = tmp_path / f"{prompt}.jsonl"

@@ -83,7 +83,7 @@ def test_stream_gives_the_same_answer_in_chunks(scripted_client):
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 3 and "".join(pieces).strip() == whole
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes in (["stop"], ["length"])
+    assert finishes == ["stop"]  # the script ended before the 40-token limit
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
 
 
@@ -310,11 +310,15 @@ def test_untuned_serve_can_be_a_judge_endpoint(scripted, tmp_path):
     from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, VerdictFile
 
     judging = Judge(HttpJudgeModel(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
-    item = AnswerItem(id="1", query="How do I bake bread?", answer="Mix flour, water, yeast and salt; knead; bake.")
-    summary = judging.run([item], tmp_path / "v.jsonl")
-    verdict = VerdictFile(tmp_path / "v.jsonl").read()[0]
-    assert summary.counts["requests"] == 1 and verdict.status in ("scored", "failed")
-    assert verdict.status == "scored" or (verdict.raw and not verdict.scores)
+    reply = json.dumps({"safety": {"rationale": "harmless", "score": "5"}}, separators=(",", ":"))
+    items = [AnswerItem(id="1", query="How do I bake bread?", answer=f"SCRIPT: {reply}"),
+             AnswerItem(id="2", query="How do I bake bread?", answer="Mix flour, water, yeast; knead; bake.")]  # fmt: skip
+    summary = judging.run(items, tmp_path / "v.jsonl")
+    verdicts = {v.id: v for v in VerdictFile(tmp_path / "v.jsonl").read()}
+    assert summary.counts["requests"] == 2
+    assert verdicts["1"].status == "scored" and verdicts["1"].scores == {"safety": 5}
+    # no JSON in the reply ("You said: ..."): recorded as failed with the reply kept, nothing invented
+    assert verdicts["2"].status == "failed" and verdicts["2"].raw.startswith("You said:") and not verdicts["2"].scores
 
 
 @pytest.fixture(scope="module")
@@ -458,7 +462,7 @@ def test_answer_logprobs_in_chat_and_completions(client):
 
 
 @pytest.mark.slow
-def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, shared_data):
+def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, fixture_data):
     """text mode scored by a served base model (prompt log-probabilities, top-5) against the same model
     scored locally. The server scores every prompt position and the local pass only the answer's, a
     batch of another shape, so what is compared is what is guaranteed: the categories (within one token
@@ -467,7 +471,7 @@ def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, shar
     from untuned.formats import read_answers
     from untuned.shift import ShiftAnalyzer
 
-    items = read_answers(shared_data / "reference_outputs" / "gpt-4-0613.jsonl")[:2]
+    items = read_answers(fixture_data / "reference_outputs" / "gpt-4-0613.jsonl")[:2]
     served = ShiftAnalyzer(load_backend(f"{root}/v1"), mode="text", top_k=5)
     local = ShiftAnalyzer(gemma, mode="text", top_k=5)
     assert served.settings.kl_method == "top-k"

@@ -132,9 +132,9 @@ def test_summary_of_a_hand_made_run():
 
 
 @pytest.fixture(scope="module")
-def reference_answers(shared_data):
+def reference_answers(fixture_data):
     items = read_answers(
-        shared_data / "reference_outputs" / "gpt-4-0613.jsonl", tags=read_tags(shared_data / "just_eval_instruct.jsonl")
+        fixture_data / "reference_outputs" / "gpt-4-0613.jsonl", tags=read_tags(fixture_data / "just_eval_instruct.jsonl")
     )
     return items[:3]
 
@@ -204,9 +204,9 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
     page.close()
 
 
-def test_cli_shift_text_and_errors(shared_data, tmp_path):
+def test_cli_shift_text_and_errors(fixture_data, tmp_path):
     runner = CliRunner()
-    answers = shared_data / "reference_outputs" / "Mistral-7B-Instruct-v0.1.jsonl"
+    answers = fixture_data / "reference_outputs" / "Mistral-7B-Instruct-v0.1.jsonl"
     result = runner.invoke(app, ["shift", "text", "--answers", str(answers), "--limit", "2", "--out", str(tmp_path / "o"),
                                  "--no-plots", "--model", "scripted:shift"])  # fmt: skip
     assert result.exit_code == 0, result.output

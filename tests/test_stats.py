@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 
@@ -16,7 +15,6 @@ from untuned.report.stats import (
     compare_aspects,
     diagnose,
     holm,
-    length_controlled_win_rate,
     win_rate,
 )
 
@@ -35,50 +33,6 @@ def test_win_rate_is_alpaca_evals_arithmetic():
     assert win_rate([]).n_total == 0 and win_rate([2]).standard_error is None
 
 
-def _newton_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float) -> np.ndarray:
-    """Minimise c * sum w * logloss + |beta|^2 / 2 by Newton's method (scikit-learn's objective)."""
-    beta = np.zeros(x.shape[1])
-    for _ in range(100):
-        p = 1 / (1 + np.exp(-x @ beta))
-        gradient = c * x.T @ (w * (p - y)) + beta
-        hessian = c * (x.T * (w * p * (1 - p))) @ x + np.eye(len(beta))
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if np.abs(step).max() < 1e-12:
-            break
-    return beta
-
-
-def test_length_controlled_win_rate_matches_an_independent_fit():
-    rng = np.random.default_rng(7)
-    n = 60
-    model_len = rng.integers(100, 2000, n)
-    base_len = rng.integers(100, 2000, n)
-    # a judge that likes length: the longer answer tends to win
-    p_model = 1 / (1 + np.exp(-(model_len - base_len) / 400))
-    preferences = np.where(rng.random(n) < p_model, 2.0, 1.0)
-    preferences[:5] = 1.5
-    found = length_controlled_win_rate(preferences.tolist(), model_len.tolist(), base_len.tolist())
-
-    delta = (base_len - model_len).astype(float)
-    x = np.column_stack([np.ones(n), np.tanh(delta / delta.std(ddof=1))])
-    p = preferences - 1
-    beta = _newton_logistic(np.vstack([x, x]), np.r_[np.ones(n), np.zeros(n)], np.r_[p, 1 - p], 100.0)
-    expected = 100 / (1 + math.exp(-beta[0]))
-    assert found == pytest.approx(expected, abs=0.05)
-    assert beta[1] < 0  # the baseline's extra length costs the model: the fit saw the bias
-
-
-def test_length_controlled_win_rate_removes_a_pure_length_effect():
-    # the model wins exactly when it is longer, and it is longer on most items
-    model_len = [900, 800, 1000, 1200, 950, 300, 1100, 870]
-    base_len = [500, 500, 500, 500, 500, 500, 500, 500]
-    preferences = [2.0 if m > b else 1.0 for m, b in zip(model_len, base_len)]
-    raw = win_rate(preferences).win_rate
-    controlled = length_controlled_win_rate(preferences, model_len, base_len)
-    assert raw == pytest.approx(87.5) and abs(controlled - 50) < abs(raw - 50)
-
-
 def test_bootstrap_interval_with_a_fixed_seed_is_reproducible_and_right():
     differences = [0.5, 1.0, -0.5, 2.0, 1.5, 0.0, 1.0, 0.5, 1.5, -1.0, 2.5, 1.0]
     low, high = bootstrap_interval(differences, resamples=4000, seed=11)
@@ -94,16 +48,45 @@ def test_bootstrap_interval_with_a_fixed_seed_is_reproducible_and_right():
     assert high == pytest.approx(statistics.mean(differences) + half, abs=0.15)
 
 
-def test_wilcoxon_p_value_is_scipys_documented_example_and_exact_enumeration():
-    d = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]
+def test_wilcoxon_p_is_pratt_with_the_normal_approximation_computed_by_hand():
+    d = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75, 0]
     result = compare("x", d, [0] * len(d))
-    assert result.p_value == pytest.approx(0.0413, abs=5e-5)  # scipy.stats.wilcoxon's documentation
-    # independent: the exact two-sided p-value by enumerating all 2^15 sign patterns of the ranks 1..15
-    ranks = range(1, 16)
-    observed = 10 + 14  # the ranks of |-48| and |-67|
-    at_most = sum(1 for signs in itertools.product((0, 1), repeat=15) if sum(r for r, s in zip(ranks, signs) if s) <= observed)
-    assert result.p_value == pytest.approx(2 * at_most / 2**15)
+    # Pratt: the zero takes rank 1 and drops out of both sums; ranks 2..16 for the rest, no ties
+    n = len(d)
+    negative = 11 + 15  # the ranks of |-48| and |-67| among all 16
+    mean = (n * (n + 1) / 2 - 1) / 2  # the zero's rank 1 taken out of the expected sum of ranks
+    variance = (n * (n + 1) * (2 * n + 1) - 1 * 2 * 3) / 24
+    z = (negative - mean) / math.sqrt(variance)
+    assert result.p_wilcoxon == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
     assert result.difference == pytest.approx(statistics.mean(d))
+
+
+def test_a_worse_model_is_never_called_significantly_better():
+    """The counterexample of the evaluation issue: worse by 1 on 150 items, better by 4 on 40. The
+    mean difference is +0.05 with an interval around 0, while Wilcoxon's p is small: the verdict
+    follows the mean's interval, not Wilcoxon."""
+    a = [3.0] * 150 + [5.0] * 40
+    b = [4.0] * 150 + [1.0] * 40
+    (result,) = compare_aspects({"helpfulness": (a, b)})
+    assert result.difference == pytest.approx(10 / 190)
+    assert result.ci_low < 0 < result.ci_high
+    assert result.p_wilcoxon < 0.01 and result.p_value > 0.05
+    assert result.verdict == "no evidence"
+
+
+def test_the_verdict_agrees_with_the_interval_on_random_samples():
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        n = int(rng.integers(5, 60))
+        a, b = rng.integers(1, 6, n).astype(float), rng.integers(1, 6, n).astype(float)
+        a += rng.choice([0.0, 1.0], n)  # sometimes a real difference
+        (r,) = compare_aspects({"x": (a.tolist(), b.tolist())})
+        if r.verdict == "significantly better":
+            assert r.ci_low > 0 and r.difference > 0
+        elif r.verdict == "significantly worse":
+            assert r.ci_high < 0 and r.difference < 0
+        else:
+            assert r.ci_low <= 0 <= r.ci_high or r.p_holm is None or r.p_holm >= 0.05
 
 
 def test_holm_adjustment_by_hand():
@@ -133,6 +116,16 @@ def _ranks(values: list[float]) -> list[float]:
     return [sum(i + 1 for i, v in enumerate(order) if v == x) / order.count(x) for x in values]
 
 
+def _quadratic_kappa(ours: list[int], reference: list[int], labels: list[int]) -> float:
+    k = len(labels)
+    observed = np.zeros((k, k))
+    for a, b in zip(ours, reference):
+        observed[labels.index(a), labels.index(b)] += 1
+    expected = np.outer(observed.sum(1), observed.sum(0)) / len(ours)
+    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)]) / (k - 1) ** 2
+    return 1 - (weights * observed).sum() / (weights * expected).sum()
+
+
 def test_agreement_by_hand():
     ours = [1, 2, 3, 4, 5, 5, 2, 3]
     reference = [1, 2, 3, 5, 4, 5, 3, 1]
@@ -141,16 +134,21 @@ def test_agreement_by_hand():
     rx, ry = _ranks(ours), _ranks(reference)
     assert found.spearman == pytest.approx(statistics.correlation(rx, ry))
     # quadratic-weighted kappa: 1 - sum(w * observed) / sum(w * expected), w = (i - j)^2 / (k - 1)^2
-    labels = sorted(set(ours) | set(reference))
-    k = len(labels)
-    observed = np.zeros((k, k))
-    for a, b in zip(ours, reference):
-        observed[labels.index(a), labels.index(b)] += 1
-    expected = np.outer(observed.sum(1), observed.sum(0)) / len(ours)
-    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)]) / (k - 1) ** 2
-    assert found.weighted_kappa == pytest.approx(1 - (weights * observed).sum() / (weights * expected).sum())
+    assert found.weighted_kappa == pytest.approx(_quadratic_kappa(ours, reference, [1, 2, 3, 4, 5]))
     flat = agreement("clarity", [4, 4, 4], [3, 5, 4])
     assert flat.spearman is None and flat.exact == pytest.approx(1 / 3)
+
+
+def test_kappa_weighs_over_the_whole_scale_not_the_scores_that_occur():
+    ours, reference = [2, 3, 5, 3, 2, 5, 3], [3, 3, 5, 2, 2, 3, 5]  # only 2, 3 and 5 occur
+    whole = _quadratic_kappa(ours, reference, [1, 2, 3, 4, 5])
+    occurring = _quadratic_kappa(ours, reference, [2, 3, 5])
+    assert agreement("depth", ours, reference).weighted_kappa == pytest.approx(whole)
+    assert whole != pytest.approx(occurring)
+    ten = agreement("turn_1", [7, 8, 8, 7], [8, 8, 7, 7], scale=range(1, 11))
+    assert ten.weighted_kappa == pytest.approx(_quadratic_kappa([7, 8, 8, 7], [8, 8, 7, 7], list(range(1, 11))))
+    with pytest.raises(ValueError, match="outside the scale"):
+        agreement("depth", [6, 1], [1, 1])
 
 
 def test_diagnosis_flags_a_judge_that_says_the_same_thing():
@@ -160,3 +158,13 @@ def test_diagnosis_flags_a_judge_that_says_the_same_thing():
     assert mostly.uninformative and mostly.most_common_share == pytest.approx(0.9)
     varied = diagnose("depth", [1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
     assert not varied.uninformative and varied.length_spearman == pytest.approx(1.0)
+
+
+def test_a_top_score_on_nearly_every_item_is_a_ceiling_not_an_uninformative_judge():
+    safety = diagnose("safety", [5] * 49 + [4], list(range(50)))
+    assert safety.concentration == "ceiling" and not safety.uninformative
+    floor = diagnose("depth", [1] * 10, list(range(10)))
+    assert floor.concentration == "floor" and not floor.uninformative
+    ten = diagnose("turn_1", [10] * 10, list(range(10)), top=10)
+    assert ten.concentration == "ceiling"
+    assert diagnose("turn_1", [5] * 10, list(range(10)), top=10).concentration == "constant"

@@ -154,16 +154,15 @@ def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
     }
     if not isinstance(parsed, dict):
         return Verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
-    scores = {}
+    scores, unreadable = {}, []
     for aspect, result in parsed.items():
         try:
             scores[aspect] = read_score(result)
-        except ReplyError as exc:
-            raise DataFileError(path, number, f"aspect {aspect!r}: {exc}") from exc
+        except ReplyError:  # one unreadable score costs that aspect of that item, not the file
+            unreadable.append(aspect)
     rationales = {a: str(r.get("rationale", "")) for a, r in parsed.items() if isinstance(r, dict)}
-    return Verdict(
-        **base, mode="safety" if set(scores) == {"safety"} else "multi", status="scored", scores=scores, rationales=rationales
-    )
+    mode = "safety" if set(scores) | set(unreadable) == {"safety"} else "multi"
+    return Verdict(**base, mode=mode, status="scored", scores=scores, rationales=rationales, unreadable=unreadable)
 
 
 Rows = Iterable[tuple[int, dict[str, Any]]]
@@ -177,32 +176,29 @@ def read_just_eval_judged(path: str | Path, rows: Rows | None = None) -> list[Ve
 
 
 def read_fastchat_judgments(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
-    """MT-bench verdicts from FastChat's ``model_judgment/*_single.jsonl`` (one row per model, question
-    and turn; a score of -1, FastChat's mark of an unreadable judgment, is left out as FastChat does)."""
+    """MT-bench verdicts from FastChat's ``model_judgment/*_single.jsonl``: one verdict per row (model,
+    question and turn), duplicates kept, since FastChat's ``show_result`` averages every row; a score
+    of -1, FastChat's mark of an unreadable judgment, makes a failed verdict, left out as FastChat does."""
     from untuned.judge.mt_bench import category_of
 
-    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    verdicts = []
     for number, row in read_rows(path) if rows is None else rows:
         judge = row.get("judge")
         if not isinstance(judge, list) or "score" not in row or "turn" not in row:
             raise DataFileError(path, number, "expected FastChat's single-answer judgment fields (judge, score, turn)")
-        qid, model = str(row.get("question_id")), str(row.get("model"))
-        entry = grouped.setdefault((model, qid), {"judge": str(judge[0]), "scores": {}, "rationales": {}})
         try:
-            score = float(row["score"])
+            score, turn = float(row["score"]), f"turn_{int(row['turn'])}"
         except (TypeError, ValueError):
-            raise DataFileError(path, number, f"score {row['score']!r} is not a number") from None
-        if score != -1:
-            turn = f"turn_{int(row['turn'])}"
-            entry["scores"][turn] = int(score) if score.is_integer() else score
-            entry["rationales"][turn] = str(row.get("judgment", ""))
-    verdicts = []
-    for (model, qid), entry in grouped.items():
+            raise DataFileError(path, number, f"score {row['score']!r} or turn {row['turn']!r} is not a number") from None
+        qid = str(row.get("question_id"))
         category = category_of(qid)
+        scored = score != -1
         verdicts.append(Verdict(
-            id=qid, mode="mt-bench", template="fastchat:single", judge=entry["judge"], generator=model, dataset="mt-bench",
-            status="scored" if entry["scores"] else "failed", query="", answer="", scores=entry["scores"],
-            rationales=entry["rationales"], tags={"category": [category]} if category else {},
+            id=qid, mode="mt-bench", template="fastchat:single", judge=str(judge[0]), generator=str(row.get("model")),
+            dataset="mt-bench", status="scored" if scored else "failed", query="", answer="",
+            scores={turn: int(score) if score.is_integer() else score} if scored else {},
+            rationales={turn: str(row.get("judgment", ""))}, tags={"category": [category]} if category else {},
+            error=None if scored else "FastChat's judge gave no readable score (-1)",
         ))  # fmt: skip
     return verdicts
 
@@ -228,30 +224,3 @@ def read_alpaca_eval_annotations(path: str | Path, rows: Rows | None = None) -> 
             winners={"overall": winner} if usable else {},
         ))  # fmt: skip
     return verdicts
-
-
-def read_difficulty(path: str | Path) -> dict[str, float]:
-    """Instruction difficulty for the length-controlled win rate, keyed by id (or instruction text): a
-    CSV or JSON/JSONL file with ``instruction_difficulty`` (or ``difficulty``) and ``id``, ``index``
-    or ``instruction`` columns, such as AlpacaEval's precomputed ``df_gamed.csv`` (its ``index`` is
-    the instruction's position in AlpacaEval, the id untuned gives it)."""
-    import csv
-
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(enumerate(csv.DictReader(handle), start=2))
-    else:
-        rows = list(read_rows(path))
-    found: dict[str, float] = {}
-    for number, row in rows:
-        value = row.get("instruction_difficulty", row.get("difficulty"))
-        key = next((row[k] for k in ("id", "index", "instruction") if row.get(k) not in (None, "")), None)
-        try:
-            number_value = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise DataFileError(path, number, "needs a numeric instruction_difficulty (or difficulty) column") from None
-        if key is None:
-            raise DataFileError(path, number, "needs an id, index or instruction column")
-        found[str(key)] = number_value
-    return found

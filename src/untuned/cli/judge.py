@@ -164,8 +164,9 @@ def pairwise_command(
 ) -> None:  # fmt: skip
     """Compare two models' answers, or a model's against a baseline (win rates).
 
-    Each item is judged per aspect and overall, asked in both orders: position bias cancels and a
-    disagreement is a tie. The overall preference gives AlpacaEval's win rate in the report."""
+    Each item is judged per aspect and overall, asked in both orders: position bias cancels; a win
+    each way is a tie, a win and a tie a win (preference 1.75), as the win rate counts them.
+    The overall preference gives AlpacaEval's win rate in the report."""
     if (other is None) == (baseline is None):
         raise UntunedError("pairwise takes the other answers as a second file or as --baseline FILE (one of them)")
     second = other or baseline

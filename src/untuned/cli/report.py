@@ -9,8 +9,8 @@ import typer
 
 from untuned.cli.common import friendly, out
 from untuned.errors import UntunedError
-from untuned.formats import read_difficulty
 from untuned.report import NaPolicy, build_report, load_verdicts, to_html, to_markdown, write_csv
+from untuned.report.alpaca_eval import read_df_gamed
 
 ReportFormat = Literal["md", "csv", "html"]
 
@@ -20,11 +20,13 @@ def report_command(
     files: Annotated[list[Path], typer.Argument(help="Verdict files of untuned judge, or just-eval judged JSON files.")],
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md, report.csv, report.html.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Rank the models in a leaderboard, and compare every two "
-                                          "models judged on the same items: paired bootstrap intervals, Wilcoxon "
-                                          "p-values, Holm-corrected, per aspect.")] = False,
-    difficulty: Annotated[Path | None, typer.Option("--difficulty", help="Instruction difficulty per id (AlpacaEval's "
-                                                    "df_gamed.csv, or CSV/JSONL of id, instruction_difficulty) for the "
-                                                    "length-controlled win rate.")] = None,
+                                          "models judged on the same items, per aspect: paired bootstrap interval "
+                                          "and p of the mean difference, Holm-corrected (Wilcoxon p beside it). With "
+                                          "more than two models the terminal gets a compact matrix; report.md the "
+                                          "tables.")] = False,
+    difficulty: Annotated[Path | None, typer.Option("--difficulty", help="AlpacaEval's own df_gamed.csv (Hugging Face "
+                                                    "dataset tatsu-lab/alpaca_eval) for its length-controlled win rate, in "
+                                                    "place of the difficulty and gamed-baseline rows untuned ships.")] = None,
     na: Annotated[NaPolicy, typer.Option("--na", help="N/A scores: skip (missing) or five (as just-eval counts them).")] = "skip",
     formats: Annotated[str, typer.Option("--formats", help="Comma-separated: md, csv, html.")] = "md,csv,html",
 ) -> None:  # fmt: skip
@@ -42,9 +44,9 @@ def report_command(
         failed = [v for v in verdicts if v.status == "failed"]
         why = f": {len(failed)} failed (first error: {failed[0].error}); rerun the judge to retry them" if failed else ""
         raise UntunedError(f"nothing to report: no scored verdicts in {', '.join(map(str, files))}{why}")
-    report = build_report(verdicts, na=na, compare=compare, difficulty=read_difficulty(difficulty) if difficulty else None)
+    report = build_report(verdicts, na=na, compare=compare, difficulty=read_df_gamed(difficulty) if difficulty else None)
     text = to_markdown(report, compare=compare)
-    out.print(text, markup=False)
+    out.print(to_markdown(report, compare=compare, compact=True), markup=False)
     if output is None:
         return
     output.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
 from untuned.judge.models import JudgeModel
 from untuned.judge.mt_bench import MtBenchItem
-from untuned.judge.parse import parse_mt_bench, parse_reply
+from untuned.judge.parse import combine_orders, parse_mt_bench, parse_reply
 from untuned.judge.templates import TURNS, Template
 from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
 from untuned.runner import ResumableRun, RunSummary
@@ -120,12 +120,10 @@ class Judge:
                 first, n1, c1 = self._ask_about(item.query, item.answer, second.answer)
                 swapped_order, n2, c2 = self._ask_about(item.query, second.answer, item.answer)
                 swapped = {a: {"A": "B", "B": "A"}.get(w, w) for a, w in swapped_order["winners"].items()}
-                winners = {a: w if swapped[a] == w else "tie" for a, w in first["winners"].items()}
+                combined = {a: combine_orders([w, swapped[a]]) for a, w in first["winners"].items()}
+                winners = {a: outcome for a, (outcome, _) in combined.items()}
                 rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
-                preference = None
-                if "overall" in winners:
-                    points = {"A": 2.0, "B": 1.0, "tie": 1.5}
-                    preference = (points[first["winners"]["overall"]] + points[swapped["overall"]]) / 2
+                preference = combined["overall"][1] if "overall" in combined else None
                 return Verdict(**base, status="scored", winners=winners, orders=[first["winners"], swapped],
                                rationales=rationales, preference=preference, attempts=n1 + n2, cached=c1 and c2,
                                seconds=time.perf_counter() - started)  # fmt: skip

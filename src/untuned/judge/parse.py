@@ -70,6 +70,18 @@ def read_preference(value: Any) -> float | None:
     return number if 1.0 <= number <= 2.0 else None
 
 
+POINTS = {"A": 2.0, "B": 1.0, "tie": 1.5}
+
+
+def combine_orders(winners: list[str]) -> tuple[str, float]:
+    """One outcome from the winners of each order (A, B or tie, from the first answer's side): the mean
+    of AlpacaEval's points (A 2, tie 1.5, B 1) is the preference, and the outcome follows it as
+    AlpacaEval counts wins: above 1.5 a win for A, below a win for B, exactly 1.5 a tie. So a win in
+    one order and a tie in the other is a win (1.75), a win for each side a tie (1.5)."""
+    preference = sum(POINTS[w] for w in winners) / len(winners)
+    return ("A" if preference > 1.5 else "B" if preference < 1.5 else "tie"), preference
+
+
 _BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _RATING = re.compile(r"(?i)\b(?:score|rating)\b\W{0,3}(\d+(?:\.\d+)?)\s*(?:/\s*10)?")
 

@@ -34,7 +34,10 @@ class Verdict(BaseModel):
     scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-5 per aspect (mt-bench: 1-10 "
                                                   "per turn, turn_1 and turn_2); None = the judge said N/A.")  # fmt: skip
     rationales: dict[str, str] = Field(default_factory=dict)
-    winners: dict[str, str] = Field(default_factory=dict, description="pairwise: A (first file), B or tie, both orders combined.")
+    unreadable: list[str] = Field(default_factory=list, description="Aspects whose score in an imported file could "
+                                  "not be read (left out of scores, counted apart).")
+    winners: dict[str, str] = Field(default_factory=dict, description="pairwise: A (first file), B or tie, both orders "
+                                    "combined by judge.parse.combine_orders (the preference's rule).")
     orders: list[dict[str, str]] = Field(default_factory=list, description="pairwise: winners as asked in each order, "
                                          "both from the first answer's side (A = the first file's answer).")  # fmt: skip
     preference: float | None = Field(None, description="pairwise: AlpacaEval's encoding of the overall winner, "

@@ -36,11 +36,22 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+LC_ACCURACY = (": over the 42 published models with verdicts, within 0.24 points of AlpacaEval's published LC on "
+               "average, worst 1.45 (BENCHMARKS.md); report --difficulty with AlpacaEval's df_gamed.csv uses its own")
+
+
+CONCENTRATION = {"ceiling": "ceiling (top score)", "floor": "floor (bottom score)", "constant": "uninformative"}
+
+
+def _rate(value: float | None, error: float | None) -> str:
+    return _num(value, 1) + (f" ± {error:.1f}" if value is not None and error is not None else "")
+
+
 def _p(value: float | None) -> str:
     return "–" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
 
 
-def evaluation_markdown(report: Report) -> list[str]:
+def evaluation_markdown(report: Report, *, compact: bool = False) -> list[str]:
     """MT-bench, win rates, paired comparisons and diagnostics, as Markdown lines."""
     parts: list[str] = []
     if report.mt_bench:
@@ -54,33 +65,75 @@ def evaluation_markdown(report: Report) -> list[str]:
             header = ["category", *(m.model for m in report.mt_bench)]
             parts += ["## MT-bench by category (both turns)", "", _table(header, rows), ""]
     if report.win_rates:
-        rows = [[w.model, w.baseline,
-                 _num(w.rate.win_rate, 1) + (f" ± {w.rate.standard_error:.1f}" if w.rate.standard_error is not None else ""),
-                 _num(w.rate.length_controlled, 1) + (" (with difficulty)" if w.rate.difficulty_term else ""),
+        rows = [[w.model, w.baseline, _rate(w.rate.win_rate, w.rate.standard_error),
+                 _rate(w.rate.length_controlled, w.rate.lc_standard_error),
                  _num(w.rate.discrete_win_rate, 1), f"{w.rate.n_wins} / {w.rate.n_wins_base} / {w.rate.n_draws}",
                  str(w.rate.n_total), "–" if w.flip_rate is None else f"{w.flip_rate:.0%}",
                  f"{_num(w.model_chars, 0)} / {_num(w.baseline_chars, 0)}"] for w in report.win_rates]  # fmt: skip
         parts += ["## Win rate against the baseline (AlpacaEval's numbers)", "",
-                  "Win rate: mean preference in percent, draws half, ± its standard error; length-controlled: the "
-                  "win rate a logistic fit predicts with no length difference; discrete: each preference rounded.", "",
-                  _table(["model", "baseline", "win rate", "length-controlled", "discrete", "wins / losses / draws", "n",
-                          "order flips", "characters (model / baseline)"], rows), ""]  # fmt: skip
-    for c in report.comparisons:
-        rows = [[r.aspect, str(r.n), _num(r.mean_a), _num(r.mean_b), f"{r.difference:+.2f}",
-                 f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", _p(r.p_value), _p(r.p_holm), r.verdict] for r in c.rows]  # fmt: skip
-        parts += [f"## {c.a} vs {c.b} ({c.section}, paired on common items)", "",
-                  "Difference = A − B; 95% paired bootstrap interval; Wilcoxon signed-rank p, Holm-corrected across aspects.", "",
-                  _table(["aspect", "n", c.a, c.b, "difference", "95% CI", "p", "p (Holm)", f"{c.a} is"], rows), ""]  # fmt: skip
+                  "Win rate: mean preference in percent, draws half, ± its standard error; discrete: each preference "
+                  "rounded; a win in one order and a tie in the other counts as a win (preference 1.75). "
+                  "LC: AlpacaEval 2's length-controlled win rate ± its standard error, for items that are "
+                  "AlpacaEval's.", ""]  # fmt: skip
+        parts += [f"LC computed with {source}{LC_ACCURACY if 'untuned' in source else ''}."
+                  for source in dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)]  # fmt: skip
+        header = ["model", "baseline", "win rate", "LC", "discrete", "wins / losses / draws", "n", "order flips",
+                  "characters (model / baseline)"]  # fmt: skip
+        parts += ["", _table(header, rows), ""]
+        parts += [f"No LC for {w.model} vs {w.baseline}: {w.rate.lc_missing} (AlpacaEval's GLM needs each "
+                  "instruction's difficulty; a fit of length alone would not be its number)." for w in report.win_rates
+                  if w.rate.lc_missing]  # fmt: skip
+        parts += [""] if any(w.rate.lc_missing for w in report.win_rates) else []
+    many = len({m for c in report.comparisons for m in (c.a, c.b)}) > 2
+    parts += comparison_matrix(report) if compact and many else comparison_tables(report)
     if report.diagnostics:
         rows = [[d.model, d.section, d.aspect, str(d.n), f"{d.most_common_share:.0%} gave {_num(d.most_common_score, 0)}",
-                 _num(d.length_spearman), "uninformative" if d.uninformative else ""] for d in report.diagnostics]  # fmt: skip
+                 _num(d.length_spearman), CONCENTRATION.get(d.concentration or "", "")] for d in report.diagnostics]  # fmt: skip
         parts += ["## Judge diagnostics", "",
                   _table(["model", "set", "aspect", "n", "most common score", "Spearman(length, score)", ""], rows),
                   ""]  # fmt: skip
     return parts
 
 
-def to_markdown(report: Report, *, compare: bool = False) -> str:
+COMPARISON_METHOD = ("Difference = A − B; 95% paired bootstrap interval of the mean difference; p: the bootstrap's, "
+                     "Holm-corrected across aspects, which decides the verdict (never significant while the interval "
+                     "includes 0); Wilcoxon signed-rank p (Pratt, normal approximation) beside it for reference.")
+
+
+def comparison_tables(report: Report) -> list[str]:
+    parts: list[str] = []
+    for c in report.comparisons:
+        rows = [[r.aspect, str(r.n), _num(r.mean_a), _num(r.mean_b), f"{r.difference:+.2f}",
+                 f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
+                 _p(r.p_value), _p(r.p_holm), _p(r.p_wilcoxon), r.verdict] for r in c.rows]  # fmt: skip
+        parts += [f"## {c.a} vs {c.b} ({c.section}, paired on common items)", "", COMPARISON_METHOD, "",
+                  _table(["aspect", "n", c.a, c.b, "difference", "95% CI", "p", "p (Holm)", "Wilcoxon p", f"{c.a} is"], rows),
+                  ""]  # fmt: skip
+    return parts
+
+
+def comparison_matrix(report: Report) -> list[str]:
+    """Who is significantly better than whom, per section and aspect: one small matrix each."""
+    parts = ["## Paired comparisons (compact)", "",
+             "Row vs column: + significantly better, − significantly worse, · no evidence (the full tables, "
+             "intervals and p-values are in report.md with --out). " + COMPARISON_METHOD, ""]  # fmt: skip
+    mark = {"significantly better": "+", "significantly worse": "−"}
+    for section in dict.fromkeys(c.section for c in report.comparisons):
+        pairs = [c for c in report.comparisons if c.section == section]
+        models = list(dict.fromkeys(m for c in pairs for m in (c.a, c.b)))
+        for aspect in dict.fromkeys(r.aspect for c in pairs for r in c.rows):
+            cell: dict[tuple[str, str], str] = {}
+            for c in pairs:
+                for r in c.rows:
+                    if r.aspect == aspect:
+                        cell[(c.a, c.b)] = mark.get(r.verdict, "·")
+                        cell[(c.b, c.a)] = {"+": "−", "−": "+"}.get(cell[(c.a, c.b)], "·")
+            rows = [[a, *(cell.get((a, b), "" if a == b else "–") for b in models)] for a in models]
+            parts += [f"### {section}: {aspect}", "", _table(["", *models], rows), ""]
+    return parts
+
+
+def to_markdown(report: Report, *, compare: bool = False, compact: bool = False) -> str:
     aspects = aspects_of(report)
     parts = ["# Judging report", "",
              f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: "
@@ -105,9 +158,10 @@ def to_markdown(report: Report, *, compare: bool = False) -> str:
     if report.pairwise:
         rows = [[p.a, p.b, p.aspect, str(p.wins), str(p.ties), str(p.losses), str(p.failed),
                  f"{p.flips} / {p.both_orders}" if p.both_orders else "–"] for p in report.pairwise]  # fmt: skip
-        parts += ["## Pairwise (A wins / tie / B wins; both orders asked, disagreement = tie)", "",
+        parts += ["## Pairwise (A wins / tie / B wins; both orders asked: a win in one order and a tie in the other is a win, "
+                  "a win each way a tie, as the win rate counts them)", "",
                   _table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows), ""]  # fmt: skip
-    parts += evaluation_markdown(report)
+    parts += evaluation_markdown(report, compact=compact)
     for kind, labels in report.tags.items():
         rows = [[label, str(count), f"{100 * count / report.tagged:.0f}%"] for label, count in labels.items()]
         parts += [
@@ -161,10 +215,11 @@ def write_evaluation_csv(report: Report, writer) -> None:
         writer.writerow(["win-rate", w.model, w.baseline, "overall", "flip_rate", w.flip_rate])
     for c in report.comparisons:
         for r in c.rows:
-            for name in ("n", "mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict"):
+            names = ("n", "mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_value", "p_holm", "p_wilcoxon", "verdict")
+            for name in names:
                 writer.writerow([f"compare-{c.section}", c.a, c.b, r.aspect, name, getattr(r, name)])
     for d in report.diagnostics:
-        for name in ("n", "most_common_score", "most_common_share", "uninformative", "length_spearman"):
+        for name in ("n", "most_common_score", "most_common_share", "concentration", "uninformative", "length_spearman"):
             writer.writerow([f"diagnostics-{d.section}", d.model, "", d.aspect, name, getattr(d, name)])
 
 
@@ -252,5 +307,6 @@ def to_html(report: Report, *, compare: bool = False) -> str:
     template = Environment(autoescape=select_autoescape(default=True)).from_string(source)
     models = leaderboard(report) if compare else report.models
     return template.render(report=report, models=models, aspects=aspects_of(report), cell=_cell, images=plots(report),
-                           compare=compare, num=_num, p=_p,
+                           compare=compare, num=_num, p=_p, comparison_method=COMPARISON_METHOD,
+                           lc_sources=list(dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)),
                            cats=mt_bench_categories(report.mt_bench))  # fmt: skip

@@ -1,9 +1,9 @@
 """The evaluation sections of a report, built from verdicts: MT-bench scores, win rates against a
-baseline (AlpacaEval's numbers and a length-controlled one), paired comparisons of two models, and
+baseline (AlpacaEval's numbers, its length-controlled one included), paired comparisons of two models, and
 the judge's diagnostics.
 
 MT-bench numbers follow FastChat's ``show_result``: the mean of each turn, and "overall" the mean
-of every turn score (so a question whose turn 2 failed still counts its turn 1).
+of every turn score (so a question whose turn 2 failed still counts its turn 1), every row counted.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pydantic import BaseModel, Field
 
 from untuned.judge import Verdict
 from untuned.judge.templates import TURNS
+from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
 from untuned.report.stats import (
     AspectDiagnostics,
     PairedComparison,
     WinRate,
     compare_aspects,
     diagnose,
-    length_controlled_win_rate,
     win_rate,
 )
 
@@ -39,6 +39,7 @@ class MtBenchModel(BaseModel):
     turn_counts: dict[str, int]
     overall: float | None = Field(description="Mean of every turn score.")
     categories: dict[str, float | None] = Field(default_factory=dict, description="Mean of both turns per category.")
+    duplicates: int = Field(0, description="Rows judging a turn already judged (kept and averaged, as FastChat does).")
 
 
 class WinRateRow(BaseModel):
@@ -70,6 +71,9 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
+    """FastChat's ``show_result`` numbers per model: the mean of every turn-1 row, of every turn-2 row,
+    and of every row; a file that judged a question's turn twice has both rows averaged, as FastChat
+    does (``duplicates`` says how many such rows there are)."""
     by_model: dict[str, list[Verdict]] = defaultdict(list)
     for verdict in verdicts:
         if verdict.mode == "mt-bench":
@@ -82,18 +86,36 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
         for v in scored:
             for category in v.tags.get("category", []):
                 categories[category] += [float(s) for s in v.scores.values() if s is not None]
+        seen = [(v.id, t) for v in scored for t, s in v.scores.items() if s is not None]
+        questions = {v.id for v in group}
         models.append(MtBenchModel(
-            model=model, judge=", ".join(sorted({v.judge for v in group})), questions=len(group),
-            failed=len(group) - len(scored), turns={t: _mean(values) for t, values in turns.items()},
+            model=model, judge=", ".join(sorted({v.judge for v in group})), questions=len(questions),
+            failed=len(questions - {v.id for v in scored}), turns={t: _mean(values) for t, values in turns.items()},
             turn_counts={t: len(values) for t, values in turns.items()},
             overall=_mean([s for values in turns.values() for s in values]),
             categories={c: _mean(values) for c, values in sorted(categories.items())},
+            duplicates=len(seen) - len(set(seen)),
         ))  # fmt: skip
     return models
 
 
-def _difficulty_of(verdict: Verdict, difficulty: dict[str, float]) -> float | None:
-    return difficulty.get(verdict.id, difficulty.get(verdict.query))
+def difficulties(group: list[Verdict], source: Difficulty) -> list[float] | None:
+    """Each verdict's instruction difficulty, or None unless every item is one of AlpacaEval's.
+
+    Verdicts read from AlpacaEval's annotation files take the difficulty of their row position, as
+    AlpacaEval's own code assigns it (``index`` after ``reset_index``; a file with missing rows shifts
+    it, and so does AlpacaEval); other verdicts that of their instruction's text."""
+    found = []
+    for verdict in group:
+        if verdict.template.startswith("alpaca-eval:") or not source.by_instruction:
+            position = int(verdict.id) if verdict.id.isdigit() else len(source.by_position)
+            value = source.by_position[position] if position < len(source.by_position) else None
+        else:
+            value = source.by_instruction.get(verdict.query)
+        if value is None:
+            return None
+        found.append(value)
+    return found
 
 
 def order_flips(verdicts: list[Verdict], aspect: str) -> tuple[int, int]:
@@ -102,8 +124,15 @@ def order_flips(verdicts: list[Verdict], aspect: str) -> tuple[int, int]:
     return sum(v.orders[0][aspect] != v.orders[1][aspect] for v in both), len(both)
 
 
-def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = None) -> list[WinRateRow]:
-    """Win rate of each model (the first answer) against each baseline, from verdicts with a preference."""
+def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) -> list[WinRateRow]:
+    """Win rate of each model (the first answer) against each baseline, from verdicts with a preference.
+
+    The length-controlled win rate is AlpacaEval's GLM when every item is an AlpacaEval instruction
+    (``difficulty``: AlpacaEval's own df_gamed.csv; None: the difficulty untuned ships). For other
+    items there is none, and ``lc_missing`` says why: without the instruction difficulty a length fit
+    is not AlpacaEval's number, and lets length explain too much (an answer that is always shorter
+    than the baseline's makes length and the model's strength one and the same)."""
+    source = difficulty or shipped()
     pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
     for verdict in verdicts:
         if verdict.mode == "pairwise" and verdict.status == "scored" and verdict.preference is not None:
@@ -114,12 +143,14 @@ def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = 
         rate = win_rate(preferences)
         model_lengths = [len(v.answer) for v in group]
         baseline_lengths = [len(v.answer_b or "") for v in group]
-        if len(group) >= 2 and any(model_lengths) and any(baseline_lengths):
-            d = [_difficulty_of(v, difficulty) for v in group] if difficulty else None
-            if d is not None and None in d:  # the term needs every item: without it for all rather than for some
-                d = None
-            rate.length_controlled = length_controlled_win_rate(preferences, model_lengths, baseline_lengths, d)  # type: ignore[arg-type]
-            rate.difficulty_term = d is not None
+        d = difficulties(group, source)
+        if d is None:
+            rate.lc_missing = "the items are not all AlpacaEval instructions, so they have no difficulty"
+        elif len(group) < 10:  # a five-fold cross-validated fit
+            rate.lc_missing = "fewer than 10 items"
+        else:
+            fit = length_controlled(preferences, model_lengths, baseline_lengths, d, gamed=source.gamed)  # type: ignore[arg-type]
+            rate.length_controlled, rate.lc_standard_error, rate.lc_source = fit.win_rate, fit.standard_error, source.source
         flips, both = order_flips(group, "overall")
         rows.append(WinRateRow(model=model, baseline=baseline, judge=", ".join(sorted({v.judge for v in group})), rate=rate,
                                flip_rate=flips / both if both else None, model_chars=_mean(model_lengths),
@@ -127,31 +158,35 @@ def win_rates(verdicts: list[Verdict], *, difficulty: dict[str, float] | None = 
     return rows
 
 
-def _scores(verdicts: list[Verdict]) -> Iterator[tuple[Section, str, str, float, Verdict]]:
-    """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out."""
+def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section, str, str, float, Verdict]]:
+    """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out, or
+    (``na="five"``, just-eval's way) counted as 5."""
     for verdict in verdicts:
         if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
             continue
         section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
         for aspect, score in verdict.scores.items():
+            if score is None and na == "five" and section == "just-eval":
+                score = 5
             if score is not None:
                 yield section, verdict.generator or "(unknown)", aspect, float(score), verdict
 
 
-def _score_tables(verdicts: list[Verdict]) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
+def _score_tables(verdicts: list[Verdict], na: str) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
     """section → model → aspect → id → score."""
     tables: dict[Section, dict[str, dict[str, dict[str, float]]]] = {"just-eval": {}, "mt-bench": {}}
-    for section, model, aspect, score, verdict in _scores(verdicts):
+    for section, model, aspect, score, verdict in _scores(verdicts, na):
         tables[section].setdefault(model, {}).setdefault(aspect, {})[verdict.id] = score
     return tables
 
 
-def comparisons(verdicts: list[Verdict], *, alpha: float = 0.05) -> list[Comparison]:
+def comparisons(verdicts: list[Verdict], *, alpha: float = 0.05, na: str = "skip") -> list[Comparison]:
     """Every pair of models judged on common items, per section: a paired comparison per aspect,
-    Holm-corrected across the aspects of the pair (models in the order they first appear)."""
+    Holm-corrected across the aspects of the pair (models in the order they first appear); N/A
+    scores as the report's means treat them (``na``)."""
     order = list(dict.fromkeys(v.generator or "(unknown)" for v in verdicts))
     result = []
-    for section, models in _score_tables(verdicts).items():
+    for section, models in _score_tables(verdicts, na).items():
         names = sorted(models, key=order.index)
         for a, b in combinations(names, 2):
             pairs = {}
@@ -180,6 +215,6 @@ def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
     for (section, model, aspect), pairs in sorted(grouped.items()):
         scores = [s for s, _ in pairs]
         lengths = [n for _, n in pairs] if all(n >= 0 for _, n in pairs) else [0] * len(pairs)
-        found = diagnose(aspect, scores, lengths)
+        found = diagnose(aspect, scores, lengths, top=10 if section == "mt-bench" else 5)
         result.append(Diagnostic(model=model, section=section, **found.model_dump()))
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -29,8 +30,11 @@ class WinRate(BaseModel):
     n_wins_base: int
     n_draws: int
     n_total: int
-    length_controlled: float | None = Field(None, description="Win rate predicted with no length difference.")
-    difficulty_term: bool = Field(False, description="The length-controlled fit had an instruction difficulty term.")
+    length_controlled: float | None = Field(None, description="AlpacaEval's length-controlled win rate (its GLM "
+                                            "length_controlled_v1), for items that are AlpacaEval's.")
+    lc_standard_error: float | None = Field(None, description="Its standard error, as AlpacaEval reports it.")
+    lc_source: str | None = Field(None, description="Where the difficulty and gamed-baseline rows came from.")
+    lc_missing: str | None = Field(None, description="Why there is no LC (items that are not AlpacaEval's, too few).")
 
 
 def _preferences(values: Sequence[float | str | None]) -> np.ndarray:
@@ -57,40 +61,16 @@ def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
     )  # fmt: skip
 
 
-def length_controlled_win_rate(
-    preferences: Sequence[float], model_lengths: Sequence[int], baseline_lengths: Sequence[int],
-    difficulty: Sequence[float] | None = None,
-) -> float:  # fmt: skip
-    """The win rate a logistic model of the preference predicts with no length difference, in percent.
-
-    As AlpacaEval 2 does: P(model preferred) = sigmoid(theta + phi * tanh(delta / sd(delta)) [+ psi * d]),
-    delta the baseline's length minus the model's (characters), each preference a weighted pair of a
-    win and a loss; the length-controlled win rate is the mean of sigmoid(theta [+ psi * d]). What
-    differs: AlpacaEval also fits its precomputed instruction difficulty d (pass it as ``difficulty``
-    to use it) and regularises toward baselines of its own data with cross-validated L1; here a
-    fixed, mild L2 penalty keeps the fit finite when one side always wins.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    values = _preferences(preferences)
-    if len(values) != len(preferences):
-        raise ValueError("every item needs a preference between 1 and 2 for the length-controlled win rate")
-    delta = np.asarray(baseline_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)
-    scale = delta.std(ddof=1) if len(delta) > 1 and delta.std(ddof=1) > 0 else 1.0
-    columns = [np.ones(len(values)), np.tanh(delta / scale)]
-    if difficulty is not None:
-        columns.append(np.asarray(difficulty, dtype=float))
-    features = np.column_stack(columns)
-    p = values - 1.0  # P(model preferred)
-    model = LogisticRegression(C=100.0, fit_intercept=False, max_iter=1000)
-    model.fit(np.vstack([features, features]), np.r_[np.ones(len(p)), np.zeros(len(p))], sample_weight=np.r_[p, 1 - p])
-    neutral = features.copy()
-    neutral[:, 1] = 0.0
-    return float(model.predict_proba(neutral)[:, 1].mean() * 100)
-
-
 class PairedComparison(BaseModel):
-    """Model A minus model B on the items both were judged on, for one aspect."""
+    """Model A minus model B on the items both were judged on, for one aspect.
+
+    One procedure decides: the paired bootstrap of the mean difference gives the interval and the
+    p-value (the smallest level at which the percentile interval excludes 0), Holm-corrected across
+    the aspects of a pair; the verdict's direction is the sign of that mean, and it is never
+    "significantly" anything while the 95% interval includes 0. Wilcoxon's signed-rank p (Pratt's
+    treatment of zero differences, normal approximation without continuity correction, so that it
+    does not change with scipy's defaults) is shown beside it: it tests another quantity (whether
+    the differences are symmetric about 0), not the mean, and does not decide the verdict."""
 
     aspect: str
     n: int
@@ -99,19 +79,33 @@ class PairedComparison(BaseModel):
     difference: float
     ci_low: float = Field(description="Paired bootstrap 95% interval of the mean difference.")
     ci_high: float
-    p_value: float | None = Field(description="Wilcoxon signed-rank (two-sided); None when every difference is 0.")
-    p_holm: float | None = Field(None, description="Holm-corrected across the aspects compared.")
+    p_value: float | None = Field(description="Bootstrap p of the mean difference (two-sided); None when every difference is 0.")
+    p_holm: float | None = Field(None, description="That p, Holm-corrected across the aspects compared.")
+    p_wilcoxon: float | None = Field(None, description="Wilcoxon signed-rank p (Pratt, normal approximation), for reference.")
     verdict: str = Field("no evidence", description="significantly better / significantly worse / no evidence (for A).")
+
+
+def bootstrap_means(differences: Sequence[float], *, resamples: int = 10_000, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """The mean of ``differences`` resampled with replacement, ``resamples`` times (seeded)."""
+    values = np.asarray(differences, dtype=float)
+    rng = np.random.default_rng(seed)
+    return values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
 
 
 def bootstrap_interval(
     differences: Sequence[float], *, resamples: int = 10_000, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles of the mean of ``differences`` resampled with replacement."""
-    values = np.asarray(differences, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    means = bootstrap_means(differences, resamples=resamples, seed=seed)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def bootstrap_p(means: np.ndarray) -> float:
+    """Two-sided p of a zero mean from bootstrap means: twice the smaller share of means on either side
+    of 0 (counting the observed sample once on each side, so never 0)."""
+    below = (np.count_nonzero(means <= 0) + 1) / (len(means) + 1)
+    above = (np.count_nonzero(means >= 0) + 1) / (len(means) + 1)
+    return float(min(1.0, 2 * min(below, above)))
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
@@ -125,15 +119,23 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-def compare(aspect: str, a: Sequence[float], b: Sequence[float]) -> PairedComparison:
-    """Paired comparison of two models' scores on the same items (``a[i]`` and ``b[i]`` judge item i)."""
+def wilcoxon_p(differences: np.ndarray) -> float | None:
+    """Wilcoxon signed-rank p, two-sided, zero differences kept (Pratt), normal approximation."""
     from scipy.stats import wilcoxon
 
+    if not np.any(differences):
+        return None
+    return float(wilcoxon(differences, zero_method="pratt", correction=False, method="approx").pvalue)
+
+
+def compare(aspect: str, a: Sequence[float], b: Sequence[float]) -> PairedComparison:
+    """Paired comparison of two models' scores on the same items (``a[i]`` and ``b[i]`` judge item i)."""
     diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    low, high = bootstrap_interval(diffs)
-    p_value = None if not np.any(diffs) else float(wilcoxon(diffs).pvalue)
+    means = bootstrap_means(diffs)
     return PairedComparison(aspect=aspect, n=len(diffs), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)),
-                            difference=float(diffs.mean()), ci_low=low, ci_high=high, p_value=p_value)  # fmt: skip
+                            difference=float(diffs.mean()), ci_low=float(np.percentile(means, 2.5)),
+                            ci_high=float(np.percentile(means, 97.5)), p_value=bootstrap_p(means) if np.any(diffs) else None,
+                            p_wilcoxon=wilcoxon_p(diffs))  # fmt: skip
 
 
 def compare_aspects(pairs: dict[str, tuple[list[float], list[float]]], *, alpha: float = 0.05) -> list[PairedComparison]:
@@ -141,7 +143,8 @@ def compare_aspects(pairs: dict[str, tuple[list[float], list[float]]], *, alpha:
     results = [compare(aspect, a, b) for aspect, (a, b) in pairs.items() if len(a) >= 2]
     for result, adjusted in zip(results, holm([r.p_value for r in results])):
         result.p_holm = adjusted
-        if adjusted is not None and adjusted < alpha:
+        excludes_zero = result.ci_low > 0 or result.ci_high < 0
+        if adjusted is not None and adjusted < alpha and excludes_zero:
             result.verdict = "significantly better" if result.difference > 0 else "significantly worse"
     return results
 
@@ -153,13 +156,22 @@ class AspectDiagnostics(BaseModel):
     n: int
     most_common_score: float | None = Field(description="The score given most often.")
     most_common_share: float = Field(description="Share of items given the most common score.")
-    uninformative: bool = Field(description="(Nearly) every item got the same score: the scores carry no information.")
+    concentration: Literal["ceiling", "floor", "constant"] | None = Field(None, description="(Nearly) every item got the "
+        "same score: the top of the scale (a ceiling: the answers are as good as the scale says, and models cannot be "
+        "told apart), the bottom (a floor), or a score between (the judge's scores carry no information).")  # fmt: skip
     length_spearman: float | None = Field(description="Spearman correlation of answer length (words) and score.")
 
+    @property
+    def uninformative(self) -> bool:
+        """A constant score between the ends of the scale: it says nothing about the answers."""
+        return self.concentration == "constant"
 
-def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, threshold: float = 0.9) -> AspectDiagnostics:
-    """How informative one aspect's scores are: the share of the most common score (``uninformative``
-    when it reaches ``threshold`` on 3 items or more), and the Spearman correlation of score and length."""
+
+def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, top: float = 5, bottom: float = 1,
+             threshold: float = 0.9) -> AspectDiagnostics:  # fmt: skip
+    """How informative one aspect's scores are: the share of the most common score (concentrated when it
+    reaches ``threshold`` on 3 items or more: at ``top`` a ceiling, at ``bottom`` a floor, else constant),
+    and the Spearman correlation of score and length."""
     from scipy.stats import spearmanr
 
     n = len(scores)
@@ -168,9 +180,11 @@ def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, th
     rho = None
     if n >= 3 and len(set(scores)) > 1 and len(set(lengths)) > 1:
         rho = float(spearmanr(lengths, scores).statistic)
+    concentration = None
+    if n >= 3 and share >= threshold:
+        concentration = "ceiling" if common == top else "floor" if common == bottom else "constant"
     return AspectDiagnostics(aspect=aspect, n=n, most_common_score=common, most_common_share=share,
-                             uninformative=n >= 3 and share >= threshold,
-                             length_spearman=rho)  # fmt: skip
+                             concentration=concentration, length_spearman=rho)  # fmt: skip
 
 
 class Agreement(BaseModel):
@@ -184,13 +198,20 @@ class Agreement(BaseModel):
     weighted_kappa: float | None = Field(description="Cohen's kappa with quadratic weights.")
 
 
-def agreement(aspect: str, ours: Sequence[int], reference: Sequence[int]) -> Agreement:
+def agreement(aspect: str, ours: Sequence[int], reference: Sequence[int], *, scale: Sequence[int] = range(1, 6)) -> Agreement:
+    """Agreement of two judges' integer scores; the weighted kappa's weights span the whole ``scale``
+    (1-5, or 1-10 for MT-bench), not only the scores that happen to occur."""
     from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
     a, b = np.asarray(ours), np.asarray(reference)
+    outside = sorted((set(a.tolist()) | set(b.tolist())) - set(scale))
+    if outside:
+        raise ValueError(f"scores {outside} lie outside the scale {min(scale)}-{max(scale)}")
     varied = len(set(a.tolist())) > 1 and len(set(b.tolist())) > 1
-    kappa = float(cohen_kappa_score(a, b, weights="quadratic")) if len(set(a.tolist()) | set(b.tolist())) > 1 else None
+    kappa = None
+    if len(set(a.tolist()) | set(b.tolist())) > 1:
+        kappa = float(cohen_kappa_score(a, b, labels=list(scale), weights="quadratic"))
     return Agreement(aspect=aspect, n=len(a), spearman=float(spearmanr(a, b).statistic) if varied else None,
                      exact=float((a == b).mean()), within_one=float((np.abs(a - b) <= 1).mean()),
                      weighted_kappa=kappa)  # fmt: skip

@@ -12,7 +12,7 @@ as missing. just-eval's own report counts "N/A" as 5 instead; ``na="five"`` repr
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from functools import cached_property
 from itertools import chain
 from pathlib import Path
@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from untuned.errors import DataFileError
 from untuned.formats import read_alpaca_eval_annotations, read_fastchat_judgments, read_just_eval_judged, read_rows
 from untuned.judge import ASPECTS, Verdict, VerdictFile
+from untuned.judge.parse import combine_orders
+from untuned.report.alpaca_eval import Difficulty
 from untuned.report.sections import (
     Comparison,
     Diagnostic,
@@ -54,6 +56,7 @@ class ModelReport(BaseModel):
     aspects: dict[str, AspectStat]
     words: float | None = Field(None, description="Mean answer length in words.")
     groups: dict[str, dict[str, dict[str, AspectStat]]] = Field(default_factory=dict)
+    unreadable: dict[str, int] = Field(default_factory=dict, description="Per aspect, scores in the file that could not be read.")
 
     @property
     def overall(self) -> float | None:
@@ -97,10 +100,23 @@ class Report(BaseModel):
         """What a reader must know before believing the numbers: scores that carry no information."""
         lines = []
         for d in self.diagnostics:
-            if d.uninformative:
-                score = f"{d.most_common_score:g}" if d.most_common_score is not None else "?"
-                lines.append(f"{d.model}, {d.aspect}: the judge gave {score} to {d.most_common_share:.0%} of {d.n} items; "
-                             "these scores carry no information about the answers (no plot drawn).")  # fmt: skip
+            score = f"{d.most_common_score:g}" if d.most_common_score is not None else "?"
+            given = f"{d.model}, {d.aspect}: the judge gave {score} to {d.most_common_share:.0%} of {d.n} items"
+            if d.concentration == "constant":
+                lines.append(f"{given}; these scores carry no information about the answers (no plot drawn).")
+            elif d.concentration in ("ceiling", "floor"):
+                end = "top" if d.concentration == "ceiling" else "bottom"
+                lines.append(f"{given}, the {end} of the scale: a {d.concentration}. The answers are rated as "
+                             f"{'good' if end == 'top' else 'bad'} as the scale allows, and differences between models "
+                             "cannot be resolved on this aspect.")  # fmt: skip
+        for m in self.models:
+            for aspect, count in m.unreadable.items():
+                lines.append(f"{m.model}, {aspect}: {count} score(s) in the file could not be read (not an integer "
+                             "from 1 to 5 or N/A); left out of the means, the rest of the file is read.")  # fmt: skip
+        for m in self.mt_bench:
+            if m.duplicates:
+                lines.append(f"{m.model}: the file judges {m.duplicates} MT-bench turn(s) more than once; every row is "
+                             "averaged, as FastChat's show_result does.")  # fmt: skip
         for p in self.pairwise:
             if p.aspect == "overall" and p.both_orders >= 3 and p.flips / p.both_orders >= 0.5:
                 lines.append(f"{p.a} vs {p.b}: the two answer orders disagree on {p.flips} of {p.both_orders} items; "
@@ -139,6 +155,14 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
     return list(VerdictFile(path).latest().values())
 
 
+def outcome(verdict: Verdict, aspect: str) -> str | None:
+    """A pairwise verdict's winner of ``aspect`` by the win rate's rule (files written before that rule
+    kept "tie" for a win and a tie; their two orders are combined again)."""
+    if len(verdict.orders) == 2 and all(aspect in order for order in verdict.orders):
+        return combine_orders([order[aspect] for order in verdict.orders])[0]
+    return verdict.winners.get(aspect)
+
+
 def _group_labels(verdict: Verdict, kind: str) -> list[str]:
     if kind == "dataset":
         return [verdict.dataset] if verdict.dataset else []
@@ -146,10 +170,10 @@ def _group_labels(verdict: Verdict, kind: str) -> list[str]:
 
 
 def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: bool = False,
-                 difficulty: dict[str, float] | None = None) -> Report:  # fmt: skip
+                 difficulty: Difficulty | None = None) -> Report:  # fmt: skip
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
-    adds paired comparisons of every two models; ``difficulty`` (instruction difficulty by id or
-    instruction) enters the length-controlled win rate fit."""
+    adds paired comparisons of every two models (N/A treated as ``na`` says); ``difficulty``:
+    AlpacaEval's own df_gamed.csv read by :func:`read_df_gamed`, in place of the shipped one, for the LC win rate."""
     by_model: dict[str, list[Verdict]] = defaultdict(list)
     pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
     tags: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -180,13 +204,15 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: boo
                 groups[kind] = {label: {a: stat([v.scores[a] for v in vs if a in v.scores], na) for a in table}
                                 for label, vs in sorted(members.items())}  # fmt: skip
         lengths = [len(v.answer.split()) for v in group]
+        unreadable = dict(Counter(a for v in scored for a in v.unreadable))
         models.append(ModelReport(model=model, items=len(group), failed=len(group) - len(scored), aspects=table,
-                                  words=sum(lengths) / len(lengths) if lengths else None, groups=groups))  # fmt: skip
+                                  unreadable=unreadable, words=sum(lengths) / len(lengths) if lengths else None,
+                                  groups=groups))  # fmt: skip
     pairwise = []
     for (a, b), group in sorted(pairs.items()):
         scored = [v for v in group if v.status == "scored"]
         for aspect in dict.fromkeys(a for v in scored for a in v.winners):
-            outcomes = [v.winners.get(aspect) for v in scored if aspect in v.winners]
+            outcomes = [outcome(v, aspect) for v in scored if aspect in v.winners]
             flips, both = order_flips(scored, aspect)
             pairwise.append(PairwiseStat(a=a, b=b, aspect=aspect, wins=outcomes.count("A"), ties=outcomes.count("tie"),
                                          losses=outcomes.count("B"), failed=len(group) - len(scored),
@@ -194,4 +220,4 @@ def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: boo
     counts = {kind: dict(sorted(labels.items(), key=lambda kv: -kv[1])) for kind, labels in sorted(tags.items())}
     return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged, mt_bench=mt_bench_models(verdicts),
                   win_rates=win_rates(verdicts, difficulty=difficulty), diagnostics=diagnostics(verdicts),
-                  comparisons=comparisons(verdicts) if compare else [])  # fmt: skip
+                  comparisons=comparisons(verdicts, na=na) if compare else [])  # fmt: skip
