@@ -481,3 +481,27 @@ def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, fixt
     same = sum(a.category == b.category for a, b in zip(served_tokens, local_tokens))
     assert same >= 0.99 * len(local_tokens)
     assert max(abs(a.prob - b.prob) for a, b in zip(served_tokens, local_tokens)) < 1e-3
+
+
+def test_a_burst_larger_than_the_queue_gets_exactly_the_documented_503s(tmp_path):
+    """40 requests at once against 4 slots and 8 places in the queue: 12 are let in, every other one is
+    refused at once with 503 and Retry-After; the 12 are answered when their scripts may go on."""
+    go = tmp_path / "go"
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+            body = {"prompt": f"SCRIPT: held @wait={go} done", "max_tokens": 4}
+            tasks = [asyncio.create_task(client.post(f"{url}/v1/completions", json=body)) for _ in range(40)]
+            while sum(t.done() for t in tasks) < 28:  # the refusals come back at once, whatever the machine
+                await asyncio.sleep(0.05)
+            health = (await client.get(f"{url}/health")).json()
+            assert (health["active"], health["waiting"]) == (4, 8)
+            go.touch()
+            return await asyncio.gather(*tasks)
+
+    with untuned_server("--model", "scripted:burst", "--parallel", "4", "--max-waiting", "8") as url:
+        responses = asyncio.run(burst(url))
+    refused = [r for r in responses if r.status_code == 503]
+    assert len(refused) == 28 and all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    answered = [r for r in responses if r.status_code == 200]
+    assert len(answered) == 12 and all(r.json()["choices"][0]["text"].strip() == "held done" for r in answered)

@@ -34,6 +34,7 @@ class Gate:
         self.capacity = capacity
         self.waiting = 0
         self.active = 0
+        self.admitted = 0  # active + waiting, counted when a request is let in (before any await)
         self._slots = asyncio.Semaphore(capacity)  # wakes its waiters in arrival order
         self._recent: deque[float] = deque(maxlen=16)
 
@@ -42,14 +43,21 @@ class Gate:
         return max(1, math.ceil(typical * (self.waiting + 1) / self.capacity))
 
     async def enter(self, timeout: float) -> None:
-        """Wait for a slot; :class:`QueueFull` at once if too many wait, ``RequestTimeout`` after ``timeout``."""
-        if self.active >= self.capacity and self.waiting >= self.max_waiting:
+        """Wait for a slot; :class:`QueueFull` at once if ``capacity + max_waiting`` requests are in
+        already, ``RequestTimeout`` after ``timeout``. The check and the count happen with no await
+        between them, so a burst cannot pass the check together."""
+        if self.admitted >= self.capacity + self.max_waiting:
             raise QueueFull(self.retry_after())
+        self.admitted += 1
         self.waiting += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout)
         except asyncio.TimeoutError:
+            self.admitted -= 1
             raise RequestTimeout(f"waited {timeout:.0f} s in the queue") from None
+        except BaseException:  # the client went away while waiting
+            self.admitted -= 1
+            raise
         finally:
             self.waiting -= 1
         self.active += 1
@@ -57,6 +65,7 @@ class Gate:
     def leave(self, seconds: float) -> None:
         self._recent.append(seconds)
         self.active -= 1
+        self.admitted -= 1
         self._slots.release()
 
 
