@@ -156,7 +156,7 @@ def test_import_reference_answers(fixture_data, tmp_path):
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
     first = json.loads(source.read_text().splitlines()[0])
-    assert len(records) == 1000 and records[0].generator == "gpt-4-0613"
+    assert len(records) == len(source.read_text().splitlines()) == 133 and records[0].generator == "gpt-4-0613"
     assert (records[0].id, records[0].instruction, records[0].output) == ("0", first["instruction"], first["output"])
     again = cli("import", str(source), "--out", str(out))
     assert again.exit_code == 2 and "exists" in again.output
