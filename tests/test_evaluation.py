@@ -326,3 +326,54 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, fixture_data):
     assert "## MT-bench" in mt and len(VerdictFile(work / "eval" / "mt.judged.jsonl").read()) == 80
     assert "(just-eval, paired on common items)" in (work / "eval" / "just-eval" / "report.md").read_text()
     assert "| LC |" in (work / "eval" / "alpaca" / "report.md").read_text()
+
+
+def test_fastchat_duplicates_are_averaged_as_show_result_does(tmp_path):
+    rows = [(81, 1, 8), (81, 1, 4), (81, 2, 6), (82, 1, 9), (82, 2, -1)]  # question 81 turn 1 judged twice
+    path = tmp_path / "gpt-4_single.jsonl"
+    path.write_text("".join(json.dumps({"question_id": q, "model": "m", "judge": ["gpt-4", "single-v1"], "turn": t,
+                                        "score": s, "judgment": "j"}) + "\n" for q, t, s in rows))  # fmt: skip
+    report = build_report(load_verdicts(path))
+    (m,) = report.mt_bench
+    # FastChat: mean over every row with a score other than -1, per turn and over all
+    assert m.turns["turn_1"] == pytest.approx((8 + 4 + 9) / 3) and m.turns["turn_2"] == pytest.approx(6)
+    assert m.overall == pytest.approx((8 + 4 + 9 + 6) / 4) and m.duplicates == 1 and m.questions == 2
+    assert any("more than once" in w for w in report.warnings)
+
+
+def test_one_unreadable_just_eval_score_costs_only_its_aspect(tmp_path):
+    rows = [{"id": i, "input": f"Q{i}", "output_cand": "a", "generator_cand": "g", "eval_config": {"mode": "score_multi"},
+             "parsed_result": {"helpfulness": {"rationale": "r", "score": "4.5" if i == 1 else "4"},
+                               "clarity": {"rationale": "r", "score": "3"}}} for i in range(3)]  # fmt: skip
+    path = tmp_path / "judged.json"
+    path.write_text(json.dumps(rows))
+    report = build_report(load_verdicts(path))
+    (m,) = report.models
+    assert (m.aspects["helpfulness"].n, m.aspects["clarity"].n, m.unreadable) == (2, 3, {"helpfulness": 1})
+    assert any("could not be read" in w for w in report.warnings)
+
+
+def test_compare_honours_na_and_many_models_get_a_compact_matrix():
+    scores = {"a": [4, 5, 4, 5, 4, 5, 4, 5, 4, 5], "b": [2, 3, 2, 3, 2, 3, 2, 3, 2, 3], "c": [3] * 10}
+    verdicts = [_verdict(m, i, {"helpfulness": s, "depth": None if (m, i) == ("b", 0) else s})
+                for m, values in scores.items() for i, s in enumerate(values)]  # fmt: skip
+    skip = {(c.a, c.b, r.aspect): r for c in build_report(verdicts, compare=True).comparisons for r in c.rows}
+    five = {(c.a, c.b, r.aspect): r for c in build_report(verdicts, compare=True, na="five").comparisons for r in c.rows}
+    assert skip[("a", "b", "depth")].n == 9 and five[("a", "b", "depth")].n == 10
+    assert five[("a", "b", "depth")].mean_b == pytest.approx((5 + 3 + 2 + 3 + 2 + 3 + 2 + 3 + 2 + 3) / 10)
+    text = to_markdown(build_report(verdicts, compare=True), compare=True, compact=True)
+    assert "### just-eval: helpfulness" in text and "| a |  | + | + |" in text and "## a vs b" not in text
+    assert "## a vs b" in to_markdown(build_report(verdicts, compare=True), compare=True)
+
+
+def test_pairwise_table_and_win_rate_count_by_one_rule():
+    """A win in one order and a tie in the other: a win (preference 1.75) in both the table and the
+    win-rate counts, also for a file written when the table called it a tie."""
+    old = Verdict(id="1", mode="pairwise", template="pairwise@1", judge="j", status="scored", generator="a",
+                  generator_b="b", query="q", answer="x", answer_b="y", winners={"overall": "tie"},
+                  orders=[{"overall": "A"}, {"overall": "tie"}], preference=1.75)  # fmt: skip
+    split = old.model_copy(update={"id": "2", "orders": [{"overall": "A"}, {"overall": "B"}], "preference": 1.5})
+    report = build_report([old, split])
+    (p,) = report.pairwise
+    (w,) = report.win_rates
+    assert (p.wins, p.ties, p.losses) == (1, 1, 0) and (w.rate.n_wins, w.rate.n_draws, w.rate.n_wins_base) == (1, 1, 0)
