@@ -84,6 +84,11 @@ class ModelClosedError(UntunedError):
     """The model was closed while a request was waiting or running."""
 
 
+class ModelFailure(UntunedError):
+    """The model failed while answering one request (a fault of the server's side: HTTP 500). The
+    engine ends only the request that failed; the others go on."""
+
+
 class ChatTemplateError(UntunedError):
     """A model's chat template is missing, or failed on the given messages."""
 

@@ -19,7 +19,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from untuned.backends.protocol import Sampling, StreamChunk
-from untuned.errors import ModelClosedError, UntunedError
+from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,9 @@ class BatchingEngine:
             with self._context_lock:
                 try:
                     self._step()
-                except Exception as exc:  # a failure of the model: end the running requests with it
+                except Exception as exc:  # a failure no single request could be blamed for: end the running ones
                     log.exception("engine step failed")
-                    self._end_running(UntunedError(f"the model failed: {exc}"))
+                    self._end_running(ModelFailure(f"the model failed: {exc}"))
 
     def _next_waiting(self) -> Request | None:
         """The first waiting request that still wants an answer (cancelled ones are ended here)."""

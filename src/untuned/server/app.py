@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Sampling
 from untuned.conversation import Conversation, RenderedPrompt, SystemMode
-from untuned.errors import BadRequest, QueueFull, RequestTimeout
+from untuned.errors import BadRequest, ModelFailure, QueueFull, RequestTimeout
 from untuned.server.guard import Guard
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
 from untuned.server.schema import (
@@ -47,6 +47,7 @@ from untuned.server.schema import (
     TokenizeResponse,
     Usage,
     error_json,
+    explain,
     new_id,
     now,
 )
@@ -122,14 +123,16 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
     app.add_middleware(Guard, api_key=key, max_body_bytes=config.max_body_bytes, open_paths=("/health", "/"))
     model = config.model_name
 
+    descriptions = {name: field.description or "" for record in (ChatRequest, CompletionRequest)
+                    for name, field in record.model_fields.items()}  # fmt: skip
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-        where = ".".join(str(part) for part in first["loc"] if part != "body")
-        if first.get("type") == "json_invalid":
-            return JSONResponse(error_json(f"the body is not valid JSON: {first['msg']}"), status_code=400)
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return JSONResponse(error_json(message, param=where or None), status_code=400)
+        errors = list(exc.errors())
+        if errors and errors[0].get("type") == "json_invalid":
+            return JSONResponse(error_json(f"the body is not valid JSON: {errors[0]['msg']}"), status_code=400)
+        message, param = explain(errors, descriptions)
+        return JSONResponse(error_json(message, param=param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -154,6 +157,10 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
     @app.exception_handler(RequestTimeout)
     async def too_slow(_: Request, exc: RequestTimeout) -> JSONResponse:
         return JSONResponse(error_json(str(exc), kind="timeout", code="timeout"), status_code=504)
+
+    @app.exception_handler(ModelFailure)
+    async def model_failed(_: Request, exc: ModelFailure) -> JSONResponse:
+        return JSONResponse(error_json(str(exc), kind="server_error", code="model_failure"), status_code=500)
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
@@ -258,6 +265,11 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         backend, ids, text = assistant.backend, body.token_ids, body.text
         if text is not None and not text:
             raise BadRequest("prompt is empty", param="prompt")
+        vocab = getattr(backend, "vocab_size", None)
+        wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
+        if wrong is not None:
+            raise BadRequest(f"prompt: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary "
+                             f"(0-{vocab - 1})", param="prompt")  # fmt: skip
         top = body.logprobs or 0
         sampling = sampling_for(body, 16, logprobs=max(top, 1) if body.logprobs is not None else 0)
         rendered = RenderedPrompt(prefix="", body=text or "", ids=tuple(ids) if ids is not None else None)

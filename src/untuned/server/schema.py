@@ -7,6 +7,8 @@ value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clien
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -17,15 +19,26 @@ Role = Literal["system", "developer", "user", "assistant"]
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"] = "text"
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Role
     content: str | list[TextPart] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value):
+        if isinstance(value, list):
+            for index, part in enumerate(value):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ValueError(f"content part {index} is of type {kind!r}: this server reads text parts only "
+                                     "(a base model reads text; send images elsewhere)")  # fmt: skip
+        return value
 
     @property
     def text(self) -> str:
@@ -37,7 +50,7 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
@@ -46,9 +59,10 @@ TokenId = Annotated[int, Field(ge=0)]
 
 
 class _SamplingFields(BaseModel):
-    """Fields both endpoints share; ``None`` means the server's default."""
+    """Fields both endpoints share; ``None`` means the server's default. Types are strict: ``"4"`` is
+    not a number here (JSON integers still pass where a number is wanted)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(None, max_length=256, description="Ignored beyond logging: the server has one model.")
     max_tokens: int | None = Field(None, ge=0, description="Most new tokens (capped by the context window); 0 only with echo.")
@@ -99,9 +113,12 @@ class CompletionRequest(_SamplingFields):
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, value):
-        if isinstance(value, list) and value and isinstance(value[0], (str, list)) and len(value) != 1:
-            raise ValueError("exactly one prompt per request is supported")
         if isinstance(value, list) and not value:
+            raise ValueError("prompt is empty")
+        if isinstance(value, list) and isinstance(value[0], (str, list)) and len(value) != 1:
+            raise ValueError(f"a list of {len(value)} prompts was sent; this server answers one prompt per request "
+                             "(send each as its own request)")  # fmt: skip
+        if isinstance(value, list) and isinstance(value[0], list) and not value[0]:
             raise ValueError("prompt is empty")
         return value
 
@@ -115,20 +132,23 @@ class CompletionRequest(_SamplingFields):
 
     @property
     def text(self) -> str | None:
-        """The prompt's text, or None when it was given as token ids."""
-        value = self.prompt[0] if isinstance(self.prompt, list) and isinstance(self.prompt[0], (str, list)) else self.prompt
-        return value if isinstance(value, str) else None
+        """The prompt's text (``"..."`` or ``["..."]``), or None when it was given as token ids."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return self.prompt[0] if isinstance(self.prompt[0], str) else None
 
     @property
     def token_ids(self) -> list[int] | None:
-        value = self.prompt[0] if isinstance(self.prompt, list) and isinstance(self.prompt[0], list) else self.prompt
-        return list(value) if isinstance(value, list) else None
+        """The prompt's token ids (``[1, 2]`` or ``[[1, 2]]``), or None when it was given as text."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], str):
+            return None
+        return list(self.prompt[0]) if isinstance(self.prompt[0], list) else list(self.prompt)  # type: ignore[arg-type]
 
 
 class TokenizeRequest(BaseModel):
     """vLLM's and llama.cpp's server's shapes: ``prompt`` or ``content``; ``add_special_tokens`` or ``add_special``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = Field(None, max_length=256)
     prompt: str | None = Field(None, max_length=2_000_000)
     content: str | None = Field(None, max_length=2_000_000)
@@ -152,7 +172,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = Field(None, max_length=256)
     tokens: list[TokenId] = Field(..., max_length=1_000_000)
 
@@ -285,6 +305,50 @@ def new_id(kind: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+_FIELD = re.compile(r"^[a-z_]+$")
+_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "constrained-str", "constrained-int"}
+
+
+def _path(loc: tuple) -> str:
+    """A pydantic error location as the request's field path (``messages.0.content``), without the type
+    tags of union members (``str``, ``list[int]``, ``function-after[...]``)."""
+    parts = [str(p) for p in loc if p != "body" and (isinstance(p, int) or (_FIELD.match(str(p)) and p not in _TAGS))]
+    return ".".join(parts)
+
+
+def _sent(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(errors: list[dict], descriptions: dict[str, str]) -> tuple[str, str | None]:
+    """One message, in our words, for a request that failed validation: the field, what was sent and
+    what is accepted (``descriptions``: field name → its description, for the fields with one value)."""
+    if not errors:
+        return "invalid request", None
+    # a union's members each add an error: keep the most specific place (the longest path)
+    first = max(errors, key=lambda e: len(_path(e["loc"]).split(".")) if _path(e["loc"]) else 0)
+    field = _path(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unsupported field '{field}': untuned's API has no such field (it is refused, not ignored)", field or None
+    if first["type"] == "missing":
+        return f"{field} is required", field or None
+    name = field.rsplit(".", 1)[-1]
+    if descriptions.get(name, "").startswith("Not supported"):
+        accepted = descriptions[name].removeprefix("Not supported").strip(":. ") or "this server does not support it"
+        return f"{field}: {_sent(first.get('input'))} is not supported; {accepted}", field
+    wanted = []
+    for error in (e for e in errors if _path(e["loc"]) == field):
+        message = str(error["msg"])
+        if error["type"] == "value_error":
+            return f"{field}: {message.removeprefix('Value error, ')}", field or None
+        message = message.replace("Input should be ", "").replace("Input ", "").replace("String should have ", "a string with ")
+        message = message.replace("List should have ", "a list with ")
+        wanted.append(message[:1].lower() + message[1:])
+    accepted = " or ".join(dict.fromkeys(wanted))
+    return f"{field or 'body'}: {_sent(first.get('input'))} is not accepted; expected {accepted}", field or None
 
 
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi.responses import StreamingResponse
 
 from untuned.assistant import Completion
-from untuned.errors import BadRequest, ContextOverflowError, RequestTimeout, UntunedError
+from untuned.errors import BadRequest, ContextOverflowError, ModelFailure, RequestTimeout, UntunedError
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
 from untuned.server.schema import Usage, chat_chunk, error_json, text_chunk
 from untuned.server.worker import Job
@@ -25,6 +25,9 @@ def usage(completion: Completion | None) -> Usage:
 
 
 def raise_for(error: object) -> None:
+    """Raise what a job's error means for the client: 400 for what it sent, the server's own failures as they are."""
+    if isinstance(error, ModelFailure):
+        raise error
     if isinstance(error, ContextOverflowError):
         raise BadRequest(str(error), param="messages", code="context_length_exceeded")
     if isinstance(error, (UntunedError, ValueError)):

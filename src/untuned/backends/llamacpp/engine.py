@@ -44,7 +44,7 @@ from untuned.backends.llamacpp.native import (
     sampler_chain,
 )
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ModelClosedError, UntunedError
+from untuned.errors import ModelClosedError, ModelFailure, UntunedError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,12 @@ class Engine(BatchingEngine):
         return sum(slot.request is not None for slot in self._slots)
 
     def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[StreamChunk]:
-        """Stream the answer to ``prefix + body``; closing the iterator cancels the request."""
+        """Stream the answer to ``prefix + body``; closing the iterator cancels the request. Token ids
+        outside the vocabulary are refused here, before the request reaches the batch."""
+        n_vocab = self.model.n_vocab
+        wrong = next(((i, t) for i, t in enumerate([*prefix, *body]) if not 0 <= t < n_vocab), None)
+        if wrong is not None:
+            raise ValueError(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary (0-{n_vocab - 1})")
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
         grammar = self._grammar(sampling.json_schema) if sampling.json_schema else None
@@ -210,7 +215,14 @@ class Engine(BatchingEngine):
                     return
                 slot.request = request  # claimed: no exclusive user can take it now
             if request.prefix:
-                source = self._prefix_sequence(request.prefix, copied)
+                try:
+                    source = self._prefix_sequence(request.prefix, copied)
+                except Exception as exc:  # this request's prefix could not be evaluated: it alone fails
+                    log.exception("evaluating a prefix failed")
+                    with self._work:
+                        self._waiting.popleft()
+                    self._finish(slot, ModelFailure(f"the model failed on this request's prompt: {exc}"))
+                    continue
                 if source is None:  # every prefix sequence is the source of a pending copy
                     with self._work:
                         slot.request = None
@@ -279,10 +291,30 @@ class Engine(BatchingEngine):
         self._admit()
         prefilling = sorted((s for s in self._slots if s.request is not None and not s.generating), key=lambda s: s.admitted)
         if prefilling:
-            self._prefill(prefilling[0])
+            try:
+                self._prefill(prefilling[0])  # evaluated alone: a failure is this request's
+            except Exception as exc:
+                log.exception("evaluating a prompt failed")
+                self._finish(prefilling[0], ModelFailure(f"the model failed on this request's prompt: {exc}"))
         generating = [slot for slot in self._slots if slot.request is not None and slot.generating]
         if generating:
-            self._decode(generating)
+            self._decode_isolated(generating)
+
+    def _decode_isolated(self, slots: list[_Slot]) -> None:
+        """Decode ``slots`` together; if that fails, each alone, so that only a request that fails by
+        itself is ended (llama.cpp leaves the cache as it was when a decode fails)."""
+        try:
+            self._decode(slots)
+            return
+        except Exception:
+            if len(slots) == 1:
+                raise
+            log.exception("a batched decode failed; decoding its requests one by one")
+        for slot in slots:
+            try:
+                self._decode([slot])
+            except Exception as exc:
+                self._finish(slot, ModelFailure(f"the model failed on this request: {exc}"))
 
     def _prefill(self, slot: _Slot) -> None:
         batch = self._batch
