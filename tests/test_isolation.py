@@ -140,7 +140,7 @@ def test_fuzzed_requests_never_get_a_500_nor_change_a_good_answer(gemma_server):
     in the background: every fuzzed one gets a 2xx or 4xx, and every good answer equals its alone one."""
     url = gemma_server
     expected = alone(url)
-    stop, mismatches, done = threading.Event(), [], []
+    stop, mismatches, done, statuses = threading.Event(), [], [], []
 
     def good_traffic():
         while not stop.is_set():
@@ -157,6 +157,7 @@ def test_fuzzed_requests_never_get_a_500_nor_change_a_good_answer(gemma_server):
     @given(bodies())
     def check(body):
         reply = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        statuses.append(reply.status_code)
         assert reply.status_code < 500, (body, reply.text)
         if reply.status_code == 200 and not body.get("stream"):
             assert reply.json()["choices"][0]["text"] is not None
@@ -167,3 +168,4 @@ def test_fuzzed_requests_never_get_a_500_nor_change_a_good_answer(gemma_server):
         stop.set()
         background.join(120)
     assert done and not mismatches
+    assert {200, 400} <= set(statuses)  # the fuzz reached the engine and the checks both

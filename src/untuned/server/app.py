@@ -207,6 +207,18 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         if config.max_tokens_limit is not None:
             wanted = min(wanted, config.max_tokens_limit)
         update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
+        schema = body.response_format.schema_text if body.response_format else None
+        if schema is not None:
+            check = getattr(assistant.backend, "check_schema", None)
+            if check is None:
+                raise BadRequest(f"response_format {body.response_format.type} needs a backend that constrains its "
+                                 f"output with a grammar (llama.cpp); {assistant.backend.name} cannot",
+                                 param="response_format")  # fmt: skip
+            try:
+                check(schema)
+            except ValueError as exc:
+                raise BadRequest(f"response_format: {exc}", param="response_format") from None
+            update["json_schema"] = schema
         for name in ("temperature", "top_p", "seed"):
             if getattr(body, name) is not None:
                 update[name] = getattr(body, name)
@@ -247,18 +259,45 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
             job.cancel.set()
         return None, ("".join(parts), job.completion)
 
+    def seeded(sampling: Sampling, n: int) -> list[Sampling]:
+        """One sampling per choice: seed, seed + 1, ... when a seed is given, else each its own random one."""
+        if n == 1:
+            return [sampling]
+        return [sampling.model_copy(update={"seed": (sampling.seed + i) % 2**31 if sampling.seed is not None else None})
+                for i in range(n)]  # fmt: skip
+
+    async def choices(body, begin: Callable[[Sampling], Completion], samplings: list[Sampling], *, chat: bool):
+        """Every choice's (text, completion), the jobs run side by side; the first error ends them all."""
+        tasks = [asyncio.ensure_future(run(body, lambda s=s: begin(s), chat=chat)) for s in samplings]
+        try:
+            return [whole for _, whole in await asyncio.gather(*tasks)]
+        except BaseException:
+            for task in tasks:  # each stops its job on the way out
+                task.cancel()
+            raise
+
+    def total_usage(completions: list[Completion | None]) -> Usage:
+        """The prompt counted once (one prompt), every choice's tokens added."""
+        first = usage(completions[0])
+        produced = sum(c.completion_tokens for c in completions if c is not None)
+        return Usage(prompt_tokens=first.prompt_tokens, completion_tokens=produced, total_tokens=first.prompt_tokens + produced)
+
     @app.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
     async def chat_completions(body: ChatRequest):
         conversation = build_conversation(assistant, body.messages, config.system_mode)
         sampling = sampling_for(body, config.default_max_tokens, logprobs=max(body.top_logprobs or 0, 1) if body.logprobs else 0)
-        streamed, whole = await run(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
-        if streamed is not None:
+        if body.stream:
+            streamed, _ = await run(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
             return streamed
-        _, completion = whole
-        logprobs = chat_logprobs(completion.logprobs, body.top_logprobs or 0) if body.logprobs and completion else None
-        choice = ChatChoice(message=ChatMessageOut(content=completion.text if completion else ""),
-                            finish_reason=completion.finish_reason if completion else "stop", logprobs=logprobs)  # fmt: skip
-        return ChatResponse(id=new_id("chatcmpl"), created=now(), model=model, usage=usage(completion), choices=[choice])
+        made = await choices(body, lambda s: assistant.complete(conversation, sampling=s), seeded(sampling, body.n), chat=True)
+        answers = []
+        for index, (_, completion) in enumerate(made):
+            logprobs = chat_logprobs(completion.logprobs, body.top_logprobs or 0) if body.logprobs and completion else None
+            message = ChatMessageOut(content=completion.text if completion else "")
+            answers.append(ChatChoice(index=index, message=message, logprobs=logprobs,
+                                      finish_reason=completion.finish_reason if completion else "stop"))  # fmt: skip
+        return ChatResponse(id=new_id("chatcmpl"), created=now(), model=model, choices=answers,
+                            usage=total_usage([completion for _, completion in made]))  # fmt: skip
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
     async def completions(body: CompletionRequest):
@@ -275,30 +314,36 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None) -> Fast
         rendered = RenderedPrompt(prefix="", body=text or "", ids=tuple(ids) if ids is not None else None)
         echoed = (ids if ids is not None else backend.tokenize(text, add_special=True)) if body.echo else None
         prompt_text = (text if text is not None else backend.detokenize(ids)) if body.echo else ""
+        if body.stream:
+            streamed, _ = await run(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False),
+                                    chat=False)  # fmt: skip
+            return streamed
         if body.echo and body.max_tokens == 0:
-            generated, completion = "", None
+            made: list[tuple[str, Completion | None]] = [("", None)]
         else:
-            streamed, whole = await run(body, lambda: assistant.complete_prompt(rendered, sampling=sampling, clean=False),
-                                        chat=False)  # fmt: skip
-            if streamed is not None:
-                return streamed
-            generated, completion = whole
-        logprobs = None
-        if body.logprobs is not None:
-            await gate.enter(config.request_timeout)  # scoring the prompt takes the model too
-            started = time.perf_counter()
-            try:
-                logprobs = await asyncio.to_thread(completion_logprobs, backend, echoed,
-                                                   completion.logprobs if completion else [], top,
-                                                   as_ids=body.return_tokens_as_token_ids)  # fmt: skip
-            finally:
-                gate.leave(time.perf_counter() - started)
-        prompt_tokens = len(echoed) if echoed is not None else None
-        use = usage(completion) if completion else Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=0,
-                                                         total_tokens=prompt_tokens or 0)  # fmt: skip
-        choice = TextChoice(text=prompt_text + generated, finish_reason=completion.finish_reason if completion else "length",
-                            logprobs=logprobs)  # fmt: skip
-        return CompletionResponse(id=new_id("cmpl"), created=now(), model=model, usage=use, choices=[choice])
+            begin = lambda s: assistant.complete_prompt(rendered, sampling=s, clean=False)  # noqa: E731
+            made = await choices(body, begin, seeded(sampling, body.n), chat=False)
+        answers = []
+        for index, (generated, completion) in enumerate(made):
+            logprobs = None
+            if body.logprobs is not None:
+                await gate.enter(config.request_timeout)  # scoring the prompt takes the model too
+                started = time.perf_counter()
+                try:
+                    logprobs = await asyncio.to_thread(completion_logprobs, backend, echoed,
+                                                       completion.logprobs if completion else [], top,
+                                                       as_ids=body.return_tokens_as_token_ids)  # fmt: skip
+                finally:
+                    gate.leave(time.perf_counter() - started)
+            answers.append(TextChoice(index=index, text=prompt_text + generated, logprobs=logprobs,
+                                      finish_reason=completion.finish_reason if completion else "length"))  # fmt: skip
+        completions = [completion for _, completion in made]
+        if completions[0] is None:
+            prompt_tokens = len(echoed) if echoed is not None else 0
+            use = Usage(prompt_tokens=prompt_tokens, completion_tokens=0, total_tokens=prompt_tokens)
+        else:
+            use = total_usage(completions)
+        return CompletionResponse(id=new_id("cmpl"), created=now(), model=model, usage=use, choices=answers)
 
     return app
 

@@ -54,6 +54,36 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON schema the answer must follow.")
+    strict: bool | None = Field(None, description="Accepted: the schema is always enforced (by a grammar).")
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: plain text, any JSON object, or JSON following a schema; the JSON
+    forms are enforced token by token with a grammar (backends that can: llama.cpp)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema (with its schema) goes with type 'json_schema', and only with it")
+        return self
+
+    @property
+    def schema_text(self) -> str | None:
+        """The schema to enforce as JSON text, None for plain text."""
+        if self.type == "json_object":
+            return json.dumps({"type": "object"})
+        return json.dumps(self.json_schema.json_schema) if self.json_schema is not None else None
+
+
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
 TokenId = Annotated[int, Field(ge=0)]
 
@@ -72,13 +102,21 @@ class _SamplingFields(BaseModel):
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(None, description="A stop string or up to 4.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(1, ge=1, le=16, description="Choices made from the one prompt, each with its own seed (seed + i when a "
+                   "seed is given); not with stream.")
     user: str | None = Field(None, max_length=256, description="Accepted, changes nothing.")
     metadata: dict[str, str] | None = Field(None, description="Accepted, changes nothing.")
     store: bool | None = Field(None, description="Accepted, changes nothing (nothing is stored).")
     frequency_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
     presence_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
     logit_bias: dict[str, float] | None = Field(None, max_length=0, description="Not supported: only empty.")
+    response_format: ResponseFormat | None = Field(None, description="text, json_object or json_schema (enforced).")
+
+    @model_validator(mode="after")
+    def _n_without_stream(self):
+        if self.n > 1 and self.stream:
+            raise ValueError("n > 1 with stream is not supported; ask without stream (the choices come together)")
+        return self
 
     @property
     def stops(self) -> list[str]:
@@ -90,6 +128,17 @@ class ChatRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
     logprobs: bool = Field(False, description="Return each answer token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
+    tools: list[dict[str, Any]] | None = Field(None, description="Only empty: tool calling is not supported.")
+    tool_choice: Literal["none", "auto"] | None = Field(None, description="Only 'none' or 'auto' with no tools.")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted with no tools; changes nothing.")
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value):
+        if value:
+            raise ValueError("tool calling is not supported: the URIAL prompt has no format for tool calls, so a base "
+                             "model would not call them reliably; send the request without tools")  # fmt: skip
+        return value
 
     @model_validator(mode="after")
     def _checked(self) -> ChatRequest:

@@ -111,6 +111,10 @@ class LlamaCppBackend(RowScoring):
     def template_text(self) -> str | None:
         return self.model.chat_template()
 
+    def check_schema(self, schema: str) -> None:
+        """Refuse (ValueError, naming the construct) a JSON schema the decoding grammar cannot enforce."""
+        self.engine.grammar_for(schema)
+
     def _split(self, prompt: RenderedPrompt) -> tuple[list[int], list[int]]:
         """The prompt's token ids: the cacheable prefix and the body."""
         if prompt.ids is not None:

@@ -44,7 +44,7 @@ from untuned.backends.llamacpp.native import (
     sampler_chain,
 )
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ModelClosedError, ModelFailure, UntunedError
+from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +116,14 @@ class Engine(BatchingEngine):
             raise ValueError(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary (0-{n_vocab - 1})")
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
-        grammar = self._grammar(sampling.json_schema) if sampling.json_schema else None
+        grammar = self.grammar_for(sampling.json_schema) if sampling.json_schema else None
         return self.stream(Request(tuple(prefix), list(body), sampling, limit, grammar))
 
-    def _grammar(self, schema: str) -> str:
+    def grammar_for(self, schema: str) -> str:
+        """The GBNF grammar of a JSON schema, made once per schema; ValueError naming what it cannot express."""
         found = self._grammars.get(schema)
         if found is None:
-            try:
-                found = self._grammars[schema] = json_schema_grammar(schema)
-            except Exception as exc:
-                raise UntunedError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
+            found = self._grammars[schema] = json_schema_grammar(schema)
         return found
 
     @contextmanager
@@ -238,7 +236,7 @@ class Engine(BatchingEngine):
             try:
                 self._begin(slot, request)
             except Exception as exc:  # this request's sampler could not be made; the others go on
-                self._finish(slot, UntunedError(f"could not start the request: {exc}"))
+                self._finish(slot, ModelFailure(f"could not start the request: {exc}"))
 
     def _begin(self, slot: _Slot, request: Request) -> None:
         sampling = request.sampling

@@ -8,6 +8,7 @@ chains. Native log lines go to Python logging instead of stderr.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 from pathlib import Path
@@ -287,11 +288,51 @@ class Grammar:
             self.sampler = None
 
 
+# The JSON-schema keywords llama-cpp-python's grammar converter enforces (or that describe only);
+# any other keyword would be dropped without a word (minimum, patternProperties...), so it is refused.
+SCHEMA_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems", "enum",
+    "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern", "format", "minLength", "maxLength",
+    "title", "description", "default", "examples", "$schema", "$id", "$comment",
+})  # fmt: skip
+
+
+def unsupported_schema_keyword(schema: object, path: str = "schema") -> str | None:
+    """The first keyword of ``schema`` the grammar could not enforce, as ``path: keyword``; None if none."""
+    if isinstance(schema, list):
+        return next((found for i, s in enumerate(schema) if (found := unsupported_schema_keyword(s, f"{path}[{i}]"))), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key not in SCHEMA_KEYWORDS:
+            return f"{path}: {key}"
+        nested = value.values() if key in ("properties", "$defs", "definitions") and isinstance(value, dict) else [value]
+        if key in ("properties", "$defs", "definitions", "items", "prefixItems", "anyOf", "oneOf", "allOf",
+                   "additionalProperties"):  # fmt: skip
+            for index, item in enumerate(nested):
+                found = unsupported_schema_keyword(item, f"{path}.{key}")
+                if found:
+                    return found
+    return None
+
+
 def json_schema_grammar(schema: str) -> str:
-    """The GBNF grammar of a JSON schema (llama-cpp-python's converter; it ignores minimum/maximum)."""
+    """The GBNF grammar of a JSON schema (llama-cpp-python's converter); a keyword it would not enforce,
+    or a construct it cannot express, is a ValueError naming it."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(schema)
+    try:
+        parsed = json.loads(schema)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the schema is not JSON: {exc}") from None
+    found = unsupported_schema_keyword(parsed)
+    if found:
+        raise ValueError(f"{found} cannot be enforced by the grammar; remove it or use the supported keywords "
+                         f"({', '.join(sorted(SCHEMA_KEYWORDS))})")  # fmt: skip
+    try:
+        return json_schema_to_gbnf(schema)
+    except (AssertionError, KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"the grammar converter cannot express this schema: {exc}") from None
 
 
 def sampler_chain(model: NativeModel, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int,

@@ -1,0 +1,123 @@
+"""The OpenAI surface real clients use, with the real ``openai`` client against ``untuned serve`` on the
+bundled gemma base: structured output (LangChain's ``with_structured_output`` and the client's
+``parse`` send these requests), the completion prompt forms LangChain sends, tools' neutral values,
+text parts, and several choices from one prompt."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel
+from servers import untuned_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def url():
+    with untuned_server("--parallel", "4") as root:
+        yield root
+
+
+@pytest.fixture
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def ask(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+class City(BaseModel):
+    city: str
+    country: str
+
+
+def test_json_schema_output_follows_the_schema(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "country": {"type": "string", "maxLength": 20}},
+              "required": ["city", "country"], "additionalProperties": False}  # fmt: skip
+    reply = client.chat.completions.create(
+        model="any", messages=ask("Which city is the capital of France?"), max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    found = json.loads(reply.choices[0].message.content)
+    assert set(found) == {"city", "country"} and all(isinstance(v, str) for v in found.values())
+
+
+def test_the_clients_parse_gets_a_typed_answer(client):
+    """openai's ``chat.completions.parse`` (what LangChain's with_structured_output does with
+    method='json_schema'): a pydantic model's strict schema, read back into the model."""
+    reply = client.chat.completions.parse(model="any", messages=ask("Name a city and its country."), max_tokens=60,
+                                          response_format=City)  # fmt: skip
+    assert isinstance(reply.choices[0].message.parsed, City)
+
+
+def test_json_object_output_is_a_json_object(client):
+    reply = client.chat.completions.create(model="any", messages=ask("Describe Paris as JSON."), max_tokens=48,
+                                           response_format={"type": "json_object"})  # fmt: skip
+    if reply.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(reply.choices[0].message.content), dict)
+    else:  # cut by max_tokens: still the start of an object
+        assert reply.choices[0].message.content.lstrip().startswith("{")
+
+
+def test_schemas_the_grammar_cannot_enforce_are_refused_by_name(client):
+    for schema, named in (({"type": "integer", "minimum": 3}, "minimum"),
+                          ({"type": "object", "patternProperties": {"^a": {"type": "string"}}}, "patternProperties"),
+                          ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not")):  # fmt: skip
+        with pytest.raises(openai.BadRequestError, match=named):
+            client.chat.completions.create(model="any", messages=ask("x"), max_tokens=4, response_format={
+                "type": "json_schema", "json_schema": {"name": "x", "schema": schema}})  # fmt: skip
+
+
+def test_completion_prompt_forms_langchain_sends(client):
+    plain = client.completions.create(model="any", prompt="The capital of France is", max_tokens=8, temperature=0)
+    listed = client.completions.create(model="any", prompt=["The capital of France is"], max_tokens=8, temperature=0)
+    assert listed.choices[0].text == plain.choices[0].text and len(listed.choices) == 1
+    with pytest.raises(openai.BadRequestError, match="one prompt per request"):
+        client.completions.create(model="any", prompt=["a", "b"], max_tokens=2)
+
+
+def test_tools_neutral_values_pass_and_real_tools_are_refused(client, url):
+    reply = client.chat.completions.create(model="any", messages=ask("Hi"), max_tokens=4, tools=[], tool_choice="none",
+                                           parallel_tool_calls=False)  # fmt: skip
+    assert reply.choices[0].message.content
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError, match="tool calling is not supported"):
+        client.chat.completions.create(model="any", messages=ask("Weather?"), max_tokens=4, tools=[tool])
+    forced = httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("x"), "tool_choice": {"type": "function"}})
+    assert forced.status_code == 400 and "tool_choice" in forced.json()["error"]["message"]
+
+
+def test_text_parts_are_read_and_image_parts_refused(client):
+    parts = [{"type": "text", "text": "What is the capital"}, {"type": "text", "text": " of France?"}]
+    whole = client.chat.completions.create(model="any", messages=ask("What is the capital of France?"), max_tokens=12)
+    split = client.chat.completions.create(model="any", messages=[{"role": "user", "content": parts}], max_tokens=12)
+    assert split.choices[0].message.content == whole.choices[0].message.content
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    with pytest.raises(openai.BadRequestError, match="text parts only"):
+        client.chat.completions.create(model="any", messages=[{"role": "user", "content": image}], max_tokens=4)
+
+
+def test_n_choices_from_one_prompt_each_with_its_seed(client):
+    question = ask("Write one sentence about the sea.")
+    reply = client.chat.completions.create(model="any", messages=question, max_tokens=16, n=3, temperature=1.0, seed=5)
+    texts = [c.message.content for c in reply.choices]
+    assert [c.index for c in reply.choices] == [0, 1, 2] and len(set(texts)) > 1
+    # choice i is what a single request with seed 5 + i answers
+    for i, text in enumerate(texts):
+        alone = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=1.0, seed=5 + i)
+        assert alone.choices[0].message.content == text
+    single = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=1.0, seed=5)
+    assert reply.usage.prompt_tokens == single.usage.prompt_tokens
+    assert reply.usage.completion_tokens == sum(
+        client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=1.0, seed=5 + i)
+        .usage.completion_tokens for i in range(3))  # fmt: skip
+    completions = client.completions.create(model="any", prompt="The sea is", max_tokens=8, n=2, temperature=1.0, seed=9)
+    assert len(completions.choices) == 2 and completions.choices[1].index == 1
+    with pytest.raises(openai.BadRequestError, match="n > 1 with stream"):
+        client.chat.completions.create(model="any", messages=question, max_tokens=4, n=2, stream=True)
