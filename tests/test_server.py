@@ -146,7 +146,7 @@ def test_models_health_page_and_schema(scripted, scripted_client):
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages.0.role"),
         ({"messages": ask("Hi"), "temperature": "hot"}, "temperature"),
         ({"messages": ask("Hi"), "max_tokens": 0}, "max_tokens"),
-        ({"messages": ask("Hi"), "n": 2}, "n:"),
+        ({"messages": ask("Hi"), "n": 17}, "n:"),
         ({"messages": ask("Hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"messages": ask("word " * 5000)}, "tokens too many"),
         ({"model": "x"}, "messages"),
@@ -220,13 +220,16 @@ def test_system_message_appended_or_replacing():
     assert [t.content for t in two_users.turns] == ["A\n\nB"]
 
 
-def test_api_key_required_except_health_and_page(locked):
+def test_api_key_required_except_health_page_and_docs(locked):
     assert httpx.get(f"{locked}/health").status_code == 200
     assert httpx.get(locked).status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         response = httpx.get(f"{locked}/v1/models", headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
-    assert httpx.get(f"{locked}/openapi.json").status_code == 401
+    # the docs hold no data: they open, and their Authorize button takes the key for the calls they make
+    schema = httpx.get(f"{locked}/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
+    assert schema["security"] == [{"apiKey": []}] and httpx.get(f"{locked}/docs").status_code == 200
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{locked}/v1", api_key="wrong", max_retries=0).models.list()
     good = openai.OpenAI(base_url=f"{locked}/v1", api_key=KEY, max_retries=0)
@@ -382,6 +385,21 @@ def test_metrics_in_prometheus_text(locked):
     text = httpx.get(f"{locked}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert "# TYPE untuned_parallel_slots gauge\nuntuned_parallel_slots 1\n" in text
     assert re.search(r"^untuned_requests_active \d+$", text, re.MULTILINE)
+
+
+def test_metrics_count_requests_by_endpoint_and_status_with_latency_histograms():
+    with untuned_server("--model", "scripted:metered") as url:
+        for body in ({"prompt": "SCRIPT: a b", "max_tokens": 4}, {"prompt": "SCRIPT: c", "max_tokens": 4}, {"prompt": 5}):
+            httpx.post(f"{url}/v1/completions", json=body)
+        httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("SCRIPT: hi")})
+        text = httpx.get(f"{url}/metrics").text
+    assert 'untuned_http_requests_total{endpoint="completions",status="200"} 2' in text
+    assert 'untuned_http_requests_total{endpoint="completions",status="400"} 1' in text
+    assert 'untuned_http_requests_total{endpoint="chat",status="200"} 1' in text
+    assert "# TYPE untuned_request_duration_seconds histogram" in text
+    assert 'untuned_request_duration_seconds_bucket{endpoint="completions",le="+Inf"} 3' in text
+    assert 'untuned_time_to_first_token_seconds_count{endpoint="completions"} 2' in text
+    assert 'untuned_time_to_first_token_seconds_count{endpoint="chat"} 1' in text
 
 
 @pytest.mark.slow

@@ -91,23 +91,3 @@ class ModelFailure(UntunedError):
 
 class ChatTemplateError(UntunedError):
     """A model's chat template is missing, or failed on the given messages."""
-
-
-class BadRequest(UntunedError):
-    """A request to ``untuned serve`` is malformed or cannot be answered (HTTP 400, or ``status``)."""
-
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param, self.code, self.status = param, code, status
-
-
-class QueueFull(UntunedError):
-    """``untuned serve`` has as many requests waiting as it allows (HTTP 503 with Retry-After)."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"the server is busy; retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class RequestTimeout(UntunedError):
-    """A request ran past the server's per-request time limit (HTTP 504)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 
 from untuned.assistant import Assistant
-from untuned.server.app import ServerConfig, build_conversation, create_app
+from untuned.server.app import create_app
+from untuned.server.chat import build_conversation
+from untuned.server.serving import ServerConfig
 
 __all__ = ["ServerConfig", "build_conversation", "create_app", "serve"]
 

@@ -8,7 +8,6 @@ value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clien
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -248,6 +247,9 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 500, 503, 504)}  # the error statuses documented
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -354,50 +356,6 @@ def new_id(kind: str) -> str:
 
 def now() -> int:
     return int(time.time())
-
-
-_FIELD = re.compile(r"^[a-z_]+$")
-_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "constrained-str", "constrained-int"}
-
-
-def _path(loc: tuple) -> str:
-    """A pydantic error location as the request's field path (``messages.0.content``), without the type
-    tags of union members (``str``, ``list[int]``, ``function-after[...]``)."""
-    parts = [str(p) for p in loc if p != "body" and (isinstance(p, int) or (_FIELD.match(str(p)) and p not in _TAGS))]
-    return ".".join(parts)
-
-
-def _sent(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def explain(errors: list[dict], descriptions: dict[str, str]) -> tuple[str, str | None]:
-    """One message, in our words, for a request that failed validation: the field, what was sent and
-    what is accepted (``descriptions``: field name → its description, for the fields with one value)."""
-    if not errors:
-        return "invalid request", None
-    # a union's members each add an error: keep the most specific place (the longest path)
-    first = max(errors, key=lambda e: len(_path(e["loc"]).split(".")) if _path(e["loc"]) else 0)
-    field = _path(first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"unsupported field '{field}': untuned's API has no such field (it is refused, not ignored)", field or None
-    if first["type"] == "missing":
-        return f"{field} is required", field or None
-    name = field.rsplit(".", 1)[-1]
-    if descriptions.get(name, "").startswith("Not supported"):
-        accepted = descriptions[name].removeprefix("Not supported").strip(":. ") or "this server does not support it"
-        return f"{field}: {_sent(first.get('input'))} is not supported; {accepted}", field
-    wanted = []
-    for error in (e for e in errors if _path(e["loc"]) == field):
-        message = str(error["msg"])
-        if error["type"] == "value_error":
-            return f"{field}: {message.removeprefix('Value error, ')}", field or None
-        message = message.replace("Input should be ", "").replace("Input ", "").replace("String should have ", "a string with ")
-        message = message.replace("List should have ", "a list with ")
-        wanted.append(message[:1].lower() + message[1:])
-    accepted = " or ".join(dict.fromkeys(wanted))
-    return f"{field or 'body'}: {_sent(first.get('input'))} is not accepted; expected {accepted}", field or None
 
 
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from fastapi.responses import StreamingResponse
 
 from untuned.assistant import Completion
-from untuned.errors import BadRequest, ContextOverflowError, ModelFailure, RequestTimeout, UntunedError
+from untuned.errors import ContextOverflowError, ModelFailure, UntunedError
+from untuned.server.errors import BadRequest, RequestTimeout
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
 from untuned.server.schema import Usage, chat_chunk, error_json, text_chunk
 from untuned.server.worker import Job

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from untuned.assistant import Completion
-from untuned.errors import QueueFull, RequestTimeout
+from untuned.server.errors import QueueFull, RequestTimeout
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,71 @@
+"""``POST /v1/completions``: raw text (or token ids) continued by the base model, no URIAL prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends
+
+from untuned.assistant import Completion
+from untuned.conversation import RenderedPrompt
+from untuned.server.errors import BadRequest
+from untuned.server.logprobs import completion_logprobs
+from untuned.server.schema import ERRORS, CompletionRequest, CompletionResponse, TextChoice, Usage, new_id, now
+from untuned.server.serving import Serving, serving
+
+router = APIRouter()
+
+
+def checked_ids(serve: Serving, ids: list[int] | None) -> None:
+    """Token ids within the model's vocabulary, checked before the request reaches the engine."""
+    vocab = getattr(serve.assistant.backend, "vocab_size", None)
+    wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
+    if wrong is not None:
+        raise BadRequest(f"prompt: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary "
+                         f"(0-{vocab - 1})", param="prompt")  # fmt: skip
+
+
+async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | None, completion: Completion | None):
+    """The choice's logprobs (the prompt's too with echo); scoring takes the model, so it passes the gate."""
+    await serve.gate.enter(serve.config.request_timeout)
+    started = time.perf_counter()
+    try:
+        return await asyncio.to_thread(completion_logprobs, serve.assistant.backend, echoed,
+                                       completion.logprobs if completion else [], body.logprobs or 0,
+                                       as_ids=body.return_tokens_as_token_ids)  # fmt: skip
+    finally:
+        serve.gate.leave(time.perf_counter() - started)
+
+
+@router.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+async def completions(body: CompletionRequest, serve: Serving = Depends(serving)):
+    backend, ids, text = serve.assistant.backend, body.token_ids, body.text
+    if text is not None and not text:
+        raise BadRequest("prompt is empty", param="prompt")
+    checked_ids(serve, ids)
+    sampling = serve.sampling_for(body, 16, logprobs=max(body.logprobs or 0, 1) if body.logprobs is not None else 0)
+    rendered = RenderedPrompt(prefix="", body=text or "", ids=tuple(ids) if ids is not None else None)
+    echoed = (ids if ids is not None else backend.tokenize(text, add_special=True)) if body.echo else None
+    prompt_text = (text if text is not None else backend.detokenize(ids)) if body.echo else ""
+
+    def begin(s):
+        return serve.assistant.complete_prompt(rendered, sampling=s, clean=False)
+
+    if body.stream:
+        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=False)
+        return streamed
+    made: list[tuple[str, Completion | None]] = [("", None)]
+    if not (body.echo and body.max_tokens == 0):
+        made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=False)
+    answers = []
+    for index, (generated, completion) in enumerate(made):
+        logprobs = await scored(serve, body, echoed, completion) if body.logprobs is not None else None
+        answers.append(TextChoice(index=index, text=prompt_text + generated, logprobs=logprobs,
+                                  finish_reason=completion.finish_reason if completion else "length"))  # fmt: skip
+    if made[0][1] is None:
+        count = len(echoed) if echoed is not None else 0
+        use = Usage(prompt_tokens=count, completion_tokens=0, total_tokens=count)
+    else:
+        use = serve.total_usage([completion for _, completion in made])
+    return CompletionResponse(id=new_id("cmpl"), created=now(), model=serve.model, usage=use, choices=answers)

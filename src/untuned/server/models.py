@@ -1,0 +1,41 @@
+"""``GET /v1/models``, ``POST /tokenize`` and ``POST /detokenize`` (vLLM's and llama.cpp's shapes)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+
+from untuned.server.schema import (
+    ERRORS,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+    now,
+)
+from untuned.server.serving import Serving, serving
+
+router = APIRouter()
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS)
+async def models(serve: Serving = Depends(serving)) -> ModelList:
+    backend = serve.assistant.backend
+    card = ModelCard(id=serve.model, created=now(), prompt=serve.assistant.prompt.name, context_length=backend.context_length)
+    return ModelList(data=[card])
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
+async def tokenize(body: TokenizeRequest, serve: Serving = Depends(serving)) -> TokenizeResponse:
+    backend = serve.assistant.backend
+    ids = await asyncio.to_thread(backend.tokenize, body.text, add_special=body.special)
+    return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=backend.context_length)
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+async def detokenize(body: DetokenizeRequest, serve: Serving = Depends(serving)) -> DetokenizeResponse:
+    text = await asyncio.to_thread(serve.assistant.backend.detokenize, body.tokens)
+    return DetokenizeResponse(prompt=text, content=text)

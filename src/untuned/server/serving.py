@@ -1,0 +1,151 @@
+"""What every endpoint of ``untuned serve`` shares: the assistant, the settings, the gate in front of
+the model and the counters, kept in ``app.state.serving`` (see :func:`serving`).
+
+A request's answer is made by a :class:`~untuned.server.worker.Job`; :meth:`Serving.run` starts one
+and gives its stream or its whole answer, :meth:`Serving.choices` several side by side (``n``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from untuned.assistant import Assistant, Completion
+from untuned.backends import Sampling
+from untuned.conversation import SystemMode
+from untuned.server.errors import BadRequest
+from untuned.server.metrics import Metrics
+from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, Usage, new_id, now
+from untuned.server.streaming import JobStream, raise_for, sse, usage
+from untuned.server.worker import Gate, Job
+
+
+class ServerConfig(BaseModel):
+    """How ``untuned serve`` behaves; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field("untuned", description="Model id reported by /v1/models and in responses.")
+    api_key: SecretStr | None = Field(None, description="If set, every endpoint but /health, / and /docs needs 'Bearer <key>'.")
+    system_mode: SystemMode = Field(
+        "append", description="A client system message is appended to the URIAL system text, or replaces it."
+    )
+    parallel: int | None = Field(None, ge=1, description="Requests answered at once (None: the model's parallel slots).")
+    max_waiting: int = Field(16, ge=0, description="Requests that may queue for the model; more get 503 + Retry-After.")
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a request may take, queueing included.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413 beyond).")
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens when a chat request names none.")
+    max_tokens_limit: int | None = Field(None, ge=1, description="Cap on any request's max_tokens (None: the context).")
+    cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; empty turns CORS off.")
+
+
+Body = ChatRequest | CompletionRequest
+
+
+class Serving:
+    """The shared state of the endpoints; see the module docstring."""
+
+    def __init__(self, assistant: Assistant, config: ServerConfig) -> None:
+        self.assistant, self.config, self.model = assistant, config, config.model_name
+        self.parallel = config.parallel or getattr(assistant.backend, "parallel", 1)
+        self.gate = Gate(config.max_waiting, capacity=self.parallel)
+        self.metrics = Metrics()
+
+    def engine_load(self) -> EngineLoad | None:
+        stats = getattr(self.assistant.backend, "stats", None)
+        return EngineLoad(**dataclasses.asdict(stats())) if stats is not None else None
+
+    def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
+        """The request's sampling over the server's defaults; a JSON format is checked against the backend here."""
+        wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max
+        if self.config.max_tokens_limit is not None:
+            wanted = min(wanted, self.config.max_tokens_limit)
+        update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
+        for name in ("temperature", "top_p", "seed"):
+            if getattr(body, name) is not None:
+                update[name] = getattr(body, name)
+        schema = body.response_format.schema_text if body.response_format else None
+        if schema is not None:
+            update["json_schema"] = self._checked_schema(schema, body.response_format.type)  # type: ignore[union-attr]
+        return self.assistant.sampling.model_copy(update=update)
+
+    def _checked_schema(self, schema: str, kind: str) -> str:
+        backend = self.assistant.backend
+        check = getattr(backend, "check_schema", None)
+        if check is None:
+            raise BadRequest(f"response_format {kind} needs a backend that constrains its output with a grammar "
+                             f"(llama.cpp); {backend.name} cannot", param="response_format")  # fmt: skip
+        try:
+            check(schema)
+        except ValueError as exc:
+            raise BadRequest(f"response_format: {exc}", param="response_format") from None
+        return schema
+
+    @staticmethod
+    def seeded(sampling: Sampling, n: int) -> list[Sampling]:
+        """One sampling per choice: seed, seed + 1, ... when a seed is given, else each its own random one."""
+        if n == 1:
+            return [sampling]
+        return [sampling.model_copy(update={"seed": (sampling.seed + i) % 2**31 if sampling.seed is not None else None})
+                for i in range(n)]  # fmt: skip
+
+    @staticmethod
+    def total_usage(completions: list[Completion | None]) -> Usage:
+        """The prompt counted once (one prompt), every choice's tokens added."""
+        first = usage(completions[0])
+        produced = sum(c.completion_tokens for c in completions if c is not None)
+        return Usage(prompt_tokens=first.prompt_tokens, completion_tokens=produced, total_tokens=first.prompt_tokens + produced)
+
+    async def _first_event(self, job: Job, events: AsyncIterator, started: float, endpoint: str) -> tuple[str, object]:
+        try:
+            kind, value = await anext(events)
+        except BaseException:
+            job.cancel.set()
+            raise
+        if kind == "error":
+            raise_for(value)
+        self.metrics.first_token(endpoint, time.perf_counter() - started)
+        return kind, value
+
+    async def run(self, body: Body, begin: Callable[[], Completion], *, chat: bool):
+        """The job's stream, or its whole answer: ``(response, None)`` when streaming, else ``(None, (text, completion))``."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.config.request_timeout
+        await self.gate.enter(self.config.request_timeout)
+        job = Job(begin, self.gate)
+        events = job.events(deadline)
+        kind, value = await self._first_event(job, events, started, "chat" if chat else "completions")
+        if body.stream:
+            ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
+            return JobStream(job, sse(job, events, (kind, value), ident, created, self.model, chat, body)), None
+        parts = [value] if kind == "text" else []
+        try:
+            while kind == "text":
+                kind, value = await anext(events)
+                if kind == "text":
+                    parts.append(value)
+                elif kind == "error":
+                    raise_for(value)
+        finally:
+            job.cancel.set()
+        return None, ("".join(parts), job.completion)
+
+    async def choices(self, body: Body, begin: Callable[[Sampling], Completion], samplings: list[Sampling], *, chat: bool):
+        """Every choice's (text, completion), the jobs run side by side; the first error ends them all."""
+        tasks = [asyncio.ensure_future(self.run(body, lambda s=s: begin(s), chat=chat)) for s in samplings]
+        try:
+            return [whole for _, whole in await asyncio.gather(*tasks)]
+        except BaseException:
+            for task in tasks:  # each stops its job on the way out
+                task.cancel()
+            raise
+
+
+def serving(request: Request) -> Serving:
+    """The app's :class:`Serving` (a FastAPI dependency)."""
+    return request.app.state.serving
