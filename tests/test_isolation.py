@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -169,3 +170,21 @@ def test_fuzzed_requests_never_get_a_500_nor_change_a_good_answer(gemma_server):
         background.join(120)
     assert done and not mismatches
     assert {200, 400} <= set(statuses)  # the fuzz reached the engine and the checks both
+
+
+@pytest.mark.slow
+def test_a_kv_budget_shared_by_the_slots_admits_what_fits_and_queues_the_rest():
+    """One pool of 2048 cells for 4 slots: the URIAL prefix (~840 tokens, shared) and room for two
+    answers of up to 400 tokens at a time; four such requests all get answered, never more than two
+    decoded together."""
+    questions = ["What is the capital of France?", "Name a large ocean.", "What colour is the sky?", "Who wrote Hamlet?"]
+    with untuned_server("--parallel", "4", "--kv-budget", "2048") as url:
+        def ask(question: str) -> httpx.Response:
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 400, "temperature": 0}
+            return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(ask, questions))
+        engine = httpx.get(f"{url}/health").json()["engine"]
+    assert all(r.status_code == 200 and r.json()["choices"][0]["message"]["content"] for r in replies)
+    assert engine["requests"] == 4 and engine["largest_batch"] <= 2

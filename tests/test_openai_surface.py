@@ -121,3 +121,13 @@ def test_n_choices_from_one_prompt_each_with_its_seed(client):
     assert len(completions.choices) == 2 and completions.choices[1].index == 1
     with pytest.raises(openai.BadRequestError, match="n > 1 with stream"):
         client.chat.completions.create(model="any", messages=question, max_tokens=4, n=2, stream=True)
+
+
+def test_ignore_eos_makes_exactly_max_tokens(client):
+    prompt = "Thank you for reading!\n\n"  # the base model ends this document after ~100 tokens
+    ended = client.completions.create(model="any", prompt=prompt, max_tokens=200, temperature=0)
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 200  # it would stop early
+    for temperature in (0, 0.8):
+        full = client.completions.create(model="any", prompt=prompt, max_tokens=200, temperature=temperature, seed=1,
+                                         extra_body={"ignore_eos": True})  # fmt: skip
+        assert full.usage.completion_tokens == 200 and full.choices[0].finish_reason == "length"

@@ -32,6 +32,8 @@ class Sampling(BaseModel):
     repetition_penalty: float = Field(1.1, gt=0.0, le=3.0, description="1 turns it off; >1 discourages repeats.")
     seed: int | None = Field(None, ge=0, description="Random seed for sampling; None picks one at random.")
     stop: tuple[str, ...] = Field((), description="Extra stop strings, on top of the URIAL format's own.")
+    ignore_eos: bool = Field(False, description="Go on past the end-of-sequence token, to max_tokens (benchmarks of "
+                             "equal work, as vLLM's and llama.cpp's ignore_eos); backends that cannot, refuse.")
     json_schema: str | None = Field(
         None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
     )
@@ -58,6 +60,8 @@ class LoadOptions(BaseModel):
     dtype: Dtype = Field("auto", description="transformers: weights' type; auto = bfloat16 on a GPU, float32 on a CPU.")
     gpu_layers: int = Field(0, ge=-1, description="llama.cpp: layers offloaded to the GPU; -1 = all, 0 = none.")
     parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
+    kv_budget: int | None = Field(None, ge=256, description="llama.cpp: KV cache cells shared on demand by all "
+                                  "requests (one pool); None: each slot its own stream of the whole window (exact).")
     remote_model: str | None = Field(None, description="Model name to request from a remote server.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")

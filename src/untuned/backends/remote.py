@@ -142,8 +142,9 @@ class RemoteBackend:
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        if sampling.json_schema is not None or sampling.logprobs:
-            raise UnsupportedOperation("the remote backend does not pass json_schema or logprobs on; ask the server itself")
+        if sampling.json_schema is not None or sampling.logprobs or sampling.ignore_eos:
+            raise UnsupportedOperation("the remote backend does not pass json_schema, logprobs or ignore_eos on; ask the "
+                                       "server itself")
         if prompt.special_tokens:
             raise UnsupportedOperation("the remote backend sends text; a prompt with special tokens needs a local backend")
         return self._stream(list(prompt.ids) if prompt.ids is not None else prompt.text, sampling)

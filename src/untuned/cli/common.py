@@ -87,6 +87,7 @@ class ModelOptions:
     dtype: str = _loading("dtype")
     gpu_layers: int = _loading("gpu_layers")
     parallel: int = _loading("parallel")
+    kv_budget: int | None = _loading("kv_budget")
     prompt: str = "helpful"
     temperature: float = _sampling("temperature")
     top_p: float = _sampling("top_p")
@@ -104,7 +105,7 @@ class ModelOptions:
     def load_options(self) -> LoadOptions:
         return LoadOptions(backend=self.backend, remote_model=self.remote_model, api_key_env=self.api_key_env,
                            n_ctx=self.n_ctx, device=self.device, dtype=self.dtype, gpu_layers=self.gpu_layers,
-                           parallel=self.parallel)  # fmt: skip
+                           parallel=self.parallel, kv_budget=self.kv_budget)  # fmt: skip
 
     def prompt_set(self) -> PromptSet:
         return load_prompt(self.prompt)
@@ -138,6 +139,9 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "gpu_layers": (int, typer.Option("--gpu-layers", min=-1, help="llama.cpp: layers offloaded to the GPU (-1 = all); "
                                      "needs llama-cpp-python built for a GPU (make run GPU=cuda).")),
     "parallel": (int, typer.Option("--parallel", min=1, max=64, help="Requests a local model decodes together in one batch.")),
+    "kv_budget": (int | None, typer.Option("--kv-budget", min=256, help="llama.cpp: one KV cache of this many tokens "
+                                           "shared on demand by all requests (requests wait while it is full); default: "
+                                           "each slot its own cache of the whole window, exact but larger.")),
     "prompt": (str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")),
     "temperature": (float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")),
     "top_p": (float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")),
@@ -148,7 +152,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "stop": (list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")),
     "verbose": (bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")),
 }  # fmt: skip
-LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers")
+LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "kv_budget")
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 

@@ -56,4 +56,7 @@ def serve_command(
     assistant = options.assistant()
     err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
               f"on http://{host}:{port}/  API at http://{host}:{port}/v1")  # fmt: skip
+    summary = getattr(assistant.backend, "kv_summary", None)
+    if summary:
+        err.print(f"untuned: {summary}")
     serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -156,6 +156,8 @@ class CompletionRequest(_SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
     return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
     best_of: int | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
+    ignore_eos: bool = Field(False, description="Go on past the end-of-sequence token to max_tokens (vLLM's and "
+                             "llama.cpp's extension, for benchmarks of equal work).")
     suffix: None = Field(None, description="Not supported.")
 
     @field_validator("prompt")

@@ -66,6 +66,8 @@ class Serving:
         if self.config.max_tokens_limit is not None:
             wanted = min(wanted, self.config.max_tokens_limit)
         update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
+        if getattr(body, "ignore_eos", False):
+            update["ignore_eos"] = True
         for name in ("temperature", "top_p", "seed"):
             if getattr(body, name) is not None:
                 update[name] = getattr(body, name)

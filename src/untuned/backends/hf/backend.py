@@ -149,6 +149,8 @@ class TransformersBackend(RowScoring):
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         if sampling.json_schema is not None:
             raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
+        if sampling.ignore_eos:
+            raise UnsupportedOperation("the transformers backend does not support ignore_eos; use a GGUF with llama.cpp")
         prefix, body = self._split(prompt)
         if not body:
             prefix, body = prefix[:-1], prefix[-1:]

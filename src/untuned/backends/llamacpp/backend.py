@@ -35,6 +35,7 @@ class LlamaCppBackend(RowScoring):
         prefixes: int = 2,
         reuse_prefix: bool = True,
         gpu_layers: int = 0,
+        kv_budget: int | None = None,
     ) -> None:
         path = Path(path).expanduser()
         self.model = NativeModel(path, gpu_layers=gpu_layers)
@@ -44,7 +45,7 @@ class LlamaCppBackend(RowScoring):
         window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
         try:
             self.engine = Engine(self.model, n_ctx_seq=window, threads=threads or default_threads(), slots=slots,
-                                 prefixes=prefixes, keep_prefixes=reuse_prefix)  # fmt: skip
+                                 prefixes=prefixes, keep_prefixes=reuse_prefix, kv_budget=kv_budget)  # fmt: skip
         except BaseException:
             self.model.close()
             raise
@@ -56,7 +57,7 @@ class LlamaCppBackend(RowScoring):
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
         common = {"n_ctx": options.n_ctx, "threads": options.threads, "slots": options.parallel,
-                  "gpu_layers": options.gpu_layers}  # fmt: skip
+                  "gpu_layers": options.gpu_layers, "kv_budget": options.kv_budget}  # fmt: skip
         if spec.kind == "default":
             return cls(default_gguf_path(), name="gemma-3-270m-base", **common)
         if spec.kind == "hub-gguf":
@@ -110,6 +111,17 @@ class LlamaCppBackend(RowScoring):
 
     def template_text(self) -> str | None:
         return self.model.chat_template()
+
+    @property
+    def kv_summary(self) -> str:
+        """The KV cache's layout and the memory the context took, for a start-up line."""
+        engine = self.engine
+        megabytes = engine.ctx.memory_bytes / 2**20
+        if engine.kv_budget is not None:
+            layout = f"one pool of {engine.kv_budget} tokens shared by {engine.slots} slots and the prefixes"
+        else:
+            layout = f"{engine.slots} slots and {len(engine._prefix_seqs)} prefixes, {engine.n_ctx_seq} tokens each"
+        return f"KV cache: {layout}; context memory {megabytes:.0f} MB"
 
     def check_schema(self, schema: str) -> None:
         """Refuse (ValueError, naming the construct) a JSON schema the decoding grammar cannot enforce."""

@@ -19,6 +19,13 @@ the request's body and generates. What follows from that:
   differently for the larger batch (BENCHMARKS.md P6 counts how often that changes an answer).
 * **Prefixes** live in a small LRU of their own sequences; evicting one never disturbs the slots
   copied from it.
+
+With a **KV budget** (``kv_budget``) the sequences share one pool of cells instead: a slot's copy of
+its prefix shares the prefix's cells, and a request is admitted only when the pool has room for its
+prompt and its whole answer (``limit``), else it waits, first come first served. Memory no longer
+grows with the slots times the window; the price is exactness: in one pool a request's cells sit
+wherever they were free, and llama.cpp's sums round differently for other cell positions, so a
+near-tie can come out otherwise than in the exact mode.
 """
 
 from __future__ import annotations
@@ -81,13 +88,15 @@ class Engine(BatchingEngine):
     greedy_here = True  # greedy decoding without llama.cpp's sampler (same choices, faster); False for tests
 
     def __init__(self, model: NativeModel, *, n_ctx_seq: int, threads: int, slots: int = 1, prefixes: int = 2,
-                 n_batch: int = 512, keep_prefixes: bool = True) -> None:  # fmt: skip
+                 n_batch: int = 512, keep_prefixes: bool = True, kv_budget: int | None = None) -> None:  # fmt: skip
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
-        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads)
-        self.n_ctx_seq = self.ctx.n_ctx_seq
+        self.kv_budget = kv_budget
+        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads,
+                           pool=kv_budget)  # fmt: skip
+        self.n_ctx_seq = min(n_ctx_seq, self.ctx.n_ctx_seq)
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
         self._slots = [_Slot(seq) for seq in range(slots)]
         self._prefix_seqs = list(range(slots, slots + prefixes))
@@ -203,13 +212,30 @@ class Engine(BatchingEngine):
         if request is not None:
             request.events.put(event)
 
+    def _in_use(self) -> set[tuple[int, ...]]:
+        return {slot.request.prefix for slot in self._slots if slot.request is not None}
+
+    def _room_for(self, request: Request) -> bool:
+        """With a KV budget: whether the pool holds this request's prompt and whole answer beside the running
+        ones (resident prefixes not in use are evicted to make room). Always True without a budget."""
+        if self.kv_budget is None:
+            return True
+        running = sum(len(s.request.body) + s.request.limit for s in self._slots if s.request is not None)
+        need = len(request.body) + request.limit + (0 if request.prefix in self._resident else len(request.prefix))
+        idle = [key for key in self._resident if key not in self._in_use() and key != request.prefix]
+        while running + sum(map(len, self._resident)) + need > self.kv_budget:
+            if not idle:
+                return False
+            self.ctx.clear(self._resident.pop(idle.pop(0)))
+        return True
+
     def _admit(self) -> None:
         copied: set[tuple[int, ...]] = set()  # prefixes whose copy waits for the next decode
         while True:
             request = self._next_waiting()
             with self._work:
                 slot = next((s for s in self._slots if not s.busy), None)
-                if request is None or slot is None:
+                if request is None or slot is None or not self._room_for(request):
                     return
                 slot.request = request  # claimed: no exclusive user can take it now
             if request.prefix:
@@ -248,7 +274,7 @@ class Engine(BatchingEngine):
         elif sampling.temperature > 0 or request.extra is not None or not self.greedy_here:
             slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
                                          top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
-                                         grammar=request.extra)  # fmt: skip
+                                         grammar=request.extra, ignore_eos=sampling.ignore_eos)  # fmt: skip
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
         slot.decoder.reset()
         self._admissions += 1
@@ -266,7 +292,8 @@ class Engine(BatchingEngine):
         if free:
             seq = free[0]
         else:
-            victim = next((key for key in self._resident if key not in protected), None)
+            pinned = protected | (self._in_use() if self.kv_budget is not None else set())  # a pool shares their cells
+            victim = next((key for key in self._resident if key not in pinned), None)
             if victim is None:
                 return None
             seq = self._resident.pop(victim)
@@ -355,6 +382,8 @@ class Engine(BatchingEngine):
         """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
         whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time."""
         logits = self.ctx.logits_row(row)
+        if slot.request.sampling.ignore_eos:  # llama.cpp's ignore_eos: the end tokens can never be chosen
+            logits[self.model.end_tokens] = -np.inf
         if slot.penalty == 1.0 or not slot.recent:
             return grammar.best(logits) if grammar else int(logits.argmax())
         seen = np.fromiter(set(slot.recent), dtype=np.int64)

@@ -8,6 +8,7 @@ chains. Native log lines go to Python logging instead of stderr.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -140,6 +141,11 @@ class NativeModel:
     def is_end(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
 
+    @functools.cached_property
+    def end_tokens(self) -> np.ndarray:
+        """Every end-of-generation token id (masked out when a request ignores the end)."""
+        return np.asarray([t for t in range(self.n_vocab) if self.lib.llama_vocab_is_eog(self.vocab, t)], dtype=np.int64)
+
     def close(self) -> None:
         if self.model:
             self.lib.llama_model_free(self.model)
@@ -193,22 +199,35 @@ class Batch:
         return int(self._logits[:index].sum())
 
 
-class Context:
-    """A llama_context with ``n_seq`` sequences, each in its own KV stream of ``n_ctx_seq`` cells."""
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 where /proc is not there)."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except OSError:
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
-    def __init__(self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int) -> None:
+
+class Context:
+    """A llama_context with ``n_seq`` sequences, each in its own KV stream of ``n_ctx_seq`` cells, or
+    (``pool``) all in one KV pool of ``pool`` cells that they share on demand."""
+
+    def __init__(self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int,
+                 pool: int | None = None) -> None:  # fmt: skip
         lib = self.lib = model.lib
         params = lib.llama_context_default_params()
-        params.n_ctx = n_ctx_seq * n_seq
+        params.n_ctx = pool if pool is not None else n_ctx_seq * n_seq
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = n_seq
         params.n_outputs_max_per_seq = 0
         params.n_threads = params.n_threads_batch = threads
-        params.kv_unified = False  # one stream per sequence: see the engine's docstring
+        params.kv_unified = pool is not None  # else one stream per sequence: see the engine's docstring
         params.swa_full = False
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
+        before = resident_bytes()
         self.ctx = lib.llama_init_from_model(model.model, params)
+        self.memory_bytes = resident_bytes() - before  # the KV cache and compute buffers, as the process sees them
         if not self.ctx:
             raise ModelLoadError(
                 f"llama.cpp could not create a context of {n_seq} x {n_ctx_seq} tokens for {model.path.name} "
@@ -336,13 +355,17 @@ def json_schema_grammar(schema: str) -> str:
 
 
 def sampler_chain(model: NativeModel, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int,
-                  grammar: str | None = None):  # fmt: skip
+                  grammar: str | None = None, ignore_eos: bool = False):  # fmt: skip
     """A llama.cpp sampler chain: repetition penalty, a grammar, then greedy or top-k / top-p / temperature / draw."""
     lib = model.lib
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     if repetition_penalty != 1.0:
         penalties = lib.llama_sampler_init_penalties(model.n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
         lib.llama_sampler_chain_add(chain, penalties)
+    if ignore_eos:
+        ends = model.end_tokens
+        biases = (lib.llama_logit_bias * len(ends))(*((int(t), float("-inf")) for t in ends))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(ends), biases))
     if grammar is not None:
         constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
         if not constrained:
