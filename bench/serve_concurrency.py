@@ -9,7 +9,13 @@ tokens. Each client sends its just-eval queries one after the other. Tokens are 
 tokenizing the streamed text with the model's tokenizer, the same way for every server. Time to
 first token includes the wait for a free slot. Servers run one after the other, never at once.
 
-Run: .venv/bin/python bench/serve_concurrency.py            (P3: 8 clients x 4 queries)
+P3 on equal work (the default): every server gets the same rendered URIAL prompt as raw text
+(untuned on /v1/completions) and makes exactly 128 new tokens per request: no stop strings and the
+end of sequence ignored (``ignore_eos``, with ``max_tokens`` / ``n_predict``), so each side does the
+same work; requests/s, tokens/s and TTFT p50/p95 over three runs, with their spread.
+
+Run: .venv/bin/python bench/serve_concurrency.py            (P3 on equal work: 8 clients x 4 queries, 3 runs)
+     .venv/bin/python bench/serve_concurrency.py stops      (the older P3: stop strings, answers of any length)
      .venv/bin/python bench/serve_concurrency.py scaling    (--parallel 16, 1-16 clients, 32 queries; bench/scaling.png)
 """
 
@@ -101,6 +107,38 @@ def llama_server_target(parallel: int, port: int) -> Target:
 
     unified = " (unified KV)" if parallel > 1 else ""
     return Target(f"llama-server --parallel {parallel}{unified}", command, f"http://127.0.0.1:{port}/health", ask)
+
+
+def untuned_equal_target(parallel: int, port: int) -> Target:
+    """untuned serve on /v1/completions with the rendered prompt: exactly MAX_TOKENS new tokens."""
+    command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", "--max-waiting", "64",
+               "--parallel", str(parallel)]  # fmt: skip
+
+    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
+        body = {"model": "m", "prompt": rendered(question), "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
+                "ignore_eos": True}  # fmt: skip
+        async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
+            async for event in sse(response):
+                for choice in event.get("choices", []):
+                    if choice.get("text"):
+                        yield choice["text"]
+
+    return Target(f"untuned serve --parallel {parallel}", command, f"http://127.0.0.1:{port}/health", ask)
+
+
+def llama_server_equal_target(parallel: int, port: int) -> Target:
+    """llama-server on /completion with the same prompt: exactly MAX_TOKENS new tokens."""
+    target = llama_server_target(parallel, port)
+
+    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
+        body = {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
+                "repeat_last_n": 64, "cache_prompt": True, "stream": True, "ignore_eos": True}  # fmt: skip
+        async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
+            async for event in sse(response):
+                if event.get("content"):
+                    yield event["content"]
+
+    return Target(target.name, target.command, target.ready, ask)
 
 
 def llama_cpp_python_target(port: int) -> Target:
@@ -198,6 +236,34 @@ def p3() -> None:
     console.print(f"untuned --parallel 8 / llama_cpp.server: {ours / rates[targets[4].name]:.2f}x")
 
 
+def equal_work(runs: int = 3) -> None:
+    """P3 on equal work: each request makes exactly MAX_TOKENS tokens on every server; three runs."""
+    clients, per_client = 8, 4
+    work = questions(clients * per_client)
+    targets = [untuned_equal_target(8, PORT), untuned_equal_target(1, PORT + 1), llama_server_equal_target(1, PORT + 2),
+               llama_server_equal_target(8, PORT + 3)]  # fmt: skip
+    rates: dict[str, list[float]] = {t.name: [] for t in targets}
+    table = Table("server", "run", "requests", "tokens", "wall (s)", "requests/s", "tokens/s", "TTFT p50 (s)", "TTFT p95 (s)")
+    for run in range(1, runs + 1):
+        for target in targets:  # the sides alternate within each run
+            wall, ttfts, texts = measure(target, clients, per_client, work)
+            tokens = len(texts) * MAX_TOKENS  # every request made exactly MAX_TOKENS (ignore_eos, no stops)
+            rates[target.name].append(tokens / wall)
+            table.add_row(target.name, str(run), str(len(texts)), str(tokens), f"{wall:.1f}", f"{len(texts) / wall:.2f}",
+                          f"{tokens / wall:.1f}", f"{statistics.median(ttfts):.2f}",
+                          f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}")  # fmt: skip
+    console = Console(width=150)
+    console.print(table)
+    for name, values in rates.items():
+        console.print(f"{name}: {statistics.median(values):.1f} tok/s (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    ours, ours_one = (statistics.median(rates[t.name]) for t in targets[:2])
+    best = max((t.name for t in targets[2:]), key=lambda name: statistics.median(rates[name]))
+    console.print(f"untuned --parallel 8 / {best}: {ours / statistics.median(rates[best]):.2f}x (target >= 1.2x); "
+                  f"per run: {', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[best]))}")
+    console.print(f"untuned --parallel 8 / untuned --parallel 1: {ours / ours_one:.2f}x (target >= 1.5x); per run: "
+                  f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[targets[1].name]))}")
+
+
 def scaling() -> None:
     import matplotlib
 
@@ -230,4 +296,4 @@ def scaling() -> None:
 
 
 if __name__ == "__main__":
-    scaling() if sys.argv[1:] == ["scaling"] else p3()
+    {"scaling": scaling, "stops": p3}.get(sys.argv[1] if sys.argv[1:] else "", equal_work)()

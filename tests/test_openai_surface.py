@@ -131,3 +131,19 @@ def test_ignore_eos_makes_exactly_max_tokens(client):
         full = client.completions.create(model="any", prompt=prompt, max_tokens=200, temperature=temperature, seed=1,
                                          extra_body={"ignore_eos": True})  # fmt: skip
         assert full.usage.completion_tokens == 200 and full.choices[0].finish_reason == "length"
+
+
+def test_a_raw_prompt_with_the_servers_urial_prefix_reuses_its_evaluation(url):
+    from untuned.conversation import Conversation
+    from untuned.prompt import load_prompt
+
+    conversation = Conversation(load_prompt("helpful"))
+    conversation.add_user("What is the capital of Italy?")
+    text = conversation.render().text
+    before = httpx.get(f"{url}/health").json()["engine"]
+    chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("What is the capital of Italy?"),
+                                                          "max_tokens": 12, "temperature": 0}).json()  # fmt: skip
+    raw = httpx.post(f"{url}/v1/completions", json={"prompt": text, "max_tokens": 12, "temperature": 0}).json()
+    after = httpx.get(f"{url}/health").json()["engine"]
+    assert raw["choices"][0]["text"].startswith(chat["choices"][0]["message"]["content"][:10])
+    assert after["prefix_hits"] - before["prefix_hits"] >= 1 and after["prefix_misses"] - before["prefix_misses"] <= 1

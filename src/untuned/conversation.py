@@ -144,5 +144,8 @@ class Conversation:
             else:
                 body.append(fmt.block(fmt.answer_heading, text))
         body.append(f"{fmt.answer_heading}\n{fmt.fence}\n")
-        prefix = render_prefix(self.prompt, fmt, system=None if self.system is None else neutralise(self.system))
-        return RenderedPrompt(prefix=prefix, body="".join(body))
+        return RenderedPrompt(prefix=self.render_prefix(), body="".join(body))
+
+    def render_prefix(self) -> str:
+        """The constant part this conversation's prompts begin with (see :func:`render_prefix`)."""
+        return render_prefix(self.prompt, self.fmt, system=None if self.system is None else neutralise(self.system))

@@ -26,6 +26,15 @@ def checked_ids(serve: Serving, ids: list[int] | None) -> None:
                          f"(0-{vocab - 1})", param="prompt")  # fmt: skip
 
 
+def split_at_prefix(serve: Serving, text: str) -> RenderedPrompt:
+    """A raw prompt that begins with the server's own URIAL prefix reuses that prefix's cached evaluation
+    (as the chat endpoint does, and as llama.cpp's server reuses a cached prompt); any other is one body."""
+    prefix = serve.assistant.conversation().render_prefix()
+    if prefix and len(text) > len(prefix) and text.startswith(prefix):
+        return RenderedPrompt(prefix=prefix, body=text[len(prefix):])
+    return RenderedPrompt(prefix="", body=text)
+
+
 async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | None, completion: Completion | None):
     """The choice's logprobs (the prompt's too with echo); scoring takes the model, so it passes the gate."""
     await serve.gate.enter(serve.config.request_timeout)
@@ -45,7 +54,7 @@ async def completions(body: CompletionRequest, serve: Serving = Depends(serving)
         raise BadRequest("prompt is empty", param="prompt")
     checked_ids(serve, ids)
     sampling = serve.sampling_for(body, 16, logprobs=max(body.logprobs or 0, 1) if body.logprobs is not None else 0)
-    rendered = RenderedPrompt(prefix="", body=text or "", ids=tuple(ids) if ids is not None else None)
+    rendered = split_at_prefix(serve, text) if text is not None else RenderedPrompt(prefix="", body="", ids=tuple(ids or ()))
     echoed = (ids if ids is not None else backend.tokenize(text, add_special=True)) if body.echo else None
     prompt_text = (text if text is not None else backend.detokenize(ids)) if body.echo else ""
 
