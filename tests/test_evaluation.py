@@ -26,7 +26,7 @@ from untuned.judge.calibration import PUBLISHED
 from untuned.judge.mt_bench import MtBenchItem, attach_references, category_of, read_mt_bench_answers, read_references
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
 from untuned.report import build_report, load_verdicts, plots, to_html, to_markdown
-from untuned.report.stats import win_rate
+from untuned.stats import win_rate
 
 runner = CliRunner()
 

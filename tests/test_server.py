@@ -490,7 +490,7 @@ def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, fixt
     batch of another shape, so what is compared is what is guaranteed: the categories (within one token
     in a hundred) and the probabilities (within 1e-3)."""
     from untuned import load_backend
-    from untuned.formats import read_answers
+    from untuned.answers import read_answers
     from untuned.shift import ShiftAnalyzer
 
     items = read_answers(fixture_data / "reference_outputs" / "gpt-4-0613.jsonl")[:2]

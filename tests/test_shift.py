@@ -13,10 +13,9 @@ from tiny import CHAT_TEMPLATE, CORPUS, make_tiny_llama
 from typer.testing import CliRunner
 
 from untuned import LoadOptions, load_backend
-from untuned.answers import AnswerItem
+from untuned.answers import AnswerItem, read_answers, read_tags
 from untuned.cli import app
 from untuned.errors import UntunedError
-from untuned.formats import read_answers, read_tags
 from untuned.prompt import load_prompt
 from untuned.shift import (
     ShiftAnalyzer,

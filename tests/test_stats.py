@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from untuned.report.stats import (
+from untuned.stats import (
     agreement,
     bootstrap_interval,
     compare,

@@ -1,9 +1,11 @@
-"""Answers to analyse or judge: the :class:`AnswerItem` record, and answers generated for shift
-analysis (answer files are read by :func:`untuned.formats.read_answers`)."""
+"""Answers to analyse or judge: the :class:`AnswerItem` record, answer files of any kind read into it
+(:func:`read_answers`: untuned runs, just-eval / AlpacaEval outputs, any JSONL of id, instruction,
+output), and answers generated for shift analysis."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from untuned.assistant import Assistant
 from untuned.backends import Backend, Sampling
 from untuned.conversation import DEFAULT_FORMAT, Conversation, RenderedPrompt
+from untuned.errors import DataFileError
+from untuned.generation import GenerationRecord, generation_records
 from untuned.prompt import PromptSet
+from untuned.rows import read_rows
 
 if TYPE_CHECKING:
     from untuned.data import Item
@@ -76,3 +81,45 @@ def generate_answers(
         if on_answer:
             on_answer(answered_item)
     return answered
+
+
+# --- answer files -------------------------------------------------------------------------------
+
+
+def import_answers(path: str | Path, *, generator: str | None = None) -> list[GenerationRecord]:
+    """Another tool's answers (just-eval or AlpacaEval files, any JSON/JSONL of ``id, instruction, output``)
+    as generation records."""
+    name = generator or Path(path).stem
+    records = []
+    for number, row in read_rows(path):
+        if not isinstance(row.get("output"), str) or not isinstance(row.get("instruction"), str):
+            raise DataFileError(path, number, "fields 'instruction' and 'output' must be strings")
+        records.append(
+            GenerationRecord(
+                id=str(row.get("id", len(records))), dataset=row.get("dataset"), turns=[row["instruction"]],
+                outputs=[row["output"]], generator=generator or row.get("generator") or name, model=f"imported:{name}",
+                prompt_name="", prompt_hash="", sampling={}, prompt_tokens=[None], completion_tokens=[0],
+                finish_reasons=["stop"], seconds=0.0,
+            )
+        )  # fmt: skip
+    return records
+
+
+def read_tags(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Rows of a tagged query file (just-eval's) by id: dataset and tag fields."""
+    return {str(row.get("id", number)): row for number, row in read_rows(path)}
+
+
+def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = None) -> list[AnswerItem]:
+    """Answers from an ``untuned generate`` run, just-eval / AlpacaEval output, or any JSONL of
+    ``id, instruction, output``; tags and dataset joined by id from ``tags`` where given."""
+    rows = list(read_rows(path))
+    records = generation_records(path, rows) if rows and "outputs" in rows[0][1] else import_answers(path)
+    items = []
+    for record in records:
+        joined = (tags or {}).get(record.id, {})
+        meta = {**joined, **record.meta}
+        items.append(AnswerItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
+                                dataset=record.dataset or joined.get("dataset"), tags=tags_from_meta(meta),
+                                generator=record.generator))  # fmt: skip
+    return items

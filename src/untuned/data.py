@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from untuned.errors import DataFileError, UntunedError
-from untuned.formats import as_label_list, read_rows
+from untuned.rows import as_label_list, read_rows
 
 HUB_IDS = {"just-eval": "re-align/just-eval-instruct", "alpaca-eval": "tatsu-lab/alpaca_eval"}
 # FastChat's temperatures for MT-bench answers, by category: sampled for writing and role-play, near-greedy

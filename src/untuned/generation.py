@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
 from untuned.backends import ChatTemplated, LoadOptions
-from untuned.errors import RunSettingsMismatch, UntunedError
+from untuned.errors import DataFileError, RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile
+from untuned.rows import Rows
 from untuned.runner import ResumableRun, RunSummary
 
 if TYPE_CHECKING:
@@ -171,3 +172,14 @@ def merge(paths: Iterable[str | Path], out: str | Path) -> int:
         raise UntunedError(f"{out} exists; merge writes a new file.")
     target.append(*seen.values())
     return len(seen)
+
+
+def generation_records(path: str | Path, rows: Rows, *, what: str = "a generation record") -> list[GenerationRecord]:
+    """The records of an ``untuned generate`` run from its rows; a row that is not one is named as not ``what``."""
+    records = []
+    for number, row in rows:
+        try:
+            records.append(GenerationRecord.model_validate(row))
+        except ValueError as exc:
+            raise DataFileError(path, number, f"not {what}: {str(exc).splitlines()[0]}") from exc
+    return records

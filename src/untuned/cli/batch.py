@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from untuned.answers import import_answers
 from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress
 from untuned.data import MT_BENCH_TEMPERATURES, DatasetName, load_items, select
 from untuned.errors import UntunedError
-from untuned.formats import ExportFormat, export_run, import_answers
 from untuned.generation import GenerationFile, GenerationRecord, generate, generation_settings, merge
+from untuned.interop import ExportFormat, export_run
 
 
 @friendly

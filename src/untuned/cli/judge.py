@@ -13,9 +13,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from untuned.answers import read_answers, read_tags
 from untuned.cli.common import friendly, ids_option, option_group, out, progress
 from untuned.errors import UntunedError
-from untuned.formats import read_answers, read_tags
+from untuned.interop.just_eval import read_just_eval_judged
 from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model
 from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
 from untuned.judge.templates import JudgeMode
@@ -225,7 +226,7 @@ def calibrate_command(
     Judges a sample of answers GPT-4 already judged, then shows per aspect the Spearman correlation,
     exact and within-one agreement and quadratically weighted kappa with the published scores."""
     path = fetch_published(published, default_cache_dir() / "published")
-    chosen = sample_published(path, sample=sample, seed=seed)
+    chosen = sample_published(read_just_eval_judged(path), sample=sample, seed=seed)
     mode = chosen[0].mode
     options.run(mode, as_items(chosen), output)
     ours = {v.id: v for v in VerdictFile(output).latest().values() if v.mode == mode}

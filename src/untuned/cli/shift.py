@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from untuned.answers import ContextKind, generate_answers
+from untuned.answers import ContextKind, generate_answers, read_answers, read_tags
 from untuned.backends import Sampling
 from untuned.cli.common import LOADING, ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
 from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
-from untuned.formats import read_answers, read_tags
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
 
 

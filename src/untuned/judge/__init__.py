@@ -1,6 +1,6 @@
 """JUST-EVAL-style judging (``untuned judge``): five aspects, safety, pairwise, tags.
 
->>> from untuned.formats import read_answers
+>>> from untuned.answers import read_answers
 >>> from untuned.judge import TEMPLATES, Judge, JudgeCache, load_judge_model
 >>> judge = Judge(load_judge_model(url="http://127.0.0.1:8000/v1", model="judge"), TEMPLATES["multi"], JudgeCache("c.db"))
 >>> judge.run(read_answers("answers.jsonl"), "verdicts.jsonl", concurrency=8)

@@ -16,9 +16,8 @@ from pydantic import BaseModel
 
 from untuned.answers import AnswerItem
 from untuned.errors import UntunedError
-from untuned.formats import read_just_eval_judged
 from untuned.judge.verdicts import Verdict
-from untuned.report.stats import Agreement, agreement
+from untuned.stats import Agreement, agreement
 
 # GPT-4-turbo's verdicts on gpt-3.5-turbo-0301's answers to just-eval's first 100 regular queries.
 PUBLISHED = (
@@ -60,11 +59,12 @@ def fetch_published(source: str, cache_dir: Path) -> Path:
     return target  # pragma: no cover
 
 
-def sample_published(path: str | Path, *, sample: int, seed: int = 0) -> list[Verdict]:
-    """``sample`` scored verdicts of one mode (the file's most common), drawn with ``seed``, in id order."""
-    verdicts = [v for v in read_just_eval_judged(path) if v.status == "scored"]
+def sample_published(published: list[Verdict], *, sample: int, seed: int = 0) -> list[Verdict]:
+    """``sample`` scored verdicts of one mode (the most common among ``published``), drawn with ``seed``,
+    in id order."""
+    verdicts = [v for v in published if v.status == "scored"]
     if not verdicts:
-        raise UntunedError(f"{path} holds no scored verdicts")
+        raise UntunedError("the published verdicts hold no scored ones")
     by_mode: dict[str, list[Verdict]] = defaultdict(list)
     for verdict in verdicts:
         by_mode[verdict.mode].append(verdict)

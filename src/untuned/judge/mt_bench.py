@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.errors import DataFileError, UntunedError
+from untuned.generation import generation_records
+from untuned.rows import read_rows
 
 NEEDS_REFERENCE = ("math", "reasoning", "coding")
 # MT-bench's 80 questions, ten per category, by id: what FastChat's judgment files leave out.
@@ -51,7 +53,6 @@ def category_of(question_id: str | int) -> str | None:
 
 
 def _rows(path: str | Path):
-    from untuned.formats import read_rows  # formats reads verdicts of untuned.judge: imported when used
 
     return read_rows(path)
 
@@ -94,7 +95,6 @@ def read_mt_bench_answers(path: str | Path, *, questions: str | Path | None = No
                                      category=question.get("category") or category_of(qid),
                                      generator=row.get("model_id")))  # fmt: skip
         return items
-    from untuned.formats import generation_records
 
     what = "MT-bench answers (neither a run of `untuned generate mt-bench` nor FastChat's model_answer rows)"
     return [MtBenchItem(id=r.id, turns=r.turns, outputs=r.outputs, category=r.meta.get("category") or category_of(r.id),

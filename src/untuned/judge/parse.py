@@ -59,17 +59,6 @@ def read_score(value: Any, *, top: int = 5, halves: bool = False) -> int | float
     raise ReplyError(f"score {value!r} is not {'a whole or half' if halves else 'an integer'} number from 1 to {top}")
 
 
-def read_preference(value: Any) -> float | None:
-    """An AlpacaEval preference as a float in [1, 2] (2 = the model's answer preferred, 1 = the baseline's;
-    0 and 1.5 = a draw), from a number or a string; None for anything else."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    number = 1.5 if number == 0 else number
-    return number if 1.0 <= number <= 2.0 else None
-
-
 POINTS = {"A": 2.0, "B": 1.0, "tie": 1.5}
 
 

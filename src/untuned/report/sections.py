@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from untuned.judge import Verdict
 from untuned.judge.templates import TURNS
 from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
-from untuned.report.stats import (
+from untuned.stats import (
     AspectDiagnostics,
     PairedComparison,
     WinRate,

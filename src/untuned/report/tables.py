@@ -21,7 +21,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from untuned.errors import DataFileError
-from untuned.formats import read_alpaca_eval_annotations, read_fastchat_judgments, read_just_eval_judged, read_rows
+from untuned.interop.alpaca_eval import read_alpaca_eval_annotations
+from untuned.interop.fastchat import read_fastchat_judgments
+from untuned.interop.just_eval import read_just_eval_judged
 from untuned.judge import ASPECTS, Verdict, VerdictFile
 from untuned.judge.parse import combine_orders
 from untuned.report.alpaca_eval import Difficulty
@@ -37,6 +39,7 @@ from untuned.report.sections import (
     order_flips,
     win_rates,
 )
+from untuned.rows import read_rows
 
 NaPolicy = Literal["skip", "five"]
 GROUPS = ("dataset", "task_types", "topics", "difficulty")

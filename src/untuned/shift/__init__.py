@@ -1,7 +1,7 @@
 """Token distribution shift between a base model and an aligned one (``untuned shift``).
 
 >>> from untuned import load_backend
->>> from untuned.formats import read_answers
+>>> from untuned.answers import read_answers
 >>> from untuned.shift import ShiftAnalyzer, run_shift, write_outputs
 >>> analyzer = ShiftAnalyzer(load_backend("default"), mode="text")
 >>> run = run_shift(analyzer, read_answers("answers.jsonl"), "out/")

@@ -1,5 +1,6 @@
-"""The statistics of a report: win rates as AlpacaEval computes them (and a length-controlled one),
-paired comparisons of two models judged on the same items, and diagnostics of the judge itself.
+"""The statistics of judging, below both the judge (calibration) and the report: win rates as
+AlpacaEval computes them, paired comparisons of two models judged on the same items, agreement of two
+judges, and diagnostics of the judge itself.
 
 Win rates take AlpacaEval's preference encoding: 2 = the model's answer is preferred, 1 = the
 baseline's, 1.5 (or 0) = a draw, anything between = a weighted preference.
@@ -10,14 +11,23 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from untuned.judge.parse import read_preference
-
 BOOTSTRAP_SEED = 20261125
+
+
+def read_preference(value: Any) -> float | None:
+    """An AlpacaEval preference as a float in [1, 2] (2 = the model's answer preferred, 1 = the baseline's;
+    0 and 1.5 = a draw), from a number or a string; None for anything else."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    number = 1.5 if number == 0 else number
+    return number if 1.0 <= number <= 2.0 else None
 
 
 class WinRate(BaseModel):
