@@ -4,12 +4,9 @@ answers, so only the queries and the answers run through the model."""
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,10 +24,10 @@ from untuned.backends import (
 )
 from untuned.backends.batching import EngineStats
 from untuned.backends.hf.engine import TransformersEngine
+from untuned.backends.hf.model import LoadedModel
 from untuned.chat_template import with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import (
-    BackendUnavailableError,
     ChatTemplateError,
     ContextOverflowError,
     ModelLoadError,
@@ -40,17 +37,6 @@ from untuned.errors import (
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 64  # positions per forward step when scoring: 64 x vocab logits at a time
-
-
-def _import_torch():
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "the transformers backend needs the optional extra: pip install 'untuned[hf]' (torch and transformers)"
-        ) from exc
-    return torch, transformers
 
 
 class TransformersBackend(RowScoring):
@@ -69,41 +55,20 @@ class TransformersBackend(RowScoring):
         slots: int = 1,
         dtype: str = "auto",
     ) -> None:
-        torch, transformers = _import_torch()
-        self.torch = torch
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
-        self.dtype = dtype
-        dtype = getattr(torch, dtype)
-        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(source), **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, **kwargs)
-        except OSError as exc:
-            if from_hub:
-                raise ModelNotFoundError(
-                    f"could not fetch hf:{source} ({str(exc).splitlines()[0]}). Without network access, download the "
-                    "model where you can (huggingface-cli download ORG/NAME --local-dir DIR), copy DIR here and pass "
-                    "--model DIR."
-                ) from exc
-            raise ModelLoadError(f"transformers could not load {source}: {str(exc).splitlines()[0]}") from exc
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise ModelLoadError(f"transformers could not load {source}: {exc}") from exc
-        self.model = model.to(self.device).eval()
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.lm = lm = LoadedModel(source, gguf_file=gguf_file, device=device, dtype=dtype, from_hub=from_hub)
+        self.torch, self.device, self.dtype, self.tokenizer, self.model = lm.torch, lm.device, lm.dtype, lm.tokenizer, lm.model
+        self._cache_arg, self.eos_ids = lm.cache_arg, lm.eos_ids
         self.name = name or (Path(str(source)).name if not from_hub else str(source))
         if gguf_file:
             self.name = Path(gguf_file).name
-        trained = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_CTX
+        trained = getattr(lm.model.config, "max_position_embeddings", None) or DEFAULT_MAX_CTX
         self.context_length: int | None = n_ctx or min(int(trained), DEFAULT_MAX_CTX)
-        self.eos_ids = self._eos_ids()
-        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self.max_prefixes = 4
         self.parallel = slots
-        self.engine = TransformersEngine(self, slots=slots)
+        self.engine = TransformersEngine(lm, slots=slots)
+
+    @property
+    def _prefix_cache(self):  # the prefix caches the engine keeps (tests clear it)
+        return self.lm.prefixes
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> TransformersBackend:
@@ -122,14 +87,6 @@ class TransformersBackend(RowScoring):
             return cls(spec.location, from_hub=True, **common)
         raise ModelLoadError(f"the transformers backend cannot load {spec.location!r}.")
 
-    def _eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        if ids is None:
-            return set()
-        return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
-
     # --- tokens ----------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
@@ -141,8 +98,7 @@ class TransformersBackend(RowScoring):
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
 
     def piece(self, token: int) -> bytes:
-        """The bytes of one token, as far as the tokenizer can tell them apart."""
-        return self.tokenizer.decode([token], skip_special_tokens=True).encode("utf-8")
+        return self.lm.piece(token)
 
     # --- generation --------------------------------------------------------------------------
 
@@ -185,82 +141,6 @@ class TransformersBackend(RowScoring):
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         head = self.tokenizer.apply_chat_template(messages[:shared], tokenize=False) if shared else None
         return with_shared_head(text, head)
-
-    # --- what the engine uses ----------------------------------------------------------------
-
-    def forward(self, input_ids, cache: Any, attention_mask, position_ids):
-        """Logits of the last position of each row, the rows' key-value cache extended in place."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                         logits_to_keep=1, **{self._cache_arg: cache})  # fmt: skip
-        return out.logits
-
-    def prefix_cache(self, prefix: list[int]) -> Any:
-        """The key-value cache of ``prefix`` (every layer in full, sliding-window ones too), computed once."""
-        from transformers import DynamicCache
-
-        key = tuple(prefix)
-        hit = self._prefix_cache.get(key)
-        if hit is None:
-            hit = DynamicCache()
-            if prefix:
-                ids = self.torch.tensor([prefix], device=self.device)
-                self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: hit})
-            self._prefix_cache[key] = hit
-            while len(self._prefix_cache) > self.max_prefixes:
-                self._prefix_cache.popitem(last=False)
-        self._prefix_cache.move_to_end(key)
-        return hit
-
-    def batched_prefix(self, prefix: Any, offsets: list[int]) -> Any:
-        """A cache of ``len(offsets)`` rows: row i is ``offsets[i]`` masked-out zeros, then the prefix's
-        first ``len(prefix) - offsets[i]`` positions."""
-        from transformers import DynamicCache
-
-        torch = self.torch
-        batched = DynamicCache()
-        for index, layer in enumerate(getattr(prefix, "layers", [])):
-            if not layer.is_initialized or layer.keys is None or layer.keys.numel() == 0:
-                continue
-            size = layer.keys.shape[-2]
-            keys, values = [], []
-            for offset in offsets:
-                shape = (1, layer.keys.shape[1], offset, layer.keys.shape[3])
-                keys.append(torch.cat([layer.keys.new_zeros(shape), layer.keys[:, :, : size - offset]], dim=2))
-                values.append(torch.cat([layer.values.new_zeros(shape), layer.values[:, :, : size - offset]], dim=2))
-            batched.update(torch.cat(keys), torch.cat(values), index)
-        return batched
-
-    @property
-    def pad_id(self) -> int:
-        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
-            if candidate is not None:
-                return int(candidate)
-        return 0
-
-    def processors(self, sampling: Sampling):
-        from transformers import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
-
-        chain = LogitsProcessorList()
-        if sampling.repetition_penalty != 1.0:
-            chain.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
-        if sampling.temperature > 0:
-            chain.append(TemperatureLogitsWarper(sampling.temperature))
-            if sampling.top_k:
-                chain.append(TopKLogitsWarper(sampling.top_k))
-            if sampling.top_p < 1.0:
-                chain.append(TopPLogitsWarper(sampling.top_p))
-        return chain
-
-    def rest(self, produced: list[int], shown: str) -> str:
-        """Whatever of the decoded answer has not been streamed yet."""
-        text = self.tokenizer.decode(produced, skip_special_tokens=True)
-        return text[len(shown) :] if text.startswith(shown) else ""
 
     # --- scoring -----------------------------------------------------------------------------
 

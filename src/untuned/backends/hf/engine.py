@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from untuned.backends.batching import BatchingEngine, Request
+from untuned.backends.hf.model import LoadedModel
 from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob
 from untuned.backends.scoring import token_logprob
-
-if TYPE_CHECKING:
-    from untuned.backends.hf.backend import TransformersBackend
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +32,15 @@ log = logging.getLogger(__name__)
 class _Row:
     """One request of a wave: what it has produced and how it samples."""
 
-    def __init__(self, request: Request, backend: TransformersBackend) -> None:
-        torch = backend.torch
+    def __init__(self, request: Request, lm: LoadedModel) -> None:
+        torch = lm.torch
         self.request = request
         self.sampling = request.sampling
-        self.chain = backend.processors(request.sampling)
-        self.generator = torch.Generator(device=backend.device)
+        self.chain = lm.processors(request.sampling)
+        self.generator = torch.Generator(device=lm.device)
         seed = request.sampling.seed
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
-        self.history = torch.tensor([[*request.prefix, *request.body]], device=backend.device)
+        self.history = torch.tensor([[*request.prefix, *request.body]], device=lm.device)
         self.produced: list[int] = []
         self.shown = ""
         self.logprob: TokenLogprob | None = None
@@ -53,9 +51,9 @@ class TransformersEngine(BatchingEngine):
 
     thread_name = "untuned-transformers-engine"
 
-    def __init__(self, backend: TransformersBackend, *, slots: int = 1) -> None:
+    def __init__(self, lm: LoadedModel, *, slots: int = 1) -> None:
         super().__init__(slots)
-        self.backend = backend
+        self.lm = lm
         self.slots = slots
         self._rows: list[_Row] = []
         self._cache: Any = None
@@ -81,7 +79,7 @@ class TransformersEngine(BatchingEngine):
         self._rows, self._cache = [], None
 
     def _step(self) -> None:
-        torch = self.backend.torch
+        torch = self.lm.torch
         with torch.inference_mode():
             self._rows = [row for row in self._rows if not self._ended(row)]
             if not self._rows:
@@ -109,42 +107,42 @@ class TransformersEngine(BatchingEngine):
         wave = self._take_wave()
         if not wave:
             return
-        backend, torch = self.backend, self.backend.torch
+        lm, torch = self.lm, self.lm.torch
         prefix = list(wave[0].prefix)
-        prefix_cache = backend.prefix_cache(prefix)
+        prefix_cache = lm.prefix_cache(prefix)
         width = max(len(r.body) for r in wave)
         offsets = [width - len(r.body) for r in wave]  # padding before each row's prefix
         size = len(prefix)
-        pad = backend.pad_id
+        pad = lm.pad_id
         rows_ids, masks, positions = [], [], []
         for request, offset in zip(wave, offsets):
             tokens = [pad] * offset + prefix + request.body
             rows_ids.append(tokens[size:])
             masks.append([0] * offset + [1] * (len(prefix) + len(request.body)))
             positions.append([max(column - offset, 0) for column in range(size, size + width)])
-        self._cache = backend.batched_prefix(prefix_cache, [min(offset, size) for offset in offsets])
-        self._mask = torch.tensor(masks, device=backend.device)
-        input_ids = torch.tensor(rows_ids, device=backend.device)
-        position_ids = torch.tensor(positions, device=backend.device)
-        logits = backend.forward(input_ids, self._cache, self._mask, position_ids)[:, -1, :]
+        self._cache = lm.batched_prefix(prefix_cache, [min(offset, size) for offset in offsets])
+        self._mask = torch.tensor(masks, device=lm.device)
+        input_ids = torch.tensor(rows_ids, device=lm.device)
+        position_ids = torch.tensor(positions, device=lm.device)
+        logits = lm.forward(input_ids, self._cache, self._mask, position_ids)[:, -1, :]
         self._positions = position_ids[:, -1]
-        self._rows = [_Row(request, backend) for request in wave]
+        self._rows = [_Row(request, lm) for request in wave]
         self.counters.largest_batch = max(self.counters.largest_batch, len(wave))
         self.counters.requests += len(wave)
         self.counters.prompt_tokens += sum(len(r.body) for r in wave)
         self._sample(logits)
 
     def _decode(self) -> None:
-        backend, torch = self.backend, self.backend.torch
-        tokens = torch.tensor([[row.produced[-1]] for row in self._rows], device=backend.device)
-        self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=backend.device)], 1)
+        lm, torch = self.lm, self.lm.torch
+        tokens = torch.tensor([[row.produced[-1]] for row in self._rows], device=lm.device)
+        self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=lm.device)], 1)
         self._positions = self._positions + 1
-        logits = backend.forward(tokens, self._cache, self._mask, self._positions[:, None])[:, -1, :]
+        logits = lm.forward(tokens, self._cache, self._mask, self._positions[:, None])[:, -1, :]
         self._sample(logits)
 
     def _sample(self, logits) -> None:
         """Choose each row's next token, stream it, and drop the rows that have finished."""
-        torch = self.backend.torch
+        torch = self.lm.torch
         keep = []
         for index, row in enumerate(self._rows):
             if row.request.cancelled:
@@ -157,14 +155,14 @@ class TransformersEngine(BatchingEngine):
                 token = int(scores.argmax(dim=-1)[0])
             wanted = row.sampling.logprobs
             row.logprob = (
-                token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.backend.piece) if wanted else None
+                token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
             )
             if self._emit(row, token):
                 keep.append(index)
         if len(keep) < len(self._rows):
             self._rows = [self._rows[i] for i in keep]
             if keep:
-                chosen = torch.tensor(keep, device=self.backend.device)
+                chosen = torch.tensor(keep, device=self.lm.device)
                 self._cache.batch_select_indices(chosen)
                 self._mask, self._positions = self._mask[chosen], self._positions[chosen]
             else:
@@ -172,21 +170,21 @@ class TransformersEngine(BatchingEngine):
 
     def _emit(self, row: _Row, token: int) -> bool:
         """Hand ``token`` to the row's stream; False when the row has finished."""
-        backend, request = self.backend, row.request
-        if token in backend.eos_ids:
-            request.events.put(StreamChunk(backend.rest(row.produced, row.shown), tokens=0, finish="stop"))
+        lm, request = self.lm, row.request
+        if token in lm.eos_ids:
+            request.events.put(StreamChunk(lm.rest(row.produced, row.shown), tokens=0, finish="stop"))
             request.events.put(None)
             return False
         row.produced.append(token)
         self.counters.generated_tokens += 1
         if len(row.produced) >= request.limit:
-            request.events.put(StreamChunk(backend.rest(row.produced, row.shown), finish="length", logprob=row.logprob))
+            request.events.put(StreamChunk(lm.rest(row.produced, row.shown), finish="length", logprob=row.logprob))
             request.events.put(None)
             return False
-        text = backend.tokenizer.decode(row.produced, skip_special_tokens=True)
+        text = lm.tokenizer.decode(row.produced, skip_special_tokens=True)
         # hold back an incomplete multi-byte character until a later token completes it
         delta = "" if text.endswith("\ufffd") or not text.startswith(row.shown) else text[len(row.shown) :]
         row.shown += delta
         request.events.put(StreamChunk(delta, logprob=row.logprob))
-        row.history = backend.torch.cat([row.history, backend.torch.tensor([[token]], device=backend.device)], dim=1)
+        row.history = lm.torch.cat([row.history, lm.torch.tensor([[token]], device=lm.device)], dim=1)
         return True
