@@ -4,12 +4,18 @@ built-in implementations (``llamacpp``, ``hf``, ``remote``), each imported only 
 from untuned.backends.protocol import (
     DEFAULT_MAX_CTX,
     Backend,
+    Batched,
+    BatchScoring,
     ChatTemplated,
+    EngineStats,
     FinishReason,
     LoadOptions,
+    MemoryReporting,
     Sampling,
+    SchemaConstrained,
     StreamChunk,
     TokenLogprob,
+    TokenPieces,
     TokenScores,
 )
 from untuned.backends.registry import (
@@ -25,7 +31,13 @@ from untuned.backends.scoring import RowScoring, check_score_request, log_softma
 __all__ = [
     "DEFAULT_MAX_CTX",
     "Backend",
+    "BatchScoring",
+    "Batched",
     "ChatTemplated",
+    "EngineStats",
+    "MemoryReporting",
+    "SchemaConstrained",
+    "TokenPieces",
     "FinishReason",
     "LoadOptions",
     "ModelSpec",

@@ -14,29 +14,13 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import Any
 
-from untuned.backends.protocol import Sampling, StreamChunk
+from untuned.backends.protocol import EngineStats, Sampling, StreamChunk
 from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineStats:
-    """Counters since the engine started, and its load now (what ``/health`` and ``/metrics`` show)."""
-
-    slots: int = 1
-    busy_slots: int = 0
-    waiting: int = 0
-    requests: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0  # evaluated: bodies and prefixes
-    prefix_hits: int = 0
-    prefix_misses: int = 0
-    largest_batch: int = 0  # most requests decoded in one step
 
 
 class Request:

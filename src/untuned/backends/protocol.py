@@ -1,7 +1,17 @@
-"""What a backend is: the Protocol every model implementation follows, and the records it speaks in.
+"""What a backend is: the Protocol every model implementation follows, the records it speaks in, and
+the optional capabilities it may declare. A plugin author reads the whole contract here.
 
 A backend wraps one model. It tokenizes, streams generated text for a rendered URIAL prompt, and
-scores given tokens (per-position log-probabilities and ranks, for shift analysis).
+scores given tokens (per-position log-probabilities and ranks, for shift analysis). Beyond that, a
+backend may have any of the capabilities below; each is a Protocol that callers check with
+``isinstance`` once, never by probing for attributes:
+
+- :class:`ChatTemplated`: knows its model's chat template (instruct models: judges, aligned models).
+- :class:`Batched`: answers several requests at once and counts its work (``untuned serve``).
+- :class:`TokenPieces`: the bytes of each token and the vocabulary's size (logprobs, shift KL).
+- :class:`BatchScoring`: scores several sequences in one pass (shift analysis).
+- :class:`SchemaConstrained`: holds its output to a JSON schema (``response_format``, local judges).
+- :class:`MemoryReporting`: says how its cache is laid out and what it takes (start-up line).
 """
 
 from __future__ import annotations
@@ -148,3 +158,59 @@ class ChatTemplated(Protocol):
     def template_text(self) -> str | None:
         """The chat template itself (None when the model has none)."""
         ...
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started, and its load now (what ``/health`` and ``/metrics`` show)."""
+
+    slots: int = 1
+    busy_slots: int = 0
+    waiting: int = 0
+    requests: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0  # evaluated: bodies and prefixes
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+    largest_batch: int = 0  # most requests decoded in one step
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """Answers ``parallel`` requests at once, in one batch, and counts what it has done."""
+
+    parallel: int
+
+    def stats(self) -> EngineStats: ...
+
+
+@runtime_checkable
+class TokenPieces(Protocol):
+    """Knows each token's own bytes (a character may span tokens) and how many tokens there are."""
+
+    vocab_size: int
+
+    def piece(self, token: int) -> bytes: ...
+
+
+@runtime_checkable
+class BatchScoring(Protocol):
+    """Scores several sequences in one pass (``score`` for each, batched)."""
+
+    def score_batch(self, sequences: list[list[int]], *, starts: list[int], top_k: int = 5) -> list[TokenScores]: ...
+
+
+@runtime_checkable
+class SchemaConstrained(Protocol):
+    """Honours ``Sampling.json_schema`` by constraining decoding; refuses what it cannot enforce."""
+
+    def check_schema(self, schema: str) -> None:
+        """Raise ValueError, naming the construct, for a JSON schema the backend cannot enforce."""
+        ...
+
+
+@runtime_checkable
+class MemoryReporting(Protocol):
+    """Says how its cache is laid out and how much memory the model's context took."""
+
+    kv_summary: str

@@ -38,6 +38,7 @@ def serve_command(
     """Serve an OpenAI-compatible chat API and a web chat page (at /) over a URIAL-aligned base model.
 
     --max-tokens is the default of a chat request that names none."""
+    from untuned.backends import MemoryReporting
     from untuned.server import ServerConfig, serve
 
     model = options.model
@@ -56,7 +57,6 @@ def serve_command(
     assistant = options.assistant()
     err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
               f"on http://{host}:{port}/  API at http://{host}:{port}/v1")  # fmt: skip
-    summary = getattr(assistant.backend, "kv_summary", None)
-    if summary:
-        err.print(f"untuned: {summary}")
+    if isinstance(assistant.backend, MemoryReporting):
+        err.print(f"untuned: {assistant.backend.kv_summary}")
     serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Depends
 
 from untuned.assistant import Completion
+from untuned.backends import TokenPieces
 from untuned.conversation import RenderedPrompt
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
@@ -19,7 +20,8 @@ router = APIRouter()
 
 def checked_ids(serve: Serving, ids: list[int] | None) -> None:
     """Token ids within the model's vocabulary, checked before the request reaches the engine."""
-    vocab = getattr(serve.assistant.backend, "vocab_size", None)
+    backend = serve.assistant.backend
+    vocab = backend.vocab_size if isinstance(backend, TokenPieces) else None
     wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
     if wrong is not None:
         raise BadRequest(f"prompt: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from untuned.backends import Backend, TokenLogprob
+from untuned.backends import Backend, TokenLogprob, TokenPieces
 from untuned.server.schema import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
 
 
@@ -32,7 +32,7 @@ def completion_logprobs(
     top_logprobs: list[dict[str, float] | None] = []
     pieces: list[bytes] = []
     if prompt:
-        piece = getattr(backend, "piece", None) or (lambda t: backend.detokenize([t]).encode("utf-8"))
+        piece = backend.piece if isinstance(backend, TokenPieces) else (lambda t: backend.detokenize([t]).encode("utf-8"))
         scores = backend.score(prompt, start=1, top_k=max(top, 1)) if len(prompt) > 1 else None
         for index, token in enumerate(prompt):
             pieces.append(piece(token))

@@ -16,7 +16,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Sampling
+from untuned.backends import Batched, Sampling, SchemaConstrained
 from untuned.conversation import SystemMode
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
@@ -52,13 +52,14 @@ class Serving:
 
     def __init__(self, assistant: Assistant, config: ServerConfig) -> None:
         self.assistant, self.config, self.model = assistant, config, config.model_name
-        self.parallel = config.parallel or getattr(assistant.backend, "parallel", 1)
+        backend = assistant.backend
+        self.parallel = config.parallel or (backend.parallel if isinstance(backend, Batched) else 1)
         self.gate = Gate(config.max_waiting, capacity=self.parallel)
         self.metrics = Metrics()
 
     def engine_load(self) -> EngineLoad | None:
-        stats = getattr(self.assistant.backend, "stats", None)
-        return EngineLoad(**dataclasses.asdict(stats())) if stats is not None else None
+        backend = self.assistant.backend
+        return EngineLoad(**dataclasses.asdict(backend.stats())) if isinstance(backend, Batched) else None
 
     def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
         """The request's sampling over the server's defaults; a JSON format is checked against the backend here."""
@@ -78,12 +79,11 @@ class Serving:
 
     def _checked_schema(self, schema: str, kind: str) -> str:
         backend = self.assistant.backend
-        check = getattr(backend, "check_schema", None)
-        if check is None:
+        if not isinstance(backend, SchemaConstrained):
             raise BadRequest(f"response_format {kind} needs a backend that constrains its output with a grammar "
                              f"(llama.cpp); {backend.name} cannot", param="response_format")  # fmt: skip
         try:
-            check(schema)
+            backend.check_schema(schema)
         except ValueError as exc:
             raise BadRequest(f"response_format: {exc}", param="response_format") from None
         return schema

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem, ContextKind, plain_context
-from untuned.backends import Backend, ChatTemplated, TokenScores, scores_from_logits
+from untuned.backends import Backend, BatchScoring, ChatTemplated, TokenPieces, TokenScores, scores_from_logits
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
@@ -126,7 +126,7 @@ class ShiftAnalyzer:
     def _check_same_tokenizer(self) -> None:
         probe = "Tokenizers agree? Ünïcode, code `x = 1`, numbers 12345 and emoji 🙂."
         base_ids, aligned_ids = self.base.tokenize(probe, add_special=True), self.aligned.tokenize(probe, add_special=True)
-        sizes = getattr(self.base, "vocab_size", None), getattr(self.aligned, "vocab_size", None)
+        sizes = tuple(b.vocab_size if isinstance(b, TokenPieces) else None for b in (self.base, self.aligned))
         if base_ids != aligned_ids or (None not in sizes and sizes[0] != sizes[1]):
             raise UntunedError(
                 f"{self.base.name} and {self.aligned.name} do not share a tokenizer, so their distributions cannot be "
@@ -178,7 +178,7 @@ class ShiftAnalyzer:
     def analyze_many(self, items: list[AnswerItem]) -> list[ShiftExample]:
         """Analyse several items; in text mode on a backend with ``score_batch`` (transformers),
         in one padded pass per chunk of positions, which keeps a GPU busy."""
-        batch = getattr(self.base, "score_batch", None)
+        batch = self.base.score_batch if isinstance(self.base, BatchScoring) else None
         if self.aligned is not None or batch is None or len(items) < 2:
             return [self.analyze(item) for item in items]
         prepared = [self._prepare(item) for item in items]

@@ -22,9 +22,9 @@ from untuned.backends import (
     default_gguf_path,
     scores_from_logits,
 )
-from untuned.backends.batching import EngineStats
 from untuned.backends.hf.engine import TransformersEngine
 from untuned.backends.hf.model import LoadedModel
+from untuned.backends.protocol import EngineStats
 from untuned.chat_template import with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import (
@@ -58,6 +58,7 @@ class TransformersBackend(RowScoring):
         self.lm = lm = LoadedModel(source, gguf_file=gguf_file, device=device, dtype=dtype, from_hub=from_hub)
         self.torch, self.device, self.dtype, self.tokenizer, self.model = lm.torch, lm.device, lm.dtype, lm.tokenizer, lm.model
         self._cache_arg, self.eos_ids = lm.cache_arg, lm.eos_ids
+        self.vocab_size = int(lm.model.config.vocab_size)
         self.name = name or (Path(str(source)).name if not from_hub else str(source))
         if gguf_file:
             self.name = Path(gguf_file).name

@@ -1,9 +1,9 @@
 """llama.cpp backend (llama-cpp-python, GGUF files): the default. See :mod:`.engine` for how
 requests are batched and why their answers never depend on what the cache held before."""
 
-from untuned.backends.batching import EngineStats
 from untuned.backends.llamacpp.backend import LlamaCppBackend
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import check_gguf_file, open_llama
+from untuned.backends.protocol import EngineStats
 
 __all__ = ["Engine", "EngineStats", "LlamaCppBackend", "check_gguf_file", "open_llama"]

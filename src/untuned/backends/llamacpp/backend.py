@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
-from untuned.backends.batching import EngineStats
 from untuned.backends.llamacpp.engine import Engine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
+from untuned.backends.protocol import EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
