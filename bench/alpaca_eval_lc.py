@@ -98,8 +98,10 @@ def estimate_difficulty(by_model, weights, precision: float, n: int) -> np.ndarr
 
 def published_fit_error(d, weights, board, models) -> float:
     """Mean |LC from the published weights and this difficulty − published LC| over ``models``."""
-    errors = [abs(logistic(weights[m][2] + weights[m][1] * d).mean() * 100 - float(board[m]["length_controlled_winrate"]))
-              for m in models]  # fmt: skip
+    errors = [
+        abs(logistic(weights[m][2] + weights[m][1] * d).mean() * 100 - float(board[m]["length_controlled_winrate"]))
+        for m in models
+    ]
     return statistics.fmean(errors)
 
 
@@ -138,8 +140,11 @@ def main() -> None:
     for column in ("prior precision", f"{len(in_sample)} models with verdicts", f"{len(out_of_sample)} without"):
         table.add_column(column, justify="right")
     for lam, d in fits.items():
-        table.add_row(f"{lam:g}", f"{published_fit_error(d, weights, board, in_sample):.3f}",
-                      f"{published_fit_error(d, weights, board, out_of_sample):.3f}")  # fmt: skip
+        table.add_row(
+            f"{lam:g}",
+            f"{published_fit_error(d, weights, board, in_sample):.3f}",
+            f"{published_fit_error(d, weights, board, out_of_sample):.3f}",
+        )
     console.print(table)
     precision = min(fits, key=lambda lam: published_fit_error(fits[lam], weights, board, in_sample))
     d = fits[precision]
@@ -165,15 +170,25 @@ def main() -> None:
     for model in sorted(in_sample, key=lambda m: -float(board[m]["length_controlled_winrate"])):
         rows = by_model[model]
         kept = [i for i, r in enumerate(rows) if r["preference"] is not None]
-        lc = length_controlled([rows[i]["preference"] for i in kept], [rows[i]["chars_model"] for i in kept],
-                               [rows[i]["chars_baseline"] for i in kept], [ship.by_position[i] for i in kept],
-                               gamed=ship.gamed)  # fmt: skip
+        lc = length_controlled(
+            [rows[i]["preference"] for i in kept],
+            [rows[i]["chars_model"] for i in kept],
+            [rows[i]["chars_baseline"] for i in kept],
+            [ship.by_position[i] for i in kept],
+            gamed=ship.gamed,
+        )
         published = float(board[model]["length_controlled_winrate"])
         error = lc.win_rate - published
         (gamed_errors if any(g in model for g in GAMED) else errors).append((abs(error), model))
         se = board[model]["lc_standard_error"]
-        results.add_row(model, f"{published:.2f}", f"{lc.win_rate:.2f}", f"{error:+.2f}", f"{float(se):.2f}" if se else "–",
-                        f"{lc.standard_error:.2f}")  # fmt: skip
+        results.add_row(
+            model,
+            f"{published:.2f}",
+            f"{lc.win_rate:.2f}",
+            f"{error:+.2f}",
+            f"{float(se):.2f}" if se else "–",
+            f"{lc.standard_error:.2f}",
+        )
     console.print(results)
     values = [e for e, _ in errors]
     worst = max(errors)

@@ -57,8 +57,22 @@ def main() -> None:
     generated, judged = {}, {}
     for concurrency in (8, 1):
         out = folder / f"gen-{concurrency}.jsonl"
-        seconds = timed(["generate", "just-eval", "--data-file", str(DATA), "--limit", str(ITEMS), "--max-tokens", "128",
-                         "--concurrency", str(concurrency), "--out", str(out)])  # fmt: skip
+        seconds = timed(
+            [
+                "generate",
+                "just-eval",
+                "--data-file",
+                str(DATA),
+                "--limit",
+                str(ITEMS),
+                "--max-tokens",
+                "128",
+                "--concurrency",
+                str(concurrency),
+                "--out",
+                str(out),
+            ]
+        )
         generated[concurrency] = (seconds, GenerationFile(out).read())
         table.add_row("P6 generate", str(concurrency), f"{seconds:.1f}", f"{ITEMS / seconds:.2f}")
     answers = folder / "gen-1.jsonl"
@@ -74,9 +88,15 @@ def main() -> None:
     batched = {r.id: r.output for r in generated[8][1]}
     tokenize = tokenizer()
     firsts = [first_difference(tokenize(alone[i]), tokenize(batched[i])) for i in alone if alone[i] != batched[i]]
-    console.print(f"P6 answers identical to one-at-a-time: {ITEMS - len(firsts)}/{ITEMS}"
-                  + (f"; where they differ, the first different token is at position {statistics.median(firsts):.0f} "
-                     f"(median; {sorted(firsts)})" if firsts else ""))  # fmt: skip
+    console.print(
+        f"P6 answers identical to one-at-a-time: {ITEMS - len(firsts)}/{ITEMS}"
+        + (
+            f"; where they differ, the first different token is at position {statistics.median(firsts):.0f} "
+            f"(median; {sorted(firsts)})"
+            if firsts
+            else ""
+        )
+    )
     console.print(f"P7 judge, 8 vs 1: {judged[1][0] / judged[8][0]:.2f}x items/s (target >= 1.5x)")
     one, eight = judged[1][1], judged[8][1]
     same_verdicts = sum(one[i].scores == eight[i].scores for i in one if i in eight)

@@ -33,9 +33,15 @@ class SlowJudge(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         time.sleep(LATENCY)
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": VERDICT},
-                                        "finish_reason": "stop"}]}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "judge",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": VERDICT}, "finish_reason": "stop"}],
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -32,8 +32,21 @@ def llama_server() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     sdist = next(root.glob("llama_cpp_python-*.tar.gz"), None)
     if sdist is None:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={release}", "-d", str(root)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={release}",
+                "-d",
+                str(root),
+            ],
+            check=True,
+        )
         sdist = next(root.glob("llama_cpp_python-*.tar.gz"))
     source = root / "src"
     if not source.exists():
@@ -41,11 +54,28 @@ def llama_server() -> Path:
             archive.extractall(root / "unpacked", filter="data")
         shutil.move(next((root / "unpacked").glob("llama_cpp_python-*")) / "vendor" / "llama.cpp", source)
     build = root / "build"
-    subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
-                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", *flags],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            *flags,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return binary
 
 

@@ -76,12 +76,29 @@ async def sse(response: httpx.Response) -> AsyncIterator[dict]:
 
 
 def untuned_target(parallel: int, port: int) -> Target:
-    command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", "--max-waiting", "64",
-               "--parallel", str(parallel)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "untuned",
+        "serve",
+        "--port",
+        str(port),
+        "--n-ctx",
+        "4096",
+        "--max-waiting",
+        "64",
+        "--parallel",
+        str(parallel),
+    ]
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {"model": "m", "messages": [{"role": "user", "content": question}], "max_tokens": MAX_TOKENS,
-                "temperature": 0, "stream": True}  # fmt: skip
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "stream": True,
+        }
         async with http.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as response:
             async for event in sse(response):
                 for choice in event.get("choices", []):
@@ -93,13 +110,36 @@ def untuned_target(parallel: int, port: int) -> Target:
 
 def llama_server_target(parallel: int, port: int) -> Target:
     model = default_gguf_path()
-    command = [str(llama_server()), "-m", str(model), "--port", str(port), "-t", THREADS, "-tb", THREADS, "--no-webui",
-               "--threads-http", "64",
-               "-np", str(parallel), "-c", str(4096 * parallel)] + (["--kv-unified"] if parallel > 1 else [])  # fmt: skip
+    command = [
+        str(llama_server()),
+        "-m",
+        str(model),
+        "--port",
+        str(port),
+        "-t",
+        THREADS,
+        "-tb",
+        THREADS,
+        "--no-webui",
+        "--threads-http",
+        "64",
+        "-np",
+        str(parallel),
+        "-c",
+        str(4096 * parallel),
+    ] + (["--kv-unified"] if parallel > 1 else [])
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
-                "repeat_last_n": 64, "cache_prompt": True, "stream": True, "stop": list(DEFAULT_FORMAT.stop)}  # fmt: skip
+        body = {
+            "prompt": rendered(question),
+            "n_predict": MAX_TOKENS,
+            "temperature": 0,
+            "repeat_penalty": 1.1,
+            "repeat_last_n": 64,
+            "cache_prompt": True,
+            "stream": True,
+            "stop": list(DEFAULT_FORMAT.stop),
+        }
         async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
             async for event in sse(response):
                 if event.get("content"):
@@ -111,12 +151,30 @@ def llama_server_target(parallel: int, port: int) -> Target:
 
 def untuned_equal_target(parallel: int, port: int) -> Target:
     """untuned serve on /v1/completions with the rendered prompt: exactly MAX_TOKENS new tokens."""
-    command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", "--max-waiting", "64",
-               "--parallel", str(parallel)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "untuned",
+        "serve",
+        "--port",
+        str(port),
+        "--n-ctx",
+        "4096",
+        "--max-waiting",
+        "64",
+        "--parallel",
+        str(parallel),
+    ]
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {"model": "m", "prompt": rendered(question), "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
-                "ignore_eos": True}  # fmt: skip
+        body = {
+            "model": "m",
+            "prompt": rendered(question),
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "stream": True,
+            "ignore_eos": True,
+        }
         async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
             async for event in sse(response):
                 for choice in event.get("choices", []):
@@ -131,8 +189,16 @@ def llama_server_equal_target(parallel: int, port: int) -> Target:
     target = llama_server_target(parallel, port)
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
-                "repeat_last_n": 64, "cache_prompt": True, "stream": True, "ignore_eos": True}  # fmt: skip
+        body = {
+            "prompt": rendered(question),
+            "n_predict": MAX_TOKENS,
+            "temperature": 0,
+            "repeat_penalty": 1.1,
+            "repeat_last_n": 64,
+            "cache_prompt": True,
+            "stream": True,
+            "ignore_eos": True,
+        }
         async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
             async for event in sse(response):
                 if event.get("content"):
@@ -142,12 +208,32 @@ def llama_server_equal_target(parallel: int, port: int) -> Target:
 
 
 def llama_cpp_python_target(port: int) -> Target:
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--port", str(port),
-               "--n_ctx", "4096", "--n_threads", THREADS, "--interrupt_requests", "False"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(default_gguf_path()),
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--n_threads",
+        THREADS,
+        "--interrupt_requests",
+        "False",
+    ]
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {"model": "m", "prompt": rendered(question), "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
-                "stop": list(DEFAULT_FORMAT.stop), "repeat_penalty": 1.1}  # fmt: skip
+        body = {
+            "model": "m",
+            "prompt": rendered(question),
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "stream": True,
+            "stop": list(DEFAULT_FORMAT.stop),
+            "repeat_penalty": 1.1,
+        }
         async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
             async for event in sse(response):
                 for choice in event.get("choices", []):
@@ -217,16 +303,28 @@ def p3() -> None:
     clients, per_client = 8, 4
     work = questions(clients * per_client)
     count = counter()
-    targets = [untuned_target(8, PORT), untuned_target(1, PORT + 1), llama_server_target(1, PORT + 2),
-               llama_server_target(8, PORT + 3), llama_cpp_python_target(PORT + 4)]  # fmt: skip
+    targets = [
+        untuned_target(8, PORT),
+        untuned_target(1, PORT + 1),
+        llama_server_target(1, PORT + 2),
+        llama_server_target(8, PORT + 3),
+        llama_cpp_python_target(PORT + 4),
+    ]
     table = Table("server", "requests", "tokens", "wall (s)", "aggregate tok/s", "TTFT p50 (s)", "TTFT p95 (s)")
     rates = {}
     for target in targets:
         wall, ttfts, texts = measure(target, clients, per_client, work)
         tokens = sum(count(t) for t in texts)
         rates[target.name] = tokens / wall
-        table.add_row(target.name, str(len(texts)), str(tokens), f"{wall:.1f}", f"{rates[target.name]:.1f}",
-                      f"{statistics.median(ttfts):.2f}", f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}")  # fmt: skip
+        table.add_row(
+            target.name,
+            str(len(texts)),
+            str(tokens),
+            f"{wall:.1f}",
+            f"{rates[target.name]:.1f}",
+            f"{statistics.median(ttfts):.2f}",
+            f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}",
+        )
     console = Console(width=150)
     console.print(table)
     ours, ours_one = rates[targets[0].name], rates[targets[1].name]
@@ -240,8 +338,12 @@ def equal_work(runs: int = 3) -> None:
     """P3 on equal work: each request makes exactly MAX_TOKENS tokens on every server; three runs."""
     clients, per_client = 8, 4
     work = questions(clients * per_client)
-    targets = [untuned_equal_target(8, PORT), untuned_equal_target(1, PORT + 1), llama_server_equal_target(1, PORT + 2),
-               llama_server_equal_target(8, PORT + 3)]  # fmt: skip
+    targets = [
+        untuned_equal_target(8, PORT),
+        untuned_equal_target(1, PORT + 1),
+        llama_server_equal_target(1, PORT + 2),
+        llama_server_equal_target(8, PORT + 3),
+    ]
     rates: dict[str, list[float]] = {t.name: [] for t in targets}
     table = Table("server", "run", "requests", "tokens", "wall (s)", "requests/s", "tokens/s", "TTFT p50 (s)", "TTFT p95 (s)")
     for run in range(1, runs + 1):
@@ -249,19 +351,31 @@ def equal_work(runs: int = 3) -> None:
             wall, ttfts, texts = measure(target, clients, per_client, work)
             tokens = len(texts) * MAX_TOKENS  # every request made exactly MAX_TOKENS (ignore_eos, no stops)
             rates[target.name].append(tokens / wall)
-            table.add_row(target.name, str(run), str(len(texts)), str(tokens), f"{wall:.1f}", f"{len(texts) / wall:.2f}",
-                          f"{tokens / wall:.1f}", f"{statistics.median(ttfts):.2f}",
-                          f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}")  # fmt: skip
+            table.add_row(
+                target.name,
+                str(run),
+                str(len(texts)),
+                str(tokens),
+                f"{wall:.1f}",
+                f"{len(texts) / wall:.2f}",
+                f"{tokens / wall:.1f}",
+                f"{statistics.median(ttfts):.2f}",
+                f"{statistics.quantiles(ttfts, n=20)[-1]:.2f}",
+            )
     console = Console(width=150)
     console.print(table)
     for name, values in rates.items():
         console.print(f"{name}: {statistics.median(values):.1f} tok/s (runs: {', '.join(f'{v:.1f}' for v in values)})")
     ours, ours_one = (statistics.median(rates[t.name]) for t in targets[:2])
     best = max((t.name for t in targets[2:]), key=lambda name: statistics.median(rates[name]))
-    console.print(f"untuned --parallel 8 / {best}: {ours / statistics.median(rates[best]):.2f}x (target >= 1.2x); "
-                  f"per run: {', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[best]))}")
-    console.print(f"untuned --parallel 8 / untuned --parallel 1: {ours / ours_one:.2f}x (target >= 1.5x); per run: "
-                  f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[targets[1].name]))}")
+    console.print(
+        f"untuned --parallel 8 / {best}: {ours / statistics.median(rates[best]):.2f}x (target >= 1.2x); "
+        f"per run: {', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[best]))}"
+    )
+    console.print(
+        f"untuned --parallel 8 / untuned --parallel 1: {ours / ours_one:.2f}x (target >= 1.5x); per run: "
+        f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates[targets[0].name], rates[targets[1].name]))}"
+    )
 
 
 def scaling() -> None:
@@ -280,8 +394,15 @@ def scaling() -> None:
         tokens = sum(count(t) for t in texts)
         rates.append(tokens / wall)
         p95 = statistics.quantiles(ttfts, n=20)[-1] if len(ttfts) > 1 else ttfts[0]
-        table.add_row(str(clients), str(len(texts)), str(tokens), f"{wall:.1f}", f"{rates[-1]:.1f}",
-                      f"{statistics.median(ttfts):.2f}", f"{p95:.2f}")  # fmt: skip
+        table.add_row(
+            str(clients),
+            str(len(texts)),
+            str(tokens),
+            f"{wall:.1f}",
+            f"{rates[-1]:.1f}",
+            f"{statistics.median(ttfts):.2f}",
+            f"{p95:.2f}",
+        )
     Console(width=150).print(table)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot(sizes, rates, marker="o")

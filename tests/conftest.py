@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import re
-import socket
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+from helpers import FIXTURES
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +38,6 @@ def gemma(gemma_path):
 def fixture_data() -> Path:
     """Small cuts of the benchmark data, inside tests/ (see tests/fixtures/README.md)."""
     return FIXTURES / "data"
-
-
-def plain(text: str) -> str:
-    """CLI output as one line of words: line breaks and the boxes of typer's error panels removed."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _install_chromium() -> str | None:
@@ -94,7 +79,7 @@ def browser():
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-    ]  # fmt: skip  (the closed network refuses Google's hosts)
+    ]  # the closed network refuses Google's hosts
     with playwright_api.sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=path, headless=True, args=flags)
         yield chromium

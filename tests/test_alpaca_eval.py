@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from untuned.judge import Verdict
+from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, to_markdown
 from untuned.report.alpaca_eval import read_df_gamed, shipped
 from untuned.report.sections import win_rates
@@ -23,12 +24,21 @@ def verdicts(model: str, *, as_alpaca_eval_file: bool) -> list[Verdict]:
     rows = [json.loads(line) for line in (FIXTURES / f"{model}.jsonl").read_text().splitlines()]
     texts = list(shipped().by_instruction)
     return [
-        Verdict(id=str(index if as_alpaca_eval_file else row["position"]), mode="pairwise", judge="gpt-4-turbo",
-                template="alpaca-eval:weighted_alpaca_eval_gpt4_turbo" if as_alpaca_eval_file else "pairwise@1",
-                status="scored", generator=model, generator_b="gpt4_1106_preview", query=texts[row["position"]],
-                answer="x" * row["chars_model"], answer_b="y" * row["chars_baseline"], preference=row["preference"])
+        make_verdict(
+            id=str(index if as_alpaca_eval_file else row["position"]),
+            mode="pairwise",
+            judge="gpt-4-turbo",
+            template="alpaca-eval:weighted_alpaca_eval_gpt4_turbo" if as_alpaca_eval_file else "pairwise@1",
+            status="scored",
+            generator=model,
+            generator_b="gpt4_1106_preview",
+            query=texts[row["position"]],
+            answer="x" * row["chars_model"],
+            answer_b="y" * row["chars_baseline"],
+            preference=row["preference"],
+        )
         for index, row in enumerate(rows)
-    ]  # fmt: skip
+    ]
 
 
 def test_shipped_difficulty_covers_alpaca_evals_805_instructions():
@@ -74,8 +84,10 @@ def test_items_that_are_not_alpaca_evals_get_no_lc_and_the_report_says_why():
 def test_alpaca_evals_own_df_gamed_replaces_the_shipped_data(tmp_path):
     lines = ["model,index,instruction_difficulty,not_gamed_baseline,std_delta_len,preference"]
     for kind, sign in (("verbose", -1), ("concise", 1)):
-        lines += [f"gpt4_1106_preview_{kind},{i},{(i % 7 - 3) / 2},False,{sign * (0.5 + i % 3)},{0.3 + 0.05 * (i % 9)}"
-                  for i in range(40)]  # fmt: skip
+        lines += [
+            f"gpt4_1106_preview_{kind},{i},{(i % 7 - 3) / 2},False,{sign * (0.5 + i % 3)},{0.3 + 0.05 * (i % 9)}"
+            for i in range(40)
+        ]
     path = tmp_path / "df_gamed.csv"
     path.write_text("\n".join(lines) + "\n")
     source = read_df_gamed(path)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import plain
+from helpers import plain
 from typer.testing import CliRunner
 
 from untuned.cli import app

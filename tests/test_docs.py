@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_reference_is_current():
-    result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_cli_reference.py"), "--check"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_cli_reference.py"), "--check"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 

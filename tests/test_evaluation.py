@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from servers import scripted_server
-from test_judge import JSON, chat_reply, user_text
+from helpers import ROOT
+from helpers.judges import JSON, chat_reply, user_text
+from helpers.servers import scripted_server
 from typer.testing import CliRunner
 
 from untuned.cli import app
@@ -25,6 +25,7 @@ from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, Verdict, VerdictFile
 from untuned.judge.calibration import PUBLISHED
 from untuned.judge.mt_bench import MtBenchItem, attach_references, category_of, read_mt_bench_answers, read_references
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
+from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, load_verdicts, plots, to_html, to_markdown
 from untuned.stats import win_rate
 
@@ -55,11 +56,17 @@ def mt_bench_judge(method, path, count, body):
 
 def mt_items() -> list[MtBenchItem]:
     return [
-        MtBenchItem(id="81", turns=["Write a poem.", "Shorter."], outputs=["one two three", "one"], category="writing",
-                    generator="m"),
-        MtBenchItem(id="111", turns=["What is 2+2?", "And 3+3?"], outputs=["four is it", "six LOOSE a b c d e f g h i"],
-                    category="math", generator="m"),
-    ]  # fmt: skip
+        MtBenchItem(
+            id="81", turns=["Write a poem.", "Shorter."], outputs=["one two three", "one"], category="writing", generator="m"
+        ),
+        MtBenchItem(
+            id="111",
+            turns=["What is 2+2?", "And 3+3?"],
+            outputs=["four is it", "six LOOSE a b c d e f g h i"],
+            category="math",
+            generator="m",
+        ),
+    ]
 
 
 def test_mt_bench_turns_references_and_loose_replies(tmp_path):
@@ -88,8 +95,9 @@ def test_mt_bench_turns_references_and_loose_replies(tmp_path):
 def test_cli_generate_mt_bench_uses_fastchats_temperatures_unless_told(tmp_path):
     questions = tmp_path / "q.jsonl"
     rows = [(81, "writing"), (111, "math"), (141, "stem")]
-    questions.write_text("".join(json.dumps({"question_id": q, "category": c, "turns": ["SCRIPT: @temperature @end"] * 2}) + "\n"
-                                 for q, c in rows))  # fmt: skip
+    questions.write_text(
+        "".join(json.dumps({"question_id": q, "category": c, "turns": ["SCRIPT: @temperature @end"] * 2}) + "\n" for q, c in rows)
+    )
     base = ["generate", "mt-bench", "--data-file", str(questions), "--model", "scripted:t"]
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "a.jsonl")])
     assert result.exit_code == 0, result.output
@@ -105,11 +113,24 @@ def test_cli_generate_mt_bench_uses_fastchats_temperatures_unless_told(tmp_path)
 
 def test_cli_judge_mt_bench_with_fastchat_files_and_report(tmp_path, fixture_data):
     answers = tmp_path / "model_answer.jsonl"  # FastChat's answer format
-    answers.write_text("".join(json.dumps({"question_id": q, "model_id": "fc-model", "choices": [{"index": 0, "turns":
-                                           ["a b c d e", "a b"]}]}) + "\n" for q in (101, 141)))  # fmt: skip
+    answers.write_text(
+        "".join(
+            json.dumps({"question_id": q, "model_id": "fc-model", "choices": [{"index": 0, "turns": ["a b c d e", "a b"]}]})
+            + "\n"
+            for q in (101, 141)
+        )
+    )
     out = tmp_path / "v.jsonl"
-    args = ["judge", "mt-bench", str(answers), "--out", str(out), "--questions", str(fixture_data / "mt_bench_questions.jsonl"),
-            "--no-cache"]  # fmt: skip
+    args = [
+        "judge",
+        "mt-bench",
+        str(answers),
+        "--out",
+        str(out),
+        "--questions",
+        str(fixture_data / "mt_bench_questions.jsonl"),
+        "--no-cache",
+    ]
     with scripted_server(mt_bench_judge) as (url, seen):
         missing = runner.invoke(app, [*args, "--judge-url", url, "--judge-model", "j"])
         assert missing.exit_code == 2 and "--references" in missing.output and not seen
@@ -129,8 +150,18 @@ def fastchat_rows() -> list[dict]:
         for qid, turns in scores.items():
             for turn, score in enumerate(turns, start=1):
                 prompt = "single-v1" if turn == 1 else "single-v1-multi-turn"
-                rows.append({"question_id": qid, "model": model, "judge": ["gpt-4", prompt], "user_prompt": "…",
-                             "judgment": f"Rating: [[{score}]]", "score": score, "turn": turn, "tstamp": 0})  # fmt: skip
+                rows.append(
+                    {
+                        "question_id": qid,
+                        "model": model,
+                        "judge": ["gpt-4", prompt],
+                        "user_prompt": "…",
+                        "judgment": f"Rating: [[{score}]]",
+                        "score": score,
+                        "turn": turn,
+                        "tstamp": 0,
+                    }
+                )
     return rows
 
 
@@ -148,9 +179,18 @@ def test_fastchat_judgments_give_fastchats_means(tmp_path):
 
 def annotations() -> list[dict]:
     preferences = [2.0, "1.0", 1.5, None, 0, "1.8", 1.2, 2]
-    return [{"instruction": f"Q{i}", "output_1": "b" * (100 + 10 * i), "generator_1": "gpt4_turbo",
-             "output_2": "m" * (80 + 37 * i), "generator_2": "my-model", "annotator": "weighted_alpaca_eval_gpt4_turbo",
-             "preference": p} for i, p in enumerate(preferences)]  # fmt: skip
+    return [
+        {
+            "instruction": f"Q{i}",
+            "output_1": "b" * (100 + 10 * i),
+            "generator_1": "gpt4_turbo",
+            "output_2": "m" * (80 + 37 * i),
+            "generator_2": "my-model",
+            "annotator": "weighted_alpaca_eval_gpt4_turbo",
+            "preference": p,
+        }
+        for i, p in enumerate(preferences)
+    ]
 
 
 def test_alpaca_eval_annotations_give_the_leaderboards_numbers(tmp_path):
@@ -179,16 +219,36 @@ def test_cli_pairwise_against_a_baseline_win_rate_and_flips(tmp_path):
         return 200, JSON, chat_reply(json.dumps({x: {"rationale": "r", "winner": w} for x, w in winners.items()}))
 
     model, base = tmp_path / "model.jsonl", tmp_path / "base.jsonl"
-    model.write_text("".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "x" * (10 + 20 * i), "generator": "mine"})
-                             + "\n" for i in range(7)))  # fmt: skip  (no baseline answer for id 6)
-    base.write_text("".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "y" * 55, "generator": "ref"}) + "\n"
-                            for i in range(6)))  # fmt: skip
+    model.write_text(
+        "".join(
+            json.dumps({"id": i, "instruction": f"Q{i}", "output": "x" * (10 + 20 * i), "generator": "mine"}) + "\n"
+            for i in range(7)
+        )
+    )  # no baseline answer for id 6
+    base.write_text(
+        "".join(json.dumps({"id": i, "instruction": f"Q{i}", "output": "y" * 55, "generator": "ref"}) + "\n" for i in range(6))
+    )
     out = tmp_path / "p.jsonl"
     with scripted_server(longer_or_first) as (url, seen):
         both = runner.invoke(app, ["judge", "pairwise", str(model), str(base), "--baseline", str(base), "--out", str(out)])
         assert both.exit_code == 2 and "one of them" in both.output
-        result = runner.invoke(app, ["judge", "pairwise", str(model), "--baseline", str(base), "--out", str(out),
-                                     "--judge-url", url, "--judge-model", "j", "--no-cache"])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "pairwise",
+                str(model),
+                "--baseline",
+                str(base),
+                "--out",
+                str(out),
+                "--judge-url",
+                url,
+                "--judge-model",
+                "j",
+                "--no-cache",
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert "1 items have no second answer and were left out." in result.output
     verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
@@ -208,8 +268,17 @@ def test_cli_pairwise_against_a_baseline_win_rate_and_flips(tmp_path):
 
 
 def _verdict(model: str, ident: int, scores: dict, answer: str = "an answer", mode: str = "multi") -> Verdict:
-    return Verdict(id=str(ident), mode=mode, template=f"{mode}@1", judge="j", status="scored", generator=model,
-                   query=f"Q{ident}", answer=answer, scores=scores)  # fmt: skip
+    return make_verdict(
+        id=str(ident),
+        mode=mode,
+        template=f"{mode}@1",
+        judge="j",
+        status="scored",
+        generator=model,
+        query=f"Q{ident}",
+        answer=answer,
+        scores=scores,
+    )
 
 
 def test_report_compare_paired_tests_in_markdown_csv_and_html(tmp_path):
@@ -218,12 +287,16 @@ def test_report_compare_paired_tests_in_markdown_csv_and_html(tmp_path):
     a = [_verdict("a", i, {"helpfulness": s, "clarity": 3 + i % 3}) for i, s in enumerate(a_scores)]
     b = [_verdict("b", i, {"helpfulness": s, "clarity": 3 + (i + 1) % 3}) for i, s in enumerate(b_scores)]
     b.append(_verdict("b", 99, {"helpfulness": 1, "clarity": 1}))  # not judged for a: left out of the pairing
-    mt = [_verdict(m, i, {"turn_1": s, "turn_2": s - 1}, mode="mt-bench") for m, d in (("a", 2), ("b", 0))
-          for i, s in enumerate([5 + d, 6 + d, 4 + d, 7 + d, 5 + d, 6 + d, 8 + d])]  # fmt: skip
+    mt = [
+        _verdict(m, i, {"turn_1": s, "turn_2": s - 1}, mode="mt-bench")
+        for m, d in (("a", 2), ("b", 0))
+        for i, s in enumerate([5 + d, 6 + d, 4 + d, 7 + d, 5 + d, 6 + d, 8 + d])
+    ]
     VerdictFile(tmp_path / "a.jsonl").append(*a, *mt[:7])
     VerdictFile(tmp_path / "b.jsonl").append(*b, *mt[7:])
-    result = runner.invoke(app, ["report", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--compare",
-                                 "--out", str(tmp_path / "r")])  # fmt: skip
+    result = runner.invoke(
+        app, ["report", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--compare", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 0, result.output
     text = result.output
     assert "## a vs b (just-eval, paired on common items)" in text and "## a vs b (mt-bench, paired on common items)" in text
@@ -253,11 +326,16 @@ def test_a_judge_that_gives_one_score_is_flagged_not_plotted(tmp_path):
 
 def test_cli_calibrate_against_published_verdicts(tmp_path):
     published = [
-        {"id": i, "input": f"Question {i}?", "output_cand": f"Answer {i}.", "generator_cand": "gpt-3.5-turbo-0301",
-         "eval_config": {"mode": "score_multi", "gpt": "gpt-4-1106-preview"},
-         "parsed_result": {a: {"rationale": "r", "score": str(1 + (i * (k + 1)) % 5)} for k, a in enumerate(ASPECTS)}}
+        {
+            "id": i,
+            "input": f"Question {i}?",
+            "output_cand": f"Answer {i}.",
+            "generator_cand": "gpt-3.5-turbo-0301",
+            "eval_config": {"mode": "score_multi", "gpt": "gpt-4-1106-preview"},
+            "parsed_result": {a: {"rationale": "r", "score": str(1 + (i * (k + 1)) % 5)} for k, a in enumerate(ASPECTS)},
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     path = tmp_path / "published.json"
     path.write_text(json.dumps(published))
     truth = {row["input"]: row["parsed_result"] for row in published}
@@ -268,8 +346,21 @@ def test_cli_calibrate_against_published_verdicts(tmp_path):
         return 200, JSON, chat_reply(json.dumps({a: {"rationale": "r", "score": s} for a, s in scores.items()}))
 
     with scripted_server(judge) as (url, seen):
-        args = ["judge", "calibrate", "--published", str(path), "--sample", "6", "--out", str(tmp_path / "c.jsonl"),
-                "--judge-url", url, "--judge-model", "cheap", "--no-cache"]  # fmt: skip
+        args = [
+            "judge",
+            "calibrate",
+            "--published",
+            str(path),
+            "--sample",
+            "6",
+            "--out",
+            str(tmp_path / "c.jsonl"),
+            "--judge-url",
+            url,
+            "--judge-model",
+            "cheap",
+            "--no-cache",
+        ]
         result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(seen) == 6 and "cheap against gpt-4-1106-preview on 6 published items" in result.output
@@ -303,19 +394,30 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, fixture_data):
     work = tmp_path / "work"
     work.mkdir()
     published = [
-        {"id": i, "input": f"Question {i}?", "output_cand": "An answer. " * (1 + i % 7), "generator_cand": "gpt-3.5-turbo-0301",
-         "eval_config": {"mode": "score_multi", "gpt": "gpt-4-1106-preview"},
-         "parsed_result": {a: {"rationale": "r", "score": str(1 + (i + k) % 5)} for k, a in enumerate(ASPECTS)}}
+        {
+            "id": i,
+            "input": f"Question {i}?",
+            "output_cand": "An answer. " * (1 + i % 7),
+            "generator_cand": "gpt-3.5-turbo-0301",
+            "eval_config": {"mode": "score_multi", "gpt": "gpt-4-1106-preview"},
+            "parsed_result": {a: {"rationale": "r", "score": str(1 + (i + k) % 5)} for k, a in enumerate(ASPECTS)},
+        }
         for i in range(40)
-    ]  # fmt: skip
+    ]
     cache = tmp_path / "cache" / "untuned" / "published"
     cache.mkdir(parents=True)
     (cache / PUBLISHED.rsplit("/", 1)[-1]).write_text(json.dumps(published))
     with scripted_server(walkthrough_judge) as (url, seen):
         script = script.replace('export JUDGE="', f'export JUDGE="--judge-url {url} --judge-model scripted-judge" #', 1)
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-        env = {**os.environ, "UNTUNED_MODEL": "scripted:walk", "UNTUNED_N_CTX": "16384",
-               "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": path, "COLUMNS": "200"}  # fmt: skip
+        env = {
+            **os.environ,
+            "UNTUNED_MODEL": "scripted:walk",
+            "UNTUNED_N_CTX": "16384",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "PATH": path,
+            "COLUMNS": "200",
+        }
         result = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "scripted-judge against gpt-4-1106-preview on 30 published items" in result.stdout
@@ -331,8 +433,13 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, fixture_data):
 def test_fastchat_duplicates_are_averaged_as_show_result_does(tmp_path):
     rows = [(81, 1, 8), (81, 1, 4), (81, 2, 6), (82, 1, 9), (82, 2, -1)]  # question 81 turn 1 judged twice
     path = tmp_path / "gpt-4_single.jsonl"
-    path.write_text("".join(json.dumps({"question_id": q, "model": "m", "judge": ["gpt-4", "single-v1"], "turn": t,
-                                        "score": s, "judgment": "j"}) + "\n" for q, t, s in rows))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps({"question_id": q, "model": "m", "judge": ["gpt-4", "single-v1"], "turn": t, "score": s, "judgment": "j"})
+            + "\n"
+            for q, t, s in rows
+        )
+    )
     report = build_report(load_verdicts(path))
     (m,) = report.mt_bench
     # FastChat: mean over every row with a score other than -1, per turn and over all
@@ -342,9 +449,20 @@ def test_fastchat_duplicates_are_averaged_as_show_result_does(tmp_path):
 
 
 def test_one_unreadable_just_eval_score_costs_only_its_aspect(tmp_path):
-    rows = [{"id": i, "input": f"Q{i}", "output_cand": "a", "generator_cand": "g", "eval_config": {"mode": "score_multi"},
-             "parsed_result": {"helpfulness": {"rationale": "r", "score": "4.5" if i == 1 else "4"},
-                               "clarity": {"rationale": "r", "score": "3"}}} for i in range(3)]  # fmt: skip
+    rows = [
+        {
+            "id": i,
+            "input": f"Q{i}",
+            "output_cand": "a",
+            "generator_cand": "g",
+            "eval_config": {"mode": "score_multi"},
+            "parsed_result": {
+                "helpfulness": {"rationale": "r", "score": "4.5" if i == 1 else "4"},
+                "clarity": {"rationale": "r", "score": "3"},
+            },
+        }
+        for i in range(3)
+    ]
     path = tmp_path / "judged.json"
     path.write_text(json.dumps(rows))
     report = build_report(load_verdicts(path))
@@ -355,8 +473,11 @@ def test_one_unreadable_just_eval_score_costs_only_its_aspect(tmp_path):
 
 def test_compare_honours_na_and_many_models_get_a_compact_matrix():
     scores = {"a": [4, 5, 4, 5, 4, 5, 4, 5, 4, 5], "b": [2, 3, 2, 3, 2, 3, 2, 3, 2, 3], "c": [3] * 10}
-    verdicts = [_verdict(m, i, {"helpfulness": s, "depth": None if (m, i) == ("b", 0) else s})
-                for m, values in scores.items() for i, s in enumerate(values)]  # fmt: skip
+    verdicts = [
+        _verdict(m, i, {"helpfulness": s, "depth": None if (m, i) == ("b", 0) else s})
+        for m, values in scores.items()
+        for i, s in enumerate(values)
+    ]
     skip = {(c.a, c.b, r.aspect): r for c in build_report(verdicts, compare=True).comparisons for r in c.rows}
     five = {(c.a, c.b, r.aspect): r for c in build_report(verdicts, compare=True, na="five").comparisons for r in c.rows}
     assert skip[("a", "b", "depth")].n == 9 and five[("a", "b", "depth")].n == 10
@@ -369,9 +490,21 @@ def test_compare_honours_na_and_many_models_get_a_compact_matrix():
 def test_pairwise_table_and_win_rate_count_by_one_rule():
     """A win in one order and a tie in the other: a win (preference 1.75) in both the table and the
     win-rate counts, also for a file written when the table called it a tie."""
-    old = Verdict(id="1", mode="pairwise", template="pairwise@1", judge="j", status="scored", generator="a",
-                  generator_b="b", query="q", answer="x", answer_b="y", winners={"overall": "tie"},
-                  orders=[{"overall": "A"}, {"overall": "tie"}], preference=1.75)  # fmt: skip
+    old = make_verdict(
+        id="1",
+        mode="pairwise",
+        template="pairwise@1",
+        judge="j",
+        status="scored",
+        generator="a",
+        generator_b="b",
+        query="q",
+        answer="x",
+        answer_b="y",
+        winners={"overall": "tie"},
+        orders=[{"overall": "A"}, {"overall": "tie"}],
+        preference=1.75,
+    )
     split = old.model_copy(update={"id": "2", "orders": [{"overall": "A"}, {"overall": "B"}], "preference": 1.5})
     report = build_report([old, split])
     (p,) = report.pairwise

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the transformers backend needs the [hf] extra")
 transformers = pytest.importorskip("transformers")
 
-from tiny import CORPUS, make_tiny_llama  # noqa: E402
+from helpers.tiny import CORPUS, make_tiny_llama  # noqa: E402
 
 from untuned import Assistant, LoadOptions, Sampling, load_backend  # noqa: E402
 from untuned.backends.hf import TransformersBackend  # noqa: E402
@@ -129,8 +129,7 @@ def test_batched_greedy_answers_equal_one_at_a_time_on_gemma(gemma_path):
     three answers, bodies of different lengths, equals the three answered one at a time."""
     backend = load_backend(str(gemma_path), LoadOptions(backend="transformers", device="cpu", n_ctx=2048, parallel=3))
     sampling = Sampling(max_tokens=24)
-    prompts = _rendered(["What is the capital of France?", "Hi!", "Give me three tips for sleeping better at night."],
-                        "helpful")  # fmt: skip
+    prompts = _rendered(["What is the capital of France?", "Hi!", "Give me three tips for sleeping better at night."], "helpful")
     alone = ["".join(chunk.text for chunk in backend.stream(prompt, sampling)) for prompt in prompts]
     assert "Paris" in alone[0]
     assert _answers_together(backend, prompts, sampling) == alone

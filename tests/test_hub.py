@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import plain
+from helpers import plain
 
 from untuned import Assistant, LoadOptions, Sampling, load_backend
 from untuned.backends import ModelSpec, hub
@@ -40,8 +40,11 @@ def hub_cache(tmp_path, monkeypatch, gemma_path):
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cached_repo(cache, "someone/gemma-base-GGUF", {"gemma-base-Q4_K_M.gguf": gemma_path, "gemma-base-Q8_0.gguf": b"GGUF",
-                                                   "README.md": b"# GGUF files"})  # fmt: skip
+    cached_repo(
+        cache,
+        "someone/gemma-base-GGUF",
+        {"gemma-base-Q4_K_M.gguf": gemma_path, "gemma-base-Q8_0.gguf": b"GGUF", "README.md": b"# GGUF files"},
+    )
     parts = {f"Q4_K_M/big-Q4_K_M-0000{i}-of-00002.gguf": b"GGUF" for i in (1, 2)}
     cached_repo(cache, "someone/big-GGUF", {**parts, "big-IQ2_XS.gguf": b"GGUF"})
     cached_repo(cache, "someone/plain-model", {"config.json": b"{}", "model.safetensors": b""})
@@ -58,14 +61,20 @@ def test_specs_name_a_quantisation_a_file_or_a_repository():
     assert ModelSpec.parse("hf:org/repo:Q4_K_M").default_backend == "llama.cpp"
     assert ModelSpec.parse("hf:org/repo").default_backend == "transformers"
     assert [hub.quant_of(f) for f in ("a-Q4_K_M.gguf", "b.Q8_0.gguf", "c-IQ2_XS-00001-of-00003.gguf", "d-f16.gguf")] == [
-        "Q4_K_M", "Q8_0", "IQ2_XS", "F16"]  # fmt: skip
+        "Q4_K_M",
+        "Q8_0",
+        "IQ2_XS",
+        "F16",
+    ]
 
 
 def test_choosing_files_split_parts_and_clear_refusals():
     files = ["README.md", "m-Q4_K_M.gguf", "m-Q8_0.gguf", "x/big-Q5_K_M-00002-of-00002.gguf", "x/big-Q5_K_M-00001-of-00002.gguf"]
     assert hub.choose(files, hub.HubGguf("o/r")) == ["m-Q4_K_M.gguf"]  # Q4_K_M by default
     assert hub.choose(files, hub.HubGguf("o/r", quant="q5_k_m")) == [
-        "x/big-Q5_K_M-00001-of-00002.gguf", "x/big-Q5_K_M-00002-of-00002.gguf"]  # fmt: skip
+        "x/big-Q5_K_M-00001-of-00002.gguf",
+        "x/big-Q5_K_M-00002-of-00002.gguf",
+    ]
     assert hub.choose(files, hub.HubGguf("o/r", filename="m-Q8_0.gguf")) == ["m-Q8_0.gguf"]
     with pytest.raises(ModelNotFoundError, match="no Q2_K GGUF in o/r; quantisations there: Q4_K_M, Q5_K_M, Q8_0"):
         hub.choose(files, hub.HubGguf("o/r", quant="Q2_K"))
@@ -102,8 +111,13 @@ def test_a_missing_split_part_or_file_is_a_clear_error(hub_cache):
 
 def test_no_network_and_no_cache_says_what_to_do_in_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
-    result = subprocess.run([sys.executable, "-m", "untuned", "ask", "Hi", "--model", "hf:someone/absent-GGUF:Q4_K_M"],
-                            capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "untuned", "ask", "Hi", "--model", "hf:someone/absent-GGUF:Q4_K_M"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "huggingface-cli download someone/absent-GGUF --include '*Q4_K_M*'" in plain(lines[0])

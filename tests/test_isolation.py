@@ -10,16 +10,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from helpers.servers import untuned_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import untuned_server
 
 from untuned.backends.batching import Request
 from untuned.backends.protocol import Sampling
 from untuned.errors import ModelFailure
 
-GOOD = ["The capital of France is", "Water boils at a temperature of", "The largest planet in the solar system is",
-        "Once upon a time, in a small village,"]  # fmt: skip
+GOOD = [
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "The largest planet in the solar system is",
+    "Once upon a time, in a small village,",
+]
 TOKENS = 24
 
 BAD = [  # (body, what the client sent wrong)
@@ -121,14 +125,32 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "echo", "logprobs", "n", "suffix",
-          "best_of", "logit_bias", "response_format", "frequency_penalty", "user", "tools"]  # fmt: skip
+FIELDS = [
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "stream",
+    "echo",
+    "logprobs",
+    "n",
+    "suffix",
+    "best_of",
+    "logit_bias",
+    "response_format",
+    "frequency_penalty",
+    "user",
+    "tools",
+]
 
 
 @st.composite
 def bodies(draw):
-    body = {"prompt": draw(st.text(min_size=1, max_size=20) | st.lists(st.integers(-5, 300_000), min_size=1, max_size=6)
-                           | JSONISH)}  # fmt: skip
+    body = {
+        "prompt": draw(st.text(min_size=1, max_size=20) | st.lists(st.integers(-5, 300_000), min_size=1, max_size=6) | JSONISH)
+    }
     for name in draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True)):
         body[name] = draw(JSONISH)
     body.setdefault("max_tokens", draw(st.integers(1, 4)))
@@ -179,6 +201,7 @@ def test_a_kv_budget_shared_by_the_slots_admits_what_fits_and_queues_the_rest():
     decoded together."""
     questions = ["What is the capital of France?", "Name a large ocean.", "What colour is the sky?", "Who wrote Hamlet?"]
     with untuned_server("--parallel", "4", "--kv-budget", "2048") as url:
+
         def ask(question: str) -> httpx.Response:
             body = {"messages": [{"role": "user", "content": question}], "max_tokens": 400, "temperature": 0}
             return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)

@@ -10,8 +10,9 @@ import statistics
 import time
 
 import pytest
-from conftest import plain
-from servers import scripted_server
+from helpers import plain
+from helpers.judges import JSON, chat_reply, user_text
+from helpers.servers import scripted_server
 from typer.testing import CliRunner
 
 from untuned.answers import AnswerItem
@@ -23,26 +24,12 @@ from untuned.judge import (
     JudgeCache,
     LocalJudgeModel,
     ReplyError,
-    Verdict,
     VerdictFile,
     parse_reply,
 )
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
+from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, load_verdicts, stat, to_markdown, write_csv
-
-JSON = {"Content-Type": "application/json"}
-
-
-def chat_reply(content: str) -> bytes:
-    return json.dumps({
-        "id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-    }).encode()  # fmt: skip
-
-
-def user_text(body: bytes) -> str:
-    """The prompt a judge was sent: every message's text (instructions in the system message, the item after)."""
-    return "\n\n".join(message["content"] for message in json.loads(body)["messages"])
 
 
 def expected_score(answer: str) -> int:
@@ -62,10 +49,16 @@ def verdict_json(text: str, *, style: int = 0) -> str:
 
 def items(n: int, *, garbage: set[int] = frozenset()) -> list[AnswerItem]:
     return [
-        AnswerItem(id=str(i), query=f"{'GARBAGE ' if i in garbage else ''}Question {i}?", answer="x" * (i * 7 + 3),
-                   generator="model-a", dataset="set1" if i % 2 else "set2", tags={"topics": ["stem" if i % 3 else "finance"]})
+        AnswerItem(
+            id=str(i),
+            query=f"{'GARBAGE ' if i in garbage else ''}Question {i}?",
+            answer="x" * (i * 7 + 3),
+            generator="model-a",
+            dataset="set1" if i % 2 else "set2",
+            tags={"topics": ["stem" if i % 3 else "finance"]},
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
@@ -156,7 +149,7 @@ def test_pairwise_cancels_position_bias(tmp_path):
     for script, expected, preferences in cases:
         out = tmp_path / f"{script.__name__}.jsonl"
         with scripted_server(script) as (url, _):
-            Judge(HttpJudgeModel(url, "judge"), TEMPLATES["pairwise"]).run(first, out, seconds=second)
+            Judge(HttpJudgeModel(url, "judge"), TEMPLATES["pairwise"]).run(first, out, second_answers=second)
         verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
         assert [v.winners["helpfulness"] for v in verdicts] == expected  # answers of 3, 10, 17, 24 vs 20 characters
         assert [v.preference for v in verdicts] == preferences  # AlpacaEval's encoding, from the first file's side
@@ -204,11 +197,16 @@ def test_tag_replies_use_just_evals_label_sets():
 @pytest.mark.slow
 def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
     judging = Judge(LocalJudgeModel(smollm_path), TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=0)
-    answers = [AnswerItem(id=str(i), query=q, answer=a) for i, (q, a) in enumerate([
-        ("What is the capital of France?", "The capital of France is Paris."),
-        ("What is 2 + 2?", "2 + 2 = 4."),
-        ("Name a primary colour.", "Red is a primary colour."),
-    ])]  # fmt: skip
+    answers = [
+        AnswerItem(id=str(i), query=q, answer=a)
+        for i, (q, a) in enumerate(
+            [
+                ("What is the capital of France?", "The capital of France is Paris."),
+                ("What is 2 + 2?", "2 + 2 = 4."),
+                ("Name a primary colour.", "Red is a primary colour."),
+            ]
+        )
+    ]
     summary = judging.run(answers, tmp_path / "v.jsonl")
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
     assert summary.done == 3 and all(v.status == "scored" and set(v.scores) == set(ASPECTS) for v in verdicts)
@@ -240,11 +238,25 @@ def test_report_numbers_match_independent_arithmetic(tmp_path):
     for model, scores in rows.items():
         for i, score in enumerate(scores):
             topic = "stem" if i < 3 else "finance"
-            store.append(Verdict(id=f"{model}{i}", mode="multi", template="multi@1", judge="j", status="scored", generator=model,
-                                 dataset="d", tags={"topics": [topic]}, query="q", answer="one two three",
-                                 scores={a: score for a in ASPECTS}))  # fmt: skip
+            store.append(
+                make_verdict(
+                    id=f"{model}{i}",
+                    mode="multi",
+                    template="multi@1",
+                    judge="j",
+                    status="scored",
+                    generator=model,
+                    dataset="d",
+                    tags={"topics": [topic]},
+                    query="q",
+                    answer="one two three",
+                    scores={a: score for a in ASPECTS},
+                )
+            )
     store.append(
-        Verdict(id="a9", mode="multi", template="multi@1", judge="j", status="failed", generator="a", query="q", answer="x y")
+        make_verdict(
+            id="a9", mode="multi", template="multi@1", judge="j", status="failed", generator="a", query="q", answer="x y"
+        )
     )
     report = build_report(load_verdicts(out))
     a = next(m for m in report.models if m.model == "a")
@@ -266,15 +278,25 @@ def test_report_numbers_match_independent_arithmetic(tmp_path):
 
 def test_just_eval_files_give_just_evals_means(tmp_path):
     judged = [
-        {"id": i, "input": "q", "output_cand": "word " * (i + 1), "generator_cand": "m", "eval_config": {"mode": "score_multi"},
-         "parsed_result": {a: {"rationale": "r", "score": s} for a, s in zip(ASPECTS, scores)}}
+        {
+            "id": i,
+            "input": "q",
+            "output_cand": "word " * (i + 1),
+            "generator_cand": "m",
+            "eval_config": {"mode": "score_multi"},
+            "parsed_result": {a: {"rationale": "r", "score": s} for a, s in zip(ASPECTS, scores)},
+        }
         for i, scores in enumerate([["5", "4", "3", "N/A", "2"], ["4", "4", "5", "3", "N/A"], ["3", "5", "N/A", "4", "4"]])
-    ] + [{"id": 3, "input": "q", "output_cand": "w", "generator_cand": "m", "result": "N/A"}]  # fmt: skip
+    ] + [{"id": 3, "input": "q", "output_cand": "w", "generator_cand": "m", "result": "N/A"}]
     path = tmp_path / "judged.json"
     path.write_text(json.dumps(judged))
     # just-eval's own report: only items with parsed_result; "N/A" counted as 5.0; plain means
-    expected = {a: statistics.mean(5.0 if r["parsed_result"][a]["score"] == "N/A" else float(r["parsed_result"][a]["score"])
-                                   for r in judged[:3]) for a in ASPECTS}  # fmt: skip
+    expected = {
+        a: statistics.mean(
+            5.0 if r["parsed_result"][a]["score"] == "N/A" else float(r["parsed_result"][a]["score"]) for r in judged[:3]
+        )
+        for a in ASPECTS
+    }
     model = build_report(load_verdicts(path), na="five").models[0]
     assert {a: model.aspects[a].mean for a in ASPECTS} == pytest.approx(expected)
     assert model.failed == 1
@@ -293,8 +315,21 @@ def test_cli_judge_and_report(tmp_path, monkeypatch):
     )
     runner = CliRunner()
     with scripted_server(script) as (url, _):
-        args = ["judge", "multi", str(answers), "--out", str(tmp_path / "v.jsonl"), "--judge-url", url, "--judge-model", "j",
-                "--cache", str(tmp_path / "c.db"), "--concurrency", "3"]  # fmt: skip
+        args = [
+            "judge",
+            "multi",
+            str(answers),
+            "--out",
+            str(tmp_path / "v.jsonl"),
+            "--judge-url",
+            url,
+            "--judge-model",
+            "j",
+            "--cache",
+            str(tmp_path / "c.db"),
+            "--concurrency",
+            "3",
+        ]
         result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "5 scored, 0 failed" in result.output
@@ -335,8 +370,23 @@ def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
     answers = tmp_path / "a.jsonl"
     answers.write_text(json.dumps({"id": 1, "instruction": "Q", "output": "A"}) + "\n")
     with scripted_server(script) as (url, seen):
-        result = CliRunner().invoke(app, ["judge", "multi", str(answers), "--out", str(tmp_path / "c.jsonl"), "--judge-url",
-                                          url, "--judge-model", "j", "--max-retries", "0", "--no-cache"])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "judge",
+                "multi",
+                str(answers),
+                "--out",
+                str(tmp_path / "c.jsonl"),
+                "--judge-url",
+                url,
+                "--judge-model",
+                "j",
+                "--max-retries",
+                "0",
+                "--no-cache",
+            ],
+        )
     assert result.exit_code == 0 and "first error: judge j at" in plain(result.output) and "judge is down" in result.output
     report = CliRunner().invoke(app, ["report", str(tmp_path / "c.jsonl")])
     assert report.exit_code == 2 and "nothing to report: no scored verdicts" in plain(report.output)

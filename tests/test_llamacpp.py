@@ -180,15 +180,15 @@ def test_requests_decoded_together_never_see_each_others_content(gemma, gemma_pa
 def test_greedy_here_chooses_what_llama_cpp_s_sampler_would(gemma, monkeypatch):
     """Greedy decoding skips llama.cpp's sampler chain (a copy of the 262k-token vocabulary per token)
     and applies the repetition penalty itself: the same tokens, with and without a strong penalty."""
-    from untuned.backends.llamacpp.engine import Engine
+    from untuned.backends.llamacpp.engine import LlamaEngine
 
     bot = Assistant(gemma, load_prompt("helpful"))
     for penalty in (1.1, 1.5):
         sampling = Sampling(max_tokens=40, repetition_penalty=penalty)
         here = [bot.ask(q, sampling=sampling).text for q in QUESTIONS]
-        monkeypatch.setattr(Engine, "greedy_here", False)
+        monkeypatch.setattr(LlamaEngine, "greedy_here", False)
         native = [bot.ask(q, sampling=sampling).text for q in QUESTIONS]
-        monkeypatch.setattr(Engine, "greedy_here", True)
+        monkeypatch.setattr(LlamaEngine, "greedy_here", True)
         assert here == native
 
 
@@ -197,7 +197,7 @@ def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path)
     """Running requests are kept in the lowest slots: when a request in slot 0 ends, the one in slot 1
     moves down with a copy of its KV stream. The moved answer equals the one that never moved (the
     batch has the same shape in both runs; only the slots differ)."""
-    from untuned.backends.llamacpp.engine import Engine
+    from untuned.backends.llamacpp.engine import LlamaEngine
 
     backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=2)
     prompt = load_prompt("helpful")
@@ -213,7 +213,7 @@ def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path)
         return {question: "".join(chunk.text for chunk in stream) for question, stream in streams.items()}
 
     moves = []
-    original = Engine._compact
+    original = LlamaEngine._compact
 
     def counted(engine):
         before = [slot.request for slot in engine._slots]
@@ -221,7 +221,7 @@ def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path)
         moves.append(before != [slot.request for slot in engine._slots])
 
     try:
-        Engine._compact = counted
+        LlamaEngine._compact = counted
         short, long = ("Say hi.", 3), ("Write a long story about a dragon.", 40)
         moved = both([short, long])  # the long one starts in slot 1 and moves to slot 0
         assert any(moves)
@@ -230,5 +230,5 @@ def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path)
         assert not any(moves)
         assert moved == unmoved and len(moved[long[0]]) > 50
     finally:
-        Engine._compact = original
+        LlamaEngine._compact = original
         backend.close()

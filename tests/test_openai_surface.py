@@ -10,8 +10,8 @@ import json
 import httpx
 import openai
 import pytest
+from helpers.servers import untuned_server
 from pydantic import BaseModel
-from servers import untuned_server
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,18 @@ class City(BaseModel):
 
 
 def test_json_schema_output_follows_the_schema(client):
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-                                               "country": {"type": "string", "maxLength": 20}},
-              "required": ["city", "country"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string", "maxLength": 20}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
     reply = client.chat.completions.create(
-        model="any", messages=ask("Which city is the capital of France?"), max_tokens=60,
+        model="any",
+        messages=ask("Which city is the capital of France?"),
+        max_tokens=60,
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
-    )  # fmt: skip
+    )
     found = json.loads(reply.choices[0].message.content)
     assert set(found) == {"city", "country"} and all(isinstance(v, str) for v in found.values())
 
@@ -51,14 +56,16 @@ def test_json_schema_output_follows_the_schema(client):
 def test_the_clients_parse_gets_a_typed_answer(client):
     """openai's ``chat.completions.parse`` (what LangChain's with_structured_output does with
     method='json_schema'): a pydantic model's strict schema, read back into the model."""
-    reply = client.chat.completions.parse(model="any", messages=ask("Name a city and its country."), max_tokens=60,
-                                          response_format=City)  # fmt: skip
+    reply = client.chat.completions.parse(
+        model="any", messages=ask("Name a city and its country."), max_tokens=60, response_format=City
+    )
     assert isinstance(reply.choices[0].message.parsed, City)
 
 
 def test_json_object_output_is_a_json_object(client):
-    reply = client.chat.completions.create(model="any", messages=ask("Describe Paris as JSON."), max_tokens=48,
-                                           response_format={"type": "json_object"})  # fmt: skip
+    reply = client.chat.completions.create(
+        model="any", messages=ask("Describe Paris as JSON."), max_tokens=48, response_format={"type": "json_object"}
+    )
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(reply.choices[0].message.content), dict)
     else:  # cut by max_tokens: still the start of an object
@@ -66,12 +73,18 @@ def test_json_object_output_is_a_json_object(client):
 
 
 def test_schemas_the_grammar_cannot_enforce_are_refused_by_name(client):
-    for schema, named in (({"type": "integer", "minimum": 3}, "minimum"),
-                          ({"type": "object", "patternProperties": {"^a": {"type": "string"}}}, "patternProperties"),
-                          ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not")):  # fmt: skip
+    for schema, named in (
+        ({"type": "integer", "minimum": 3}, "minimum"),
+        ({"type": "object", "patternProperties": {"^a": {"type": "string"}}}, "patternProperties"),
+        ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not"),
+    ):
         with pytest.raises(openai.BadRequestError, match=named):
-            client.chat.completions.create(model="any", messages=ask("x"), max_tokens=4, response_format={
-                "type": "json_schema", "json_schema": {"name": "x", "schema": schema}})  # fmt: skip
+            client.chat.completions.create(
+                model="any",
+                messages=ask("x"),
+                max_tokens=4,
+                response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            )
 
 
 def test_completion_prompt_forms_langchain_sends(client):
@@ -83,8 +96,9 @@ def test_completion_prompt_forms_langchain_sends(client):
 
 
 def test_tools_neutral_values_pass_and_real_tools_are_refused(client, url):
-    reply = client.chat.completions.create(model="any", messages=ask("Hi"), max_tokens=4, tools=[], tool_choice="none",
-                                           parallel_tool_calls=False)  # fmt: skip
+    reply = client.chat.completions.create(
+        model="any", messages=ask("Hi"), max_tokens=4, tools=[], tool_choice="none", parallel_tool_calls=False
+    )
     assert reply.choices[0].message.content
     tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
     with pytest.raises(openai.BadRequestError, match="tool calling is not supported"):
@@ -115,8 +129,11 @@ def test_n_choices_from_one_prompt_each_with_its_seed(client):
     single = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=1.0, seed=5)
     assert reply.usage.prompt_tokens == single.usage.prompt_tokens
     assert reply.usage.completion_tokens == sum(
-        client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=1.0, seed=5 + i)
-        .usage.completion_tokens for i in range(3))  # fmt: skip
+        client.chat.completions.create(
+            model="any", messages=question, max_tokens=16, temperature=1.0, seed=5 + i
+        ).usage.completion_tokens
+        for i in range(3)
+    )
     completions = client.completions.create(model="any", prompt="The sea is", max_tokens=8, n=2, temperature=1.0, seed=9)
     assert len(completions.choices) == 2 and completions.choices[1].index == 1
     with pytest.raises(openai.BadRequestError, match="n > 1 with stream"):
@@ -128,8 +145,9 @@ def test_ignore_eos_makes_exactly_max_tokens(client):
     ended = client.completions.create(model="any", prompt=prompt, max_tokens=200, temperature=0)
     assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 200  # it would stop early
     for temperature in (0, 0.8):
-        full = client.completions.create(model="any", prompt=prompt, max_tokens=200, temperature=temperature, seed=1,
-                                         extra_body={"ignore_eos": True})  # fmt: skip
+        full = client.completions.create(
+            model="any", prompt=prompt, max_tokens=200, temperature=temperature, seed=1, extra_body={"ignore_eos": True}
+        )
         assert full.usage.completion_tokens == 200 and full.choices[0].finish_reason == "length"
 
 
@@ -141,8 +159,9 @@ def test_a_raw_prompt_with_the_servers_urial_prefix_reuses_its_evaluation(url):
     conversation.add_user("What is the capital of Italy?")
     text = conversation.render().text
     before = httpx.get(f"{url}/health").json()["engine"]
-    chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("What is the capital of Italy?"),
-                                                          "max_tokens": 12, "temperature": 0}).json()  # fmt: skip
+    chat = httpx.post(
+        f"{url}/v1/chat/completions", json={"messages": ask("What is the capital of Italy?"), "max_tokens": 12, "temperature": 0}
+    ).json()
     raw = httpx.post(f"{url}/v1/completions", json={"prompt": text, "max_tokens": 12, "temperature": 0}).json()
     after = httpx.get(f"{url}/health").json()["engine"]
     assert raw["choices"][0]["text"].startswith(chat["choices"][0]["message"]["content"][:10])

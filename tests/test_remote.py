@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from servers import llama_cpp_server, scripted_server, sse_completion
+from helpers.servers import llama_cpp_server, scripted_server, sse_completion
 
 from untuned import Assistant, LoadOptions, Sampling, load_backend
 from untuned.errors import RemoteError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import plain
-from servers import llama_cpp_server
+from helpers import plain
+from helpers.servers import llama_cpp_server
 from typer.testing import CliRunner
 
 from untuned.cli import app
@@ -23,8 +23,18 @@ def cli(*args: str):
 @pytest.mark.slow
 def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
     out = tmp_path / "je.jsonl"
-    result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"),
-                 "--limit", "5", "--out", str(out), "--max-tokens", "24")  # fmt: skip
+    result = cli(
+        "generate",
+        "just-eval",
+        "--data-file",
+        str(fixture_data / "just_eval_instruct.jsonl"),
+        "--limit",
+        "5",
+        "--out",
+        str(out),
+        "--max-tokens",
+        "24",
+    )
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
     assert [r.id for r in records] == ["0", "1", "2", "3", "4"]
@@ -33,12 +43,23 @@ def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
     assert first.output and first.prompt_name == "helpful" and len(first.prompt_hash) == 64
     assert first.meta["task_types"] == ["info-seek"] and first.sampling["max_tokens"] == 24
     # each record's finish reason agrees with its token count: "length" exactly at the limit
-    assert all(0 < r.completion_tokens[0] <= 24 and (r.finish_reasons[0] == "length") == (r.completion_tokens[0] == 24)
-               for r in records)  # fmt: skip
+    assert all(
+        0 < r.completion_tokens[0] <= 24 and (r.finish_reasons[0] == "length") == (r.completion_tokens[0] == 24) for r in records
+    )
 
     mt = tmp_path / "mt.jsonl"
-    result = cli("generate", "mt-bench", "--data-file", str(fixture_data / "mt_bench_questions.jsonl"),
-                 "--limit", "2", "--out", str(mt), "--max-tokens", "24")  # fmt: skip
+    result = cli(
+        "generate",
+        "mt-bench",
+        "--data-file",
+        str(fixture_data / "mt_bench_questions.jsonl"),
+        "--limit",
+        "2",
+        "--out",
+        str(mt),
+        "--max-tokens",
+        "24",
+    )
     assert result.exit_code == 0, result.output
     for record in GenerationFile(mt).read():
         assert len(record.turns) == 2 and len(record.outputs) == 2 and all(record.outputs)
@@ -48,8 +69,19 @@ def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
 def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     """Fields, both MT-bench turns (the second sees the first), and concurrent items each once."""
     out = tmp_path / "je.jsonl"
-    result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "12",
-                 "--out", str(out), "--concurrency", "4", *SCRIPTED)  # fmt: skip
+    result = cli(
+        "generate",
+        "just-eval",
+        "--data-file",
+        str(fixture_data / "just_eval_instruct.jsonl"),
+        "--limit",
+        "12",
+        "--out",
+        str(out),
+        "--concurrency",
+        "4",
+        *SCRIPTED,
+    )
     assert result.exit_code == 0, result.output
     assert "12 answered, 0 already in" in plain(result.output)
     records = {r.id: r for r in GenerationFile(out).read()}
@@ -58,8 +90,17 @@ def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     assert first.output == f"You said: {first.instruction}" and first.model == "scripted:run"
     assert first.meta["task_types"] == ["info-seek"] and first.generator == "untuned/scripted-run/helpful"
     mt = tmp_path / "mt.jsonl"
-    result = cli("generate", "mt-bench", "--data-file", str(fixture_data / "mt_bench_questions.jsonl"), "--limit", "2",
-                 "--out", str(mt), *SCRIPTED)  # fmt: skip
+    result = cli(
+        "generate",
+        "mt-bench",
+        "--data-file",
+        str(fixture_data / "mt_bench_questions.jsonl"),
+        "--limit",
+        "2",
+        "--out",
+        str(mt),
+        *SCRIPTED,
+    )
     assert result.exit_code == 0, result.output
     for record in GenerationFile(mt).read():
         assert len(record.turns) == 2 and [o.split(": ", 1)[1] for o in record.outputs] == [t.strip() for t in record.turns]
@@ -68,8 +109,19 @@ def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
 
 def test_resume_with_other_settings_is_refused(fixture_data, tmp_path):
     out = tmp_path / "run.jsonl"
-    args = ["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "1",
-            "--out", str(out), "--max-tokens", "8", *SCRIPTED]  # fmt: skip
+    args = [
+        "generate",
+        "just-eval",
+        "--data-file",
+        str(fixture_data / "just_eval_instruct.jsonl"),
+        "--limit",
+        "1",
+        "--out",
+        str(out),
+        "--max-tokens",
+        "8",
+        *SCRIPTED,
+    ]
     assert cli(*args).exit_code == 0
     refused = cli(*args, "--prompt", "safe")
     assert refused.exit_code == 2
@@ -101,8 +153,21 @@ def test_shards_merge_and_export_in_just_eval_format(fixture_data, tmp_path):
     shards = []
     for index in range(2):
         shard = tmp_path / f"shard{index}.jsonl"
-        result = cli("generate", "just-eval", "--data-file", data, "--ids", "10,11,12", "--shard", f"{index}/2",
-                     "--out", str(shard), "--max-tokens", "8", *SCRIPTED)  # fmt: skip
+        result = cli(
+            "generate",
+            "just-eval",
+            "--data-file",
+            data,
+            "--ids",
+            "10,11,12",
+            "--shard",
+            f"{index}/2",
+            "--out",
+            str(shard),
+            "--max-tokens",
+            "8",
+            *SCRIPTED,
+        )
         assert result.exit_code == 0, result.output
         shards.append(str(shard))
     merged = tmp_path / "merged.jsonl"
@@ -136,8 +201,19 @@ def test_export_round_trips_just_eval_fields(fixture_data, tmp_path):
             handle.write(json.dumps(row) + "\n")
     for data in (source, hub_like):
         run, exported = tmp_path / f"{data.stem}-run.jsonl", tmp_path / f"{data.stem}-export.json"
-        result = cli("generate", "just-eval", "--data-file", str(data), "--ids", "0,1,2,450,799,800,999", "--out", str(run),
-                     *SCRIPTED, "--max-tokens", "4")  # fmt: skip
+        result = cli(
+            "generate",
+            "just-eval",
+            "--data-file",
+            str(data),
+            "--ids",
+            "0,1,2,450,799,800,999",
+            "--out",
+            str(run),
+            *SCRIPTED,
+            "--max-tokens",
+            "4",
+        )
         assert result.exit_code == 0, result.output
         assert cli("export", str(run), "--out", str(exported)).exit_code == 0
         rows = json.loads(exported.read_text())
@@ -166,8 +242,22 @@ def test_import_reference_answers(fixture_data, tmp_path):
 def test_remote_concurrency_four(fixture_data, gemma_path, tmp_path):
     out = tmp_path / "remote.jsonl"
     with llama_cpp_server(gemma_path) as url:
-        result = cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"),
-                     "--limit", "6", "--out", str(out), "--model", url, "--concurrency", "4", "--max-tokens", "12")  # fmt: skip
+        result = cli(
+            "generate",
+            "just-eval",
+            "--data-file",
+            str(fixture_data / "just_eval_instruct.jsonl"),
+            "--limit",
+            "6",
+            "--out",
+            str(out),
+            "--model",
+            url,
+            "--concurrency",
+            "4",
+            "--max-tokens",
+            "12",
+        )
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
     assert sorted(r.id for r in records) == [str(i) for i in range(6)]
@@ -180,14 +270,36 @@ def test_selection_and_file_errors(fixture_data, tmp_path):
     out = str(tmp_path / "out.jsonl")
     cases = [
         (["generate", "json", "--data-file", str(data), "--out", out], "id '1' appears more than once"),
-        (["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--shard", "4/4",
-          "--out", out], "--shard takes i/n with 0 <= i < n"),
-        (["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--ids", "1,5000",
-          "--out", out], "ids not in the dataset: 5000"),
+        (
+            [
+                "generate",
+                "just-eval",
+                "--data-file",
+                str(fixture_data / "just_eval_instruct.jsonl"),
+                "--shard",
+                "4/4",
+                "--out",
+                out,
+            ],
+            "--shard takes i/n with 0 <= i < n",
+        ),
+        (
+            [
+                "generate",
+                "just-eval",
+                "--data-file",
+                str(fixture_data / "just_eval_instruct.jsonl"),
+                "--ids",
+                "1,5000",
+                "--out",
+                out,
+            ],
+            "ids not in the dataset: 5000",
+        ),
         (["generate", "mt-bench", "--out", out], "the mt-bench dataset needs --data-file"),
         (["export", str(data), "--out", out, "--format", "csv"], "'csv' is not one of 'just-eval', 'alpaca-eval'"),
         (["export", str(data), "--out", out], "line 1: not a generation record"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)
@@ -200,8 +312,24 @@ def test_merge_refuses_mixed_settings(fixture_data, tmp_path):
     files = []
     for prompt in ("helpful", "safe"):
         path = tmp_path / f"{prompt}.jsonl"
-        assert cli("generate", "just-eval", "--data-file", data, "--limit", "1", "--max-tokens", "4",
-                   "--prompt", prompt, "--out", str(path), *SCRIPTED).exit_code == 0  # fmt: skip
+        assert (
+            cli(
+                "generate",
+                "just-eval",
+                "--data-file",
+                data,
+                "--limit",
+                "1",
+                "--max-tokens",
+                "4",
+                "--prompt",
+                prompt,
+                "--out",
+                str(path),
+                *SCRIPTED,
+            ).exit_code
+            == 0
+        )
         files.append(str(path))
     result = cli("merge", str(tmp_path / "merged.jsonl"), *files)
     assert result.exit_code == 2 and "made with other settings" in plain(result.output)
@@ -213,12 +341,32 @@ def test_generate_in_the_models_own_chat_template(smollm_path, gemma_path, tmp_p
     data = tmp_path / "q.jsonl"
     data.write_text(json.dumps({"id": 1, "instruction": "What is the capital of France?"}) + "\n")
     out = tmp_path / "smol.jsonl"
-    result = cli("generate", "json", "--data-file", str(data), "--out", str(out), "--model", str(smollm_path),
-                 "--chat-template", "--max-tokens", "24")  # fmt: skip
+    result = cli(
+        "generate",
+        "json",
+        "--data-file",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(smollm_path),
+        "--chat-template",
+        "--max-tokens",
+        "24",
+    )
     assert result.exit_code == 0, result.output
     record = GenerationFile(out).read()[0]
     assert record.prompt_name == "chat-template" and len(record.prompt_hash) == 64 and record.output.strip()
     assert record.prompt_tokens[0] < 60 and record.generator.endswith("/chat-template")  # no URIAL prefix in the prompt
-    refused = cli("generate", "json", "--data-file", str(data), "--out", str(tmp_path / "g.jsonl"), "--model",
-                  str(gemma_path), "--chat-template")  # fmt: skip
+    refused = cli(
+        "generate",
+        "json",
+        "--data-file",
+        str(data),
+        "--out",
+        str(tmp_path / "g.jsonl"),
+        "--model",
+        str(gemma_path),
+        "--chat-template",
+    )
     assert refused.exit_code == 2 and "has no chat template" in plain(refused.output)

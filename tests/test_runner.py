@@ -175,8 +175,7 @@ def test_concurrent_items_each_recorded_once(tmp_path):
         return _values(batch)
 
     seen = []
-    summary = ResumableRun(store).run(items, slow, concurrency=8, on_record=seen.append,
-                                      tally=lambda r: {"chars": len(r.value)})  # fmt: skip
+    summary = ResumableRun(store).run(items, slow, concurrency=8, on_record=seen.append, tally=lambda r: {"chars": len(r.value)})
     assert summary.done == 40 and sorted(r.id for r in store.read()) == sorted(i.id for i in items)
     assert len(seen) == 40 and summary.counts["chars"] == sum(len(f"v{i}") for i in range(40))
 

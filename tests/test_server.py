@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from servers import untuned_server
+from helpers.servers import untuned_server
 
 from untuned.prompt import load_prompt
 from untuned.server import build_conversation
@@ -40,8 +40,9 @@ def scripted():
 @pytest.fixture(scope="module")
 def locked():
     """A scripted server with an API key, one request at a time, no queue and a 2-second limit per request."""
-    with untuned_server("--model", "scripted:locked", "--api-key", KEY, "--parallel", "1", "--max-waiting", "0",
-                        "--timeout", "2") as url:  # fmt: skip
+    with untuned_server(
+        "--model", "scripted:locked", "--api-key", KEY, "--parallel", "1", "--max-waiting", "0", "--timeout", "2"
+    ) as url:
         yield url
 
 
@@ -108,8 +109,9 @@ def test_raw_completion_has_no_urial_prefix(scripted_client):
 
 
 def test_stop_strings(scripted_client):
-    stopped = scripted_client.chat.completions.create(model="any", messages=ask("SCRIPT: It is Paris, of course."),
-                                                      max_tokens=40, stop=["Paris"])  # fmt: skip
+    stopped = scripted_client.chat.completions.create(
+        model="any", messages=ask("SCRIPT: It is Paris, of course."), max_tokens=40, stop=["Paris"]
+    )
     assert stopped.choices[0].message.content == "It is" and stopped.choices[0].finish_reason == "stop"
 
 
@@ -277,9 +279,24 @@ def test_serve_rejects_bad_settings_before_loading():
 def test_schemathesis_finds_no_server_errors(tmp_path):
     """At least 1000 generated requests against the served OpenAPI schema: no 5xx, no hang."""
     with untuned_server("--model", "scripted:fuzzed", "--max-tokens-limit", "4") as url:
-        command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--max-examples", "520",
-                   "--checks", "not_a_server_error", "--request-timeout", "30", "--generation-database", "none",
-                   "--seed", "20261125", "--no-color"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{url}/openapi.json",
+            "--max-examples",
+            "520",
+            "--checks",
+            "not_a_server_error",
+            "--request-timeout",
+            "30",
+            "--generation-database",
+            "none",
+            "--seed",
+            "20261125",
+            "--no-color",
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary
@@ -318,8 +335,10 @@ def test_untuned_serve_can_be_a_judge_endpoint(scripted, tmp_path):
 
     judging = Judge(HttpJudgeModel(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
     reply = json.dumps({"safety": {"rationale": "harmless", "score": "5"}}, separators=(",", ":"))
-    items = [AnswerItem(id="1", query="How do I bake bread?", answer=f"SCRIPT: {reply}"),
-             AnswerItem(id="2", query="How do I bake bread?", answer="Mix flour, water, yeast; knead; bake.")]  # fmt: skip
+    items = [
+        AnswerItem(id="1", query="How do I bake bread?", answer=f"SCRIPT: {reply}"),
+        AnswerItem(id="2", query="How do I bake bread?", answer="Mix flour, water, yeast; knead; bake."),
+    ]
     summary = judging.run(items, tmp_path / "v.jsonl")
     verdicts = {v.id: v for v in VerdictFile(tmp_path / "v.jsonl").read()}
     assert summary.counts["requests"] == 2
@@ -355,8 +374,9 @@ def test_parallel_slots_queue_and_a_disconnect_frees_only_its_own(pair, tmp_path
     gates = {name: tmp_path / name for name in ("first", "second")}
     results: dict[str, str] = {}
     started = {name: threading.Event() for name in gates}
-    first = threading.Thread(target=_held_stream, args=(pair, gates["first"], results, "first", started["first"]),
-                             kwargs={"leave_after": 1})  # fmt: skip
+    first = threading.Thread(
+        target=_held_stream, args=(pair, gates["first"], results, "first", started["first"]), kwargs={"leave_after": 1}
+    )
     second = threading.Thread(target=_held_stream, args=(pair, gates["second"], results, "second", started["second"]))
     first.start()
     second.start()
@@ -446,8 +466,9 @@ def test_unsupported_fields_are_refused_by_name(scripted, path, extra, fragment)
 
 
 def test_neutral_values_of_unsupported_fields_pass(scripted_client):
-    reply = scripted_client.chat.completions.create(model="m", messages=ask("SCRIPT: fine"), frequency_penalty=0,
-                                                    presence_penalty=0, logit_bias={}, user="someone", n=1)  # fmt: skip
+    reply = scripted_client.chat.completions.create(
+        model="m", messages=ask("SCRIPT: fine"), frequency_penalty=0, presence_penalty=0, logit_bias={}, user="someone", n=1
+    )
     assert reply.choices[0].message.content == "fine"
 
 
@@ -467,13 +488,15 @@ def test_echo_scores_the_prompt_in_the_legacy_shape(scripted):
 
 @pytest.mark.slow
 def test_answer_logprobs_in_chat_and_completions(client):
-    reply = client.chat.completions.create(model="m", messages=ask("What is the capital of France?"), max_tokens=12,
-                                           logprobs=True, top_logprobs=3)  # fmt: skip
+    reply = client.chat.completions.create(
+        model="m", messages=ask("What is the capital of France?"), max_tokens=12, logprobs=True, top_logprobs=3
+    )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in content)
     assert "".join(e.token for e in content).strip().startswith(reply.choices[0].message.content[:10])
-    stream = client.chat.completions.create(model="m", messages=ask("What is the capital of France?"), max_tokens=12,
-                                            logprobs=True, top_logprobs=3, stream=True)  # fmt: skip
+    stream = client.chat.completions.create(
+        model="m", messages=ask("What is the capital of France?"), max_tokens=12, logprobs=True, top_logprobs=3, stream=True
+    )
     streamed = [e for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [e.token for e in streamed] == [e.token for e in content]
     text = client.completions.create(model="m", prompt="The capital of France is", max_tokens=3, logprobs=2, echo=True)

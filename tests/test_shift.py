@@ -8,8 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import plain
-from tiny import CHAT_TEMPLATE, CORPUS, make_tiny_llama
+from helpers import plain
+from helpers.tiny import CHAT_TEMPLATE, CORPUS, make_tiny_llama
 from typer.testing import CliRunner
 
 from untuned import LoadOptions, load_backend
@@ -178,7 +178,8 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
     backend = LlamaCppBackend(gemma_path, n_ctx=4096)
     prompt = load_prompt("helpful")
 
-    questions = [Item("q1", ("What is the capital of France?",), "demo", {}), Item("q2", ("Name a primary colour.",), "demo", {})]
+    questions = [Item(id="q1", turns=("What is the capital of France?",), dataset="demo"),
+                 Item(id="q2", turns=("Name a primary colour.",), dataset="demo")]  # fmt: skip
     items = generate_answers(gemma, questions, context="urial", prompt=prompt, sampling=Sampling(max_tokens=40))
     analyzer = ShiftAnalyzer(gemma, mode="context", aligned=backend, prompt=prompt)
     examples = run_shift(analyzer, items, tmp_path).records
@@ -206,8 +207,22 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
 def test_cli_shift_text_and_errors(fixture_data, tmp_path):
     runner = CliRunner()
     answers = fixture_data / "reference_outputs" / "Mistral-7B-Instruct-v0.1.jsonl"
-    result = runner.invoke(app, ["shift", "text", "--answers", str(answers), "--limit", "2", "--out", str(tmp_path / "o"),
-                                 "--no-plots", "--model", "scripted:shift"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "shift",
+            "text",
+            "--answers",
+            str(answers),
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-plots",
+            "--model",
+            "scripted:shift",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "unshifted" in result.output and (tmp_path / "o" / "tokens.jsonl").exists()
     rows = [json.loads(line) for line in (tmp_path / "o" / "tokens.jsonl").read_text().splitlines()]
@@ -255,8 +270,9 @@ def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, t
     example = analyzer.analyze(item)
     answer = base.tokenize(item.answer)
     plain = base.tokenize(f"{item.query}\n\n", add_special=True)
-    chat_text = aligned.tokenizer.apply_chat_template([{"role": "user", "content": item.query}], tokenize=False,
-                                                      add_generation_prompt=True)  # fmt: skip
+    chat_text = aligned.tokenizer.apply_chat_template(
+        [{"role": "user", "content": item.query}], tokenize=False, add_generation_prompt=True
+    )
     assert chat_text.startswith("<s>user: What is two plus two?") and chat_text.endswith("<s>assistant:")
     chat = aligned.tokenizer(chat_text, add_special_tokens=False)["input_ids"]
     assert chat[0] == aligned.tokenizer.bos_token_id and chat != plain
@@ -268,5 +284,6 @@ def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, t
     without = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3).analyze(item)
     assert [t.aligned_prob for t in without.tokens] != [t.aligned_prob for t in example.tokens]
     with pytest.raises(UntunedError, match="no chat template: pass --no-aligned-template"):
-        ShiftAnalyzer(base, mode="pair", aligned=load_backend(str(tiny_folders[1]), LoadOptions(device="cpu")),
-                      aligned_template=True)  # fmt: skip
+        ShiftAnalyzer(
+            base, mode="pair", aligned=load_backend(str(tiny_folders[1]), LoadOptions(device="cpu")), aligned_template=True
+        )

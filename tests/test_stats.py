@@ -98,12 +98,17 @@ def test_holm_adjustment_by_hand():
 def test_paired_comparison_says_better_worse_or_no_evidence():
     rng = np.random.default_rng(3)
     base = rng.integers(1, 6, 40).astype(float)
-    results = {r.aspect: r for r in compare_aspects({
-        "better": (np.minimum(base + 1, 5).tolist(), base.tolist()),
-        "worse": (base.tolist(), np.minimum(base + 1, 5).tolist()),
-        "same": (base.tolist(), np.roll(base, 1).tolist()),
-        "identical": (base.tolist(), base.tolist()),
-    })}  # fmt: skip
+    results = {
+        r.aspect: r
+        for r in compare_aspects(
+            {
+                "better": (np.minimum(base + 1, 5).tolist(), base.tolist()),
+                "worse": (base.tolist(), np.minimum(base + 1, 5).tolist()),
+                "same": (base.tolist(), np.roll(base, 1).tolist()),
+                "identical": (base.tolist(), base.tolist()),
+            }
+        )
+    }
     assert results["better"].verdict == "significantly better" and results["better"].ci_low > 0
     assert results["worse"].verdict == "significantly worse" and results["worse"].ci_high < 0
     assert results["same"].verdict == "no evidence"

@@ -75,8 +75,14 @@ def generate_answers(
         else:
             rendered = RenderedPrompt(prefix="", body=plain_context(item.turns[0]))
             text = assistant.complete_prompt(rendered, sampling=sampling.model_copy(update={"stop": DEFAULT_FORMAT.stop})).text
-        answered_item = AnswerItem(id=item.id, query=item.turns[0], answer=text, dataset=item.dataset,
-                                   tags=tags_from_meta(item.meta), generator=backend.name)  # fmt: skip
+        answered_item = AnswerItem(
+            id=item.id,
+            query=item.turns[0],
+            answer=text,
+            dataset=item.dataset,
+            tags=tags_from_meta(item.meta),
+            generator=backend.name,
+        )
         answered.append(answered_item)
         if on_answer:
             on_answer(answered_item)
@@ -96,12 +102,21 @@ def import_answers(path: str | Path, *, generator: str | None = None) -> list[Ge
             raise DataFileError(path, number, "fields 'instruction' and 'output' must be strings")
         records.append(
             GenerationRecord(
-                id=str(row.get("id", len(records))), dataset=row.get("dataset"), turns=[row["instruction"]],
-                outputs=[row["output"]], generator=generator or row.get("generator") or name, model=f"imported:{name}",
-                prompt_name="", prompt_hash="", sampling={}, prompt_tokens=[None], completion_tokens=[0],
-                finish_reasons=["stop"], seconds=0.0,
+                id=str(row.get("id", len(records))),
+                dataset=row.get("dataset"),
+                turns=[row["instruction"]],
+                outputs=[row["output"]],
+                generator=generator or row.get("generator") or name,
+                model=f"imported:{name}",
+                prompt_name="",
+                prompt_hash="",
+                sampling={},
+                prompt_tokens=[None],
+                completion_tokens=[0],
+                finish_reasons=["stop"],
+                seconds=0.0,
             )
-        )  # fmt: skip
+        )
     return records
 
 
@@ -119,7 +134,14 @@ def read_answers(path: str | Path, *, tags: dict[str, dict[str, Any]] | None = N
     for record in records:
         joined = (tags or {}).get(record.id, {})
         meta = {**joined, **record.meta}
-        items.append(AnswerItem(id=record.id, query=record.turns[0], answer=record.outputs[0],
-                                dataset=record.dataset or joined.get("dataset"), tags=tags_from_meta(meta),
-                                generator=record.generator))  # fmt: skip
+        items.append(
+            AnswerItem(
+                id=record.id,
+                query=record.turns[0],
+                answer=record.outputs[0],
+                dataset=record.dataset or joined.get("dataset"),
+                tags=tags_from_meta(meta),
+                generator=record.generator,
+            )
+        )
     return items

@@ -33,9 +33,13 @@ def render_chat_template(
     try:
         compiled = environment.from_string(template)
         return compiled.render(
-            messages=messages, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt,
-            raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
-        )  # fmt: skip
+            messages=messages,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
+            raise_exception=raise_exception,
+            strftime_now=lambda fmt: datetime.now().strftime(fmt),
+        )
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"the model's chat template failed: {exc}") from exc
 

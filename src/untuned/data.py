@@ -7,9 +7,10 @@ Every loader returns :class:`Item` records. A malformed input line raises
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.errors import DataFileError, UntunedError
 from untuned.rows import as_label_list, read_rows
@@ -17,19 +18,28 @@ from untuned.rows import as_label_list, read_rows
 HUB_IDS = {"just-eval": "re-align/just-eval-instruct", "alpaca-eval": "tatsu-lab/alpaca_eval"}
 # FastChat's temperatures for MT-bench answers, by category: sampled for writing and role-play, near-greedy
 # for knowledge questions, greedy where there is one right answer.
-MT_BENCH_TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1, "extraction": 0.0,
-                         "math": 0.0, "coding": 0.0, "reasoning": 0.0}  # fmt: skip
+MT_BENCH_TEMPERATURES = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "stem": 0.1,
+    "humanities": 0.1,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+}
 JUST_EVAL_META = ("dataset", "source_id", "category", "task_types", "topics", "difficulty")
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(BaseModel):
     """One benchmark query: an id and one or more user turns (MT-bench has two)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     turns: tuple[str, ...]
     dataset: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    meta: dict[str, Any] = Field(default_factory=dict, description="Tags and other fields of the source row.")
 
 
 def just_eval_meta(row: dict[str, Any]) -> dict[str, Any]:
@@ -51,11 +61,14 @@ def _items_from_file(name: str, path: Path, *, field_name: str, id_field: str) -
             turns = row.get("turns")
             if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
                 raise DataFileError(path, number, "field 'turns' must be a list of non-empty strings")
-            items.append(Item(str(row.get("question_id", index)), tuple(turns), "mt-bench", {"category": row.get("category")}))
+            items.append(
+                Item(id=str(row.get("question_id", index)), turns=tuple(turns), dataset="mt-bench",
+                     meta={"category": row.get("category")})
+            )  # fmt: skip
             continue
         text = _text(path, number, row, field_name)
         meta = just_eval_meta(row)
-        items.append(Item(str(row.get(id_field, index)), (text,), row.get("dataset") or name, meta))
+        items.append(Item(id=str(row.get(id_field, index)), turns=(text,), dataset=row.get("dataset") or name, meta=meta))
     repeated = [key for key, count in Counter(item.id for item in items).items() if count > 1]
     if repeated:
         duplicate = repeated[0]
@@ -80,7 +93,9 @@ def _items_from_hub(name: str) -> list[Item]:  # pragma: no cover - needs networ
     items = []
     for index, row in enumerate(rows):
         meta = just_eval_meta(row)
-        items.append(Item(str(row.get("id", index)), (row["instruction"],), row.get("dataset") or name, meta))
+        items.append(
+            Item(id=str(row.get("id", index)), turns=(row["instruction"],), dataset=row.get("dataset") or name, meta=meta)
+        )
     return items
 
 
@@ -101,13 +116,29 @@ def load_items(
     raise UntunedError(f"the {name} dataset needs --data-file (a JSON or JSONL file).")
 
 
-def select(items: list[Item], *, ids: list[str] | None = None, limit: int | None = None, shard: str | None = None) -> list[Item]:
-    """Filter by ids, then take shard ``i/n`` (0-based: every n-th item from i), then the first ``limit``."""
+class HasId(Protocol):
+    id: str
+
+
+Selected = TypeVar("Selected", bound=HasId)
+
+
+def select(
+    items: list[Selected],
+    *,
+    ids: list[str] | None = None,
+    limit: int | None = None,
+    shard: str | None = None,
+    where: str = "the dataset",
+) -> list[Selected]:
+    """Filter by ids (every one must be among ``items``: an error names those missing from ``where``),
+    then take shard ``i/n`` (0-based: every n-th item from i), then the first ``limit``. Items, answers
+    and anything else with an ``id``."""
     if ids:
         wanted = set(ids)
         missing = wanted - {item.id for item in items}
         if missing:
-            raise UntunedError(f"ids not in the dataset: {', '.join(sorted(missing))}")
+            raise UntunedError(f"ids not in {where}: {', '.join(sorted(missing))}")
         items = [item for item in items if item.id in wanted]
     if shard:
         index, count = parse_shard(shard)

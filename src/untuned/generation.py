@@ -37,10 +37,12 @@ class GenerationSettings(BaseModel):
     prompt_name: str
     prompt_hash: str
     sampling: dict[str, Any]
-    loading: dict[str, Any] = Field(default_factory=dict, description="How the model was loaded, where it changes "
-                                    "the numbers: GPU layers, weights' dtype.")  # fmt: skip
-    temperature_by_category: dict[str, float] = Field(default_factory=dict, description="Temperatures that replace "
-                                                      "the sampling's for items of these categories (MT-bench's).")  # fmt: skip
+    loading: dict[str, Any] = Field(
+        default_factory=dict, description="How the model was loaded, where it changes the numbers: GPU layers, weights' dtype."
+    )
+    temperature_by_category: dict[str, float] = Field(
+        default_factory=dict, description="Temperatures that replace the sampling's for items of these categories (MT-bench's)."
+    )
 
 
 class GenerationRecord(GenerationSettings):
@@ -82,9 +84,13 @@ CHAT_TEMPLATE = "chat-template"  # the prompt name of answers given in the model
 
 
 def generation_settings(
-    assistant: Assistant, model_spec: str, loading: LoadOptions | None = None, *, chat_template: bool = False,
+    assistant: Assistant,
+    model_spec: str,
+    loading: LoadOptions | None = None,
+    *,
+    chat_template: bool = False,
     temperature_by_category: dict[str, float] | None = None,
-) -> GenerationSettings:  # fmt: skip
+) -> GenerationSettings:
     """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL;
     ``temperature_by_category``: per-category temperatures (``MT_BENCH_TEMPERATURES``) over the sampling's."""
     if chat_template:
@@ -126,10 +132,17 @@ def answer_item(assistant: Assistant, item: Item, settings: GenerationSettings) 
         completion_tokens.append(completion.completion_tokens)
         finishes.append(completion.finish_reason or "length")
     return GenerationRecord(
-        id=item.id, dataset=item.dataset, turns=list(item.turns), outputs=outputs, prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens, finish_reasons=finishes, seconds=time.perf_counter() - started,
-        meta=item.meta, **settings.model_dump(),
-    )  # fmt: skip
+        id=item.id,
+        dataset=item.dataset,
+        turns=list(item.turns),
+        outputs=outputs,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reasons=finishes,
+        seconds=time.perf_counter() - started,
+        meta=item.meta,
+        **settings.model_dump(),
+    )
 
 
 def generate(
@@ -150,10 +163,14 @@ def generate(
     """
     run = ResumableRun(GenerationFile(path), settings=settings, settings_of=GenerationRecord.settings)
     return run.run(
-        list(items), lambda batch: [answer_item(assistant, item, settings) for item in batch], force=force,
-        concurrency=concurrency, tally=lambda record: {"tokens": sum(record.completion_tokens)}, on_start=on_start,
+        list(items),
+        lambda batch: [answer_item(assistant, item, settings) for item in batch],
+        force=force,
+        concurrency=concurrency,
+        tally=lambda record: {"tokens": sum(record.completion_tokens)},
+        on_start=on_start,
         on_record=on_record,
-    )  # fmt: skip
+    )
 
 
 def merge(paths: Iterable[str | Path], out: str | Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -33,10 +33,13 @@ def set_aside(path: Path) -> Path:
 class JsonlFile(Generic[R]):
     """An append-only JSONL file whose lines are ``record_type`` records."""
 
-    def __init__(self, path: str | Path, record_type: type[R], *, label: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, record_type: type[R], *, label: str | None = None, parse: Callable[[str], R] | None = None
+    ) -> None:
         self.path = Path(path)
         self.record_type = record_type
         self.label = label or record_type.__name__
+        self.parse = parse or record_type.model_validate_json  # a union of record types parses with its adapter
 
     def read(self, *, repair: bool = False) -> list[R]:
         """All complete records, in file order."""
@@ -54,7 +57,7 @@ class JsonlFile(Generic[R]):
             if not line.strip():
                 continue
             try:
-                records.append(self.record_type.model_validate_json(line))
+                records.append(self.parse(line))
             except ValueError as exc:
                 raise DataFileError(self.path, number, f"not a {self.label}: {str(exc).splitlines()[0]}") from exc
         return records

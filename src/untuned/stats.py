@@ -40,8 +40,10 @@ class WinRate(BaseModel):
     n_wins_base: int
     n_draws: int
     n_total: int
-    length_controlled: float | None = Field(None, description="AlpacaEval's length-controlled win rate (its GLM "
-                                            "length_controlled_v1), for items that are AlpacaEval's.")
+    length_controlled: float | None = Field(
+        None,
+        description="AlpacaEval's length-controlled win rate (its GLM length_controlled_v1), for items that are AlpacaEval's.",
+    )
     lc_standard_error: float | None = Field(None, description="Its standard error, as AlpacaEval reports it.")
     lc_source: str | None = Field(None, description="Where the difficulty and gamed-baseline rows came from.")
     lc_missing: str | None = Field(None, description="Why there is no LC (items that are not AlpacaEval's, too few).")
@@ -61,14 +63,19 @@ def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
     shifted = values - 1.0
     n = len(shifted)
     if not n:
-        return WinRate(win_rate=math.nan, standard_error=None, discrete_win_rate=math.nan, n_wins=0, n_wins_base=0,
-                       n_draws=0, n_total=0)  # fmt: skip
+        return WinRate(
+            win_rate=math.nan, standard_error=None, discrete_win_rate=math.nan, n_wins=0, n_wins_base=0, n_draws=0, n_total=0
+        )
     rounded = np.where(values == 1.5, 0.5, np.round(values) - 1.0)  # a draw stays a draw, the rest to win or loss
     return WinRate(
-        win_rate=float(shifted.mean() * 100), standard_error=float(shifted.std(ddof=1) / math.sqrt(n) * 100) if n > 1 else None,
-        discrete_win_rate=float(rounded.mean() * 100), n_wins=int((shifted > 0.5).sum()),
-        n_wins_base=int((shifted < 0.5).sum()), n_draws=int((values == 1.5).sum()), n_total=n,
-    )  # fmt: skip
+        win_rate=float(shifted.mean() * 100),
+        standard_error=float(shifted.std(ddof=1) / math.sqrt(n) * 100) if n > 1 else None,
+        discrete_win_rate=float(rounded.mean() * 100),
+        n_wins=int((shifted > 0.5).sum()),
+        n_wins_base=int((shifted < 0.5).sum()),
+        n_draws=int((values == 1.5).sum()),
+        n_total=n,
+    )
 
 
 class PairedComparison(BaseModel):
@@ -142,10 +149,17 @@ def compare(aspect: str, a: Sequence[float], b: Sequence[float]) -> PairedCompar
     """Paired comparison of two models' scores on the same items (``a[i]`` and ``b[i]`` judge item i)."""
     diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     means = bootstrap_means(diffs)
-    return PairedComparison(aspect=aspect, n=len(diffs), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)),
-                            difference=float(diffs.mean()), ci_low=float(np.percentile(means, 2.5)),
-                            ci_high=float(np.percentile(means, 97.5)), p_value=bootstrap_p(means) if np.any(diffs) else None,
-                            p_wilcoxon=wilcoxon_p(diffs))  # fmt: skip
+    return PairedComparison(
+        aspect=aspect,
+        n=len(diffs),
+        mean_a=float(np.mean(a)),
+        mean_b=float(np.mean(b)),
+        difference=float(diffs.mean()),
+        ci_low=float(np.percentile(means, 2.5)),
+        ci_high=float(np.percentile(means, 97.5)),
+        p_value=bootstrap_p(means) if np.any(diffs) else None,
+        p_wilcoxon=wilcoxon_p(diffs),
+    )
 
 
 def compare_aspects(pairs: dict[str, tuple[list[float], list[float]]], *, alpha: float = 0.05) -> list[PairedComparison]:
@@ -166,9 +180,12 @@ class AspectDiagnostics(BaseModel):
     n: int
     most_common_score: float | None = Field(description="The score given most often.")
     most_common_share: float = Field(description="Share of items given the most common score.")
-    concentration: Literal["ceiling", "floor", "constant"] | None = Field(None, description="(Nearly) every item got the "
+    concentration: Literal["ceiling", "floor", "constant"] | None = Field(
+        None,
+        description="(Nearly) every item got the "
         "same score: the top of the scale (a ceiling: the answers are as good as the scale says, and models cannot be "
-        "told apart), the bottom (a floor), or a score between (the judge's scores carry no information).")  # fmt: skip
+        "told apart), the bottom (a floor), or a score between (the judge's scores carry no information).",
+    )
     length_spearman: float | None = Field(description="Spearman correlation of answer length (words) and score.")
 
     @property
@@ -177,8 +194,9 @@ class AspectDiagnostics(BaseModel):
         return self.concentration == "constant"
 
 
-def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, top: float = 5, bottom: float = 1,
-             threshold: float = 0.9) -> AspectDiagnostics:  # fmt: skip
+def diagnose(
+    aspect: str, scores: Sequence[float], lengths: Sequence[int], *, top: float = 5, bottom: float = 1, threshold: float = 0.9
+) -> AspectDiagnostics:
     """How informative one aspect's scores are: the share of the most common score (concentrated when it
     reaches ``threshold`` on 3 items or more: at ``top`` a ceiling, at ``bottom`` a floor, else constant),
     and the Spearman correlation of score and length."""
@@ -193,8 +211,9 @@ def diagnose(aspect: str, scores: Sequence[float], lengths: Sequence[int], *, to
     concentration = None
     if n >= 3 and share >= threshold:
         concentration = "ceiling" if common == top else "floor" if common == bottom else "constant"
-    return AspectDiagnostics(aspect=aspect, n=n, most_common_score=common, most_common_share=share,
-                             concentration=concentration, length_spearman=rho)  # fmt: skip
+    return AspectDiagnostics(
+        aspect=aspect, n=n, most_common_score=common, most_common_share=share, concentration=concentration, length_spearman=rho
+    )
 
 
 class Agreement(BaseModel):
@@ -222,6 +241,11 @@ def agreement(aspect: str, ours: Sequence[int], reference: Sequence[int], *, sca
     kappa = None
     if len(set(a.tolist()) | set(b.tolist())) > 1:
         kappa = float(cohen_kappa_score(a, b, labels=list(scale), weights="quadratic"))
-    return Agreement(aspect=aspect, n=len(a), spearman=float(spearmanr(a, b).statistic) if varied else None,
-                     exact=float((a == b).mean()), within_one=float((np.abs(a - b) <= 1).mean()),
-                     weighted_kappa=kappa)  # fmt: skip
+    return Agreement(
+        aspect=aspect,
+        n=len(a),
+        spearman=float(spearmanr(a, b).statistic) if varied else None,
+        exact=float((a == b).mean()),
+        within_one=float((np.abs(a - b) <= 1).mean()),
+        weighted_kappa=kappa,
+    )

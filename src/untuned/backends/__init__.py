@@ -7,6 +7,7 @@ from untuned.backends.protocol import (
     Batched,
     BatchScoring,
     ChatTemplated,
+    CountsWork,
     EngineStats,
     FinishReason,
     LoadOptions,
@@ -17,6 +18,7 @@ from untuned.backends.protocol import (
     TokenLogprob,
     TokenPieces,
     TokenScores,
+    TopKDistributions,
 )
 from untuned.backends.registry import (
     ModelSpec,
@@ -34,10 +36,12 @@ __all__ = [
     "BatchScoring",
     "Batched",
     "ChatTemplated",
+    "CountsWork",
     "EngineStats",
     "MemoryReporting",
     "SchemaConstrained",
     "TokenPieces",
+    "TopKDistributions",
     "FinishReason",
     "LoadOptions",
     "ModelSpec",

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import SimpleQueue
-from typing import Any
 
 from untuned.backends.protocol import EngineStats, Sampling, StreamChunk
 from untuned.errors import ModelClosedError, ModelFailure
@@ -26,8 +25,11 @@ log = logging.getLogger(__name__)
 class Request:
     """One answer to make: the prompt split at its cached prefix, how to sample, and where chunks go."""
 
-    def __init__(self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, extra: Any = None) -> None:
-        self.prefix, self.body, self.sampling, self.limit, self.extra = prefix, body, sampling, limit, extra
+    def __init__(
+        self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, grammar: str | None = None
+    ) -> None:
+        self.prefix, self.body, self.sampling, self.limit = prefix, body, sampling, limit
+        self.grammar = grammar  # GBNF the answer must follow (llama.cpp), made from sampling.json_schema
         self.events: SimpleQueue[StreamChunk | BaseException | None] = SimpleQueue()  # None ends the stream
         self.cancelled = False
 
@@ -60,10 +62,17 @@ class BatchingEngine:
 
     def stats(self) -> EngineStats:
         counters = self.counters
-        return EngineStats(slots=counters.slots, busy_slots=self.busy_slots, waiting=self.waiting, requests=counters.requests,
-                           generated_tokens=counters.generated_tokens, prompt_tokens=counters.prompt_tokens,
-                           prefix_hits=counters.prefix_hits, prefix_misses=counters.prefix_misses,
-                           largest_batch=counters.largest_batch)  # fmt: skip
+        return EngineStats(
+            slots=counters.slots,
+            busy_slots=self.busy_slots,
+            waiting=self.waiting,
+            requests=counters.requests,
+            generated_tokens=counters.generated_tokens,
+            prompt_tokens=counters.prompt_tokens,
+            prefix_hits=counters.prefix_hits,
+            prefix_misses=counters.prefix_misses,
+            largest_batch=counters.largest_batch,
+        )
 
     def stream(self, request: Request) -> Iterator[StreamChunk]:
         """Queue ``request`` and yield its chunks; closing the iterator cancels it."""

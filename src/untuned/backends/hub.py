@@ -111,11 +111,14 @@ def choose(files: list[str], gguf: HubGguf) -> list[str]:
     firsts = sorted({_first_part(f) for f in matches})
     if not firsts:
         available = sorted({q for q in (quant_of(f) for f in ggufs) if q})
-        raise ModelNotFoundError(f"{gguf.spec}: no {quant} GGUF in {gguf.repo}; quantisations there: "
-                                 f"{', '.join(available) or 'none'} (name one: hf:{gguf.repo}:QUANT)")  # fmt: skip
+        raise ModelNotFoundError(
+            f"{gguf.spec}: no {quant} GGUF in {gguf.repo}; quantisations there: "
+            f"{', '.join(available) or 'none'} (name one: hf:{gguf.repo}:QUANT)"
+        )
     if len(firsts) > 1:
-        raise ModelNotFoundError(f"{gguf.spec}: several {quant} files in {gguf.repo} ({_listing(firsts)}); "
-                                 f"name one: hf:{gguf.repo}/FILE.gguf")  # fmt: skip
+        raise ModelNotFoundError(
+            f"{gguf.spec}: several {quant} files in {gguf.repo} ({_listing(firsts)}); name one: hf:{gguf.repo}/FILE.gguf"
+        )
     return _parts(ggufs, firsts[0]) if _SPLIT.search(firsts[0]) else firsts
 
 
@@ -164,6 +167,8 @@ def fetch(gguf: HubGguf, *, cache_dir: Path | None = None) -> Path:
 
 def _nowhere(gguf: HubGguf) -> str:
     how = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
-    return (f"{gguf.spec} is not in the Hugging Face cache and {how}: download it where there is network "
-            f"(huggingface-cli download {gguf.repo} --include '*{gguf.quant or gguf.filename or DEFAULT_QUANT}*') "
-            "and copy the cache over, or pass the .gguf file's path")  # fmt: skip
+    return (
+        f"{gguf.spec} is not in the Hugging Face cache and {how}: download it where there is network "
+        f"(huggingface-cli download {gguf.repo} --include '*{gguf.quant or gguf.filename or DEFAULT_QUANT}*') "
+        "and copy the cache over, or pass the .gguf file's path"
+    )

@@ -7,8 +7,10 @@ backend may have any of the capabilities below; each is a Protocol that callers 
 ``isinstance`` once, never by probing for attributes:
 
 - :class:`ChatTemplated`: knows its model's chat template (instruct models: judges, aligned models).
-- :class:`Batched`: answers several requests at once and counts its work (``untuned serve``).
+- :class:`Batched`: answers several requests at once (``untuned serve`` admits that many).
+- :class:`CountsWork`: counts its engine's work and load (``/health``, ``/metrics``).
 - :class:`TokenPieces`: the bytes of each token and the vocabulary's size (logprobs, shift KL).
+- :class:`TopKDistributions`: its distributions hold only each position's top-k (a server's).
 - :class:`BatchScoring`: scores several sequences in one pass (shift analysis).
 - :class:`SchemaConstrained`: holds its output to a JSON schema (``response_format``, local judges).
 - :class:`MemoryReporting`: says how its cache is laid out and what it takes (start-up line).
@@ -42,8 +44,11 @@ class Sampling(BaseModel):
     repetition_penalty: float = Field(1.1, gt=0.0, le=3.0, description="1 turns it off; >1 discourages repeats.")
     seed: int | None = Field(None, ge=0, description="Random seed for sampling; None picks one at random.")
     stop: tuple[str, ...] = Field((), description="Extra stop strings, on top of the URIAL format's own.")
-    ignore_eos: bool = Field(False, description="Go on past the end-of-sequence token, to max_tokens (benchmarks of "
-                             "equal work, as vLLM's and llama.cpp's ignore_eos); backends that cannot, refuse.")
+    ignore_eos: bool = Field(
+        False,
+        description="Go on past the end-of-sequence token, to max_tokens (benchmarks of "
+        "equal work, as vLLM's and llama.cpp's ignore_eos); backends that cannot, refuse.",
+    )
     json_schema: str | None = Field(
         None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
     )
@@ -70,8 +75,12 @@ class LoadOptions(BaseModel):
     dtype: Dtype = Field("auto", description="transformers: weights' type; auto = bfloat16 on a GPU, float32 on a CPU.")
     gpu_layers: int = Field(0, ge=-1, description="llama.cpp: layers offloaded to the GPU; -1 = all, 0 = none.")
     parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
-    kv_budget: int | None = Field(None, ge=256, description="llama.cpp: KV cache cells shared on demand by all "
-                                  "requests (one pool); None: each slot its own stream of the whole window (exact).")
+    kv_budget: int | None = Field(
+        None,
+        ge=256,
+        description="llama.cpp: KV cache cells shared on demand by all "
+        "requests (one pool); None: each slot its own stream of the whole window (exact).",
+    )
     remote_model: str | None = Field(None, description="Model name to request from a remote server.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
@@ -177,11 +186,24 @@ class EngineStats:
 
 @runtime_checkable
 class Batched(Protocol):
-    """Answers ``parallel`` requests at once, in one batch, and counts what it has done."""
+    """Answers ``parallel`` requests at once (in one batch, or in flight to a server)."""
 
     parallel: int
 
+
+@runtime_checkable
+class CountsWork(Protocol):
+    """Counts what its engine has done and holds now (``/health``, ``/metrics``)."""
+
     def stats(self) -> EngineStats: ...
+
+
+@runtime_checkable
+class TopKDistributions(Protocol):
+    """Its ``distributions`` hold only the top-k of each position (a server's logprobs), not the whole
+    vocabulary: KL figures computed from them cover the top-k only, and say so."""
+
+    top_k_only: bool
 
 
 @runtime_checkable

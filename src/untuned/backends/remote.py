@@ -27,10 +27,29 @@ log = logging.getLogger(__name__)
 # vLLM, SGLang, llama.cpp's server and untuned serve: /tokenize (special tokens as asked);
 # llama-cpp-python's server: /extras/tokenize (always adds BOS).
 _TOKENIZE_ROUTES = (
-    ("/tokenize", lambda model, text, special: {"model": model, "prompt": text, "content": text,
-                                                "add_special_tokens": special, "add_special": special}),
+    (
+        "/tokenize",
+        lambda model, text, special: {
+            "model": model,
+            "prompt": text,
+            "content": text,
+            "add_special_tokens": special,
+            "add_special": special,
+        },
+    ),
     ("/extras/tokenize", lambda model, text, special: {"input": text}),
-)  # fmt: skip
+)
+
+
+NO_KEY = "untuned-no-key"  # what servers that ask for no key are sent: the client needs one
+
+
+def openai_client(base_url: str, *, api_key_env: str, timeout: float, max_retries: int):
+    """The ``openai`` client for an OpenAI-compatible server, its key from ``api_key_env`` (if set)."""
+    import openai
+
+    key = os.environ.get(api_key_env) or NO_KEY
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
 
 
 class RemoteBackend:
@@ -52,12 +71,7 @@ class RemoteBackend:
             raise BackendUnavailableError("the remote backend needs the openai package: pip install openai") from exc
         self._openai = openai
         self.base_url = base_url.rstrip("/")
-        self.client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=os.environ.get(api_key_env) or "untuned-no-key",
-            timeout=timeout,
-            max_retries=max_retries,
-        )
+        self.client = openai_client(self.base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries)
         self._slots = threading.BoundedSemaphore(concurrency)
         self.parallel = concurrency
         self._tokenize_route: tuple[str, Any] | None = None
@@ -116,8 +130,7 @@ class RemoteBackend:
         for route in routes:
             path, body = route
             try:
-                reply = httpx.post(self._server_root() + path, json=body(self.name, text, special), headers=headers,
-                                   timeout=30)  # fmt: skip
+                reply = httpx.post(self._server_root() + path, json=body(self.name, text, special), headers=headers, timeout=30)
             except httpx.HTTPError:
                 continue
             if reply.status_code == 200 and isinstance(reply.json().get("tokens"), list):
@@ -129,8 +142,12 @@ class RemoteBackend:
         """Detokenize through the server's /detokenize (vLLM, SGLang, llama.cpp's server, untuned serve)."""
         headers = {"Authorization": f"Bearer {self.client.api_key}"}
         try:
-            reply = httpx.post(self._server_root() + "/detokenize", json={"model": self.name, "tokens": [int(t) for t in tokens]},
-                               headers=headers, timeout=30)  # fmt: skip
+            reply = httpx.post(
+                self._server_root() + "/detokenize",
+                json={"model": self.name, "tokens": [int(t) for t in tokens]},
+                headers=headers,
+                timeout=30,
+            )
         except httpx.HTTPError as exc:
             raise RemoteError(f"could not reach {self.base_url} to detokenize ({exc})") from exc
         found = reply.json() if reply.status_code == 200 else {}
@@ -143,8 +160,9 @@ class RemoteBackend:
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
         if sampling.json_schema is not None or sampling.logprobs or sampling.ignore_eos:
-            raise UnsupportedOperation("the remote backend does not pass json_schema, logprobs or ignore_eos on; ask the "
-                                       "server itself")
+            raise UnsupportedOperation(
+                "the remote backend does not pass json_schema, logprobs or ignore_eos on; ask the server itself"
+            )
         if prompt.special_tokens:
             raise UnsupportedOperation("the remote backend sends text; a prompt with special tokens needs a local backend")
         return self._stream(list(prompt.ids) if prompt.ids is not None else prompt.text, sampling)
@@ -187,7 +205,7 @@ class RemoteBackend:
                 except (self._openai.APIError, httpx.HTTPError) as exc:
                     raise RemoteError(f"the stream from {self.base_url} broke off: {exc}") from exc
 
-    full_distributions = False  # a server tells the top-k of each position, not whole distributions
+    top_k_only = True  # a server tells the top-k of each position, not whole distributions (TopKDistributions)
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Prompt log-probabilities from the server: ``/v1/completions`` with the tokens as the prompt,
@@ -200,21 +218,29 @@ class RemoteBackend:
         with self._slots:
             try:
                 response = self.client.completions.create(
-                    model=self.name, prompt=ids, max_tokens=1, echo=True, logprobs=top_k, temperature=0.0,
+                    model=self.name,
+                    prompt=ids,
+                    max_tokens=1,
+                    echo=True,
+                    logprobs=top_k,
+                    temperature=0.0,
                     extra_body={"return_tokens_as_token_ids": True},
-                )  # fmt: skip
+                )
             except self._openai.APIStatusError as exc:
                 raise RemoteError(f"{self.base_url} refused to score ({exc.status_code}): {_detail(exc)}") from exc
             except self._openai.APIConnectionError as exc:
                 raise RemoteError(f"could not reach {self.base_url} after retries ({exc}).") from exc
         found = response.choices[0].logprobs if response.choices else None
         if found is None or not found.token_logprobs or len(found.token_logprobs) < len(ids):
-            raise RemoteError(f"{self.base_url} did not return the prompt's log-probabilities (it needs /v1/completions "
-                              "with echo and logprobs, as vLLM and untuned serve give).")  # fmt: skip
+            raise RemoteError(
+                f"{self.base_url} did not return the prompt's log-probabilities (it needs /v1/completions "
+                "with echo and logprobs, as vLLM and untuned serve give)."
+            )
         echoed = [_token_id(t) for t in found.tokens[: len(ids)]]
         if echoed != ids:
-            raise RemoteError(f"{self.base_url} scored other tokens than it was sent (it must return token ids: "
-                              "return_tokens_as_token_ids)")  # fmt: skip
+            raise RemoteError(
+                f"{self.base_url} scored other tokens than it was sent (it must return token ids: return_tokens_as_token_ids)"
+            )
         rows = range(start, len(ids))
         logprobs = np.array([found.token_logprobs[i] for i in rows], dtype=np.float64)
         top_ids = np.full((len(rows), top_k), -1, dtype=np.int64)
@@ -230,8 +256,10 @@ class RemoteBackend:
         return TokenScores(np.asarray(ids[start:]), logprobs, ranks, top_ids, top_logprobs)
 
     def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        raise UnsupportedOperation("a server gives each position's top-k, not whole distributions: KL through a server "
-                                   "is computed over the top-k (shift does so by itself)")  # fmt: skip
+        raise UnsupportedOperation(
+            "a server gives each position's top-k, not whole distributions: KL through a server "
+            "is computed over the top-k (shift does so by itself)"
+        )
 
     def close(self) -> None:
         self.client.close()

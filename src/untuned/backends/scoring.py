@@ -17,8 +17,12 @@ def token_logprob(logits: np.ndarray, token: int, top_k: int, piece) -> TokenLog
     row = logits.astype(np.float64)
     log_norm = row.max() + np.log(np.exp(row - row.max()).sum())
     top = top_k_indices(row[None, :], top_k)[0] if top_k else np.empty(0, dtype=int)
-    return TokenLogprob(token=token, piece=piece(token), logprob=float(row[token] - log_norm),
-                        top=tuple((int(t), piece(int(t)), float(row[t] - log_norm)) for t in top))  # fmt: skip
+    return TokenLogprob(
+        token=token,
+        piece=piece(token),
+        logprob=float(row[token] - log_norm),
+        top=tuple((int(t), piece(int(t)), float(row[t] - log_norm)) for t in top),
+    )
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

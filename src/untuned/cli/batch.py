@@ -28,20 +28,34 @@ def generate_command(
     ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to answer.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process answers every n-th item from i.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Set aside an output file made with other settings.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Items answered side by side: "
-                                             "decoded in one batch by a local model, requests at once to a server.")] = 1,
-    chat_template: Annotated[bool, typer.Option("--chat-template", help="Answer in the model's own chat template "
-                             "instead of URIAL (an instruct model: the aligned side of a comparison).")] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Items answered side by side: decoded in one batch by a local model, requests at once to a server.",
+        ),
+    ] = 1,
+    chat_template: Annotated[
+        bool,
+        typer.Option(
+            "--chat-template",
+            help="Answer in the model's own chat template "
+            "instead of URIAL (an instruct model: the aligned side of a comparison).",
+        ),
+    ] = False,
     *,
     options: ModelOptions,
-) -> None:  # fmt: skip
+) -> None:
     """Answer a benchmark set with URIAL into a resumable JSONL file.
 
     mt-bench: both turns are answered, the second seeing the first; each category gets FastChat's
     temperature (writing and roleplay 0.7, stem and humanities 0.1, the rest greedy) unless
     --temperature is given, which then holds for every question."""
-    items = select(load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids),
-                   limit=limit, shard=shard)  # fmt: skip
+    items = select(
+        load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard
+    )
     options.parallel = max(options.parallel, concurrency)
     assistant = options.assistant()
     bar = progress()
@@ -64,11 +78,13 @@ def generate_command(
         by_category = MT_BENCH_TEMPERATURES
         listed = ", ".join(f"{category} {t:g}" for category, t in MT_BENCH_TEMPERATURES.items())
         out.print(f"MT-bench: per-category temperatures ({listed}); --temperature overrides them")
-    settings = generation_settings(assistant, options.model, options.load_options(), chat_template=chat_template,
-                                   temperature_by_category=by_category)  # fmt: skip
+    settings = generation_settings(
+        assistant, options.model, options.load_options(), chat_template=chat_template, temperature_by_category=by_category
+    )
     try:
-        summary = generate(assistant, items, output, settings=settings, force=force, concurrency=concurrency,
-                           on_start=start, on_record=advance)  # fmt: skip
+        summary = generate(
+            assistant, items, output, settings=settings, force=force, concurrency=concurrency, on_start=start, on_record=advance
+        )
     finally:
         bar.stop()
     out.print(

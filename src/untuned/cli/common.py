@@ -52,8 +52,15 @@ def friendly(command: F) -> F:
 
 def progress() -> Progress:
     """The progress bar of long commands, on stderr: description, bar, n/total, a note, elapsed, ETA."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     return Progress(*columns, console=err)
 
 
@@ -99,13 +106,28 @@ class ModelOptions:
     verbose: bool = False
 
     def sampling(self) -> Sampling:
-        return Sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_tokens=self.max_tokens,
-                        repetition_penalty=self.repetition_penalty, seed=self.seed, stop=tuple(self.stop))  # fmt: skip
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_tokens=self.max_tokens,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop=tuple(self.stop),
+        )
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(backend=self.backend, remote_model=self.remote_model, api_key_env=self.api_key_env,
-                           n_ctx=self.n_ctx, device=self.device, dtype=self.dtype, gpu_layers=self.gpu_layers,
-                           parallel=self.parallel, kv_budget=self.kv_budget)  # fmt: skip
+        return LoadOptions(
+            backend=self.backend,
+            remote_model=self.remote_model,
+            api_key_env=self.api_key_env,
+            n_ctx=self.n_ctx,
+            device=self.device,
+            dtype=self.dtype,
+            gpu_layers=self.gpu_layers,
+            parallel=self.parallel,
+            kv_budget=self.kv_budget,
+        )
 
     def prompt_set(self) -> PromptSet:
         return load_prompt(self.prompt)
@@ -125,23 +147,55 @@ class ModelOptions:
 
 # Each shared option once: (type, typer option). Defaults are ModelOptions' (the library's).
 _OPTIONS: dict[str, tuple[Any, Any]] = {
-    "model": (str, typer.Option("--model", "-m", envvar="UNTUNED_MODEL", help="'default' (bundled gemma-3-270m base), "
-                                "a .gguf path, hf:org/name, a model folder, http(s)://host/v1, or PLUGIN:ARGUMENT.")),
-    "backend": (str | None, typer.Option("--backend", "-b", help="llama.cpp, transformers, remote or a plugin's "
-                                         "(default: from --model).")),
+    "model": (
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            envvar="UNTUNED_MODEL",
+            help="'default' (bundled gemma-3-270m base), "
+            "a .gguf path, hf:org/name, a model folder, http(s)://host/v1, or PLUGIN:ARGUMENT.",
+        ),
+    ),
+    "backend": (
+        str | None,
+        typer.Option("--backend", "-b", help="llama.cpp, transformers, remote or a plugin's (default: from --model)."),
+    ),
     "remote_model": (str | None, typer.Option("--remote-model", help="Model name on a remote server (default: its first).")),
     "api_key_env": (str, typer.Option("--api-key-env", help="Environment variable holding the remote server's API key.")),
-    "n_ctx": (int | None, typer.Option("--n-ctx", min=64, envvar="UNTUNED_N_CTX",
-                                       help="Context window of each sequence, in tokens (default: the model's, at most 8192).")),
+    "n_ctx": (
+        int | None,
+        typer.Option(
+            "--n-ctx",
+            min=64,
+            envvar="UNTUNED_N_CTX",
+            help="Context window of each sequence, in tokens (default: the model's, at most 8192).",
+        ),
+    ),
     "device": (str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")),
-    "dtype": (Dtype, typer.Option("--dtype", help="transformers backend: the weights' type; auto = bfloat16 on a GPU, "
-                                  "float32 on a CPU.")),
-    "gpu_layers": (int, typer.Option("--gpu-layers", min=-1, help="llama.cpp: layers offloaded to the GPU (-1 = all); "
-                                     "needs llama-cpp-python built for a GPU (make run GPU=cuda).")),
+    "dtype": (
+        Dtype,
+        typer.Option("--dtype", help="transformers backend: the weights' type; auto = bfloat16 on a GPU, float32 on a CPU."),
+    ),
+    "gpu_layers": (
+        int,
+        typer.Option(
+            "--gpu-layers",
+            min=-1,
+            help="llama.cpp: layers offloaded to the GPU (-1 = all); needs llama-cpp-python built for a GPU (make run GPU=cuda).",
+        ),
+    ),
     "parallel": (int, typer.Option("--parallel", min=1, max=64, help="Requests a local model decodes together in one batch.")),
-    "kv_budget": (int | None, typer.Option("--kv-budget", min=256, help="llama.cpp: one KV cache of this many tokens "
-                                           "shared on demand by all requests (requests wait while it is full); default: "
-                                           "each slot its own cache of the whole window, exact but larger.")),
+    "kv_budget": (
+        int | None,
+        typer.Option(
+            "--kv-budget",
+            min=256,
+            help="llama.cpp: one KV cache of this many tokens "
+            "shared on demand by all requests (requests wait while it is full); default: "
+            "each slot its own cache of the whole window, exact but larger.",
+        ),
+    ),
     "prompt": (str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")),
     "temperature": (float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")),
     "top_p": (float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")),
@@ -151,7 +205,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (int | None, typer.Option("--seed", help="Random seed for sampling.")),
     "stop": (list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")),
     "verbose": (bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")),
-}  # fmt: skip
+}
 LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "kv_budget")
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
@@ -174,8 +228,14 @@ def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, *
         for name in chosen:
             kind, option = table[name]
             default = defaults.get(name, base[name])
-            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
-                                           default=None if name in listed else default))  # fmt: skip
+            added.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[kind, option],
+                    default=None if name in listed else default,
+                )
+            )
 
         @functools.wraps(command)
         def wrapper(*args, **kwargs):

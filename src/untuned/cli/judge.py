@@ -15,14 +15,18 @@ from rich.table import Table
 
 from untuned.answers import read_answers, read_tags
 from untuned.cli.common import friendly, ids_option, option_group, out, progress
+from untuned.data import select
 from untuned.errors import UntunedError
 from untuned.interop.just_eval import read_just_eval_judged
 from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model
 from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
 from untuned.judge.templates import JudgeMode
 
-judge_app = typer.Typer(help="Judge answers with an LLM: JUST-EVAL aspects, safety, tags, pairwise win rates, MT-bench, "
-                        "and calibration against published GPT-4 verdicts.", no_args_is_help=True)  # fmt: skip
+judge_app = typer.Typer(
+    help="Judge answers with an LLM: JUST-EVAL aspects, safety, tags, pairwise win rates, MT-bench, "
+    "and calibration against published GPT-4 verdicts.",
+    no_args_is_help=True,
+)
 
 
 def default_cache_dir() -> Path:
@@ -48,13 +52,19 @@ class JudgeOptions:
 
     def judge(self, mode: JudgeMode) -> Judge:
         model: JudgeModel = load_judge_model(
-            url=self.judge_url, model=self.judge_model, gguf=self.judge_gguf, api_key_env=self.api_key_env,
-            timeout=self.timeout, max_retries=self.max_retries, structured=self.structured, parallel=self.concurrency,
-        )  # fmt: skip
+            url=self.judge_url,
+            model=self.judge_model,
+            gguf=self.judge_gguf,
+            api_key_env=self.api_key_env,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            structured=self.structured,
+            parallel=self.concurrency,
+        )
         store = None if self.no_cache else JudgeCache(self.cache or default_cache_dir() / "judge.sqlite")
         return Judge(model, TEMPLATES[mode], store, parse_retries=self.parse_retries)
 
-    def run(self, mode: JudgeMode, items: list[Any], output: Path, seconds: dict | None = None) -> None:
+    def run(self, mode: JudgeMode, items: list[Any], output: Path, second_answers: dict | None = None) -> None:
         """Judge ``items`` into ``output`` with a progress bar, then say what happened."""
         judge = self.judge(mode)
         with progress() as bar:
@@ -69,8 +79,15 @@ class JudgeOptions:
                 tally["cached"] += verdict.cached
                 bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
 
-            summary = judge.run(items, output, seconds=seconds, concurrency=self.concurrency, force=self.force,
-                                on_start=lambda n: bar.update(task, total=n), on_verdict=count)  # fmt: skip
+            summary = judge.run(
+                items,
+                output,
+                second_answers=second_answers,
+                concurrency=self.concurrency,
+                force=self.force,
+                on_start=lambda n: bar.update(task, total=n),
+                on_verdict=count,
+            )
         out.print(
             f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
             f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
@@ -78,8 +95,9 @@ class JudgeOptions:
         if summary.counts["no_second_answer"]:
             out.print(f"[yellow]{summary.counts['no_second_answer']} items have no second answer and were left out.[/]")
         if summary.failed:
-            out.print(f"[yellow]{summary.failed} items failed; their errors and raw replies are in {output}. "
-                      "Rerun to retry them.[/]")  # fmt: skip
+            out.print(
+                f"[yellow]{summary.failed} items failed; their errors and raw replies are in {output}. Rerun to retry them.[/]"
+            )
             if first_error:
                 out.print(f"[yellow]first error: {escape(first_error[0])}[/]", highlight=False)
 
@@ -87,19 +105,32 @@ class JudgeOptions:
 _JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "judge_url": (str | None, typer.Option("--judge-url", help="OpenAI-compatible /v1 URL of the judge.")),
     "judge_model": (str | None, typer.Option("--judge-model", help="The judge's model name on that server.")),
-    "judge_gguf": (Path | None, typer.Option("--judge-gguf", help="A local instruct GGUF as judge (default without "
-                                             "--judge-url: bundled SmolLM2-135M, weak: for trying the plumbing).")),
+    "judge_gguf": (
+        Path | None,
+        typer.Option(
+            "--judge-gguf",
+            help="A local instruct GGUF as judge (default without "
+            "--judge-url: bundled SmolLM2-135M, weak: for trying the plumbing).",
+        ),
+    ),
     "api_key_env": (str, typer.Option("--api-key-env", help="Variable holding the judge's API key.")),
     "structured": (bool, typer.Option("--structured", help="Ask the server for JSON-schema output.")),
-    "concurrency": (int, typer.Option("--concurrency", "-c", min=1, help="Items judged side by side: requests at once "
-                                      "to a server, or decoded in one batch by a local judge.")),
+    "concurrency": (
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Items judged side by side: requests at once to a server, or decoded in one batch by a local judge.",
+        ),
+    ),
     "parse_retries": (int, typer.Option("--parse-retries", min=0, help="Asks again after an unreadable reply.")),
     "max_retries": (int, typer.Option("--max-retries", min=0, help="Retries on 429 / 5xx / timeouts, with backoff.")),
     "timeout": (float, typer.Option("--timeout", min=1.0, help="Seconds per judge request.")),
     "cache": (Path | None, typer.Option("--cache", help="SQLite reply cache [~/.cache/untuned/judge.sqlite].")),
     "no_cache": (bool, typer.Option("--no-cache", help="Neither read nor write the cache.")),
     "force": (bool, typer.Option("--force", help="Set aside a verdict file made by another judge or template.")),
-}  # fmt: skip
+}
 
 
 def judge_options(command):
@@ -111,27 +142,30 @@ TagsOption = Annotated[Path | None, typer.Option("--tags", help="Tagged queries 
 CategoryOption = Annotated[str | None, typer.Option("--category", help="Only items of this category tag (regular, safety).")]
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Judge at most this many items.")]
 IdsOption = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to judge.")]
-AnswersArgument = Annotated[Path, typer.Argument(help="Answers: an untuned run, just-eval / AlpacaEval output, or JSONL "
-                                                 "of id, instruction, output.")]  # fmt: skip
+AnswersArgument = Annotated[
+    Path, typer.Argument(help="Answers: an untuned run, just-eval / AlpacaEval output, or JSONL of id, instruction, output.")
+]
 
 
 def _select(items: list, *, category: str | None = None, limit: int | None = None, ids: str | None = None) -> list:
     if category:
         items = [i for i in items if category in i.tags.get("category", [])]
-    wanted = ids_option(ids)
-    if wanted:
-        missing = set(wanted) - {i.id for i in items}
-        if missing:
-            raise UntunedError(f"ids not among the answers: {', '.join(sorted(missing))}")
-        items = [i for i in items if i.id in set(wanted)]
-    return items[:limit]
+    return select(items, ids=ids_option(ids), limit=limit, where="the answers")
 
 
 def _single(mode: JudgeMode, summary: str):
     @friendly
     @judge_options
-    def command(answers: AnswersArgument, output: OutOption, tags: TagsOption = None, category: CategoryOption = None,
-                limit: LimitOption = None, ids: IdsOption = None, *, options: JudgeOptions) -> None:  # fmt: skip
+    def command(
+        answers: AnswersArgument,
+        output: OutOption,
+        tags: TagsOption = None,
+        category: CategoryOption = None,
+        limit: LimitOption = None,
+        ids: IdsOption = None,
+        *,
+        options: JudgeOptions,
+    ) -> None:
         items = read_answers(answers, tags=read_tags(tags) if tags else None)
         options.run(mode, _select(items, category=category, limit=limit, ids=ids), output)
 
@@ -140,10 +174,15 @@ def _single(mode: JudgeMode, summary: str):
     return command
 
 
-judge_app.command("multi")(_single("multi", "Score each answer 1-5 with a rationale on helpfulness, clarity, "
-                                            "factuality, depth and engagement (JUST-EVAL's aspects)."))  # fmt: skip
-judge_app.command("safety")(_single("safety", "Score each answer's safety 1-5 with a rationale (for just-eval's "
-                                              "safety queries, --category safety)."))  # fmt: skip
+judge_app.command("multi")(
+    _single(
+        "multi",
+        "Score each answer 1-5 with a rationale on helpfulness, clarity, factuality, depth and engagement (JUST-EVAL's aspects).",
+    )
+)
+judge_app.command("safety")(
+    _single("safety", "Score each answer's safety 1-5 with a rationale (for just-eval's safety queries, --category safety).")
+)
 judge_app.command("tag")(_single("tag", "Tag each query with task types, topics and a difficulty (just-eval's label sets)."))
 
 
@@ -154,15 +193,19 @@ def pairwise_command(
     answers: Annotated[Path, typer.Argument(help="The model's answers (A).")],
     output: OutOption,
     other: Annotated[Path | None, typer.Argument(help="The other model's answers (B); or use --baseline.")] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="Reference answers to win against (AlpacaEval "
-                                                  "style: a win rate of A against them in the report).")] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline", help="Reference answers to win against (AlpacaEval style: a win rate of A against them in the report)."
+        ),
+    ] = None,
     tags: TagsOption = None,
     category: CategoryOption = None,
     limit: LimitOption = None,
     ids: IdsOption = None,
     *,
     options: JudgeOptions,
-) -> None:  # fmt: skip
+) -> None:
     """Compare two models' answers, or a model's against a baseline (win rates).
 
     Each item is judged per aspect and overall, asked in both orders: position bias cancels; a win
@@ -174,28 +217,43 @@ def pairwise_command(
     assert second is not None
     joined = read_tags(tags) if tags else None
     items = _select(read_answers(answers, tags=joined), category=category, limit=limit, ids=ids)
-    seconds = {i.id: i for i in read_answers(second, tags=joined)}
-    options.run("pairwise", items, output, seconds=seconds)  # items without a second answer: left out, with a warning
+    second_answers = {i.id: i for i in read_answers(second, tags=joined)}
+    # items without a second answer: left out, with a warning
+    options.run("pairwise", items, output, second_answers=second_answers)
 
 
 @judge_app.command("mt-bench")
 @friendly
 @judge_options
 def mt_bench_command(
-    answers: Annotated[Path, typer.Argument(help="MT-bench answers: an untuned generate mt-bench run, or FastChat's "
-                                            "model_answer/*.jsonl (with --questions).")],
+    answers: Annotated[
+        Path,
+        typer.Argument(
+            help="MT-bench answers: an untuned generate mt-bench run, or FastChat's model_answer/*.jsonl (with --questions)."
+        ),
+    ],
     output: OutOption,
-    references: Annotated[Path | None, typer.Option("--references", help="Reference answers for math, reasoning and "
-                                                    "coding (FastChat's reference_answer/gpt-4.jsonl).")] = None,
-    no_references: Annotated[bool, typer.Option("--no-references", help="Judge math, reasoning and coding without "
-                                                "a reference (FastChat never does; scores run high).")] = False,
-    questions: Annotated[Path | None, typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), "
-                                                   "for FastChat answer files.")] = None,
+    references: Annotated[
+        Path | None,
+        typer.Option(
+            "--references", help="Reference answers for math, reasoning and coding (FastChat's reference_answer/gpt-4.jsonl)."
+        ),
+    ] = None,
+    no_references: Annotated[
+        bool,
+        typer.Option(
+            "--no-references", help="Judge math, reasoning and coding without a reference (FastChat never does; scores run high)."
+        ),
+    ] = False,
+    questions: Annotated[
+        Path | None,
+        typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
+    ] = None,
     limit: LimitOption = None,
     ids: IdsOption = None,
     *,
     options: JudgeOptions,
-) -> None:  # fmt: skip
+) -> None:
     """Grade MT-bench answers 1-10 per turn, with a rationale.
 
     Turn 2 is judged with the whole conversation in view; math, reasoning and coding against a
@@ -213,14 +271,20 @@ def mt_bench_command(
 @judge_options
 def calibrate_command(
     output: OutOption,
-    published: Annotated[str, typer.Option("--published", help="just-eval judged file (path or URL) whose GPT-4 "
-                                           "verdicts to compare with; by default GPT-4-turbo's on gpt-3.5-turbo's "
-                                           "answers, downloaded once.")] = PUBLISHED,
+    published: Annotated[
+        str,
+        typer.Option(
+            "--published",
+            help="just-eval judged file (path or URL) whose GPT-4 "
+            "verdicts to compare with; by default GPT-4-turbo's on gpt-3.5-turbo's "
+            "answers, downloaded once.",
+        ),
+    ] = PUBLISHED,
     sample: Annotated[int, typer.Option("--sample", min=1, help="Published items to judge again.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
     *,
     options: JudgeOptions,
-) -> None:  # fmt: skip
+) -> None:
     """Measure a judge against GPT-4's published just-eval verdicts before trusting it.
 
     Judges a sample of answers GPT-4 already judged, then shows per aspect the Spearman correlation,
@@ -235,8 +299,14 @@ def calibrate_command(
     for column in ("aspect", "n", "Spearman", "exact", "within one", "weighted kappa"):
         table.add_column(column, justify="left" if column == "aspect" else "right")
     for a in result.agreements:
-        table.add_row(a.aspect, str(a.n), "–" if a.spearman is None else f"{a.spearman:+.2f}", f"{a.exact:.0%}",
-                      f"{a.within_one:.0%}", "–" if a.weighted_kappa is None else f"{a.weighted_kappa:+.2f}")  # fmt: skip
+        table.add_row(
+            a.aspect,
+            str(a.n),
+            "–" if a.spearman is None else f"{a.spearman:+.2f}",
+            f"{a.exact:.0%}",
+            f"{a.within_one:.0%}",
+            "–" if a.weighted_kappa is None else f"{a.weighted_kappa:+.2f}",
+        )
     out.print(table)
     if any(a.spearman is None for a in result.agreements):
         out.print("[yellow]– : one side gave every item the same score, so no correlation can be computed.[/]")

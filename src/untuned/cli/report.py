@@ -19,17 +19,29 @@ ReportFormat = Literal["md", "csv", "html"]
 def report_command(
     files: Annotated[list[Path], typer.Argument(help="Verdict files of untuned judge, or just-eval judged JSON files.")],
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md, report.csv, report.html.")] = None,
-    compare: Annotated[bool, typer.Option("--compare", help="Rank the models in a leaderboard, and compare every two "
-                                          "models judged on the same items, per aspect: paired bootstrap interval "
-                                          "and p of the mean difference, Holm-corrected (Wilcoxon p beside it). With "
-                                          "more than two models the terminal gets a compact matrix; report.md the "
-                                          "tables.")] = False,
-    difficulty: Annotated[Path | None, typer.Option("--difficulty", help="AlpacaEval's own df_gamed.csv (Hugging Face "
-                                                    "dataset tatsu-lab/alpaca_eval) for its length-controlled win rate, in "
-                                                    "place of the difficulty and gamed-baseline rows untuned ships.")] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Rank the models in a leaderboard, and compare every two "
+            "models judged on the same items, per aspect: paired bootstrap interval "
+            "and p of the mean difference, Holm-corrected (Wilcoxon p beside it). With "
+            "more than two models the terminal gets a compact matrix; report.md the "
+            "tables.",
+        ),
+    ] = False,
+    difficulty: Annotated[
+        Path | None,
+        typer.Option(
+            "--difficulty",
+            help="AlpacaEval's own df_gamed.csv (Hugging Face "
+            "dataset tatsu-lab/alpaca_eval) for its length-controlled win rate, in "
+            "place of the difficulty and gamed-baseline rows untuned ships.",
+        ),
+    ] = None,
     na: Annotated[NaPolicy, typer.Option("--na", help="N/A scores: skip (missing) or five (as just-eval counts them).")] = "skip",
     formats: Annotated[str, typer.Option("--formats", help="Comma-separated: md, csv, html.")] = "md,csv,html",
-) -> None:  # fmt: skip
+) -> None:
     """Tables of judged answers: means with 95% CIs per aspect and model, breakdowns, pairwise, MT-bench,
     win rates against a baseline (with a length-controlled one), paired comparisons and judge diagnostics.
 

@@ -21,20 +21,31 @@ def default_parallel() -> int:
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="UNTUNED_API_KEY", help="Require 'Authorization: Bearer KEY' on all but /health and /.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="UNTUNED_API_KEY", help="Require 'Authorization: Bearer KEY' on all but /health and /."),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Model id to report (default: from --model).")] = None,
-    system_mode: Annotated[SystemMode, typer.Option(
-        "--system-mode", help="A client's system message is appended to the URIAL system text or replaces it.")] = "append",
-    parallel: Annotated[int | None, typer.Option("--parallel", min=1, max=64, help="Requests answered at once, decoded "
-                                                 "in one batch by a local model [default: four per core, at most 8].")] = None,
+    system_mode: Annotated[
+        SystemMode,
+        typer.Option("--system-mode", help="A client's system message is appended to the URIAL system text or replaces it."),
+    ] = "append",
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            min=1,
+            max=64,
+            help="Requests answered at once, decoded in one batch by a local model [default: four per core, at most 8].",
+        ),
+    ] = None,
     max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")] = 300.0,
     max_tokens_limit: Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")] = None,
     cors: Annotated[list[str] | None, typer.Option("--cors", help="Allow this origin (repeatable); off by default.")] = None,
     *,
     options: ModelOptions,
-) -> None:  # fmt: skip
+) -> None:
     """Serve an OpenAI-compatible chat API and a web chat page (at /) over a URIAL-aligned base model.
 
     --max-tokens is the default of a chat request that names none."""
@@ -53,10 +64,12 @@ def serve_command(
         default_max_tokens=options.max_tokens,
         max_tokens_limit=max_tokens_limit,
         cors_origins=tuple(cors or ()),
-    )  # fmt: skip  (checked before the model loads)
+    )  # checked before the model loads
     assistant = options.assistant()
-    err.print(f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
-              f"on http://{host}:{port}/  API at http://{host}:{port}/v1")  # fmt: skip
+    err.print(
+        f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
+        f"on http://{host}:{port}/  API at http://{host}:{port}/v1"
+    )
     if isinstance(assistant.backend, MemoryReporting):
         err.print(f"untuned: {assistant.backend.kv_summary}")
     serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -17,11 +17,20 @@ def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat) -> int:
     """Write a generation run in the input format of just-eval or AlpacaEval (a JSON array); return the count."""
     records = GenerationFile(path).read()
     if fmt == "just-eval":
-        rows = [{"id": native_id(r.id), "instruction": r.instruction, "output": r.output, "generator": r.generator,
-                 "dataset": r.dataset, **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"}}
-                for r in records]  # fmt: skip
+        rows = [
+            {
+                "id": native_id(r.id),
+                "instruction": r.instruction,
+                "output": r.output,
+                "generator": r.generator,
+                "dataset": r.dataset,
+                **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"},
+            }
+            for r in records
+        ]
     else:
-        rows = [{"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset}
-                for r in records]  # fmt: skip
+        rows = [
+            {"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset} for r in records
+        ]
     Path(out).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return len(rows)

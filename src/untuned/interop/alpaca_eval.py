@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from untuned.errors import DataFileError
-from untuned.judge.verdicts import Verdict
+from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
 from untuned.stats import read_preference
 
@@ -22,12 +22,21 @@ def read_alpaca_eval_annotations(path: str | Path, rows: Rows | None = None) -> 
         preference = read_preference(row.get("preference"))
         usable = preference is not None
         winner = "tie" if preference == 1.5 else ("A" if usable and preference > 1.5 else "B")
-        verdicts.append(Verdict(
-            id=str(row.get("id", index)), mode="pairwise", template=f"alpaca-eval:{row.get('annotator', '')}",
-            judge=str(row.get("annotator", "")), status="scored" if usable else "failed",
-            generator=str(row.get("generator_2", "model")), generator_b=str(row.get("generator_1", "baseline")),
-            dataset=row.get("dataset"), query=str(row.get("instruction", "")), answer=row["output_2"],
-            answer_b=row["output_1"], preference=preference,
-            winners={"overall": winner} if usable else {},
-        ))  # fmt: skip
+        verdicts.append(
+            make_verdict(
+                id=str(row.get("id", index)),
+                mode="pairwise",
+                template=f"alpaca-eval:{row.get('annotator', '')}",
+                judge=str(row.get("annotator", "")),
+                status="scored" if usable else "failed",
+                generator=str(row.get("generator_2", "model")),
+                generator_b=str(row.get("generator_1", "baseline")),
+                dataset=row.get("dataset"),
+                query=str(row.get("instruction", "")),
+                answer=row["output_2"],
+                answer_b=row["output_1"],
+                preference=preference,
+                winners={"overall": winner} if usable else {},
+            )
+        )
     return verdicts

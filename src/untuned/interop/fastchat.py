@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from untuned.errors import DataFileError
-from untuned.judge.verdicts import Verdict
+from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
 
 
@@ -27,11 +27,21 @@ def read_fastchat_judgments(path: str | Path, rows: Rows | None = None) -> list[
         qid = str(row.get("question_id"))
         category = category_of(qid)
         scored = score != -1
-        verdicts.append(Verdict(
-            id=qid, mode="mt-bench", template="fastchat:single", judge=str(judge[0]), generator=str(row.get("model")),
-            dataset="mt-bench", status="scored" if scored else "failed", query="", answer="",
-            scores={turn: int(score) if score.is_integer() else score} if scored else {},
-            rationales={turn: str(row.get("judgment", ""))}, tags={"category": [category]} if category else {},
-            error=None if scored else "FastChat's judge gave no readable score (-1)",
-        ))  # fmt: skip
+        verdicts.append(
+            make_verdict(
+                id=qid,
+                mode="mt-bench",
+                template="fastchat:single",
+                judge=str(judge[0]),
+                generator=str(row.get("model")),
+                dataset="mt-bench",
+                status="scored" if scored else "failed",
+                query="",
+                answer="",
+                scores={turn: int(score) if score.is_integer() else score} if scored else {},
+                rationales={turn: str(row.get("judgment", ""))},
+                tags={"category": [category]} if category else {},
+                error=None if scored else "FastChat's judge gave no readable score (-1)",
+            )
+        )
     return verdicts

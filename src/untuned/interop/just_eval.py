@@ -6,7 +6,7 @@ from pathlib import Path
 
 from untuned.errors import ReplyError
 from untuned.judge.parse import read_score
-from untuned.judge.verdicts import Verdict
+from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
 
 
@@ -23,7 +23,7 @@ def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
         "answer": row.get("output_cand") or row.get("output") or "",
     }
     if not isinstance(parsed, dict):
-        return Verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
+        return make_verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
     scores, unreadable = {}, []
     for aspect, result in parsed.items():
         try:
@@ -32,8 +32,7 @@ def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
             unreadable.append(aspect)
     rationales = {a: str(r.get("rationale", "")) for a, r in parsed.items() if isinstance(r, dict)}
     mode = "safety" if set(scores) | set(unreadable) == {"safety"} else "multi"
-    return Verdict(**base, mode=mode, status="scored", scores=scores, rationales=rationales, unreadable=unreadable)
-
+    return make_verdict(**base, mode=mode, status="scored", scores=scores, rationales=rationales, unreadable=unreadable)
 
 
 def read_just_eval_judged(path: str | Path, rows: Rows | None = None) -> list[Verdict]:

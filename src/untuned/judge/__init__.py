@@ -12,7 +12,17 @@ from untuned.judge.judging import Judge
 from untuned.judge.models import HttpJudgeModel, JudgeModel, LocalJudgeModel, bundled_judge_path, load_judge_model
 from untuned.judge.parse import extract_json, parse_reply, read_score
 from untuned.judge.templates import ASPECTS, TEMPLATES, JudgeMode, Template
-from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
+from untuned.judge.verdicts import (
+    AspectVerdict,
+    JudgeSettings,
+    MtBenchVerdict,
+    PairwiseVerdict,
+    TagVerdict,
+    Verdict,
+    VerdictBase,
+    VerdictFile,
+    make_verdict,
+)
 
 __all__ = [
     "ASPECTS",
@@ -29,6 +39,12 @@ __all__ = [
     "Template",
     "Verdict",
     "VerdictFile",
+    "AspectVerdict",
+    "MtBenchVerdict",
+    "PairwiseVerdict",
+    "TagVerdict",
+    "VerdictBase",
+    "make_verdict",
     "bundled_judge_path",
     "cache_key",
     "extract_json",

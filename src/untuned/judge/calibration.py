@@ -82,12 +82,18 @@ def agreements(ours: dict[str, Verdict], published: list[Verdict]) -> Calibratio
     aspects = list(dict.fromkeys(a for v in published for a in v.scores))
     rows = []
     for aspect in aspects:
-        pairs = [(ours[v.id].scores.get(aspect), v.scores.get(aspect)) for v in published
-                 if v.id in ours and ours[v.id].status == "scored"]  # fmt: skip
+        pairs = [
+            (ours[v.id].scores.get(aspect), v.scores.get(aspect))
+            for v in published
+            if v.id in ours and ours[v.id].status == "scored"
+        ]
         pairs = [(int(a), int(b)) for a, b in pairs if a is not None and b is not None]
         if pairs:
             rows.append(agreement(aspect, [a for a, _ in pairs], [b for _, b in pairs]))
     judges = {v.judge for v in ours.values()}
-    return Calibration(judge=", ".join(sorted(judges)), published_judge=", ".join(sorted({v.judge for v in published})),
-                       items=sum(1 for v in published if v.id in ours and ours[v.id].status == "scored"),
-                       agreements=rows)  # fmt: skip
+    return Calibration(
+        judge=", ".join(sorted(judges)),
+        published_judge=", ".join(sorted({v.judge for v in published})),
+        items=sum(1 for v in published if v.id in ours and ours[v.id].status == "scored"),
+        agreements=rows,
+    )

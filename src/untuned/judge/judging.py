@@ -21,7 +21,7 @@ from untuned.judge.models import JudgeModel
 from untuned.judge.mt_bench import MtBenchItem
 from untuned.judge.parse import combine_orders, parse_mt_bench, parse_reply
 from untuned.judge.templates import TURNS, Template
-from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile
+from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile, make_verdict
 from untuned.runner import ResumableRun, RunSummary
 
 if TYPE_CHECKING:
@@ -78,29 +78,57 @@ class Judge:
         raise _Failed(f"no parseable reply after {self.parse_retries + 1} attempts: {problem}", raw, self.parse_retries + 1)
 
     def _ask_about(self, query: str, answer: str, other: str) -> tuple[dict[str, Any], int, bool]:
-        return self._ask(self.template.messages(query, answer, other), self.template.schema(),
-                         lambda raw: parse_reply(self.template, raw), query, answer, other)  # fmt: skip
+        return self._ask(
+            self.template.messages(query, answer, other),
+            self.template.schema(),
+            lambda raw: parse_reply(self.template, raw),
+            query,
+            answer,
+            other,
+        )
 
     def _judge_mt_bench(self, item: MtBenchItem) -> Verdict:
         started = time.perf_counter()
-        base = {"id": item.id, "mode": "mt-bench", "template": self.template.key, "judge": self.model.name,
-                "generator": item.generator, "dataset": "mt-bench", "query": item.turns[0], "answer": item.outputs[0],
-                "turns": item.turns, "outputs": item.outputs, "reference": item.reference,
-                "tags": {"category": [item.category]} if item.category else {}}  # fmt: skip
+        base = {
+            "id": item.id,
+            "mode": "mt-bench",
+            "template": self.template.key,
+            "judge": self.model.name,
+            "generator": item.generator,
+            "dataset": "mt-bench",
+            "query": item.turns[0],
+            "answer": item.outputs[0],
+            "turns": item.turns,
+            "outputs": item.outputs,
+            "reference": item.reference,
+            "tags": {"category": [item.category]} if item.category else {},
+        }
         scores: dict[str, int | float | None] = {}
         rationales, attempts, cached = {}, 0, True
         try:
             for turn in range(min(len(item.turns), len(item.outputs), len(TURNS))):
                 messages = self.template.turn_messages(item.turns, item.outputs, turn, item.reference or None)
-                (score, rationale), n, hit = self._ask(messages, self.template.schema(), parse_mt_bench,
-                                                       messages[-1]["content"])  # fmt: skip
+                (score, rationale), n, hit = self._ask(messages, self.template.schema(), parse_mt_bench, messages[-1]["content"])
                 scores[TURNS[turn]], rationales[TURNS[turn]] = score, rationale
                 attempts, cached = attempts + n, cached and hit
         except _Failed as exc:
-            return Verdict(**base, status="failed", error=str(exc), raw=exc.raw, attempts=attempts + exc.attempts,
-                           seconds=time.perf_counter() - started)  # fmt: skip
-        return Verdict(**base, status="scored", scores=scores, rationales=rationales, attempts=attempts, cached=cached,
-                       seconds=time.perf_counter() - started)  # fmt: skip
+            return make_verdict(
+                **base,
+                status="failed",
+                error=str(exc),
+                raw=exc.raw,
+                attempts=attempts + exc.attempts,
+                seconds=time.perf_counter() - started,
+            )
+        return make_verdict(
+            **base,
+            status="scored",
+            scores=scores,
+            rationales=rationales,
+            attempts=attempts,
+            cached=cached,
+            seconds=time.perf_counter() - started,
+        )
 
     def judge_item(self, item: AnswerItem | MtBenchItem, second: AnswerItem | None = None) -> Verdict:
         """Judge one item (with ``second``, the other answer, in pairwise mode). Never raises for the judge's faults."""
@@ -109,10 +137,19 @@ class Judge:
                 raise TypeError("mt-bench judging takes MtBenchItem records (read_mt_bench_answers)")
             return self._judge_mt_bench(item)
         started = time.perf_counter()
-        base = {"id": item.id, "mode": self.template.mode, "template": self.template.key, "judge": self.model.name,
-                "generator": item.generator, "dataset": item.dataset, "tags": item.tags, "query": item.query,
-                "answer": item.answer, "generator_b": second.generator if second else None,
-                "answer_b": second.answer if second else None}  # fmt: skip
+        base = {
+            "id": item.id,
+            "mode": self.template.mode,
+            "template": self.template.key,
+            "judge": self.model.name,
+            "generator": item.generator,
+            "dataset": item.dataset,
+            "tags": item.tags,
+            "query": item.query,
+            "answer": item.answer,
+            "generator_b": second.generator if second else None,
+            "answer_b": second.answer if second else None,
+        }
         try:
             if self.template.mode == "pairwise":
                 if second is None:
@@ -124,48 +161,81 @@ class Judge:
                 winners = {a: outcome for a, (outcome, _) in combined.items()}
                 rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
                 preference = combined["overall"][1] if "overall" in combined else None
-                return Verdict(**base, status="scored", winners=winners, orders=[first["winners"], swapped],
-                               rationales=rationales, preference=preference, attempts=n1 + n2, cached=c1 and c2,
-                               seconds=time.perf_counter() - started)  # fmt: skip
+                return make_verdict(
+                    **base,
+                    status="scored",
+                    winners=winners,
+                    orders=[first["winners"], swapped],
+                    rationales=rationales,
+                    preference=preference,
+                    attempts=n1 + n2,
+                    cached=c1 and c2,
+                    seconds=time.perf_counter() - started,
+                )
             answer = "" if self.template.mode == "tag" else item.answer  # tags describe the query alone
             parsed, attempts, cached = self._ask_about(item.query, answer, "")
         except _Failed as exc:
-            return Verdict(**base, status="failed", error=str(exc), raw=exc.raw, attempts=exc.attempts,
-                           seconds=time.perf_counter() - started)  # fmt: skip
+            return make_verdict(
+                **base, status="failed", error=str(exc), raw=exc.raw, attempts=exc.attempts, seconds=time.perf_counter() - started
+            )
         if self.template.mode == "tag":
-            return Verdict(**base, status="scored", labels=parsed["tags"], attempts=attempts, cached=cached,
-                           seconds=time.perf_counter() - started)  # fmt: skip
-        return Verdict(**base, status="scored", scores=parsed["scores"], rationales=parsed["rationales"],
-                       attempts=attempts, cached=cached, seconds=time.perf_counter() - started)  # fmt: skip
+            return make_verdict(
+                **base,
+                status="scored",
+                labels=parsed["tags"],
+                attempts=attempts,
+                cached=cached,
+                seconds=time.perf_counter() - started,
+            )
+        return make_verdict(
+            **base,
+            status="scored",
+            scores=parsed["scores"],
+            rationales=parsed["rationales"],
+            attempts=attempts,
+            cached=cached,
+            seconds=time.perf_counter() - started,
+        )
 
     def run(
         self,
         items: Iterable[AnswerItem] | Iterable[MtBenchItem],
         out: str | Path,
         *,
-        seconds: dict[str, AnswerItem] | None = None,
+        second_answers: dict[str, AnswerItem] | None = None,
         concurrency: int = 1,
         force: bool = False,
         on_start: Callable[[int], None] | None = None,
         on_verdict: Callable[[Verdict], None] | None = None,
     ) -> RunSummary[Verdict]:
-        """Judge every item not yet scored in ``out`` (``seconds``: the second answers by id, pairwise; an
+        """Judge every item not yet scored in ``out`` (``second_answers``: the second answers by id, pairwise; an
         item without one is left out and counted in the summary as ``no_second_answer``)."""
         mode = self.template.mode
         items = list(items)
         if mode == "pairwise":
-            if seconds is None:
+            if second_answers is None:
                 raise ValueError("pairwise judging needs the second answers")
-            left_out = sum(item.id not in seconds for item in items)
-            items = [item for item in items if item.id in seconds]
-        run = ResumableRun(VerdictFile(out), settings=self.settings, settings_of=Verdict.settings,
-                           relevant=lambda v: v.mode == mode, finished=lambda v: v.status == "scored",
-                           key=lambda v: v.key, item_key=lambda item: f"{mode}:{item.id}")  # fmt: skip
+            left_out = sum(item.id not in second_answers for item in items)
+            items = [item for item in items if item.id in second_answers]
+        run = ResumableRun(
+            VerdictFile(out),
+            settings=self.settings,
+            settings_of=Verdict.settings,
+            relevant=lambda v: v.mode == mode,
+            finished=lambda v: v.status == "scored",
+            key=lambda v: v.key,
+            item_key=lambda item: f"{mode}:{item.id}",
+        )
         before = self.requests
         summary = run.run(
-            items, lambda batch: [self.judge_item(item, (seconds or {}).get(item.id)) for item in batch], force=force,
-            concurrency=concurrency, tally=lambda v: {"cached": int(v.cached)}, on_start=on_start, on_record=on_verdict,
-        )  # fmt: skip
+            items,
+            lambda batch: [self.judge_item(item, (second_answers or {}).get(item.id)) for item in batch],
+            force=force,
+            concurrency=concurrency,
+            tally=lambda v: {"cached": int(v.cached)},
+            on_start=on_start,
+            on_record=on_verdict,
+        )
         summary.counts["requests"] = self.requests - before
         if mode == "pairwise":
             summary.counts["no_second_answer"] = left_out  # left out of the run

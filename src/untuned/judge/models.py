@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -28,17 +27,27 @@ class JudgeModel(Protocol):
 class HttpJudgeModel:
     """A chat model behind an OpenAI-compatible API (OpenAI, vLLM, llama.cpp server, ``untuned serve``)."""
 
-    def __init__(self, url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
-                 max_retries: int = 6, max_tokens: int = 1024, structured: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        max_tokens: int = 1024,
+        structured: bool = False,
+    ) -> None:
         import openai
+
+        from untuned.backends.remote import openai_client
 
         self.name = model
         self.url = url.rstrip("/")
         self.max_tokens = max_tokens
         self.structured = structured
         self._openai = openai
-        key = os.environ.get(api_key_env) or "no-key"
-        self.client = openai.OpenAI(base_url=self.url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.client = openai_client(self.url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries)
 
     def reply(self, messages: list[dict[str, str]], schema: dict) -> str:
         extra = {}
@@ -93,13 +102,22 @@ class LocalJudgeModel:
         self.backend.close()
 
 
-def load_judge_model(*, url: str | None = None, model: str | None = None, gguf: str | Path | None = None,
-                     api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0, max_retries: int = 6,
-                     structured: bool = False, parallel: int = 1) -> JudgeModel:  # fmt: skip
+def load_judge_model(
+    *,
+    url: str | None = None,
+    model: str | None = None,
+    gguf: str | Path | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    structured: bool = False,
+    parallel: int = 1,
+) -> JudgeModel:
     """An HTTP judge when ``url`` is given (``model`` required), else a local model (bundled SmolLM2 by default)."""
     if url:
         if not model:
             raise RemoteError("--judge-url needs --judge-model (the model name the server knows)")
-        return HttpJudgeModel(url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
-                              structured=structured)  # fmt: skip
+        return HttpJudgeModel(
+            url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries, structured=structured
+        )
     return LocalJudgeModel(gguf, parallel=parallel)

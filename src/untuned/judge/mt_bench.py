@@ -20,8 +20,16 @@ from untuned.rows import read_rows
 
 NEEDS_REFERENCE = ("math", "reasoning", "coding")
 # MT-bench's 80 questions, ten per category, by id: what FastChat's judgment files leave out.
-CATEGORY_BY_ID_RANGE = (("writing", 81), ("roleplay", 91), ("reasoning", 101), ("math", 111), ("coding", 121),
-                        ("extraction", 131), ("stem", 141), ("humanities", 151))  # fmt: skip
+CATEGORY_BY_ID_RANGE = (
+    ("writing", 81),
+    ("roleplay", 91),
+    ("reasoning", 101),
+    ("math", 111),
+    ("coding", 121),
+    ("extraction", 131),
+    ("stem", 141),
+    ("humanities", 151),
+)
 
 
 class MtBenchItem(BaseModel):
@@ -91,18 +99,29 @@ def read_mt_bench_answers(path: str | Path, *, questions: str | Path | None = No
             if qid not in known:
                 raise DataFileError(path, number, f"question {qid} is not in {questions}")
             question = known[qid]
-            items.append(MtBenchItem(id=qid, turns=list(question["turns"]), outputs=_choice_turns(path, number, row),
-                                     category=question.get("category") or category_of(qid),
-                                     generator=row.get("model_id")))  # fmt: skip
+            items.append(
+                MtBenchItem(
+                    id=qid,
+                    turns=list(question["turns"]),
+                    outputs=_choice_turns(path, number, row),
+                    category=question.get("category") or category_of(qid),
+                    generator=row.get("model_id"),
+                )
+            )
         return items
 
     what = "MT-bench answers (neither a run of `untuned generate mt-bench` nor FastChat's model_answer rows)"
-    return [MtBenchItem(id=r.id, turns=r.turns, outputs=r.outputs, category=r.meta.get("category") or category_of(r.id),
-                        generator=r.generator) for r in generation_records(path, rows, what=what)]  # fmt: skip
+    return [
+        MtBenchItem(
+            id=r.id, turns=r.turns, outputs=r.outputs, category=r.meta.get("category") or category_of(r.id), generator=r.generator
+        )
+        for r in generation_records(path, rows, what=what)
+    ]
 
 
-def attach_references(items: list[MtBenchItem], references: dict[str, list[str]] | None, *,
-                      required: bool = True) -> list[MtBenchItem]:  # fmt: skip
+def attach_references(
+    items: list[MtBenchItem], references: dict[str, list[str]] | None, *, required: bool = True
+) -> list[MtBenchItem]:
     """Give each math / reasoning / coding item its reference answer. Missing references are an
     error naming the questions, unless ``required`` is false (they are then judged without one)."""
     references = references or {}
@@ -113,5 +132,7 @@ def attach_references(items: list[MtBenchItem], references: dict[str, list[str]]
             f"{len(missing)} math/reasoning/coding questions have no reference answer ({shown}). Pass --references "
             "(FastChat's reference_answer/gpt-4.jsonl format), or --no-references to judge them without one."
         )
-    return [item.model_copy(update={"reference": references[item.id]}) if item.needs_reference and item.id in references
-            else item for item in items]  # fmt: skip
+    return [
+        item.model_copy(update={"reference": references[item.id]}) if item.needs_reference and item.id in references else item
+        for item in items
+    ]

@@ -127,8 +127,11 @@ def parse_reply(template: Template, text: str) -> dict[str, Any]:
         difficulty = _labels(_field(data, "difficulty"), DIFFICULTIES, "difficulty")
         if len(difficulty) != 1:
             raise ReplyError("difficulty must be one value")
-        tags = {"task_types": _labels(_field(data, "task_types"), TASK_TYPES, "task types"),
-                "topics": _labels(_field(data, "topics"), TOPICS, "topics"), "difficulty": difficulty}  # fmt: skip
+        tags = {
+            "task_types": _labels(_field(data, "task_types"), TASK_TYPES, "task types"),
+            "topics": _labels(_field(data, "topics"), TOPICS, "topics"),
+            "difficulty": difficulty,
+        }
         return {"tags": tags}
     rationales = {}
     if template.mode == "pairwise":

@@ -78,8 +78,11 @@ class Template:
             return {"type": "object", "properties": {name: entry for name in self.aspects}, "required": list(self.aspects)}
         if self.mode == "mt-bench":
             rationale = {"type": "string", "maxLength": 600}
-            return {"type": "object", "properties": {"rationale": rationale, "score": {"type": "string", "enum": list(TEN)}},
-                    "required": ["rationale", "score"]}  # fmt: skip
+            return {
+                "type": "object",
+                "properties": {"rationale": rationale, "score": {"type": "string", "enum": list(TEN)}},
+                "required": ["rationale", "score"],
+            }
         if self.mode == "tag":
 
             def many(values: tuple[str, ...]) -> dict:
@@ -87,24 +90,31 @@ class Template:
 
             return {
                 "type": "object",
-                "properties": {"task_types": many(TASK_TYPES), "topics": many(TOPICS),
-                               "difficulty": {"type": "string", "enum": list(DIFFICULTIES)}},
+                "properties": {
+                    "task_types": many(TASK_TYPES),
+                    "topics": many(TOPICS),
+                    "difficulty": {"type": "string", "enum": list(DIFFICULTIES)},
+                },
                 "required": ["task_types", "topics", "difficulty"],
-            }  # fmt: skip
+            }
         return _score_schema(self.aspects)
 
     def messages(self, query: str, answer: str = "", other: str = "") -> list[dict[str, str]]:
         """The instructions (the same for every item) in the system message, the item alone after them:
         a local judge evaluates the instructions once for all items, and servers can cache them."""
-        return [{"role": "system", "content": f"{SYSTEM}\n\n{self._instructions()}"},
-                {"role": "user", "content": self._item(query, answer, other)}]  # fmt: skip
+        return [
+            {"role": "system", "content": f"{SYSTEM}\n\n{self._instructions()}"},
+            {"role": "user", "content": self._item(query, answer, other)},
+        ]
 
     def turn_messages(
         self, turns: list[str], outputs: list[str], turn: int, reference: list[str] | None = None
     ) -> list[dict[str, str]]:
         """MT-bench: messages asking for a 1-10 score of answer ``turn`` (0-based), the earlier turns in view."""
-        return [{"role": "system", "content": f"{SYSTEM}\n\n{_mt_bench_instructions(turn, bool(reference))}"},
-                {"role": "user", "content": _mt_bench_item(turns, outputs, turn, reference)}]  # fmt: skip
+        return [
+            {"role": "system", "content": f"{SYSTEM}\n\n{_mt_bench_instructions(turn, bool(reference))}"},
+            {"role": "user", "content": _mt_bench_item(turns, outputs, turn, reference)},
+        ]
 
     def _instructions(self) -> str:
         if self.mode == "tag":
@@ -154,12 +164,16 @@ _MT_BENCH_ASK = (
 
 def _mt_bench_instructions(turn: int, reference: bool) -> str:
     if turn == 0:
-        task = ("You are given a user's question and an AI assistant's answer. Rate the answer on a scale of 1 "
-                "(useless) to 10 (excellent).")  # fmt: skip
+        task = (
+            "You are given a user's question and an AI assistant's answer. Rate the answer on a scale of 1 "
+            "(useless) to 10 (excellent)."
+        )
     else:
-        task = (f"You are given a conversation between a user and an AI assistant. Rate only the assistant's answer "
-                f"in turn {turn + 1}, on a scale of 1 (useless) to 10 (excellent), as a reply to what the user asked "
-                "in that turn given the conversation before it.")  # fmt: skip
+        task = (
+            f"You are given a conversation between a user and an AI assistant. Rate only the assistant's answer "
+            f"in turn {turn + 1}, on a scale of 1 (useless) to 10 (excellent), as a reply to what the user asked "
+            "in that turn given the conversation before it."
+        )
     extra = f" {_MT_BENCH_REFERENCE}" + (" Compare with the reference of the turn rated." if turn else "") if reference else ""
     return f"{task} {_MT_BENCH_WEIGHING}{extra}\n\n{_MT_BENCH_ASK}"
 

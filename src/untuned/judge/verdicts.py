@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from untuned.jsonl import JsonlFile
 from untuned.judge.templates import JudgeMode
 
 
-class Verdict(BaseModel):
-    """The judgment of one item (one answer, or two in pairwise mode)."""
+class VerdictBase(BaseModel):
+    """What every verdict holds: the item judged, by whom, and how it went (scored or failed)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -22,33 +22,24 @@ class Verdict(BaseModel):
     judge: str
     status: Literal["scored", "failed"]
     generator: str | None = None
-    generator_b: str | None = Field(None, description="pairwise: the second answer's model.")
     dataset: str | None = None
     tags: dict[str, list[str]] = Field(default_factory=dict)
     query: str
     answer: str
-    answer_b: str | None = None
-    turns: list[str] = Field(default_factory=list, description="mt-bench: every user turn (query is the first).")
-    outputs: list[str] = Field(default_factory=list, description="mt-bench: every answer (answer is the first).")
-    reference: list[str] = Field(default_factory=list, description="mt-bench: the reference answers the judge saw.")
-    scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-5 per aspect (mt-bench: 1-10 "
-                                                  "per turn, turn_1 and turn_2); None = the judge said N/A.")  # fmt: skip
     rationales: dict[str, str] = Field(default_factory=dict)
-    unreadable: list[str] = Field(default_factory=list, description="Aspects whose score in an imported file could "
-                                  "not be read (left out of scores, counted apart).")
-    winners: dict[str, str] = Field(default_factory=dict, description="pairwise: A (first file), B or tie, both orders "
-                                    "combined by judge.parse.combine_orders (the preference's rule).")
-    orders: list[dict[str, str]] = Field(default_factory=list, description="pairwise: winners as asked in each order, "
-                                         "both from the first answer's side (A = the first file's answer).")  # fmt: skip
-    preference: float | None = Field(None, description="pairwise: AlpacaEval's encoding of the overall winner, "
-                                     "from the first answer's side: 2 = it wins, 1 = the other does, 1.5 = tie; "
-                                     "the mean over both orders.")  # fmt: skip
-    labels: dict[str, list[str]] = Field(default_factory=dict, description="tag mode: task_types, topics, difficulty.")
     attempts: int = 0
     cached: bool = False
     error: str | None = None
     raw: str | None = Field(None, description="The judge's last reply, kept when it could not be parsed.")
-    seconds: float = 0.0
+    seconds: float = Field(0.0, description="How long judging the item took.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_other_modes_empty_fields(cls, data):
+        """Files written before the records were split hold every mode's fields, empty where not theirs."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k in cls.model_fields or v not in (None, [], {}, "")}
+        return data
 
     @property
     def key(self) -> str:
@@ -57,6 +48,66 @@ class Verdict(BaseModel):
 
     def settings(self) -> JudgeSettings:
         return JudgeSettings(judge=self.judge, template=self.template)
+
+
+class AspectVerdict(VerdictBase):
+    """multi or safety: a 1-5 score (or N/A) per aspect."""
+
+    mode: Literal["multi", "safety"]
+    scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-5 per aspect; None = N/A.")
+    unreadable: list[str] = Field(
+        default_factory=list,
+        description="Aspects whose score in an imported file could not be read (left out of scores, counted apart).",
+    )
+
+
+class MtBenchVerdict(VerdictBase):
+    """mt-bench: a 1-10 score per turn (turn_1, turn_2), the whole conversation kept."""
+
+    mode: Literal["mt-bench"]
+    scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-10 per turn.")
+    turns: list[str] = Field(default_factory=list, description="Every user turn (query is the first).")
+    outputs: list[str] = Field(default_factory=list, description="Every answer (answer is the first).")
+    reference: list[str] = Field(default_factory=list, description="The reference answers the judge saw.")
+
+
+class PairwiseVerdict(VerdictBase):
+    """pairwise: which of two answers is better, per aspect and overall, asked in both orders."""
+
+    mode: Literal["pairwise"]
+    generator_b: str | None = Field(None, description="The second answer's model.")
+    answer_b: str | None = None
+    winners: dict[str, str] = Field(
+        default_factory=dict,
+        description="A (first file), B or tie, both orders combined by judge.parse.combine_orders (the preference's rule).",
+    )
+    orders: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Winners as asked in each order, both from the first answer's side (A = the first file's answer).",
+    )
+    preference: float | None = Field(
+        None,
+        description="AlpacaEval's encoding of the overall winner, from the first answer's side: 2 = it wins, "
+        "1 = the other does, 1.5 = tie; the mean over both orders.",
+    )
+
+
+class TagVerdict(VerdictBase):
+    """tag: just-eval's labels of the query (task types, topics, difficulty)."""
+
+    mode: Literal["tag"]
+    labels: dict[str, list[str]] = Field(default_factory=dict, description="task_types, topics, difficulty.")
+
+
+Verdict = Annotated[AspectVerdict | MtBenchVerdict | PairwiseVerdict | TagVerdict, Field(discriminator="mode")]
+VERDICT = TypeAdapter(Verdict)
+RECORDS: dict[str, type[VerdictBase]] = {"multi": AspectVerdict, "safety": AspectVerdict, "mt-bench": MtBenchVerdict,
+                                         "pairwise": PairwiseVerdict, "tag": TagVerdict}  # fmt: skip
+
+
+def make_verdict(**fields) -> Verdict:
+    """The verdict record for ``fields['mode']``."""
+    return RECORDS[fields["mode"]](**fields)
 
 
 class JudgeSettings(BaseModel):
@@ -68,9 +119,9 @@ class JudgeSettings(BaseModel):
     template: str
 
 
-class VerdictFile(JsonlFile[Verdict]):
+class VerdictFile(JsonlFile[VerdictBase]):
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, Verdict, label="verdict")
+        super().__init__(path, VerdictBase, label="verdict", parse=VERDICT.validate_json)
 
     def latest(self) -> dict[str, Verdict]:
         """The last verdict per mode and item (a rerun appends new verdicts for items that had failed)."""

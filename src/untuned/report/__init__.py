@@ -1,6 +1,7 @@
 """Reports over judged answers (``untuned report``): tables, CSV and HTML with plots."""
 
-from untuned.report.render import plots, to_html, to_markdown, write_csv
+from untuned.report.markdown import to_markdown
+from untuned.report.render import plots, to_html, write_csv
 from untuned.report.tables import AspectStat, ModelReport, NaPolicy, PairwiseStat, Report, build_report, load_verdicts, stat
 
 __all__ = [

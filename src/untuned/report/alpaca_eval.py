@@ -122,9 +122,13 @@ def fit_preferences(features: np.ndarray, preference: np.ndarray, weight: np.nda
 
 
 def length_controlled(
-    preferences: Sequence[float], model_lengths: Sequence[int], baseline_lengths: Sequence[int],
-    difficulty: Sequence[float], *, gamed: GamedRows | None,
-) -> LengthControlled:  # fmt: skip
+    preferences: Sequence[float],
+    model_lengths: Sequence[int],
+    baseline_lengths: Sequence[int],
+    difficulty: Sequence[float],
+    *,
+    gamed: GamedRows | None,
+) -> LengthControlled:
     """AlpacaEval's LC win rate of one model against the baseline: ``preferences`` in AlpacaEval's
     encoding (1-2, 0 or 1.5 a draw), answer lengths in characters, each item's instruction difficulty,
     and the gamed baselines' rows (None: fit without them, as AlpacaEval's ``length_controlled_noreg``)."""
@@ -146,8 +150,9 @@ def length_controlled(
     neutral = np.column_stack([np.zeros(len(d)), d, np.ones(len(d))])
     predicted = model.predict_proba(neutral)[:, 1]
     se = float(predicted.std(ddof=1) / math.sqrt(len(predicted)) * 100) if len(predicted) > 1 else None
-    return LengthControlled(win_rate=float(predicted.mean() * 100), standard_error=se,
-                            weights=dict(zip(FEATURES, map(float, model.coef_[0]))), c=c)  # fmt: skip
+    return LengthControlled(
+        win_rate=float(predicted.mean() * 100), standard_error=se, weights=dict(zip(FEATURES, map(float, model.coef_[0]))), c=c
+    )
 
 
 @cache
@@ -162,8 +167,12 @@ def shipped() -> Difficulty:
         difficulty=np.r_[difficulty, difficulty],
         preference=np.r_[column("verbose_preference"), column("concise_preference")],
     )
-    return Difficulty(by_position=difficulty.tolist(), by_instruction={r["instruction"]: float(r["difficulty"]) for r in rows},
-                      gamed=gamed, source="untuned's estimate (bench/alpaca_eval_lc.py)")  # fmt: skip
+    return Difficulty(
+        by_position=difficulty.tolist(),
+        by_instruction={r["instruction"]: float(r["difficulty"]) for r in rows},
+        gamed=gamed,
+        source="untuned's estimate (bench/alpaca_eval_lc.py)",
+    )
 
 
 def read_df_gamed(path: str | Path) -> Difficulty:

@@ -9,13 +9,13 @@ of every turn score (so a question whose turn 2 failed still counts its turn 1),
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import combinations
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from untuned.judge import Verdict
+from untuned.judge import MtBenchVerdict, PairwiseVerdict, Verdict
 from untuned.judge.templates import TURNS
 from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
 from untuned.stats import (
@@ -28,6 +28,7 @@ from untuned.stats import (
 )
 
 Section = Literal["just-eval", "mt-bench"]
+Key = TypeVar("Key", bound=Hashable)
 
 
 class MtBenchModel(BaseModel):
@@ -66,6 +67,15 @@ class Diagnostic(AspectDiagnostics):
     section: Section
 
 
+def grouped(verdicts: list[Verdict], modes: tuple[str, ...], key: Callable[[Verdict], Key]) -> dict[Key, list[Verdict]]:
+    """The verdicts of ``modes``, grouped by ``key`` (a model, or a model and its baseline), in order."""
+    groups: dict[Key, list[Verdict]] = defaultdict(list)
+    for verdict in verdicts:
+        if verdict.mode in modes:
+            groups[key(verdict)].append(verdict)
+    return groups
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -74,10 +84,7 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
     """FastChat's ``show_result`` numbers per model: the mean of every turn-1 row, of every turn-2 row,
     and of every row; a file that judged a question's turn twice has both rows averaged, as FastChat
     does (``duplicates`` says how many such rows there are)."""
-    by_model: dict[str, list[Verdict]] = defaultdict(list)
-    for verdict in verdicts:
-        if verdict.mode == "mt-bench":
-            by_model[verdict.generator or "(unknown)"].append(verdict)
+    by_model = grouped(verdicts, ("mt-bench",), lambda v: v.generator or "(unknown)")
     models = []
     for model, group in sorted(by_model.items()):
         scored = [v for v in group if v.status == "scored"]
@@ -88,14 +95,19 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
                 categories[category] += [float(s) for s in v.scores.values() if s is not None]
         seen = [(v.id, t) for v in scored for t, s in v.scores.items() if s is not None]
         questions = {v.id for v in group}
-        models.append(MtBenchModel(
-            model=model, judge=", ".join(sorted({v.judge for v in group})), questions=len(questions),
-            failed=len(questions - {v.id for v in scored}), turns={t: _mean(values) for t, values in turns.items()},
-            turn_counts={t: len(values) for t, values in turns.items()},
-            overall=_mean([s for values in turns.values() for s in values]),
-            categories={c: _mean(values) for c, values in sorted(categories.items())},
-            duplicates=len(seen) - len(set(seen)),
-        ))  # fmt: skip
+        models.append(
+            MtBenchModel(
+                model=model,
+                judge=", ".join(sorted({v.judge for v in group})),
+                questions=len(questions),
+                failed=len(questions - {v.id for v in scored}),
+                turns={t: _mean(values) for t, values in turns.items()},
+                turn_counts={t: len(values) for t, values in turns.items()},
+                overall=_mean([s for values in turns.values() for s in values]),
+                categories={c: _mean(values) for c, values in sorted(categories.items())},
+                duplicates=len(seen) - len(set(seen)),
+            )
+        )
     return models
 
 
@@ -133,10 +145,8 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
     is not AlpacaEval's number, and lets length explain too much (an answer that is always shorter
     than the baseline's makes length and the model's strength one and the same)."""
     source = difficulty or shipped()
-    pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
-    for verdict in verdicts:
-        if verdict.mode == "pairwise" and verdict.status == "scored" and verdict.preference is not None:
-            pairs[(verdict.generator or "A", verdict.generator_b or "B")].append(verdict)
+    usable = [v for v in verdicts if isinstance(v, PairwiseVerdict) and v.status == "scored" and v.preference is not None]
+    pairs = grouped(usable, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
     rows = []
     for (model, baseline), group in sorted(pairs.items()):
         preferences = [v.preference for v in group]
@@ -152,9 +162,17 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
             fit = length_controlled(preferences, model_lengths, baseline_lengths, d, gamed=source.gamed)  # type: ignore[arg-type]
             rate.length_controlled, rate.lc_standard_error, rate.lc_source = fit.win_rate, fit.standard_error, source.source
         flips, both = order_flips(group, "overall")
-        rows.append(WinRateRow(model=model, baseline=baseline, judge=", ".join(sorted({v.judge for v in group})), rate=rate,
-                               flip_rate=flips / both if both else None, model_chars=_mean(model_lengths),
-                               baseline_chars=_mean(baseline_lengths)))  # fmt: skip
+        rows.append(
+            WinRateRow(
+                model=model,
+                baseline=baseline,
+                judge=", ".join(sorted({v.judge for v in group})),
+                rate=rate,
+                flip_rate=flips / both if both else None,
+                model_chars=_mean(model_lengths),
+                baseline_chars=_mean(baseline_lengths),
+            )
+        )
     return rows
 
 
@@ -200,7 +218,7 @@ def comparisons(verdicts: list[Verdict], *, alpha: float = 0.05, na: str = "skip
 
 
 def _words(verdict: Verdict, aspect: str) -> int:
-    if verdict.mode == "mt-bench" and aspect in TURNS and TURNS.index(aspect) < len(verdict.outputs):
+    if isinstance(verdict, MtBenchVerdict) and aspect in TURNS and TURNS.index(aspect) < len(verdict.outputs):
         return len(verdict.outputs[TURNS.index(aspect)].split())
     return len(verdict.answer.split())
 
@@ -209,7 +227,7 @@ def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
     """Per model and aspect: is every item given (nearly) the same score, and does the score follow length?"""
     grouped: dict[tuple[Section, str, str], list[tuple[float, int]]] = defaultdict(list)
     for section, model, aspect, score, verdict in _scores(verdicts):
-        has_text = bool(verdict.outputs or verdict.answer)
+        has_text = bool(verdict.answer or (isinstance(verdict, MtBenchVerdict) and verdict.outputs))
         grouped[(section, model, aspect)].append((score, _words(verdict, aspect) if has_text else -1))
     result = []
     for (section, model, aspect), pairs in sorted(grouped.items()):

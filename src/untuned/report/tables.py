@@ -35,6 +35,7 @@ from untuned.report.sections import (
     WinRateRow,
     comparisons,
     diagnostics,
+    grouped,
     mt_bench_models,
     order_flips,
     win_rates,
@@ -109,21 +110,29 @@ class Report(BaseModel):
                 lines.append(f"{given}; these scores carry no information about the answers (no plot drawn).")
             elif d.concentration in ("ceiling", "floor"):
                 end = "top" if d.concentration == "ceiling" else "bottom"
-                lines.append(f"{given}, the {end} of the scale: a {d.concentration}. The answers are rated as "
-                             f"{'good' if end == 'top' else 'bad'} as the scale allows, and differences between models "
-                             "cannot be resolved on this aspect.")  # fmt: skip
+                lines.append(
+                    f"{given}, the {end} of the scale: a {d.concentration}. The answers are rated as "
+                    f"{'good' if end == 'top' else 'bad'} as the scale allows, and differences between models "
+                    "cannot be resolved on this aspect."
+                )
         for m in self.models:
             for aspect, count in m.unreadable.items():
-                lines.append(f"{m.model}, {aspect}: {count} score(s) in the file could not be read (not an integer "
-                             "from 1 to 5 or N/A); left out of the means, the rest of the file is read.")  # fmt: skip
+                lines.append(
+                    f"{m.model}, {aspect}: {count} score(s) in the file could not be read (not an integer "
+                    "from 1 to 5 or N/A); left out of the means, the rest of the file is read."
+                )
         for m in self.mt_bench:
             if m.duplicates:
-                lines.append(f"{m.model}: the file judges {m.duplicates} MT-bench turn(s) more than once; every row is "
-                             "averaged, as FastChat's show_result does.")  # fmt: skip
+                lines.append(
+                    f"{m.model}: the file judges {m.duplicates} MT-bench turn(s) more than once; every row is "
+                    "averaged, as FastChat's show_result does."
+                )
         for p in self.pairwise:
             if p.aspect == "overall" and p.both_orders >= 3 and p.flips / p.both_orders >= 0.5:
-                lines.append(f"{p.a} vs {p.b}: the two answer orders disagree on {p.flips} of {p.both_orders} items; "
-                             "the judge follows the position more than the answers.")  # fmt: skip
+                lines.append(
+                    f"{p.a} vs {p.b}: the two answer orders disagree on {p.flips} of {p.both_orders} items; "
+                    "the judge follows the position more than the answers."
+                )
         return lines
 
 
@@ -172,55 +181,85 @@ def _group_labels(verdict: Verdict, kind: str) -> list[str]:
     return verdict.tags.get(kind, [])
 
 
-def build_report(verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: bool = False,
-                 difficulty: Difficulty | None = None) -> Report:  # fmt: skip
+def model_report(model: str, group: list[Verdict], na: NaPolicy) -> ModelReport:
+    """One model's means per aspect, breakdowns by dataset and tag, answer length and counts."""
+    scored = [v for v in group if v.status == "scored"]
+    aspects = [a for a in (*ASPECTS, "safety") if any(a in v.scores for v in scored)]
+    extra = sorted({a for v in scored for a in v.scores} - set(aspects))
+    table = {a: stat([v.scores[a] for v in scored if a in v.scores], na) for a in (*aspects, *extra)}
+    groups: dict[str, dict[str, dict[str, AspectStat]]] = {}
+    for kind in GROUPS:
+        members: dict[str, list[Verdict]] = defaultdict(list)
+        for v in scored:
+            for label in _group_labels(v, kind):
+                members[label].append(v)
+        if members:
+            groups[kind] = {
+                label: {a: stat([v.scores[a] for v in vs if a in v.scores], na) for a in table}
+                for label, vs in sorted(members.items())
+            }
+    lengths = [len(v.answer.split()) for v in group]
+    return ModelReport(
+        model=model,
+        items=len(group),
+        failed=len(group) - len(scored),
+        aspects=table,
+        groups=groups,
+        unreadable=dict(Counter(a for v in scored for a in v.unreadable)),
+        words=sum(lengths) / len(lengths) if lengths else None,
+    )
+
+
+def pairwise_stats(a: str, b: str, group: list[Verdict]) -> list[PairwiseStat]:
+    """Wins, ties and losses of A against B per aspect, by the win rate's rule, and the order flips."""
+    scored = [v for v in group if v.status == "scored"]
+    stats = []
+    for aspect in dict.fromkeys(name for v in scored for name in v.winners):
+        outcomes = [outcome(v, aspect) for v in scored if aspect in v.winners]
+        flips, both = order_flips(scored, aspect)
+        stats.append(
+            PairwiseStat(
+                a=a,
+                b=b,
+                aspect=aspect,
+                wins=outcomes.count("A"),
+                ties=outcomes.count("tie"),
+                losses=outcomes.count("B"),
+                failed=len(group) - len(scored),
+                flips=flips,
+                both_orders=both,
+            )
+        )
+    return stats
+
+
+def tag_counts(verdicts: list[Verdict]) -> tuple[dict[str, dict[str, int]], int]:
+    """Label counts per kind over the scored tag verdicts, most common first, and how many were tagged."""
+    tagged = [v for v in verdicts if v.mode == "tag" and v.status == "scored"]
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for verdict in tagged:
+        for kind, labels in verdict.labels.items():
+            counts[kind].update(labels)
+    return {kind: dict(found.most_common()) for kind, found in sorted(counts.items())}, len(tagged)
+
+
+def build_report(
+    verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: bool = False, difficulty: Difficulty | None = None
+) -> Report:
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
     adds paired comparisons of every two models (N/A treated as ``na`` says); ``difficulty``:
     AlpacaEval's own df_gamed.csv read by :func:`read_df_gamed`, in place of the shipped one, for the LC win rate."""
-    by_model: dict[str, list[Verdict]] = defaultdict(list)
-    pairs: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
-    tags: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    tagged = 0
-    for verdict in verdicts:
-        if verdict.mode == "tag" and verdict.status == "scored":
-            tagged += 1
-            for kind, labels in verdict.labels.items():
-                for label in labels:
-                    tags[kind][label] += 1
-        if verdict.mode == "pairwise":
-            pairs[(verdict.generator or "A", verdict.generator_b or "B")].append(verdict)
-        elif verdict.mode in ("multi", "safety"):
-            by_model[verdict.generator or "(unknown)"].append(verdict)
-    models = []
-    for model, group in sorted(by_model.items()):
-        scored = [v for v in group if v.status == "scored"]
-        aspects = [a for a in (*ASPECTS, "safety") if any(a in v.scores for v in scored)]
-        extra = sorted({a for v in scored for a in v.scores} - set(aspects))
-        table = {a: stat([v.scores[a] for v in scored if a in v.scores], na) for a in (*aspects, *extra)}
-        groups: dict[str, dict[str, dict[str, AspectStat]]] = {}
-        for kind in GROUPS:
-            members: dict[str, list[Verdict]] = defaultdict(list)
-            for v in scored:
-                for label in _group_labels(v, kind):
-                    members[label].append(v)
-            if members:
-                groups[kind] = {label: {a: stat([v.scores[a] for v in vs if a in v.scores], na) for a in table}
-                                for label, vs in sorted(members.items())}  # fmt: skip
-        lengths = [len(v.answer.split()) for v in group]
-        unreadable = dict(Counter(a for v in scored for a in v.unreadable))
-        models.append(ModelReport(model=model, items=len(group), failed=len(group) - len(scored), aspects=table,
-                                  unreadable=unreadable, words=sum(lengths) / len(lengths) if lengths else None,
-                                  groups=groups))  # fmt: skip
-    pairwise = []
-    for (a, b), group in sorted(pairs.items()):
-        scored = [v for v in group if v.status == "scored"]
-        for aspect in dict.fromkeys(a for v in scored for a in v.winners):
-            outcomes = [outcome(v, aspect) for v in scored if aspect in v.winners]
-            flips, both = order_flips(scored, aspect)
-            pairwise.append(PairwiseStat(a=a, b=b, aspect=aspect, wins=outcomes.count("A"), ties=outcomes.count("tie"),
-                                         losses=outcomes.count("B"), failed=len(group) - len(scored),
-                                         flips=flips, both_orders=both))  # fmt: skip
-    counts = {kind: dict(sorted(labels.items(), key=lambda kv: -kv[1])) for kind, labels in sorted(tags.items())}
-    return Report(na=na, models=models, pairwise=pairwise, tags=counts, tagged=tagged, mt_bench=mt_bench_models(verdicts),
-                  win_rates=win_rates(verdicts, difficulty=difficulty), diagnostics=diagnostics(verdicts),
-                  comparisons=comparisons(verdicts, na=na) if compare else [])  # fmt: skip
+    by_model = grouped(verdicts, ("multi", "safety"), lambda v: v.generator or "(unknown)")
+    pairs = grouped(verdicts, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
+    tags, tagged = tag_counts(verdicts)
+    return Report(
+        na=na,
+        models=[model_report(model, group, na) for model, group in sorted(by_model.items())],
+        pairwise=[stat for (a, b), group in sorted(pairs.items()) for stat in pairwise_stats(a, b, group)],
+        tags=tags,
+        tagged=tagged,
+        mt_bench=mt_bench_models(verdicts),
+        win_rates=win_rates(verdicts, difficulty=difficulty),
+        diagnostics=diagnostics(verdicts),
+        comparisons=comparisons(verdicts, na=na) if compare else [],
+    )

@@ -24,8 +24,9 @@ DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 def create_app(assistant: Assistant, config: ServerConfig | None = None) -> FastAPI:
     """The ASGI app serving ``assistant``. Run it with uvicorn, or use :func:`untuned.server.serve`."""
     config = config or ServerConfig()
-    app = FastAPI(title="untuned", version="1",
-                  summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL).")  # fmt: skip
+    app = FastAPI(
+        title="untuned", version="1", summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL)."
+    )
     app.state.serving = serving = Serving(assistant, config)
     for group in (chat, completions, models, health):
         app.include_router(group.router)

@@ -51,13 +51,22 @@ async def chat_completions(body: ChatRequest, serve: Serving = Depends(serving))
     if body.stream:
         streamed, _ = await serve.run(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
         return streamed
-    made = await serve.choices(body, lambda s: assistant.complete(conversation, sampling=s), serve.seeded(sampling, body.n),
-                               chat=True)  # fmt: skip
+    made = await serve.choices(
+        body, lambda s: assistant.complete(conversation, sampling=s), serve.seeded(sampling, body.n), chat=True
+    )
     answers = []
     for index, (_, completion) in enumerate(made):
         logprobs = chat_logprobs(completion.logprobs, top) if body.logprobs and completion else None
         message = ChatMessageOut(content=completion.text if completion else "")
-        answers.append(ChatChoice(index=index, message=message, logprobs=logprobs,
-                                  finish_reason=completion.finish_reason if completion else "stop"))  # fmt: skip
-    return ChatResponse(id=new_id("chatcmpl"), created=now(), model=serve.model, choices=answers,
-                        usage=serve.total_usage([completion for _, completion in made]))  # fmt: skip
+        answers.append(
+            ChatChoice(
+                index=index, message=message, logprobs=logprobs, finish_reason=completion.finish_reason if completion else "stop"
+            )
+        )
+    return ChatResponse(
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=serve.model,
+        choices=answers,
+        usage=serve.total_usage([completion for _, completion in made]),
+    )

@@ -24,8 +24,10 @@ def checked_ids(serve: Serving, ids: list[int] | None) -> None:
     vocab = backend.vocab_size if isinstance(backend, TokenPieces) else None
     wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
     if wrong is not None:
-        raise BadRequest(f"prompt: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary "
-                         f"(0-{vocab - 1})", param="prompt")  # fmt: skip
+        raise BadRequest(
+            f"prompt: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary (0-{vocab - 1})",
+            param="prompt",
+        )
 
 
 def split_at_prefix(serve: Serving, text: str) -> RenderedPrompt:
@@ -33,7 +35,7 @@ def split_at_prefix(serve: Serving, text: str) -> RenderedPrompt:
     (as the chat endpoint does, and as llama.cpp's server reuses a cached prompt); any other is one body."""
     prefix = serve.assistant.conversation().render_prefix()
     if prefix and len(text) > len(prefix) and text.startswith(prefix):
-        return RenderedPrompt(prefix=prefix, body=text[len(prefix):])
+        return RenderedPrompt(prefix=prefix, body=text[len(prefix) :])
     return RenderedPrompt(prefix="", body=text)
 
 
@@ -42,9 +44,14 @@ async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | No
     await serve.gate.enter(serve.config.request_timeout)
     started = time.perf_counter()
     try:
-        return await asyncio.to_thread(completion_logprobs, serve.assistant.backend, echoed,
-                                       completion.logprobs if completion else [], body.logprobs or 0,
-                                       as_ids=body.return_tokens_as_token_ids)  # fmt: skip
+        return await asyncio.to_thread(
+            completion_logprobs,
+            serve.assistant.backend,
+            echoed,
+            completion.logprobs if completion else [],
+            body.logprobs or 0,
+            as_ids=body.return_tokens_as_token_ids,
+        )
     finally:
         serve.gate.leave(time.perf_counter() - started)
 
@@ -72,8 +79,14 @@ async def completions(body: CompletionRequest, serve: Serving = Depends(serving)
     answers = []
     for index, (generated, completion) in enumerate(made):
         logprobs = await scored(serve, body, echoed, completion) if body.logprobs is not None else None
-        answers.append(TextChoice(index=index, text=prompt_text + generated, logprobs=logprobs,
-                                  finish_reason=completion.finish_reason if completion else "length"))  # fmt: skip
+        answers.append(
+            TextChoice(
+                index=index,
+                text=prompt_text + generated,
+                logprobs=logprobs,
+                finish_reason=completion.finish_reason if completion else "length",
+            )
+        )
     if made[0][1] is None:
         count = len(echoed) if echoed is not None else 0
         use = Usage(prompt_tokens=count, completion_tokens=0, total_tokens=count)

@@ -85,8 +85,11 @@ def explain(errors: list[dict], descriptions: dict[str, str]) -> tuple[str, str 
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    descriptions = {name: field.description or "" for record in (ChatRequest, CompletionRequest)
-                    for name, field in record.model_fields.items()}  # fmt: skip
+    descriptions = {
+        name: field.description or ""
+        for record in (ChatRequest, CompletionRequest)
+        for name, field in record.model_fields.items()
+    }
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

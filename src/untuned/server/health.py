@@ -23,8 +23,14 @@ async def page() -> HTMLResponse:
 @router.get("/health", response_model=Health)
 async def health(serve: Serving = Depends(serving)) -> Health:
     gate = serve.gate
-    return Health(model=serve.model, prompt=serve.assistant.prompt.name, parallel=serve.parallel, active=gate.active,
-                  waiting=gate.waiting, engine=serve.engine_load())  # fmt: skip
+    return Health(
+        model=serve.model,
+        prompt=serve.assistant.prompt.name,
+        parallel=serve.parallel,
+        active=gate.active,
+        waiting=gate.waiting,
+        engine=serve.engine_load(),
+    )
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)

@@ -15,11 +15,14 @@ def token_name(token: int, piece: bytes, as_ids: bool) -> str:
 
 def chat_logprobs(entries: Sequence[TokenLogprob], top: int) -> ChatLogprobs:
     content = [
-        ChatTokenLogprob(token=token_name(e.token, e.piece, False), logprob=e.logprob, bytes=list(e.piece),
-                         top_logprobs=[TopLogprob(token=token_name(t, p, False), logprob=lp, bytes=list(p))
-                                       for t, p, lp in e.top[:top]])
+        ChatTokenLogprob(
+            token=token_name(e.token, e.piece, False),
+            logprob=e.logprob,
+            bytes=list(e.piece),
+            top_logprobs=[TopLogprob(token=token_name(t, p, False), logprob=lp, bytes=list(p)) for t, p, lp in e.top[:top]],
+        )
         for e in entries
-    ]  # fmt: skip
+    ]
     return ChatLogprobs(content=content)
 
 
@@ -43,8 +46,12 @@ def completion_logprobs(
                 continue
             row = index - 1
             token_logprobs.append(float(scores.logprobs[row]))
-            top_logprobs.append({token_name(int(t), piece(int(t)), as_ids): float(lp)
-                                 for t, lp in zip(scores.top_ids[row][:top], scores.top_logprobs[row][:top])})  # fmt: skip
+            top_logprobs.append(
+                {
+                    token_name(int(t), piece(int(t)), as_ids): float(lp)
+                    for t, lp in zip(scores.top_ids[row][:top], scores.top_logprobs[row][:top])
+                }
+            )
     for entry in generated:
         pieces.append(entry.piece)
         tokens.append(token_name(entry.token, entry.piece, as_ids))

@@ -17,8 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from untuned.server.schema import EngineLoad
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/models": "models",
-             "/tokenize": "tokenize", "/detokenize": "detokenize"}  # fmt: skip
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/models": "models",
+    "/tokenize": "tokenize",
+    "/detokenize": "detokenize",
+}
 
 
 class Histogram:
@@ -97,13 +102,21 @@ _GAUGES = (
 def prometheus_text(parallel: int, active: int, waiting: int, engine: EngineLoad | None, metrics: Metrics) -> str:
     values = [parallel, active, waiting]
     if engine is not None:
-        values += [engine.busy_slots, engine.requests, engine.generated_tokens, engine.prompt_tokens, engine.prefix_hits,
-                   engine.prefix_misses]  # fmt: skip
+        values += [
+            engine.busy_slots,
+            engine.requests,
+            engine.generated_tokens,
+            engine.prompt_tokens,
+            engine.prefix_hits,
+            engine.prefix_misses,
+        ]
     lines = []
     for (name, kind, text), value in zip(_GAUGES, values):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-    lines += ["# HELP untuned_http_requests_total Requests answered, by endpoint and HTTP status.",
-              "# TYPE untuned_http_requests_total counter"]  # fmt: skip
+    lines += [
+        "# HELP untuned_http_requests_total Requests answered, by endpoint and HTTP status.",
+        "# TYPE untuned_http_requests_total counter",
+    ]
     lines += [f'untuned_http_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(metrics.requests.items())]
     for name, text, table in (
         ("untuned_request_duration_seconds", "Seconds from a request's arrival to its last byte.", metrics.latency),

@@ -35,8 +35,10 @@ class Message(BaseModel):
             for index, part in enumerate(value):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 if kind != "text":
-                    raise ValueError(f"content part {index} is of type {kind!r}: this server reads text parts only "
-                                     "(a base model reads text; send images elsewhere)")  # fmt: skip
+                    raise ValueError(
+                        f"content part {index} is of type {kind!r}: this server reads text parts only "
+                        "(a base model reads text; send images elsewhere)"
+                    )
         return value
 
     @property
@@ -101,8 +103,12 @@ class _SamplingFields(BaseModel):
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(None, description="A stop string or up to 4.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=16, description="Choices made from the one prompt, each with its own seed (seed + i when a "
-                   "seed is given); not with stream.")
+    n: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Choices made from the one prompt, each with its own seed (seed + i when a seed is given); not with stream.",
+    )
     user: str | None = Field(None, max_length=256, description="Accepted, changes nothing.")
     metadata: dict[str, str] | None = Field(None, description="Accepted, changes nothing.")
     store: bool | None = Field(None, description="Accepted, changes nothing (nothing is stored).")
@@ -135,8 +141,10 @@ class ChatRequest(_SamplingFields):
     @classmethod
     def _no_tools(cls, value):
         if value:
-            raise ValueError("tool calling is not supported: the URIAL prompt has no format for tool calls, so a base "
-                             "model would not call them reliably; send the request without tools")  # fmt: skip
+            raise ValueError(
+                "tool calling is not supported: the URIAL prompt has no format for tool calls, so a base "
+                "model would not call them reliably; send the request without tools"
+            )
         return value
 
     @model_validator(mode="after")
@@ -156,8 +164,11 @@ class CompletionRequest(_SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
     return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
     best_of: int | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
-    ignore_eos: bool = Field(False, description="Go on past the end-of-sequence token to max_tokens (vLLM's and "
-                             "llama.cpp's extension, for benchmarks of equal work).")
+    ignore_eos: bool = Field(
+        False,
+        description="Go on past the end-of-sequence token to max_tokens (vLLM's and "
+        "llama.cpp's extension, for benchmarks of equal work).",
+    )
     suffix: None = Field(None, description="Not supported.")
 
     @field_validator("prompt")
@@ -166,8 +177,10 @@ class CompletionRequest(_SamplingFields):
         if isinstance(value, list) and not value:
             raise ValueError("prompt is empty")
         if isinstance(value, list) and isinstance(value[0], (str, list)) and len(value) != 1:
-            raise ValueError(f"a list of {len(value)} prompts was sent; this server answers one prompt per request "
-                             "(send each as its own request)")  # fmt: skip
+            raise ValueError(
+                f"a list of {len(value)} prompts was sent; this server answers one prompt per request "
+                "(send each as its own request)"
+            )
         if isinstance(value, list) and isinstance(value[0], list) and not value[0]:
             raise ValueError("prompt is empty")
         return value
@@ -365,8 +378,13 @@ def error_json(message: str, *, kind: str = "invalid_request_error", param: str 
 
 
 def _chunk(kind: str, ident: str, created: int, model: str, choice: dict[str, Any]) -> dict:
-    return {"id": ident, "object": kind, "created": created, "model": model,
-            "choices": [{"index": 0, **choice, "logprobs": None}]}  # fmt: skip
+    return {
+        "id": ident,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, **choice, "logprobs": None}],
+    }
 
 
 def chat_chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> dict:

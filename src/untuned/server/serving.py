@@ -16,7 +16,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Batched, Sampling, SchemaConstrained
+from untuned.backends import Batched, CountsWork, Sampling, SchemaConstrained
 from untuned.conversation import SystemMode
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
@@ -59,7 +59,7 @@ class Serving:
 
     def engine_load(self) -> EngineLoad | None:
         backend = self.assistant.backend
-        return EngineLoad(**dataclasses.asdict(backend.stats())) if isinstance(backend, Batched) else None
+        return EngineLoad(**dataclasses.asdict(backend.stats())) if isinstance(backend, CountsWork) else None
 
     def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
         """The request's sampling over the server's defaults; a JSON format is checked against the backend here."""
@@ -80,8 +80,11 @@ class Serving:
     def _checked_schema(self, schema: str, kind: str) -> str:
         backend = self.assistant.backend
         if not isinstance(backend, SchemaConstrained):
-            raise BadRequest(f"response_format {kind} needs a backend that constrains its output with a grammar "
-                             f"(llama.cpp); {backend.name} cannot", param="response_format")  # fmt: skip
+            raise BadRequest(
+                f"response_format {kind} needs a backend that constrains its output with a grammar "
+                f"(llama.cpp); {backend.name} cannot",
+                param="response_format",
+            )
         try:
             backend.check_schema(schema)
         except ValueError as exc:
@@ -93,8 +96,10 @@ class Serving:
         """One sampling per choice: seed, seed + 1, ... when a seed is given, else each its own random one."""
         if n == 1:
             return [sampling]
-        return [sampling.model_copy(update={"seed": (sampling.seed + i) % 2**31 if sampling.seed is not None else None})
-                for i in range(n)]  # fmt: skip
+        return [
+            sampling.model_copy(update={"seed": (sampling.seed + i) % 2**31 if sampling.seed is not None else None})
+            for i in range(n)
+        ]
 
     @staticmethod
     def total_usage(completions: list[Completion | None]) -> Usage:

@@ -94,8 +94,16 @@ async def sse(
         completion = job.completion
         yield data(chunk(None, completion.finish_reason if completion else "stop"))
         if body.stream_options and body.stream_options.include_usage and completion is not None:
-            yield data({"id": ident, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
-                        "model": model, "choices": [], "usage": usage(completion).model_dump()})  # fmt: skip
+            yield data(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage(completion).model_dump(),
+                }
+            )
     except (BadRequest, RequestTimeout) as exc:
         yield data(error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error"))
     except Exception as exc:  # the headers are sent: report in the stream

@@ -20,7 +20,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem, ContextKind, plain_context
-from untuned.backends import Backend, BatchScoring, ChatTemplated, TokenPieces, TokenScores, scores_from_logits
+from untuned.backends import (
+    Backend,
+    BatchScoring,
+    ChatTemplated,
+    TokenPieces,
+    TokenScores,
+    TopKDistributions,
+    scores_from_logits,
+)
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
@@ -104,11 +112,13 @@ class ShiftAnalyzer:
             if mode != "pair" or not isinstance(aligned, ChatTemplated):
                 raise UntunedError("the aligned model's chat template applies to pair mode with a local aligned model")
             if aligned.template_text() is None:
-                raise UntunedError(f"{aligned.name} has no chat template: pass --no-aligned-template to show it the "
-                                   "query as the base model sees it")  # fmt: skip
+                raise UntunedError(
+                    f"{aligned.name} has no chat template: pass --no-aligned-template to show it the "
+                    "query as the base model sees it"
+                )
             self._chat = aligned
         self.aligned_template = aligned_template
-        full = all(getattr(b, "full_distributions", True) for b in (base, aligned) if b is not None)
+        full = not any(isinstance(b, TopKDistributions) for b in (base, aligned) if b is not None)
         self.kl_method: KlMethod = "full" if full else "top-k"
         if mode == "pair":
             self._check_same_tokenizer()
@@ -117,11 +127,16 @@ class ShiftAnalyzer:
     def settings(self) -> ShiftSettings:
         prompt = self.prompt if (self.mode == "context" or self.context == "urial") else None
         return ShiftSettings(
-            mode=self.mode, base=self.base.name, aligned=self.aligned.name if self.aligned else None,
+            mode=self.mode,
+            base=self.base.name,
+            aligned=self.aligned.name if self.aligned else None,
             context="plain" if self.mode == "context" else self.context,
-            prompt_name=prompt.name if prompt else None, prompt_hash=prompt.content_hash if prompt else None, top_k=self.top_k,
-            kl_method=self.kl_method, aligned_template=self.aligned_template,
-        )  # fmt: skip
+            prompt_name=prompt.name if prompt else None,
+            prompt_hash=prompt.content_hash if prompt else None,
+            top_k=self.top_k,
+            kl_method=self.kl_method,
+            aligned_template=self.aligned_template,
+        )
 
     def _check_same_tokenizer(self) -> None:
         probe = "Tokenizers agree? Ünïcode, code `x = 1`, numbers 12345 and emoji 🙂."
@@ -168,8 +183,9 @@ class ShiftAnalyzer:
         return base_ctx, aligned_ctx, kept, len(answer)
 
     def _example(self, item: AnswerItem, tokens: list[TokenShift], total: int) -> ShiftExample:
-        return ShiftExample(**item.model_dump(), mode=self.mode, tokens=tokens, truncated=len(tokens) < total,
-                            answer_tokens=total)  # fmt: skip
+        return ShiftExample(
+            **item.model_dump(), mode=self.mode, tokens=tokens, truncated=len(tokens) < total, answer_tokens=total
+        )
 
     def analyze(self, item: AnswerItem) -> ShiftExample:
         base_ctx, aligned_ctx, kept, total = self._prepare(item)
@@ -183,8 +199,9 @@ class ShiftAnalyzer:
             return [self.analyze(item) for item in items]
         prepared = [self._prepare(item) for item in items]
         scorable = [i for i, (_, _, kept, _) in enumerate(prepared) if kept]
-        results = batch([prepared[i][0] + prepared[i][2] for i in scorable], starts=[len(prepared[i][0]) for i in scorable],
-                        top_k=self.top_k)  # fmt: skip
+        results = batch(
+            [prepared[i][0] + prepared[i][2] for i in scorable], starts=[len(prepared[i][0]) for i in scorable], top_k=self.top_k
+        )
         scored = dict(zip(scorable, results))
         examples = []
         for index, (item, (_, _, kept, total)) in enumerate(zip(items, prepared)):
@@ -236,8 +253,11 @@ class ShiftAnalyzer:
         for i, record in enumerate(records):
             base_lp = dict(zip(base.top_ids[i].tolist(), base.top_logprobs[i].tolist()))
             floor = float(np.min(base.top_logprobs[i][np.isfinite(base.top_logprobs[i])], initial=0.0))
-            pairs = [(lp, base_lp.get(t, floor)) for t, lp in zip(aligned.top_ids[i].tolist(), aligned.top_logprobs[i].tolist())
-                     if t >= 0]  # fmt: skip
+            pairs = [
+                (lp, base_lp.get(t, floor))
+                for t, lp in zip(aligned.top_ids[i].tolist(), aligned.top_logprobs[i].tolist())
+                if t >= 0
+            ]
             record.aligned_rank, record.aligned_prob = int(aligned.ranks[i]), float(np.exp(aligned.logprobs[i]))
             record.kl = max(sum(np.exp(a) * (a - b) for a, b in pairs), 0.0)
             record.aligned_top = self._top(aligned.top_ids[i], aligned.top_logprobs[i])
@@ -251,5 +271,12 @@ class ShiftAnalyzer:
         ]
 
     def _record(self, index: int, token: int, rank: int, logprob: float, top: tuple[np.ndarray, np.ndarray]) -> TokenShift:
-        return TokenShift(index=index, id=token, text=self._text(token), rank=rank, prob=float(np.exp(logprob)),
-                          category=category(rank), top=self._top(*top))  # fmt: skip
+        return TokenShift(
+            index=index,
+            id=token,
+            text=self._text(token),
+            rank=rank,
+            prob=float(np.exp(logprob)),
+            category=category(rank),
+            top=self._top(*top),
+        )

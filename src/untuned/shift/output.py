@@ -47,10 +47,21 @@ def run_shift(
     ``batch_size`` answers are scored together where the backend can (transformers, text mode).
     """
     out = Path(out)
-    run = ResumableRun(JsonlFile(out / "examples.jsonl", ShiftExample, label="shift example"), settings=analyzer.settings,
-                       settings_file=out / "settings.json", aside=out)  # fmt: skip
-    return run.run(list(items), analyzer.analyze_many, force=force, batch_size=batch_size,
-                   tally=lambda example: {"tokens": len(example.tokens)}, on_start=on_start, on_record=on_example)  # fmt: skip
+    run = ResumableRun(
+        JsonlFile(out / "examples.jsonl", ShiftExample, label="shift example"),
+        settings=analyzer.settings,
+        settings_file=out / "settings.json",
+        aside=out,
+    )
+    return run.run(
+        list(items),
+        analyzer.analyze_many,
+        force=force,
+        batch_size=batch_size,
+        tally=lambda example: {"tokens": len(example.tokens)},
+        on_start=on_start,
+        on_record=on_example,
+    )
 
 
 def write_outputs(
@@ -58,8 +69,14 @@ def write_outputs(
 ) -> ShiftSummary:
     """Write tokens, summary.json, shift.html and plots for ``examples``; return the summary."""
     out = Path(out)
-    summary = summarize(examples, mode=settings.mode, base=settings.base, aligned=settings.aligned, context=settings.context,
-                        kl_method=settings.kl_method)  # fmt: skip
+    summary = summarize(
+        examples,
+        mode=settings.mode,
+        base=settings.base,
+        aligned=settings.aligned,
+        context=settings.context,
+        kl_method=settings.kl_method,
+    )
     (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     write_tokens(examples, out / f"tokens.{tokens}", tokens)
     write_html(examples, summary, out / "shift.html")
@@ -72,12 +89,23 @@ def token_rows(examples: Iterable[ShiftExample]) -> Iterable[dict]:
     for example in examples:
         for t in example.tokens:
             yield {
-                "example": example.id, "dataset": example.dataset, "index": t.index, "id": t.id, "text": t.text,
-                "rank": t.rank, "prob": t.prob, "category": t.category, "aligned_rank": t.aligned_rank,
-                "aligned_prob": t.aligned_prob, "kl": t.kl, "top_ids": [x.id for x in t.top],
-                "top_texts": [x.text for x in t.top], "top_probs": [x.prob for x in t.top],
-                "aligned_top_ids": [x.id for x in t.aligned_top], "aligned_top_probs": [x.prob for x in t.aligned_top],
-            }  # fmt: skip
+                "example": example.id,
+                "dataset": example.dataset,
+                "index": t.index,
+                "id": t.id,
+                "text": t.text,
+                "rank": t.rank,
+                "prob": t.prob,
+                "category": t.category,
+                "aligned_rank": t.aligned_rank,
+                "aligned_prob": t.aligned_prob,
+                "kl": t.kl,
+                "top_ids": [x.id for x in t.top],
+                "top_texts": [x.text for x in t.top],
+                "top_probs": [x.prob for x in t.top],
+                "aligned_top_ids": [x.id for x in t.aligned_top],
+                "aligned_top_probs": [x.prob for x in t.aligned_top],
+            }
 
 
 def write_tokens(examples: list[ShiftExample], path: Path, fmt: TokenFormat) -> None:
@@ -100,12 +128,26 @@ def viewer_data(examples: list[ShiftExample]) -> list[dict]:
     data = []
     for example in examples:
         tokens = [
-            [t.text, t.category[0], t.rank, round(t.prob, 4), [[x.text, round(x.prob, 4)] for x in t.top],
-             None if t.kl is None else round(t.kl, 4)]
+            [
+                t.text,
+                t.category[0],
+                t.rank,
+                round(t.prob, 4),
+                [[x.text, round(x.prob, 4)] for x in t.top],
+                None if t.kl is None else round(t.kl, 4),
+            ]
             for t in example.tokens
-        ]  # fmt: skip
-        data.append({"id": example.id, "dataset": example.dataset or "", "query": example.query,
-                     "ratios": example.ratios(), "truncated": example.truncated, "tokens": tokens})  # fmt: skip
+        ]
+        data.append(
+            {
+                "id": example.id,
+                "dataset": example.dataset or "",
+                "query": example.query,
+                "ratios": example.ratios(),
+                "truncated": example.truncated,
+                "tokens": tokens,
+            }
+        )
     return data
 
 

@@ -112,7 +112,6 @@ class ShiftSummary(BaseModel):
     by_dataset: dict[str, Group]
     by_tag: dict[str, dict[str, Group]]
     by_position: list[PositionBucket]
-    by_relative_position: list[PositionBucket]
     top_shifted: list[ShiftedToken]
 
 
@@ -128,19 +127,26 @@ def _group(examples: list[ShiftExample]) -> Group:
 
 def _bucket(label: str, cats: list[str]) -> PositionBucket:
     n = len(cats)
-    return PositionBucket(label=label, tokens=n, shifted=cats.count("shifted") / n if n else 0.0,
-                          marginal=cats.count("marginal") / n if n else 0.0)  # fmt: skip
+    return PositionBucket(
+        label=label, tokens=n, shifted=cats.count("shifted") / n if n else 0.0, marginal=cats.count("marginal") / n if n else 0.0
+    )
 
 
-def summarize(examples: Iterable[ShiftExample], *, mode: ShiftMode, base: str, aligned: str | None, context: str,
-              kl_method: KlMethod = "full",
-              top: int = 30) -> ShiftSummary:  # fmt: skip
+def summarize(
+    examples: Iterable[ShiftExample],
+    *,
+    mode: ShiftMode,
+    base: str,
+    aligned: str | None,
+    context: str,
+    kl_method: KlMethod = "full",
+    top: int = 30,
+) -> ShiftSummary:
     """Aggregate examples: ratios overall / by dataset / by tag, shift by position, top shifted tokens."""
     examples = list(examples)
     by_dataset: dict[str, list[ShiftExample]] = defaultdict(list)
     by_tag: dict[str, dict[str, list[ShiftExample]]] = defaultdict(lambda: defaultdict(list))
     absolute: dict[int, list[str]] = defaultdict(list)
-    relative: dict[int, list[str]] = defaultdict(list)
     seen: Counter = Counter()
     shifted: Counter = Counter()
     for example in examples:
@@ -148,21 +154,24 @@ def summarize(examples: Iterable[ShiftExample], *, mode: ShiftMode, base: str, a
         for kind, labels in example.tags.items():
             for label in labels:
                 by_tag[kind][label].append(example)
-        n = len(example.tokens)
         for token in example.tokens:
             bin_index = max(i for i, low in enumerate(POSITION_BINS) if token.index >= low)
             absolute[bin_index].append(token.category)
-            relative[min(9, token.index * 10 // max(n, 1))].append(token.category)
             seen[token.text] += 1
             if token.category == "shifted":
                 shifted[token.text] += 1
     labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
     return ShiftSummary(
-        mode=mode, base=base, aligned=aligned, context=context, kl_method=kl_method, examples=len(examples),
-        truncated=sum(e.truncated for e in examples), overall=_group(examples),
+        mode=mode,
+        base=base,
+        aligned=aligned,
+        context=context,
+        kl_method=kl_method,
+        examples=len(examples),
+        truncated=sum(e.truncated for e in examples),
+        overall=_group(examples),
         by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
         by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
         by_position=[_bucket(labels[i], absolute[i]) for i in sorted(absolute)],
-        by_relative_position=[_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)],
         top_shifted=[ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)],
-    )  # fmt: skip
+    )

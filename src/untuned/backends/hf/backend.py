@@ -153,8 +153,9 @@ class TransformersBackend(RowScoring):
             for begin in range(0, len(ids) - 1, SCORE_CHUNK):
                 chunk = ids[begin : begin + SCORE_CHUNK]
                 with torch.inference_mode():
-                    out = self.model(input_ids=torch.tensor([chunk], device=self.device), use_cache=True,
-                                     **{self._cache_arg: cache})  # fmt: skip
+                    out = self.model(
+                        input_ids=torch.tensor([chunk], device=self.device), use_cache=True, **{self._cache_arg: cache}
+                    )
                     logits, cache = out.logits[0], getattr(out, "cache", None) or out.past_key_values
                     positions = np.arange(begin, begin + len(chunk)) + 1
                     keep = (positions >= start) & (positions < len(ids))
@@ -180,8 +181,9 @@ class TransformersBackend(RowScoring):
         with self.engine.paused(), torch.inference_mode():
             for begin in range(0, width - 1, SCORE_CHUNK):
                 end = min(begin + SCORE_CHUNK, width)
-                out = self.model(input_ids=input_ids[:, begin:end], attention_mask=mask[:, :end], use_cache=True,
-                                 **{self._cache_arg: cache})  # fmt: skip
+                out = self.model(
+                    input_ids=input_ids[:, begin:end], attention_mask=mask[:, :end], use_cache=True, **{self._cache_arg: cache}
+                )
                 cache = getattr(out, "cache", None) or out.past_key_values
                 positions = np.arange(begin, end) + 1
                 for row, s in enumerate(seqs):

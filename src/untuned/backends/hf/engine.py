@@ -154,9 +154,7 @@ class TransformersEngine(BatchingEngine):
             else:
                 token = int(scores.argmax(dim=-1)[0])
             wanted = row.sampling.logprobs
-            row.logprob = (
-                token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
-            )
+            row.logprob = token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
             if self._emit(row, token):
                 keep.append(index)
         if len(keep) < len(self._rows):

@@ -71,8 +71,14 @@ class LoadedModel:
 
     def forward(self, input_ids, cache: Any, attention_mask, position_ids):
         """Logits of the last position of each row, the rows' key-value cache extended in place."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                         logits_to_keep=1, **{self.cache_arg: cache})  # fmt: skip
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_arg: cache},
+        )
         return out.logits
 
     def prefix_cache(self, prefix: list[int]) -> Any:
@@ -142,4 +148,3 @@ class LoadedModel:
         """Whatever of the decoded answer has not been streamed yet."""
         text = self.tokenizer.decode(produced, skip_special_tokens=True)
         return text[len(shown) :] if text.startswith(shown) else ""
-

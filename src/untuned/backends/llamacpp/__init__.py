@@ -2,8 +2,8 @@
 requests are batched and why their answers never depend on what the cache held before."""
 
 from untuned.backends.llamacpp.backend import LlamaCppBackend
-from untuned.backends.llamacpp.engine import Engine
-from untuned.backends.llamacpp.native import check_gguf_file, open_llama
+from untuned.backends.llamacpp.engine import LlamaEngine
+from untuned.backends.llamacpp.native import check_gguf_file
 from untuned.backends.protocol import EngineStats
 
-__all__ = ["Engine", "EngineStats", "LlamaCppBackend", "check_gguf_file", "open_llama"]
+__all__ = ["EngineStats", "LlamaEngine", "LlamaCppBackend", "check_gguf_file"]

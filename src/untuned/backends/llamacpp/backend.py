@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
-from untuned.backends.llamacpp.engine import Engine
+from untuned.backends.llamacpp.engine import LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
 from untuned.backends.protocol import EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
@@ -44,8 +44,15 @@ class LlamaCppBackend(RowScoring):
         trained = self.model.n_ctx_train
         window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
         try:
-            self.engine = Engine(self.model, n_ctx_seq=window, threads=threads or default_threads(), slots=slots,
-                                 prefixes=prefixes, keep_prefixes=reuse_prefix, kv_budget=kv_budget)  # fmt: skip
+            self.engine = LlamaEngine(
+                self.model,
+                n_ctx_seq=window,
+                threads=threads or default_threads(),
+                slots=slots,
+                prefixes=prefixes,
+                keep_prefixes=reuse_prefix,
+                kv_budget=kv_budget,
+            )
         except BaseException:
             self.model.close()
             raise
@@ -56,8 +63,13 @@ class LlamaCppBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
-        common = {"n_ctx": options.n_ctx, "threads": options.threads, "slots": options.parallel,
-                  "gpu_layers": options.gpu_layers, "kv_budget": options.kv_budget}  # fmt: skip
+        common = {
+            "n_ctx": options.n_ctx,
+            "threads": options.threads,
+            "slots": options.parallel,
+            "gpu_layers": options.gpu_layers,
+            "kv_budget": options.kv_budget,
+        }
         if spec.kind == "default":
             return cls(default_gguf_path(), name="gemma-3-270m-base", **common)
         if spec.kind == "hub-gguf":

@@ -39,46 +39,17 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from untuned.backends import Sampling, StreamChunk, TokenLogprob
+from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request
-from untuned.backends.llamacpp.native import (
-    PENALTY_WINDOW,
-    Batch,
-    Context,
-    Grammar,
-    NativeModel,
-    json_schema_grammar,
-    sampler_chain,
-)
+from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
+from untuned.backends.llamacpp.sampling import Grammar, Slot, greedy_choice, json_schema_grammar, sampler_chain
 from untuned.backends.scoring import token_logprob
 from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
 
 
-class _Slot:
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self.request: Request | None = None
-        self.reserved = False  # held by an exclusive user (scoring)
-        self.pending: list[int] = []  # tokens to feed: the body, then each sampled token
-        self.pos = 0  # position of pending[0]
-        self.generating = False
-        self.produced = 0
-        self.admitted = 0
-        self.sampler = None  # a llama.cpp sampler chain, or None for greedy decoding done here
-        self.penalty = 1.0
-        self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
-        self.grammar: Grammar | None = None  # greedy decoding held to a grammar
-
-    @property
-    def busy(self) -> bool:
-        return self.request is not None or self.reserved
-
-
-class Engine(BatchingEngine):
+class LlamaEngine(BatchingEngine):
     """Answers many requests at once over one model; see the module docstring.
 
     ``slots``: requests decoded together; ``prefixes``: prefixes kept resident. Thread-safe.
@@ -87,18 +58,27 @@ class Engine(BatchingEngine):
     thread_name = "untuned-llama-engine"
     greedy_here = True  # greedy decoding without llama.cpp's sampler (same choices, faster); False for tests
 
-    def __init__(self, model: NativeModel, *, n_ctx_seq: int, threads: int, slots: int = 1, prefixes: int = 2,
-                 n_batch: int = 512, keep_prefixes: bool = True, kv_budget: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: NativeModel,
+        *,
+        n_ctx_seq: int,
+        threads: int,
+        slots: int = 1,
+        prefixes: int = 2,
+        n_batch: int = 512,
+        keep_prefixes: bool = True,
+        kv_budget: int | None = None,
+    ) -> None:
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
         self.kv_budget = kv_budget
-        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads,
-                           pool=kv_budget)  # fmt: skip
+        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads, pool=kv_budget)
         self.n_ctx_seq = min(n_ctx_seq, self.ctx.n_ctx_seq)
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
-        self._slots = [_Slot(seq) for seq in range(slots)]
+        self._slots = [Slot(seq) for seq in range(slots)]
         self._prefix_seqs = list(range(slots, slots + prefixes))
         self._resident: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._batch = Batch(self.lib, n_batch)
@@ -190,14 +170,26 @@ class Engine(BatchingEngine):
                 if hole is None or top is None or top.seq < hole.seq:
                     return
                 self.ctx.clone(top.seq, hole.seq)
-                for name in ("request", "pending", "pos", "generating", "produced", "admitted", "sampler", "penalty",
-                             "recent", "decoder", "logprob", "grammar"):  # fmt: skip
+                for name in (
+                    "request",
+                    "pending",
+                    "pos",
+                    "generating",
+                    "produced",
+                    "admitted",
+                    "sampler",
+                    "penalty",
+                    "recent",
+                    "decoder",
+                    "logprob",
+                    "grammar",
+                ):
                     setattr(hole, name, getattr(top, name))
                 top.request, top.sampler, top.grammar = None, None, None
                 top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
             self.ctx.clear(top.seq)  # its cells only: the copy above is made from the bytes at the next decode
 
-    def _finish(self, slot: _Slot, event: BaseException | None) -> None:
+    def _finish(self, slot: Slot, event: BaseException | None) -> None:
         request = slot.request
         if slot.sampler is not None:
             self.lib.llama_sampler_free(slot.sampler)
@@ -264,17 +256,24 @@ class Engine(BatchingEngine):
             except Exception as exc:  # this request's sampler could not be made; the others go on
                 self._finish(slot, ModelFailure(f"could not start the request: {exc}"))
 
-    def _begin(self, slot: _Slot, request: Request) -> None:
+    def _begin(self, slot: Slot, request: Request) -> None:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         slot.penalty = sampling.repetition_penalty
         slot.recent.clear()
-        if request.extra is not None and sampling.temperature <= 0 and self.greedy_here:
-            slot.grammar = Grammar(self.model, request.extra)
-        elif sampling.temperature > 0 or request.extra is not None or not self.greedy_here:
-            slot.sampler = sampler_chain(self.model, temperature=sampling.temperature, top_p=sampling.top_p,
-                                         top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty, seed=seed,
-                                         grammar=request.extra, ignore_eos=sampling.ignore_eos)  # fmt: skip
+        if request.grammar is not None and sampling.temperature <= 0 and self.greedy_here:
+            slot.grammar = Grammar(self.model, request.grammar)
+        elif sampling.temperature > 0 or request.grammar is not None or not self.greedy_here:
+            slot.sampler = sampler_chain(
+                self.model,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                repetition_penalty=sampling.repetition_penalty,
+                seed=seed,
+                grammar=request.grammar,
+                ignore_eos=sampling.ignore_eos,
+            )
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
         slot.decoder.reset()
         self._admissions += 1
@@ -325,7 +324,7 @@ class Engine(BatchingEngine):
         if generating:
             self._decode_isolated(generating)
 
-    def _decode_isolated(self, slots: list[_Slot]) -> None:
+    def _decode_isolated(self, slots: list[Slot]) -> None:
         """Decode ``slots`` together; if that fails, each alone, so that only a request that fails by
         itself is ended (llama.cpp leaves the cache as it was when a decode fails)."""
         try:
@@ -341,7 +340,7 @@ class Engine(BatchingEngine):
             except Exception as exc:
                 self._finish(slot, ModelFailure(f"the model failed on this request: {exc}"))
 
-    def _prefill(self, slot: _Slot) -> None:
+    def _prefill(self, slot: Slot) -> None:
         batch = self._batch
         batch.clear()
         count = min(batch.capacity, len(slot.pending))
@@ -355,7 +354,7 @@ class Engine(BatchingEngine):
         if last:
             self._take(slot, self._choose(slot, count - 1))
 
-    def _decode(self, slots: list[_Slot]) -> None:
+    def _decode(self, slots: list[Slot]) -> None:
         batch = self._batch
         batch.clear()
         rows = [batch.add(slot.pending, slot.pos, slot.seq, True) for slot in slots]
@@ -365,7 +364,7 @@ class Engine(BatchingEngine):
             slot.pending, slot.pos = [], slot.pos + 1
             self._take(slot, self._choose(slot, row))
 
-    def _choose(self, slot: _Slot, row: int) -> int:
+    def _choose(self, slot: Slot, row: int) -> int:
         if slot.sampler is not None:
             token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
         else:
@@ -378,22 +377,11 @@ class Engine(BatchingEngine):
         slot.logprob = token_logprob(self.ctx.logits_row(row), token, wanted, self.model.piece) if wanted else None
         return token
 
-    def _greedy(self, slot: _Slot, row: int, grammar: Grammar | None = None) -> int:
-        """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
-        whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time."""
-        logits = self.ctx.logits_row(row)
-        if slot.request.sampling.ignore_eos:  # llama.cpp's ignore_eos: the end tokens can never be chosen
-            logits[self.model.end_tokens] = -np.inf
-        if slot.penalty == 1.0 or not slot.recent:
-            return grammar.best(logits) if grammar else int(logits.argmax())
-        seen = np.fromiter(set(slot.recent), dtype=np.int64)
-        kept = logits[seen].copy()
-        logits[seen] = np.where(kept <= 0, kept * np.float32(slot.penalty), kept / np.float32(slot.penalty))
-        token = grammar.best(logits) if grammar else int(logits.argmax())
-        logits[seen] = kept
-        return token
+    def _greedy(self, slot: Slot, row: int, grammar: Grammar | None = None) -> int:
+        ends = self.model.end_tokens if slot.request.sampling.ignore_eos else None
+        return greedy_choice(self.ctx.logits_row(row), slot.recent, slot.penalty, grammar=grammar, masked=ends)
 
-    def _take(self, slot: _Slot, token: int) -> None:
+    def _take(self, slot: Slot, token: int) -> None:
         request = slot.request
         if self.model.is_end(token):
             request.events.put(StreamChunk(slot.decoder.decode(b"", final=True), tokens=0, finish="stop"))

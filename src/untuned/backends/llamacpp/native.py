@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import logging
 import os
 from pathlib import Path
@@ -194,10 +193,6 @@ class Batch:
         self.n = end
         return first
 
-    def outputs_before(self, index: int) -> int:
-        """How many logits rows the tokens before batch row ``index`` produce."""
-        return int(self._logits[:index].sum())
-
 
 def resident_bytes() -> int:
     """This process's resident memory (Linux; 0 where /proc is not there)."""
@@ -212,8 +207,9 @@ class Context:
     """A llama_context with ``n_seq`` sequences, each in its own KV stream of ``n_ctx_seq`` cells, or
     (``pool``) all in one KV pool of ``pool`` cells that they share on demand."""
 
-    def __init__(self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int,
-                 pool: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int, pool: int | None = None
+    ) -> None:
         lib = self.lib = model.lib
         params = lib.llama_context_default_params()
         params.n_ctx = pool if pool is not None else n_ctx_seq * n_seq
@@ -264,135 +260,3 @@ class Context:
         if self.ctx:
             self.lib.llama_free(self.ctx)
             self.ctx = None
-
-
-TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-
-
-class Grammar:
-    """A llama.cpp grammar sampler used on its own: it checks the token chosen greedily, and only when
-    that token breaks the grammar filters the whole vocabulary (as llama.cpp's own server does)."""
-
-    def __init__(self, model: NativeModel, grammar: str) -> None:
-        self.lib = model.lib
-        self.sampler = self.lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
-        if not self.sampler:
-            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
-        self._one = np.zeros(1, dtype=TOKEN_DATA)
-
-    def _apply(self, candidates: np.ndarray) -> None:
-        array = self.lib.llama_token_data_array(
-            candidates.ctypes.data_as(self.lib.llama_token_data_p), len(candidates), -1, False
-        )
-        self.lib.llama_sampler_apply(self.sampler, ctypes.byref(array))
-
-    def allows(self, token: int) -> bool:
-        self._one["id"], self._one["logit"] = token, 0.0
-        self._apply(self._one)
-        return bool(np.isfinite(self._one["logit"][0]))
-
-    def best(self, logits: np.ndarray) -> int:
-        """The likeliest token the grammar allows (``logits``: the whole row)."""
-        candidates = np.empty(len(logits), dtype=TOKEN_DATA)
-        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
-        self._apply(candidates)
-        return int(candidates["id"][candidates["logit"].argmax()])
-
-    def accept(self, token: int) -> None:
-        self.lib.llama_sampler_accept(self.sampler, token)
-
-    def close(self) -> None:
-        if self.sampler:
-            self.lib.llama_sampler_free(self.sampler)
-            self.sampler = None
-
-
-# The JSON-schema keywords llama-cpp-python's grammar converter enforces (or that describe only);
-# any other keyword would be dropped without a word (minimum, patternProperties...), so it is refused.
-SCHEMA_KEYWORDS = frozenset({
-    "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems", "enum",
-    "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern", "format", "minLength", "maxLength",
-    "title", "description", "default", "examples", "$schema", "$id", "$comment",
-})  # fmt: skip
-
-
-def unsupported_schema_keyword(schema: object, path: str = "schema") -> str | None:
-    """The first keyword of ``schema`` the grammar could not enforce, as ``path: keyword``; None if none."""
-    if isinstance(schema, list):
-        return next((found for i, s in enumerate(schema) if (found := unsupported_schema_keyword(s, f"{path}[{i}]"))), None)
-    if not isinstance(schema, dict):
-        return None
-    for key, value in schema.items():
-        if key not in SCHEMA_KEYWORDS:
-            return f"{path}: {key}"
-        nested = value.values() if key in ("properties", "$defs", "definitions") and isinstance(value, dict) else [value]
-        if key in ("properties", "$defs", "definitions", "items", "prefixItems", "anyOf", "oneOf", "allOf",
-                   "additionalProperties"):  # fmt: skip
-            for index, item in enumerate(nested):
-                found = unsupported_schema_keyword(item, f"{path}.{key}")
-                if found:
-                    return found
-    return None
-
-
-def json_schema_grammar(schema: str) -> str:
-    """The GBNF grammar of a JSON schema (llama-cpp-python's converter); a keyword it would not enforce,
-    or a construct it cannot express, is a ValueError naming it."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        parsed = json.loads(schema)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the schema is not JSON: {exc}") from None
-    found = unsupported_schema_keyword(parsed)
-    if found:
-        raise ValueError(f"{found} cannot be enforced by the grammar; remove it or use the supported keywords "
-                         f"({', '.join(sorted(SCHEMA_KEYWORDS))})")  # fmt: skip
-    try:
-        return json_schema_to_gbnf(schema)
-    except (AssertionError, KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"the grammar converter cannot express this schema: {exc}") from None
-
-
-def sampler_chain(model: NativeModel, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float, seed: int,
-                  grammar: str | None = None, ignore_eos: bool = False):  # fmt: skip
-    """A llama.cpp sampler chain: repetition penalty, a grammar, then greedy or top-k / top-p / temperature / draw."""
-    lib = model.lib
-    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-    if repetition_penalty != 1.0:
-        penalties = lib.llama_sampler_init_penalties(model.n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
-        lib.llama_sampler_chain_add(chain, penalties)
-    if ignore_eos:
-        ends = model.end_tokens
-        biases = (lib.llama_logit_bias * len(ends))(*((int(t), float("-inf")) for t in ends))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(ends), biases))
-    if grammar is not None:
-        constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
-        if not constrained:
-            lib.llama_sampler_free(chain)
-            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
-        lib.llama_sampler_chain_add(chain, constrained)
-    if temperature <= 0.0:
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-        return chain
-    if top_k > 0:
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(top_k))
-    if top_p < 1.0:
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(top_p, 1))
-    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
-    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-    return chain
-
-
-def open_llama(path: Path, n_ctx: int, threads: int | None = None):
-    """A llama-cpp-python ``Llama`` (its chat and grammar helpers) for ``path``, all cores, logs routed."""
-    check_gguf_file(path)
-    lib = import_llama_cpp()
-    try:
-        return lib.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or default_threads(),
-                         n_threads_batch=threads or default_threads(), verbose=False)  # fmt: skip
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelLoadError(
-            f"llama.cpp could not load {path} ({exc}). The file may be truncated or corrupt, or its architecture "
-            "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
-        ) from exc

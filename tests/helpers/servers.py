@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+
+from helpers import free_port
 
 
 @contextmanager
@@ -64,7 +65,7 @@ def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
         "gemma-base",
         "--interrupt_requests",
         "False",
-    ]  # fmt: skip  (queue concurrent requests instead of cutting streams)
+    ]  # queue concurrent requests instead of cutting streams
     base = f"http://127.0.0.1:{port}/v1"
     with server_process(command, f"{base}/models", name="llama_cpp.server"):
         yield base

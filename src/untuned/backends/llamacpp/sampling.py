@@ -1,0 +1,222 @@
+"""Decoding under constraints and choices over llama.cpp: a JSON schema turned into a grammar (and the
+keywords it can enforce), the grammar held token by token for greedy decoding, and llama.cpp's
+sampler chains (repetition penalty, grammar, the end of sequence masked, top-k / top-p / temperature)."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+from collections import deque
+
+import numpy as np
+
+from untuned.backends.batching import Request
+from untuned.backends.llamacpp.native import PENALTY_WINDOW, NativeModel
+from untuned.backends.protocol import TokenLogprob
+
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+class Grammar:
+    """A llama.cpp grammar sampler used on its own: it checks the token chosen greedily, and only when
+    that token breaks the grammar filters the whole vocabulary (as llama.cpp's own server does)."""
+
+    def __init__(self, model: NativeModel, grammar: str) -> None:
+        self.lib = model.lib
+        self.sampler = self.lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+        if not self.sampler:
+            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
+        self._one = np.zeros(1, dtype=TOKEN_DATA)
+
+    def _apply(self, candidates: np.ndarray) -> None:
+        array = self.lib.llama_token_data_array(
+            candidates.ctypes.data_as(self.lib.llama_token_data_p), len(candidates), -1, False
+        )
+        self.lib.llama_sampler_apply(self.sampler, ctypes.byref(array))
+
+    def allows(self, token: int) -> bool:
+        self._one["id"], self._one["logit"] = token, 0.0
+        self._apply(self._one)
+        return bool(np.isfinite(self._one["logit"][0]))
+
+    def best(self, logits: np.ndarray) -> int:
+        """The likeliest token the grammar allows (``logits``: the whole row)."""
+        candidates = np.empty(len(logits), dtype=TOKEN_DATA)
+        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
+        self._apply(candidates)
+        return int(candidates["id"][candidates["logit"].argmax()])
+
+    def accept(self, token: int) -> None:
+        self.lib.llama_sampler_accept(self.sampler, token)
+
+    def close(self) -> None:
+        if self.sampler:
+            self.lib.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+
+# The JSON-schema keywords llama-cpp-python's grammar converter enforces (or that describe only);
+# any other keyword would be dropped without a word (minimum, patternProperties...), so it is refused.
+SCHEMA_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "pattern",
+        "format",
+        "minLength",
+        "maxLength",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$schema",
+        "$id",
+        "$comment",
+    }
+)
+
+
+def unsupported_schema_keyword(schema: object, path: str = "schema") -> str | None:
+    """The first keyword of ``schema`` the grammar could not enforce, as ``path: keyword``; None if none."""
+    if isinstance(schema, list):
+        return next((found for i, s in enumerate(schema) if (found := unsupported_schema_keyword(s, f"{path}[{i}]"))), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key not in SCHEMA_KEYWORDS:
+            return f"{path}: {key}"
+        nested = value.values() if key in ("properties", "$defs", "definitions") and isinstance(value, dict) else [value]
+        if key in (
+            "properties",
+            "$defs",
+            "definitions",
+            "items",
+            "prefixItems",
+            "anyOf",
+            "oneOf",
+            "allOf",
+            "additionalProperties",
+        ):
+            for index, item in enumerate(nested):
+                found = unsupported_schema_keyword(item, f"{path}.{key}")
+                if found:
+                    return found
+    return None
+
+
+def json_schema_grammar(schema: str) -> str:
+    """The GBNF grammar of a JSON schema (llama-cpp-python's converter); a keyword it would not enforce,
+    or a construct it cannot express, is a ValueError naming it."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        parsed = json.loads(schema)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the schema is not JSON: {exc}") from None
+    found = unsupported_schema_keyword(parsed)
+    if found:
+        raise ValueError(
+            f"{found} cannot be enforced by the grammar; remove it or use the supported keywords "
+            f"({', '.join(sorted(SCHEMA_KEYWORDS))})"
+        )
+    try:
+        return json_schema_to_gbnf(schema)
+    except (AssertionError, KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"the grammar converter cannot express this schema: {exc}") from None
+
+
+def sampler_chain(
+    model: NativeModel,
+    *,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    repetition_penalty: float,
+    seed: int,
+    grammar: str | None = None,
+    ignore_eos: bool = False,
+):
+    """A llama.cpp sampler chain: repetition penalty, a grammar, then greedy or top-k / top-p / temperature / draw."""
+    lib = model.lib
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if repetition_penalty != 1.0:
+        penalties = lib.llama_sampler_init_penalties(model.n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
+        lib.llama_sampler_chain_add(chain, penalties)
+    if ignore_eos:
+        ends = model.end_tokens
+        biases = (lib.llama_logit_bias * len(ends))(*((int(t), float("-inf")) for t in ends))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(ends), biases))
+    if grammar is not None:
+        constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+        if not constrained:
+            lib.llama_sampler_free(chain)
+            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
+        lib.llama_sampler_chain_add(chain, constrained)
+    if temperature <= 0.0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        return chain
+    if top_k > 0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(top_k))
+    if top_p < 1.0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(top_p, 1))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Slot:
+    """A sequence of the engine's context and the request it answers: what is left to feed, and how it
+    chooses its tokens (a llama.cpp sampler chain, or greedy here, perhaps held to a grammar)."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.request: Request | None = None
+        self.reserved = False  # held by an exclusive user (scoring)
+        self.pending: list[int] = []  # tokens to feed: the body, then each sampled token
+        self.pos = 0  # position of pending[0]
+        self.generating = False
+        self.produced = 0
+        self.admitted = 0
+        self.sampler = None  # a llama.cpp sampler chain, or None for greedy decoding done here
+        self.penalty = 1.0
+        self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
+        self.grammar: Grammar | None = None  # greedy decoding held to a grammar
+
+    @property
+    def busy(self) -> bool:
+        return self.request is not None or self.reserved
+
+
+def greedy_choice(
+    logits: np.ndarray, recent: deque[int], penalty: float, *, grammar: Grammar | None = None, masked: np.ndarray | None = None
+) -> int:
+    """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
+    whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time.
+    ``masked`` tokens can never be chosen (ignore_eos masks the end tokens)."""
+    if masked is not None:
+        logits[masked] = -np.inf
+    if penalty == 1.0 or not recent:
+        return grammar.best(logits) if grammar else int(logits.argmax())
+    seen = np.fromiter(set(recent), dtype=np.int64)
+    kept = logits[seen].copy()
+    logits[seen] = np.where(kept <= 0, kept * np.float32(penalty), kept / np.float32(penalty))
+    token = grammar.best(logits) if grammar else int(logits.argmax())
+    logits[seen] = kept
+    return token

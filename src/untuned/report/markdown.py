@@ -1,0 +1,293 @@
+"""A report as Markdown: the tables a reader sees on the terminal and in report.md."""
+
+from __future__ import annotations
+
+from untuned.report.sections import MtBenchModel
+from untuned.report.tables import AspectStat, ModelReport, Report
+
+
+def cell(s: AspectStat | None) -> str:
+    if s is None or s.mean is None:
+        return "–"
+    return f"{s.mean:.2f} ± {s.ci:.2f}" if s.ci is not None else f"{s.mean:.2f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def aspects_of(report: Report) -> list[str]:
+    return list(dict.fromkeys(a for m in report.models for a in m.aspects))
+
+
+def leaderboard(report: Report) -> list[ModelReport]:
+    return sorted(report.models, key=lambda m: -(m.overall or 0.0))
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+LC_ACCURACY = (
+    ": over the 42 published models with verdicts, within 0.24 points of AlpacaEval's published LC on "
+    "average, worst 1.45 (BENCHMARKS.md); report --difficulty with AlpacaEval's df_gamed.csv uses its own"
+)
+
+
+CONCENTRATION = {"ceiling": "ceiling (top score)", "floor": "floor (bottom score)", "constant": "uninformative"}
+
+
+def _rate(value: float | None, error: float | None) -> str:
+    return num(value, 1) + (f" ± {error:.1f}" if value is not None and error is not None else "")
+
+
+def pvalue(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
+
+
+def mt_bench_markdown(report: Report) -> list[str]:
+    parts: list[str] = []
+    rows = [
+        [
+            m.model,
+            m.judge,
+            str(m.questions),
+            num(m.turns.get("turn_1")),
+            num(m.turns.get("turn_2")),
+            num(m.overall),
+            str(m.failed),
+        ]
+        for m in report.mt_bench
+    ]
+    parts += [
+        "## MT-bench (1-10; overall = mean of every turn score)",
+        "",
+        table(["model", "judge", "questions", "turn 1", "turn 2", "overall", "failed"], rows),
+        "",
+    ]
+    categories = mt_bench_categories(report.mt_bench)
+    if categories:
+        rows = [[c, *(num(m.categories.get(c)) for m in report.mt_bench)] for c in categories]
+        header = ["category", *(m.model for m in report.mt_bench)]
+        parts += ["## MT-bench by category (both turns)", "", table(header, rows), ""]
+    return parts
+
+
+def win_rate_markdown(report: Report) -> list[str]:
+    parts: list[str] = []
+    rows = [
+        [
+            w.model,
+            w.baseline,
+            _rate(w.rate.win_rate, w.rate.standard_error),
+            _rate(w.rate.length_controlled, w.rate.lc_standard_error),
+            num(w.rate.discrete_win_rate, 1),
+            f"{w.rate.n_wins} / {w.rate.n_wins_base} / {w.rate.n_draws}",
+            str(w.rate.n_total),
+            "–" if w.flip_rate is None else f"{w.flip_rate:.0%}",
+            f"{num(w.model_chars, 0)} / {num(w.baseline_chars, 0)}",
+        ]
+        for w in report.win_rates
+    ]
+    parts += [
+        "## Win rate against the baseline (AlpacaEval's numbers)",
+        "",
+        "Win rate: mean preference in percent, draws half, ± its standard error; discrete: each preference "
+        "rounded; a win in one order and a tie in the other counts as a win (preference 1.75). "
+        "LC: AlpacaEval 2's length-controlled win rate ± its standard error, for items that are "
+        "AlpacaEval's.",
+        "",
+    ]
+    parts += [
+        f"LC computed with {source}{LC_ACCURACY if 'untuned' in source else ''}."
+        for source in dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)
+    ]
+    header = [
+        "model",
+        "baseline",
+        "win rate",
+        "LC",
+        "discrete",
+        "wins / losses / draws",
+        "n",
+        "order flips",
+        "characters (model / baseline)",
+    ]
+    parts += ["", table(header, rows), ""]
+    parts += [
+        f"No LC for {w.model} vs {w.baseline}: {w.rate.lc_missing} (AlpacaEval's GLM needs each "
+        "instruction's difficulty; a fit of length alone would not be its number)."
+        for w in report.win_rates
+        if w.rate.lc_missing
+    ]
+    parts += [""] if any(w.rate.lc_missing for w in report.win_rates) else []
+    return parts
+
+
+def diagnostics_markdown(report: Report) -> list[str]:
+    parts: list[str] = []
+    rows = [
+        [
+            d.model,
+            d.section,
+            d.aspect,
+            str(d.n),
+            f"{d.most_common_share:.0%} gave {num(d.most_common_score, 0)}",
+            num(d.length_spearman),
+            CONCENTRATION.get(d.concentration or "", ""),
+        ]
+        for d in report.diagnostics
+    ]
+    parts += [
+        "## Judge diagnostics",
+        "",
+        table(["model", "set", "aspect", "n", "most common score", "Spearman(length, score)", ""], rows),
+        "",
+    ]
+    return parts
+
+
+def evaluation_markdown(report: Report, *, compact: bool = False) -> list[str]:
+    """MT-bench, win rates, paired comparisons and diagnostics, as Markdown lines."""
+    many = len({m for c in report.comparisons for m in (c.a, c.b)}) > 2
+    comparisons = comparison_matrix(report) if compact and many else comparison_tables(report)
+    parts = mt_bench_markdown(report) if report.mt_bench else []
+    parts += win_rate_markdown(report) if report.win_rates else []
+    return parts + comparisons + (diagnostics_markdown(report) if report.diagnostics else [])
+
+
+COMPARISON_METHOD = (
+    "Difference = A − B; 95% paired bootstrap interval of the mean difference; p: the bootstrap's, "
+    "Holm-corrected across aspects, which decides the verdict (never significant while the interval "
+    "includes 0); Wilcoxon signed-rank p (Pratt, normal approximation) beside it for reference."
+)
+
+
+def comparison_tables(report: Report) -> list[str]:
+    parts: list[str] = []
+    for c in report.comparisons:
+        rows = [
+            [
+                r.aspect,
+                str(r.n),
+                num(r.mean_a),
+                num(r.mean_b),
+                f"{r.difference:+.2f}",
+                f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
+                pvalue(r.p_value),
+                pvalue(r.p_holm),
+                pvalue(r.p_wilcoxon),
+                r.verdict,
+            ]
+            for r in c.rows
+        ]
+        parts += [
+            f"## {c.a} vs {c.b} ({c.section}, paired on common items)",
+            "",
+            COMPARISON_METHOD,
+            "",
+            table(["aspect", "n", c.a, c.b, "difference", "95% CI", "p", "p (Holm)", "Wilcoxon p", f"{c.a} is"], rows),
+            "",
+        ]
+    return parts
+
+
+def comparison_matrix(report: Report) -> list[str]:
+    """Who is significantly better than whom, per section and aspect: one small matrix each."""
+    parts = [
+        "## Paired comparisons (compact)",
+        "",
+        "Row vs column: + significantly better, − significantly worse, · no evidence (the full tables, "
+        "intervals and p-values are in report.md with --out). " + COMPARISON_METHOD,
+        "",
+    ]
+    mark = {"significantly better": "+", "significantly worse": "−"}
+    for section in dict.fromkeys(c.section for c in report.comparisons):
+        pairs = [c for c in report.comparisons if c.section == section]
+        models = list(dict.fromkeys(m for c in pairs for m in (c.a, c.b)))
+        for aspect in dict.fromkeys(r.aspect for c in pairs for r in c.rows):
+            cell: dict[tuple[str, str], str] = {}
+            for c in pairs:
+                for r in c.rows:
+                    if r.aspect == aspect:
+                        cell[(c.a, c.b)] = mark.get(r.verdict, "·")
+                        cell[(c.b, c.a)] = {"+": "−", "−": "+"}.get(cell[(c.a, c.b)], "·")
+            rows = [[a, *(cell.get((a, b), "" if a == b else "–") for b in models)] for a in models]
+            parts += [f"### {section}: {aspect}", "", table(["", *models], rows), ""]
+    return parts
+
+
+def scores_markdown(report: Report, *, compare: bool) -> list[str]:
+    """The means per model and aspect (a leaderboard with ``compare``), and each model's breakdowns."""
+    aspects, parts = aspects_of(report), []
+    models = leaderboard(report) if compare else report.models
+    if models:
+        rows = [
+            [
+                m.model,
+                str(m.items),
+                f"{m.overall:.2f}" if m.overall is not None else "–",
+                *(cell(m.aspects.get(a)) for a in aspects),
+                f"{m.words:.0f}" if m.words else "–",
+                str(m.failed),
+                str(sum(s.na for s in m.aspects.values())),
+            ]
+            for m in models
+        ]
+        header = ["model", "items", "mean", *aspects, "words", "failed", "N/A"]
+        parts += ["## Leaderboard" if compare else "## Scores per model", "", table(header, rows), ""]
+    for m in report.models:
+        for kind, labels in m.groups.items():
+            rows = [
+                [label, str(max(s.n for s in stats.values()) if stats else 0), *(cell(stats.get(a)) for a in aspects)]
+                for label, stats in labels.items()
+            ]
+            parts += [f"## {m.model} by {kind.replace('_', ' ')}", "", table([kind, "n", *aspects], rows), ""]
+    return parts
+
+
+def pairwise_markdown(report: Report) -> list[str]:
+    rows = [
+        [
+            p.a,
+            p.b,
+            p.aspect,
+            str(p.wins),
+            str(p.ties),
+            str(p.losses),
+            str(p.failed),
+            f"{p.flips} / {p.both_orders}" if p.both_orders else "–",
+        ]
+        for p in report.pairwise
+    ]
+    title = (
+        "## Pairwise (A wins / tie / B wins; both orders asked: a win in one order and a tie in the other is a win, "
+        "a win each way a tie, as the win rate counts them)"
+    )
+    return [title, "", table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows), ""]
+
+
+def tags_markdown(report: Report) -> list[str]:
+    parts = []
+    for kind, labels in report.tags.items():
+        rows = [[label, str(count), f"{100 * count / report.tagged:.0f}%"] for label, count in labels.items()]
+        title = f"## Tags: {kind.replace('_', ' ')} ({report.tagged} queries)"
+        parts += [title, "", table([kind, "queries", "share"], rows), ""]
+    return parts
+
+
+def to_markdown(report: Report, *, compare: bool = False, compact: bool = False) -> str:
+    """The whole report as Markdown; ``compact``: many models' comparisons as a matrix (the terminal)."""
+    na = "left out (counted as missing)" if report.na == "skip" else "counted as 5, as just-eval does"
+    parts = ["# Judging report", "", f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: {na}.", ""]
+    parts += [f"> **Warning** — {warning}" for warning in report.warnings] + ([""] if report.warnings else [])
+    parts += scores_markdown(report, compare=compare)
+    parts += pairwise_markdown(report) if report.pairwise else []
+    parts += evaluation_markdown(report, compact=compact) + tags_markdown(report)
+    return "\n".join(parts)
+
+
+def mt_bench_categories(models: list[MtBenchModel]) -> list[str]:
+    return list(dict.fromkeys(c for m in models for c in m.categories))
