@@ -419,12 +419,12 @@ def test_cli_errors_say_what_to_do(tmp_path):
 def test_grammar_checked_token_by_token_replies_as_llama_cpp_s_sampler(smollm_path, monkeypatch):
     """The local judge's greedy grammar decoding checks the likeliest token first and filters the whole
     vocabulary only when the grammar refuses it: the same reply as llama.cpp's sampler chain."""
-    from untuned.backends.llamacpp.engine import Engine
+    from untuned.backends.llamacpp.engine import LlamaEngine
 
     model = LocalJudgeModel(smollm_path)
     messages = TEMPLATES["multi"].messages("What is 2 + 2?", "2 + 2 = 4.")
     fast = model.reply(messages, TEMPLATES["multi"].schema())
-    monkeypatch.setattr(Engine, "greedy_here", False)
+    monkeypatch.setattr(LlamaEngine, "greedy_here", False)
     native = model.reply(messages, TEMPLATES["multi"].schema())
     model.close()
     assert fast == native and parse_reply(TEMPLATES["multi"], fast)["scores"]

@@ -310,19 +310,21 @@ def test_web_page_streams_an_answer(root, browser):
     page = browser.new_page()
     page.goto(root)
     page.wait_for_function("document.getElementById('model').textContent !== '…'")
-    assert page.inner_text("#model") == "gemma-3-270m-urial" and page.inner_text("#prompt") == "helpful"
+    page.evaluate("localStorage.clear()")
+    assert page.inner_text("#model") == "gemma-3-270m-urial"
+    assert page.input_value("#promptset") == "helpful"
     page.fill("#input", "What is the capital of France?")
     page.keyboard.press("Enter")
     lengths = set()
     deadline = time.monotonic() + 60
-    while page.get_attribute(".msg.assistant", "data-state") == "streaming" and time.monotonic() < deadline:
-        lengths.add(len(page.inner_text(".msg.assistant")))
+    while page.get_attribute(".answer", "data-state") == "streaming" and time.monotonic() < deadline:
+        lengths.add(len(page.inner_text(".answer .msg")))
         time.sleep(0.02)
-    assert page.get_attribute(".msg.assistant", "data-state") == "done"
-    assert "Paris" in page.inner_text(".msg.assistant")
+    assert page.get_attribute(".answer", "data-state") == "done"
+    assert "Paris" in page.inner_text(".answer .msg")
     assert len(lengths - {0}) >= 2, "the answer appeared at once instead of streaming"
     page.click("#reset")
-    assert page.locator(".msg").count() == 0
+    assert page.locator(".turn").count() == 0
     page.close()
 
 
@@ -551,3 +553,23 @@ def test_a_burst_larger_than_the_queue_gets_exactly_the_documented_503s(tmp_path
     assert len(refused) == 28 and all(int(r.headers["Retry-After"]) >= 1 for r in refused)
     answered = [r for r in responses if r.status_code == 200]
     assert len(answered) == 12 and all(r.json()["choices"][0]["text"].strip() == "held done" for r in answered)
+
+
+def test_workbench_endpoints_and_the_chat_apis_untuned_extensions(scripted):
+    sets = httpx.get(f"{scripted}/v1/untuned/prompts").json()
+    assert sets[0]["name"] == "helpful" and sets[0]["active"] and {"safe", "zero-shot"} <= {s["name"] for s in sets}
+    view = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "safe"}).json()
+    assert view["prompt"] == "safe" and view["text"].endswith("# Query:\n````\nHi\n````\n\n# Answer:\n````\n")
+    assert 0 < view["prefix_tokens"] < view["prompt_tokens"]
+    unknown = httpx.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "nope"})
+    assert unknown.status_code == 400 and "unknown prompt set 'nope'" in unknown.json()["error"]["message"]
+    inline = {"name": "mine", "system": "Be terse.", "examples": [{"query": "Q1?", "answer": "A1."}]}
+    view = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt_set": inline}).json()
+    assert view["prompt"] == "mine" and "Be terse." in view["text"] and "Q1?" in view["text"]
+    both = httpx.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "safe", "prompt_set": inline})
+    assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
+    plain = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "none"}).json()
+    assert plain["text"] == "Hi\n\n" and plain["prefix_tokens"] == 0
+    body = {"messages": ask("SCRIPT: @temperature"), "repetition_penalty": 1.0, "temperature": 0.3}
+    reply = httpx.post(f"{scripted}/v1/chat/completions", json=body).json()
+    assert reply["choices"][0]["message"]["content"] == "t=0.3"

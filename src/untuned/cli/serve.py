@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from untuned.cli.common import LOADING, SAMPLING, ModelOptions, err, friendly, model_options
 from untuned.conversation import SystemMode
+from untuned.prompt import load_prompt
 
 
 def default_parallel() -> int:
@@ -43,6 +45,19 @@ def serve_command(
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")] = 300.0,
     max_tokens_limit: Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")] = None,
     cors: Annotated[list[str] | None, typer.Option("--cors", help="Allow this origin (repeatable); off by default.")] = None,
+    aligned: Annotated[
+        str | None,
+        typer.Option(
+            "--aligned",
+            help="An aligned (instruct) model (a --model spec) "
+            "answering in its own chat template when a request names it in "
+            "'model'; the chat page shows its answer beside the base model's.",
+        ),
+    ] = None,
+    prompt_files: Annotated[
+        list[Path] | None,
+        typer.Option("--prompt-file", help="Another .urial prompt set requests may name (repeatable), beside the bundled ones."),
+    ] = None,
     *,
     options: ModelOptions,
 ) -> None:
@@ -64,7 +79,10 @@ def serve_command(
         default_max_tokens=options.max_tokens,
         max_tokens_limit=max_tokens_limit,
         cors_origins=tuple(cors or ()),
+        prompt_files=tuple(str(p) for p in prompt_files or ()),
     )  # checked before the model loads
+    for extra in prompt_files or ():  # a bad prompt file is refused before the model loads
+        load_prompt(extra)
     assistant = options.assistant()
     err.print(
         f"untuned: serving {config.model_name} (prompt {assistant.prompt.name}, {config.parallel} requests at once) "
@@ -72,4 +90,10 @@ def serve_command(
     )
     if isinstance(assistant.backend, MemoryReporting):
         err.print(f"untuned: {assistant.backend.kv_summary}")
-    serve(assistant, config, host=host, port=port, log_level="info" if options.verbose else "warning")
+    second = None
+    if aligned:
+        from untuned.assistant import Assistant
+
+        second = Assistant(options.load(aligned), assistant.prompt, assistant.sampling)
+        err.print(f"untuned: aligned model {second.backend.name} answers requests whose model is its name")
+    serve(assistant, config, aligned=second, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -21,7 +21,7 @@ from untuned.judge.models import JudgeModel
 from untuned.judge.mt_bench import MtBenchItem
 from untuned.judge.parse import combine_orders, parse_mt_bench, parse_reply
 from untuned.judge.templates import TURNS, Template
-from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictFile, make_verdict
+from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictBase, VerdictFile, make_verdict
 from untuned.runner import ResumableRun, RunSummary
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class Judge:
         run = ResumableRun(
             VerdictFile(out),
             settings=self.settings,
-            settings_of=Verdict.settings,
+            settings_of=VerdictBase.settings,
             relevant=lambda v: v.mode == mode,
             finished=lambda v: v.status == "scored",
             key=lambda v: v.key,

@@ -23,6 +23,7 @@ def serve(
     assistant: Assistant,
     config: ServerConfig | None = None,
     *,
+    aligned: Assistant | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "info",
@@ -30,7 +31,7 @@ def serve(
     """Serve ``assistant`` with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise)."""
     import uvicorn
 
-    app = create_app(assistant, config)
+    app = create_app(assistant, config, aligned=aligned)
     if host not in ("127.0.0.1", "localhost", "::1") and not (config and config.api_key):
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", host)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

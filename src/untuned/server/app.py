@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from untuned.assistant import Assistant
-from untuned.server import chat, completions, health, models
+from untuned.server import chat, completions, health, models, workbench
 from untuned.server.errors import install_error_handlers
 from untuned.server.guard import Guard
 from untuned.server.metrics import MetricsMiddleware
@@ -21,14 +21,15 @@ from untuned.server.serving import ServerConfig, Serving
 DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 
 
-def create_app(assistant: Assistant, config: ServerConfig | None = None) -> FastAPI:
-    """The ASGI app serving ``assistant``. Run it with uvicorn, or use :func:`untuned.server.serve`."""
+def create_app(assistant: Assistant, config: ServerConfig | None = None, *, aligned: Assistant | None = None) -> FastAPI:
+    """The ASGI app serving ``assistant`` (and ``aligned``, an instruct model requests reach by its
+    name in ``model``). Run it with uvicorn, or use :func:`untuned.server.serve`."""
     config = config or ServerConfig()
     app = FastAPI(
         title="untuned", version="1", summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL)."
     )
-    app.state.serving = serving = Serving(assistant, config)
-    for group in (chat, completions, models, health):
+    app.state.serving = serving = Serving(assistant, config, aligned=aligned)
+    for group in (chat, completions, models, health, workbench):
         app.include_router(group.router)
     install_error_handlers(app)
     key = config.api_key.get_secret_value() if config.api_key else None

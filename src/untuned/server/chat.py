@@ -5,18 +5,32 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from untuned.assistant import Assistant
-from untuned.conversation import Conversation, SystemMode
+from untuned.conversation import Conversation, RenderedPrompt, SystemMode
+from untuned.prompt import PromptSet
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import chat_logprobs
-from untuned.server.schema import ERRORS, ChatChoice, ChatMessageOut, ChatRequest, ChatResponse, Message, new_id, now
+from untuned.server.schema import (
+    ERRORS,
+    ChatChoice,
+    ChatMessageOut,
+    ChatRequest,
+    ChatResponse,
+    InlinePromptSet,
+    Message,
+    new_id,
+    now,
+)
 from untuned.server.serving import Serving, serving
 
 router = APIRouter()
 
 
-def build_conversation(assistant: Assistant, messages: list[Message], mode: SystemMode) -> Conversation:
-    """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns)."""
-    conversation = assistant.conversation()
+def build_conversation(
+    assistant: Assistant, messages: list[Message], mode: SystemMode, *, prompt: PromptSet | None = None
+) -> Conversation:
+    """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns), in the
+    prompt set ``prompt`` (default: the assistant's)."""
+    conversation = Conversation(prompt) if prompt is not None else assistant.conversation()
     system = [m.text.strip() for m in messages if m.role in ("system", "developer") and m.text.strip()]
     if system:
         client = "\n\n".join(system)
@@ -42,18 +56,67 @@ def build_conversation(assistant: Assistant, messages: list[Message], mode: Syst
     return conversation
 
 
+def plain_prompt(messages: list[Message]) -> RenderedPrompt:
+    """The conversation as plain text with no URIAL prefix: what a base model continues unaligned."""
+    turns = [m.text.strip() for m in messages if m.role in ("user", "assistant") and m.text.strip()]
+    if not turns or messages[-1].role != "user":
+        raise BadRequest("the last message must be the user's", param="messages")
+    return RenderedPrompt(prefix="", body="\n\n".join(turns) + "\n\n")
+
+
+def rendered_for(
+    serve: Serving, messages: list[Message], prompt: str | None, inline: InlinePromptSet | None = None
+) -> RenderedPrompt:
+    """What the model sees for ``messages`` in the prompt set named ``prompt`` ('none': plain text) or given inline."""
+    chosen = serve.prompt_set(prompt, inline)
+    if chosen is None:
+        return plain_prompt(messages)
+    return build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
+
+
+async def aligned_answer(body: ChatRequest, serve: Serving):
+    """The aligned (instruct) model's answer, in its own chat template: the paper's comparison."""
+    if body.prompt is not None or body.prompt_set is not None:
+        raise BadRequest(f"{serve.aligned_name} answers in its own chat template: it takes no prompt set", param="prompt")
+    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in body.messages]
+    sampling = serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0)
+    aligned = serve.aligned
+
+    def begin(s):
+        return aligned.complete_chat(messages, sampling=s)
+
+    if body.stream:
+        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=True)
+        return streamed
+    made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=True)
+    answers = [ChatChoice(index=i, message=ChatMessageOut(content=c.text if c else ""),
+                          finish_reason=c.finish_reason if c else "stop") for i, (_, c) in enumerate(made)]  # fmt: skip
+    return ChatResponse(id=new_id("chatcmpl"), created=now(), model=serve.aligned_name, choices=answers,
+                        usage=serve.total_usage([c for _, c in made]))  # fmt: skip
+
+
 @router.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
 async def chat_completions(body: ChatRequest, serve: Serving = Depends(serving)):
     assistant = serve.assistant
-    conversation = build_conversation(assistant, body.messages, serve.config.system_mode)
+    if serve.aligned is not None and body.model == serve.aligned_name:
+        return await aligned_answer(body, serve)
+    chosen = serve.prompt_set(body.prompt, body.prompt_set)
     top = body.top_logprobs or 0
     sampling = serve.sampling_for(body, serve.config.default_max_tokens, logprobs=max(top, 1) if body.logprobs else 0)
+    if chosen is None:  # no URIAL prefix: the base model continues the plain text
+
+        def begin(s):
+            return assistant.complete_prompt(plain_prompt(body.messages), sampling=s)
+    else:
+        conversation = build_conversation(assistant, body.messages, serve.config.system_mode, prompt=chosen)
+
+        def begin(s):
+            return assistant.complete(conversation, sampling=s)
+
     if body.stream:
-        streamed, _ = await serve.run(body, lambda: assistant.complete(conversation, sampling=sampling), chat=True)
+        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=True)
         return streamed
-    made = await serve.choices(
-        body, lambda s: assistant.complete(conversation, sampling=s), serve.seeded(sampling, body.n), chat=True
-    )
+    made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=True)
     answers = []
     for index, (_, completion) in enumerate(made):
         logprobs = chat_logprobs(completion.logprobs, top) if body.logprobs and completion else None

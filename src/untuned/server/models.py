@@ -24,8 +24,11 @@ router = APIRouter()
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
 async def models(serve: Serving = Depends(serving)) -> ModelList:
     backend = serve.assistant.backend
-    card = ModelCard(id=serve.model, created=now(), prompt=serve.assistant.prompt.name, context_length=backend.context_length)
-    return ModelList(data=[card])
+    cards = [ModelCard(id=serve.model, created=now(), prompt=serve.assistant.prompt.name, context_length=backend.context_length)]
+    if serve.aligned is not None:  # the aligned model answers in its own chat template: no prompt set
+        aligned = serve.aligned.backend
+        cards.append(ModelCard(id=serve.aligned_name, created=now(), prompt=None, context_length=aligned.context_length))
+    return ModelList(data=cards)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)

@@ -133,6 +133,18 @@ class ChatRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
     logprobs: bool = Field(False, description="Return each answer token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
+    prompt: str | None = Field(
+        None,
+        max_length=256,
+        description="untuned's extension: the prompt set to align with, "
+        "by name (GET /v1/untuned/prompts lists them); 'none': the base model with no URIAL "
+        "prefix, the query as plain text.",
+    )
+    prompt_set: InlinePromptSet | None = Field(
+        None,
+        description="untuned's extension: a prompt set given in the request (system text and examples), in place of one by name.",
+    )
+    repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="1 turns it off (default: the server's).")
     tools: list[dict[str, Any]] | None = Field(None, description="Only empty: tool calling is not supported.")
     tool_choice: Literal["none", "auto"] | None = Field(None, description="Only 'none' or 'auto' with no tools.")
     parallel_tool_calls: bool | None = Field(None, description="Accepted with no tools; changes nothing.")
@@ -208,6 +220,62 @@ class CompletionRequest(_SamplingFields):
         return list(self.prompt[0]) if isinstance(self.prompt[0], list) else list(self.prompt)  # type: ignore[arg-type]
 
 
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    query: str = Field(..., min_length=1, max_length=20_000)
+    answer: str = Field(..., min_length=1, max_length=20_000)
+
+
+class InlinePromptSet(BaseModel):
+    """untuned's extension: a prompt set given in the request (the page's editor tries one out)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field("custom", min_length=1, max_length=64)
+    system: str = Field("", max_length=20_000)
+    examples: list[ExampleIn] = Field(default_factory=list, max_length=64)
+
+
+class PromptRequest(BaseModel):
+    """The conversation (and prompt set) whose rendered prompt to show."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    messages: list[Message] = Field(..., min_length=1, max_length=512)
+    prompt: str | None = Field(None, max_length=256, description="A prompt set by name, or 'none'.")
+    prompt_set: InlinePromptSet | None = Field(None, description="A prompt set given here, in place of one by name.")
+
+
+class PromptView(BaseModel):
+    """The exact prompt the model sees for a conversation."""
+
+    prompt: str = Field(description="The prompt set's name ('none': no URIAL prefix).")
+    text: str
+    prompt_tokens: int
+    prefix_tokens: int = Field(description="Tokens of the constant URIAL prefix, evaluated once.")
+    context_length: int | None
+
+
+class ExampleOut(BaseModel):
+    query: str
+    answer: str
+
+
+class PromptSetOut(BaseModel):
+    name: str
+    description: str
+    system: str
+    examples: list[ExampleOut]
+    active: bool = Field(description="The server's default prompt set.")
+
+
+class ShiftRequest(BaseModel):
+    """An answer to a query, whose tokens to rank under the base model without the URIAL prefix."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    query: str = Field(..., min_length=1, max_length=100_000)
+    answer: str = Field(..., min_length=1, max_length=100_000)
+    top_k: int = Field(5, ge=1, le=20)
+
+
 class TokenizeRequest(BaseModel):
     """vLLM's and llama.cpp's server's shapes: ``prompt`` or ``content``; ``add_special_tokens`` or ``add_special``."""
 
@@ -270,7 +338,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "untuned"
-    prompt: str = Field(description="Name of the URIAL prompt set the server aligns with.")
+    prompt: str | None = Field(
+        description="Name of the URIAL prompt set the server aligns with (None: an aligned "
+        "model answering in its own chat template)."
+    )
     context_length: int | None = None
 
 

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Batched, CountsWork, Sampling, SchemaConstrained
 from untuned.conversation import SystemMode
+from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
-from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, Usage, new_id, now
+from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, InlinePromptSet, Usage, new_id, now
 from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 
@@ -42,6 +43,9 @@ class ServerConfig(BaseModel):
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a chat request names none.")
     max_tokens_limit: int | None = Field(None, ge=1, description="Cap on any request's max_tokens (None: the context).")
     cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; empty turns CORS off.")
+    prompt_files: tuple[str, ...] = Field(
+        (), description="More prompt sets (.urial files) a request may name, beside the bundled ones."
+    )
 
 
 Body = ChatRequest | CompletionRequest
@@ -50,12 +54,34 @@ Body = ChatRequest | CompletionRequest
 class Serving:
     """The shared state of the endpoints; see the module docstring."""
 
-    def __init__(self, assistant: Assistant, config: ServerConfig) -> None:
+    def __init__(self, assistant: Assistant, config: ServerConfig, *, aligned: Assistant | None = None) -> None:
         self.assistant, self.config, self.model = assistant, config, config.model_name
+        self.aligned = aligned  # an instruct model answering in its own chat template (model: its name)
+        self.aligned_name = aligned.backend.name if aligned is not None else None
         backend = assistant.backend
         self.parallel = config.parallel or (backend.parallel if isinstance(backend, Batched) else 1)
         self.gate = Gate(config.max_waiting, capacity=self.parallel)
         self.metrics = Metrics()
+        self.prompts = {name: load_prompt(name) for name in builtin_prompt_names()}
+        self.prompts.update({p.name: p for p in map(load_prompt, config.prompt_files)})
+        self.prompts[assistant.prompt.name] = assistant.prompt
+
+    def prompt_set(self, name: str | None, inline: InlinePromptSet | None = None) -> PromptSet | None:
+        """The prompt set a request names (None: the server's own; 'none': no URIAL prefix, returned as None),
+        or the one it gives inline."""
+        if inline is not None:
+            if name is not None:
+                raise BadRequest("give prompt (a name) or prompt_set (inline), not both", param="prompt_set")
+            examples = tuple(Example(query=e.query, answer=e.answer) for e in inline.examples)
+            return PromptSet(name=inline.name, system=inline.system, examples=examples, source="request")
+        if name is None:
+            return self.assistant.prompt
+        if name == "none":
+            return None
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts))
+            raise BadRequest(f"prompt: unknown prompt set {name!r}; this server has {known} (or 'none')", param="prompt")
+        return self.prompts[name]
 
     def engine_load(self) -> EngineLoad | None:
         backend = self.assistant.backend
@@ -69,8 +95,8 @@ class Serving:
         update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
         if getattr(body, "ignore_eos", False):
             update["ignore_eos"] = True
-        for name in ("temperature", "top_p", "seed"):
-            if getattr(body, name) is not None:
+        for name in ("temperature", "top_p", "seed", "repetition_penalty"):
+            if getattr(body, name, None) is not None:
                 update[name] = getattr(body, name)
         schema = body.response_format.schema_text if body.response_format else None
         if schema is not None:

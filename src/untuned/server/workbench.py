@@ -1,0 +1,74 @@
+"""untuned's own endpoints for the chat page (the URIAL workbench): the prompt sets a request may name,
+the exact prompt the model sees for a conversation, and the shift of every token of an answer.
+
+Each is one endpoint over the library, so the page, ``untuned ask --show-prompt`` and ``untuned
+shift`` agree on every character and number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from untuned.answers import AnswerItem
+from untuned.backends import ChatTemplated
+from untuned.server.chat import rendered_for
+from untuned.server.schema import ERRORS, ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
+from untuned.server.serving import Serving, serving
+from untuned.shift import ShiftAnalyzer
+from untuned.shift.records import TokenShift
+
+router = APIRouter(prefix="/v1/untuned", tags=["untuned"])
+
+
+class ShiftView(BaseModel):
+    """Each answer token's rank under the base model with no URIAL prefix, and the category it falls in."""
+
+    tokens: list[TokenShift]
+    ratios: dict[str, float] = Field(description="Share of unshifted, marginal and shifted tokens.")
+    truncated: bool
+
+
+@router.get("/prompts", response_model=list[PromptSetOut], responses=ERRORS)
+async def prompts(serve: Serving = Depends(serving)) -> list[PromptSetOut]:
+    """The prompt sets a request may name (``prompt``), with their system text and examples."""
+    active = serve.assistant.prompt.name
+    return [
+        PromptSetOut(name=p.name, description=p.description, system=p.system, active=p.name == active,
+                     examples=[ExampleOut(query=e.query, answer=e.answer) for e in p.examples])
+        for p in sorted(serve.prompts.values(), key=lambda p: (p.name != active, p.name))
+    ]  # fmt: skip
+
+
+@router.post("/prompt", response_model=PromptView, responses=ERRORS)
+async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> PromptView:
+    """The exact prompt the model sees for ``messages`` (the last one the user's), and its size."""
+    rendered = rendered_for(serve, body.messages, body.prompt, body.prompt_set)
+    backend = serve.assistant.backend
+
+    def count() -> tuple[int, int]:
+        ids = backend.tokenize_prompt(rendered) if isinstance(backend, ChatTemplated) else backend.tokenize(rendered.text)
+        return len(ids), len(backend.tokenize(rendered.prefix, add_special=True)) if rendered.prefix else 0
+
+    total, prefix = await asyncio.to_thread(count)
+    name = body.prompt_set.name if body.prompt_set else (body.prompt or serve.assistant.prompt.name)
+    return PromptView(prompt=name, text=rendered.text, prompt_tokens=total, prefix_tokens=prefix,
+                      context_length=backend.context_length)  # fmt: skip
+
+
+@router.post("/shift", response_model=ShiftView, responses=ERRORS)
+async def shift(body: ShiftRequest, serve: Serving = Depends(serving)) -> ShiftView:
+    """Rank every token of ``answer`` under the base model given ``query`` as plain text (no URIAL
+    prefix): the base side of ``untuned shift context``, with the same categories."""
+    analyzer = ShiftAnalyzer(serve.assistant.backend, mode="text", context="plain", top_k=body.top_k)
+    item = AnswerItem(id="page", query=body.query, answer=body.answer)
+    await serve.gate.enter(serve.config.request_timeout)  # scoring takes the model
+    started = time.perf_counter()
+    try:
+        example = await asyncio.to_thread(analyzer.analyze, item)
+    finally:
+        serve.gate.leave(time.perf_counter() - started)
+    return ShiftView(tokens=example.tokens, ratios=example.ratios(), truncated=example.truncated)

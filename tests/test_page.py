@@ -1,0 +1,223 @@
+"""The chat page as a URIAL workbench, driven in headless Chromium: stop, reset, settings, the prompt
+panel, side by side, the shift of every token, the examples editor, and model output that can never
+become markup. The scripted model answers what the page's question scripts, so no timing is left to
+the machine; the shift test uses the bundled gemma."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from helpers.servers import untuned_server
+
+from untuned.conversation import Conversation
+from untuned.prompt import load_prompt
+
+
+@pytest.fixture(scope="module")
+def url():
+    with untuned_server("--model", "scripted:page", "--parallel", "2") as root:
+        yield root
+
+
+@pytest.fixture
+def page(url, browser):
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(url)
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.wait_for_function("document.getElementById('promptset').options.length > 1")
+    yield page
+    context.close()
+
+
+def ask(page, text: str) -> None:
+    page.fill("#input", text)
+    page.keyboard.press("Enter")
+
+
+def wait_state(page, state: str, selector: str = ".answer", timeout: float = 30) -> None:
+    page.wait_for_function(
+        f"[...document.querySelectorAll({json.dumps(selector)})].some(a => a.dataset.state === {json.dumps(state)})",
+        timeout=timeout * 1000,
+    )
+
+
+def test_stop_mid_answer_frees_the_slot_and_the_chat_goes_on(page, url):
+    ask(page, "SCRIPT: one two @delay=0.2 @repeat=200:tick")
+    page.wait_for_function("document.querySelector('.answer .msg').textContent.includes('tick')")
+    assert page.is_visible("#stop") and not page.is_visible("#send")
+    page.keyboard.press("Escape")
+    wait_state(page, "stopped")
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/health").json()["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{url}/health").json()["active"] == 0  # the server freed the slot
+    ask(page, "SCRIPT: after the stop")
+    page.wait_for_function("document.querySelectorAll('.answer')[1]?.dataset.state === 'done'")
+    assert page.inner_text(".turn.assistant:last-child .msg").strip() == "after the stop"
+
+
+def test_reset_mid_answer_then_ask_again(page):
+    ask(page, "SCRIPT: stale @delay=0.2 @repeat=100:tick")
+    page.wait_for_function("document.querySelector('.answer .msg').textContent.includes('stale')")
+    page.click("#reset")
+    assert page.locator(".turn").count() == 0
+    ask(page, "SCRIPT: fresh answer")
+    wait_state(page, "done")
+    time.sleep(1.0)  # the stale stream, had it gone on, would have drawn by now
+    assert page.locator(".turn.user").count() == 1 and page.locator(".answer").count() == 1
+    assert page.inner_text(".answer .msg").strip() == "fresh answer"
+
+
+def test_settings_reach_the_request_and_finish_and_speed_are_shown(page):
+    page.click("#show-settings")
+    page.fill("#temperature", "0.7")
+    page.fill("#max_tokens", "3")
+    ask(page, "SCRIPT: @temperature b c d e f")
+    wait_state(page, "done")
+    assert page.inner_text(".answer .msg").strip() == "t=0.7 b c"
+    assert page.inner_text(".answer .finish") == "cut at max tokens"
+    assert page.locator(".answer .speed").count() == 1
+
+
+def test_prompt_panel_shows_exactly_what_the_model_sees(page):
+    page.click("#show-prompt")
+    page.fill("#input", "Why is the sky blue?")
+    page.wait_for_function("document.getElementById('prompttext').textContent.includes('Why is the sky blue?')")
+    conversation = Conversation(load_prompt("helpful"))  # what `untuned ask --show-prompt` prints
+    conversation.add_user("Why is the sky blue?")
+    assert page.inner_text("#prompttext") == conversation.render().text
+    assert "tokens" in page.inner_text("#promptsize") and "window" in page.inner_text("#promptsize")
+    page.select_option("#promptset", "none")
+    page.wait_for_function("!document.getElementById('prompttext').textContent.includes('# Query')")
+    assert page.inner_text("#prompttext").strip() == "Why is the sky blue?"
+
+
+def test_model_output_never_becomes_markup(page):
+    ask(page, "SCRIPT: <img src=x onerror=window.pwned=1> [click](javascript:window.pwned=2) **bold** [ok](https://example.org/)")
+    wait_state(page, "done")
+    answer = page.locator(".answer .msg")
+    assert "<img src=x onerror=window.pwned=1>" in answer.inner_text()
+    assert answer.locator("img").count() == 0 and page.evaluate("window.pwned") is None
+    links = answer.locator("a")
+    assert links.count() == 1 and links.get_attribute("href") == "https://example.org/"
+    assert "[click](javascript:window.pwned=2)" in answer.inner_text() and answer.locator("strong").inner_text() == "bold"
+
+
+def test_side_by_side_and_the_conversation_kept_across_a_reload(page):
+    page.check("#compare")
+    ask(page, "SCRIPT: both sides answer")
+    page.wait_for_function("[...document.querySelectorAll('.answer')].every(a => a.dataset.state === 'done')")
+    sides = page.eval_on_selector_all(".answer", "nodes => nodes.map(n => n.dataset.side)")
+    assert sides == ["urial", "none"]
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('.answer').length === 2")
+    assert page.inner_text(".turn.user .msg") == "SCRIPT: both sides answer"
+    page.click("#reset")
+    page.reload()
+    page.wait_for_function("document.getElementById('promptset').options.length > 1")
+    assert page.locator(".turn").count() == 0
+
+
+def test_edit_and_regenerate(page):
+    ask(page, "SCRIPT: first")
+    wait_state(page, "done")
+    page.click(".answer .regenerate")
+    wait_state(page, "done")
+    assert page.locator(".answer").count() == 1 and page.inner_text(".answer .msg").strip() == "first"
+    page.click(".turn.user .edit")
+    assert page.input_value("#input") == "SCRIPT: first" and page.locator(".turn").count() == 0
+
+
+def test_examples_editor_tries_a_set_and_downloads_a_urial_file_that_reads_back(page, tmp_path):
+    page.click("#show-editor")
+    page.fill("#setname", "mine")
+    before = page.locator("#examples .example").count()
+    page.click("#add-example")
+    page.locator("#examples .example textarea").nth(2 * before).fill("What is URIAL?")
+    page.locator("#examples .example textarea").nth(2 * before + 1).fill("In-context alignment of a base model.")
+    page.click("#show-prompt")
+    page.wait_for_function("document.getElementById('prompttext').textContent.includes('What is URIAL?')")
+    ask(page, "SCRIPT: tried")
+    wait_state(page, "done")
+    assert page.inner_text(".answer .who") == "base model + URIAL (mine)"
+    page.click("#show-editor")
+    with page.expect_download() as download:
+        page.click("#download")
+    path = tmp_path / "mine.urial"
+    download.value.save_as(path)
+    loaded, helpful = load_prompt(path), load_prompt("helpful")
+    assert loaded.name == "mine" and loaded.system == helpful.system
+    assert [(e.query, e.answer) for e in loaded.examples] == [(e.query, e.answer) for e in helpful.examples] + [
+        ("What is URIAL?", "In-context alignment of a base model.")
+    ]
+
+
+def test_a_phone_width_window_has_no_sideways_scroll(page):
+    page.set_viewport_size({"width": 375, "height": 740})
+    ask(page, "SCRIPT: a short answer")
+    wait_state(page, "done")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+@pytest.mark.slow
+def test_shift_colours_equal_untuned_shift(browser, tmp_path):
+    """The page colours an answer's tokens by their rank under the base model with no URIAL prefix:
+    the same categories `untuned shift context` gives that answer on its base side."""
+    from typer.testing import CliRunner
+
+    from untuned.cli import app
+
+    with untuned_server("--parallel", "2") as root:
+        page = browser.new_page()
+        page.goto(root)
+        page.wait_for_function("document.getElementById('promptset').options.length > 1")
+        page.evaluate("localStorage.clear()")
+        page.click("#show-settings")
+        page.fill("#max_tokens", "24")
+        ask(page, "What is the capital of France?")
+        wait_state(page, "done", timeout=120)
+        answer = page.evaluate("JSON.parse(localStorage.getItem('untuned-conversation'))[1].answers[0].text")
+        page.click(".answer .shift")
+        page.wait_for_function("document.querySelectorAll('.answer .tok').length > 0", timeout=120_000)
+        shown = page.eval_on_selector_all(".answer .tok", "nodes => nodes.map(n => [n.textContent, n.dataset.category])")
+        summary = page.inner_text(".answer .shiftline")
+        page.close()
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"id": "1", "instruction": "What is the capital of France?", "output": answer}) + "\n")
+    result = CliRunner().invoke(app, ["shift", "context", "--answers", str(answers), "--out", str(tmp_path / "s"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]
+    assert [(r["text"], r["category"]) for r in rows] == [tuple(t) for t in shown]
+    assert "unshifted" in summary and "shifted" in summary
+
+
+@pytest.mark.slow
+def test_side_by_side_with_an_aligned_model_in_its_own_chat_template(browser, smollm_path):
+    """`serve --aligned MODEL`: one question, three answers: base + URIAL, base alone, and the aligned
+    (instruct) model answering in its own chat template, as the paper compares them."""
+    with untuned_server("--model", "scripted:base", "--aligned", str(smollm_path), "--parallel", "3") as root:
+        models = httpx.get(f"{root}/v1/models").json()["data"]
+        assert [m["prompt"] for m in models] == ["helpful", None]
+        page = browser.new_page()
+        page.goto(root)
+        page.wait_for_function("document.getElementById('promptset').options.length > 1")
+        page.evaluate("localStorage.clear()")
+        page.click("#show-settings")
+        page.fill("#max_tokens", "12")
+        page.check("#compare")
+        ask(page, "SCRIPT: the base answers")
+        page.wait_for_function(
+            "document.querySelectorAll('.answer').length === 3 && "
+            "[...document.querySelectorAll('.answer')].every(a => a.dataset.state === 'done')",
+            timeout=120_000,
+        )
+        sides = page.eval_on_selector_all(".answer", "nodes => nodes.map(n => n.dataset.side)")
+        texts = page.eval_on_selector_all(".answer .msg", "nodes => nodes.map(n => n.textContent.trim())")
+        page.close()
+    assert sides == ["urial", "none", "aligned"]
+    assert texts[0] == texts[1] == "the base answers" and texts[2] and texts[2] != texts[0]
