@@ -370,3 +370,25 @@ def test_generate_in_the_models_own_chat_template(smollm_path, gemma_path, tmp_p
         "--chat-template",
     )
     assert refused.exit_code == 2 and "has no chat template" in plain(refused.output)
+
+
+@pytest.mark.slow
+def test_batch_runs_give_the_same_answers_at_any_concurrency(fixture_data, tmp_path):
+    """Greedy answers of 16 just-eval items do not depend on --concurrency (1, 4, 8): a step decodes at
+    most 7 requests together, the batch whose kernels give each its answer alone. --fast-batching
+    lifts that, and the run's settings say so."""
+    data = str(fixture_data / "just_eval_instruct.jsonl")
+    answers = {}
+    for concurrency in (1, 4, 8):
+        out = tmp_path / f"c{concurrency}.jsonl"
+        result = cli("generate", "just-eval", "--data-file", data, "--limit", "16", "--max-tokens", "48",
+                     "-c", str(concurrency), "--out", str(out))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        records = GenerationFile(out).read()
+        assert {r.loading["batching"] for r in records} == {"invariant"}
+        answers[concurrency] = {r.id: r.outputs[0] for r in records}
+    assert answers[1] == answers[4] == answers[8] and len(answers[1]) == 16
+    fast = tmp_path / "fast.jsonl"
+    result = cli("generate", "just-eval", "--data-file", data, "--limit", "2", "--max-tokens", "4", "-c", "8",
+                 "--fast-batching", "--out", str(fast))  # fmt: skip
+    assert result.exit_code == 0 and GenerationFile(fast).read()[0].loading["batching"] == "fast"

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+from helpers import run_async
 from helpers.servers import untuned_server
 
 from untuned.prompt import load_prompt
@@ -97,7 +98,7 @@ def test_async_client_concurrent_requests_all_answered(scripted):
         pieces = [c.choices[0].delta.content or "" async for c in streamed if c.choices]
         return texts, "".join(pieces)
 
-    texts, streamed = asyncio.run(main())
+    texts, streamed = run_async(main())
     assert texts == ["You said: Hi!", "You said: What is 2+2?"] and streamed.strip() == "You said: Say hello."
 
 
@@ -547,8 +548,7 @@ def test_a_burst_larger_than_the_queue_gets_exactly_the_documented_503s(tmp_path
             return await asyncio.gather(*tasks)
 
     with untuned_server("--model", "scripted:burst", "--parallel", "4", "--max-waiting", "8") as url:
-        with ThreadPoolExecutor(1) as pool:  # a loop of its own: the page tests leave one running in this thread
-            responses = pool.submit(asyncio.run, burst(url)).result()
+        responses = run_async(burst(url))
     refused = [r for r in responses if r.status_code == 503]
     assert len(refused) == 28 and all(int(r.headers["Retry-After"]) >= 1 for r in refused)
     answered = [r for r in responses if r.status_code == 200]

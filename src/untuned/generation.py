@@ -106,7 +106,13 @@ def generation_settings(
         prompt_name=prompt_name,
         prompt_hash=prompt_hash,
         sampling=assistant.sampling.model_dump(mode="json"),
-        loading={"gpu_layers": loading.gpu_layers, "dtype": loading.dtype} if loading else {},
+        loading={
+            "gpu_layers": loading.gpu_layers,
+            "dtype": loading.dtype,
+            "batching": "invariant" if loading.batch_invariant else "fast",
+        }
+        if loading
+        else {},
         temperature_by_category=temperature_by_category or {},
     )
 

@@ -3,8 +3,10 @@ models (helpers.tiny) and scripted judges (helpers.judges) in their modules."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,3 +22,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_async(coroutine):
+    """``asyncio.run`` in a thread of its own: the browser tests keep an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -75,6 +75,12 @@ class LoadOptions(BaseModel):
     dtype: Dtype = Field("auto", description="transformers: weights' type; auto = bfloat16 on a GPU, float32 on a CPU.")
     gpu_layers: int = Field(0, ge=-1, description="llama.cpp: layers offloaded to the GPU; -1 = all, 0 = none.")
     parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
+    batch_invariant: bool = Field(
+        False,
+        description="llama.cpp: decode at most EXACT_ROWS requests per step, the "
+        "batch size whose kernels give each request exactly its answer alone, so that answers "
+        "do not depend on how many are decoded at once (batch runs: the default of generate).",
+    )
     kv_budget: int | None = Field(
         None,
         ge=256,

@@ -45,6 +45,14 @@ def generate_command(
             "instead of URIAL (an instruct model: the aligned side of a comparison).",
         ),
     ] = False,
+    fast_batching: Annotated[
+        bool,
+        typer.Option(
+            "--fast-batching",
+            help="Decode more than 7 items per step (llama.cpp): faster, but a greedy answer may then differ with "
+            "--concurrency, as llama.cpp's kernels round larger batches otherwise. Recorded in the run's settings.",
+        ),
+    ] = False,
     *,
     options: ModelOptions,
 ) -> None:
@@ -57,6 +65,7 @@ def generate_command(
         load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard
     )
     options.parallel = max(options.parallel, concurrency)
+    options.batch_invariant = not fast_batching  # answers that do not depend on --concurrency, unless asked
     assistant = options.assistant()
     bar = progress()
     task = bar.add_task("answering", total=None, note="")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
-from untuned.backends.llamacpp.engine import LlamaEngine
+from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
 from untuned.backends.protocol import EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
@@ -36,6 +36,7 @@ class LlamaCppBackend(RowScoring):
         reuse_prefix: bool = True,
         gpu_layers: int = 0,
         kv_budget: int | None = None,
+        batch_invariant: bool = False,
     ) -> None:
         path = Path(path).expanduser()
         self.model = NativeModel(path, gpu_layers=gpu_layers)
@@ -52,6 +53,7 @@ class LlamaCppBackend(RowScoring):
                 prefixes=prefixes,
                 keep_prefixes=reuse_prefix,
                 kv_budget=kv_budget,
+                max_rows=EXACT_ROWS if batch_invariant else None,
             )
         except BaseException:
             self.model.close()
@@ -69,6 +71,7 @@ class LlamaCppBackend(RowScoring):
             "slots": options.parallel,
             "gpu_layers": options.gpu_layers,
             "kv_budget": options.kv_budget,
+            "batch_invariant": options.batch_invariant,
         }
         if spec.kind == "default":
             return cls(default_gguf_path(), name="gemma-3-270m-base", **common)

@@ -47,6 +47,7 @@ from untuned.backends.scoring import token_logprob
 from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
+EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly their answer alone (the docstring)
 
 
 class LlamaEngine(BatchingEngine):
@@ -69,12 +70,14 @@ class LlamaEngine(BatchingEngine):
         n_batch: int = 512,
         keep_prefixes: bool = True,
         kv_budget: int | None = None,
+        max_rows: int | None = None,
     ) -> None:
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
         self.kv_budget = kv_budget
+        self.max_rows = max_rows  # at most this many requests per llama_decode (batch invariance); None: all
         self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads, pool=kv_budget)
         self.n_ctx_seq = min(n_ctx_seq, self.ctx.n_ctx_seq)
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
@@ -322,7 +325,9 @@ class LlamaEngine(BatchingEngine):
                 self._finish(prefilling[0], ModelFailure(f"the model failed on this request's prompt: {exc}"))
         generating = [slot for slot in self._slots if slot.request is not None and slot.generating]
         if generating:
-            self._decode_isolated(generating)
+            step = self.max_rows or len(generating)
+            for begin in range(0, len(generating), step):  # rows decoded together never exceed max_rows
+                self._decode_isolated(generating[begin : begin + step])
 
     def _decode_isolated(self, slots: list[Slot]) -> None:
         """Decode ``slots`` together; if that fails, each alone, so that only a request that fails by
