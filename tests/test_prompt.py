@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,31 @@ def test_unknown_names_list_the_bundled_sets(tmp_path: Path):
 def test_zero_shot_file_without_examples_is_valid():
     prompt = parse_prompt("=== system ===\nBe helpful.\n")
     assert prompt.k == 0 and prompt.system == "Be helpful." and prompt.name == "custom"
+
+
+def test_prompts_build_from_your_own_examples(tmp_path):
+    """`prompts build`: k examples (in order, or drawn with a seed) and a system text into a .urial file
+    that --prompt reads back; too many examples for the model's window is refused, saying by how much."""
+    from typer.testing import CliRunner
+
+    from untuned.cli import app
+
+    rows = [{"query": f"Question {i}?", "answer": f"Answer {i}, in my style."} for i in range(40)]
+    rows.append({"messages": [{"role": "user", "content": "Chat question?"}, {"role": "assistant", "content": "Chat answer."}]})
+    examples = tmp_path / "mine.jsonl"
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "system.txt").write_text("Answer in my style.\n")
+    runner, out = CliRunner(), tmp_path / "mine.urial"
+    common = [str(examples), "--system", str(tmp_path / "system.txt"), "--model", "scripted:build", "--out", str(out)]
+    result = runner.invoke(app, ["prompts", "build", *common, "-k", "3"])
+    assert result.exit_code == 0, result.output
+    built = load_prompt(out)
+    assert built.name == "mine" and built.system == "Answer in my style."
+    assert [e.query for e in built.examples] == ["Question 0?", "Question 1?", "Question 2?"]
+    result = runner.invoke(app, ["prompts", "build", *common, "-k", "5", "--seed", "7"])
+    drawn = [e.query for e in load_prompt(out).examples]
+    assert result.exit_code == 0 and len(drawn) == 5 and drawn != [f"Question {i}?" for i in range(5)]
+    assert runner.invoke(app, ["prompts", "build", *common]).exit_code == 0 and load_prompt(out).k == 41
+    assert load_prompt(out).examples[-1].query == "Chat question?"
+    too_many = runner.invoke(app, ["prompts", "build", *common, "--n-ctx", "512"])
+    assert too_many.exit_code == 2 and "too many to leave 256" in too_many.output.replace("\n", " ")

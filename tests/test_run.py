@@ -392,3 +392,27 @@ def test_batch_runs_give_the_same_answers_at_any_concurrency(fixture_data, tmp_p
     result = cli("generate", "just-eval", "--data-file", data, "--limit", "2", "--max-tokens", "4", "-c", "8",
                  "--fast-batching", "--out", str(fast))  # fmt: skip
     assert result.exit_code == 0 and GenerationFile(fast).read()[0].loading["batching"] == "fast"
+
+
+def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_path):
+    """`export --format fastchat`: an MT-bench run as FastChat's model_answer/<model>.jsonl (what its
+    gen_judgment.py grades), read back as FastChat's answers with --questions."""
+    from untuned.judge.mt_bench import read_mt_bench_answers
+
+    run, answers, questions = tmp_path / "mt.jsonl", tmp_path / "my-model.jsonl", fixture_data / "mt_bench_questions.jsonl"
+    result = cli("generate", "mt-bench", "--data-file", str(questions), "--limit", "3", "--max-tokens", "6", "--out", str(run),
+                 *SCRIPTED)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("export", str(run), "--format", "fastchat", "--model-id", "my-model", "--out", str(answers))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [type(r["question_id"]) for r in rows] == [int] * 3 and {r["model_id"] for r in rows} == {"my-model"}
+    assert all(set(r) == {"question_id", "answer_id", "model_id", "choices", "tstamp"} for r in rows)
+    items = read_mt_bench_answers(answers, questions=questions)
+    records = GenerationFile(run).read()
+    assert [(i.id, i.turns, i.outputs) for i in items] == [(r.id, r.turns, r.outputs) for r in records]
+    just_eval = tmp_path / "je.jsonl"
+    assert cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "1",
+               "--max-tokens", "2", "--out", str(just_eval), *SCRIPTED).exit_code == 0  # fmt: skip
+    refused = cli("export", str(just_eval), "--format", "fastchat", "--out", str(tmp_path / "x.jsonl"))
+    assert refused.exit_code == 2 and "MT-bench runs" in plain(refused.output)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from untuned.errors import PromptFileError, UnknownPromptError
+from untuned.errors import PromptFileError, UnknownPromptError, UntunedError
 
 SUFFIX = ".urial"
 _SECTION = re.compile(r"^===\s*([A-Za-z][\w-]*)\s*===\s*$")
@@ -177,3 +177,43 @@ def load_prompt(name_or_path: str | Path) -> PromptSet:
 def _line_of(path: Path, byte_offset: int) -> int:
     """1-based line number of a byte offset in a file."""
     return path.read_bytes()[:byte_offset].count(b"\n") + 1
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Example conversations from a JSON / JSONL file: rows of ``query`` and ``answer`` (or
+    ``instruction`` and ``output``), or rows of chat ``messages`` (each user message and the
+    assistant message after it make one example). A row that is neither is named by file and line."""
+    from untuned.errors import DataFileError
+    from untuned.rows import read_rows
+
+    examples = []
+    for number, row in read_rows(path):
+        if isinstance(row.get("messages"), list):
+            pending = None
+            for message in row["messages"]:
+                role, content = (message.get("role"), message.get("content")) if isinstance(message, dict) else (None, None)
+                if not isinstance(content, str):
+                    raise DataFileError(path, number, "every message needs a role and a text content")
+                if role == "user":
+                    pending = content.strip()
+                elif role == "assistant" and pending:
+                    examples.append(Example(query=pending, answer=content.strip()))
+                    pending = None
+            continue
+        query, answer = row.get("query", row.get("instruction")), row.get("answer", row.get("output"))
+        if not isinstance(query, str) or not isinstance(answer, str) or not query.strip() or not answer.strip():
+            raise DataFileError(path, number, "needs query and answer (or instruction and output) texts, or chat messages")
+        examples.append(Example(query=query.strip(), answer=answer.strip()))
+    return examples
+
+
+def build_prompt_set(
+    examples: list[Example], *, name: str, system: str, k: int | None = None, seed: int | None = None, description: str = ""
+) -> PromptSet:
+    """A prompt set of ``k`` of ``examples`` (all when None): drawn with ``seed``, or the first k in order."""
+    import random
+
+    if k is not None and k > len(examples):
+        raise UntunedError(f"-k {k} asks for more examples than the {len(examples)} given")
+    chosen = list(examples) if k is None else (random.Random(seed).sample(examples, k) if seed is not None else examples[:k])
+    return PromptSet(name=name, system=system.strip(), examples=tuple(chosen), description=description)

@@ -117,9 +117,13 @@ def export_command(
     run: Annotated[Path, typer.Argument(help="JSONL file written by generate.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="JSON file to write.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="The tool whose input format to write.")] = "just-eval",
+    model_id: Annotated[
+        str | None, typer.Option("--model-id", help="fastchat: the model_id to write (default: the run's generator).")
+    ] = None,
 ) -> None:
-    """Write a run in the input format of just-eval or AlpacaEval."""
-    count = export_run(run, output, fmt=fmt)
+    """Write a run in the input format of just-eval or AlpacaEval (a JSON array), or an MT-bench run as
+    FastChat's model_answer/<model>.jsonl, which FastChat's own gen_judgment.py grades."""
+    count = export_run(run, output, fmt=fmt, model_id=model_id)
     out.print(f"{count} answers written to {output} ({fmt} format)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +15,7 @@ from untuned.backends import backend_names
 from untuned.cli.common import LOADING, ModelOptions, err, friendly, model_options, out, setup_logging
 from untuned.conversation import Conversation, render_prefix
 from untuned.errors import UntunedError
-from untuned.prompt import builtin_prompt_names, load_prompt
+from untuned.prompt import build_prompt_set, builtin_prompt_names, load_prompt, read_examples
 
 ShowPrompt = Annotated[bool, typer.Option("--show-prompt", help="Print the full prompt sent to the model (on stderr).")]
 CHAT_HELP = "Commands: /reset clears the conversation, /prompt NAME switches prompt set, /exit quits."
@@ -112,7 +113,7 @@ def _chat_command(session: Chat, command: str) -> bool:
     return False
 
 
-prompts_app = typer.Typer(help="List and show URIAL prompt sets.", no_args_is_help=True)
+prompts_app = typer.Typer(help="List, show and build URIAL prompt sets.", no_args_is_help=True)
 
 
 @prompts_app.command("list")
@@ -139,6 +140,39 @@ def prompts_show(
     """Print a prompt set in the .urial file format (or as rendered for the model)."""
     prompt_set = load_prompt(name)
     out.print(render_prefix(prompt_set) if rendered else prompt_set.to_text(), markup=False)
+
+
+@prompts_app.command("build")
+@friendly
+@model_options(*LOADING)
+def prompts_build(
+    examples: Annotated[Path, typer.Argument(help="JSON/JSONL of query and answer (or chat messages) rows.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="The .urial file to write.")],
+    system: Annotated[Path | None, typer.Option("--system", help="A text file holding the system text.")] = None,
+    k: Annotated[int | None, typer.Option("-k", min=0, help="How many examples (default: all).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Draw the k examples at random with this seed (default: the first k, in order).")
+    ] = None,  # fmt: skip
+    name: Annotated[str | None, typer.Option("--name", help="The set's name (default: the file's stem).")] = None,
+    *,
+    options: ModelOptions,
+) -> None:
+    """Build a prompt set from your own examples (3 or 300: many-shot alignment to your taste), checked to
+    fit the model's context window with room to answer."""
+    setup_logging(options.verbose)
+    text = system.read_text(encoding="utf-8") if system else ""
+    built = build_prompt_set(read_examples(examples), name=name or output.stem, system=text, k=k, seed=seed)
+    model = options.load()
+    tokens = len(model.tokenize(render_prefix(built), add_special=True))
+    room = (model.context_length or tokens + 1) - tokens
+    if room < 256:  # a question and an answer need room too
+        window = f"{model.name}'s {model.context_length}-token window"
+        raise UntunedError(
+            f"the rendered prefix takes {tokens} tokens of {window}: {256 - room} too many to leave 256 for a "
+            "question and its answer; use a smaller -k"
+        )
+    output.write_text(built.to_text(), encoding="utf-8")
+    out.print(f"{output}: {built.k} examples, {tokens} tokens of {model.name} ({room} left for the conversation)")
 
 
 def backends() -> None:

@@ -4,18 +4,39 @@ the CLI and the report only, never by the domain packages below them."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
-from untuned.generation import GenerationFile
+from untuned.errors import UntunedError
+from untuned.generation import GenerationFile, GenerationRecord
 from untuned.rows import as_label_list, native_id
 
-ExportFormat = Literal["just-eval", "alpaca-eval"]
+ExportFormat = Literal["just-eval", "alpaca-eval", "fastchat"]
 
 
-def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat) -> int:
-    """Write a generation run in the input format of just-eval or AlpacaEval (a JSON array); return the count."""
+def fastchat_answers(records: list[GenerationRecord], model_id: str | None = None) -> list[dict]:
+    """An MT-bench run as FastChat's ``model_answer/<model>.jsonl`` rows, which its ``gen_judgment.py``
+    grades: question_id (an integer where the id is one), a fresh answer_id, model_id, one choice
+    holding every turn's answer, and a timestamp."""
+    rows = []
+    for r in records:
+        rows.append({"question_id": native_id(r.id), "answer_id": uuid.uuid4().hex[:22], "model_id": model_id or r.generator,
+                     "choices": [{"index": 0, "turns": list(r.outputs)}], "tstamp": time.time()})  # fmt: skip
+    return rows
+
+
+def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat, model_id: str | None = None) -> int:
+    """Write a generation run in the input format of just-eval or AlpacaEval (a JSON array), or of
+    FastChat (JSONL, an MT-bench run); return the count."""
     records = GenerationFile(path).read()
+    if fmt == "fastchat":
+        if any(r.dataset != "mt-bench" for r in records):
+            raise UntunedError(f"{path}: FastChat's answer files are for MT-bench runs (untuned generate mt-bench)")
+        rows = fastchat_answers(records, model_id)
+        Path(out).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        return len(rows)
     if fmt == "just-eval":
         rows = [
             {
