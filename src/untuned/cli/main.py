@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from untuned.cli import batch, chat, judge, report, serve, shift
+from untuned.cli import batch, chat, experiment, judge, report, serve, shift
 
 app = typer.Typer(
     help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",
@@ -23,6 +23,7 @@ app.command("serve")(serve.serve_command)
 app.command("shift")(shift.shift_command)
 app.add_typer(judge.judge_app, name="judge")
 app.command("report")(report.report_command)
+app.command("experiment")(experiment.experiment_command)
 
 
 def main() -> None:

@@ -1,0 +1,297 @@
+"""Experiments: a declared grid of models × prompt sets × datasets, generated, judged and reported in
+one output folder, resumable at any point (every step is one of untuned's append-only runs).
+
+A plan is a TOML file (see ``experiments/k-curve.toml``)::
+
+    name = "k-curve"
+    [[models]]                      # any --model spec, with its loading and sampling
+    name = "gemma"
+    model = "default"
+    max_tokens = 64
+    [[datasets]]
+    name = "je10"
+    dataset = "just-eval"
+    data_file = "../shared/data/just_eval_instruct.jsonl"
+    limit = 10
+    [judge]                         # url + model, or the bundled local judge
+    modes = ["multi"]
+    prompts = ["helpful:k=0,1,3", "safe"]   # a set by name or .urial file; NAME:k=... cuts it to its first K
+
+The cells are every model × prompt variant × dataset. Each cell writes ``cells/<id>/answers.jsonl``
+(``untuned generate``'s format) and ``cells/<id>/<mode>.jsonl`` (verdicts); ``manifest.jsonl`` holds
+the plan, the versions, the model and prompt hashes and each cell's status, appended as it goes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from untuned.data import DatasetName, Item, load_items, select
+from untuned.errors import UntunedError
+from untuned.prompt import PromptSet, load_prompt
+
+JudgeMode = Literal["multi", "safety"]
+_K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
+
+
+class ModelPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[\w.-]+$")
+    model: str = "default"
+    gpu_layers: int = 0
+    n_ctx: int | None = None
+    concurrency: int = Field(4, ge=1, le=64)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    repetition_penalty: float = Field(1.1, gt=0.0)
+
+
+class DatasetPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[\w.-]+$")
+    dataset: DatasetName
+    data_file: str | None = None
+    ids: list[str] | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class JudgePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, description="An OpenAI-compatible judge; none: the bundled local judge.")
+    model: str | None = None
+    modes: list[JudgeMode] = Field(default_factory=lambda: ["multi"])
+    concurrency: int = Field(4, ge=1, le=64)
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[\w.-]+$")
+    models: list[ModelPlan] = Field(min_length=1)
+    prompts: list[str] = Field(min_length=1, description="Prompt sets: names, .urial files, NAME:k=0,1,3.")
+    datasets: list[DatasetPlan] = Field(min_length=1)
+    judge: JudgePlan | None = None
+
+
+class Cell(BaseModel):
+    """One model × prompt variant × dataset."""
+
+    id: str
+    model: ModelPlan
+    prompt: str = Field(description="The variant: a set's name, with @kK when cut to its first K examples.")
+    k: int | None
+    base_prompt: str
+    dataset: DatasetPlan
+
+
+def read_plan(path: str | Path) -> Plan:
+    """The plan in ``path``; an unknown key, a wrong type or a bad value is named with its line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UntunedError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = next((str(p) for p in reversed(first["loc"]) if isinstance(p, str)), "")
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if re.match(rf"\s*{re.escape(key)}\s*=", row)), None)
+        where = ".".join(str(p) for p in first["loc"])
+        at = f" line {line}" if line else ""
+        raise UntunedError(f"{path}{at}: {where}: {first['msg']}") from None
+    for variant in plan.prompts:  # every prompt set readable before anything runs
+        prompt_variants(variant)
+    return plan
+
+
+def prompt_variants(spec: str) -> list[tuple[str, int | None, PromptSet]]:
+    """(variant name, K, prompt set) for a plan's prompt entry: one set, or one per K of NAME:k=..."""
+    found = _K.match(spec)
+    if found is None:
+        prompt = load_prompt(spec)
+        return [(prompt.name, None, prompt)]
+    prompt = load_prompt(found["name"])
+    variants = []
+    for k in map(int, found["ks"].split(",")):
+        if k > prompt.k:
+            raise UntunedError(f"{spec}: {prompt.name} has {prompt.k} examples, fewer than k={k}")
+        cut = PromptSet(name=f"{prompt.name}@k{k}", system=prompt.system, examples=prompt.examples[:k],
+                        description=prompt.description, source=prompt.source)  # fmt: skip
+        variants.append((cut.name, k, cut))
+    return variants
+
+
+def cells(plan: Plan) -> list[tuple[Cell, PromptSet]]:
+    out = []
+    for model in plan.models:
+        for spec in plan.prompts:
+            for name, k, prompt in prompt_variants(spec):
+                for dataset in plan.datasets:
+                    base = _K.match(spec)["name"] if _K.match(spec) else spec
+                    cell = Cell(id=f"{model.name}__{name}__{dataset.name}".replace("/", "_"), model=model, prompt=name, k=k,
+                                base_prompt=Path(base).stem, dataset=dataset)  # fmt: skip
+                    out.append((cell, prompt))
+    return out
+
+
+def cell_items(cell: Cell) -> list[Item]:
+    dataset = cell.dataset
+    return select(load_items(dataset.dataset, data_file=dataset.data_file), ids=dataset.ids, limit=dataset.limit)
+
+
+def _count(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
+
+
+class Experiment:
+    """A plan run in ``out``: see the module docstring."""
+
+    def __init__(self, plan: Plan, out: str | Path) -> None:
+        self.plan, self.out = plan, Path(out)
+        self.cells = cells(plan)
+
+    def folder(self, cell: Cell) -> Path:
+        return self.out / "cells" / cell.id
+
+    def describe(self) -> list[dict]:
+        """Per cell: items, generations and judge requests planned, and what already exists."""
+        rows = []
+        modes = self.plan.judge.modes if self.plan.judge else []
+        for cell, _ in self.cells:
+            items = len(cell_items(cell))
+            folder = self.folder(cell)
+            rows.append({"cell": cell.id, "items": items, "generations": items, "judge_requests": items * len(modes),
+                         "answered": _count(folder / "answers.jsonl"),
+                         "judged": sum(_count(folder / f"{m}.jsonl") for m in modes)})  # fmt: skip
+        return rows
+
+    def _log(self, event: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / "manifest.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"time": time.time(), **event}, ensure_ascii=False) + "\n")
+
+    def run(self, *, on_step: Callable[[str], None] | None = None, load_judge=None, load_backend=None) -> list[Path]:
+        """Generate and judge every cell (what is done already is skipped); return the verdict files."""
+        from untuned.assistant import Assistant
+        from untuned.backends import LoadOptions, Sampling
+        from untuned.backends import load_backend as default_load
+        from untuned.generation import generate, generation_settings
+        from untuned.judge import TEMPLATES, Judge
+        from untuned.judge.models import load_judge_model
+
+        load_backend = load_backend or default_load
+        self._log({"event": "start", "plan": self.plan.model_dump(), "untuned": version("untuned"),
+                   "python": platform.python_version(),
+                   "prompts": {c.prompt: p.content_hash for c, p in self.cells}})  # fmt: skip
+        verdict_files: list[Path] = []
+        loaded: dict[str, Assistant] = {}
+        judge_model = None
+        for cell, prompt in self.cells:
+            step = on_step or (lambda _: None)
+            spec = cell.model
+            if spec.name not in loaded:
+                options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency,
+                                      batch_invariant=True)  # fmt: skip
+                sampling = Sampling(max_tokens=spec.max_tokens, temperature=spec.temperature,
+                                    repetition_penalty=spec.repetition_penalty)  # fmt: skip
+                loaded[spec.name] = Assistant(load_backend(spec.model, options), prompt, sampling)
+            assistant = loaded[spec.name]
+            assistant.prompt = prompt
+            folder = self.folder(cell)
+            folder.mkdir(parents=True, exist_ok=True)
+            step(f"{cell.id}: answering")
+            settings = generation_settings(assistant, spec.model, LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True))
+            generate(assistant, cell_items(cell), folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
+            self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
+            if self.plan.judge is None:
+                continue
+            if judge_model is None:
+                plan = self.plan.judge
+                judge_model = (load_judge or load_judge_model)(url=plan.url, model=plan.model, parallel=plan.concurrency)
+            from untuned.answers import read_answers
+
+            answers = read_answers(folder / "answers.jsonl")
+            for mode in self.plan.judge.modes:
+                step(f"{cell.id}: judging ({mode})")
+                target = folder / f"{mode}.jsonl"
+                Judge(judge_model, TEMPLATES[mode]).run(answers, target, concurrency=self.plan.judge.concurrency)
+                verdict_files.append(target)
+                self._log({"event": "judged", "cell": cell.id, "mode": mode})
+        self._log({"event": "done"})
+        return verdict_files
+
+
+_KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")
+
+
+def k_curve(report, path: Path) -> bool:
+    """A PNG of each aspect's mean (± its 95% interval) against K, one line per model and prompt set,
+    for the models whose names end in @kK; False when the grid does not vary K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, object]]] = {}
+    for m in report.models:
+        found = _KTAG.match(m.model)
+        if found:
+            series.setdefault(found["series"], []).append((int(found["k"]), m))
+    if not series or all(len(points) < 2 for points in series.values()):
+        return False
+    aspects = list(dict.fromkeys(a for points in series.values() for _, m in points for a in m.aspects))
+    fig, axes = plt.subplots(1, len(aspects), figsize=(3.2 * len(aspects), 3.2), squeeze=False)
+    for ax, aspect in zip(axes[0], aspects):
+        for name, points in sorted(series.items()):
+            points = sorted((k, m.aspects[aspect]) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
+            if points:
+                ax.errorbar([k for k, _ in points], [s.mean for _, s in points], yerr=[s.ci or 0 for _, s in points],
+                            marker="o", capsize=3, label=name.rsplit("/", 1)[-1])  # fmt: skip
+        ax.set_title(aspect)
+        ax.set_xlabel("K (examples)")
+        ax.set_ylim(1, 5.2)
+    axes[0][0].set_ylabel("mean score (1-5)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("In-context alignment curve: score against the number of URIAL examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(experiment: Experiment, files: list[Path]) -> Path:
+    """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
+    tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
+    from untuned.interop import export_run
+    from untuned.report import build_report, load_verdicts, to_html, to_markdown, write_csv
+
+    folder = experiment.out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    verdicts = [v for path in files if path.exists() for v in load_verdicts(path)]
+    if not verdicts:
+        raise UntunedError("nothing judged yet: no verdicts to report")
+    report = build_report(verdicts, compare=True)
+    (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
+    write_csv(report, folder / "report.csv")
+    (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
+    curve = k_curve(report, folder / "k-curve.png")
+    for cell, _ in experiment.cells:
+        answers = experiment.folder(cell) / "answers.jsonl"
+        if answers.exists():
+            official = {fmt: experiment.folder(cell) / f"answers.{fmt}.json" for fmt in ("just-eval", "alpaca-eval")}
+            for fmt, target in official.items():
+                export_run(answers, target, fmt=fmt)  # type: ignore[arg-type]
+            experiment._log({"event": "exported", "cell": cell.id, "files": {k: str(v) for k, v in official.items()}})
+    experiment._log({"event": "reported", "report": str(folder / "report.md"), "k_curve": curve})
+    return folder
