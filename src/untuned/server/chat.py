@@ -9,17 +9,8 @@ from untuned.conversation import Conversation, RenderedPrompt, SystemMode
 from untuned.prompt import PromptSet
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import chat_logprobs
-from untuned.server.schema import (
-    ERRORS,
-    ChatChoice,
-    ChatMessageOut,
-    ChatRequest,
-    ChatResponse,
-    InlinePromptSet,
-    Message,
-    new_id,
-    now,
-)
+from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, new_id, now
+from untuned.server.schema import ERRORS, ChatRequest, InlinePromptSet, Message
 from untuned.server.serving import Serving, serving
 
 router = APIRouter()

@@ -12,7 +12,8 @@ from untuned.backends import TokenPieces
 from untuned.conversation import RenderedPrompt
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
-from untuned.server.schema import ERRORS, CompletionRequest, CompletionResponse, TextChoice, Usage, new_id, now
+from untuned.server.responses import CompletionResponse, TextChoice, new_id, now
+from untuned.server.schema import ERRORS, CompletionRequest, Usage
 from untuned.server.serving import Serving, serving
 
 router = APIRouter()

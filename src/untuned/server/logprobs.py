@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from untuned.backends import Backend, TokenLogprob, TokenPieces
-from untuned.server.schema import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
+from untuned.server.responses import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
 
 
 def token_name(token: int, piece: bytes, as_ids: bool) -> str:

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
+from untuned.server.responses import now
 from untuned.server.schema import (
     ERRORS,
     DetokenizeRequest,
@@ -14,7 +15,6 @@ from untuned.server.schema import (
     ModelList,
     TokenizeRequest,
     TokenizeResponse,
-    now,
 )
 from untuned.server.serving import Serving, serving
 

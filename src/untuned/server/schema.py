@@ -8,8 +8,6 @@ value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clien
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -128,6 +126,21 @@ class _SamplingFields(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
 
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    query: str = Field(..., min_length=1, max_length=20_000)
+    answer: str = Field(..., min_length=1, max_length=20_000)
+
+
+class InlinePromptSet(BaseModel):
+    """untuned's extension: a prompt set given in the request (the page's editor tries one out)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field("custom", min_length=1, max_length=64)
+    system: str = Field("", max_length=20_000)
+    examples: list[ExampleIn] = Field(default_factory=list, max_length=64)
+
+
 class ChatRequest(_SamplingFields):
     messages: list[Message] = Field(..., min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
@@ -218,62 +231,6 @@ class CompletionRequest(_SamplingFields):
         if isinstance(self.prompt, str) or isinstance(self.prompt[0], str):
             return None
         return list(self.prompt[0]) if isinstance(self.prompt[0], list) else list(self.prompt)  # type: ignore[arg-type]
-
-
-class ExampleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    query: str = Field(..., min_length=1, max_length=20_000)
-    answer: str = Field(..., min_length=1, max_length=20_000)
-
-
-class InlinePromptSet(BaseModel):
-    """untuned's extension: a prompt set given in the request (the page's editor tries one out)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field("custom", min_length=1, max_length=64)
-    system: str = Field("", max_length=20_000)
-    examples: list[ExampleIn] = Field(default_factory=list, max_length=64)
-
-
-class PromptRequest(BaseModel):
-    """The conversation (and prompt set) whose rendered prompt to show."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    messages: list[Message] = Field(..., min_length=1, max_length=512)
-    prompt: str | None = Field(None, max_length=256, description="A prompt set by name, or 'none'.")
-    prompt_set: InlinePromptSet | None = Field(None, description="A prompt set given here, in place of one by name.")
-
-
-class PromptView(BaseModel):
-    """The exact prompt the model sees for a conversation."""
-
-    prompt: str = Field(description="The prompt set's name ('none': no URIAL prefix).")
-    text: str
-    prompt_tokens: int
-    prefix_tokens: int = Field(description="Tokens of the constant URIAL prefix, evaluated once.")
-    context_length: int | None
-
-
-class ExampleOut(BaseModel):
-    query: str
-    answer: str
-
-
-class PromptSetOut(BaseModel):
-    name: str
-    description: str
-    system: str
-    examples: list[ExampleOut]
-    active: bool = Field(description="The server's default prompt set.")
-
-
-class ShiftRequest(BaseModel):
-    """An answer to a query, whose tokens to rank under the base model without the URIAL prefix."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    query: str = Field(..., min_length=1, max_length=100_000)
-    answer: str = Field(..., min_length=1, max_length=100_000)
-    top_k: int = Field(5, ge=1, le=20)
 
 
 class TokenizeRequest(BaseModel):
@@ -374,93 +331,5 @@ class Health(BaseModel):
     engine: EngineLoad | None = None
 
 
-class ChatMessageOut(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class ChatTokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
-
-
-class ChatLogprobs(BaseModel):
-    content: list[ChatTokenLogprob] | None = None
-
-
-class CompletionLogprobs(BaseModel):
-    """The legacy completions shape: with echo, the prompt's tokens first (the very first has no log-probability)."""
-
-    tokens: list[str]
-    token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float] | None]
-    text_offset: list[int]
-
-
-class _Choice(BaseModel):
-    index: int = 0
-    finish_reason: str | None
-
-
-class ChatChoice(_Choice):
-    message: ChatMessageOut
-    logprobs: ChatLogprobs | None = None
-
-
-class TextChoice(_Choice):
-    text: str
-    logprobs: CompletionLogprobs | None = None
-
-
-class _Response(BaseModel):
-    """What a chat and a text completion response share; ``object`` and ``choices`` differ."""
-
-    id: str
-    created: int
-    model: str
-    usage: Usage
-
-
-class ChatResponse(_Response):
-    object: Literal["chat.completion"] = "chat.completion"
-    choices: list[ChatChoice]
-
-
-class CompletionResponse(_Response):
-    object: Literal["text_completion"] = "text_completion"
-    choices: list[TextChoice]
-
-
-def new_id(kind: str) -> str:
-    return f"{kind}-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())
-
-
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
     return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
-
-
-def _chunk(kind: str, ident: str, created: int, model: str, choice: dict[str, Any]) -> dict:
-    return {
-        "id": ident,
-        "object": kind,
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, **choice, "logprobs": None}],
-    }
-
-
-def chat_chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> dict:
-    return _chunk("chat.completion.chunk", ident, created, model, {"delta": delta, "finish_reason": finish})
-
-
-def text_chunk(ident: str, created: int, model: str, text: str, finish: str | None) -> dict:
-    return _chunk("text_completion", ident, created, model, {"text": text, "finish_reason": finish})

@@ -21,7 +21,8 @@ from untuned.conversation import SystemMode
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
-from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, InlinePromptSet, Usage, new_id, now
+from untuned.server.responses import new_id, now
+from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, InlinePromptSet, Usage
 from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 

@@ -13,7 +13,8 @@ from untuned.assistant import Completion
 from untuned.errors import ContextOverflowError, ModelFailure, UntunedError
 from untuned.server.errors import BadRequest, RequestTimeout
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
-from untuned.server.schema import Usage, chat_chunk, error_json, text_chunk
+from untuned.server.responses import chat_chunk, text_chunk
+from untuned.server.schema import Usage, error_json
 from untuned.server.worker import Job
 
 log = logging.getLogger(__name__)

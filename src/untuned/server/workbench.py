@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from untuned.answers import AnswerItem
 from untuned.backends import ChatTemplated
 from untuned.server.chat import rendered_for
-from untuned.server.schema import ERRORS, ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
+from untuned.server.extensions import ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
+from untuned.server.schema import ERRORS
 from untuned.server.serving import Serving, serving
 from untuned.shift import ShiftAnalyzer
 from untuned.shift.records import TokenShift

@@ -20,12 +20,10 @@ the request's body and generates. What follows from that:
 * **Prefixes** live in a small LRU of their own sequences; evicting one never disturbs the slots
   copied from it.
 
-With a **KV budget** (``kv_budget``) the sequences share one pool of cells instead: a slot's copy of
-its prefix shares the prefix's cells, and a request is admitted only when the pool has room for its
-prompt and its whole answer (``limit``), else it waits, first come first served. Memory no longer
-grows with the slots times the window; the price is exactness: in one pool a request's cells sit
-wherever they were free, and llama.cpp's sums round differently for other cell positions, so a
-near-tie can come out otherwise than in the exact mode.
+With a **KV budget** (``kv_budget``) the sequences share one pool of cells: a slot's copy of its
+prefix shares the prefix's cells, and a request is admitted when the pool holds its prompt and whole
+answer, else it waits. Memory no longer grows with slots × window; the price is exactness (a
+request's cells sit wherever they were free, and sums round otherwise for other cell positions).
 """
 
 from __future__ import annotations
@@ -51,10 +49,7 @@ EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly the
 
 
 class LlamaEngine(BatchingEngine):
-    """Answers many requests at once over one model; see the module docstring.
-
-    ``slots``: requests decoded together; ``prefixes``: prefixes kept resident. Thread-safe.
-    """
+    """Answers ``slots`` requests at once over one model, ``prefixes`` kept resident (the module docstring)."""
 
     thread_name = "untuned-llama-engine"
     greedy_here = True  # greedy decoding without llama.cpp's sampler (same choices, faster); False for tests
