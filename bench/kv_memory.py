@@ -32,19 +32,7 @@ def free_port() -> int:
 def resident_mb(parallel: int, pool: int | None) -> tuple[float, str]:
     port = free_port()
     extra = ["--kv-budget", str(pool)] if pool else []
-    command = [
-        sys.executable,
-        "-m",
-        "untuned",
-        "serve",
-        "--port",
-        str(port),
-        "--parallel",
-        str(parallel),
-        "--n-ctx",
-        str(WINDOW),
-        *extra,
-    ]
+    command = [sys.executable, "-m", "untuned", "serve", *f"--port {port} --parallel {parallel} --n-ctx {WINDOW}".split(), *extra]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -75,21 +75,18 @@ async def sse(response: httpx.Response) -> AsyncIterator[dict]:
             yield json.loads(line[6:])
 
 
-def untuned_target(parallel: int, port: int) -> Target:
-    command = [
+def untuned_serve(port: int, parallel: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "untuned",
         "serve",
-        "--port",
-        str(port),
-        "--n-ctx",
-        "4096",
-        "--max-waiting",
-        "64",
-        "--parallel",
-        str(parallel),
+        *f"--port {port} --n-ctx 4096 --max-waiting 64 --parallel {parallel}".split(),
     ]
+
+
+def untuned_target(parallel: int, port: int) -> Target:
+    command = untuned_serve(port, parallel)
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
         body = {
@@ -151,20 +148,7 @@ def llama_server_target(parallel: int, port: int) -> Target:
 
 def untuned_equal_target(parallel: int, port: int) -> Target:
     """untuned serve on /v1/completions with the rendered prompt: exactly MAX_TOKENS new tokens."""
-    command = [
-        sys.executable,
-        "-m",
-        "untuned",
-        "serve",
-        "--port",
-        str(port),
-        "--n-ctx",
-        "4096",
-        "--max-waiting",
-        "64",
-        "--parallel",
-        str(parallel),
-    ]
+    command = untuned_serve(port, parallel)
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
         body = {

@@ -65,25 +65,34 @@ def rendered_for(
     return build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
 
 
+async def answered(body: ChatRequest, serve: Serving, begin, sampling, *, model: str, top: int = 0):
+    """The stream, or every choice's answer (with its logprobs when asked) as one chat response."""
+    if body.stream:
+        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=True)
+        return streamed
+    made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=True)
+    answers = []
+    for index, (_, completion) in enumerate(made):
+        logprobs = chat_logprobs(completion.logprobs, top) if body.logprobs and completion else None
+        message = ChatMessageOut(content=completion.text if completion else "")
+        finish = completion.finish_reason if completion else "stop"
+        answers.append(ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish))
+    usage = serve.total_usage([completion for _, completion in made])
+    return ChatResponse(id=new_id("chatcmpl"), created=now(), model=model, choices=answers, usage=usage)
+
+
 async def aligned_answer(body: ChatRequest, serve: Serving):
     """The aligned (instruct) model's answer, in its own chat template: the paper's comparison."""
     if body.prompt is not None or body.prompt_set is not None:
         raise BadRequest(f"{serve.aligned_name} answers in its own chat template: it takes no prompt set", param="prompt")
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in body.messages]
-    sampling = serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0)
     aligned = serve.aligned
 
     def begin(s):
         return aligned.complete_chat(messages, sampling=s)
 
-    if body.stream:
-        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=True)
-        return streamed
-    made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=True)
-    answers = [ChatChoice(index=i, message=ChatMessageOut(content=c.text if c else ""),
-                          finish_reason=c.finish_reason if c else "stop") for i, (_, c) in enumerate(made)]  # fmt: skip
-    return ChatResponse(id=new_id("chatcmpl"), created=now(), model=serve.aligned_name, choices=answers,
-                        usage=serve.total_usage([c for _, c in made]))  # fmt: skip
+    return await answered(body, serve, begin, serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0),
+                          model=serve.aligned_name)  # fmt: skip
 
 
 @router.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
@@ -104,23 +113,4 @@ async def chat_completions(body: ChatRequest, serve: Serving = Depends(serving))
         def begin(s):
             return assistant.complete(conversation, sampling=s)
 
-    if body.stream:
-        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=True)
-        return streamed
-    made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=True)
-    answers = []
-    for index, (_, completion) in enumerate(made):
-        logprobs = chat_logprobs(completion.logprobs, top) if body.logprobs and completion else None
-        message = ChatMessageOut(content=completion.text if completion else "")
-        answers.append(
-            ChatChoice(
-                index=index, message=message, logprobs=logprobs, finish_reason=completion.finish_reason if completion else "stop"
-            )
-        )
-    return ChatResponse(
-        id=new_id("chatcmpl"),
-        created=now(),
-        model=serve.model,
-        choices=answers,
-        usage=serve.total_usage([completion for _, completion in made]),
-    )
+    return await answered(body, serve, begin, sampling, model=serve.model, top=top)
