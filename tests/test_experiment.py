@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from untuned.cli import app
 from untuned.judge import ASPECTS, VerdictFile
+from untuned.judge.templates import PAIRWISE_ASPECTS
 
 ITEMS = 10
 
@@ -122,3 +123,95 @@ def test_readme_experiment_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "60 generations and 60 judge requests planned" in result.stdout
     assert (work / "k-curve" / "report" / "report.md").exists() and (work / "k-curve" / "report" / "k-curve.png").exists()
+
+
+def any_judge(method, path, count, body):
+    """Answers each template in its form: pairwise (the longer answer wins), MT-bench (1-10), just-eval."""
+    text = user_text(body)
+    if "[Answer A begins]" in text:
+        return 200, JSON, chat_reply(json.dumps({a: {"rationale": "r", "winner": "A"} for a in PAIRWISE_ASPECTS}))
+    if "the answer to rate" in text or "[Assistant's answer begins]" in text:
+        return 200, JSON, chat_reply(json.dumps({"rationale": "r", "score": str(1 + len(text) % 10)}))
+    return judge(method, path, count, body)
+
+
+def test_pairwise_against_a_baseline_and_mt_bench_cells(tmp_path):
+    """Judging modes beside multi: pairwise against a baseline's answers (both orders) on the just-eval
+    cells, MT-bench (each turn, references attached) on the MT-bench cell; each mode only where it fits."""
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "instruction": f"Question {i}?"}) + "\n" for i in range(3)))
+    baseline = tmp_path / "baseline.jsonl"
+    baseline.write_text("".join(json.dumps({"id": str(i), "instruction": f"Question {i}?", "output": "A long baseline answer."})
+                                + "\n" for i in range(3)))  # fmt: skip
+    with scripted_server(any_judge) as (url, seen):
+        path = tmp_path / "plan.toml"
+        path.write_text(f"""name = "modes"
+prompts = ["helpful"]
+shift = true
+[[models]]
+name = "scripted"
+model = "scripted:modes"
+max_tokens = 8
+[[datasets]]
+name = "items"
+dataset = "json"
+data_file = "{data}"
+[[datasets]]
+name = "mt"
+dataset = "mt-bench"
+data_file = "{FIXTURES / "data" / "mt_bench_questions.jsonl"}"
+ids = ["101", "81"]
+[judge]
+url = "{url}"
+model = "j"
+modes = ["pairwise", "mt-bench"]
+baseline = "{baseline}"
+references = "{FIXTURES / "data" / "mt_bench_reference_gpt-4.jsonl"}"
+""")
+        out = tmp_path / "exp"
+        dry = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out), "--dry-run"])
+        assert "10 judge requests planned" in plain(dry.output)  # 3 items x 2 orders + 2 questions x 2 turns
+        result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    pairwise = VerdictFile(out / "cells" / "scripted__helpful__items" / "pairwise.jsonl").read()
+    mt = {v.id: v for v in VerdictFile(out / "cells" / "scripted__helpful__mt" / "mt-bench.jsonl").read()}
+    assert len(pairwise) == 3 and all(len(v.orders) == 2 for v in pairwise)
+    assert set(mt) == {"101", "81"} and mt["101"].reference and not mt["81"].reference
+    assert not (out / "cells" / "scripted__helpful__mt" / "pairwise.jsonl").exists()
+    report = (out / "report" / "report.md").read_text()
+    assert "## MT-bench" in report and "Win rate against the baseline" in report
+    shift = (out / "report" / "shift.md").read_text()  # how far the URIAL prefix moves the base model, per cell
+    assert "| scripted__helpful__items | – |" in shift and "| scripted__helpful__mt | – |" in shift
+
+
+@pytest.mark.slow
+def test_an_aligned_model_in_its_own_chat_template_beside_the_base(tmp_path, smollm_path):
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "instruction": f"Name a colour ({i})."}) + "\n" for i in range(2)))
+    with scripted_server(judge) as (url, _):
+        path = tmp_path / "plan.toml"
+        path.write_text(f"""name = "aligned"
+prompts = ["helpful:k=0,1"]
+[[models]]
+name = "base"
+model = "scripted:base"
+max_tokens = 6
+[[models]]
+name = "smollm"
+model = "{smollm_path}"
+chat_template = true
+max_tokens = 6
+[[datasets]]
+name = "items"
+dataset = "json"
+data_file = "{data}"
+[judge]
+url = "{url}"
+model = "j"
+""")
+        result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "exp")])
+    assert result.exit_code == 0, result.output
+    cells = sorted(p.name for p in (tmp_path / "exp" / "cells").iterdir())
+    assert cells == ["base__helpful@k0__items", "base__helpful@k1__items", "smollm__chat-template__items"]
+    records = [json.loads(line) for line in (tmp_path / "exp" / "cells" / cells[2] / "answers.jsonl").read_text().splitlines()]
+    assert {r["prompt_name"] for r in records} == {"chat-template"} and all(r["outputs"][0] for r in records)

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from untuned.data import DatasetName, Item, load_items, select
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet, load_prompt
 
-JudgeMode = Literal["multi", "safety"]
+JudgeMode = Literal["multi", "safety", "pairwise", "mt-bench"]
 _K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
 
 
@@ -54,6 +54,10 @@ class ModelPlan(BaseModel):
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0)
     repetition_penalty: float = Field(1.1, gt=0.0)
+    chat_template: bool = Field(
+        False,
+        description="An aligned (instruct) model answering in its own chat template: the plan's prompt sets do not apply to it.",
+    )
 
 
 class DatasetPlan(BaseModel):
@@ -71,6 +75,14 @@ class JudgePlan(BaseModel):
     model: str | None = None
     modes: list[JudgeMode] = Field(default_factory=lambda: ["multi"])
     concurrency: int = Field(4, ge=1, le=64)
+    baseline: str | None = Field(None, description="pairwise: the baseline's answers (any answer file), matched by id.")
+    references: str | None = Field(None, description="mt-bench: FastChat's reference answers for math, reasoning, coding.")
+
+    @model_validator(mode="after")
+    def _baseline_for_pairwise(self) -> JudgePlan:
+        if "pairwise" in self.modes and not self.baseline:
+            raise ValueError("pairwise judging needs a baseline (an answer file)")
+        return self
 
 
 class Plan(BaseModel):
@@ -80,6 +92,7 @@ class Plan(BaseModel):
     prompts: list[str] = Field(min_length=1, description="Prompt sets: names, .urial files, NAME:k=0,1,3.")
     datasets: list[DatasetPlan] = Field(min_length=1)
     judge: JudgePlan | None = None
+    shift: bool = Field(False, description="Per cell, how far the URIAL prefix moves the base model (shift context).")
 
 
 class Cell(BaseModel):
@@ -135,8 +148,12 @@ def prompt_variants(spec: str) -> list[tuple[str, int | None, PromptSet]]:
 def cells(plan: Plan) -> list[tuple[Cell, PromptSet]]:
     out = []
     for model in plan.models:
-        for spec in plan.prompts:
-            for name, k, prompt in prompt_variants(spec):
+        # an aligned model answers in its own chat template: one variant, whatever the prompt sets
+        specs = ["helpful"] if model.chat_template else plan.prompts
+        for spec in specs:
+            for name, k, prompt in (
+                [("chat-template", None, load_prompt("helpful"))] if model.chat_template else prompt_variants(spec)
+            ):
                 for dataset in plan.datasets:
                     base = _K.match(spec)["name"] if _K.match(spec) else spec
                     cell = Cell(id=f"{model.name}__{name}__{dataset.name}".replace("/", "_"), model=model, prompt=name, k=k,
@@ -165,16 +182,51 @@ class Experiment:
         return self.out / "cells" / cell.id
 
     def describe(self) -> list[dict]:
-        """Per cell: items, generations and judge requests planned, and what already exists."""
+        """Per cell: items, generations and judge requests planned (pairwise asks both orders, MT-bench
+        each turn), and what already exists."""
         rows = []
         modes = self.plan.judge.modes if self.plan.judge else []
         for cell, _ in self.cells:
             items = len(cell_items(cell))
             folder = self.folder(cell)
-            rows.append({"cell": cell.id, "items": items, "generations": items, "judge_requests": items * len(modes),
-                         "answered": _count(folder / "answers.jsonl"),
-                         "judged": sum(_count(folder / f"{m}.jsonl") for m in modes)})  # fmt: skip
+            applicable = [m for m in modes if (m == "mt-bench") == (cell.dataset.dataset == "mt-bench")]
+            requests = sum(items * (2 if m in ("pairwise", "mt-bench") else 1) for m in applicable)
+            judged = sum(_count(folder / f"{m}.jsonl") for m in applicable)
+            rows.append({"cell": cell.id, "items": items, "generations": items, "judge_requests": requests,
+                         "answered": _count(folder / "answers.jsonl"), "judged": judged})  # fmt: skip
         return rows
+
+    def _judge(self, judge_model, cell: Cell, mode: str, target: Path) -> bool:
+        """Judge a cell's answers in ``mode`` (mt-bench only for MT-bench cells, the others only for the rest)."""
+        from untuned.answers import read_answers
+        from untuned.judge import TEMPLATES, Judge
+        from untuned.judge.mt_bench import attach_references, read_mt_bench_answers, read_references
+
+        plan, answers = self.plan.judge, self.folder(cell) / "answers.jsonl"
+        if (mode == "mt-bench") != (cell.dataset.dataset == "mt-bench"):
+            return False
+        judge = Judge(judge_model, TEMPLATES[mode])
+        if mode == "mt-bench":
+            references = read_references(plan.references) if plan.references else None
+            items = attach_references(read_mt_bench_answers(answers), references, required=references is not None)
+            judge.run(items, target, concurrency=plan.concurrency)
+        elif mode == "pairwise":
+            baseline = {item.id: item for item in read_answers(plan.baseline)}
+            judge.run(read_answers(answers), target, second_answers=baseline, concurrency=plan.concurrency)
+        else:
+            judge.run(read_answers(answers), target, concurrency=plan.concurrency)
+        return True
+
+    def _shift(self, cell: Cell, base, second, prompt: PromptSet) -> None:
+        """The cell's answers ranked by the base model without and with the URIAL prefix (resumable)."""
+        from untuned.answers import read_answers
+        from untuned.shift import ShiftAnalyzer, run_shift, write_outputs
+
+        analyzer = ShiftAnalyzer(base, mode="context", aligned=second, prompt=prompt)
+        folder = self.folder(cell) / "shift"
+        run = run_shift(analyzer, read_answers(self.folder(cell) / "answers.jsonl"), folder)
+        summary = write_outputs(run.records, folder, analyzer.settings, plots=False)
+        self._log({"event": "shifted", "cell": cell.id, "ratios": summary.overall.ratios})
 
     def _log(self, event: dict) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +239,6 @@ class Experiment:
         from untuned.backends import LoadOptions, Sampling
         from untuned.backends import load_backend as default_load
         from untuned.generation import generate, generation_settings
-        from untuned.judge import TEMPLATES, Judge
         from untuned.judge.models import load_judge_model
 
         load_backend = load_backend or default_load
@@ -196,6 +247,7 @@ class Experiment:
                    "prompts": {c.prompt: p.content_hash for c, p in self.cells}})  # fmt: skip
         verdict_files: list[Path] = []
         loaded: dict[str, Assistant] = {}
+        seconds: dict = {}
         judge_model = None
         for cell, prompt in self.cells:
             step = on_step or (lambda _: None)
@@ -211,23 +263,26 @@ class Experiment:
             folder = self.folder(cell)
             folder.mkdir(parents=True, exist_ok=True)
             step(f"{cell.id}: answering")
-            settings = generation_settings(assistant, spec.model, LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True))
+            loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
+            settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
             generate(assistant, cell_items(cell), folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
             self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
+            if self.plan.shift and not spec.chat_template:
+                step(f"{cell.id}: shift")
+                if spec.name not in seconds:  # context mode scores with a second instance of the base, side by side
+                    seconds[spec.name] = load_backend(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
+                self._shift(cell, assistant.backend, seconds[spec.name], prompt)
             if self.plan.judge is None:
                 continue
             if judge_model is None:
                 plan = self.plan.judge
                 judge_model = (load_judge or load_judge_model)(url=plan.url, model=plan.model, parallel=plan.concurrency)
-            from untuned.answers import read_answers
-
-            answers = read_answers(folder / "answers.jsonl")
             for mode in self.plan.judge.modes:
                 step(f"{cell.id}: judging ({mode})")
                 target = folder / f"{mode}.jsonl"
-                Judge(judge_model, TEMPLATES[mode]).run(answers, target, concurrency=self.plan.judge.concurrency)
-                verdict_files.append(target)
-                self._log({"event": "judged", "cell": cell.id, "mode": mode})
+                if self._judge(judge_model, cell, mode, target):
+                    verdict_files.append(target)
+                    self._log({"event": "judged", "cell": cell.id, "mode": mode})
         self._log({"event": "done"})
         return verdict_files
 
@@ -270,6 +325,26 @@ def k_curve(report, path: Path) -> bool:
     return True
 
 
+def shift_table(experiment: Experiment) -> str | None:
+    """Per cell with a shift analysis: the share of answer tokens the URIAL prefix leaves unshifted,
+    marginal or shifted under the base model (the ratios of ``untuned shift context``)."""
+    rows = []
+    for cell, _ in experiment.cells:
+        path = experiment.folder(cell) / "shift" / "summary.json"
+        if path.exists():
+            ratios = json.loads(path.read_text(encoding="utf-8"))["overall"]["ratios"]
+            k = "–" if cell.k is None else str(cell.k)
+            rows.append(
+                f"| {cell.id} | {k} | "
+                + " | ".join(f"{100 * ratios[c]:.1f}%" for c in ("unshifted", "marginal", "shifted"))
+                + " |"
+            )
+    if not rows:
+        return None
+    return "\n".join(["# Token shift per cell (base model without vs with the URIAL prefix)", "",
+                      "| cell | K | unshifted | marginal | shifted |", "|---|---|---|---|---|", *rows, ""])  # fmt: skip
+
+
 def write_report(experiment: Experiment, files: list[Path]) -> Path:
     """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
     tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
@@ -286,6 +361,9 @@ def write_report(experiment: Experiment, files: list[Path]) -> Path:
     write_csv(report, folder / "report.csv")
     (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
     curve = k_curve(report, folder / "k-curve.png")
+    shifts = shift_table(experiment)
+    if shifts:
+        (folder / "shift.md").write_text(shifts, encoding="utf-8")
     for cell, _ in experiment.cells:
         answers = experiment.folder(cell) / "answers.jsonl"
         if answers.exists():
