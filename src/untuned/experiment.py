@@ -33,12 +33,16 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from untuned.data import DatasetName, Item, load_items, select
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet, load_prompt
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib  # type: ignore[no-redef]
 
 JudgeMode = Literal["multi", "safety", "pairwise", "mt-bench"]
 _K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
