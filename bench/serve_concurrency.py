@@ -105,6 +105,12 @@ def untuned_target(parallel: int, port: int) -> Target:
     return Target(f"untuned serve --parallel {parallel}", command, f"http://127.0.0.1:{port}/health", ask)
 
 
+def llama_server_body(question: str, **extra) -> dict:
+    """llama-server's /completion request: the rendered prompt, greedy, untuned's repetition penalty."""
+    return {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
+            "repeat_last_n": 64, "cache_prompt": True, "stream": True, **extra}  # fmt: skip
+
+
 def llama_server_target(parallel: int, port: int) -> Target:
     model = default_gguf_path()
     command = [
@@ -127,16 +133,7 @@ def llama_server_target(parallel: int, port: int) -> Target:
     ] + (["--kv-unified"] if parallel > 1 else [])
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {
-            "prompt": rendered(question),
-            "n_predict": MAX_TOKENS,
-            "temperature": 0,
-            "repeat_penalty": 1.1,
-            "repeat_last_n": 64,
-            "cache_prompt": True,
-            "stream": True,
-            "stop": list(DEFAULT_FORMAT.stop),
-        }
+        body = llama_server_body(question, stop=list(DEFAULT_FORMAT.stop))
         async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
             async for event in sse(response):
                 if event.get("content"):
@@ -173,16 +170,7 @@ def llama_server_equal_target(parallel: int, port: int) -> Target:
     target = llama_server_target(parallel, port)
 
     async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {
-            "prompt": rendered(question),
-            "n_predict": MAX_TOKENS,
-            "temperature": 0,
-            "repeat_penalty": 1.1,
-            "repeat_last_n": 64,
-            "cache_prompt": True,
-            "stream": True,
-            "ignore_eos": True,
-        }
+        body = llama_server_body(question, ignore_eos=True)
         async with http.stream("POST", f"http://127.0.0.1:{port}/completion", json=body) as response:
             async for event in sse(response):
                 if event.get("content"):

@@ -48,18 +48,8 @@ def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
     )
 
     mt = tmp_path / "mt.jsonl"
-    result = cli(
-        "generate",
-        "mt-bench",
-        "--data-file",
-        str(fixture_data / "mt_bench_questions.jsonl"),
-        "--limit",
-        "2",
-        "--out",
-        str(mt),
-        "--max-tokens",
-        "24",
-    )
+    questions = str(fixture_data / "mt_bench_questions.jsonl")
+    result = cli("generate", "mt-bench", "--data-file", questions, *f"--limit 2 --out {mt} --max-tokens 24".split())
     assert result.exit_code == 0, result.output
     for record in GenerationFile(mt).read():
         assert len(record.turns) == 2 and len(record.outputs) == 2 and all(record.outputs)
