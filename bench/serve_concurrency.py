@@ -107,8 +107,16 @@ def untuned_target(parallel: int, port: int) -> Target:
 
 def llama_server_body(question: str, **extra) -> dict:
     """llama-server's /completion request: the rendered prompt, greedy, untuned's repetition penalty."""
-    return {"prompt": rendered(question), "n_predict": MAX_TOKENS, "temperature": 0, "repeat_penalty": 1.1,
-            "repeat_last_n": 64, "cache_prompt": True, "stream": True, **extra}  # fmt: skip
+    return {
+        "prompt": rendered(question),
+        "n_predict": MAX_TOKENS,
+        "temperature": 0,
+        "repeat_penalty": 1.1,
+        "repeat_last_n": 64,
+        "cache_prompt": True,
+        "stream": True,
+        **extra,
+    }
 
 
 def llama_server_target(parallel: int, port: int) -> Target:

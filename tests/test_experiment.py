@@ -37,8 +37,11 @@ def judge(method, path, count, body):
 
 def plan(tmp_path: Path, judge_url: str) -> Path:
     data = tmp_path / "items.jsonl"
-    data.write_text("".join(json.dumps({"id": str(i), "instruction": f"SCRIPT: answer {i} @delay=0.05 @repeat=8:x"}) + "\n"
-                            for i in range(ITEMS)))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"id": str(i), "instruction": f"SCRIPT: answer {i} @delay=0.05 @repeat=8:x"}) + "\n" for i in range(ITEMS)
+        )
+    )
     path = tmp_path / "plan.toml"
     path.write_text(f"""name = "grid"
 prompts = ["helpful:k=0,1,3", "safe:k=0,1,3"]
@@ -65,8 +68,10 @@ concurrency = 2
 
 def test_plan_errors_name_the_key_and_line(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('name = "x"\nprompts = ["helpful"]\n\n[[models]]\nname = "m"\nmax_token = 3\n\n'
-                    '[[datasets]]\nname = "d"\ndataset = "just-eval"\n')  # fmt: skip
+    path.write_text(
+        'name = "x"\nprompts = ["helpful"]\n\n[[models]]\nname = "m"\nmax_token = 3\n\n'
+        '[[datasets]]\nname = "d"\ndataset = "just-eval"\n'
+    )
     result = CliRunner().invoke(app, ["experiment", str(path), "--dry-run"])
     assert result.exit_code == 2 and "line 6: models.0.max_token: Extra inputs are not permitted" in plain(result.output)
     path.write_text(
@@ -118,8 +123,14 @@ def test_readme_experiment_runs_as_written(tmp_path):
     shutil.copy(ROOT / "experiments" / "k-curve.toml", work / "experiments")
     (tmp_path / "shared").symlink_to(FIXTURES)  # so that the plan's ../shared/data resolves
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    result = subprocess.run(["bash", "-c", script], cwd=work, env={**os.environ, "PATH": path, "COLUMNS": "200"},
-                            capture_output=True, text=True, timeout=1200)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=work,
+        env={**os.environ, "PATH": path, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "60 generations and 60 judge requests planned" in result.stdout
     assert (work / "k-curve" / "report" / "report.md").exists() and (work / "k-curve" / "report" / "k-curve.png").exists()
@@ -141,8 +152,12 @@ def test_pairwise_against_a_baseline_and_mt_bench_cells(tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps({"id": str(i), "instruction": f"Question {i}?"}) + "\n" for i in range(3)))
     baseline = tmp_path / "baseline.jsonl"
-    baseline.write_text("".join(json.dumps({"id": str(i), "instruction": f"Question {i}?", "output": "A long baseline answer."})
-                                + "\n" for i in range(3)))  # fmt: skip
+    baseline.write_text(
+        "".join(
+            json.dumps({"id": str(i), "instruction": f"Question {i}?", "output": "A long baseline answer."}) + "\n"
+            for i in range(3)
+        )
+    )
     with scripted_server(any_judge) as (url, seen):
         path = tmp_path / "plan.toml"
         path.write_text(f"""name = "modes"

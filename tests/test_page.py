@@ -34,6 +34,17 @@ def page(url, browser):
     context.close()
 
 
+def workbench(browser, root: str, *, max_tokens: int):
+    """A fresh page on ``root`` with an empty conversation and answers of at most ``max_tokens``."""
+    page = browser.new_page()
+    page.goto(root)
+    page.wait_for_function("document.getElementById('promptset').options.length > 1")
+    page.evaluate("localStorage.clear()")
+    page.click("#show-settings")
+    page.fill("#max_tokens", str(max_tokens))
+    return page
+
+
 def ask(page, text: str) -> None:
     page.fill("#input", text)
     page.keyboard.press("Enter")
@@ -173,12 +184,7 @@ def test_shift_colours_equal_untuned_shift(browser, tmp_path):
     from untuned.cli import app
 
     with untuned_server("--parallel", "2") as root:
-        page = browser.new_page()
-        page.goto(root)
-        page.wait_for_function("document.getElementById('promptset').options.length > 1")
-        page.evaluate("localStorage.clear()")
-        page.click("#show-settings")
-        page.fill("#max_tokens", "24")
+        page = workbench(browser, root, max_tokens=24)
         ask(page, "What is the capital of France?")
         wait_state(page, "done", timeout=120)
         answer = page.evaluate("JSON.parse(localStorage.getItem('untuned-conversation'))[1].answers[0].text")
@@ -203,12 +209,7 @@ def test_side_by_side_with_an_aligned_model_in_its_own_chat_template(browser, sm
     with untuned_server("--model", "scripted:base", "--aligned", str(smollm_path), "--parallel", "3") as root:
         models = httpx.get(f"{root}/v1/models").json()["data"]
         assert [m["prompt"] for m in models] == ["helpful", None]
-        page = browser.new_page()
-        page.goto(root)
-        page.wait_for_function("document.getElementById('promptset').options.length > 1")
-        page.evaluate("localStorage.clear()")
-        page.click("#show-settings")
-        page.fill("#max_tokens", "12")
+        page = workbench(browser, root, max_tokens=12)
         page.check("#compare")
         ask(page, "SCRIPT: the base answers")
         page.wait_for_function(

@@ -371,16 +371,41 @@ def test_batch_runs_give_the_same_answers_at_any_concurrency(fixture_data, tmp_p
     answers = {}
     for concurrency in (1, 4, 8):
         out = tmp_path / f"c{concurrency}.jsonl"
-        result = cli("generate", "just-eval", "--data-file", data, "--limit", "16", "--max-tokens", "48",
-                     "-c", str(concurrency), "--out", str(out))  # fmt: skip
+        result = cli(
+            "generate",
+            "just-eval",
+            "--data-file",
+            data,
+            "--limit",
+            "16",
+            "--max-tokens",
+            "48",
+            "-c",
+            str(concurrency),
+            "--out",
+            str(out),
+        )
         assert result.exit_code == 0, result.output
         records = GenerationFile(out).read()
         assert {r.loading["batching"] for r in records} == {"invariant"}
         answers[concurrency] = {r.id: r.outputs[0] for r in records}
     assert answers[1] == answers[4] == answers[8] and len(answers[1]) == 16
     fast = tmp_path / "fast.jsonl"
-    result = cli("generate", "just-eval", "--data-file", data, "--limit", "2", "--max-tokens", "4", "-c", "8",
-                 "--fast-batching", "--out", str(fast))  # fmt: skip
+    result = cli(
+        "generate",
+        "just-eval",
+        "--data-file",
+        data,
+        "--limit",
+        "2",
+        "--max-tokens",
+        "4",
+        "-c",
+        "8",
+        "--fast-batching",
+        "--out",
+        str(fast),
+    )
     assert result.exit_code == 0 and GenerationFile(fast).read()[0].loading["batching"] == "fast"
 
 
@@ -390,8 +415,9 @@ def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_p
     from untuned.judge.mt_bench import read_mt_bench_answers
 
     run, answers, questions = tmp_path / "mt.jsonl", tmp_path / "my-model.jsonl", fixture_data / "mt_bench_questions.jsonl"
-    result = cli("generate", "mt-bench", "--data-file", str(questions), "--limit", "3", "--max-tokens", "6", "--out", str(run),
-                 *SCRIPTED)  # fmt: skip
+    result = cli(
+        "generate", "mt-bench", "--data-file", str(questions), "--limit", "3", "--max-tokens", "6", "--out", str(run), *SCRIPTED
+    )
     assert result.exit_code == 0, result.output
     result = cli("export", str(run), "--format", "fastchat", "--model-id", "my-model", "--out", str(answers))
     assert result.exit_code == 0, result.output
@@ -402,7 +428,21 @@ def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_p
     records = GenerationFile(run).read()
     assert [(i.id, i.turns, i.outputs) for i in items] == [(r.id, r.turns, r.outputs) for r in records]
     just_eval = tmp_path / "je.jsonl"
-    assert cli("generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "1",
-               "--max-tokens", "2", "--out", str(just_eval), *SCRIPTED).exit_code == 0  # fmt: skip
+    assert (
+        cli(
+            "generate",
+            "just-eval",
+            "--data-file",
+            str(fixture_data / "just_eval_instruct.jsonl"),
+            "--limit",
+            "1",
+            "--max-tokens",
+            "2",
+            "--out",
+            str(just_eval),
+            *SCRIPTED,
+        ).exit_code
+        == 0
+    )
     refused = cli("export", str(just_eval), "--format", "fastchat", "--out", str(tmp_path / "x.jsonl"))
     assert refused.exit_code == 2 and "MT-bench runs" in plain(refused.output)

@@ -178,8 +178,10 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
     backend = LlamaCppBackend(gemma_path, n_ctx=4096)
     prompt = load_prompt("helpful")
 
-    questions = [Item(id="q1", turns=("What is the capital of France?",), dataset="demo"),
-                 Item(id="q2", turns=("Name a primary colour.",), dataset="demo")]  # fmt: skip
+    questions = [
+        Item(id="q1", turns=("What is the capital of France?",), dataset="demo"),
+        Item(id="q2", turns=("Name a primary colour.",), dataset="demo"),
+    ]
     items = generate_answers(gemma, questions, context="urial", prompt=prompt, sampling=Sampling(max_tokens=40))
     analyzer = ShiftAnalyzer(gemma, mode="context", aligned=backend, prompt=prompt)
     examples = run_shift(analyzer, items, tmp_path).records

@@ -62,9 +62,13 @@ def _items_from_file(name: str, path: Path, *, field_name: str, id_field: str) -
             if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
                 raise DataFileError(path, number, "field 'turns' must be a list of non-empty strings")
             items.append(
-                Item(id=str(row.get("question_id", index)), turns=tuple(turns), dataset="mt-bench",
-                     meta={"category": row.get("category")})
-            )  # fmt: skip
+                Item(
+                    id=str(row.get("question_id", index)),
+                    turns=tuple(turns),
+                    dataset="mt-bench",
+                    meta={"category": row.get("category")},
+                )
+            )
             continue
         text = _text(path, number, row, field_name)
         meta = just_eval_meta(row)

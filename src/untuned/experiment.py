@@ -106,7 +106,6 @@ class Cell(BaseModel):
     model: ModelPlan
     prompt: str = Field(description="The variant: a set's name, with @kK when cut to its first K examples.")
     k: int | None
-    base_prompt: str
     dataset: DatasetPlan
 
 
@@ -143,31 +142,33 @@ def prompt_variants(spec: str) -> list[tuple[str, int | None, PromptSet]]:
     for k in map(int, found["ks"].split(",")):
         if k > prompt.k:
             raise UntunedError(f"{spec}: {prompt.name} has {prompt.k} examples, fewer than k={k}")
-        cut = PromptSet(name=f"{prompt.name}@k{k}", system=prompt.system, examples=prompt.examples[:k],
-                        description=prompt.description, source=prompt.source)  # fmt: skip
+        cut = PromptSet(
+            name=f"{prompt.name}@k{k}",
+            system=prompt.system,
+            examples=prompt.examples[:k],
+            description=prompt.description,
+            source=prompt.source,
+        )
         variants.append((cut.name, k, cut))
     return variants
 
 
 def cells(plan: Plan) -> list[tuple[Cell, PromptSet]]:
-    out = []
-    for model in plan.models:
-        # an aligned model answers in its own chat template: one variant, whatever the prompt sets
-        specs = ["helpful"] if model.chat_template else plan.prompts
-        for spec in specs:
-            for name, k, prompt in (
-                [("chat-template", None, load_prompt("helpful"))] if model.chat_template else prompt_variants(spec)
-            ):
-                for dataset in plan.datasets:
-                    base = _K.match(spec)["name"] if _K.match(spec) else spec
-                    cell = Cell(id=f"{model.name}__{name}__{dataset.name}".replace("/", "_"), model=model, prompt=name, k=k,
-                                base_prompt=Path(base).stem, dataset=dataset)  # fmt: skip
-                    out.append((cell, prompt))
-    return out
+    """Every model × prompt variant × dataset; an aligned model (its own chat template) has one variant."""
+    variants = [variant for spec in plan.prompts for variant in prompt_variants(spec)]
+    template = [("chat-template", None, load_prompt("helpful"))]  # the prompt set goes unused in a chat template
+    return [
+        (
+            Cell(id=f"{model.name}__{name}__{dataset.name}".replace("/", "_"), model=model, prompt=name, k=k, dataset=dataset),
+            prompt,
+        )
+        for model in plan.models
+        for name, k, prompt in (template if model.chat_template else variants)
+        for dataset in plan.datasets
+    ]
 
 
-def cell_items(cell: Cell) -> list[Item]:
-    dataset = cell.dataset
+def dataset_items(dataset: DatasetPlan) -> list[Item]:
     return select(load_items(dataset.dataset, data_file=dataset.data_file), ids=dataset.ids, limit=dataset.limit)
 
 
@@ -181,6 +182,7 @@ class Experiment:
     def __init__(self, plan: Plan, out: str | Path) -> None:
         self.plan, self.out = plan, Path(out)
         self.cells = cells(plan)
+        self.items = {d.name: dataset_items(d) for d in plan.datasets}  # each dataset read once
 
     def folder(self, cell: Cell) -> Path:
         return self.out / "cells" / cell.id
@@ -191,13 +193,21 @@ class Experiment:
         rows = []
         modes = self.plan.judge.modes if self.plan.judge else []
         for cell, _ in self.cells:
-            items = len(cell_items(cell))
+            items = len(self.items[cell.dataset.name])
             folder = self.folder(cell)
             applicable = [m for m in modes if (m == "mt-bench") == (cell.dataset.dataset == "mt-bench")]
             requests = sum(items * (2 if m in ("pairwise", "mt-bench") else 1) for m in applicable)
             judged = sum(_count(folder / f"{m}.jsonl") for m in applicable)
-            rows.append({"cell": cell.id, "items": items, "generations": items, "judge_requests": requests,
-                         "answered": _count(folder / "answers.jsonl"), "judged": judged})  # fmt: skip
+            rows.append(
+                {
+                    "cell": cell.id,
+                    "items": items,
+                    "generations": items,
+                    "judge_requests": requests,
+                    "answered": _count(folder / "answers.jsonl"),
+                    "judged": judged,
+                }
+            )
         return rows
 
     def _judge(self, judge_model, cell: Cell, mode: str, target: Path) -> bool:
@@ -246,9 +256,15 @@ class Experiment:
         from untuned.judge.models import load_judge_model
 
         load_backend = load_backend or default_load
-        self._log({"event": "start", "plan": self.plan.model_dump(), "untuned": version("untuned"),
-                   "python": platform.python_version(),
-                   "prompts": {c.prompt: p.content_hash for c, p in self.cells}})  # fmt: skip
+        self._log(
+            {
+                "event": "start",
+                "plan": self.plan.model_dump(),
+                "untuned": version("untuned"),
+                "python": platform.python_version(),
+                "prompts": {c.prompt: p.content_hash for c, p in self.cells},
+            }
+        )
         verdict_files: list[Path] = []
         loaded: dict[str, Assistant] = {}
         seconds: dict = {}
@@ -257,10 +273,12 @@ class Experiment:
             step = on_step or (lambda _: None)
             spec = cell.model
             if spec.name not in loaded:
-                options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency,
-                                      batch_invariant=True)  # fmt: skip
-                sampling = Sampling(max_tokens=spec.max_tokens, temperature=spec.temperature,
-                                    repetition_penalty=spec.repetition_penalty)  # fmt: skip
+                options = LoadOptions(
+                    n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True
+                )
+                sampling = Sampling(
+                    max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
+                )
                 loaded[spec.name] = Assistant(load_backend(spec.model, options), prompt, sampling)
             assistant = loaded[spec.name]
             assistant.prompt = prompt
@@ -269,7 +287,13 @@ class Experiment:
             step(f"{cell.id}: answering")
             loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
             settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
-            generate(assistant, cell_items(cell), folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
+            generate(
+                assistant,
+                self.items[cell.dataset.name],
+                folder / "answers.jsonl",
+                settings=settings,
+                concurrency=spec.concurrency,
+            )
             self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
             if self.plan.shift and not spec.chat_template:
                 step(f"{cell.id}: shift")
@@ -315,8 +339,14 @@ def k_curve(report, path: Path) -> bool:
         for name, points in sorted(series.items()):
             points = sorted((k, m.aspects[aspect]) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
             if points:
-                ax.errorbar([k for k, _ in points], [s.mean for _, s in points], yerr=[s.ci or 0 for _, s in points],
-                            marker="o", capsize=3, label=name.rsplit("/", 1)[-1])  # fmt: skip
+                ax.errorbar(
+                    [k for k, _ in points],
+                    [s.mean for _, s in points],
+                    yerr=[s.ci or 0 for _, s in points],
+                    marker="o",
+                    capsize=3,
+                    label=name.rsplit("/", 1)[-1],
+                )
         ax.set_title(aspect)
         ax.set_xlabel("K (examples)")
         ax.set_ylim(1, 5.2)
@@ -345,8 +375,16 @@ def shift_table(experiment: Experiment) -> str | None:
             )
     if not rows:
         return None
-    return "\n".join(["# Token shift per cell (base model without vs with the URIAL prefix)", "",
-                      "| cell | K | unshifted | marginal | shifted |", "|---|---|---|---|---|", *rows, ""])  # fmt: skip
+    return "\n".join(
+        [
+            "# Token shift per cell (base model without vs with the URIAL prefix)",
+            "",
+            "| cell | K | unshifted | marginal | shifted |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 def write_report(experiment: Experiment, files: list[Path]) -> Path:

@@ -9,6 +9,7 @@ and ends what runs when a step fails or the engine closes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -61,18 +62,7 @@ class BatchingEngine:
         raise NotImplementedError
 
     def stats(self) -> EngineStats:
-        counters = self.counters
-        return EngineStats(
-            slots=counters.slots,
-            busy_slots=self.busy_slots,
-            waiting=self.waiting,
-            requests=counters.requests,
-            generated_tokens=counters.generated_tokens,
-            prompt_tokens=counters.prompt_tokens,
-            prefix_hits=counters.prefix_hits,
-            prefix_misses=counters.prefix_misses,
-            largest_batch=counters.largest_batch,
-        )
+        return dataclasses.replace(self.counters, busy_slots=self.busy_slots, waiting=self.waiting)
 
     def stream(self, request: Request) -> Iterator[StreamChunk]:
         """Queue ``request`` and yield its chunks; closing the iterator cancels it."""

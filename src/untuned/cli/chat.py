@@ -152,7 +152,7 @@ def prompts_build(
     k: Annotated[int | None, typer.Option("-k", min=0, help="How many examples (default: all).")] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Draw the k examples at random with this seed (default: the first k, in order).")
-    ] = None,  # fmt: skip
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The set's name (default: the file's stem).")] = None,
     *,
     options: ModelOptions,

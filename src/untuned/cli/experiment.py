@@ -24,15 +24,18 @@ def experiment_command(
 ) -> None:
     """Run a grid of models × prompt sets × datasets through generate → judge → report in one folder.
     Kill it at any moment and rerun the same command: nothing done is done twice."""
-    experiment = Experiment(read_plan(plan), output or Path(read_plan(plan).name))
+    declared = read_plan(plan)
+    experiment = Experiment(declared, output or Path(declared.name))
     rows = experiment.describe()
     table = Table("cell", "items", "generations", "judge requests", "answered", "judged", title=f"{len(rows)} cells")
     for row in rows:
         table.add_row(row["cell"], *(str(row[k]) for k in ("items", "generations", "judge_requests", "answered", "judged")))
     out.print(table)
-    out.print(f"{sum(r['generations'] for r in rows)} generations and {sum(r['judge_requests'] for r in rows)} judge "
-              f"requests planned; {sum(r['answered'] for r in rows)} answers and {sum(r['judged'] for r in rows)} "
-              "verdicts exist")  # fmt: skip
+    out.print(
+        f"{sum(r['generations'] for r in rows)} generations and {sum(r['judge_requests'] for r in rows)} judge "
+        f"requests planned; {sum(r['answered'] for r in rows)} answers and {sum(r['judged'] for r in rows)} "
+        "verdicts exist"
+    )
     if dry_run:
         return
     with progress() as bar:

@@ -22,8 +22,15 @@ def fastchat_answers(records: list[GenerationRecord], model_id: str | None = Non
     holding every turn's answer, and a timestamp."""
     rows = []
     for r in records:
-        rows.append({"question_id": native_id(r.id), "answer_id": uuid.uuid4().hex[:22], "model_id": model_id or r.generator,
-                     "choices": [{"index": 0, "turns": list(r.outputs)}], "tstamp": time.time()})  # fmt: skip
+        rows.append(
+            {
+                "question_id": native_id(r.id),
+                "answer_id": uuid.uuid4().hex[:22],
+                "model_id": model_id or r.generator,
+                "choices": [{"index": 0, "turns": list(r.outputs)}],
+                "tstamp": time.time(),
+            }
+        )
     return rows
 
 

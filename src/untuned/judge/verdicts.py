@@ -101,8 +101,13 @@ class TagVerdict(VerdictBase):
 
 Verdict = Annotated[AspectVerdict | MtBenchVerdict | PairwiseVerdict | TagVerdict, Field(discriminator="mode")]
 VERDICT = TypeAdapter(Verdict)
-RECORDS: dict[str, type[VerdictBase]] = {"multi": AspectVerdict, "safety": AspectVerdict, "mt-bench": MtBenchVerdict,
-                                         "pairwise": PairwiseVerdict, "tag": TagVerdict}  # fmt: skip
+RECORDS: dict[str, type[VerdictBase]] = {
+    "multi": AspectVerdict,
+    "safety": AspectVerdict,
+    "mt-bench": MtBenchVerdict,
+    "pairwise": PairwiseVerdict,
+    "tag": TagVerdict,
+}
 
 
 def make_verdict(**fields) -> Verdict:

@@ -91,8 +91,9 @@ async def aligned_answer(body: ChatRequest, serve: Serving):
     def begin(s):
         return aligned.complete_chat(messages, sampling=s)
 
-    return await answered(body, serve, begin, serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0),
-                          model=serve.aligned_name)  # fmt: skip
+    return await answered(
+        body, serve, begin, serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0), model=serve.aligned_name
+    )
 
 
 @router.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from fastapi import APIRouter, Depends
 
 from untuned.assistant import Completion
@@ -41,20 +38,11 @@ def split_at_prefix(serve: Serving, text: str) -> RenderedPrompt:
 
 
 async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | None, completion: Completion | None):
-    """The choice's logprobs (the prompt's too with echo); scoring takes the model, so it passes the gate."""
-    await serve.gate.enter(serve.config.request_timeout)
-    started = time.perf_counter()
-    try:
-        return await asyncio.to_thread(
-            completion_logprobs,
-            serve.assistant.backend,
-            echoed,
-            completion.logprobs if completion else [],
-            body.logprobs or 0,
-            as_ids=body.return_tokens_as_token_ids,
-        )
-    finally:
-        serve.gate.leave(time.perf_counter() - started)
+    """The choice's logprobs (the prompt's too with echo), scored on the model."""
+    entries = completion.logprobs if completion else []
+    return await serve.on_model(
+        completion_logprobs, serve.assistant.backend, echoed, entries, body.logprobs or 0, as_ids=body.return_tokens_as_token_ids
+    )
 
 
 @router.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)

@@ -135,6 +135,16 @@ class Serving:
         produced = sum(c.completion_tokens for c in completions if c is not None)
         return Usage(prompt_tokens=first.prompt_tokens, completion_tokens=produced, total_tokens=first.prompt_tokens + produced)
 
+    async def on_model(self, work: Callable, *args, **kwargs):
+        """``work`` run on a worker thread while holding a slot of the gate, as a completion does (scoring
+        takes the model too); its time counts toward the gate's Retry-After estimate."""
+        await self.gate.enter(self.config.request_timeout)
+        started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(work, *args, **kwargs)
+        finally:
+            self.gate.leave(time.perf_counter() - started)
+
     async def _first_event(self, job: Job, events: AsyncIterator, started: float, endpoint: str) -> tuple[str, object]:
         try:
             kind, value = await anext(events)

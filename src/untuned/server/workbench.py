@@ -8,7 +8,6 @@ shift`` agree on every character and number.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
@@ -38,10 +37,15 @@ async def prompts(serve: Serving = Depends(serving)) -> list[PromptSetOut]:
     """The prompt sets a request may name (``prompt``), with their system text and examples."""
     active = serve.assistant.prompt.name
     return [
-        PromptSetOut(name=p.name, description=p.description, system=p.system, active=p.name == active,
-                     examples=[ExampleOut(query=e.query, answer=e.answer) for e in p.examples])
+        PromptSetOut(
+            name=p.name,
+            description=p.description,
+            system=p.system,
+            active=p.name == active,
+            examples=[ExampleOut(query=e.query, answer=e.answer) for e in p.examples],
+        )
         for p in sorted(serve.prompts.values(), key=lambda p: (p.name != active, p.name))
-    ]  # fmt: skip
+    ]
 
 
 @router.post("/prompt", response_model=PromptView, responses=ERRORS)
@@ -56,8 +60,9 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
 
     total, prefix = await asyncio.to_thread(count)
     name = body.prompt_set.name if body.prompt_set else (body.prompt or serve.assistant.prompt.name)
-    return PromptView(prompt=name, text=rendered.text, prompt_tokens=total, prefix_tokens=prefix,
-                      context_length=backend.context_length)  # fmt: skip
+    return PromptView(
+        prompt=name, text=rendered.text, prompt_tokens=total, prefix_tokens=prefix, context_length=backend.context_length
+    )
 
 
 @router.post("/shift", response_model=ShiftView, responses=ERRORS)
@@ -66,10 +71,5 @@ async def shift(body: ShiftRequest, serve: Serving = Depends(serving)) -> ShiftV
     prefix): the base side of ``untuned shift context``, with the same categories."""
     analyzer = ShiftAnalyzer(serve.assistant.backend, mode="text", context="plain", top_k=body.top_k)
     item = AnswerItem(id="page", query=body.query, answer=body.answer)
-    await serve.gate.enter(serve.config.request_timeout)  # scoring takes the model
-    started = time.perf_counter()
-    try:
-        example = await asyncio.to_thread(analyzer.analyze, item)
-    finally:
-        serve.gate.leave(time.perf_counter() - started)
+    example = await serve.on_model(analyzer.analyze, item)
     return ShiftView(tokens=example.tokens, ratios=example.ratios(), truncated=example.truncated)
