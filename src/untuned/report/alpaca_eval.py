@@ -45,6 +45,7 @@ GAMED_WEIGHT = 0.2 / 2  # regularize_to_baseline_lambda, shared by the two gamed
 CS = np.logspace(-4, 4, 10)  # LogisticRegressionCV's default grid (Cs=10)
 FOLDS = 5
 SEED = 123
+SHIPPED = "untuned's estimate of the difficulty and gamed rows (bench/alpaca_eval_lc.py)"
 FEATURES = ("np.tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline.astype(float)")
 
 
@@ -171,7 +172,7 @@ def shipped() -> Difficulty:
         by_position=difficulty.tolist(),
         by_instruction={r["instruction"]: float(r["difficulty"]) for r in rows},
         gamed=gamed,
-        source="untuned's estimate (bench/alpaca_eval_lc.py)",
+        source=SHIPPED,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from untuned.report.alpaca_eval import SHIPPED
 from untuned.report.sections import MtBenchModel
 from untuned.report.tables import AspectStat, ModelReport, Report
 
@@ -30,9 +31,11 @@ def num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-LC_ACCURACY = (
-    ": over the 42 published models with verdicts, within 0.24 points of AlpacaEval's published LC on "
-    "average, worst 1.45 (BENCHMARKS.md); report --difficulty with AlpacaEval's df_gamed.csv uses its own"
+LC_APPROXIMATE = (
+    "LC (approximate): AlpacaEval 2's length-controlled GLM, fitted as AlpacaEval fits it, but on {source} "
+    "in place of AlpacaEval's own: within 0.24 points of AlpacaEval's published LC on average, 1.45 at worst, "
+    "over the 42 published models with verdicts (BENCHMARKS.md A1). `report --difficulty df_gamed.csv` "
+    "(AlpacaEval's own file) gives AlpacaEval's LC."
 )
 
 
@@ -75,6 +78,12 @@ def mt_bench_markdown(report: Report) -> list[str]:
     return parts
 
 
+def lc_notes(report: Report) -> list[str]:
+    """What each LC of the report is: AlpacaEval's (its own df_gamed.csv) or the approximation untuned ships."""
+    sources = dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)
+    return [LC_APPROXIMATE.format(source=s) if s == SHIPPED else f"LC: AlpacaEval's LC, computed with {s}." for s in sources]
+
+
 def win_rate_markdown(report: Report) -> list[str]:
     parts: list[str] = []
     rows = [
@@ -92,18 +101,14 @@ def win_rate_markdown(report: Report) -> list[str]:
         for w in report.win_rates
     ]
     parts += [
-        "## Win rate against the baseline (AlpacaEval's numbers)",
+        "## Win rate against the baseline",
         "",
-        "Win rate: mean preference in percent, draws half, ± its standard error; discrete: each preference "
-        "rounded; a win in one order and a tie in the other counts as a win (preference 1.75). "
-        "LC: AlpacaEval 2's length-controlled win rate ± its standard error, for items that are "
-        "AlpacaEval's.",
+        "Win rate (AlpacaEval's): mean preference in percent, draws half, ± its standard error; discrete "
+        "(AlpacaEval's): each preference rounded; a win in one order and a tie in the other counts as a win "
+        "(preference 1.75). LC ± its standard error, for items that are AlpacaEval's instructions:",
         "",
     ]
-    parts += [
-        f"LC computed with {source}{LC_ACCURACY if 'untuned' in source else ''}."
-        for source in dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)
-    ]
+    parts += lc_notes(report)
     header = [
         "model",
         "baseline",

@@ -8,7 +8,7 @@ import io
 from importlib import resources
 from pathlib import Path
 
-from untuned.report.markdown import COMPARISON_METHOD, aspects_of, cell, leaderboard, mt_bench_categories, num, pvalue
+from untuned.report.markdown import COMPARISON_METHOD, aspects_of, cell, lc_notes, leaderboard, mt_bench_categories, num, pvalue
 from untuned.report.tables import Report
 
 
@@ -188,6 +188,6 @@ def to_html(report: Report, *, compare: bool = False) -> str:
         num=num,
         p=pvalue,
         comparison_method=COMPARISON_METHOD,
-        lc_sources=list(dict.fromkeys(w.rate.lc_source for w in report.win_rates if w.rate.lc_source)),
+        lc_notes=lc_notes(report),
         cats=mt_bench_categories(report.mt_bench),
     )
