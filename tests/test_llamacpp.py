@@ -232,3 +232,30 @@ def test_a_request_moved_to_a_lower_slot_computes_what_it_would_have(gemma_path)
     finally:
         LlamaEngine._compact = original
         backend.close()
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading
+
+def report():  # registered before untuned's own hook, so it runs after it (atexit is last in, first out)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("untuned-")]
+    sys.stdout.write(f"engine threads at exit: {alive}\\n")
+
+atexit.register(report)
+from untuned import Assistant, Sampling, load_backend
+from untuned.prompt import load_prompt
+
+bot = Assistant(load_backend(sys.argv[1]), load_prompt("helpful"), Sampling(max_tokens=4))
+sys.stdout.write(bot.ask("Hi").text + "\\n")
+"""
+
+
+def test_an_engine_left_open_is_stopped_before_the_interpreter_exits(gemma_path):
+    """A script that never closes its model: its engine thread is stopped by untuned's exit hook, before
+    Python tears itself down, and the process exits cleanly (a crash at exit was seen once in CI)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(gemma_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "engine threads at exit: []"

@@ -266,53 +266,65 @@ class Experiment:
             }
         )
         verdict_files: list[Path] = []
-        loaded: dict[str, Assistant] = {}
-        seconds: dict = {}
-        judge_model = None
-        for cell, prompt in self.cells:
-            step = on_step or (lambda _: None)
-            spec = cell.model
-            if spec.name not in loaded:
-                options = LoadOptions(
-                    n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True
+        current: str | None = None  # the model whose cells run now (cells come model by model)
+        opened: list = []  # its backends, closed before the next model loads
+        second = judge_model = None
+        step = on_step or (lambda _: None)
+        try:
+            for cell, prompt in self.cells:
+                spec = cell.model
+                if spec.name != current:
+                    _close(opened)
+                    current, second = spec.name, None
+                    options = LoadOptions(
+                        n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True
+                    )
+                    sampling = Sampling(
+                        max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
+                    )
+                    assistant = Assistant(load_backend(spec.model, options), prompt, sampling)
+                    opened.append(assistant.backend)
+                assistant.prompt = prompt
+                folder = self.folder(cell)
+                folder.mkdir(parents=True, exist_ok=True)
+                step(f"{cell.id}: answering")
+                loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
+                settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
+                generate(
+                    assistant,
+                    self.items[cell.dataset.name],
+                    folder / "answers.jsonl",
+                    settings=settings,
+                    concurrency=spec.concurrency,
                 )
-                sampling = Sampling(
-                    max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
-                )
-                loaded[spec.name] = Assistant(load_backend(spec.model, options), prompt, sampling)
-            assistant = loaded[spec.name]
-            assistant.prompt = prompt
-            folder = self.folder(cell)
-            folder.mkdir(parents=True, exist_ok=True)
-            step(f"{cell.id}: answering")
-            loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
-            settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
-            generate(
-                assistant,
-                self.items[cell.dataset.name],
-                folder / "answers.jsonl",
-                settings=settings,
-                concurrency=spec.concurrency,
-            )
-            self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
-            if self.plan.shift and not spec.chat_template:
-                step(f"{cell.id}: shift")
-                if spec.name not in seconds:  # context mode scores with a second instance of the base, side by side
-                    seconds[spec.name] = load_backend(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
-                self._shift(cell, assistant.backend, seconds[spec.name], prompt)
-            if self.plan.judge is None:
-                continue
-            if judge_model is None:
-                plan = self.plan.judge
-                judge_model = (load_judge or load_judge_model)(url=plan.url, model=plan.model, parallel=plan.concurrency)
-            for mode in self.plan.judge.modes:
-                step(f"{cell.id}: judging ({mode})")
-                target = folder / f"{mode}.jsonl"
-                if self._judge(judge_model, cell, mode, target):
-                    verdict_files.append(target)
-                    self._log({"event": "judged", "cell": cell.id, "mode": mode})
+                self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
+                if self.plan.shift and not spec.chat_template:
+                    step(f"{cell.id}: shift")
+                    if second is None:  # context mode scores with a second instance of the base, side by side
+                        second = load_backend(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
+                        opened.append(second)
+                    self._shift(cell, assistant.backend, second, prompt)
+                if self.plan.judge is None:
+                    continue
+                if judge_model is None:
+                    plan = self.plan.judge
+                    judge_model = (load_judge or load_judge_model)(url=plan.url, model=plan.model, parallel=plan.concurrency)
+                for mode in self.plan.judge.modes:
+                    step(f"{cell.id}: judging ({mode})")
+                    target = folder / f"{mode}.jsonl"
+                    if self._judge(judge_model, cell, mode, target):
+                        verdict_files.append(target)
+                        self._log({"event": "judged", "cell": cell.id, "mode": mode})
+        finally:
+            _close([*opened, *([judge_model] if judge_model is not None else [])])
         self._log({"event": "done"})
         return verdict_files
+
+
+def _close(models: list) -> None:
+    """Close and forget ``models`` (backends or judge models), the last opened first."""
+    while models:
+        models.pop().close()
 
 
 _KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")

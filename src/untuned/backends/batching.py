@@ -5,13 +5,20 @@ cancels the request when it is closed.
 A subclass says when there is work (:meth:`BatchingEngine._has_work`), does one step of it
 (:meth:`BatchingEngine._step`: admit waiting requests, decode one batch, hand out what it made),
 and ends what runs when a step fails or the engine closes.
+
+Every engine still open when the interpreter exits is closed first, by an ``atexit`` hook: its thread
+stops and the model's state is freed while Python is whole. Left to the interpreter's teardown, a
+daemon thread inside native code could run on past the runtime it calls back into (a crash at exit,
+after the work was done, seen once on a slower machine).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +28,7 @@ from untuned.backends.protocol import EngineStats, Sampling, StreamChunk
 from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
+_OPEN: weakref.WeakSet[BatchingEngine] = weakref.WeakSet()  # engines started and not closed yet
 
 
 class Request:
@@ -50,6 +58,7 @@ class BatchingEngine:
 
     def _start(self) -> None:
         self._thread.start()
+        _OPEN.add(self)
 
     # --- the callers' side ------------------------------------------------------------------------
 
@@ -92,7 +101,11 @@ class BatchingEngine:
             yield
 
     def close(self) -> None:
+        """Stop the thread, end what runs or waits with ModelClosedError, free the model's state. Idempotent."""
+        _OPEN.discard(self)
         with self._work:
+            if self._closing:
+                return
             self._closing = True
             self._work.notify_all()
         if self._thread.is_alive():
@@ -138,3 +151,13 @@ class BatchingEngine:
 
     def _release(self) -> None:
         """Free the model's state (the engine has stopped)."""
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    """Close the engines nobody closed (see the module docstring)."""
+    for engine in list(_OPEN):
+        try:
+            engine.close()
+        except Exception:  # one engine's failure to close must not keep the others running
+            log.exception("closing an engine at exit failed")

@@ -105,6 +105,7 @@ class ModelOptions:
     seed: int | None = _sampling("seed")
     stop: list[str] = field(default_factory=list)
     verbose: bool = False
+    opened: list[Backend] = field(default_factory=list, init=False, repr=False)  # closed when the command ends
 
     def sampling(self) -> Sampling:
         return Sampling(
@@ -138,7 +139,14 @@ class ModelOptions:
         """Load ``spec`` (default: ``--model``) with these options, showing a spinner meanwhile."""
         spec = spec or self.model
         with err.status(f"loading {spec} …"):
-            return load_backend(spec, self.load_options())
+            backend = load_backend(spec, self.load_options())
+        self.opened.append(backend)
+        return backend
+
+    def close(self) -> None:
+        """Close every model this command loaded (the engines stop before the interpreter does)."""
+        while self.opened:
+            self.opened.pop().close()
 
     def assistant(self) -> Assistant:
         """Logging, settings and the prompt set checked first (no model loads for a typo), then the model."""
@@ -218,7 +226,7 @@ def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, *
     ``options`` argument, an instance of the dataclass ``record`` (whose defaults are the options').
     ``defaults`` overrides a default for this command. A list option left out becomes an empty list."""
     chosen = names or tuple(table)
-    base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record)}
+    base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record) if f.init}
     listed = {name for name, (kind, _) in table.items() if "list" in str(kind)}
 
     def decorate(command: F) -> F:
@@ -246,7 +254,11 @@ def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, *
                 if values[name] is None:
                     values[name] = []
             options = record(**{**base, **{k: v for k, v in defaults.items() if k in base}, **values})
-            return command(*args, options=options, **kwargs)
+            try:
+                return command(*args, options=options, **kwargs)
+            finally:
+                if hasattr(options, "close"):  # what the command loaded through its options
+                    options.close()
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]

@@ -67,27 +67,30 @@ class JudgeOptions:
     def run(self, mode: JudgeMode, items: list[Any], output: Path, second_answers: dict | None = None) -> None:
         """Judge ``items`` into ``output`` with a progress bar, then say what happened."""
         judge = self.judge(mode)
-        with progress() as bar:
-            task = bar.add_task(f"judging ({mode})", total=None, note="")
-            tally = {"scored": 0, "failed": 0, "cached": 0}
-            first_error: list[str] = []
+        try:
+            with progress() as bar:
+                task = bar.add_task(f"judging ({mode})", total=None, note="")
+                tally = {"scored": 0, "failed": 0, "cached": 0}
+                first_error: list[str] = []
 
-            def count(verdict) -> None:
-                tally[verdict.status] += 1
-                if verdict.status == "failed" and not first_error:
-                    first_error.append(verdict.error or "")
-                tally["cached"] += verdict.cached
-                bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
+                def count(verdict) -> None:
+                    tally[verdict.status] += 1
+                    if verdict.status == "failed" and not first_error:
+                        first_error.append(verdict.error or "")
+                    tally["cached"] += verdict.cached
+                    bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
 
-            summary = judge.run(
-                items,
-                output,
-                second_answers=second_answers,
-                concurrency=self.concurrency,
-                force=self.force,
-                on_start=lambda n: bar.update(task, total=n),
-                on_verdict=count,
-            )
+                summary = judge.run(
+                    items,
+                    output,
+                    second_answers=second_answers,
+                    concurrency=self.concurrency,
+                    force=self.force,
+                    on_start=lambda n: bar.update(task, total=n),
+                    on_verdict=count,
+                )
+        finally:
+            judge.close()
         out.print(
             f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
             f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"

@@ -48,6 +48,12 @@ class Judge:
     def settings(self) -> JudgeSettings:
         return JudgeSettings(judge=self.model.name, template=self.template.key)
 
+    def close(self) -> None:
+        """Close the judge model and the cache."""
+        self.model.close()
+        if self.cache is not None:
+            self.cache.close()
+
     def _ask(
         self, messages: list[dict[str, str]], schema: dict, parse: Callable[[str], Any], *parts: str
     ) -> tuple[Any, int, bool]:

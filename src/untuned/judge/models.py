@@ -23,6 +23,8 @@ class JudgeModel(Protocol):
 
     def reply(self, messages: list[dict[str, str]], schema: dict) -> str: ...
 
+    def close(self) -> None: ...
+
 
 class HttpJudgeModel:
     """A chat model behind an OpenAI-compatible API (OpenAI, vLLM, llama.cpp server, ``untuned serve``)."""
@@ -62,6 +64,9 @@ class HttpJudgeModel:
         if not response.choices:
             raise JudgeUnavailable(f"judge {self.name} at {self.url} sent no choices")
         return response.choices[0].message.content or ""
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def bundled_judge_path() -> Path:
