@@ -230,3 +230,56 @@ model = "j"
     assert cells == ["base__helpful@k0__items", "base__helpful@k1__items", "smollm__chat-template__items"]
     records = [json.loads(line) for line in (tmp_path / "exp" / "cells" / cells[2] / "answers.jsonl").read_text().splitlines()]
     assert {r["prompt_name"] for r in records} == {"chat-template"} and all(r["outputs"][0] for r in records)
+
+
+def test_one_model_in_memory_at_a_time_and_none_left_open(tmp_path):
+    """Cells run model by model: a model's backends are closed before the next one loads, and the
+    last ones when the run ends, even when it ends by an error."""
+    from untuned.backends import load_backend
+    from untuned.experiment import Experiment, read_plan
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "instruction": f"SCRIPT: answer {i}"}) + "\n" for i in range(2)))
+    models = "".join(f'[[models]]\nname = "m{i}"\nmodel = "scripted:m{i}"\nmax_tokens = 4\n\n' for i in range(3))
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        f'name = "mem"\nprompts = ["helpful:k=0,1"]\nshift = true\n\n{models}'
+        f'[[datasets]]\nname = "items"\ndataset = "json"\ndata_file = "{data}"\n'
+    )
+    opened, open_at_load = [], []
+
+    def tracked(spec, options):
+        open_at_load.append((spec, sorted(b.name for b in opened if not b.closed)))
+        backend = load_backend(spec, options)
+        original = backend.close
+
+        def close():
+            backend.closed = True
+            original()
+
+        backend.closed, backend.close = False, close
+        opened.append(backend)
+        return backend
+
+    Experiment(read_plan(path), tmp_path / "out").run(load_backend=tracked)
+    # each model: its assistant, then a second instance for the shift; the previous model's both closed
+    assert [spec for spec, _ in open_at_load] == [
+        "scripted:m0",
+        "scripted:m0",
+        "scripted:m1",
+        "scripted:m1",
+        "scripted:m2",
+        "scripted:m2",
+    ]
+    assert [len(still_open) for _, still_open in open_at_load] == [0, 1, 0, 1, 0, 1]
+    assert all(b.closed for b in opened)
+
+    def failing(spec, options):
+        if spec == "scripted:m1":
+            raise RuntimeError("no memory left")
+        return tracked(spec, options)
+
+    opened.clear()
+    with pytest.raises(RuntimeError):
+        Experiment(read_plan(path), tmp_path / "out2").run(load_backend=failing)
+    assert opened and all(b.closed for b in opened)

@@ -240,23 +240,19 @@ class Experiment:
         folder = self.folder(cell) / "shift"
         run = run_shift(analyzer, read_answers(self.folder(cell) / "answers.jsonl"), folder)
         summary = write_outputs(run.records, folder, analyzer.settings, plots=False)
-        self._log({"event": "shifted", "cell": cell.id, "ratios": summary.overall.ratios})
+        self.log_event({"event": "shifted", "cell": cell.id, "ratios": summary.overall.ratios})
 
-    def _log(self, event: dict) -> None:
+    def log_event(self, event: dict) -> None:
+        """Append ``event`` to manifest.jsonl, stamped with the time."""
         self.out.mkdir(parents=True, exist_ok=True)
         with (self.out / "manifest.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"time": time.time(), **event}, ensure_ascii=False) + "\n")
 
     def run(self, *, on_step: Callable[[str], None] | None = None, load_judge=None, load_backend=None) -> list[Path]:
         """Generate and judge every cell (what is done already is skipped); return the verdict files."""
-        from untuned.assistant import Assistant
-        from untuned.backends import LoadOptions, Sampling
-        from untuned.backends import load_backend as default_load
-        from untuned.generation import generate, generation_settings
         from untuned.judge.models import load_judge_model
 
-        load_backend = load_backend or default_load
-        self._log(
+        self.log_event(
             {
                 "event": "start",
                 "plan": self.plan.model_dump(),
@@ -265,45 +261,17 @@ class Experiment:
                 "prompts": {c.prompt: p.content_hash for c, p in self.cells},
             }
         )
-        verdict_files: list[Path] = []
-        current: str | None = None  # the model whose cells run now (cells come model by model)
-        opened: list = []  # its backends, closed before the next model loads
-        second = judge_model = None
         step = on_step or (lambda _: None)
+        verdict_files: list[Path] = []
+        models, judge_model = _Models(load_backend), None
         try:
             for cell, prompt in self.cells:
-                spec = cell.model
-                if spec.name != current:
-                    _close(opened)
-                    current, second = spec.name, None
-                    options = LoadOptions(
-                        n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True
-                    )
-                    sampling = Sampling(
-                        max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
-                    )
-                    assistant = Assistant(load_backend(spec.model, options), prompt, sampling)
-                    opened.append(assistant.backend)
-                assistant.prompt = prompt
-                folder = self.folder(cell)
-                folder.mkdir(parents=True, exist_ok=True)
+                assistant = models.assistant(cell.model, prompt)
                 step(f"{cell.id}: answering")
-                loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
-                settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
-                generate(
-                    assistant,
-                    self.items[cell.dataset.name],
-                    folder / "answers.jsonl",
-                    settings=settings,
-                    concurrency=spec.concurrency,
-                )
-                self._log({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt.content_hash})
-                if self.plan.shift and not spec.chat_template:
+                self._answer(cell, assistant)
+                if self.plan.shift and not cell.model.chat_template:
                     step(f"{cell.id}: shift")
-                    if second is None:  # context mode scores with a second instance of the base, side by side
-                        second = load_backend(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
-                        opened.append(second)
-                    self._shift(cell, assistant.backend, second, prompt)
+                    self._shift(cell, assistant.backend, models.second(cell.model), prompt)
                 if self.plan.judge is None:
                     continue
                 if judge_model is None:
@@ -311,119 +279,68 @@ class Experiment:
                     judge_model = (load_judge or load_judge_model)(url=plan.url, model=plan.model, parallel=plan.concurrency)
                 for mode in self.plan.judge.modes:
                     step(f"{cell.id}: judging ({mode})")
-                    target = folder / f"{mode}.jsonl"
+                    target = self.folder(cell) / f"{mode}.jsonl"
                     if self._judge(judge_model, cell, mode, target):
                         verdict_files.append(target)
-                        self._log({"event": "judged", "cell": cell.id, "mode": mode})
+                        self.log_event({"event": "judged", "cell": cell.id, "mode": mode})
         finally:
-            _close([*opened, *([judge_model] if judge_model is not None else [])])
-        self._log({"event": "done"})
+            models.close()
+            if judge_model is not None:
+                judge_model.close()
+        self.log_event({"event": "done"})
         return verdict_files
 
+    def _answer(self, cell: Cell, assistant) -> None:
+        """The cell's answers (``untuned generate``'s run: what is there already is kept)."""
+        from untuned.backends import LoadOptions
+        from untuned.generation import generate, generation_settings
 
-def _close(models: list) -> None:
-    """Close and forget ``models`` (backends or judge models), the last opened first."""
-    while models:
-        models.pop().close()
-
-
-_KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")
-
-
-def k_curve(report, path: Path) -> bool:
-    """A PNG of each aspect's mean (± its 95% interval) against K, one line per model and prompt set,
-    for the models whose names end in @kK; False when the grid does not vary K."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[int, object]]] = {}
-    for m in report.models:
-        found = _KTAG.match(m.model)
-        if found:
-            series.setdefault(found["series"], []).append((int(found["k"]), m))
-    if not series or all(len(points) < 2 for points in series.values()):
-        return False
-    aspects = list(dict.fromkeys(a for points in series.values() for _, m in points for a in m.aspects))
-    fig, axes = plt.subplots(1, len(aspects), figsize=(3.2 * len(aspects), 3.2), squeeze=False)
-    for ax, aspect in zip(axes[0], aspects):
-        for name, points in sorted(series.items()):
-            points = sorted((k, m.aspects[aspect]) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
-            if points:
-                ax.errorbar(
-                    [k for k, _ in points],
-                    [s.mean for _, s in points],
-                    yerr=[s.ci or 0 for _, s in points],
-                    marker="o",
-                    capsize=3,
-                    label=name.rsplit("/", 1)[-1],
-                )
-        ax.set_title(aspect)
-        ax.set_xlabel("K (examples)")
-        ax.set_ylim(1, 5.2)
-    axes[0][0].set_ylabel("mean score (1-5)")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle("In-context alignment curve: score against the number of URIAL examples")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+        spec = cell.model
+        folder = self.folder(cell)
+        folder.mkdir(parents=True, exist_ok=True)
+        loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
+        settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
+        items = self.items[cell.dataset.name]
+        generate(assistant, items, folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
+        prompt_hash = assistant.prompt.content_hash
+        self.log_event({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt_hash})
 
 
-def shift_table(experiment: Experiment) -> str | None:
-    """Per cell with a shift analysis: the share of answer tokens the URIAL prefix leaves unshifted,
-    marginal or shifted under the base model (the ratios of ``untuned shift context``)."""
-    rows = []
-    for cell, _ in experiment.cells:
-        path = experiment.folder(cell) / "shift" / "summary.json"
-        if path.exists():
-            ratios = json.loads(path.read_text(encoding="utf-8"))["overall"]["ratios"]
-            k = "–" if cell.k is None else str(cell.k)
-            rows.append(
-                f"| {cell.id} | {k} | "
-                + " | ".join(f"{100 * ratios[c]:.1f}%" for c in ("unshifted", "marginal", "shifted"))
-                + " |"
+class _Models:
+    """The model whose cells run now (cells come model by model) and, for the shift, a second instance
+    of it; both closed before the next model loads, so one model is in memory at a time."""
+
+    def __init__(self, load_backend=None) -> None:
+        from untuned.backends import load_backend as default_load
+
+        self.load = load_backend or default_load
+        self.name: str | None = None
+        self.current = self._second = None
+
+    def assistant(self, spec: ModelPlan, prompt: PromptSet):
+        from untuned.assistant import Assistant
+        from untuned.backends import LoadOptions, Sampling
+
+        if spec.name != self.name:
+            self.close()
+            options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True)
+            sampling = Sampling(
+                max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
             )
-    if not rows:
-        return None
-    return "\n".join(
-        [
-            "# Token shift per cell (base model without vs with the URIAL prefix)",
-            "",
-            "| cell | K | unshifted | marginal | shifted |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-        ]
-    )
+            self.current, self.name = Assistant(self.load(spec.model, options), prompt, sampling), spec.name
+        self.current.prompt = prompt
+        return self.current
 
+    def second(self, spec: ModelPlan):
+        """Another instance of the current base: context mode scores with it, side by side."""
+        from untuned.backends import LoadOptions
 
-def write_report(experiment: Experiment, files: list[Path]) -> Path:
-    """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
-    tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
-    from untuned.interop import export_run
-    from untuned.report import build_report, load_verdicts, to_html, to_markdown, write_csv
+        if self._second is None:
+            self._second = self.load(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
+        return self._second
 
-    folder = experiment.out / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    verdicts = [v for path in files if path.exists() for v in load_verdicts(path)]
-    if not verdicts:
-        raise UntunedError("nothing judged yet: no verdicts to report")
-    report = build_report(verdicts, compare=True)
-    (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
-    write_csv(report, folder / "report.csv")
-    (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
-    curve = k_curve(report, folder / "k-curve.png")
-    shifts = shift_table(experiment)
-    if shifts:
-        (folder / "shift.md").write_text(shifts, encoding="utf-8")
-    for cell, _ in experiment.cells:
-        answers = experiment.folder(cell) / "answers.jsonl"
-        if answers.exists():
-            official = {fmt: experiment.folder(cell) / f"answers.{fmt}.json" for fmt in ("just-eval", "alpaca-eval")}
-            for fmt, target in official.items():
-                export_run(answers, target, fmt=fmt)  # type: ignore[arg-type]
-            experiment._log({"event": "exported", "cell": cell.id, "files": {k: str(v) for k, v in official.items()}})
-    experiment._log({"event": "reported", "report": str(folder / "report.md"), "k_curve": curve})
-    return folder
+    def close(self) -> None:
+        for backend in (self._second, self.current and self.current.backend):
+            if backend is not None:
+                backend.close()
+        self.current = self._second = self.name = None

@@ -86,8 +86,26 @@ def _body(lines: list[str]) -> str:
 
 def parse_prompt(text: str, *, source: str = "<string>", default_name: str = "custom") -> PromptSet:
     """Parse a ``.urial`` document; raise :class:`PromptFileError` naming the line on any problem."""
+    header, sections = _split_document(text, source)
+    if not sections:
+        raise PromptFileError(source, max(1, len(text.splitlines())), "no sections found; add at least '=== system ==='")
+    system, examples = _pair_sections(sections, source)
+    return PromptSet(
+        name=header.get("name") or default_name,
+        system=system,
+        examples=tuple(examples),
+        description=header.get("description", ""),
+        source=source,
+    )
+
+
+_Section = tuple[str, int, list[str]]  # (kind, line number of its marker, body lines)
+
+
+def _split_document(text: str, source: str) -> tuple[dict[str, str], list[_Section]]:
+    """The header's keys and the sections, each line checked."""
     header: dict[str, str] = {}
-    sections: list[tuple[str, int, list[str]]] = []  # (kind, line number of marker, body lines)
+    sections: list[_Section] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip("\r")
         marker = _SECTION.match(line)
@@ -114,7 +132,11 @@ def parse_prompt(text: str, *, source: str = "<string>", default_name: str = "cu
         if key not in _HEADER_KEYS:
             raise PromptFileError(source, number, f"unknown header key '{pair.group(1)}' (known: {', '.join(_HEADER_KEYS)})")
         header[key] = pair.group(2).strip()
+    return header, sections
 
+
+def _pair_sections(sections: list[_Section], source: str) -> tuple[str, list[Example]]:
+    """The system text and the query/answer examples, in order."""
     system = ""
     examples: list[Example] = []
     pending: tuple[int, str] | None = None  # (line, query) awaiting its answer
@@ -137,15 +159,7 @@ def parse_prompt(text: str, *, source: str = "<string>", default_name: str = "cu
             pending = None
     if pending is not None:
         raise PromptFileError(source, pending[0], "this query has no answer section after it")
-    if not sections:
-        raise PromptFileError(source, max(1, len(text.splitlines())), "no sections found; add at least '=== system ==='")
-    return PromptSet(
-        name=header.get("name") or default_name,
-        system=system,
-        examples=tuple(examples),
-        description=header.get("description", ""),
-        source=source,
-    )
+    return system, examples
 
 
 def builtin_prompt_names() -> list[str]:

@@ -170,21 +170,27 @@ class ResumableRun(Generic[T, R]):
                     on_record(record)
 
         batches = [todo[i : i + max(1, batch_size)] for i in range(0, len(todo), max(1, batch_size))]
-        if concurrency <= 1:
-            for batch in batches:
-                keep(work(batch))
-        else:
-            with ThreadPoolExecutor(concurrency, thread_name_prefix="untuned-run") as pool:
-                pending: set[Future] = {pool.submit(work, batch) for batch in batches}
-                try:
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            keep(future.result())
-                except BaseException:
-                    for future in pending:
-                        future.cancel()
-                    raise
+        _each_result(work, batches, keep, concurrency)
         summary.seconds = time.perf_counter() - started
         summary.records = list(latest.values())
         return summary
+
+
+def _each_result(work: Callable[[list[T]], list[R]], batches: list[list[T]], keep, concurrency: int) -> None:
+    """``keep(work(batch))`` for every batch, ``concurrency`` batches at once, each kept as it finishes.
+    A failure cancels the batches not started and is raised."""
+    if concurrency <= 1:
+        for batch in batches:
+            keep(work(batch))
+        return
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="untuned-run") as pool:
+        pending: set[Future] = {pool.submit(work, batch) for batch in batches}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    keep(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise

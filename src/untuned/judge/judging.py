@@ -136,6 +136,26 @@ class Judge:
             seconds=time.perf_counter() - started,
         )
 
+    def _judge_pair(self, item: AnswerItem, second: AnswerItem, base: dict, started: float) -> Verdict:
+        """Both orders asked; an aspect's outcome combines them (a win in one order and a tie in the other is a win)."""
+        first, n1, c1 = self._ask_about(item.query, item.answer, second.answer)
+        swapped_order, n2, c2 = self._ask_about(item.query, second.answer, item.answer)
+        swapped = {a: {"A": "B", "B": "A"}.get(w, w) for a, w in swapped_order["winners"].items()}
+        combined = {a: combine_orders([w, swapped[a]]) for a, w in first["winners"].items()}
+        winners = {a: outcome for a, (outcome, _) in combined.items()}
+        rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
+        return make_verdict(
+            **base,
+            status="scored",
+            winners=winners,
+            orders=[first["winners"], swapped],
+            rationales=rationales,
+            preference=combined["overall"][1] if "overall" in combined else None,
+            attempts=n1 + n2,
+            cached=c1 and c2,
+            seconds=time.perf_counter() - started,
+        )
+
     def judge_item(self, item: AnswerItem | MtBenchItem, second: AnswerItem | None = None) -> Verdict:
         """Judge one item (with ``second``, the other answer, in pairwise mode). Never raises for the judge's faults."""
         if self.template.mode == "mt-bench":
@@ -160,24 +180,7 @@ class Judge:
             if self.template.mode == "pairwise":
                 if second is None:
                     raise ValueError("pairwise judging needs the second answer")
-                first, n1, c1 = self._ask_about(item.query, item.answer, second.answer)
-                swapped_order, n2, c2 = self._ask_about(item.query, second.answer, item.answer)
-                swapped = {a: {"A": "B", "B": "A"}.get(w, w) for a, w in swapped_order["winners"].items()}
-                combined = {a: combine_orders([w, swapped[a]]) for a, w in first["winners"].items()}
-                winners = {a: outcome for a, (outcome, _) in combined.items()}
-                rationales = {a: f"{first['rationales'][a]} | {swapped_order['rationales'][a]}" for a in winners}
-                preference = combined["overall"][1] if "overall" in combined else None
-                return make_verdict(
-                    **base,
-                    status="scored",
-                    winners=winners,
-                    orders=[first["winners"], swapped],
-                    rationales=rationales,
-                    preference=preference,
-                    attempts=n1 + n2,
-                    cached=c1 and c2,
-                    seconds=time.perf_counter() - started,
-                )
+                return self._judge_pair(item, second, base, started)
             answer = "" if self.template.mode == "tag" else item.answer  # tags describe the query alone
             parsed, attempts, cached = self._ask_about(item.query, answer, "")
         except _Failed as exc:

@@ -1,0 +1,115 @@
+"""An experiment's report: the grid's tables (report.md / .csv / .html), the K curve, the token shift
+per cell, and each cell's answers in the official tools' formats; see :mod:`untuned.experiment`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from untuned.errors import UntunedError
+
+if TYPE_CHECKING:
+    from untuned.experiment import Experiment
+
+_KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")
+
+
+def k_curve(report, path: Path) -> bool:
+    """A PNG of each aspect's mean (± its 95% interval) against K, one line per model and prompt set,
+    for the models whose names end in @kK; False when the grid does not vary K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, object]]] = {}
+    for m in report.models:
+        found = _KTAG.match(m.model)
+        if found:
+            series.setdefault(found["series"], []).append((int(found["k"]), m))
+    if not series or all(len(points) < 2 for points in series.values()):
+        return False
+    aspects = list(dict.fromkeys(a for points in series.values() for _, m in points for a in m.aspects))
+    fig, axes = plt.subplots(1, len(aspects), figsize=(3.2 * len(aspects), 3.2), squeeze=False)
+    for ax, aspect in zip(axes[0], aspects):
+        for name, points in sorted(series.items()):
+            points = sorted((k, m.aspects[aspect]) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
+            if points:
+                ax.errorbar(
+                    [k for k, _ in points],
+                    [s.mean for _, s in points],
+                    yerr=[s.ci or 0 for _, s in points],
+                    marker="o",
+                    capsize=3,
+                    label=name.rsplit("/", 1)[-1],
+                )
+        ax.set_title(aspect)
+        ax.set_xlabel("K (examples)")
+        ax.set_ylim(1, 5.2)
+    axes[0][0].set_ylabel("mean score (1-5)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("In-context alignment curve: score against the number of URIAL examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def shift_table(experiment: Experiment) -> str | None:
+    """Per cell with a shift analysis: the share of answer tokens the URIAL prefix leaves unshifted,
+    marginal or shifted under the base model (the ratios of ``untuned shift context``)."""
+    rows = []
+    for cell, _ in experiment.cells:
+        path = experiment.folder(cell) / "shift" / "summary.json"
+        if path.exists():
+            ratios = json.loads(path.read_text(encoding="utf-8"))["overall"]["ratios"]
+            k = "–" if cell.k is None else str(cell.k)
+            rows.append(
+                f"| {cell.id} | {k} | "
+                + " | ".join(f"{100 * ratios[c]:.1f}%" for c in ("unshifted", "marginal", "shifted"))
+                + " |"
+            )
+    if not rows:
+        return None
+    return "\n".join(
+        [
+            "# Token shift per cell (base model without vs with the URIAL prefix)",
+            "",
+            "| cell | K | unshifted | marginal | shifted |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def write_report(experiment: Experiment, files: list[Path]) -> Path:
+    """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
+    tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
+    from untuned.interop import export_run
+    from untuned.report import build_report, load_verdicts, to_html, to_markdown, write_csv
+
+    folder = experiment.out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    verdicts = [v for path in files if path.exists() for v in load_verdicts(path)]
+    if not verdicts:
+        raise UntunedError("nothing judged yet: no verdicts to report")
+    report = build_report(verdicts, compare=True)
+    (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
+    write_csv(report, folder / "report.csv")
+    (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
+    curve = k_curve(report, folder / "k-curve.png")
+    shifts = shift_table(experiment)
+    if shifts:
+        (folder / "shift.md").write_text(shifts, encoding="utf-8")
+    for cell, _ in experiment.cells:
+        answers = experiment.folder(cell) / "answers.jsonl"
+        if answers.exists():
+            official = {fmt: experiment.folder(cell) / f"answers.{fmt}.json" for fmt in ("just-eval", "alpaca-eval")}
+            for fmt, target in official.items():
+                export_run(answers, target, fmt=fmt)  # type: ignore[arg-type]
+            experiment.log_event({"event": "exported", "cell": cell.id, "files": {k: str(v) for k, v in official.items()}})
+    experiment.log_event({"event": "reported", "report": str(folder / "report.md"), "k_curve": curve})
+    return folder
