@@ -14,45 +14,57 @@ from untuned.errors import UntunedError
 from untuned.generation import GenerationFile, GenerationRecord, generate, generation_settings, merge
 from untuned.interop import ExportFormat, export_run
 
+Dataset = Annotated[DatasetName, typer.Argument(help="The benchmark set; json reads any --data-file.")]
+RunFile = Annotated[Path, typer.Option("--out", "-o", help="JSONL file of answers; appended to and resumed.")]
+DataFile = Annotated[Path | None, typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")]
+Field = Annotated[str, typer.Option("--field", help="Field holding the instruction (json dataset).")]
+IdField = Annotated[str, typer.Option("--id-field", help="Field holding the item id.")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Answer at most this many items.")]
+Ids = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to answer.")]
+Shard = Annotated[str | None, typer.Option("--shard", help="i/n: this process answers every n-th item from i.")]
+Force = Annotated[bool, typer.Option("--force", help="Set aside an output file made with other settings.")]
+Concurrency = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        "-c",
+        min=1,
+        help="Items answered side by side: decoded in one batch by a local model, requests at once to a server.",
+    ),
+]
+ChatTemplate = Annotated[
+    bool,
+    typer.Option(
+        "--chat-template",
+        help="Answer in the model's own chat template instead of URIAL (an instruct model: the aligned side of a comparison).",
+    ),
+]
+FastBatching = Annotated[
+    bool,
+    typer.Option(
+        "--fast-batching",
+        help="Decode more than 7 items per step (llama.cpp): faster, but a greedy answer may then differ with "
+        "--concurrency, as llama.cpp's kernels round larger batches otherwise. Recorded in the run's settings.",
+    ),
+]
+
 
 @friendly
 @model_options()
 def generate_command(
     ctx: typer.Context,
-    dataset: Annotated[DatasetName, typer.Argument(help="The benchmark set; json reads any --data-file.")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of answers; appended to and resumed.")],
-    data_file: Annotated[Path | None, typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")] = None,
-    field: Annotated[str, typer.Option("--field", help="Field holding the instruction (json dataset).")] = "instruction",
-    id_field: Annotated[str, typer.Option("--id-field", help="Field holding the item id.")] = "id",
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Answer at most this many items.")] = None,
-    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to answer.")] = None,
-    shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process answers every n-th item from i.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Set aside an output file made with other settings.")] = False,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            "--concurrency",
-            "-c",
-            min=1,
-            help="Items answered side by side: decoded in one batch by a local model, requests at once to a server.",
-        ),
-    ] = 1,
-    chat_template: Annotated[
-        bool,
-        typer.Option(
-            "--chat-template",
-            help="Answer in the model's own chat template "
-            "instead of URIAL (an instruct model: the aligned side of a comparison).",
-        ),
-    ] = False,
-    fast_batching: Annotated[
-        bool,
-        typer.Option(
-            "--fast-batching",
-            help="Decode more than 7 items per step (llama.cpp): faster, but a greedy answer may then differ with "
-            "--concurrency, as llama.cpp's kernels round larger batches otherwise. Recorded in the run's settings.",
-        ),
-    ] = False,
+    dataset: Dataset,
+    output: RunFile,
+    data_file: DataFile = None,
+    field: Field = "instruction",
+    id_field: IdField = "id",
+    limit: Limit = None,
+    ids: Ids = None,
+    shard: Shard = None,
+    force: Force = False,
+    concurrency: Concurrency = 1,
+    chat_template: ChatTemplate = False,
+    fast_batching: FastBatching = False,
     *,
     options: ModelOptions,
 ) -> None:
@@ -67,21 +79,6 @@ def generate_command(
     options.parallel = max(options.parallel, concurrency)
     options.batch_invariant = not fast_batching  # answers that do not depend on --concurrency, unless asked
     assistant = options.assistant()
-    bar = progress()
-    task = bar.add_task("answering", total=None, note="")
-    tokens = 0
-
-    def start(remaining: int) -> None:  # called once the output file is checked
-        bar.update(task, total=remaining)
-        bar.start()
-
-    def advance(record: GenerationRecord) -> None:
-        nonlocal tokens
-        tokens += sum(record.completion_tokens)
-        elapsed = bar.tasks[task].elapsed or 1e-9
-        done = bar.tasks[task].completed + 1
-        bar.update(task, advance=1, note=f"{done / elapsed:.2f} items/s · {tokens / elapsed:.1f} tok/s")
-
     by_category = None
     if dataset == "mt-bench" and ctx.get_parameter_source("temperature").name == "DEFAULT":
         by_category = MT_BENCH_TEMPERATURES
@@ -90,16 +87,47 @@ def generate_command(
     settings = generation_settings(
         assistant, options.model, options.load_options(), chat_template=chat_template, temperature_by_category=by_category
     )
-    try:
+    with AnswerProgress() as shown:
         summary = generate(
-            assistant, items, output, settings=settings, force=force, concurrency=concurrency, on_start=start, on_record=advance
+            assistant,
+            items,
+            output,
+            settings=settings,
+            force=force,
+            concurrency=concurrency,
+            on_start=shown.start,
+            on_record=shown.advance,
         )
-    finally:
-        bar.stop()
     out.print(
         f"{summary.done} answered, {summary.skipped} already in {output}, {summary.total} selected; "
         f"{summary.counts['tokens']} tokens in {summary.seconds:.1f} s ({summary.rate('tokens'):.1f} tok/s)"
     )
+
+
+class AnswerProgress:
+    """The bar of a generation run, shown once the output file is checked: items and tokens per second."""
+
+    def __init__(self) -> None:
+        self.bar = progress()
+        self.task = self.bar.add_task("answering", total=None, note="")
+        self.tokens = 0
+
+    def __enter__(self) -> AnswerProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def start(self, remaining: int) -> None:
+        self.bar.update(self.task, total=remaining)
+        self.bar.start()
+
+    def advance(self, record: GenerationRecord) -> None:
+        self.tokens += sum(record.completion_tokens)
+        task = self.bar.tasks[self.task]
+        elapsed = task.elapsed or 1e-9
+        note = f"{(task.completed + 1) / elapsed:.2f} items/s · {self.tokens / elapsed:.1f} tok/s"
+        self.bar.update(self.task, advance=1, note=note)
 
 
 @friendly

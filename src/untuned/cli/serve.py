@@ -18,46 +18,59 @@ def default_parallel() -> int:
     return min(8, 4 * len(os.sched_getaffinity(0)))
 
 
+Host = Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it on this machine.")]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="UNTUNED_API_KEY", help="Require 'Authorization: Bearer KEY' on all but /health and /."),
+]
+Name = Annotated[str | None, typer.Option("--name", help="Model id to report (default: from --model).")]
+SystemModeOption = Annotated[
+    SystemMode,
+    typer.Option("--system-mode", help="A client's system message is appended to the URIAL system text or replaces it."),
+]
+Parallel = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        min=1,
+        max=64,
+        help="Requests answered at once, decoded in one batch by a local model [default: four per core, at most 8].",
+    ),
+]
+MaxWaiting = Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")]
+Timeout = Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")]
+MaxTokensLimit = Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")]
+Cors = Annotated[list[str] | None, typer.Option("--cors", help="Allow this origin (repeatable); off by default.")]
+Aligned = Annotated[
+    str | None,
+    typer.Option(
+        "--aligned",
+        help="An aligned (instruct) model (a --model spec) answering in its own chat template when a request names it "
+        "in 'model'; the chat page shows its answer beside the base model's.",
+    ),
+]
+PromptFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--prompt-file", help="Another .urial prompt set requests may name (repeatable), beside the bundled ones."),
+]
+
+
 @friendly
 @model_options(*LOADING, "prompt", *(name for name in SAMPLING if name != "stop"), "verbose")
 def serve_command(
-    host: Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="UNTUNED_API_KEY", help="Require 'Authorization: Bearer KEY' on all but /health and /."),
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Model id to report (default: from --model).")] = None,
-    system_mode: Annotated[
-        SystemMode,
-        typer.Option("--system-mode", help="A client's system message is appended to the URIAL system text or replaces it."),
-    ] = "append",
-    parallel: Annotated[
-        int | None,
-        typer.Option(
-            "--parallel",
-            min=1,
-            max=64,
-            help="Requests answered at once, decoded in one batch by a local model [default: four per core, at most 8].",
-        ),
-    ] = None,
-    max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")] = 16,
-    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds a request may take, queueing included.")] = 300.0,
-    max_tokens_limit: Annotated[int | None, typer.Option("--max-tokens-limit", min=1, help="Cap on max_tokens.")] = None,
-    cors: Annotated[list[str] | None, typer.Option("--cors", help="Allow this origin (repeatable); off by default.")] = None,
-    aligned: Annotated[
-        str | None,
-        typer.Option(
-            "--aligned",
-            help="An aligned (instruct) model (a --model spec) "
-            "answering in its own chat template when a request names it in "
-            "'model'; the chat page shows its answer beside the base model's.",
-        ),
-    ] = None,
-    prompt_files: Annotated[
-        list[Path] | None,
-        typer.Option("--prompt-file", help="Another .urial prompt set requests may name (repeatable), beside the bundled ones."),
-    ] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    api_key: ApiKey = None,
+    name: Name = None,
+    system_mode: SystemModeOption = "append",
+    parallel: Parallel = None,
+    max_waiting: MaxWaiting = 16,
+    timeout: Timeout = 300.0,
+    max_tokens_limit: MaxTokensLimit = None,
+    cors: Cors = None,
+    aligned: Aligned = None,
+    prompt_files: PromptFiles = None,
     *,
     options: ModelOptions,
 ) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from untuned.answers import ContextKind, generate_answers, read_answers, read_tags
@@ -15,46 +16,64 @@ from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
 
+Mode = Annotated[
+    ShiftMode,
+    typer.Argument(
+        help="text: base scores any answers · pair: base vs aligned model (same tokenizer) · "
+        "context: base without vs with the URIAL prefix."
+    ),
+]
+Output = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; resumed if it exists.")]
+Answers = Annotated[
+    Path | None,
+    typer.Option(
+        "--answers",
+        "-a",
+        help="Answers to analyse: an untuned run, just-eval / AlpacaEval output, or JSONL of id, instruction, output.",
+    ),
+]
+Tags = Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")]
+Dataset = Annotated[DatasetName | None, typer.Option("--dataset", help="Questions to answer first.")]
+DataFile = Annotated[Path | None, typer.Option("--data-file", help="Local copy of --dataset.")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at most this many answers.")]
+Ids = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")]
+Aligned = Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")]
+AlignedTemplate = Annotated[
+    bool,
+    typer.Option(
+        "--aligned-template/--no-aligned-template",
+        help="pair mode: show the aligned model the query in its own chat template (as the original analysis does).",
+    ),
+]
+Context = Annotated[ContextKind, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")]
+TopK = Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")]
+Format = Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")]
+Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")]
+MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Answers scored together (transformers, text).")]
+Force = Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")]
+
 
 @friendly
 @model_options(*LOADING, "prompt", "verbose")
 def shift_command(
-    mode: Annotated[
-        ShiftMode,
-        typer.Argument(
-            help="text: base scores any answers · pair: base vs aligned model (same "
-            "tokenizer) · context: base without vs with the URIAL prefix."
-        ),
-    ],
-    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; resumed if it exists.")],
-    answers: Annotated[
-        Path | None,
-        typer.Option(
-            "--answers",
-            "-a",
-            help="Answers to analyse: an untuned run, just-eval / AlpacaEval output, or JSONL of id, instruction, output.",
-        ),
-    ] = None,
-    tags: Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")] = None,
-    dataset: Annotated[DatasetName | None, typer.Option("--dataset", help="Questions to answer first.")] = None,
-    data_file: Annotated[Path | None, typer.Option("--data-file", help="Local copy of --dataset.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at most this many answers.")] = None,
-    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")] = None,
-    aligned: Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")] = None,
-    aligned_template: Annotated[
-        bool,
-        typer.Option(
-            "--aligned-template/--no-aligned-template",
-            help="pair mode: show the aligned model the query in its own chat template (as the original analysis does).",
-        ),
-    ] = True,
-    context: Annotated[ContextKind, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")] = "plain",
-    top_k: Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")] = 5,
-    token_format: Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")] = "jsonl",
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")] = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Answers scored together (transformers, text).")] = 8,
-    force: Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")] = False,
+    mode: Mode,
+    output: Output,
+    answers: Answers = None,
+    tags: Tags = None,
+    dataset: Dataset = None,
+    data_file: DataFile = None,
+    limit: Limit = None,
+    ids: Ids = None,
+    aligned: Aligned = None,
+    aligned_template: AlignedTemplate = True,
+    context: Context = "plain",
+    top_k: TopK = 5,
+    token_format: Format = "jsonl",
+    plots: Plots = True,
+    max_tokens: MaxTokens = 256,
+    batch_size: BatchSize = 8,
+    force: Force = False,
     *,
     options: ModelOptions,
 ) -> None:
@@ -65,7 +84,6 @@ def shift_command(
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
     prompt_set = options.prompt_set()
-    wanted = ids_option(ids)
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
     analyzer = ShiftAnalyzer(
@@ -77,13 +95,12 @@ def shift_command(
         top_k=top_k,
         aligned_template=aligned_template and mode == "pair",
     )
-
     with progress() as bar:
         if answers is not None:
             items = read_answers(answers, tags=read_tags(tags) if tags else None)
-            items = select(items, ids=wanted, limit=limit, where="the answers")
+            items = select(items, ids=ids_option(ids), limit=limit, where="the answers")
         else:
-            questions = select(load_items(dataset, data_file=data_file), ids=wanted, limit=limit)
+            questions = select(load_items(dataset, data_file=data_file), ids=ids_option(ids), limit=limit)
             writer = second if mode == "pair" else base
             task = bar.add_task(f"answering with {writer.name}", total=len(questions), note="")
             items = generate_answers(
@@ -94,25 +111,30 @@ def shift_command(
                 sampling=Sampling(max_tokens=max_tokens),
                 on_answer=lambda _: bar.advance(task),
             )
-        task = bar.add_task("scoring", total=None, note="")
-        counted = {"tokens": 0}
-
-        def scored(example) -> None:
-            counted["tokens"] += len(example.tokens)
-            elapsed = bar.tasks[task].elapsed or 1e-9
-            bar.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
-
-        run = run_shift(
-            analyzer,
-            items,
-            output,
-            force=force,
-            on_start=lambda n: bar.update(task, total=n),
-            on_example=scored,
-            batch_size=batch_size,
-        )
+        run = _score(analyzer, items, output, bar, force=force, batch_size=batch_size)
     summary = write_outputs(run.records, output, analyzer.settings, tokens=token_format, plots=plots)
     _print_summary(summary, output)
+
+
+def _score(analyzer: ShiftAnalyzer, items, output: Path, bar: Progress, *, force: bool, batch_size: int):
+    """Run the analysis over ``items`` into ``output``, with a bar of tokens scored per second."""
+    task = bar.add_task("scoring", total=None, note="")
+    counted = {"tokens": 0}
+
+    def scored(example) -> None:
+        counted["tokens"] += len(example.tokens)
+        elapsed = bar.tasks[task].elapsed or 1e-9
+        bar.update(task, advance=1, note=f"{counted['tokens'] / elapsed:.0f} tok/s")
+
+    return run_shift(
+        analyzer,
+        items,
+        output,
+        force=force,
+        on_start=lambda n: bar.update(task, total=n),
+        on_example=scored,
+        batch_size=batch_size,
+    )
 
 
 def _print_summary(summary: ShiftSummary, output: Path) -> None:
