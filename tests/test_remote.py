@@ -110,3 +110,23 @@ def test_gives_up_with_a_clear_error():
 def test_unreachable_server():
     with pytest.raises(RemoteError, match="could not reach http://127.0.0.1:9/v1"):
         load_backend("http://127.0.0.1:9/v1", LoadOptions(max_retries=0))
+
+
+def test_a_setting_the_backend_does_not_use_is_refused_by_name(gemma_path):
+    """Each backend takes its own settings; one it does not use, given a value, is refused before
+    anything loads or connects (port 9: nothing listens there), never ignored."""
+    from untuned.errors import UntunedError
+
+    with pytest.raises(UntunedError, match=r"the remote backend does not use n_ctx \(--n-ctx\), gpu_layers \(--gpu-layers\)"):
+        load_backend("http://127.0.0.1:9/v1", LoadOptions(n_ctx=512, gpu_layers=2))
+    with pytest.raises(UntunedError, match=r"the llama.cpp backend does not use device \(--device\); its settings are n_ctx"):
+        load_backend(str(gemma_path), LoadOptions(device="cuda"))
+    with pytest.raises(UntunedError, match=r"the transformers backend does not use kv_budget"):
+        load_backend(str(gemma_path), LoadOptions(backend="transformers", kv_budget=1024))
+    result = subprocess.run(
+        [sys.executable, "-m", "untuned.cli", "ask", "Hi", "--model", "http://127.0.0.1:9/v1", "--kv-budget", "1024"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "the remote backend does not use kv_budget (--kv-budget)" in result.stderr

@@ -56,6 +56,11 @@ def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
         assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
 
 
+def refused_args(fixture_data, tmp_path) -> list[str]:
+    data = str(fixture_data / "just_eval_instruct.jsonl")
+    return ["generate", "just-eval", "--data-file", data, "--limit", "1", "--out", str(tmp_path / "refused.jsonl")]
+
+
 def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     """Fields, both MT-bench turns (the second sees the first), and concurrent items each once."""
     out = tmp_path / "je.jsonl"
@@ -79,6 +84,9 @@ def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     first = records["0"]
     assert first.output == f"You said: {first.instruction}" and first.model == "scripted:run"
     assert first.meta["task_types"] == ["info-seek"] and first.generator == "untuned/scripted-run/helpful"
+    assert first.loading["batching"] == "uncontrolled"  # a backend that cannot hold answers batch-invariant says so
+    refused = cli(*refused_args(fixture_data, tmp_path), "--fast-batching", *SCRIPTED)
+    assert refused.exit_code == 2 and "--fast-batching is a llama.cpp setting; scripted-run" in plain(refused.output)
     mt = tmp_path / "mt.jsonl"
     result = cli(
         "generate",

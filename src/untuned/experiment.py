@@ -298,7 +298,7 @@ class Experiment:
         spec = cell.model
         folder = self.folder(cell)
         folder.mkdir(parents=True, exist_ok=True)
-        loading = LoadOptions(gpu_layers=spec.gpu_layers, batch_invariant=True)
+        loading = LoadOptions(gpu_layers=spec.gpu_layers)
         settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
         items = self.items[cell.dataset.name]
         generate(assistant, items, folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
@@ -319,15 +319,17 @@ class _Models:
 
     def assistant(self, spec: ModelPlan, prompt: PromptSet):
         from untuned.assistant import Assistant
-        from untuned.backends import LoadOptions, Sampling
+        from untuned.backends import BatchInvariance, LoadOptions, Sampling
 
         if spec.name != self.name:
             self.close()
-            options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency, batch_invariant=True)
+            options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency)
             sampling = Sampling(
                 max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
             )
             self.current, self.name = Assistant(self.load(spec.model, options), prompt, sampling), spec.name
+            if isinstance(self.current.backend, BatchInvariance):  # answers independent of the concurrency
+                self.current.backend.batch_invariant = True
         self.current.prompt = prompt
         return self.current
 

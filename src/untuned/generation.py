@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.assistant import Assistant
-from untuned.backends import ChatTemplated, LoadOptions
+from untuned.backends import Backend, BatchInvariance, ChatTemplated, LoadOptions
 from untuned.errors import DataFileError, RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile
 from untuned.rows import Rows
@@ -83,6 +83,14 @@ class GenerationFile(JsonlFile[GenerationRecord]):
 CHAT_TEMPLATE = "chat-template"  # the prompt name of answers given in the model's own chat template
 
 
+def batching(backend: Backend) -> str:
+    """How the run's answers depend on what is decoded beside them: "invariant" (never), "fast" (a greedy
+    answer may differ with the batch) or "uncontrolled" (a backend that cannot say, such as a server)."""
+    if isinstance(backend, BatchInvariance):
+        return "invariant" if backend.batch_invariant else "fast"
+    return "uncontrolled"
+
+
 def generation_settings(
     assistant: Assistant,
     model_spec: str,
@@ -109,7 +117,7 @@ def generation_settings(
         loading={
             "gpu_layers": loading.gpu_layers,
             "dtype": loading.dtype,
-            "batching": "invariant" if loading.batch_invariant else "fast",
+            "batching": batching(assistant.backend),
         }
         if loading
         else {},

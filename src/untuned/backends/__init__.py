@@ -5,6 +5,7 @@ from untuned.backends.protocol import (
     DEFAULT_MAX_CTX,
     Backend,
     Batched,
+    BatchInvariance,
     BatchScoring,
     ChatTemplated,
     CountsWork,
@@ -33,6 +34,7 @@ from untuned.backends.scoring import RowScoring, check_score_request, log_softma
 __all__ = [
     "DEFAULT_MAX_CTX",
     "Backend",
+    "BatchInvariance",
     "BatchScoring",
     "Batched",
     "ChatTemplated",

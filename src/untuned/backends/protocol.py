@@ -14,18 +14,25 @@ backend may have any of the capabilities below; each is a Protocol that callers 
 - :class:`BatchScoring`: scores several sequences in one pass (shift analysis).
 - :class:`SchemaConstrained`: holds its output to a JSON schema (``response_format``, local judges).
 - :class:`MemoryReporting`: says how its cache is laid out and what it takes (start-up line).
+- :class:`BatchInvariance`: can hold each answer independent of what is decoded beside it (batch runs).
+
+Loading: :class:`LoadOptions` is every backend's settings as a user gives them; a built-in backend takes
+its own subset (:meth:`LoadOptions.narrow` with :data:`LLAMA_CPP_OPTIONS`, :data:`TRANSFORMERS_OPTIONS`
+or :data:`REMOTE_OPTIONS`), and a setting it does not use, given a value, is refused with its name. A
+plugin's factory receives the whole :class:`LoadOptions` and may narrow it the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from untuned.conversation import RenderedPrompt
+from untuned.errors import UntunedError
 
 FinishReason = Literal["stop", "length"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
@@ -92,6 +99,35 @@ class LoadOptions(BaseModel):
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
     timeout: float = Field(120.0, gt=0, description="Seconds before a remote request times out.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts (remote), with backoff.")
+
+    def narrow(self, accepted: type[Narrowed], backend: str) -> Narrowed:
+        """These options as ``accepted``, the settings one backend takes. A setting it does not take that
+        was given a value other than its default is refused with an error naming it, never ignored."""
+        unused = [
+            name
+            for name, info in type(self).model_fields.items()
+            if name != "backend" and name not in accepted.model_fields and getattr(self, name) != info.default
+        ]
+        if unused:
+            named = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in unused)
+            raise UntunedError(
+                f"the {backend} backend does not use {named}; its settings are {', '.join(accepted.model_fields)}."
+            )
+        return accepted(**{name: getattr(self, name) for name in accepted.model_fields})
+
+
+Narrowed = TypeVar("Narrowed", bound=BaseModel)
+
+
+def _subset(name: str, *fields: str) -> type[BaseModel]:
+    """A record of some of :class:`LoadOptions`' fields, with their types, defaults and checks."""
+    chosen = {field: (LoadOptions.model_fields[field].annotation, LoadOptions.model_fields[field]) for field in fields}
+    return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), **chosen)  # type: ignore[call-overload]
+
+
+LLAMA_CPP_OPTIONS = _subset("LlamaCppOptions", "n_ctx", "threads", "gpu_layers", "parallel", "batch_invariant", "kv_budget")
+TRANSFORMERS_OPTIONS = _subset("TransformersOptions", "n_ctx", "device", "dtype", "parallel")
+REMOTE_OPTIONS = _subset("RemoteOptions", "remote_model", "api_key_env", "concurrency", "timeout", "max_retries", "parallel")
 
 
 @dataclass(frozen=True)
@@ -242,3 +278,11 @@ class MemoryReporting(Protocol):
     """Says how its cache is laid out and how much memory the model's context took."""
 
     kv_summary: str
+
+
+@runtime_checkable
+class BatchInvariance(Protocol):
+    """Can decode so that each request gets exactly the answer it would get alone, whatever is decoded
+    beside it (set ``batch_invariant``; batch runs do by default, a server does not, for speed)."""
+
+    batch_invariant: bool

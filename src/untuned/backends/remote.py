@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 
 from untuned.backends import LoadOptions, ModelSpec, Sampling, StreamChunk, TokenScores, check_score_request
+from untuned.backends.protocol import REMOTE_OPTIONS
 from untuned.conversation import RenderedPrompt
 from untuned.errors import BackendUnavailableError, RemoteError, UnsupportedOperation, UntunedError
 
@@ -81,6 +82,7 @@ class RemoteBackend:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> RemoteBackend:
+        options = options.narrow(REMOTE_OPTIONS, "remote")  # type: ignore[assignment]
         return cls(
             spec.location,
             model=options.remote_model,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from untuned.answers import import_answers
+from untuned.backends import BatchInvariance
 from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress
 from untuned.data import MT_BENCH_TEMPERATURES, DatasetName, load_items, select
 from untuned.errors import UntunedError
@@ -77,8 +78,11 @@ def generate_command(
         load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard
     )
     options.parallel = max(options.parallel, concurrency)
-    options.batch_invariant = not fast_batching  # answers that do not depend on --concurrency, unless asked
     assistant = options.assistant()
+    if isinstance(assistant.backend, BatchInvariance):  # answers that do not depend on --concurrency, unless asked
+        assistant.backend.batch_invariant = not fast_batching
+    elif fast_batching:
+        raise UntunedError(f"--fast-batching is a llama.cpp setting; {assistant.backend.name} has no batching to choose")
     by_category = None
     if dataset == "mt-bench" and ctx.get_parameter_source("temperature").name == "DEFAULT":
         by_category = MT_BENCH_TEMPERATURES

@@ -95,7 +95,6 @@ class ModelOptions:
     gpu_layers: int = _loading("gpu_layers")
     parallel: int = _loading("parallel")
     kv_budget: int | None = _loading("kv_budget")
-    batch_invariant: bool = False
     prompt: str = "helpful"
     temperature: float = _sampling("temperature")
     top_p: float = _sampling("top_p")
@@ -129,7 +128,6 @@ class ModelOptions:
             gpu_layers=self.gpu_layers,
             parallel=self.parallel,
             kv_budget=self.kv_budget,
-            batch_invariant=self.batch_invariant,
         )
 
     def prompt_set(self) -> PromptSet:

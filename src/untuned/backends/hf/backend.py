@@ -24,7 +24,7 @@ from untuned.backends import (
 )
 from untuned.backends.hf.engine import TransformersEngine
 from untuned.backends.hf.model import LoadedModel
-from untuned.backends.protocol import EngineStats
+from untuned.backends.protocol import TRANSFORMERS_OPTIONS, EngineStats
 from untuned.chat_template import with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import (
@@ -73,6 +73,7 @@ class TransformersBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> TransformersBackend:
+        options = options.narrow(TRANSFORMERS_OPTIONS, "transformers")  # type: ignore[assignment]
         common = {"device": options.device, "n_ctx": options.n_ctx, "slots": options.parallel, "dtype": options.dtype}
         if spec.kind == "default":
             path = default_gguf_path()

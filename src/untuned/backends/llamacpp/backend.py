@@ -11,7 +11,7 @@ import numpy as np
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, default_threads
-from untuned.backends.protocol import EngineStats
+from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
@@ -65,6 +65,7 @@ class LlamaCppBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
+        options = options.narrow(LLAMA_CPP_OPTIONS, "llama.cpp")  # type: ignore[assignment]
         common = {
             "n_ctx": options.n_ctx,
             "threads": options.threads,
@@ -188,6 +189,16 @@ class LlamaCppBackend(RowScoring):
     def stats(self) -> EngineStats:
         """The batching engine's load and counters."""
         return self.engine.stats()
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether at most EXACT_ROWS requests are decoded per step, each then getting exactly its answer
+        alone (see the engine); settable at any time, it holds from the next step."""
+        return self.engine.max_rows is not None
+
+    @batch_invariant.setter
+    def batch_invariant(self, on: bool) -> None:
+        self.engine.max_rows = EXACT_ROWS if on else None
 
     def close(self) -> None:
         self.engine.close()
