@@ -168,6 +168,17 @@ def test_examples_editor_tries_a_set_and_downloads_a_urial_file_that_reads_back(
     ]
 
 
+def test_pair_shift_without_an_aligned_model_is_refused_by_name(url):
+    refused = httpx.post(f"{url}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "message": "mode 'pair' needs an aligned model: start the server with --aligned MODEL",
+        "type": "invalid_request_error",
+        "param": "mode",
+        "code": None,
+    }
+
+
 def test_a_phone_width_window_has_no_sideways_scroll(page):
     page.set_viewport_size({"width": 375, "height": 740})
     ask(page, "SCRIPT: a short answer")
@@ -209,6 +220,8 @@ def test_side_by_side_with_an_aligned_model_in_its_own_chat_template(browser, sm
     with untuned_server("--model", "scripted:base", "--aligned", str(smollm_path), "--parallel", "3") as root:
         models = httpx.get(f"{root}/v1/models").json()["data"]
         assert [m["prompt"] for m in models] == ["helpful", None]
+        refused = httpx.post(f"{root}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
+        assert refused.status_code == 400 and "do not share a tokenizer" in refused.json()["error"]["message"]
         page = workbench(browser, root, max_tokens=12)
         page.check("#compare")
         ask(page, "SCRIPT: the base answers")
@@ -222,3 +235,49 @@ def test_side_by_side_with_an_aligned_model_in_its_own_chat_template(browser, sm
         page.close()
     assert sides == ["urial", "none", "aligned"]
     assert texts[0] == texts[1] == "the base answers" and texts[2] and texts[2] != texts[0]
+
+
+@pytest.mark.slow
+def test_pair_shift_of_the_aligned_answer_equals_untuned_shift_pair(browser, tmp_path):
+    """Side by side with an aligned model sharing the base's tokenizer (two tiny models, the aligned one
+    with a chat template): its answer's tokens are coloured by their rank under the base model, with the
+    aligned model's own probability on hover: what `untuned shift pair` gives that answer."""
+    from helpers.tiny import CHAT_TEMPLATE, make_tiny_llama
+    from typer.testing import CliRunner
+
+    from untuned.cli import app
+
+    base = make_tiny_llama(tmp_path / "base", seed=1, init_range=0.5)
+    aligned = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
+    prompt = tmp_path / "tiny.urial"
+    prompt.write_text("name: tiny\n\n=== system ===\nAnswer briefly.\n")
+    options = ("--model", str(base), "--aligned", str(aligned), "--prompt", str(prompt), "--n-ctx", "1024", "--parallel", "3")
+    with untuned_server(*options) as root:
+        page = workbench(browser, root, max_tokens=12)
+        page.check("#compare")
+        ask(page, "What is two plus two?")
+        page.wait_for_function(
+            "document.querySelectorAll('.answer').length === 3 && "
+            "[...document.querySelectorAll('.answer')].every(a => a.dataset.state === 'done')",
+            timeout=120_000,
+        )
+        answer = page.evaluate("JSON.parse(localStorage.getItem('untuned-conversation'))[1].answers[2].text")
+        page.click(".answer[data-side='aligned'] .shift")
+        page.wait_for_function("document.querySelectorAll(\".answer[data-side='aligned'] .tok\").length > 0", timeout=120_000)
+        shown = page.eval_on_selector_all(
+            ".answer[data-side='aligned'] .tok", "nodes => nodes.map(n => [n.textContent, n.dataset.category, n.title])"
+        )
+        summary = page.inner_text(".answer[data-side='aligned'] .shiftline")
+        page.close()
+    assert answer.strip()
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"id": "1", "instruction": "What is two plus two?", "output": answer}) + "\n")
+    args = ["shift", "pair", "--model", str(base), "--aligned", str(aligned), "--answers", str(answers)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]
+    assert [(r["text"], r["category"]) for r in rows] == [(text, category) for text, category, _ in shown]
+    for row, (_, _, title) in zip(rows, shown):
+        assert f"base: rank {row['rank']} · p {row['prob']:.3f} · aligned: rank {row['aligned_rank']}" in title
+        assert f"p {row['aligned_prob']:.3f} · KL {row['kl']:.3f}" in title
+    assert "aligned model's probability and KL" in summary

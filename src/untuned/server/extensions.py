@@ -3,6 +3,8 @@ of an answer's tokens."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.server.schema import InlinePromptSet, Message
@@ -47,3 +49,9 @@ class ShiftRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=100_000)
     answer: str = Field(..., min_length=1, max_length=100_000)
     top_k: int = Field(5, ge=1, le=20)
+    mode: Literal["context", "pair"] = Field(
+        "context",
+        description="context: an answer of the base + URIAL, ranked under the base with no prefix (the base side of "
+        "`untuned shift context`); pair: an answer of the --aligned model, ranked under the base and under the aligned "
+        "model in its own chat template, with KL (`untuned shift pair`; the two must share a tokenizer).",
+    )

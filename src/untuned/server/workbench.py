@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 
 from untuned.answers import AnswerItem
 from untuned.backends import ChatTemplated
+from untuned.errors import UntunedError
 from untuned.server.chat import rendered_for
+from untuned.server.errors import BadRequest
 from untuned.server.extensions import ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
 from untuned.server.schema import ERRORS
 from untuned.server.serving import Serving, serving
@@ -25,8 +27,10 @@ router = APIRouter(prefix="/v1/untuned", tags=["untuned"])
 
 
 class ShiftView(BaseModel):
-    """Each answer token's rank under the base model with no URIAL prefix, and the category it falls in."""
+    """Each answer token's rank under the base model with no URIAL prefix, and the category it falls in;
+    in pair mode also its probability and rank under the aligned model, and KL(aligned || base)."""
 
+    mode: str
     tokens: list[TokenShift]
     ratios: dict[str, float] = Field(description="Share of unshifted, marginal and shifted tokens.")
     truncated: bool
@@ -68,8 +72,25 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
 @router.post("/shift", response_model=ShiftView, responses=ERRORS)
 async def shift(body: ShiftRequest, serve: Serving = Depends(serving)) -> ShiftView:
     """Rank every token of ``answer`` under the base model given ``query`` as plain text (no URIAL
-    prefix): the base side of ``untuned shift context``, with the same categories."""
-    analyzer = ShiftAnalyzer(serve.assistant.backend, mode="text", context="plain", top_k=body.top_k)
+    prefix), with the categories of ``untuned shift``: in context mode the base side of ``untuned shift
+    context``; in pair mode ``untuned shift pair``, the aligned model's own probabilities and KL beside."""
+    analyzer = await asyncio.to_thread(_analyzer, serve, body)
     item = AnswerItem(id="page", query=body.query, answer=body.answer)
     example = await serve.on_model(analyzer.analyze, item)
-    return ShiftView(tokens=example.tokens, ratios=example.ratios(), truncated=example.truncated)
+    return ShiftView(mode=body.mode, tokens=example.tokens, ratios=example.ratios(), truncated=example.truncated)
+
+
+def _analyzer(serve: Serving, body: ShiftRequest) -> ShiftAnalyzer:
+    """The analysis a request asks for; BadRequest naming what is missing (pair mode without --aligned,
+    or an aligned model whose tokenizer is not the base's)."""
+    base = serve.assistant.backend
+    if body.mode == "context":
+        return ShiftAnalyzer(base, mode="text", context="plain", top_k=body.top_k)
+    if serve.aligned is None:
+        raise BadRequest("mode 'pair' needs an aligned model: start the server with --aligned MODEL", param="mode")
+    aligned = serve.aligned.backend
+    templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
+    try:
+        return ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=templated, top_k=body.top_k)
+    except UntunedError as exc:
+        raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
