@@ -22,6 +22,7 @@ from helpers.servers import scripted_server
 from typer.testing import CliRunner
 
 from untuned.cli import app
+from untuned.errors import UntunedError
 from untuned.judge import ASPECTS, VerdictFile
 from untuned.judge.templates import PAIRWISE_ASPECTS
 
@@ -283,3 +284,38 @@ def test_one_model_in_memory_at_a_time_and_none_left_open(tmp_path):
     with pytest.raises(RuntimeError):
         Experiment(read_plan(path), tmp_path / "out2").run(load_backend=failing)
     assert opened and all(b.closed for b in opened)
+
+
+def test_tagged_items_and_only_the_comparisons_the_plan_names(tmp_path, fixture_data):
+    """A dataset cut by just-eval's tags; `compare` names the paired comparisons the report makes (by the
+    plan's MODEL/VARIANT), and a name that is not a cell is refused before anything runs."""
+    from untuned.experiment import Experiment, read_plan
+    from untuned.report import build_report, load_verdicts
+    from untuned.report.experiment import compared_generators, write_report
+
+    def write(compare: str, tags: str = '["stem"]') -> Path:
+        path = tmp_path / "plan.toml"
+        path.write_text(
+            f'name = "tagged"\nprompts = ["helpful:k=0,1,3"]\n{compare}\n'
+            '[[models]]\nname = "s"\nmodel = "scripted:tagged"\nmax_tokens = 8\n\n'
+            f'[[datasets]]\nname = "je"\ndataset = "just-eval"\ndata_file = "{fixture_data / "just_eval_instruct.jsonl"}"\n'
+            f"tags = {tags}\nlimit = 6\n\n"
+            f'[judge]\nurl = "{url}"\nmodel = "scripted-judge"\nmodes = ["multi"]\n'
+        )
+        return path
+
+    with scripted_server(judge) as (url, _):
+        experiment = Experiment(read_plan(write('compare = [["s/helpful@k0", "s/helpful@k3"]]')), tmp_path / "out")
+        items = experiment.items["je"]
+        assert len(items) == 6 and all("stem" in [*i.meta["task_types"], *i.meta["topics"]] for i in items)
+        files = experiment.run()
+    assert compared_generators(experiment) == [("untuned/scripted-tagged/helpful@k0", "untuned/scripted-tagged/helpful@k3")]
+    write_report(experiment, files)
+    report = build_report([v for f in files for v in load_verdicts(f)], compare=True, pairs=compared_generators(experiment))
+    assert [(c.a, c.b) for c in report.comparisons] == compared_generators(experiment)
+    every = build_report([v for f in files for v in load_verdicts(f)], compare=True)
+    assert len(every.comparisons) == 3  # without `compare`: every two of the three variants
+    with pytest.raises(UntunedError, match=r"compare names 's/helpful@k5': no such MODEL/VARIANT; the plan has s/helpful@k0"):
+        read_plan(write('compare = [["s/helpful@k0", "s/helpful@k5"]]'))
+    with pytest.raises(UntunedError, match="dataset je: no item has any of the tags nosuchtag"):
+        Experiment(read_plan(write("", tags='["nosuchtag"]')), tmp_path / "none")

@@ -70,6 +70,9 @@ class DatasetPlan(BaseModel):
     dataset: DatasetName
     data_file: str | None = None
     ids: list[str] | None = None
+    tags: list[str] | None = Field(
+        None, description="Keep the items with any of these tags (just-eval's task types and topics, MT-bench's category)."
+    )
     limit: int | None = Field(None, ge=1)
 
 
@@ -97,6 +100,10 @@ class Plan(BaseModel):
     datasets: list[DatasetPlan] = Field(min_length=1)
     judge: JudgePlan | None = None
     shift: bool = Field(False, description="Per cell, how far the URIAL prefix moves the base model (shift context).")
+    compare: list[tuple[str, str]] | None = Field(
+        None,
+        description="The paired comparisons the report makes, as MODEL/VARIANT names (gemma/helpful@k0); none: every pair.",
+    )
 
 
 class Cell(BaseModel):
@@ -107,6 +114,11 @@ class Cell(BaseModel):
     prompt: str = Field(description="The variant: a set's name, with @kK when cut to its first K examples.")
     k: int | None
     dataset: DatasetPlan
+
+    @property
+    def name(self) -> str:
+        """MODEL/VARIANT, the name a plan's ``compare`` uses."""
+        return f"{self.model.name}/{self.prompt}"
 
 
 def read_plan(path: str | Path) -> Plan:
@@ -128,6 +140,11 @@ def read_plan(path: str | Path) -> Plan:
         raise UntunedError(f"{path}{at}: {where}: {first['msg']}") from None
     for variant in plan.prompts:  # every prompt set readable before anything runs
         prompt_variants(variant)
+    known = {cell.name for cell, _ in cells(plan)}
+    unknown = [name for pair in plan.compare or [] for name in pair if name not in known]
+    if unknown:
+        names, have = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
+        raise UntunedError(f"{path}: compare names {names}: no such MODEL/VARIANT; the plan has {have}")
     return plan
 
 
@@ -169,7 +186,19 @@ def cells(plan: Plan) -> list[tuple[Cell, PromptSet]]:
 
 
 def dataset_items(dataset: DatasetPlan) -> list[Item]:
-    return select(load_items(dataset.dataset, data_file=dataset.data_file), ids=dataset.ids, limit=dataset.limit)
+    items = load_items(dataset.dataset, data_file=dataset.data_file)
+    if dataset.tags:
+        items = [item for item in items if set(dataset.tags) & item_tags(item)]
+        if not items:
+            raise UntunedError(f"dataset {dataset.name}: no item has any of the tags {', '.join(dataset.tags)}")
+    return select(items, ids=dataset.ids, limit=dataset.limit)
+
+
+def item_tags(item: Item) -> set[str]:
+    """An item's tags: just-eval's task types and topics, MT-bench's category."""
+    meta = item.meta
+    listed = [*(meta.get("task_types") or []), *(meta.get("topics") or [])]
+    return {str(tag) for tag in listed} | ({str(meta["category"])} if meta.get("category") else set())
 
 
 def _count(path: Path) -> int:

@@ -85,6 +85,22 @@ def shift_table(experiment: Experiment) -> str | None:
     )
 
 
+def compared_generators(experiment: Experiment) -> list[tuple[str, str]] | None:
+    """The plan's ``compare`` pairs as the generator names the verdicts carry (read from each cell's
+    answers); None when the plan names none (every pair is compared)."""
+    if experiment.plan.compare is None:
+        return None
+    from untuned.generation import GenerationFile
+
+    generators: dict[str, str] = {}
+    for cell, _ in experiment.cells:
+        answers = experiment.folder(cell) / "answers.jsonl"
+        records = GenerationFile(answers).read() if answers.exists() else []
+        if records:
+            generators[cell.name] = records[0].generator
+    return [(generators[a], generators[b]) for a, b in experiment.plan.compare if a in generators and b in generators]
+
+
 def write_report(experiment: Experiment, files: list[Path]) -> Path:
     """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
     tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
@@ -96,7 +112,7 @@ def write_report(experiment: Experiment, files: list[Path]) -> Path:
     verdicts = [v for path in files if path.exists() for v in load_verdicts(path)]
     if not verdicts:
         raise UntunedError("nothing judged yet: no verdicts to report")
-    report = build_report(verdicts, compare=True)
+    report = build_report(verdicts, compare=True, pairs=compared_generators(experiment))
     (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
     write_csv(report, folder / "report.csv")
     (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")

@@ -198,20 +198,23 @@ def _score_tables(verdicts: list[Verdict], na: str) -> dict[Section, dict[str, d
     return tables
 
 
-def comparisons(verdicts: list[Verdict], *, alpha: float = 0.05, na: str = "skip") -> list[Comparison]:
-    """Every pair of models judged on common items, per section: a paired comparison per aspect,
-    Holm-corrected across the aspects of the pair (models in the order they first appear); N/A
-    scores as the report's means treat them (``na``)."""
+def comparisons(
+    verdicts: list[Verdict], *, alpha: float = 0.05, na: str = "skip", pairs: list[tuple[str, str]] | None = None
+) -> list[Comparison]:
+    """Every pair of models judged on common items (or only ``pairs``), per section: a paired comparison
+    per aspect, Holm-corrected across the aspects of the pair (models in the order they first appear);
+    N/A scores as the report's means treat them (``na``)."""
     order = list(dict.fromkeys(v.generator or "(unknown)" for v in verdicts))
     result = []
     for section, models in _score_tables(verdicts, na).items():
         names = sorted(models, key=order.index)
-        for a, b in combinations(names, 2):
-            pairs = {}
+        chosen = combinations(names, 2) if pairs is None else [(a, b) for a, b in pairs if a in models and b in models]
+        for a, b in chosen:
+            scores = {}
             for aspect in dict.fromkeys([*models[a], *models[b]]):
                 common = sorted(set(models[a].get(aspect, {})) & set(models[b].get(aspect, {})))
-                pairs[aspect] = ([models[a][aspect][i] for i in common], [models[b][aspect][i] for i in common])
-            rows = compare_aspects(pairs, alpha=alpha)
+                scores[aspect] = ([models[a][aspect][i] for i in common], [models[b][aspect][i] for i in common])
+            rows = compare_aspects(scores, alpha=alpha)
             if rows:
                 result.append(Comparison(section=section, a=a, b=b, rows=rows))
     return result

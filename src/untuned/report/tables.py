@@ -244,22 +244,27 @@ def tag_counts(verdicts: list[Verdict]) -> tuple[dict[str, dict[str, int]], int]
 
 
 def build_report(
-    verdicts: list[Verdict], *, na: NaPolicy = "skip", compare: bool = False, difficulty: Difficulty | None = None
+    verdicts: list[Verdict],
+    *,
+    na: NaPolicy = "skip",
+    compare: bool = False,
+    pairs: list[tuple[str, str]] | None = None,
+    difficulty: Difficulty | None = None,
 ) -> Report:
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
-    adds paired comparisons of every two models (N/A treated as ``na`` says); ``difficulty``:
+    adds paired comparisons of every two models, or of ``pairs`` only (N/A treated as ``na`` says); ``difficulty``:
     AlpacaEval's own df_gamed.csv read by :func:`read_df_gamed`, in place of the shipped one, for the LC win rate."""
     by_model = grouped(verdicts, ("multi", "safety"), lambda v: v.generator or "(unknown)")
-    pairs = grouped(verdicts, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
+    judged_pairs = grouped(verdicts, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
     tags, tagged = tag_counts(verdicts)
     return Report(
         na=na,
         models=[model_report(model, group, na) for model, group in sorted(by_model.items())],
-        pairwise=[stat for (a, b), group in sorted(pairs.items()) for stat in pairwise_stats(a, b, group)],
+        pairwise=[stat for (a, b), group in sorted(judged_pairs.items()) for stat in pairwise_stats(a, b, group)],
         tags=tags,
         tagged=tagged,
         mt_bench=mt_bench_models(verdicts),
         win_rates=win_rates(verdicts, difficulty=difficulty),
         diagnostics=diagnostics(verdicts),
-        comparisons=comparisons(verdicts, na=na) if compare else [],
+        comparisons=comparisons(verdicts, na=na, pairs=pairs) if compare else [],
     )
