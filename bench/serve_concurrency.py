@@ -69,6 +69,15 @@ def rendered(question: str) -> str:
     return conversation.render().text
 
 
+async def completion_texts(http: httpx.AsyncClient, port: int, body: dict) -> AsyncIterator[str]:
+    """The text pieces of a streamed OpenAI-style /v1/completions request."""
+    async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
+        async for event in sse(response):
+            for choice in event.get("choices", []):
+                if choice.get("text"):
+                    yield choice["text"]
+
+
 async def sse(response: httpx.Response) -> AsyncIterator[dict]:
     async for line in response.aiter_lines():
         if line.startswith("data: ") and line[6:].strip() != "[DONE]":
@@ -164,11 +173,8 @@ def untuned_equal_target(parallel: int, port: int) -> Target:
             "stream": True,
             "ignore_eos": True,
         }
-        async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
-            async for event in sse(response):
-                for choice in event.get("choices", []):
-                    if choice.get("text"):
-                        yield choice["text"]
+        async for text in completion_texts(http, port, body):
+            yield text
 
     return Target(f"untuned serve --parallel {parallel}", command, f"http://127.0.0.1:{port}/health", ask)
 
@@ -214,11 +220,8 @@ def llama_cpp_python_target(port: int) -> Target:
             "stop": list(DEFAULT_FORMAT.stop),
             "repeat_penalty": 1.1,
         }
-        async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
-            async for event in sse(response):
-                for choice in event.get("choices", []):
-                    if choice.get("text"):
-                        yield choice["text"]
+        async for text in completion_texts(http, port, body):
+            yield text
 
     return Target("llama_cpp.server (llama-cpp-python)", command, f"http://127.0.0.1:{port}/v1/models", ask)
 

@@ -309,10 +309,12 @@ def test_tagged_items_and_only_the_comparisons_the_plan_names(tmp_path, fixture_
         items = experiment.items["je"]
         assert len(items) == 6 and all("stem" in [*i.meta["task_types"], *i.meta["topics"]] for i in items)
         files = experiment.run()
-    assert compared_generators(experiment) == [("untuned/scripted-tagged/helpful@k0", "untuned/scripted-tagged/helpful@k3")]
+    judged = {f: load_verdicts(f) for f in files}
+    pairs = compared_generators(experiment, judged)
+    assert pairs == [("untuned/scripted-tagged/helpful@k0", "untuned/scripted-tagged/helpful@k3")]
     write_report(experiment, files)
-    report = build_report([v for f in files for v in load_verdicts(f)], compare=True, pairs=compared_generators(experiment))
-    assert [(c.a, c.b) for c in report.comparisons] == compared_generators(experiment)
+    report = build_report([v for f in files for v in load_verdicts(f)], compare=True, pairs=pairs)
+    assert [(c.a, c.b) for c in report.comparisons] == pairs
     every = build_report([v for f in files for v in load_verdicts(f)], compare=True)
     assert len(every.comparisons) == 3  # without `compare`: every two of the three variants
     with pytest.raises(UntunedError, match=r"compare names 's/helpful@k5': no such MODEL/VARIANT; the plan has s/helpful@k0"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import plain
@@ -23,18 +24,7 @@ def cli(*args: str):
 @pytest.mark.slow
 def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
     out = tmp_path / "je.jsonl"
-    result = cli(
-        "generate",
-        "just-eval",
-        "--data-file",
-        str(fixture_data / "just_eval_instruct.jsonl"),
-        "--limit",
-        "5",
-        "--out",
-        str(out),
-        "--max-tokens",
-        "24",
-    )
+    result = cli(*just_eval_args(fixture_data, out, "--limit", "5", "--max-tokens", "24"))
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
     assert [r.id for r in records] == ["0", "1", "2", "3", "4"]
@@ -56,27 +46,15 @@ def test_just_eval_and_mt_bench_with_gemma(fixture_data, tmp_path):
         assert record.prompt_tokens[1] > record.prompt_tokens[0]  # turn 2 saw turn 1 and its answer
 
 
-def refused_args(fixture_data, tmp_path) -> list[str]:
-    data = str(fixture_data / "just_eval_instruct.jsonl")
-    return ["generate", "just-eval", "--data-file", data, "--limit", "1", "--out", str(tmp_path / "refused.jsonl")]
+def just_eval_args(fixture_data: Path, out: Path | str, *options: str) -> list[str]:
+    """`untuned generate just-eval` on the fixture's items into ``out``, with ``options``."""
+    return ["generate", "just-eval", "--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--out", str(out), *options]
 
 
 def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     """Fields, both MT-bench turns (the second sees the first), and concurrent items each once."""
     out = tmp_path / "je.jsonl"
-    result = cli(
-        "generate",
-        "just-eval",
-        "--data-file",
-        str(fixture_data / "just_eval_instruct.jsonl"),
-        "--limit",
-        "12",
-        "--out",
-        str(out),
-        "--concurrency",
-        "4",
-        *SCRIPTED,
-    )
+    result = cli(*just_eval_args(fixture_data, out, "--limit", "12", "--concurrency", "4", *SCRIPTED))
     assert result.exit_code == 0, result.output
     assert "12 answered, 0 already in" in plain(result.output)
     records = {r.id: r for r in GenerationFile(out).read()}
@@ -85,7 +63,7 @@ def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
     assert first.output == f"You said: {first.instruction}" and first.model == "scripted:run"
     assert first.meta["task_types"] == ["info-seek"] and first.generator == "untuned/scripted-run/helpful"
     assert first.loading["batching"] == "uncontrolled"  # a backend that cannot hold answers batch-invariant says so
-    refused = cli(*refused_args(fixture_data, tmp_path), "--fast-batching", *SCRIPTED)
+    refused = cli(*just_eval_args(fixture_data, tmp_path / "refused.jsonl", "--limit", "1", "--fast-batching", *SCRIPTED))
     assert refused.exit_code == 2 and "--fast-batching is a llama.cpp setting; scripted-run" in plain(refused.output)
     mt = tmp_path / "mt.jsonl"
     result = cli(
@@ -107,19 +85,7 @@ def test_generate_plumbing_on_the_scripted_model(fixture_data, tmp_path):
 
 def test_resume_with_other_settings_is_refused(fixture_data, tmp_path):
     out = tmp_path / "run.jsonl"
-    args = [
-        "generate",
-        "just-eval",
-        "--data-file",
-        str(fixture_data / "just_eval_instruct.jsonl"),
-        "--limit",
-        "1",
-        "--out",
-        str(out),
-        "--max-tokens",
-        "8",
-        *SCRIPTED,
-    ]
+    args = just_eval_args(fixture_data, out, "--limit", "1", "--max-tokens", "8", *SCRIPTED)
     assert cli(*args).exit_code == 0
     refused = cli(*args, "--prompt", "safe")
     assert refused.exit_code == 2
@@ -147,24 +113,11 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
 
 
 def test_shards_merge_and_export_in_just_eval_format(fixture_data, tmp_path):
-    data = str(fixture_data / "just_eval_instruct.jsonl")
     shards = []
     for index in range(2):
         shard = tmp_path / f"shard{index}.jsonl"
         result = cli(
-            "generate",
-            "just-eval",
-            "--data-file",
-            data,
-            "--ids",
-            "10,11,12",
-            "--shard",
-            f"{index}/2",
-            "--out",
-            str(shard),
-            "--max-tokens",
-            "8",
-            *SCRIPTED,
+            *just_eval_args(fixture_data, shard, "--ids", "10,11,12", "--shard", f"{index}/2", "--max-tokens", "8", *SCRIPTED)
         )
         assert result.exit_code == 0, result.output
         shards.append(str(shard))
@@ -241,20 +194,7 @@ def test_remote_concurrency_four(fixture_data, gemma_path, tmp_path):
     out = tmp_path / "remote.jsonl"
     with llama_cpp_server(gemma_path) as url:
         result = cli(
-            "generate",
-            "just-eval",
-            "--data-file",
-            str(fixture_data / "just_eval_instruct.jsonl"),
-            "--limit",
-            "6",
-            "--out",
-            str(out),
-            "--model",
-            url,
-            "--concurrency",
-            "4",
-            "--max-tokens",
-            "12",
+            *just_eval_args(fixture_data, out, "--limit", "6", "--model", url, "--concurrency", "4", "--max-tokens", "12")
         )
     assert result.exit_code == 0, result.output
     records = GenerationFile(out).read()
@@ -269,29 +209,11 @@ def test_selection_and_file_errors(fixture_data, tmp_path):
     cases = [
         (["generate", "json", "--data-file", str(data), "--out", out], "id '1' appears more than once"),
         (
-            [
-                "generate",
-                "just-eval",
-                "--data-file",
-                str(fixture_data / "just_eval_instruct.jsonl"),
-                "--shard",
-                "4/4",
-                "--out",
-                out,
-            ],
+            just_eval_args(fixture_data, out, "--shard", "4/4"),
             "--shard takes i/n with 0 <= i < n",
         ),
         (
-            [
-                "generate",
-                "just-eval",
-                "--data-file",
-                str(fixture_data / "just_eval_instruct.jsonl"),
-                "--ids",
-                "1,5000",
-                "--out",
-                out,
-            ],
+            just_eval_args(fixture_data, out, "--ids", "1,5000"),
             "ids not in the dataset: 5000",
         ),
         (["generate", "mt-bench", "--out", out], "the mt-bench dataset needs --data-file"),
@@ -306,26 +228,11 @@ def test_selection_and_file_errors(fixture_data, tmp_path):
 
 
 def test_merge_refuses_mixed_settings(fixture_data, tmp_path):
-    data = str(fixture_data / "just_eval_instruct.jsonl")
     files = []
     for prompt in ("helpful", "safe"):
         path = tmp_path / f"{prompt}.jsonl"
         assert (
-            cli(
-                "generate",
-                "just-eval",
-                "--data-file",
-                data,
-                "--limit",
-                "1",
-                "--max-tokens",
-                "4",
-                "--prompt",
-                prompt,
-                "--out",
-                str(path),
-                *SCRIPTED,
-            ).exit_code
+            cli(*just_eval_args(fixture_data, path, "--limit", "1", "--max-tokens", "4", "--prompt", prompt, *SCRIPTED)).exit_code
             == 0
         )
         files.append(str(path))
@@ -375,45 +282,17 @@ def test_batch_runs_give_the_same_answers_at_any_concurrency(fixture_data, tmp_p
     """Greedy answers of 16 just-eval items do not depend on --concurrency (1, 4, 8): a step decodes at
     most 7 requests together, the batch whose kernels give each its answer alone. --fast-batching
     lifts that, and the run's settings say so."""
-    data = str(fixture_data / "just_eval_instruct.jsonl")
     answers = {}
     for concurrency in (1, 4, 8):
         out = tmp_path / f"c{concurrency}.jsonl"
-        result = cli(
-            "generate",
-            "just-eval",
-            "--data-file",
-            data,
-            "--limit",
-            "16",
-            "--max-tokens",
-            "48",
-            "-c",
-            str(concurrency),
-            "--out",
-            str(out),
-        )
+        result = cli(*just_eval_args(fixture_data, out, "--limit", "16", "--max-tokens", "48", "-c", str(concurrency)))
         assert result.exit_code == 0, result.output
         records = GenerationFile(out).read()
         assert {r.loading["batching"] for r in records} == {"invariant"}
         answers[concurrency] = {r.id: r.outputs[0] for r in records}
     assert answers[1] == answers[4] == answers[8] and len(answers[1]) == 16
     fast = tmp_path / "fast.jsonl"
-    result = cli(
-        "generate",
-        "just-eval",
-        "--data-file",
-        data,
-        "--limit",
-        "2",
-        "--max-tokens",
-        "4",
-        "-c",
-        "8",
-        "--fast-batching",
-        "--out",
-        str(fast),
-    )
+    result = cli(*just_eval_args(fixture_data, fast, "--limit", "2", "--max-tokens", "4", "-c", "8", "--fast-batching"))
     assert result.exit_code == 0 and GenerationFile(fast).read()[0].loading["batching"] == "fast"
 
 
@@ -436,21 +315,6 @@ def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_p
     records = GenerationFile(run).read()
     assert [(i.id, i.turns, i.outputs) for i in items] == [(r.id, r.turns, r.outputs) for r in records]
     just_eval = tmp_path / "je.jsonl"
-    assert (
-        cli(
-            "generate",
-            "just-eval",
-            "--data-file",
-            str(fixture_data / "just_eval_instruct.jsonl"),
-            "--limit",
-            "1",
-            "--max-tokens",
-            "2",
-            "--out",
-            str(just_eval),
-            *SCRIPTED,
-        ).exit_code
-        == 0
-    )
+    assert cli(*just_eval_args(fixture_data, just_eval, "--limit", "1", "--max-tokens", "2", *SCRIPTED)).exit_code == 0
     refused = cli("export", str(just_eval), "--format", "fastchat", "--out", str(tmp_path / "x.jsonl"))
     assert refused.exit_code == 2 and "MT-bench runs" in plain(refused.output)

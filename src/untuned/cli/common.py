@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -107,28 +107,15 @@ class ModelOptions:
     opened: list[Backend] = field(default_factory=list, init=False, repr=False)  # closed when the command ends
 
     def sampling(self) -> Sampling:
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_tokens=self.max_tokens,
-            repetition_penalty=self.repetition_penalty,
-            seed=self.seed,
-            stop=tuple(self.stop),
-        )
+        return Sampling(**self._values_of(Sampling), stop=tuple(self.stop))
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(
-            backend=self.backend,
-            remote_model=self.remote_model,
-            api_key_env=self.api_key_env,
-            n_ctx=self.n_ctx,
-            device=self.device,
-            dtype=self.dtype,
-            gpu_layers=self.gpu_layers,
-            parallel=self.parallel,
-            kv_budget=self.kv_budget,
-        )
+        return LoadOptions(**self._values_of(LoadOptions))
+
+    def _values_of(self, record: type[BaseModel]) -> dict[str, Any]:
+        """This command's values of ``record``'s fields that it has as options (``stop`` apart: a tuple there)."""
+        own = {f.name for f in fields(self) if f.init}
+        return {name: getattr(self, name) for name in record.model_fields if name in own and name != "stop"}
 
     def prompt_set(self) -> PromptSet:
         return load_prompt(self.prompt)

@@ -12,6 +12,7 @@ from untuned.errors import UntunedError
 
 if TYPE_CHECKING:
     from untuned.experiment import Experiment
+    from untuned.judge import Verdict
 
 _KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")
 
@@ -85,19 +86,14 @@ def shift_table(experiment: Experiment) -> str | None:
     )
 
 
-def compared_generators(experiment: Experiment) -> list[tuple[str, str]] | None:
-    """The plan's ``compare`` pairs as the generator names the verdicts carry (read from each cell's
-    answers); None when the plan names none (every pair is compared)."""
+def compared_generators(experiment: Experiment, judged: dict[Path, list[Verdict]]) -> list[tuple[str, str]] | None:
+    """The plan's ``compare`` pairs as the generator names the verdicts carry (``judged``: each verdict file's
+    verdicts; a file lies in its cell's folder and names the cell's generator); None when the plan names
+    none (every pair is compared)."""
     if experiment.plan.compare is None:
         return None
-    from untuned.generation import GenerationFile
-
-    generators: dict[str, str] = {}
-    for cell, _ in experiment.cells:
-        answers = experiment.folder(cell) / "answers.jsonl"
-        records = GenerationFile(answers).read() if answers.exists() else []
-        if records:
-            generators[cell.name] = records[0].generator
+    folders = {experiment.folder(cell): cell.name for cell, _ in experiment.cells}
+    generators = {folders[path.parent]: found[0].generator for path, found in judged.items() if found and path.parent in folders}
     return [(generators[a], generators[b]) for a, b in experiment.plan.compare if a in generators and b in generators]
 
 
@@ -109,10 +105,11 @@ def write_report(experiment: Experiment, files: list[Path]) -> Path:
 
     folder = experiment.out / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    verdicts = [v for path in files if path.exists() for v in load_verdicts(path)]
+    judged = {path: load_verdicts(path) for path in files if path.exists()}
+    verdicts = [v for found in judged.values() for v in found]
     if not verdicts:
         raise UntunedError("nothing judged yet: no verdicts to report")
-    report = build_report(verdicts, compare=True, pairs=compared_generators(experiment))
+    report = build_report(verdicts, compare=True, pairs=compared_generators(experiment, judged))
     (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
     write_csv(report, folder / "report.csv")
     (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")

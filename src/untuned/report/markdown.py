@@ -19,6 +19,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def titled(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A heading and its table, as Markdown lines with the blank lines around them."""
+    return [title, "", table(header, rows), ""]
+
+
 def aspects_of(report: Report) -> list[str]:
     return list(dict.fromkeys(a for m in report.models for a in m.aspects))
 
@@ -64,17 +69,16 @@ def mt_bench_markdown(report: Report) -> list[str]:
         ]
         for m in report.mt_bench
     ]
-    parts += [
+    parts += titled(
         "## MT-bench (1-10; overall = mean of every turn score)",
-        "",
-        table(["model", "judge", "questions", "turn 1", "turn 2", "overall", "failed"], rows),
-        "",
-    ]
+        ["model", "judge", "questions", "turn 1", "turn 2", "overall", "failed"],
+        rows,
+    )
     categories = mt_bench_categories(report.mt_bench)
     if categories:
         rows = [[c, *(num(m.categories.get(c)) for m in report.mt_bench)] for c in categories]
         header = ["category", *(m.model for m in report.mt_bench)]
-        parts += ["## MT-bench by category (both turns)", "", table(header, rows), ""]
+        parts += titled("## MT-bench by category (both turns)", header, rows)
     return parts
 
 
@@ -145,12 +149,8 @@ def diagnostics_markdown(report: Report) -> list[str]:
         ]
         for d in report.diagnostics
     ]
-    parts += [
-        "## Judge diagnostics",
-        "",
-        table(["model", "set", "aspect", "n", "most common score", "Spearman(length, score)", ""], rows),
-        "",
-    ]
+    header = ["model", "set", "aspect", "n", "most common score", "Spearman(length, score)", ""]
+    parts += titled("## Judge diagnostics", header, rows)
     return parts
 
 
@@ -220,7 +220,7 @@ def comparison_matrix(report: Report) -> list[str]:
                         cell[(c.a, c.b)] = mark.get(r.verdict, "·")
                         cell[(c.b, c.a)] = {"+": "−", "−": "+"}.get(cell[(c.a, c.b)], "·")
             rows = [[a, *(cell.get((a, b), "" if a == b else "–") for b in models)] for a in models]
-            parts += [f"### {section}: {aspect}", "", table(["", *models], rows), ""]
+            parts += titled(f"### {section}: {aspect}", ["", *models], rows)
     return parts
 
 
@@ -242,14 +242,14 @@ def scores_markdown(report: Report, *, compare: bool) -> list[str]:
             for m in models
         ]
         header = ["model", "items", "mean", *aspects, "words", "failed", "N/A"]
-        parts += ["## Leaderboard" if compare else "## Scores per model", "", table(header, rows), ""]
+        parts += titled("## Leaderboard" if compare else "## Scores per model", header, rows)
     for m in report.models:
         for kind, labels in m.groups.items():
             rows = [
                 [label, str(max(s.n for s in stats.values()) if stats else 0), *(cell(stats.get(a)) for a in aspects)]
                 for label, stats in labels.items()
             ]
-            parts += [f"## {m.model} by {kind.replace('_', ' ')}", "", table([kind, "n", *aspects], rows), ""]
+            parts += titled(f"## {m.model} by {kind.replace('_', ' ')}", [kind, "n", *aspects], rows)
     return parts
 
 
@@ -271,7 +271,7 @@ def pairwise_markdown(report: Report) -> list[str]:
         "## Pairwise (A wins / tie / B wins; both orders asked: a win in one order and a tie in the other is a win, "
         "a win each way a tie, as the win rate counts them)"
     )
-    return [title, "", table(["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows), ""]
+    return titled(title, ["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows)
 
 
 def tags_markdown(report: Report) -> list[str]:
@@ -279,7 +279,7 @@ def tags_markdown(report: Report) -> list[str]:
     for kind, labels in report.tags.items():
         rows = [[label, str(count), f"{100 * count / report.tagged:.0f}%"] for label, count in labels.items()]
         title = f"## Tags: {kind.replace('_', ' ')} ({report.tagged} queries)"
-        parts += [title, "", table([kind, "queries", "share"], rows), ""]
+        parts += titled(title, [kind, "queries", "share"], rows)
     return parts
 
 

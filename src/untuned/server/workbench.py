@@ -81,16 +81,23 @@ async def shift(body: ShiftRequest, serve: Serving = Depends(serving)) -> ShiftV
 
 
 def _analyzer(serve: Serving, body: ShiftRequest) -> ShiftAnalyzer:
-    """The analysis a request asks for; BadRequest naming what is missing (pair mode without --aligned,
-    or an aligned model whose tokenizer is not the base's)."""
+    """The analysis a request asks for, made once per mode and top-k (the models never change); BadRequest
+    naming what is missing (pair mode without --aligned, or an aligned model whose tokenizer is not the base's)."""
+    key = (body.mode, body.top_k)
+    found = serve.analyzers.get(key)
+    if found is not None:
+        return found
     base = serve.assistant.backend
     if body.mode == "context":
-        return ShiftAnalyzer(base, mode="text", context="plain", top_k=body.top_k)
-    if serve.aligned is None:
+        found = ShiftAnalyzer(base, mode="text", context="plain", top_k=body.top_k)
+    elif serve.aligned is None:
         raise BadRequest("mode 'pair' needs an aligned model: start the server with --aligned MODEL", param="mode")
-    aligned = serve.aligned.backend
-    templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
-    try:
-        return ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=templated, top_k=body.top_k)
-    except UntunedError as exc:
-        raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
+    else:
+        aligned = serve.aligned.backend
+        templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
+        try:
+            found = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=templated, top_k=body.top_k)
+        except UntunedError as exc:
+            raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
+    serve.analyzers[key] = found
+    return found
