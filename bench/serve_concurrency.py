@@ -22,6 +22,7 @@ Run: .venv/bin/python bench/serve_concurrency.py            (P3 on equal work: 8
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -69,8 +70,10 @@ def rendered(question: str) -> str:
     return conversation.render().text
 
 
-async def completion_texts(http: httpx.AsyncClient, port: int, body: dict) -> AsyncIterator[str]:
-    """The text pieces of a streamed OpenAI-style /v1/completions request."""
+async def completion_texts(http: httpx.AsyncClient, question: str, *, port: int, **extra) -> AsyncIterator[str]:
+    """The text pieces of a streamed, greedy OpenAI-style /v1/completions request for ``question`` in the
+    URIAL prompt, with ``extra`` fields in the body."""
+    body = {"model": "m", "prompt": rendered(question), "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True, **extra}
     async with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as response:
         async for event in sse(response):
             for choice in event.get("choices", []):
@@ -164,17 +167,7 @@ def untuned_equal_target(parallel: int, port: int) -> Target:
     """untuned serve on /v1/completions with the rendered prompt: exactly MAX_TOKENS new tokens."""
     command = untuned_serve(port, parallel)
 
-    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {
-            "model": "m",
-            "prompt": rendered(question),
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-            "stream": True,
-            "ignore_eos": True,
-        }
-        async for text in completion_texts(http, port, body):
-            yield text
+    ask = functools.partial(completion_texts, port=port, ignore_eos=True)
 
     return Target(f"untuned serve --parallel {parallel}", command, f"http://127.0.0.1:{port}/health", ask)
 
@@ -210,18 +203,7 @@ def llama_cpp_python_target(port: int) -> Target:
         "False",
     ]
 
-    async def ask(http: httpx.AsyncClient, question: str) -> AsyncIterator[str]:
-        body = {
-            "model": "m",
-            "prompt": rendered(question),
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-            "stream": True,
-            "stop": list(DEFAULT_FORMAT.stop),
-            "repeat_penalty": 1.1,
-        }
-        async for text in completion_texts(http, port, body):
-            yield text
+    ask = functools.partial(completion_texts, port=port, stop=list(DEFAULT_FORMAT.stop), repeat_penalty=1.1)
 
     return Target("llama_cpp.server (llama-cpp-python)", command, f"http://127.0.0.1:{port}/v1/models", ask)
 

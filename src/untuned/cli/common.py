@@ -206,9 +206,11 @@ SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty",
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 
 
-def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, **defaults: Any) -> Callable[[F], F]:
+def option_group(
+    record: type, table: dict[str, tuple[Any, Any]], *names: str, into: str = "options", **defaults: Any
+) -> Callable[[F], F]:
     """Give a command the options ``names`` of ``table`` (default: all); it receives them as one
-    ``options`` argument, an instance of the dataclass ``record`` (whose defaults are the options').
+    argument ``into``, an instance of the dataclass ``record`` (whose defaults are the options').
     ``defaults`` overrides a default for this command. A list option left out becomes an empty list."""
     chosen = names or tuple(table)
     base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record) if f.init}
@@ -218,7 +220,7 @@ def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, *
         signature = inspect.signature(command)
         hints = get_type_hints(command, include_extras=True)  # the command's own options, resolved
         own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
-        own = [p for p in own if p.name != "options"]
+        own = [p for p in own if p.name != into]
         added = []
         for name in chosen:
             kind, option = table[name]
@@ -240,7 +242,7 @@ def option_group(record: type, table: dict[str, tuple[Any, Any]], *names: str, *
                     values[name] = []
             options = record(**{**base, **{k: v for k, v in defaults.items() if k in base}, **values})
             try:
-                return command(*args, options=options, **kwargs)
+                return command(*args, **{into: options}, **kwargs)
             finally:
                 if hasattr(options, "close"):  # what the command loaded through its options
                     options.close()

@@ -141,36 +141,49 @@ def judge_options(command):
 
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="JSONL of verdicts; appended to and resumed.")]
-TagsOption = Annotated[Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")]
-CategoryOption = Annotated[str | None, typer.Option("--category", help="Only items of this category tag (regular, safety).")]
-LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Judge at most this many items.")]
-IdsOption = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to judge.")]
 AnswersArgument = Annotated[
     Path, typer.Argument(help="Answers: an untuned run, just-eval / AlpacaEval output, or JSONL of id, instruction, output.")
 ]
 
 
-def _select(items: list, *, category: str | None = None, limit: int | None = None, ids: str | None = None) -> list:
-    if category:
-        items = [i for i in items if category in i.tags.get("category", [])]
-    return select(items, ids=ids_option(ids), limit=limit, where="the answers")
+@dataclass
+class Selection:
+    """Which of the answers a judge command takes, and the tags joined to them."""
+
+    tags: Path | None = None
+    category: str | None = None
+    limit: int | None = None
+    ids: str | None = None
+
+    def tags_by_id(self) -> dict | None:
+        return read_tags(self.tags) if self.tags else None
+
+    def apply(self, items: list) -> list:
+        if self.category:
+            items = [i for i in items if self.category in i.tags.get("category", [])]
+        return select(items, ids=ids_option(self.ids), limit=self.limit, where="the answers")
+
+
+_SELECTION: dict[str, tuple[Any, Any]] = {
+    "tags": (Path | None, typer.Option("--tags", help="Tagged queries (just-eval's) joined by id.")),
+    "category": (str | None, typer.Option("--category", help="Only items of this category tag (regular, safety).")),
+    "limit": (int | None, typer.Option("--limit", min=1, help="Judge at most this many items.")),
+    "ids": (str | None, typer.Option("--ids", help="Comma-separated ids to judge.")),
+}
+
+
+def selection_options(*names: str):
+    """Give a command the answer-selection options ``names`` (default: all), as one ``selection``."""
+    return option_group(Selection, _SELECTION, *names, into="selection")
 
 
 def _single(mode: JudgeMode, summary: str):
     @friendly
     @judge_options
-    def command(
-        answers: AnswersArgument,
-        output: OutOption,
-        tags: TagsOption = None,
-        category: CategoryOption = None,
-        limit: LimitOption = None,
-        ids: IdsOption = None,
-        *,
-        options: JudgeOptions,
-    ) -> None:
-        items = read_answers(answers, tags=read_tags(tags) if tags else None)
-        options.run(mode, _select(items, category=category, limit=limit, ids=ids), output)
+    @selection_options()
+    def command(answers: AnswersArgument, output: OutOption, *, options: JudgeOptions, selection: Selection) -> None:
+        items = read_answers(answers, tags=selection.tags_by_id())
+        options.run(mode, selection.apply(items), output)
 
     command.__doc__ = summary
     command.__name__ = f"judge_{mode}"
@@ -192,6 +205,7 @@ judge_app.command("tag")(_single("tag", "Tag each query with task types, topics 
 @judge_app.command("pairwise")
 @friendly
 @judge_options
+@selection_options()
 def pairwise_command(
     answers: Annotated[Path, typer.Argument(help="The model's answers (A).")],
     output: OutOption,
@@ -202,12 +216,9 @@ def pairwise_command(
             "--baseline", help="Reference answers to win against (AlpacaEval style: a win rate of A against them in the report)."
         ),
     ] = None,
-    tags: TagsOption = None,
-    category: CategoryOption = None,
-    limit: LimitOption = None,
-    ids: IdsOption = None,
     *,
     options: JudgeOptions,
+    selection: Selection,
 ) -> None:
     """Compare two models' answers, or a model's against a baseline (win rates).
 
@@ -218,8 +229,8 @@ def pairwise_command(
         raise UntunedError("pairwise takes the other answers as a second file or as --baseline FILE (one of them)")
     second = other or baseline
     assert second is not None
-    joined = read_tags(tags) if tags else None
-    items = _select(read_answers(answers, tags=joined), category=category, limit=limit, ids=ids)
+    joined = selection.tags_by_id()
+    items = selection.apply(read_answers(answers, tags=joined))
     second_answers = {i.id: i for i in read_answers(second, tags=joined)}
     # items without a second answer: left out, with a warning
     options.run("pairwise", items, output, second_answers=second_answers)
@@ -228,6 +239,7 @@ def pairwise_command(
 @judge_app.command("mt-bench")
 @friendly
 @judge_options
+@selection_options("limit", "ids")
 def mt_bench_command(
     answers: Annotated[
         Path,
@@ -252,10 +264,9 @@ def mt_bench_command(
         Path | None,
         typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
     ] = None,
-    limit: LimitOption = None,
-    ids: IdsOption = None,
     *,
     options: JudgeOptions,
+    selection: Selection,
 ) -> None:
     """Grade MT-bench answers 1-10 per turn, with a rationale.
 
@@ -264,7 +275,7 @@ def mt_bench_command(
     from untuned.judge.mt_bench import attach_references, read_mt_bench_answers, read_references
 
     items = read_mt_bench_answers(answers, questions=questions)
-    items = _select(items, limit=limit, ids=ids)
+    items = selection.apply(items)
     items = attach_references(items, read_references(references) if references else None, required=not no_references)
     options.run("mt-bench", items, output)
 
