@@ -348,7 +348,8 @@ class _Models:
 
     def assistant(self, spec: ModelPlan, prompt: PromptSet):
         from untuned.assistant import Assistant
-        from untuned.backends import BatchInvariance, LoadOptions, Sampling
+        from untuned.backends import LoadOptions, Sampling
+        from untuned.generation import choose_batching
 
         if spec.name != self.name:
             self.close()
@@ -357,8 +358,7 @@ class _Models:
                 max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
             )
             self.current, self.name = Assistant(self.load(spec.model, options), prompt, sampling), spec.name
-            if isinstance(self.current.backend, BatchInvariance):  # answers independent of the concurrency
-                self.current.backend.batch_invariant = True
+            choose_batching(self.current.backend)  # answers independent of the concurrency
         self.current.prompt = prompt
         return self.current
 

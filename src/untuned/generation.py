@@ -83,6 +83,15 @@ class GenerationFile(JsonlFile[GenerationRecord]):
 CHAT_TEMPLATE = "chat-template"  # the prompt name of answers given in the model's own chat template
 
 
+def choose_batching(backend: Backend, *, fast: bool = False) -> None:
+    """A batch run's answers are held batch-invariant, unless ``fast`` (faster; a greedy answer may then
+    differ with the concurrency); a backend that cannot choose refuses ``fast``."""
+    if isinstance(backend, BatchInvariance):
+        backend.batch_invariant = not fast
+    elif fast:
+        raise UntunedError(f"--fast-batching is a llama.cpp setting; {backend.name} has no batching to choose")
+
+
 def batching(backend: Backend) -> str:
     """How the run's answers depend on what is decoded beside them: "invariant" (never), "fast" (a greedy
     answer may differ with the batch) or "uncontrolled" (a backend that cannot say, such as a server)."""

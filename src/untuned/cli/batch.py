@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 
 from untuned.answers import import_answers
-from untuned.backends import BatchInvariance
 from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress
 from untuned.data import MT_BENCH_TEMPERATURES, DatasetName, load_items, select
 from untuned.errors import UntunedError
-from untuned.generation import GenerationFile, GenerationRecord, generate, generation_settings, merge
+from untuned.generation import GenerationFile, GenerationRecord, choose_batching, generate, generation_settings, merge
 from untuned.interop import ExportFormat, export_run
 
 Dataset = Annotated[DatasetName, typer.Argument(help="The benchmark set; json reads any --data-file.")]
@@ -79,10 +78,7 @@ def generate_command(
     )
     options.parallel = max(options.parallel, concurrency)
     assistant = options.assistant()
-    if isinstance(assistant.backend, BatchInvariance):  # answers that do not depend on --concurrency, unless asked
-        assistant.backend.batch_invariant = not fast_batching
-    elif fast_batching:
-        raise UntunedError(f"--fast-batching is a llama.cpp setting; {assistant.backend.name} has no batching to choose")
+    choose_batching(assistant.backend, fast=fast_batching)  # answers that do not depend on --concurrency, unless asked
     by_category = None
     if dataset == "mt-bench" and ctx.get_parameter_source("temperature").name == "DEFAULT":
         by_category = MT_BENCH_TEMPERATURES
