@@ -33,8 +33,9 @@ def root():
 
 @pytest.fixture(scope="module")
 def scripted():
-    """A server over the scripted test model (tests/scripted): time is what its scripts say."""
-    with untuned_server("--model", "scripted:served") as url:
+    """A server over the scripted test model (tests/scripted): time is what its scripts say. Its tokens are
+    bytes, so its window is wide enough for a judge's prompt (a URIAL prefix and the judge's template)."""
+    with untuned_server("--model", "scripted:served", "--n-ctx", "16384") as url:
         yield url
 
 
@@ -163,11 +164,15 @@ def test_bad_requests_get_openai_style_400(scripted, body, fragment):
 
 
 def test_context_overflow_says_by_how_much(scripted):
-    response = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 900}, timeout=60)
+    response = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3400}, timeout=60)
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "context_length_exceeded"
     excess = int(re.search(r"(\d+) tokens too many", error["message"]).group(1))
-    assert excess == 4500 + 1 - 4096 + 1  # 4500 byte tokens + BOS against a 4096-token window, one left to answer
+    assert excess == 17000 + 1 - 16384 + 1  # 17000 byte tokens + BOS against a 16384-token window, one left to answer
+    # with max_tokens named, the prompt and the answer it asks for must fit: refused with both numbers
+    asked = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 2000}, timeout=60)
+    assert asked.status_code == 400 and asked.json()["error"]["param"] == "max_tokens"
+    assert "the prompt is 15001 tokens and max_tokens 2000: 17001 in all" in asked.json()["error"]["message"]
 
 
 def test_malformed_and_oversized_bodies(scripted):
@@ -357,18 +362,18 @@ def pair():
         yield url
 
 
-def _held_stream(url: str, gate, results: dict, name: str, started: threading.Event, *, leave_after: int | None = None):
-    """Stream a scripted answer that waits for ``gate``; record its text (or stop reading after some events)."""
+def _held_stream(url: str, gate, results: dict, name: str, started: threading.Event, *, leave: threading.Event | None = None):
+    """Stream a scripted answer that waits for ``gate``; record its text (or leave when ``leave`` is set)."""
     body = {"prompt": f"SCRIPT: {name} @wait={gate} done", "max_tokens": 10, "stream": True}
-    pieces, events = [], 0
+    pieces = []
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
-            events += 1
             started.set()
             pieces.append(json.loads(line[6:])["choices"][0]["text"])
-            if leave_after is not None and events >= leave_after:
+            if leave is not None:
+                leave.wait(60)
                 break  # the client goes away mid-stream
     results[name] = "".join(pieces)
 
@@ -377,28 +382,30 @@ def test_parallel_slots_queue_and_a_disconnect_frees_only_its_own(pair, tmp_path
     gates = {name: tmp_path / name for name in ("first", "second")}
     results: dict[str, str] = {}
     started = {name: threading.Event() for name in gates}
+    leave = threading.Event()
     first = threading.Thread(
-        target=_held_stream, args=(pair, gates["first"], results, "first", started["first"]), kwargs={"leave_after": 1}
+        target=_held_stream, args=(pair, gates["first"], results, "first", started["first"]), kwargs={"leave": leave}
     )
     second = threading.Thread(target=_held_stream, args=(pair, gates["second"], results, "second", started["second"]))
     first.start()
     second.start()
     assert started["first"].wait(30) and started["second"].wait(30)
-    health = httpx.get(f"{pair}/health").json()
+    health = httpx.get(f"{pair}/health", timeout=30).json()
     assert (health["parallel"], health["active"], health["waiting"]) == (2, 2, 0)
-    refused = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"})
+    refused = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
     assert refused.status_code == 503  # both slots busy, no queue
-    first.join(30)  # the first client has gone away
-    gates["first"].touch()  # its generation goes on, sees the cancellation and frees its slot
+    leave.set()
+    first.join(30)  # the first client has gone away while its model waits: its slot is freed at once
     deadline = time.monotonic() + 30
-    while httpx.get(f"{pair}/health").json()["active"] != 1 and time.monotonic() < deadline:
+    while httpx.get(f"{pair}/health", timeout=30).json()["active"] != 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert httpx.get(f"{pair}/health").json()["active"] == 1  # the second is still being answered
+    assert httpx.get(f"{pair}/health", timeout=30).json()["active"] == 1  # the second is still being answered
     third = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
     assert third.status_code == 200 and third.json()["choices"][0]["text"].strip() == "third"
     too_long = httpx.post(f"{pair}/v1/completions", json={"prompt": "word " * 900}, timeout=30)
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
     gates["second"].touch()
+    gates["first"].touch()
     second.join(30)
     assert results["second"] == "second done " and results["first"] == "first "
 

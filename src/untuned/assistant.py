@@ -17,6 +17,7 @@ from pathlib import Path
 
 from untuned.backends import (
     Backend,
+    CancellableStream,
     ChatTemplated,
     FinishReason,
     LoadOptions,
@@ -102,6 +103,12 @@ class Completion:
         self.seconds = time.perf_counter() - self.started
         if self._on_done is not None:
             self._on_done(self)
+
+    def cancel(self) -> None:
+        """Stop the answer from any thread: a backend whose stream can be cancelled frees the request's place
+        at once, even while it waits or evaluates its prompt; any other stops at its next chunk."""
+        if isinstance(self._pieces, CancellableStream):
+            self._pieces.cancel()
 
     @property
     def text(self) -> str:

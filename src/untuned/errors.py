@@ -91,3 +91,11 @@ class ModelFailure(UntunedError):
 
 class ChatTemplateError(UntunedError):
     """A model's chat template is missing, or failed on the given messages."""
+
+
+class EngineRestarted(UntunedError):
+    """The engine's process ended (a native crash) while the request ran; the server restarted it (HTTP 503)."""
+
+
+class EngineUnavailable(UntunedError):
+    """The engine's process is restarting, or could not be started again (HTTP 503)."""

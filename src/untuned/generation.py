@@ -100,6 +100,15 @@ def batching(backend: Backend) -> str:
     return "uncontrolled"
 
 
+def recorded_loading(backend: Backend, loading: LoadOptions) -> dict[str, Any]:
+    """The load settings that change a run's numbers. Under a KV budget the requests share one pool of cells
+    and a greedy answer may differ with what shares it: batching is then "pooled", whatever was asked."""
+    recorded: dict[str, Any] = {"gpu_layers": loading.gpu_layers, "dtype": loading.dtype, "batching": batching(backend)}
+    if loading.kv_budget is not None:
+        recorded.update(batching="pooled", kv_budget=loading.kv_budget)
+    return recorded
+
+
 def generation_settings(
     assistant: Assistant,
     model_spec: str,
@@ -123,13 +132,7 @@ def generation_settings(
         prompt_name=prompt_name,
         prompt_hash=prompt_hash,
         sampling=assistant.sampling.model_dump(mode="json"),
-        loading={
-            "gpu_layers": loading.gpu_layers,
-            "dtype": loading.dtype,
-            "batching": batching(assistant.backend),
-        }
-        if loading
-        else {},
+        loading=recorded_loading(assistant.backend, loading) if loading else {},
         temperature_by_category=temperature_by_category or {},
     )
 

@@ -10,8 +10,12 @@ on a fast or a slow machine. Its answer is a script read from the prompt, after 
 Plain words are emitted one token each ("word "); ``@delay=S`` sleeps S seconds before each later
 token; ``@temperature`` says the sampling temperature it was asked for ("t=0.7");
 ``@repeat=N:WORD`` emits WORD N times; ``@wait=PATH`` blocks until PATH exists; ``@end``
-ends the answer there (end of sequence). A prompt without a script is answered
+ends the answer there (end of sequence); ``@abort`` ends the whole process at once with
+``os.abort()``, as a native crash in an engine would (the supervised engine's tests). A prompt without a script is answered
 ``You said: <its last non-empty line>``.
+
+It counts its work as an engine does (``stats``): a stream blocked in ``@wait`` makes no progress, so
+``/health`` can be seen calling the engine stalled.
 
 Tokens are UTF-8 bytes (ids 0-255) plus BOS (256) and EOS (257). Scores come from a fixed random
 bigram table, so shift and scoring plumbing can be tested too.
@@ -19,6 +23,8 @@ bigram table, so shift and scoring plumbing can be tested too.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from untuned.backends import LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk
+from untuned.backends import EngineStats, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ContextOverflowError
 
@@ -49,8 +55,8 @@ def _steps(text: str) -> list[tuple[str, str]]:
         elif item.startswith("@repeat="):
             count, _, word = item[8:].partition(":")
             steps.extend(("say", word) for _ in range(int(count)))
-        elif item == "@end":
-            steps.append(("end", ""))
+        elif item in ("@end", "@abort"):
+            steps.append((item[1:], ""))
         else:
             steps.append(("say", item))
     return steps
@@ -64,6 +70,9 @@ class ScriptedBackend(RowScoring):
         self.context_length: int | None = n_ctx or 4096
         self.vocab_size = VOCAB
         self._table = np.random.default_rng(20261125).normal(0.0, 3.0, size=(VOCAB, VOCAB)).astype(np.float32)
+        self._running = 0
+        self._last_progress = time.monotonic()
+        self._counters = EngineStats()
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> ScriptedBackend:
@@ -83,7 +92,20 @@ class ScriptedBackend(RowScoring):
         steps = [told if step == ("say", "@temperature") else step for step in _steps(prompt.text)]
         return self._play(steps, total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
 
+    def stats(self) -> EngineStats:
+        since = time.monotonic() - self._last_progress if self._running else 0.0
+        return dataclasses.replace(self._counters, busy_slots=self._running, seconds_without_progress=since)
+
     def _play(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[StreamChunk]:
+        self._running += 1
+        self._last_progress = time.monotonic()
+        self._counters.requests += 1
+        try:
+            yield from self._steps(steps, prompt_tokens, limit)
+        finally:
+            self._running -= 1
+
+    def _steps(self, steps: list[tuple[str, str]], prompt_tokens: int, limit: int) -> Iterator[StreamChunk]:
         yield StreamChunk("", tokens=0, prompt_tokens=prompt_tokens)
         delay, produced = 0.0, 0
         for kind, value in steps:
@@ -94,9 +116,13 @@ class ScriptedBackend(RowScoring):
                     time.sleep(0.01)
             elif kind == "end":
                 break
+            elif kind == "abort":
+                os.abort()
             else:
                 time.sleep(delay)
                 produced += 1
+                self._last_progress = time.monotonic()
+                self._counters.generated_tokens += 1
                 if produced >= limit:
                     yield StreamChunk(value + " ", finish="length")
                     return

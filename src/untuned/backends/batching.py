@@ -18,6 +18,7 @@ import atexit
 import dataclasses
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -43,6 +44,40 @@ class Request:
         self.cancelled = False
 
 
+class RequestStream:
+    """The caller's side of a request: an iterator of its chunks (the first one carries the prompt's size),
+    which :meth:`cancel` ends from any thread, in any state of the request (queued, evaluating its
+    prompt, generating); closing it cancels too."""
+
+    def __init__(self, engine: BatchingEngine, request: Request) -> None:
+        self._engine, self._request = engine, request
+        self._started = False
+
+    def __iter__(self) -> RequestStream:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        request = self._request
+        if not self._started:
+            self._started = True
+            return StreamChunk("", tokens=0, prompt_tokens=len(request.prefix) + len(request.body))
+        if request.cancelled and request.events.empty():
+            raise StopIteration
+        event = request.events.get()
+        if event is None:
+            self.close()
+            raise StopIteration
+        if isinstance(event, BaseException):
+            self.close()
+            raise event
+        return event
+
+    def cancel(self) -> None:
+        self._engine.cancel(self._request)
+
+    close = cancel
+
+
 class BatchingEngine:
     """A thread that steps a batch of requests over one model; see the module docstring. Thread-safe."""
 
@@ -51,6 +86,8 @@ class BatchingEngine:
     def __init__(self, slots: int) -> None:
         self.counters = EngineStats(slots=slots)
         self._waiting: deque[Request] = deque()
+        self._starved = False  # the first waiting request cannot start until a running one ends (a full KV pool)
+        self._last_progress = time.monotonic()  # when the engine last did work (or got work while idle)
         self._closing = False
         self._work = threading.Condition()  # guards the queue, slot ownership and closing
         self._context_lock = threading.Lock()  # one user of the model's state at a time
@@ -71,28 +108,40 @@ class BatchingEngine:
         raise NotImplementedError
 
     def stats(self) -> EngineStats:
-        return dataclasses.replace(self.counters, busy_slots=self.busy_slots, waiting=self.waiting)
+        busy, waiting = self.busy_slots, self.waiting
+        stalled = time.monotonic() - self._last_progress if busy or waiting else 0.0
+        return dataclasses.replace(self.counters, busy_slots=busy, waiting=waiting, seconds_without_progress=stalled)
 
-    def stream(self, request: Request) -> Iterator[StreamChunk]:
-        """Queue ``request`` and yield its chunks; closing the iterator cancels it."""
+    def _progressed(self) -> None:
+        """Note that the engine did work (evaluated a chunk of a prompt, made tokens): ``/health`` tells
+        a stalled engine by the time since."""
+        self._last_progress = time.monotonic()
+
+    def stream(self, request: Request) -> RequestStream:
+        """Queue ``request`` and return its stream of chunks; closing or cancelling the stream cancels it."""
         with self._work:
             if self._closing:
                 raise ModelClosedError("the model has been closed")
+            if not self._waiting and not self.busy_slots:
+                self._progressed()  # idle until now: the time without progress counts from here
             self._waiting.append(request)
             self._work.notify_all()
-        try:
-            yield StreamChunk("", tokens=0, prompt_tokens=len(request.prefix) + len(request.body))
-            while True:
-                event = request.events.get()
-                if event is None:
-                    return
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-        finally:
+        return RequestStream(self, request)
+
+    def cancel(self, request: Request) -> None:
+        """End ``request`` in whatever state it is: a waiting one leaves the queue now, a running one's slot is
+        freed at the engine's next step; its stream ends at once. Thread-safe, idempotent."""
+        with self._work:
+            if request.cancelled:
+                return
             request.cancelled = True
-            with self._work:
-                self._work.notify_all()
+            try:
+                self._waiting.remove(request)
+                self._starved = False  # the request that waited for room may have been this one
+            except ValueError:
+                pass  # running (its slot is reaped at the next step) or done
+            self._work.notify_all()
+        request.events.put(None)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

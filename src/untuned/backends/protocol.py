@@ -194,6 +194,15 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class CancellableStream(Protocol):
+    """A stream (what ``Backend.stream`` returns) that :meth:`cancel` ends from any thread, whatever its
+    request is doing (queued, evaluating its prompt, generating): the engine frees its place at once.
+    Streams that are plain generators stop only when closed between two chunks."""
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
 class ChatTemplated(Protocol):
     """A backend that knows its model's own chat template (instruct models: judges, aligned models)."""
 
@@ -224,6 +233,7 @@ class EngineStats:
     prefix_hits: int = 0
     prefix_misses: int = 0
     largest_batch: int = 0  # most requests decoded in one step
+    seconds_without_progress: float = 0.0  # while it has work: since it last evaluated a prompt chunk or made a token
 
 
 @runtime_checkable

@@ -78,9 +78,14 @@ def scores_from_logits(
     return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None]
 
 
-def check_score_request(tokens: Sequence[int], start: int, context_length: int | None) -> list[int]:
-    """Validate a ``Backend.score`` call; return the tokens as plain ints."""
+def check_score_request(
+    tokens: Sequence[int], start: int, context_length: int | None, vocab_size: int | None = None
+) -> list[int]:
+    """Validate a ``Backend.score`` call (ids within ``vocab_size`` where it is known); return the tokens as plain ints."""
     ids = [int(t) for t in tokens]
+    wrong = next(((i, t) for i, t in enumerate(ids) if t < 0 or (vocab_size is not None and t >= vocab_size)), None)
+    if wrong is not None:
+        raise ValueError(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary")
     if not 1 <= start <= len(ids):
         raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
     if context_length is not None and len(ids) > context_length:
@@ -93,19 +98,20 @@ class RowScoring:
     ``(positions, logits rows predicting them)`` for positions ``start``.. of one teacher-forced pass."""
 
     context_length: int | None
+    vocab_size: int | None = None  # ids at or past it are refused before they reach the model
 
     def _logit_rows(self, ids: list[int], start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError
 
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
-        ids = check_score_request(tokens, start, self.context_length)
+        ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
         targets = np.asarray(ids)
         parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
         return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
 
     def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Log-probabilities over the whole vocabulary at each position from ``start``, in chunks."""
-        ids = check_score_request(tokens, start, self.context_length)
+        ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
         for positions, rows in self._logit_rows(ids, start):
             yield positions, log_softmax(rows)

@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from untuned.assistant import Assistant
-from untuned.backends import Backend, LoadOptions, Sampling, load_backend
+from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, load_backend
 from untuned.backends.protocol import Dtype
+from untuned.backends.supervised import supervise
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet, load_prompt
 
@@ -104,6 +105,7 @@ class ModelOptions:
     seed: int | None = _sampling("seed")
     stop: list[str] = field(default_factory=list)
     verbose: bool = False
+    supervised: bool = field(default=False, init=False)  # local models in a supervised process of their own (serve)
     opened: list[Backend] = field(default_factory=list, init=False, repr=False)  # closed when the command ends
 
     def sampling(self) -> Sampling:
@@ -124,7 +126,10 @@ class ModelOptions:
         """Load ``spec`` (default: ``--model``) with these options, showing a spinner meanwhile."""
         spec = spec or self.model
         with err.status(f"loading {spec} …"):
-            backend = load_backend(spec, self.load_options())
+            if self.supervised and ModelSpec.parse(spec).default_backend != "remote":
+                backend: Backend = supervise(spec, self.load_options())
+            else:
+                backend = load_backend(spec, self.load_options())
         self.opened.append(backend)
         return backend
 

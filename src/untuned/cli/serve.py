@@ -50,10 +50,41 @@ Aligned = Annotated[
         "in 'model'; the chat page shows its answer beside the base model's.",
     ),
 ]
+AllowHost = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        help="Another name requests may address in their Host header (repeatable), beside the bound address and "
+        "localhost; others get 403 (a page whose name rebinds to this machine cannot use the server).",
+    ),
+]
+StallAfter = Annotated[
+    float,
+    typer.Option("--stall-after", min=1.0, help="Seconds with work and no progress before /health calls the engine stalled."),
+]
+EngineProcess = Annotated[
+    bool,
+    typer.Option(
+        "--engine-process/--in-process",
+        help="Run a local model in a supervised process of its own, restarted if it crashes (the server and the other "
+        "clients go on); --in-process loads it in the server's process.",
+    ),
+]
 PromptFiles = Annotated[
     list[Path] | None,
     typer.Option("--prompt-file", help="Another .urial prompt set requests may name (repeatable), beside the bundled ones."),
 ]
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(host: str, extra: list[str]) -> tuple[str, ...] | None:
+    """The names requests may address: the bound address and localhost, and ``extra``. Bound to every
+    interface (0.0.0.0, ::) the server cannot know its names: any, unless ``extra`` lists them."""
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return None
+    return tuple(dict.fromkeys([*LOOPBACK_NAMES, host, *extra]))
 
 
 @friendly
@@ -71,6 +102,9 @@ def serve_command(
     cors: Cors = None,
     aligned: Aligned = None,
     prompt_files: PromptFiles = None,
+    allow_host: AllowHost = None,
+    stall_after: StallAfter = 60.0,
+    engine_process: EngineProcess = True,
     *,
     options: ModelOptions,
 ) -> None:
@@ -82,6 +116,7 @@ def serve_command(
 
     model = options.model
     options.parallel = parallel or default_parallel()
+    options.supervised = engine_process
     config = ServerConfig(
         model_name=name or ("gemma-3-270m-urial" if model == "default" else model.rstrip("/").rsplit("/", 1)[-1]),
         api_key=api_key,
@@ -93,6 +128,8 @@ def serve_command(
         max_tokens_limit=max_tokens_limit,
         cors_origins=tuple(cors or ()),
         prompt_files=tuple(str(p) for p in prompt_files or ()),
+        allowed_hosts=allowed_hosts(host, allow_host or []),
+        stall_seconds=stall_after,
     )  # checked before the model loads
     for extra in prompt_files or ():  # a bad prompt file is refused before the model loads
         load_prompt(extra)

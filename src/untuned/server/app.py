@@ -35,11 +35,15 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
     key = config.api_key.get_secret_value() if config.api_key else None
     if key:
         app.openapi = lambda: with_bearer_auth(app)  # type: ignore[method-assign]
+    # the last added is the outermost: CORS headers go on every answer, the Guard's 401, 403 and 413 too, and
+    # the metrics count those. The docs hold no data: they open without the key, and their Authorize button
+    # takes it for the calls they make.
+    open_paths = ("/health", "/", *DOCS)
+    guard = {"api_key": key, "max_body_bytes": config.max_body_bytes, "open_paths": open_paths}
+    app.add_middleware(Guard, **guard, allowed_hosts=config.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=serving.metrics)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"], allow_headers=["*"])
-    # the docs hold no data: they open without the key, and their Authorize button takes it for the calls they make
-    app.add_middleware(Guard, api_key=key, max_body_bytes=config.max_body_bytes, open_paths=("/health", "/", *DOCS))
     return app
 
 

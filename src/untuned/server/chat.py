@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import asyncio
+
+from fastapi import APIRouter, Depends, Request
 
 from untuned.assistant import Assistant
 from untuned.conversation import Conversation, RenderedPrompt, SystemMode
@@ -12,6 +14,7 @@ from untuned.server.logprobs import chat_logprobs
 from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, new_id, now
 from untuned.server.schema import ERRORS, ChatRequest, InlinePromptSet, Message
 from untuned.server.serving import Serving, serving
+from untuned.server.worker import cancel_on_disconnect
 
 router = APIRouter()
 
@@ -87,31 +90,41 @@ async def aligned_answer(body: ChatRequest, serve: Serving):
         raise BadRequest(f"{serve.aligned_name} answers in its own chat template: it takes no prompt set", param="prompt")
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in body.messages]
     aligned = serve.aligned
+    sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0)
+    rendered = await asyncio.to_thread(aligned.backend.chat_prompt, messages)  # type: ignore[union-attr]
+    await serve.check_fits(aligned.backend, rendered, asked_max_tokens(body))
 
     def begin(s):
         return aligned.complete_chat(messages, sampling=s)
 
-    return await answered(
-        body, serve, begin, serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0), model=serve.aligned_name
-    )
+    return await answered(body, serve, begin, sampling, model=serve.aligned_name)
+
+
+def asked_max_tokens(body: ChatRequest) -> int | None:
+    """The max_tokens the client asked for itself (None: the server's default, cut to the window)."""
+    return body.max_completion_tokens or body.max_tokens
 
 
 @router.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
-async def chat_completions(body: ChatRequest, serve: Serving = Depends(serving)):
+@cancel_on_disconnect
+async def chat_completions(body: ChatRequest, raw: Request, serve: Serving = Depends(serving)):
     assistant = serve.assistant
     if serve.aligned is not None and body.model == serve.aligned_name:
         return await aligned_answer(body, serve)
     chosen = serve.prompt_set(body.prompt, body.prompt_set)
     top = body.top_logprobs or 0
-    sampling = serve.sampling_for(body, serve.config.default_max_tokens, logprobs=max(top, 1) if body.logprobs else 0)
+    sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=max(top, 1) if body.logprobs else 0)
     if chosen is None:  # no URIAL prefix: the base model continues the plain text
+        rendered = plain_prompt(body.messages)
 
         def begin(s):
-            return assistant.complete_prompt(plain_prompt(body.messages), sampling=s)
+            return assistant.complete_prompt(rendered, sampling=s)
     else:
         conversation = build_conversation(assistant, body.messages, serve.config.system_mode, prompt=chosen)
+        rendered = conversation.render()
 
         def begin(s):
             return assistant.complete(conversation, sampling=s)
 
+    await serve.check_fits(assistant.backend, rendered, asked_max_tokens(body))
     return await answered(body, serve, begin, sampling, model=serve.model, top=top)

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from untuned.errors import ModelFailure, UntunedError
+from untuned.errors import EngineRestarted, EngineUnavailable, ModelFailure, UntunedError
 from untuned.server.schema import ChatRequest, CompletionRequest, error_json
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ def explain(errors: list[dict], descriptions: dict[str, str]) -> tuple[str, str 
     for error in (e for e in errors if _path(e["loc"]) == field):
         message = str(error["msg"])
         if error["type"] == "value_error":
-            return f"{field}: {message.removeprefix('Value error, ')}", field or None
+            message = message.removeprefix("Value error, ")
+            return (f"{field}: {message}" if field else message), field or None
         message = message.replace("Input should be ", "").replace("Input ", "").replace("String should have ", "a string with ")
         message = message.replace("List should have ", "a list with ")
         wanted.append(message[:1].lower() + message[1:])
@@ -117,6 +118,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestTimeout)
     async def too_slow(_: Request, exc: RequestTimeout) -> JSONResponse:
         return JSONResponse(error_json(str(exc), kind="timeout", code="timeout"), status_code=504)
+
+    @app.exception_handler(EngineRestarted)
+    @app.exception_handler(EngineUnavailable)
+    async def engine_down(_: Request, exc: UntunedError) -> JSONResponse:
+        code = "engine_restarted" if isinstance(exc, EngineRestarted) else "engine_unavailable"
+        return JSONResponse(error_json(str(exc), kind="server_error", code=code), status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(ModelFailure)
     async def model_failed(_: Request, exc: ModelFailure) -> JSONResponse:

@@ -1,5 +1,9 @@
-"""ASGI middleware in front of every route: bearer-token auth and a request body size limit.
+"""ASGI middleware in front of every route: the Host a request addresses, bearer-token auth and a
+request body size limit.
 
+The Host header must name the server (``allowed_hosts``: the bound address, localhost, names given
+with ``--allow-host``), else 403: a web page whose DNS name is made to point at 127.0.0.1 (DNS
+rebinding) would otherwise drive the local server from the browser and read its answers.
 The key is compared in constant time (:func:`hmac.compare_digest`). Bodies are read up to the
 limit before the app sees them (a chunked upload that grows past it is refused too), then
 replayed to the app.
@@ -15,12 +19,36 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from untuned.server.schema import error_json
 
 
+def host_name(header: bytes) -> str:
+    """The host of a Host header, lower case, without its port (``[::1]:8000`` is ``::1``)."""
+    text = header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0] if text.count(":") == 1 else text
+
+
 class Guard:
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        open_paths: tuple[str, ...],
+        allowed_hosts: tuple[str, ...] | None = None,
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.max_body_bytes = max_body_bytes
         self.open_paths = open_paths
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(host_name(h.encode()) for h in allowed_hosts)
+
+    def _host_allowed(self, scope: Scope) -> str | None:
+        """None when the request's Host is one of the server's names, else the host it named."""
+        if self.allowed_hosts is None:
+            return None
+        host = host_name(dict(scope.get("headers") or []).get(b"host", b""))
+        return None if host in self.allowed_hosts else host
 
     def _authorized(self, scope: Scope) -> bool:
         if self.api_key is None or scope["path"] in self.open_paths or scope.get("method") == "OPTIONS":
@@ -33,6 +61,17 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        stranger = self._host_allowed(scope)
+        if stranger is not None:
+            names = ", ".join(sorted(self.allowed_hosts or ()))
+            body = error_json(
+                f"this server answers only requests addressed to {names}, not {stranger!r} "
+                "(start it with --allow-host NAME to add a name)",
+                kind="permission_error",
+                code="host_not_allowed",
+            )
+            await JSONResponse(body, status_code=403)(scope, receive, send)
             return
         if not self._authorized(scope):
             body = error_json("a valid API key is required: send 'Authorization: Bearer <key>'", code="invalid_api_key")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from untuned.server.metrics import prometheus_text
@@ -20,21 +20,19 @@ async def page() -> HTMLResponse:
     return HTMLResponse(CHAT_PAGE)
 
 
-@router.get("/health", response_model=Health)
-async def health(serve: Serving = Depends(serving)) -> Health:
-    gate = serve.gate
-    return Health(
-        model=serve.model,
-        prompt=serve.assistant.prompt.name,
-        parallel=serve.parallel,
-        active=gate.active,
-        waiting=gate.waiting,
-        engine=serve.engine_load(),
-    )
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Not ok: see status"}})
+async def health(response: Response, serve: Serving = Depends(serving)) -> Health:
+    """The load and the engine's state: 200 when ok; 503 when the engine is stalled (work waiting, no progress
+    for --stall-after seconds), restarting after a crash, failed, or not answering."""
+    report = await serve.health()
+    if report.status != "ok":
+        response.status_code = 503
+    return report
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)
 async def metrics(serve: Serving = Depends(serving)) -> PlainTextResponse:
     """The load, counters and latency histograms in Prometheus' text format."""
-    text = prometheus_text(serve.parallel, serve.gate.active, serve.gate.waiting, serve.engine_load(), serve.metrics)
+    report = await serve.health()
+    text = prometheus_text(serve.parallel, report, serve.metrics)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

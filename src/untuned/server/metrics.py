@@ -14,7 +14,7 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from untuned.server.schema import EngineLoad
+from untuned.server.schema import Health
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 ENDPOINTS = {
@@ -90,6 +90,8 @@ _GAUGES = (
     ("untuned_parallel_slots", "gauge", "Requests the server answers at once."),
     ("untuned_requests_active", "gauge", "Requests being answered now."),
     ("untuned_requests_waiting", "gauge", "Requests waiting for a slot."),
+    ("untuned_healthy", "gauge", "1 when /health says ok, else 0 (stalled, restarting, failed)."),
+    ("untuned_engine_restarts_total", "counter", "Times the engine's process ended and was started again."),
     ("untuned_engine_busy_slots", "gauge", "Slots of the model's batch holding a request."),
     ("untuned_engine_requests_total", "counter", "Requests the model's engine has started."),
     ("untuned_engine_generated_tokens_total", "counter", "Tokens generated."),
@@ -99,8 +101,11 @@ _GAUGES = (
 )
 
 
-def prometheus_text(parallel: int, active: int, waiting: int, engine: EngineLoad | None, metrics: Metrics) -> str:
-    values = [parallel, active, waiting]
+def prometheus_text(parallel: int, health: Health, metrics: Metrics) -> str:
+    values = [parallel, health.active, health.waiting, int(health.status == "ok")]
+    process = health.engine_process
+    values.append(process.restarts if process is not None else 0)
+    engine = health.engine
     if engine is not None:
         values += [
             engine.busy_slots,

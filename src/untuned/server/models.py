@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
+from untuned.server.completions import checked_ids
 from untuned.server.responses import now
 from untuned.server.schema import (
     ERRORS,
@@ -40,5 +41,6 @@ async def tokenize(body: TokenizeRequest, serve: Serving = Depends(serving)) -> 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
 async def detokenize(body: DetokenizeRequest, serve: Serving = Depends(serving)) -> DetokenizeResponse:
+    checked_ids(serve, body.tokens, "tokens")
     text = await asyncio.to_thread(serve.assistant.backend.detokenize, body.tokens)
     return DetokenizeResponse(prompt=text, content=text)

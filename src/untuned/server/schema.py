@@ -216,6 +216,10 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("max_tokens may be 0 only with echo (to score the prompt)")
         if self.echo and self.stream:
             raise ValueError("echo with stream is not supported; ask without stream")
+        if self.ignore_eos and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError(
+                "ignore_eos cannot go with a JSON response_format: the grammar ends the answer where the JSON ends"
+            )
         return self
 
     @property
@@ -287,7 +291,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 500, 503, 504)}  # the error statuses documented
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 500, 503, 504)}  # the error statuses documented
 
 
 class ModelCard(BaseModel):
@@ -319,16 +323,36 @@ class EngineLoad(BaseModel):
     prefix_hits: int
     prefix_misses: int
     largest_batch: int
+    seconds_without_progress: float = Field(
+        description="While it has work: seconds since it last evaluated a prompt chunk or made a token (0 when idle)."
+    )
+
+
+class EngineProcessOut(BaseModel):
+    """The process the model runs in (``untuned serve`` supervises it and restarts it when it dies)."""
+
+    state: Literal["starting", "running", "restarting", "failed", "closed"]
+    restarts: int = Field(description="Times the engine's process ended and was started again.")
+    pid: int | None
+    last_exit: str | None = Field(description="How its process last ended ('signal SIGABRT'), None if it never has.")
+
+
+HealthStatus = Literal["ok", "stalled", "restarting", "failed", "unresponsive"]
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    """200 when ``status`` is ok; 503 with this body otherwise (``problem`` says what is wrong)."""
+
+    status: HealthStatus = "ok"
+    problem: str | None = Field(None, description="What is wrong, in words, when status is not ok.")
     model: str
     prompt: str
     parallel: int = Field(description="Requests answered at once.")
     active: int = Field(description="Requests being answered now.")
     waiting: int = Field(description="Requests waiting for a slot.")
     engine: EngineLoad | None = None
+    engine_process: EngineProcessOut | None = Field(None, description="The model's process, when it runs in one of its own.")
+    aligned_process: EngineProcessOut | None = Field(None, description="The --aligned model's process, likewise.")
 
 
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:

@@ -17,13 +17,23 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Batched, CountsWork, Sampling, SchemaConstrained
-from untuned.conversation import SystemMode
+from untuned.backends import Backend, Batched, ChatTemplated, CountsWork, Sampling, SchemaConstrained
+from untuned.backends.supervised import supervised_status
+from untuned.conversation import RenderedPrompt, SystemMode
+from untuned.errors import EngineUnavailable
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
 from untuned.server.responses import new_id, now
-from untuned.server.schema import ChatRequest, CompletionRequest, EngineLoad, InlinePromptSet, Usage
+from untuned.server.schema import (
+    ChatRequest,
+    CompletionRequest,
+    EngineLoad,
+    EngineProcessOut,
+    Health,
+    InlinePromptSet,
+    Usage,
+)
 from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 
@@ -47,6 +57,15 @@ class ServerConfig(BaseModel):
     cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; empty turns CORS off.")
     prompt_files: tuple[str, ...] = Field(
         (), description="More prompt sets (.urial files) a request may name, beside the bundled ones."
+    )
+    allowed_hosts: tuple[str, ...] | None = Field(
+        None,
+        description="Host names a request may address (its Host header; others get 403, so that a web page whose "
+        "name rebinds to this machine cannot use the server); None: any. untuned serve sets the bound address, "
+        "localhost and --allow-host names.",
+    )
+    stall_seconds: float = Field(
+        60.0, gt=0, description="/health calls the engine stalled when it has work and made no progress for this long."
     )
 
 
@@ -90,8 +109,81 @@ class Serving:
         backend = self.assistant.backend
         return EngineLoad(**dataclasses.asdict(backend.stats())) if isinstance(backend, CountsWork) else None
 
-    def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
-        """The request's sampling over the server's defaults; a JSON format is checked against the backend here."""
+    async def health(self) -> Health:
+        """The load and the engine's state, each engine asked on a worker thread (a wedged one cannot block
+        the event loop)."""
+        processes = [supervised_status(self.assistant.backend)]
+        processes.append(supervised_status(self.aligned.backend) if self.aligned is not None else None)
+        status, problem, load = "ok", None, None
+        down = next((p for p in processes if p is not None and p.state != "running"), None)
+        if down is not None:
+            status = "failed" if down.state in ("failed", "closed") else "restarting"
+            problem = f"the engine's process is {down.state} (restarts: {down.restarts}; last ended: {down.last_exit})"
+        else:
+            try:
+                load = await asyncio.to_thread(self.engine_load)
+            except EngineUnavailable as exc:
+                status, problem = "unresponsive", str(exc)
+            if load is not None and load.seconds_without_progress > self.config.stall_seconds:
+                status = "stalled"
+                problem = (
+                    f"the engine has {load.busy_slots} requests running and {load.waiting} waiting, and has made no "
+                    f"progress for {load.seconds_without_progress:.0f} s"
+                )
+        main, aligned = (EngineProcessOut(**dataclasses.asdict(p)) if p is not None else None for p in processes)
+        gate = self.gate
+        return Health(
+            status=status,  # type: ignore[arg-type]
+            problem=problem,
+            model=self.model,
+            prompt=self.assistant.prompt.name,
+            parallel=self.parallel,
+            active=gate.active,
+            waiting=gate.waiting,
+            engine=load,
+            engine_process=main,
+            aligned_process=aligned,
+        )
+
+    def check_choices(self, n: int) -> None:
+        """``n`` choices are ``n`` requests on the gate: more than it ever admits at once is a 400 that says so."""
+        room = self.parallel + self.config.max_waiting
+        if n > room:
+            raise BadRequest(
+                f"n: {n} choices are more than this server ever admits at once ({self.parallel} answered at once + "
+                f"{self.config.max_waiting} waiting = {room}); ask for at most {room}",
+                param="n",
+            )
+
+    async def check_fits(self, backend: Backend, rendered: RenderedPrompt, asked: int | None) -> None:
+        """A request whose prompt and explicit max_tokens overrun the model's window (the KV pool's, under a
+        budget) can never be answered in full: a 400 with the numbers, before it waits for the model."""
+        window = backend.context_length
+        if asked is None or window is None:
+            return
+        if self.config.max_tokens_limit is not None:
+            asked = min(asked, self.config.max_tokens_limit)
+
+        def count() -> int:
+            if rendered.ids is not None:
+                return len(rendered.ids)
+            if isinstance(backend, ChatTemplated):
+                return len(backend.tokenize_prompt(rendered))
+            return len(backend.tokenize(rendered.text, add_special=True))
+
+        prompt = await asyncio.to_thread(count)
+        if prompt + asked > window:
+            raise BadRequest(
+                f"the prompt is {prompt} tokens and max_tokens {asked}: {prompt + asked} in all, over this model's "
+                f"context window of {window} tokens by {prompt + asked - window}; lower max_tokens or shorten the prompt",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+
+    async def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
+        """The request's sampling over the server's defaults; a JSON format's grammar is made and compiled by the
+        backend here, on a worker thread (a schema it cannot hold is a 400 before the request waits for the model)."""
+        self.check_choices(body.n)
         wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max
         if self.config.max_tokens_limit is not None:
             wanted = min(wanted, self.config.max_tokens_limit)
@@ -103,7 +195,8 @@ class Serving:
                 update[name] = getattr(body, name)
         schema = body.response_format.schema_text if body.response_format else None
         if schema is not None:
-            update["json_schema"] = self._checked_schema(schema, body.response_format.type)  # type: ignore[union-attr]
+            kind = body.response_format.type  # type: ignore[union-attr]
+            update["json_schema"] = await asyncio.to_thread(self._checked_schema, schema, kind)
         return self.assistant.sampling.model_copy(update=update)
 
     def _checked_schema(self, schema: str, kind: str) -> str:
@@ -151,7 +244,7 @@ class Serving:
         try:
             kind, value = await anext(events)
         except BaseException:
-            job.cancel.set()
+            job.stop()
             raise
         if kind == "error":
             raise_for(value)
@@ -178,7 +271,7 @@ class Serving:
                 elif kind == "error":
                     raise_for(value)
         finally:
-            job.cancel.set()
+            job.stop()
         return None, ("".join(parts), job.completion)
 
     async def choices(self, body: Body, begin: Callable[[Sampling], Completion], samplings: list[Sampling], *, chat: bool):

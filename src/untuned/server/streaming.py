@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi.responses import StreamingResponse
 
 from untuned.assistant import Completion
-from untuned.errors import ContextOverflowError, ModelFailure, UntunedError
+from untuned.errors import ContextOverflowError, EngineRestarted, EngineUnavailable, ModelFailure, UntunedError
 from untuned.server.errors import BadRequest, RequestTimeout
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
 from untuned.server.responses import chat_chunk, text_chunk
@@ -28,7 +28,7 @@ def usage(completion: Completion | None) -> Usage:
 
 def raise_for(error: object) -> None:
     """Raise what a job's error means for the client: 400 for what it sent, the server's own failures as they are."""
-    if isinstance(error, ModelFailure):
+    if isinstance(error, (ModelFailure, EngineRestarted, EngineUnavailable)):
         raise error
     if isinstance(error, ContextOverflowError):
         raise BadRequest(str(error), param="messages", code="context_length_exceeded")
@@ -50,7 +50,7 @@ class JobStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.job.cancel.set()
+            self.job.stop()
 
 
 async def sse(
@@ -107,9 +107,12 @@ async def sse(
             )
     except (BadRequest, RequestTimeout) as exc:
         yield data(error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error"))
+    except (ModelFailure, EngineRestarted, EngineUnavailable) as exc:  # the server's side, named
+        code = {ModelFailure: "model_failure", EngineRestarted: "engine_restarted"}.get(type(exc), "engine_unavailable")
+        yield data(error_json(str(exc), kind="server_error", code=code))
     except Exception as exc:  # the headers are sent: report in the stream
         log.exception("streaming failed")
         yield data(error_json(f"internal error: {exc}", kind="server_error"))
     finally:
-        job.cancel.set()
+        job.stop()
     yield "data: [DONE]\n\n"

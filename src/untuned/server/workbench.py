@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from untuned.answers import AnswerItem
@@ -20,6 +20,7 @@ from untuned.server.errors import BadRequest
 from untuned.server.extensions import ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
 from untuned.server.schema import ERRORS
 from untuned.server.serving import Serving, serving
+from untuned.server.worker import cancel_on_disconnect
 from untuned.shift import ShiftAnalyzer
 from untuned.shift.records import TokenShift
 
@@ -70,7 +71,8 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
 
 
 @router.post("/shift", response_model=ShiftView, responses=ERRORS)
-async def shift(body: ShiftRequest, serve: Serving = Depends(serving)) -> ShiftView:
+@cancel_on_disconnect
+async def shift(body: ShiftRequest, raw: Request, serve: Serving = Depends(serving)) -> ShiftView:
     """Rank every token of ``answer`` under the base model given ``query`` as plain text (no URIAL
     prefix), with the categories of ``untuned shift``: in context mode the base side of ``untuned shift
     context``; in pair mode ``untuned shift pair``, the aligned model's own probabilities and KL beside."""

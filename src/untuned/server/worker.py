@@ -10,6 +10,7 @@ away or its time is up, so its slot is free for the next request at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -17,6 +18,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from untuned.assistant import Completion
 from untuned.server.errors import QueueFull, RequestTimeout
@@ -87,6 +91,14 @@ class Job:
         self._thread = threading.Thread(target=self._run, name="untuned-job", daemon=True)
         self._thread.start()
 
+    def stop(self) -> None:
+        """End the job from the event loop: the model frees the request's place at once, in any state
+        (queued, evaluating its prompt, generating), where the backend's stream can be cancelled."""
+        self.cancel.set()
+        completion = self.completion
+        if completion is not None:
+            completion.cancel()
+
     def _put(self, kind: EventKind, value: object = None) -> None:
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
@@ -97,6 +109,8 @@ class Job:
         try:
             completion = self._start()
             self.completion = completion
+            if self.cancel.is_set():  # stopped while the request was being made
+                completion.cancel()
             chunks = iter(completion)
             try:
                 for chunk in chunks:
@@ -123,8 +137,39 @@ class Job:
             try:
                 kind, value = await asyncio.wait_for(self._queue.get(), max(remaining, 0.001))
             except asyncio.TimeoutError:
-                self.cancel.set()
+                self.stop()
                 raise RequestTimeout("the answer took longer than the server's time limit") from None
             yield kind, value
             if kind != "text":
                 return
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client has closed its connection (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def cancel_on_disconnect(endpoint: Callable) -> Callable:
+    """Run ``endpoint`` (which takes a ``raw: Request``) until it returns or its client goes away, whichever
+    is first. A client that leaves while its request waits for the gate or for its whole answer cancels the
+    handler: the gate's place is given back and the job stopped at once, in whatever state it is (a stream
+    watches for the client itself once it has begun)."""
+
+    @functools.wraps(endpoint)
+    async def guarded(*args, raw: Request, **kwargs):
+        work = asyncio.ensure_future(endpoint(*args, raw=raw, **kwargs))
+        gone = asyncio.ensure_future(_client_gone(raw))
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            gone.cancel()
+            return work.result()
+        work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+        log.info("the client went away; its request was cancelled")
+        return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+
+    return guarded

@@ -168,7 +168,7 @@ class TransformersBackend(RowScoring):
     def score_batch(self, sequences: list[list[int]], *, starts: list[int], top_k: int = 5) -> list[TokenScores]:
         """``score`` for several sequences at once: right-padded, one forward per chunk of positions."""
         torch = self.torch
-        seqs = [check_score_request(s, start, self.context_length) for s, start in zip(sequences, starts)]
+        seqs = [check_score_request(s, start, self.context_length, self.vocab_size) for s, start in zip(sequences, starts)]
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)

@@ -25,6 +25,7 @@ from untuned.backends.batching import BatchingEngine, Request
 from untuned.backends.hf.model import LoadedModel
 from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob
 from untuned.backends.scoring import token_logprob
+from untuned.errors import ModelFailure
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +142,23 @@ class TransformersEngine(BatchingEngine):
         self._sample(logits)
 
     def _sample(self, logits) -> None:
-        """Choose each row's next token, stream it, and drop the rows that have finished."""
-        torch = self.lm.torch
+        """Choose each row's next token, stream it, and drop the rows that have finished; a failure in one
+        row's choice ends that request only."""
+        self._progressed()
         keep = []
         for index, row in enumerate(self._rows):
             if row.request.cancelled:
                 row.request.events.put(None)
                 continue
-            scores = row.chain(row.history, logits[index : index + 1].float())
-            if row.sampling.temperature > 0:
-                token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=row.generator)[0, 0])
-            else:
-                token = int(scores.argmax(dim=-1)[0])
-            wanted = row.sampling.logprobs
-            row.logprob = token_logprob(logits[index].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
-            if self._emit(row, token):
+            try:
+                kept = self._emit(row, self._choose(row, logits[index : index + 1]))
+            except Exception as exc:
+                log.exception("choosing a token failed")
+                row.request.events.put(ModelFailure(f"the model failed on this request while choosing a token: {exc}"))
+                kept = False
+            if kept:
                 keep.append(index)
+        torch = self.lm.torch
         if len(keep) < len(self._rows):
             self._rows = [self._rows[i] for i in keep]
             if keep:
@@ -165,6 +167,17 @@ class TransformersEngine(BatchingEngine):
                 self._mask, self._positions = self._mask[chosen], self._positions[chosen]
             else:
                 self._cache = None
+
+    def _choose(self, row: _Row, logits) -> int:
+        torch = self.lm.torch
+        scores = row.chain(row.history, logits.float())
+        if row.sampling.temperature > 0:
+            token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=row.generator)[0, 0])
+        else:
+            token = int(scores.argmax(dim=-1)[0])
+        wanted = row.sampling.logprobs
+        row.logprob = token_logprob(logits[0].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
+        return token
 
     def _emit(self, row: _Row, token: int) -> bool:
         """Hand ``token`` to the row's stream; False when the row has finished."""

@@ -96,7 +96,10 @@ class LlamaCppBackend(RowScoring):
         return self.model.piece(int(token))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.model.piece(int(t)) for t in tokens).decode("utf-8", "replace")
+        """The text of ``tokens``; ValueError naming an id outside the vocabulary (llama.cpp would abort on it)."""
+        ids = [int(t) for t in tokens]
+        self.model.check_ids(ids, "tokens")
+        return b"".join(self.model.piece(t) for t in ids).decode("utf-8", "replace")
 
     def _prefix(self, text: str, *, special: bool = False) -> list[int]:
         ids = self._prefix_ids.get((text, special))
@@ -134,7 +137,10 @@ class LlamaCppBackend(RowScoring):
         engine = self.engine
         megabytes = engine.ctx.memory_bytes / 2**20
         if engine.kv_budget is not None:
-            layout = f"one pool of {engine.kv_budget} tokens shared by {engine.slots} slots and the prefixes"
+            rounded = f" ({engine.requested_kv_budget} rounded up to llama.cpp's blocks of 256)" if (
+                engine.requested_kv_budget != engine.kv_budget
+            ) else ""
+            layout = f"one pool of {engine.kv_budget} tokens{rounded} shared by {engine.slots} slots and the prefixes"
         else:
             layout = f"{engine.slots} slots and {len(engine._prefix_seqs)} prefixes, {engine.n_ctx_seq} tokens each"
         return f"KV cache: {layout}; context memory {megabytes:.0f} MB"

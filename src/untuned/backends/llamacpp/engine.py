@@ -38,13 +38,14 @@ from contextlib import contextmanager
 import numpy as np
 
 from untuned.backends import Sampling, StreamChunk
-from untuned.backends.batching import BatchingEngine, Request
+from untuned.backends.batching import BatchingEngine, Request, RequestStream
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
 from untuned.backends.llamacpp.sampling import Grammar, Slot, greedy_choice, json_schema_grammar, sampler_chain
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ModelClosedError, ModelFailure
+from untuned.errors import ContextOverflowError, ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
+GRAMMARS_KEPT = 64  # compiled JSON-schema grammars kept, least recently used dropped first
 EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly their answer alone (the docstring)
 
 
@@ -71,9 +72,12 @@ class LlamaEngine(BatchingEngine):
             raise ValueError("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
-        self.kv_budget = kv_budget
         self.max_rows = max_rows  # at most this many requests per llama_decode (batch invariance); None: all
         self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads, pool=kv_budget)
+        # llama.cpp allocates a pool in whole blocks of cells (256): the budget is what it made, so a request
+        # is measured against the cells that exist (a budget of 3000 is a pool of 3072)
+        self.kv_budget = self.ctx.n_ctx if kv_budget is not None else None
+        self.requested_kv_budget = kv_budget
         self.n_ctx_seq = min(n_ctx_seq, self.ctx.n_ctx_seq)
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
         self._slots = [Slot(seq) for seq in range(slots)]
@@ -81,7 +85,7 @@ class LlamaEngine(BatchingEngine):
         self._resident: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._batch = Batch(self.lib, n_batch)
         self._admissions = 0
-        self._grammars: dict[str, str] = {}  # JSON schema -> GBNF
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # JSON schema -> GBNF, least recently used first
         self._start()
 
     # --- what callers use ----------------------------------------------------------------------
@@ -94,23 +98,38 @@ class LlamaEngine(BatchingEngine):
     def busy_slots(self) -> int:
         return sum(slot.request is not None for slot in self._slots)
 
-    def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[StreamChunk]:
-        """Stream the answer to ``prefix + body``; closing the iterator cancels the request. Token ids
-        outside the vocabulary are refused here, before the request reaches the batch."""
-        n_vocab = self.model.n_vocab
-        wrong = next(((i, t) for i, t in enumerate([*prefix, *body]) if not 0 <= t < n_vocab), None)
-        if wrong is not None:
-            raise ValueError(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary (0-{n_vocab - 1})")
+    def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> RequestStream:
+        """Stream the answer to ``prefix + body``; closing or cancelling the stream cancels the request.
+        What llama.cpp would fail on is refused here, before the request reaches the batch (ValueError):
+        token ids outside the vocabulary, a grammar with ignore_eos, a request the KV pool can never hold."""
+        self.model.check_ids([*prefix, *body], "prompt")
+        if sampling.ignore_eos and sampling.json_schema:
+            raise ValueError(
+                "ignore_eos cannot go with a JSON format: the grammar ends the answer where the JSON ends, and "
+                "with the end of generation masked no token would be left to choose"
+            )
+        total = len(prefix) + len(body)
+        if self.kv_budget is not None and total + limit > self.kv_budget:
+            raise ContextOverflowError(total + limit, self.kv_budget + 1)
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
         grammar = self.grammar_for(sampling.json_schema) if sampling.json_schema else None
         return self.stream(Request(tuple(prefix), list(body), sampling, limit, grammar))
 
     def grammar_for(self, schema: str) -> str:
-        """The GBNF grammar of a JSON schema, made once per schema; ValueError naming what it cannot express."""
-        found = self._grammars.get(schema)
-        if found is None:
-            found = self._grammars[schema] = json_schema_grammar(schema)
+        """The GBNF grammar of a JSON schema, made once per schema (the last GRAMMARS_KEPT kept) and compiled
+        by llama.cpp once here, so that a grammar it refuses is a ValueError before any request uses it."""
+        with self._work:
+            found = self._grammars.get(schema)
+            if found is not None:
+                self._grammars.move_to_end(schema)
+                return found
+        found = json_schema_grammar(schema)
+        Grammar(self.model, found).close()  # parsed by llama.cpp: ValueError if it refuses
+        with self._work:
+            self._grammars[schema] = found
+            while len(self._grammars) > GRAMMARS_KEPT:
+                self._grammars.popitem(last=False)
         return found
 
     @contextmanager
@@ -142,7 +161,7 @@ class LlamaEngine(BatchingEngine):
     def _has_work(self) -> bool:
         if any(slot.request is not None for slot in self._slots):
             return True
-        return bool(self._waiting) and any(not slot.busy for slot in self._slots)
+        return bool(self._waiting) and not self._starved and any(not slot.busy for slot in self._slots)
 
     def _end_running(self, error: BaseException) -> None:
         for slot in self._slots:
@@ -198,6 +217,7 @@ class LlamaEngine(BatchingEngine):
         self.ctx.clear(slot.seq)
         with self._work:
             slot.request = None
+            self._starved = False  # its cells are free: the first waiting request may fit now
             self._work.notify_all()
         if request is not None:
             request.events.put(event)
@@ -207,7 +227,8 @@ class LlamaEngine(BatchingEngine):
 
     def _room_for(self, request: Request) -> bool:
         """With a KV budget: whether the pool holds this request's prompt and whole answer beside the running
-        ones (resident prefixes not in use are evicted to make room). Always True without a budget."""
+        ones (resident prefixes not in use are evicted to make room). Always True without a budget.
+        (A request that could not fit an empty pool was refused by :meth:`generate`.)"""
         if self.kv_budget is None:
             return True
         running = sum(len(s.request.body) + s.request.limit for s in self._slots if s.request is not None)
@@ -225,7 +246,10 @@ class LlamaEngine(BatchingEngine):
             request = self._next_waiting()
             with self._work:
                 slot = next((s for s in self._slots if not s.busy), None)
-                if request is None or slot is None or not self._room_for(request):
+                if request is None or slot is None:
+                    return
+                if not self._room_for(request):
+                    self._starved = True  # no busy waiting: a finishing request wakes the engine
                     return
                 slot.request = request  # claimed: no exclusive user can take it now
             if request.prefix:
@@ -300,6 +324,7 @@ class LlamaEngine(BatchingEngine):
             self._batch.clear()
             self._batch.add(chunk, begin, seq, False)
             self.ctx.decode(self._batch)
+            self._progressed()
         self._resident[prefix] = seq
         self.counters.prefix_misses += 1
         self.counters.prompt_tokens += len(prefix)
@@ -317,7 +342,8 @@ class LlamaEngine(BatchingEngine):
                 self._prefill(prefilling[0])  # evaluated alone: a failure is this request's
             except Exception as exc:
                 log.exception("evaluating a prompt failed")
-                self._finish(prefilling[0], ModelFailure(f"the model failed on this request's prompt: {exc}"))
+                if prefilling[0].request is not None:
+                    self._finish(prefilling[0], ModelFailure(f"the model failed on this request's prompt: {exc}"))
         generating = [slot for slot in self._slots if slot.request is not None and slot.generating]
         if generating:
             step = self.max_rows or len(generating)
@@ -326,7 +352,8 @@ class LlamaEngine(BatchingEngine):
 
     def _decode_isolated(self, slots: list[Slot]) -> None:
         """Decode ``slots`` together; if that fails, each alone, so that only a request that fails by
-        itself is ended (llama.cpp leaves the cache as it was when a decode fails)."""
+        itself is ended (llama.cpp leaves the cache as it was when a decode fails). A failure in choosing
+        one request's token after the decode is that request's alone (see :meth:`_choose_and_take`)."""
         try:
             self._decode(slots)
             return
@@ -349,20 +376,31 @@ class LlamaEngine(BatchingEngine):
         flags[-1] = last
         batch.add(slot.pending[:count], slot.pos, slot.seq, flags)
         self.ctx.decode(batch)
+        self._progressed()
         self.counters.prompt_tokens += count
         slot.pending, slot.pos = slot.pending[count:], slot.pos + count
         if last:
-            self._take(slot, self._choose(slot, count - 1))
+            self._choose_and_take(slot, count - 1)
 
     def _decode(self, slots: list[Slot]) -> None:
         batch = self._batch
         batch.clear()
         rows = [batch.add(slot.pending, slot.pos, slot.seq, True) for slot in slots]
         self.ctx.decode(batch)
+        self._progressed()
         self.counters.largest_batch = max(self.counters.largest_batch, len(slots))
         for slot, row in zip(slots, rows):
             slot.pending, slot.pos = [], slot.pos + 1
+            self._choose_and_take(slot, row)
+
+    def _choose_and_take(self, slot: Slot, row: int) -> None:
+        """Choose ``slot``'s next token from logits ``row`` and hand it out; a failure ends this request only."""
+        try:
             self._take(slot, self._choose(slot, row))
+        except Exception as exc:
+            log.exception("choosing a token failed")
+            if slot.request is not None:
+                self._finish(slot, ModelFailure(f"the model failed on this request while choosing a token: {exc}"))
 
     def _choose(self, slot: Slot, row: int) -> int:
         if slot.sampler is not None:

@@ -113,10 +113,20 @@ class NativeModel:
             room = -n
         raise RuntimeError(f"llama.cpp could not tokenize a text of {len(data)} bytes")
 
+    def check_ids(self, ids, what: str) -> None:
+        """ValueError naming the first id of ``ids`` outside the vocabulary: llama.cpp would abort the whole
+        process on it (an uncaught C++ exception), so no id reaches it unchecked."""
+        n_vocab = self.n_vocab
+        for index, token in enumerate(ids):
+            if not 0 <= token < n_vocab:
+                raise ValueError(f"{what}: token id {token} at position {index} is outside the vocabulary (0-{n_vocab - 1})")
+
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render as nothing). Cached."""
         found = self._pieces.get(token)
         if found is None:
+            if not 0 <= token < self.n_vocab:
+                raise ValueError(f"token id {token} is outside the vocabulary (0-{self.n_vocab - 1})")
             buffer = ctypes.create_string_buffer(256)
             n = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
             found = self._pieces[token] = buffer.raw[: max(n, 0)]
@@ -230,6 +240,7 @@ class Context:
                 "(out of memory?). Use a smaller --n-ctx or fewer parallel slots."
             )
         self.memory = lib.llama_get_memory(self.ctx)
+        self.n_ctx = lib.llama_n_ctx(self.ctx)  # cells llama.cpp made: n_ctx rounded up to whole blocks of 256
         self.n_ctx_seq = lib.llama_n_ctx_seq(self.ctx)
         self.n_vocab = model.n_vocab
         self.n_batch = n_batch

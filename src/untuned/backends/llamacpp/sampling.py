@@ -119,15 +119,83 @@ def unsupported_schema_keyword(schema: object, path: str = "schema") -> str | No
     return None
 
 
+# Bounds on what a schema may ask of the grammar, checked before anything reaches llama.cpp. Its grammar
+# parser recurses once per nesting level: a string of "maxLength": 25000 becomes 25000 nested groups and
+# overflows the stack (the process dies); from about 1050 it refuses the grammar. Counts above
+# MAX_REPEAT, schemas nested deeper than MAX_SCHEMA_DEPTH and grammars past MAX_GRAMMAR_DEPTH or
+# MAX_GRAMMAR_BYTES are refused with their limit.
+MAX_REPEAT = 1000  # minLength, maxLength, minItems, maxItems
+MAX_SCHEMA_DEPTH = 32  # nested objects and arrays
+MAX_GRAMMAR_DEPTH = 1000  # nested groups in the GBNF text
+MAX_GRAMMAR_BYTES = 256 * 1024
+COUNT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
+
+
+def schema_bound_problem(schema: object, path: str = "schema", depth: int = 0) -> str | None:
+    """The first thing in ``schema`` over the bounds above, in words; None if it is within them."""
+    if depth > MAX_SCHEMA_DEPTH:
+        return f"{path}: the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels"
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            found = schema_bound_problem(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    if not isinstance(schema, dict):
+        return None
+    for key in COUNT_KEYWORDS:
+        value = schema.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{path}.{key}: {value!r} is not a count (a whole number from 0)"
+        if value > MAX_REPEAT:
+            return f"{path}.{key}: {value} is over {MAX_REPEAT}, the most this server's grammar can hold"
+    for key, value in schema.items():
+        if isinstance(value, (dict, list)) and key not in ("enum", "const", "default", "examples"):
+            found = schema_bound_problem(value, f"{path}.{key}", depth + 1)
+            if found:
+                return found
+    return None
+
+
+def grammar_depth(grammar: str) -> int:
+    """The deepest nesting of groups ``( ... )`` in a GBNF text (quoted strings and character classes skipped)."""
+    depth = deepest = 0
+    inside: str | None = None  # '"' in a string, ']' in a character class
+    escaped = False
+    for char in grammar:
+        if inside is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == inside:
+                inside = None
+        elif char == '"':
+            inside = '"'
+        elif char == "[":
+            inside = "]"
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
 def json_schema_grammar(schema: str) -> str:
     """The GBNF grammar of a JSON schema (llama-cpp-python's converter); a keyword it would not enforce,
-    or a construct it cannot express, is a ValueError naming it."""
+    a construct it cannot express, or a schema past the bounds above is a ValueError naming it."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
         parsed = json.loads(schema)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the schema is not JSON: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"the schema is not JSON this server reads: {exc}") from None
+    found = schema_bound_problem(parsed)
+    if found:
+        raise ValueError(found)
     found = unsupported_schema_keyword(parsed)
     if found:
         raise ValueError(
@@ -135,9 +203,14 @@ def json_schema_grammar(schema: str) -> str:
             f"({', '.join(sorted(SCHEMA_KEYWORDS))})"
         )
     try:
-        return json_schema_to_gbnf(schema)
-    except (AssertionError, KeyError, ValueError, TypeError) as exc:
+        grammar = json_schema_to_gbnf(schema)
+    except (AssertionError, KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise ValueError(f"the grammar converter cannot express this schema: {exc}") from None
+    if len(grammar) > MAX_GRAMMAR_BYTES:
+        raise ValueError(f"the schema's grammar is {len(grammar)} bytes, over this server's {MAX_GRAMMAR_BYTES}; simplify it")
+    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
+        raise ValueError(f"the schema's grammar nests deeper than {MAX_GRAMMAR_DEPTH} groups; lower its counts")
+    return grammar
 
 
 def sampler_chain(
@@ -209,14 +282,18 @@ def greedy_choice(
 ) -> int:
     """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
     whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time.
-    ``masked`` tokens can never be chosen (ignore_eos masks the end tokens)."""
+    ``masked`` tokens can never be chosen (ignore_eos masks the end tokens). The row is left as it was:
+    the token's log-probability is read from it afterwards, under the model's own distribution."""
+    changed = [] if masked is None else [(masked, logits[masked].copy())]
     if masked is not None:
         logits[masked] = -np.inf
-    if penalty == 1.0 or not recent:
+    if penalty != 1.0 and recent:
+        seen = np.fromiter(set(recent), dtype=np.int64)
+        kept = logits[seen].copy()
+        changed.append((seen, kept))
+        logits[seen] = np.where(kept <= 0, kept * np.float32(penalty), kept / np.float32(penalty))
+    try:
         return grammar.best(logits) if grammar else int(logits.argmax())
-    seen = np.fromiter(set(recent), dtype=np.int64)
-    kept = logits[seen].copy()
-    logits[seen] = np.where(kept <= 0, kept * np.float32(penalty), kept / np.float32(penalty))
-    token = grammar.best(logits) if grammar else int(logits.argmax())
-    logits[seen] = kept
-    return token
+    finally:
+        for where, values in reversed(changed):
+            logits[where] = values

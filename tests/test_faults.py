@@ -1,0 +1,257 @@
+"""Nothing a client sends can stop the server (issue 26; docs/faults.md is the table of these faults).
+
+Each request that once took the whole process down is answered with a 4xx while the server stays up,
+the engine's process never restarting for it (the checks stopped it before llama.cpp); a native crash
+that does happen (the scripted model's ``@abort``) costs only the requests in flight; cancellation
+reaches a request in every state; /health tells a stalled or restarting engine from a working one; the
+server answers only under its own names."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from helpers.servers import untuned_server
+
+from untuned.conversation import RenderedPrompt
+
+TIMEOUT = 120  # seconds for any one HTTP call: generous, the machine may be slow and busy
+DEEP_STRING = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 25000}}, "required": ["name"]}
+
+CRASHES = [  # (path, body, what the refusal names): each ended the process before issue 26
+    ("/detokenize", {"tokens": [1_000_000]}, "outside the model's vocabulary"),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "Name someone."}],
+            "max_tokens": 8,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": DEEP_STRING}},
+        },
+        "maxLength: 25000 is over 1000",
+    ),
+    (
+        "/v1/completions",
+        {"prompt": "A list:", "max_tokens": 8, "ignore_eos": True, "response_format": {"type": "json_object"}},
+        "ignore_eos cannot go with a JSON response_format",
+    ),
+    ("/v1/completions", {"prompt": [2, 262_144], "max_tokens": 4}, "outside the model's vocabulary"),
+]
+
+
+def post(url: str, path: str, body: dict, **extra) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=TIMEOUT, **extra)
+
+
+def plain_request_answers(url: str) -> bool:
+    reply = post(url, "/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
+    return reply.status_code == 200 and bool(reply.json()["choices"][0]["text"])
+
+
+def health(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=TIMEOUT).json()
+
+
+def wait_for(check, seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def gemma_server():
+    with untuned_server("--parallel", "4") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def crashy():
+    """The scripted model in a supervised engine process, four at once; ``@abort`` kills that process."""
+    with untuned_server("--model", "scripted:crashy", "--parallel", "4", "--stall-after", "1") as url:
+        yield url
+
+
+def test_each_request_that_ended_the_process_is_refused_and_the_server_answers_after_it(gemma_server):
+    url = gemma_server
+    for path, body, named in CRASHES:
+        reply = post(url, path, body)
+        assert reply.status_code == 400, (path, reply.text)
+        assert named in reply.json()["error"]["message"], reply.json()
+        assert plain_request_answers(url)
+    process = health(url)["engine_process"]
+    assert process["state"] == "running" and process["restarts"] == 0  # stopped before llama.cpp, not survived
+
+
+def test_a_grammar_llama_cpp_refuses_is_a_400_before_the_request_waits(gemma_server):
+    """maxLength 1000 compiles; a schema past the bounds or nested too deep is named, never a 500."""
+    nested: dict = {"type": "string"}
+    for _ in range(40):
+        nested = {"type": "array", "items": nested}
+    for schema, named in ((nested, "nested deeper than 32"), ({"type": "array", "maxItems": 5000}, "maxItems: 5000")):
+        body = {"prompt": "x", "max_tokens": 2, "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+        reply = post(gemma_server, "/v1/completions", body)
+        assert reply.status_code == 400 and named in reply.json()["error"]["message"], reply.text
+    fine = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 1000}}, "required": ["name"]}
+    body = {"prompt": "x", "max_tokens": 4, "response_format": {"type": "json_schema", "json_schema": {"schema": fine}}}
+    assert post(gemma_server, "/v1/completions", body).status_code == 200
+
+
+def test_n_beyond_what_the_server_admits_is_a_400_that_says_why(gemma_server):
+    reply = post(gemma_server, "/v1/completions", {"prompt": "x", "max_tokens": 2, "n": 16})
+    assert reply.status_code == 200  # 4 at once + 16 waiting = 20 admitted
+    with untuned_server("--model", "scripted:narrow", "--parallel", "2", "--max-waiting", "3") as url:
+        reply = post(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "n": 6})
+        assert reply.status_code == 400, reply.text
+        assert "n: 6 choices are more than this server ever admits at once (2 answered at once + 3 waiting = 5)" in reply.text
+        assert post(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "n": 5}).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_kv_budget_off_the_block_size_refuses_what_cannot_fit_and_answers_the_rest():
+    """--kv-budget 3000 is a pool of 3072 cells (llama.cpp's blocks of 256): a request that can never fit is
+    refused at once with its numbers, and the small request after it is answered (it used to wait forever)."""
+    with untuned_server("--parallel", "2", "--kv-budget", "3000") as url:
+        big = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2900}
+        started = time.monotonic()
+        reply = post(url, "/v1/chat/completions", big)
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "context_length_exceeded"
+        assert "context window of 3072 tokens" in reply.json()["error"]["message"]
+        assert time.monotonic() - started < 60  # refused, not queued behind nothing
+        small = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}
+        assert post(url, "/v1/chat/completions", small).status_code == 200
+        assert health(url)["engine"]["waiting"] == 0
+
+
+def stream_until_done(url: str, prompt: str, started: threading.Event, out: dict) -> None:
+    body = {"prompt": prompt, "max_tokens": 400, "stream": True}
+    events = []
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=TIMEOUT) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+                started.set()
+    out[prompt] = events
+
+
+def test_an_engine_that_aborts_during_three_streams_is_restarted_and_the_server_answers(crashy):
+    """The scripted model calls os.abort() in the engine's process: the three streams in flight end with an
+    error event that says the engine restarted, the aborting request gets a 503, /health shows the restart,
+    and the next requests are answered."""
+    url = crashy
+    before = health(url)["engine_process"]
+    results: dict = {}
+    events = [threading.Event() for _ in range(3)]
+    prompts = [f"SCRIPT: s{i} @delay=0.05 @repeat=300:tick" for i in range(3)]
+    threads = [threading.Thread(target=stream_until_done, args=(url, p, e, results)) for p, e in zip(prompts, events)]
+    for thread in threads:
+        thread.start()
+    assert all(e.wait(TIMEOUT) for e in events)
+    crash = post(url, "/v1/completions", {"prompt": "SCRIPT: boom @abort", "max_tokens": 4})
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert crash.status_code == 503 and crash.json()["error"]["code"] == "engine_restarted", crash.text
+    assert "signal SIGABRT" in crash.json()["error"]["message"]
+    for prompt in prompts:
+        last = results[prompt][-1]
+        assert last["error"]["code"] == "engine_restarted", last
+    assert wait_for(lambda: health(url)["engine_process"]["state"] == "running")
+    after = health(url)
+    assert after["status"] == "ok" and after["engine_process"]["restarts"] == before["restarts"] + 1
+    assert after["engine_process"]["last_exit"] == "signal SIGABRT" and after["engine_process"]["pid"] != before["pid"]
+    replies = [post(url, "/v1/completions", {"prompt": f"SCRIPT: fine {i}", "max_tokens": 4}) for i in range(3)]
+    assert [r.json()["choices"][0]["text"] for r in replies] == ["fine 0 ", "fine 1 ", "fine 2 "]
+
+
+def test_health_calls_an_engine_with_work_and_no_progress_stalled(crashy, tmp_path):
+    url, gate = crashy, tmp_path / "go"
+    held = threading.Thread(target=post, args=(url, "/v1/completions", {"prompt": f"SCRIPT: a @wait={gate} b", "max_tokens": 4}))
+    held.start()
+    assert wait_for(lambda: health(url)["status"] == "stalled")  # --stall-after 1
+    reply = httpx.get(f"{url}/health", timeout=TIMEOUT)
+    assert reply.status_code == 503 and "no progress" in reply.json()["problem"]
+    assert "untuned_healthy 0" in httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
+    gate.touch()
+    held.join(TIMEOUT)
+    assert wait_for(lambda: httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 200)
+
+
+def test_a_client_that_leaves_while_queued_gives_its_place_back(tmp_path):
+    """One slot, one place in the queue: a queued client that leaves frees the place at once (before, it
+    kept counting as admitted until the model reached it, and the next client got a 503)."""
+    gate = tmp_path / "go"
+    with untuned_server("--model", "scripted:queue", "--parallel", "1", "--max-waiting", "1") as url:
+        held = threading.Thread(target=post, args=(url, "/v1/completions", {"prompt": f"SCRIPT: a @wait={gate}"}))
+        held.start()
+        assert wait_for(lambda: health(url)["active"] == 1)
+        with pytest.raises(httpx.ReadTimeout):  # queued behind the held one; the client gives up
+            httpx.post(f"{url}/v1/completions", json={"prompt": "SCRIPT: gone"}, timeout=1.5)
+        assert wait_for(lambda: health(url)["waiting"] == 0)
+        third: dict = {}
+        late = threading.Thread(target=lambda: third.update(reply=post(url, "/v1/completions", {"prompt": "SCRIPT: third"})))
+        late.start()
+        assert wait_for(lambda: health(url)["waiting"] == 1)  # admitted to wait, not refused
+        gate.touch()
+        late.join(TIMEOUT)
+        held.join(TIMEOUT)
+        assert third["reply"].status_code == 200 and third["reply"].json()["choices"][0]["text"] == "third "
+
+
+def test_the_server_answers_only_under_its_own_names():
+    with untuned_server("--model", "scripted:hosts", "--allow-host", "box.lan", "--cors", "http://page.example") as url:
+        port = url.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "box.lan", f"[::1]:{port}"):
+            assert httpx.get(f"{url}/v1/models", headers={"Host": host}, timeout=TIMEOUT).status_code == 200, host
+        refused = httpx.get(f"{url}/v1/models", headers={"Host": "evil.example", "Origin": "http://page.example"}, timeout=TIMEOUT)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "host_not_allowed"
+        assert refused.headers["access-control-allow-origin"] == "http://page.example"  # CORS on every answer
+        big = httpx.post(f"{url}/v1/completions", content=b"x" * 2_000_000, headers={"Origin": "http://page.example"}, timeout=TIMEOUT)
+        assert big.status_code == 413 and big.headers["access-control-allow-origin"] == "http://page.example"
+    with untuned_server("--model", "scripted:keyed", "--api-key", "k", "--cors", "http://page.example") as url:
+        denied = httpx.get(f"{url}/v1/models", headers={"Origin": "http://page.example"}, timeout=TIMEOUT)
+        assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://page.example"
+
+
+# --- the engine itself, in this process ------------------------------------------------------------------
+
+
+def test_the_native_boundary_refuses_what_llama_cpp_would_abort_on(gemma):
+    """Defence in depth: the backend and its engine check every value themselves, whoever calls them."""
+    from untuned.backends import Sampling
+
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gemma.detokenize([1_000_000])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gemma.piece(-1)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gemma.score([2, 300_000], start=1)
+    with pytest.raises(ValueError, match="maxLength: 25000 is over 1000"):
+        gemma.check_schema(json.dumps(DEEP_STRING))
+    both = Sampling(max_tokens=4, ignore_eos=True, json_schema=json.dumps({"type": "object"}))
+    with pytest.raises(ValueError, match="ignore_eos cannot go with a JSON format"):
+        gemma.stream(RenderedPrompt(prefix="", body="x"), both)
+
+
+def test_compiled_grammars_are_kept_in_a_bounded_cache(gemma):
+    from untuned.backends.llamacpp.engine import GRAMMARS_KEPT
+
+    for size in range(GRAMMARS_KEPT + 10):
+        gemma.check_schema(json.dumps({"type": "string", "maxLength": size + 1}))
+    assert len(gemma.engine._grammars) == GRAMMARS_KEPT
+
+
+def test_greedy_logprobs_with_ignore_eos_are_the_models_own(gemma):
+    """Masking the end of generation changes the choice, not the reported distribution: the first token's
+    log-probability is the same with and without ignore_eos (it was renormalised without the end token)."""
+    from untuned.backends import Sampling
+
+    prompt = RenderedPrompt(prefix="", body="The capital of France is")
+    firsts = []
+    for ignore in (False, True):
+        chunks = [c for c in gemma.stream(prompt, Sampling(max_tokens=2, logprobs=3, ignore_eos=ignore)) if c.logprob]
+        firsts.append((chunks[0].logprob.token, chunks[0].logprob.logprob))
+    assert firsts[0] == firsts[1]
