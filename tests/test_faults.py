@@ -206,10 +206,14 @@ def test_the_server_answers_only_under_its_own_names():
         port = url.rsplit(":", 1)[1]
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "box.lan", f"[::1]:{port}"):
             assert httpx.get(f"{url}/v1/models", headers={"Host": host}, timeout=TIMEOUT).status_code == 200, host
-        refused = httpx.get(f"{url}/v1/models", headers={"Host": "evil.example", "Origin": "http://page.example"}, timeout=TIMEOUT)
+        refused = httpx.get(
+            f"{url}/v1/models", headers={"Host": "evil.example", "Origin": "http://page.example"}, timeout=TIMEOUT
+        )
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "host_not_allowed"
         assert refused.headers["access-control-allow-origin"] == "http://page.example"  # CORS on every answer
-        big = httpx.post(f"{url}/v1/completions", content=b"x" * 2_000_000, headers={"Origin": "http://page.example"}, timeout=TIMEOUT)
+        big = httpx.post(
+            f"{url}/v1/completions", content=b"x" * 2_000_000, headers={"Origin": "http://page.example"}, timeout=TIMEOUT
+        )
         assert big.status_code == 413 and big.headers["access-control-allow-origin"] == "http://page.example"
     with untuned_server("--model", "scripted:keyed", "--api-key", "k", "--cors", "http://page.example") as url:
         denied = httpx.get(f"{url}/v1/models", headers={"Origin": "http://page.example"}, timeout=TIMEOUT)

@@ -217,9 +217,7 @@ class CompletionRequest(_SamplingFields):
         if self.echo and self.stream:
             raise ValueError("echo with stream is not supported; ask without stream")
         if self.ignore_eos and self.response_format is not None and self.response_format.type != "text":
-            raise ValueError(
-                "ignore_eos cannot go with a JSON response_format: the grammar ends the answer where the JSON ends"
-            )
+            raise ValueError("ignore_eos cannot go with a JSON response_format: the grammar ends the answer where the JSON ends")
         return self
 
     @property

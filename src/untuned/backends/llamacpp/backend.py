@@ -137,9 +137,11 @@ class LlamaCppBackend(RowScoring):
         engine = self.engine
         megabytes = engine.ctx.memory_bytes / 2**20
         if engine.kv_budget is not None:
-            rounded = f" ({engine.requested_kv_budget} rounded up to llama.cpp's blocks of 256)" if (
-                engine.requested_kv_budget != engine.kv_budget
-            ) else ""
+            rounded = (
+                f" ({engine.requested_kv_budget} rounded up to llama.cpp's blocks of 256)"
+                if (engine.requested_kv_budget != engine.kv_budget)
+                else ""
+            )
             layout = f"one pool of {engine.kv_budget} tokens{rounded} shared by {engine.slots} slots and the prefixes"
         else:
             layout = f"{engine.slots} slots and {len(engine._prefix_seqs)} prefixes, {engine.n_ctx_seq} tokens each"
