@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers.servers import untuned_server
+from helpers.servers import run_schemathesis, untuned_server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from untuned.conversation import RenderedPrompt
 
@@ -59,7 +62,7 @@ def wait_for(check, seconds: float = 120) -> bool:
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(0.05)
+        time.sleep(0.01)
     return False
 
 
@@ -259,3 +262,131 @@ def test_greedy_logprobs_with_ignore_eos_are_the_models_own(gemma):
         chunks = [c for c in gemma.stream(prompt, Sampling(max_tokens=2, logprobs=3, ignore_eos=ignore)) if c.logprob]
         firsts.append((chunks[0].logprob.token, chunks[0].logprob.logprob))
     assert firsts[0] == firsts[1]
+
+
+# --- the API fuzzer, pointed at the real engine ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_api_fuzzer_reaches_llama_cpp_and_the_engine_never_dies(tmp_path):
+    """Schemathesis against the bundled gemma in llama.cpp (small answers): no 5xx, every status and body
+    as documented, the ids of /tokenize fed back; the engine's process never restarted, the server alive."""
+    with untuned_server("--max-tokens-limit", "4", "--parallel", "2") as url:
+        generated = run_schemathesis(url, tmp_path, examples=40)
+        report = health(url)
+        assert report["status"] == "ok" and report["engine_process"]["restarts"] == 0, report
+        assert report["engine"]["generated_tokens"] > 100, report  # requests got past validation, to the engine
+        assert plain_request_answers(url)
+    assert generated >= 1000
+
+
+# --- hostile requests and cancellations driven straight into the engine ----------------------------------
+
+REFERENCE = "The capital of France is"
+
+
+@pytest.fixture(scope="module", params=["own streams", "one pool"])
+def engine_backend(request, gemma_path):
+    from untuned.backends.llamacpp import LlamaCppBackend
+
+    budget = 2560 if request.param == "one pool" else None
+    backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=3, kv_budget=budget, name="gemma")
+    yield backend
+    backend.close()
+
+
+def greedy(backend, text: str, tokens: int = 8) -> str:
+    from untuned.backends import Sampling
+
+    return "".join(c.text for c in backend.stream(RenderedPrompt(prefix="", body=text), Sampling(max_tokens=tokens)))
+
+
+def idle(backend) -> bool:
+    stats = backend.stats()
+    return stats.busy_slots == 0 and stats.waiting == 0
+
+
+SCHEMAS = st.recursive(
+    st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "boolean"])})
+    | st.fixed_dictionaries({"type": st.just("string"), "maxLength": st.integers(0, 30_000)})
+    | st.fixed_dictionaries({"type": st.just("string"), "minLength": st.integers(-3, 3_000)}),
+    lambda inner: (
+        st.fixed_dictionaries({"type": st.just("array"), "items": inner, "maxItems": st.integers(0, 5_000)})
+        | st.fixed_dictionaries(
+            {"type": st.just("object"), "properties": st.dictionaries(st.sampled_from("abc"), inner, max_size=2)}
+        )
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def hostile(draw, vocab: int):
+    from untuned.backends import Sampling
+
+    ids = draw(st.lists(st.integers(-3, vocab + 3) | st.sampled_from([0, 1, 2, vocab - 1, vocab]), min_size=0, max_size=6))
+    long = draw(st.booleans())
+    body = ids + ([2] * draw(st.integers(0, 900)) if long else [])
+    schema = draw(st.none() | SCHEMAS.map(json.dumps))
+    bias = draw(st.lists(st.tuples(st.integers(0, vocab + 3), st.floats(-100, 100)), max_size=2))
+    sampling = dict(max_tokens=draw(st.integers(1, 2000)), ignore_eos=draw(st.booleans()), json_schema=schema)
+    try:
+        made = Sampling(**sampling, logit_bias=tuple(bias), temperature=draw(st.sampled_from([0.0, 0.8])))
+    except ValueError:
+        made = Sampling(max_tokens=4)
+    return body, made, draw(st.sampled_from(["never", "at once", "after a token", "after two tokens"]))
+
+
+def drive(backend, body, sampling, cancel: str) -> str:
+    """One hostile request through the engine: refused up front (ValueError, ContextOverflowError), or
+    streamed and cancelled where ``cancel`` says; never anything else."""
+    from untuned.errors import ContextOverflowError
+
+    try:
+        stream = backend.stream(RenderedPrompt(prefix="", body="", ids=tuple(body)), sampling)
+    except (ValueError, ContextOverflowError) as exc:
+        return f"refused: {exc}"
+    made = 0
+    if cancel == "at once":
+        stream.cancel()
+    for chunk in stream:
+        made += chunk.tokens
+        if (cancel == "after a token" and made >= 1) or (cancel == "after two tokens" and made >= 2):
+            stream.cancel()
+    return f"ended after {made} tokens"
+
+
+def test_hostile_requests_and_cancellations_in_every_state_leave_the_engine_as_it_was(engine_backend):
+    """Hypothesis draws ids in and out of the vocabulary, schemas past every bound, logit biases, budgets
+    past the window, and a cancellation queued, evaluating or decoding; three such requests run at once.
+    Each is refused up front or ends; the engine is idle after each example, and a reference request
+    gets the same greedy answer at the end as at the start."""
+    backend = engine_backend
+    before = greedy(backend, REFERENCE)
+    outcomes: list[str] = []
+
+    @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.lists(hostile(backend.vocab_size), min_size=3, max_size=3))
+    def check(requests):
+        with ThreadPoolExecutor(3) as pool:
+            outcomes.extend(pool.map(lambda r: drive(backend, *r), requests))
+        assert wait_for(lambda: idle(backend), 120), backend.stats()
+
+    check()
+    assert greedy(backend, REFERENCE) == before
+    assert any(o.startswith("refused") for o in outcomes) and any(o.startswith("ended") for o in outcomes), outcomes
+
+
+def test_a_request_cancelled_while_its_prompt_is_evaluated_frees_its_slot_before_any_token(engine_backend):
+    from untuned.backends import Sampling
+
+    backend = engine_backend
+    body = [2] + [236743, 1902] * 900  # 1801 tokens: four chunks of 512 evaluated one per engine step
+    before = backend.stats()
+    stream = backend.stream(RenderedPrompt(prefix="", body="", ids=tuple(body)), Sampling(max_tokens=50))
+    next(stream)  # the prompt's size; the request is queued or evaluating
+    assert wait_for(lambda: backend.stats().prompt_tokens > before.prompt_tokens, 120)
+    stream.cancel()  # after the first chunk: the step under way may evaluate the second, the next ends it
+    assert wait_for(lambda: idle(backend), 120)
+    assert backend.stats().generated_tokens == before.generated_tokens  # stopped during its prompt
+    assert list(stream) == []

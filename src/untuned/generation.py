@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from untuned.assistant import Assistant
-from untuned.backends import Backend, BatchInvariance, ChatTemplated, LoadOptions
+from untuned.backends import Backend, BatchInvariance, ChatTemplated, LoadOptions, Sampling
 from untuned.errors import DataFileError, RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile
 from untuned.rows import Rows
@@ -43,6 +43,16 @@ class GenerationSettings(BaseModel):
     temperature_by_category: dict[str, float] = Field(
         default_factory=dict, description="Temperatures that replace the sampling's for items of these categories (MT-bench's)."
     )
+
+    @field_validator("sampling")
+    @classmethod
+    def _every_field(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The sampling with every field of today's Sampling: a run recorded before a field existed still
+        matches one made now with that field at its default (its resume is not refused)."""
+        try:
+            return Sampling.model_validate(value).model_dump(mode="json")
+        except ValueError:
+            return value
 
 
 class GenerationRecord(GenerationSettings):

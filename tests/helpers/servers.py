@@ -4,6 +4,7 @@ deliberately misbehaving one for faults that a healthy server never shows."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,24 @@ def untuned_server(*options: str) -> Iterator[str]:
     root = f"http://127.0.0.1:{port}"
     with server_process(command, f"{root}/health", name="untuned serve"):
         yield root
+
+
+FUZZ_CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+def run_schemathesis(url: str, cwd, *, examples: int) -> int:
+    """Every phase (examples, coverage, fuzzing, and the stateful phase that follows the OpenAPI links from
+    /tokenize into /detokenize and /v1/completions), with the conformance checks beside the 5xx one."""
+    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--max-examples", str(examples)]
+    command += ["--checks", FUZZ_CHECKS, "--request-timeout", "120", "--generation-database", "none"]
+    command += ["--seed", "20261206", "--no-color", "--workers", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=cwd)
+    summary = result.stdout[-4000:]
+    assert result.returncode == 0, summary
+    generated = int(re.search(r"(\d+) generated", summary).group(1))
+    assert re.search(rf"{generated} passed", summary), summary
+    assert "API Links:    2 covered / 2 selected / 2 total" in result.stdout, summary
+    return generated
 
 
 def sse_completion(text_pieces: list[str], model: str = "scripted") -> bytes:

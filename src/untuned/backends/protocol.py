@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -58,6 +58,12 @@ class Sampling(BaseModel):
     )
     json_schema: str | None = Field(
         None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
+    )
+    logit_bias: tuple[tuple[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100, le=100)]], ...] = Field(
+        (),
+        description="(token id, bias) pairs added to those tokens' logits before choosing, as OpenAI's logit_bias "
+        "(-100 all but bans a token, 100 all but forces it); reported log-probabilities stay the model's own. "
+        "Backends that cannot, refuse.",
     )
     logprobs: int = Field(
         0,

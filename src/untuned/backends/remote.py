@@ -161,9 +161,9 @@ class RemoteBackend:
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        if sampling.json_schema is not None or sampling.logprobs or sampling.ignore_eos:
+        if sampling.json_schema is not None or sampling.logprobs or sampling.ignore_eos or sampling.logit_bias:
             raise UnsupportedOperation(
-                "the remote backend does not pass json_schema, logprobs or ignore_eos on; ask the server itself"
+                "the remote backend does not pass json_schema, logprobs, ignore_eos or logit_bias on; ask the server itself"
             )
         if prompt.special_tokens:
             raise UnsupportedOperation("the remote backend sends text; a prompt with special tokens needs a local backend")

@@ -12,10 +12,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from untuned.assistant import Assistant
+from untuned.backends import TokenPieces
 from untuned.server import chat, completions, health, models, workbench
 from untuned.server.errors import install_error_handlers
 from untuned.server.guard import Guard
 from untuned.server.metrics import MetricsMiddleware
+from untuned.server.schema import TOKEN_ID_MARK
 from untuned.server.serving import ServerConfig, Serving
 
 DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
@@ -33,8 +35,7 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
         app.include_router(group.router)
     install_error_handlers(app)
     key = config.api_key.get_secret_value() if config.api_key else None
-    if key:
-        app.openapi = lambda: with_bearer_auth(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_schema(app, serving, bearer=bool(key))  # type: ignore[method-assign]
     # the last added is the outermost: CORS headers go on every answer, the Guard's 401, 403 and 413 too, and
     # the metrics count those. The docs hold no data: they open without the key, and their Authorize button
     # takes it for the calls they make.
@@ -47,11 +48,32 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
     return app
 
 
-def with_bearer_auth(app: FastAPI) -> dict:
-    """The OpenAPI schema with a bearer-key scheme on every operation (the docs' Authorize button)."""
+def openapi_schema(app: FastAPI, serving: Serving, *, bearer: bool) -> dict:
+    """The OpenAPI schema as this server takes requests: token ids bounded by the model's vocabulary, prompt
+    set names from those it has (so an API fuzzer's requests get past validation, to the engine), and with a
+    key, a bearer scheme on every operation (the docs' Authorize button)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
-        schema["security"] = [{"apiKey": []}]
+        backend = serving.assistant.backend
+        vocab = backend.vocab_size if isinstance(backend, TokenPieces) else None
+        _bound_token_ids(schema, vocab)
+        names = [*sorted(serving.prompts), "none"]
+        for record in ("ChatRequest", "PromptRequest"):
+            schema["components"]["schemas"][record]["properties"]["prompt"]["anyOf"][0]["enum"] = names
+        if bearer:
+            schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"apiKey": []}]
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _bound_token_ids(node: object, vocab: int | None) -> None:
+    """Every integer marked as a token id gets the vocabulary's last id as its maximum (the mark removed)."""
+    if isinstance(node, dict):
+        if node.pop(TOKEN_ID_MARK, False) and vocab is not None:
+            node["maximum"] = vocab - 1
+        for value in node.values():
+            _bound_token_ids(value, vocab)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_token_ids(value, vocab)

@@ -12,7 +12,7 @@ from untuned.prompt import PromptSet
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import chat_logprobs
 from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, new_id, now
-from untuned.server.schema import ERRORS, ChatRequest, InlinePromptSet, Message
+from untuned.server.schema import ERRORS, STREAMED, ChatRequest, InlinePromptSet, Message
 from untuned.server.serving import Serving, serving
 from untuned.server.worker import cancel_on_disconnect
 
@@ -105,7 +105,7 @@ def asked_max_tokens(body: ChatRequest) -> int | None:
     return body.max_completion_tokens or body.max_tokens
 
 
-@router.post("/v1/chat/completions", response_model=ChatResponse, responses=ERRORS)
+@router.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, **STREAMED})
 @cancel_on_disconnect
 async def chat_completions(body: ChatRequest, raw: Request, serve: Serving = Depends(serving)):
     assistant = serve.assistant

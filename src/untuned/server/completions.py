@@ -5,29 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from untuned.assistant import Completion
-from untuned.backends import TokenPieces
 from untuned.conversation import RenderedPrompt
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
 from untuned.server.responses import CompletionResponse, TextChoice, new_id, now
-from untuned.server.schema import ERRORS, CompletionRequest, Usage
+from untuned.server.schema import ERRORS, STREAMED, CompletionRequest, Usage
 from untuned.server.serving import Serving, serving
 from untuned.server.worker import cancel_on_disconnect
 
 router = APIRouter()
-
-
-def checked_ids(serve: Serving, ids: list[int] | None, field: str = "prompt") -> None:
-    """Token ids within the model's vocabulary, checked before the request reaches the engine (llama.cpp
-    aborts the whole process on an id past its vocabulary)."""
-    backend = serve.assistant.backend
-    vocab = backend.vocab_size if isinstance(backend, TokenPieces) else None
-    wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
-    if wrong is not None:
-        raise BadRequest(
-            f"{field}: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary (0-{vocab - 1})",
-            param=field,
-        )
 
 
 def split_at_prefix(serve: Serving, text: str) -> RenderedPrompt:
@@ -47,13 +33,13 @@ async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | No
     )
 
 
-@router.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+@router.post("/v1/completions", response_model=CompletionResponse, operation_id="completions", responses={**ERRORS, **STREAMED})
 @cancel_on_disconnect
 async def completions(body: CompletionRequest, raw: Request, serve: Serving = Depends(serving)):
     backend, ids, text = serve.assistant.backend, body.token_ids, body.text
     if text is not None and not text:
         raise BadRequest("prompt is empty", param="prompt")
-    checked_ids(serve, ids)
+    serve.check_token_ids(ids, "prompt")
     sampling = await serve.sampling_for(body, 16, logprobs=max(body.logprobs or 0, 1) if body.logprobs is not None else 0)
     rendered = split_at_prefix(serve, text) if text is not None else RenderedPrompt(prefix="", body="", ids=tuple(ids or ()))
     await serve.check_fits(backend, rendered, body.max_tokens or None)

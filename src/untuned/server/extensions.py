@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from untuned.server.schema import InlinePromptSet, Message
+from untuned.server.schema import NOT_BOTH_PROMPTS, InlinePromptSet, Message
 
 
 class PromptRequest(BaseModel):
     """The conversation (and prompt set) whose rendered prompt to show."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=NOT_BOTH_PROMPTS)
     messages: list[Message] = Field(..., min_length=1, max_length=512)
     prompt: str | None = Field(None, max_length=256, description="A prompt set by name, or 'none'.")
     prompt_set: InlinePromptSet | None = Field(None, description="A prompt set given here, in place of one by name.")

@@ -6,7 +6,6 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
-from untuned.server.completions import checked_ids
 from untuned.server.responses import now
 from untuned.server.schema import (
     ERRORS,
@@ -32,15 +31,28 @@ async def models(serve: Serving = Depends(serving)) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
+# The ids /tokenize gives are what /detokenize and /v1/completions take: OpenAPI links say so, and an API
+# fuzzer's stateful phase follows them (tokenize, then feed the ids back), reaching the engine with real ids.
+TOKENIZE_LINKS = {
+    "Detokenize": {"operationId": "detokenize", "requestBody": {"tokens": "$response.body#/tokens"}},
+    "CompleteTheIds": {"operationId": "completions", "requestBody": {"prompt": "$response.body#/tokens"}},
+}
+
+
+@router.post(
+    "/tokenize",
+    response_model=TokenizeResponse,
+    operation_id="tokenize",
+    responses={**ERRORS, 200: {"links": TOKENIZE_LINKS}},
+)
 async def tokenize(body: TokenizeRequest, serve: Serving = Depends(serving)) -> TokenizeResponse:
     backend = serve.assistant.backend
     ids = await asyncio.to_thread(backend.tokenize, body.text, add_special=body.special)
     return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=backend.context_length)
 
 
-@router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+@router.post("/detokenize", response_model=DetokenizeResponse, operation_id="detokenize", responses=ERRORS)
 async def detokenize(body: DetokenizeRequest, serve: Serving = Depends(serving)) -> DetokenizeResponse:
-    checked_ids(serve, body.tokens, "tokens")
+    serve.check_token_ids(body.tokens, "tokens")
     text = await asyncio.to_thread(serve.assistant.backend.detokenize, body.tokens)
     return DetokenizeResponse(prompt=text, content=text)

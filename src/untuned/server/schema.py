@@ -10,19 +10,49 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant"]
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integers include 4.0: a float with no fraction is taken as the integer it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**63 else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole_number)]  # an integer field (types are strict: "4" is not one)
+TOKEN_ID_MARK = "x-untuned-token-id"  # replaced in the served OpenAPI schema by the model's vocabulary bound
+TokenId = Annotated[Whole, Field(ge=0, json_schema_extra={TOKEN_ID_MARK: True})]
+NOT_BLANK = r"\S"  # at least one character that is not white space
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    type: Literal["text"] = "text"
+    type: Literal["text"]
     text: str
 
 
+TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+USER_TEXT = {"anyOf": [{"type": "string", "pattern": NOT_BLANK}, {"type": "array", "minItems": 1, "items": TEXT_PART}]}
+
+
+def _message_schema(schema: dict) -> None:
+    """A message's JSON schema by role: a user's content holds some text; the others' may be empty."""
+    content = {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}, {"type": "null"}]}
+    user = {"type": "object", "properties": {"role": {"const": "user"}, "content": USER_TEXT}, "required": ["role", "content"]}
+    other = {"type": "object", "properties": {"role": {"enum": ["system", "developer", "assistant"]}, "content": content}}
+    schema.clear()
+    schema.update({"title": "Message", "oneOf": [user, {**other, "required": ["role"]}]})
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    """A chat message; a user's holds some text (the schema says so, the conversation checks it)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_message_schema)
     role: Role
     content: str | list[TextPart] | None = None
 
@@ -84,7 +114,8 @@ class ResponseFormat(BaseModel):
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
-TokenId = Annotated[int, Field(ge=0)]
+BiasKey = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class _SamplingFields(BaseModel):
@@ -94,14 +125,16 @@ class _SamplingFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(None, max_length=256, description="Ignored beyond logging: the server has one model.")
-    max_tokens: int | None = Field(None, ge=0, description="Most new tokens (capped by the context window); 0 only with echo.")
+    max_tokens: Whole | None = Field(
+        None, ge=0, description="Most new tokens; with the prompt it must fit the context window; 0 only with echo."
+    )
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**31)
+    seed: Whole | None = Field(None, ge=0, lt=2**31)
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(None, description="A stop string or up to 4.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(
+    n: Whole = Field(
         1,
         ge=1,
         le=16,
@@ -112,7 +145,12 @@ class _SamplingFields(BaseModel):
     store: bool | None = Field(None, description="Accepted, changes nothing (nothing is stored).")
     frequency_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
     presence_penalty: float | None = Field(None, ge=0, le=0, description="Not supported: only 0.")
-    logit_bias: dict[str, float] | None = Field(None, max_length=0, description="Not supported: only empty.")
+    logit_bias: dict[BiasKey, Bias] | None = Field(
+        None,
+        max_length=300,
+        description="Token id (as text) to a bias from -100 to 100 added to its logit before choosing "
+        "(ids within the vocabulary); log-probabilities stay the model's own.",
+    )
     response_format: ResponseFormat | None = Field(None, description="text, json_object or json_schema (enforced).")
 
     @model_validator(mode="after")
@@ -120,6 +158,11 @@ class _SamplingFields(BaseModel):
         if self.n > 1 and self.stream:
             raise ValueError("n > 1 with stream is not supported; ask without stream (the choices come together)")
         return self
+
+    @property
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs."""
+        return tuple((int(token), float(value)) for token, value in (self.logit_bias or {}).items())
 
     @property
     def stops(self) -> list[str]:
@@ -141,11 +184,20 @@ class InlinePromptSet(BaseModel):
     examples: list[ExampleIn] = Field(default_factory=list, max_length=64)
 
 
+NOT_BOTH_PROMPTS = {"not": {"required": ["prompt", "prompt_set"]}}  # a prompt set by name or inline, not both
+N_WITHOUT_STREAM = {
+    "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+    "then": {"properties": {"n": {"const": 1}}},
+}
+
+
 class ChatRequest(_SamplingFields):
+    model_config = ConfigDict(json_schema_extra={"allOf": [NOT_BOTH_PROMPTS, N_WITHOUT_STREAM]})
     messages: list[Message] = Field(..., min_length=1, max_length=512)
-    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
+    max_tokens: Whole | None = Field(None, ge=1, description="Most new tokens; with the prompt it must fit the context window.")
+    max_completion_tokens: Whole | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
     logprobs: bool = Field(False, description="Return each answer token's log-probability.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
+    top_logprobs: Whole | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
     prompt: str | None = Field(
         None,
         max_length=256,
@@ -181,14 +233,41 @@ class ChatRequest(_SamplingFields):
         return self
 
 
+PromptText = Annotated[str, Field(min_length=1)]
+PromptIds = Annotated[list[TokenId], Field(min_length=1)]
+COMPLETION_RULES = {
+    "allOf": [
+        N_WITHOUT_STREAM,
+        {
+            "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
+            "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
+        },
+        {"not": {"properties": {"echo": {"const": True}, "stream": {"const": True}}, "required": ["echo", "stream"]}},
+        {
+            "not": {
+                "properties": {
+                    "ignore_eos": {"const": True},
+                    "response_format": {"properties": {"type": {"enum": ["json_object", "json_schema"]}}, "required": ["type"]},
+                },
+                "required": ["ignore_eos", "response_format"],
+            }
+        },
+    ]
+}
+
+
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
-        ..., description="Raw text (or token ids) for the base model to continue, no URIAL prompt; one prompt."
-    )
+    model_config = ConfigDict(json_schema_extra=COMPLETION_RULES)
+    prompt: (
+        PromptText
+        | Annotated[list[PromptText], Field(min_length=1, max_length=1)]
+        | PromptIds
+        | Annotated[list[PromptIds], Field(min_length=1, max_length=1)]
+    ) = Field(..., description="Raw text (or token ids) for the base model to continue, no URIAL prompt; one prompt.")
     echo: bool = Field(False, description="Return the prompt before the answer (with logprobs: the prompt's too).")
-    logprobs: int | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
+    logprobs: Whole | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
     return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
-    best_of: int | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
+    best_of: Whole | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
     ignore_eos: bool = Field(
         False,
         description="Go on past the end-of-sequence token to max_tokens (vLLM's and "
@@ -290,6 +369,9 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 500, 503, 504)}  # the error statuses documented
+# with stream: true, the answer comes as server-sent events (OpenAI's chunks, then "data: [DONE]")
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+STREAMED = {200: {"content": {"text/event-stream": {"itemSchema": SSE_EVENT}}, "description": "The answer"}}
 
 
 class ModelCard(BaseModel):

@@ -17,7 +17,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Backend, Batched, ChatTemplated, CountsWork, Sampling, SchemaConstrained
+from untuned.backends import Backend, Batched, ChatTemplated, CountsWork, Sampling, SchemaConstrained, TokenPieces
 from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
 from untuned.errors import EngineUnavailable
@@ -145,6 +145,18 @@ class Serving:
             aligned_process=aligned,
         )
 
+    def check_token_ids(self, ids: list[int] | None, field: str) -> None:
+        """Token ids within the model's vocabulary, checked before the request reaches the engine (llama.cpp
+        aborts the whole process on an id past its vocabulary)."""
+        backend = self.assistant.backend
+        vocab = backend.vocab_size if isinstance(backend, TokenPieces) else None
+        wrong = next(((i, t) for i, t in enumerate(ids or []) if vocab is not None and t >= vocab), None)
+        if wrong is not None:
+            raise BadRequest(
+                f"{field}: token id {wrong[1]} at position {wrong[0]} is outside the model's vocabulary (0-{vocab - 1})",
+                param=field,
+            )
+
     def check_choices(self, n: int) -> None:
         """``n`` choices are ``n`` requests on the gate: more than it ever admits at once is a 400 that says so."""
         room = self.parallel + self.config.max_waiting
@@ -190,6 +202,9 @@ class Serving:
         update: dict[str, object] = {"max_tokens": wanted, "stop": tuple(body.stops), "logprobs": logprobs}
         if getattr(body, "ignore_eos", False):
             update["ignore_eos"] = True
+        if body.logit_bias:
+            self.check_token_ids([token for token, _ in body.bias], "logit_bias")
+            update["logit_bias"] = body.bias
         for name in ("temperature", "top_p", "seed", "repetition_penalty"):
             if getattr(body, name, None) is not None:
                 update[name] = getattr(body, name)

@@ -109,6 +109,9 @@ class TransformersBackend(RowScoring):
             raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
         if sampling.ignore_eos:
             raise UnsupportedOperation("the transformers backend does not support ignore_eos; use a GGUF with llama.cpp")
+        wrong = next((t for t, _ in sampling.logit_bias if t >= self.vocab_size), None)
+        if wrong is not None:
+            raise ValueError(f"logit_bias: token id {wrong} is outside the vocabulary (0-{self.vocab_size - 1})")
         prefix, body = self._split(prompt)
         if not body:
             prefix, body = prefix[:-1], prefix[-1:]

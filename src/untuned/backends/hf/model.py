@@ -136,6 +136,8 @@ class LoadedModel:
         chain = LogitsProcessorList()
         if sampling.repetition_penalty != 1.0:
             chain.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+        if sampling.logit_bias:
+            chain.append(self._biased(sampling.logit_bias))
         if sampling.temperature > 0:
             chain.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_k:
@@ -143,6 +145,17 @@ class LoadedModel:
             if sampling.top_p < 1.0:
                 chain.append(TopPLogitsWarper(sampling.top_p))
         return chain
+
+    def _biased(self, bias: tuple[tuple[int, float], ...]):
+        """A logits processor adding ``bias`` (OpenAI's logit_bias) to those tokens' scores."""
+        torch = self.torch
+        ids = torch.tensor([t for t, _ in bias], device=self.device)
+        values = torch.tensor([b for _, b in bias], device=self.device)
+
+        def add(input_ids, scores):
+            return scores.index_add(1, ids, values.to(scores.dtype).expand(scores.shape[0], -1))
+
+        return add
 
     def rest(self, produced: list[int], shown: str) -> str:
         """Whatever of the decoded answer has not been streamed yet."""

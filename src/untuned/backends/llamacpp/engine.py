@@ -102,7 +102,10 @@ class LlamaEngine(BatchingEngine):
         """Stream the answer to ``prefix + body``; closing or cancelling the stream cancels the request.
         What llama.cpp would fail on is refused here, before the request reaches the batch (ValueError):
         token ids outside the vocabulary, a grammar with ignore_eos, a request the KV pool can never hold."""
+        if not prefix and not body:
+            raise ValueError("the prompt is empty: there is nothing to continue")
         self.model.check_ids([*prefix, *body], "prompt")
+        self.model.check_ids([token for token, _ in sampling.logit_bias], "logit_bias")
         if sampling.ignore_eos and sampling.json_schema:
             raise ValueError(
                 "ignore_eos cannot go with a JSON format: the grammar ends the answer where the JSON ends, and "
@@ -295,6 +298,7 @@ class LlamaEngine(BatchingEngine):
                 seed=seed,
                 grammar=request.grammar,
                 ignore_eos=sampling.ignore_eos,
+                logit_bias=sampling.logit_bias,
             )
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
         slot.decoder.reset()
@@ -416,8 +420,10 @@ class LlamaEngine(BatchingEngine):
         return token
 
     def _greedy(self, slot: Slot, row: int, grammar: Grammar | None = None) -> int:
-        ends = self.model.end_tokens if slot.request.sampling.ignore_eos else None
-        return greedy_choice(self.ctx.logits_row(row), slot.recent, slot.penalty, grammar=grammar, masked=ends)
+        sampling = slot.request.sampling
+        ends = self.model.end_tokens if sampling.ignore_eos else None
+        row_logits = self.ctx.logits_row(row)
+        return greedy_choice(row_logits, slot.recent, slot.penalty, grammar=grammar, masked=ends, bias=sampling.logit_bias)
 
     def _take(self, slot: Slot, token: int) -> None:
         request = slot.request

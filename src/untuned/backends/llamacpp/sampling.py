@@ -223,17 +223,19 @@ def sampler_chain(
     seed: int,
     grammar: str | None = None,
     ignore_eos: bool = False,
+    logit_bias: tuple[tuple[int, float], ...] = (),
 ):
-    """A llama.cpp sampler chain: repetition penalty, a grammar, then greedy or top-k / top-p / temperature / draw."""
+    """A llama.cpp sampler chain: repetition penalty, logit biases (the end of generation masked too, with
+    ignore_eos), a grammar, then greedy or top-k / top-p / temperature / draw."""
     lib = model.lib
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     if repetition_penalty != 1.0:
         penalties = lib.llama_sampler_init_penalties(model.n_vocab, PENALTY_WINDOW, repetition_penalty, 0.0, 0.0)
         lib.llama_sampler_chain_add(chain, penalties)
-    if ignore_eos:
-        ends = model.end_tokens
-        biases = (lib.llama_logit_bias * len(ends))(*((int(t), float("-inf")) for t in ends))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(ends), biases))
+    pairs = [*logit_bias, *((int(t), float("-inf")) for t in (model.end_tokens if ignore_eos else ()))]
+    if pairs:
+        biases = (lib.llama_logit_bias * len(pairs))(*pairs)
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(pairs), biases))
     if grammar is not None:
         constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
         if not constrained:
@@ -278,20 +280,31 @@ class Slot:
 
 
 def greedy_choice(
-    logits: np.ndarray, recent: deque[int], penalty: float, *, grammar: Grammar | None = None, masked: np.ndarray | None = None
+    logits: np.ndarray,
+    recent: deque[int],
+    penalty: float,
+    *,
+    grammar: Grammar | None = None,
+    masked: np.ndarray | None = None,
+    bias: tuple[tuple[int, float], ...] = (),
 ) -> int:
-    """The most likely token after llama.cpp's repetition penalty, without its sampler's copy of the
-    whole vocabulary: the same choice as its penalties + greedy chain, in a fraction of the time.
-    ``masked`` tokens can never be chosen (ignore_eos masks the end tokens). The row is left as it was:
-    the token's log-probability is read from it afterwards, under the model's own distribution."""
-    changed = [] if masked is None else [(masked, logits[masked].copy())]
-    if masked is not None:
-        logits[masked] = -np.inf
+    """The most likely token after llama.cpp's repetition penalty and the logit ``bias``, without its sampler's
+    copy of the whole vocabulary: the same choice as its penalties + logit-bias + greedy chain, in a fraction
+    of the time. ``masked`` tokens can never be chosen (ignore_eos masks the end tokens). The row is left as
+    it was: the token's log-probability is read from it afterwards, under the model's own distribution."""
+    changed = []
     if penalty != 1.0 and recent:
         seen = np.fromiter(set(recent), dtype=np.int64)
         kept = logits[seen].copy()
         changed.append((seen, kept))
         logits[seen] = np.where(kept <= 0, kept * np.float32(penalty), kept / np.float32(penalty))
+    if bias:
+        ids = np.asarray([t for t, _ in bias], dtype=np.int64)
+        changed.append((ids, logits[ids].copy()))
+        np.add.at(logits, ids, np.asarray([b for _, b in bias], dtype=np.float32))
+    if masked is not None:
+        changed.append((masked, logits[masked].copy()))
+        logits[masked] = -np.inf
     try:
         return grammar.best(logits) if grammar else int(logits.argmax())
     finally:
