@@ -41,6 +41,7 @@ CRASHES = [  # (path, body, what the refusal names): each ended the process befo
         "ignore_eos cannot go with a JSON response_format",
     ),
     ("/v1/completions", {"prompt": [2, 262_144], "max_tokens": 4}, "outside the model's vocabulary"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 4, "logit_bias": {"262144": 5}}, "logit_bias: token id 262144"),
 ]
 
 
@@ -390,3 +391,23 @@ def test_a_request_cancelled_while_its_prompt_is_evaluated_frees_its_slot_before
     assert wait_for(lambda: idle(backend), 120)
     assert backend.stats().generated_tokens == before.generated_tokens  # stopped during its prompt
     assert list(stream) == []
+
+
+def test_logit_bias_changes_the_choice_not_the_reported_distribution(gemma):
+    """-100 on the greedy first token makes the model choose another; +100 on a token forces it; the
+    log-probability reported is the model's own either way."""
+    from untuned.backends import Sampling
+
+    prompt = RenderedPrompt(prefix="", body="The capital of France is")
+
+    def first(**extra):
+        chunk = next(c for c in gemma.stream(prompt, Sampling(max_tokens=1, logprobs=1, **extra)) if c.logprob)
+        return chunk.logprob
+
+    plain = first()
+    banned = first(logit_bias=((plain.token, -100.0),))
+    forced = first(logit_bias=((1902, 100.0),))
+    assert banned.token != plain.token and forced.token == 1902
+    assert banned.logprob < plain.logprob and forced.logprob < 0
+    with pytest.raises(ValueError, match="logit_bias: token id 262144 at position 0 is outside the vocabulary"):
+        gemma.stream(prompt, Sampling(max_tokens=1, logit_bias=((262_144, 1.0),)))

@@ -436,7 +436,7 @@ def test_concurrent_chats_are_batched_and_answered_independently():
     [
         ("chat", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ("chat", {"frequency_penalty": 0.5}, "frequency_penalty"),
-        ("chat", {"logit_bias": {"17": 3}}, "logit_bias"),
+        ("chat", {"logit_bias": {"17": 3}}, "the scripted model does not support logit_bias"),
         ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
         ("chat", {"top_logprobs": 2}, "top_logprobs needs logprobs"),
         ("text", {"suffix": "x"}, "suffix"),

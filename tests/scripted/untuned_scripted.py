@@ -34,7 +34,7 @@ import numpy as np
 
 from untuned.backends import EngineStats, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk
 from untuned.conversation import RenderedPrompt
-from untuned.errors import ContextOverflowError
+from untuned.errors import ContextOverflowError, UnsupportedOperation
 
 BOS, EOS, VOCAB = 256, 257, 258
 _SCRIPT = re.compile(r"SCRIPT:([^\n`]*)")
@@ -85,6 +85,8 @@ class ScriptedBackend(RowScoring):
         return bytes(t for t in tokens if t < 256).decode("utf-8", "replace")
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
+        if sampling.logit_bias:
+            raise UnsupportedOperation("the scripted model does not support logit_bias (it answers by script)")
         total = len(self.tokenize(prompt.text, add_special=True))
         if self.context_length is not None and total >= self.context_length:
             raise ContextOverflowError(total, self.context_length)
