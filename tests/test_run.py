@@ -299,6 +299,16 @@ def test_batch_runs_give_the_same_answers_at_any_concurrency(fixture_data, tmp_p
     assert result.exit_code == 0 and GenerationFile(fast).read()[0].loading["batching"] == "fast"
 
 
+def test_a_run_in_a_kv_pool_records_the_pool_not_invariance(fixture_data, tmp_path):
+    """Under --kv-budget the requests share cells wherever they are free: the run says "pooled" and the
+    budget, never "invariant" (a greedy answer may differ with what shares the pool)."""
+    out = tmp_path / "pooled.jsonl"
+    result = cli(*just_eval_args(fixture_data, out, "--limit", "1", "--max-tokens", "4", "--kv-budget", "3000"))
+    assert result.exit_code == 0, result.output
+    loading = GenerationFile(out).read()[0].loading
+    assert loading["batching"] == "pooled" and loading["kv_budget"] == 3000
+
+
 def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_path):
     """`export --format fastchat`: an MT-bench run as FastChat's model_answer/<model>.jsonl (what its
     gen_judgment.py grades), read back as FastChat's answers with --questions."""
