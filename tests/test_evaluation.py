@@ -92,6 +92,28 @@ def test_mt_bench_turns_references_and_loose_replies(tmp_path):
     assert "## MT-bench" in to_markdown(report) and "MT-bench by category" in plots(report)
 
 
+def test_a_failed_turn_2_keeps_turn_1s_score_as_fastchat_keeps_its_row(tmp_path):
+    """The judge fails on turn 2 of question 81 (no score in any reply): the verdict is failed and retried
+    on the next run, and the report counts its turn 1, as FastChat's show_result counts turn 1's row."""
+
+    def judge(method, path, count, body):
+        text = user_text(body)
+        if "Rate only the assistant's answer in turn 2" in text and "Write a poem." in text:
+            return 200, JSON, chat_reply("I cannot decide.")
+        return mt_bench_judge(method, path, count, body)
+
+    out = tmp_path / "mt.jsonl"
+    items = attach_references(mt_items(), {"111": ["4", "6"]})
+    with scripted_server(judge) as (url, _):
+        Judge(HttpJudgeModel(url, "judge"), TEMPLATES["mt-bench"], parse_retries=0).run(items, out)
+    verdicts = {v.id: v for v in VerdictFile(out).read()}
+    assert verdicts["81"].status == "failed" and verdicts["81"].scores == {"turn_1": 3}
+    assert verdicts["81"].error.startswith("turn_2: ")
+    (m,) = build_report(list(verdicts.values())).mt_bench
+    assert m.turns == {"turn_1": 3.0, "turn_2": 10.0} and m.turn_counts == {"turn_1": 2, "turn_2": 1}
+    assert m.overall == pytest.approx(statistics.mean([3, 3, 10])) and m.failed == 1
+
+
 def test_cli_generate_mt_bench_uses_fastchats_temperatures_unless_told(tmp_path):
     questions = tmp_path / "q.jsonl"
     rows = [(81, "writing"), (111, "math"), (141, "stem")]
@@ -301,10 +323,10 @@ def test_report_compare_paired_tests_in_markdown_csv_and_html(tmp_path):
     text = result.output
     assert "## a vs b (just-eval, paired on common items)" in text and "## a vs b (mt-bench, paired on common items)" in text
     helpfulness = next(line for line in text.splitlines() if line.startswith("| helpfulness | 12 |"))
-    assert helpfulness.endswith("significantly better |")
+    assert helpfulness.endswith("significantly better (n = 12) |")
     assert f"{statistics.mean(x - y for x, y in zip(a_scores, b_scores)):+.2f}" in helpfulness
-    assert next(line for line in text.splitlines() if line.startswith("| clarity | 12 |")).endswith("no evidence |")
-    assert next(line for line in text.splitlines() if line.startswith("| turn_1 | 7 |")).endswith("significantly better |")
+    assert next(line for line in text.splitlines() if line.startswith("| clarity | 12 |")).endswith("no evidence (n = 12) |")
+    assert next(line for line in text.splitlines() if line.startswith("| turn_1 | 7 |")).endswith("significantly better (n = 7) |")
     rows = list(csv.reader((tmp_path / "r" / "report-evaluation.csv").open()))
     assert ["compare-just-eval", "a", "b", "helpfulness", "verdict", "significantly better"] in rows
     assert "significantly better" in (tmp_path / "r" / "report.html").read_text()
@@ -483,7 +505,7 @@ def test_compare_honours_na_and_many_models_get_a_compact_matrix():
     assert skip[("a", "b", "depth")].n == 9 and five[("a", "b", "depth")].n == 10
     assert five[("a", "b", "depth")].mean_b == pytest.approx((5 + 3 + 2 + 3 + 2 + 3 + 2 + 3 + 2 + 3) / 10)
     text = to_markdown(build_report(verdicts, compare=True), compare=True, compact=True)
-    assert "### just-eval: helpfulness" in text and "| a |  | + | + |" in text and "## a vs b" not in text
+    assert "### just-eval: helpfulness" in text and "| a |  | + (n=10) | + (n=10) |" in text and "## a vs b" not in text
     assert "## a vs b" in to_markdown(build_report(verdicts, compare=True), compare=True)
 
 

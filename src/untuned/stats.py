@@ -78,16 +78,21 @@ def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
     )
 
 
+EXACT_UP_TO = 20  # nonzero differences for which the sign-flip test enumerates every one of the 2^n flips
+MONTE_CARLO_FLIPS = 100_000
+
+
 class PairedComparison(BaseModel):
     """Model A minus model B on the items both were judged on, for one aspect.
 
-    One procedure decides: the paired bootstrap of the mean difference gives the interval and the
-    p-value (the smallest level at which the percentile interval excludes 0), Holm-corrected across
-    the aspects of a pair; the verdict's direction is the sign of that mean, and it is never
-    "significantly" anything while the 95% interval includes 0. Wilcoxon's signed-rank p (Pratt's
-    treatment of zero differences, normal approximation without continuity correction, so that it
-    does not change with scipy's defaults) is shown beside it: it tests another quantity (whether
-    the differences are symmetric about 0), not the mean, and does not decide the verdict."""
+    The verdict's test is the paired sign-flip permutation test of the mean difference (under no
+    difference, each item's difference is as likely to have either sign): exact, over all 2^n flips, up
+    to EXACT_UP_TO nonzero differences, Monte Carlo beyond (seeded). Its p is Holm-corrected across the
+    aspects of a pair; the verdict is "significantly better/worse" only when that p is below alpha and
+    the paired bootstrap 95% interval of the mean excludes 0, and never when even the smallest p the test
+    can give at this n (``min_p``: 2 / 2^k for k nonzero differences) is not below alpha: at n = 5, five
+    equal differences give p = 0.0625, "no evidence". Wilcoxon's signed-rank p (Pratt, normal
+    approximation) is shown beside it for reference; it does not decide."""
 
     aspect: str
     n: int
@@ -96,7 +101,11 @@ class PairedComparison(BaseModel):
     difference: float
     ci_low: float = Field(description="Paired bootstrap 95% interval of the mean difference.")
     ci_high: float
-    p_value: float | None = Field(description="Bootstrap p of the mean difference (two-sided); None when every difference is 0.")
+    p_value: float | None = Field(
+        description="Sign-flip permutation p of the mean difference (two-sided); None when every difference is 0."
+    )
+    p_method: str = Field("exact", description="exact (every flip enumerated) or monte-carlo (MONTE_CARLO_FLIPS draws).")
+    min_p: float | None = Field(None, description="The smallest p the test can give with these many nonzero differences.")
     p_holm: float | None = Field(None, description="That p, Holm-corrected across the aspects compared.")
     p_wilcoxon: float | None = Field(None, description="Wilcoxon signed-rank p (Pratt, normal approximation), for reference.")
     verdict: str = Field("no evidence", description="significantly better / significantly worse / no evidence (for A).")
@@ -115,14 +124,6 @@ def bootstrap_interval(
     """The 2.5th and 97.5th percentiles of the mean of ``differences`` resampled with replacement."""
     means = bootstrap_means(differences, resamples=resamples, seed=seed)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def bootstrap_p(means: np.ndarray) -> float:
-    """Two-sided p of a zero mean from bootstrap means: twice the smaller share of means on either side
-    of 0 (counting the observed sample once on each side, so never 0)."""
-    below = (np.count_nonzero(means <= 0) + 1) / (len(means) + 1)
-    above = (np.count_nonzero(means >= 0) + 1) / (len(means) + 1)
-    return float(min(1.0, 2 * min(below, above)))
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
@@ -145,10 +146,52 @@ def wilcoxon_p(differences: np.ndarray) -> float | None:
     return float(wilcoxon(differences, zero_method="pratt", correction=False, method="approx").pvalue)
 
 
+def _exact_sign_flip_p(values: np.ndarray) -> float:
+    """Two-sided p over all 2^n sign flips of ``values`` (n <= EXACT_UP_TO), as scipy's ``permutation_test``
+    computes it exactly (the same tolerance for ties with the observed mean): the sums of the two halves'
+    flips are added pairwise, so 2^20 flips take milliseconds."""
+    half = len(values) // 2
+
+    def flipped_sums(part: np.ndarray) -> np.ndarray:
+        signs = 1 - 2 * ((np.arange(2 ** len(part))[:, None] >> np.arange(len(part))) & 1)
+        return signs @ part
+
+    null = (flipped_sums(values[:half])[:, None] + flipped_sums(values[half:])[None, :]).ravel() / len(values)
+    observed = values.mean()
+    gamma = abs(np.finfo(float).eps * 100 * observed)
+    less, greater = np.mean(null <= observed + gamma), np.mean(null >= observed - gamma)
+    return float(min(1.0, 2 * min(less, greater)))
+
+
+def sign_flip_p(differences: Sequence[float], *, seed: int = BOOTSTRAP_SEED) -> tuple[float | None, str, float | None]:
+    """Two-sided p of a zero mean difference by the paired sign-flip permutation test: exact (every flip)
+    up to EXACT_UP_TO nonzero differences, else scipy's ``permutation_test`` with MONTE_CARLO_FLIPS draws.
+    Returns (p, method, the smallest p possible); p None when every difference is 0."""
+    values = np.asarray(differences, dtype=float)
+    nonzero = values[values != 0]  # a zero difference is the same under either sign
+    if not len(nonzero):
+        return None, "exact", None
+    if len(nonzero) <= EXACT_UP_TO:
+        return _exact_sign_flip_p(nonzero), "exact", min(1.0, 2.0 / 2 ** len(nonzero))
+    from scipy.stats import permutation_test
+
+    result = permutation_test(
+        (nonzero,),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=MONTE_CARLO_FLIPS,
+        alternative="two-sided",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue), "monte-carlo", 2.0 / (MONTE_CARLO_FLIPS + 1)
+
+
 def compare(aspect: str, a: Sequence[float], b: Sequence[float]) -> PairedComparison:
     """Paired comparison of two models' scores on the same items (``a[i]`` and ``b[i]`` judge item i)."""
     diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     means = bootstrap_means(diffs)
+    p, method, smallest = sign_flip_p(diffs)
     return PairedComparison(
         aspect=aspect,
         n=len(diffs),
@@ -157,7 +200,9 @@ def compare(aspect: str, a: Sequence[float], b: Sequence[float]) -> PairedCompar
         difference=float(diffs.mean()),
         ci_low=float(np.percentile(means, 2.5)),
         ci_high=float(np.percentile(means, 97.5)),
-        p_value=bootstrap_p(means) if np.any(diffs) else None,
+        p_value=p,
+        p_method=method,
+        min_p=smallest,
         p_wilcoxon=wilcoxon_p(diffs),
     )
 
@@ -168,7 +213,8 @@ def compare_aspects(pairs: dict[str, tuple[list[float], list[float]]], *, alpha:
     for result, adjusted in zip(results, holm([r.p_value for r in results])):
         result.p_holm = adjusted
         excludes_zero = result.ci_low > 0 or result.ci_high < 0
-        if adjusted is not None and adjusted < alpha and excludes_zero:
+        reachable = result.min_p is not None and result.min_p < alpha
+        if adjusted is not None and adjusted < alpha and excludes_zero and reachable:
             result.verdict = "significantly better" if result.difference > 0 else "significantly worse"
     return results
 

@@ -1,4 +1,5 @@
-"""FastChat's MT-bench judgment files (``model_judgment/*_single.jsonl``) as verdicts."""
+"""FastChat's MT-bench judgment files as verdicts: single-answer grading (``model_judgment/*_single.jsonl``)
+and pairwise comparison (``model_judgment/*_pair.jsonl``)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,48 @@ def read_fastchat_judgments(path: str | Path, rows: Rows | None = None) -> list[
                 rationales={turn: str(row.get("judgment", ""))},
                 tags={"category": [category]} if category else {},
                 error=None if scored else "FastChat's judge gave no readable score (-1)",
+            )
+        )
+    return verdicts
+
+
+FASTCHAT_WINNERS = {"model_1": "A", "model_2": "B", "tie": "tie"}  # g1_winner / g2_winner, the first model's side
+
+
+def read_fastchat_pair_judgments(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
+    """MT-bench pairwise verdicts from FastChat's ``model_judgment/*_pair.jsonl``: one verdict per row
+    (model_1 against model_2 on a question and turn), both orders' winners kept (``g1_winner``, and
+    ``g2_winner``, which FastChat has already turned back to the first model's side). A row whose either
+    order is ``error`` makes a failed verdict, left out as FastChat's ``show_result`` does."""
+    verdicts = []
+    for number, row in read_rows(path) if rows is None else rows:
+        missing = [key for key in ("model_1", "model_2", "g1_winner", "g2_winner") if not isinstance(row.get(key), str)]
+        if missing:
+            raise DataFileError(
+                path, number, f"expected FastChat's pairwise judgment fields: {', '.join(missing)} missing or not text"
+            )
+        orders = [row["g1_winner"], row["g2_winner"]]
+        unknown = [w for w in orders if w not in FASTCHAT_WINNERS and w != "error"]
+        if unknown:
+            raise DataFileError(path, number, f"winner {unknown[0]!r} is not model_1, model_2, tie or error")
+        failed = "error" in orders
+        judge = row.get("judge")
+        verdicts.append(
+            make_verdict(
+                id=str(row.get("question_id")),
+                mode="pairwise",
+                template="fastchat:pair",
+                judge=str(judge[0]) if isinstance(judge, list) and judge else str(judge or ""),
+                generator=row["model_1"],
+                generator_b=row["model_2"],
+                dataset="mt-bench",
+                status="failed" if failed else "scored",
+                query="",
+                answer="",
+                orders=[] if failed else [{"overall": FASTCHAT_WINNERS[w]} for w in orders],
+                tags={"turn": [str(row.get("turn", 1))]},
+                rationales={"overall": f"{row.get('g1_judgment', '')} | {row.get('g2_judgment', '')}"},
+                error="FastChat's judge gave no readable verdict in an order (error)" if failed else None,
             )
         )
     return verdicts

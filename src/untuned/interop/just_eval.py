@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from untuned.errors import ReplyError
+from untuned.errors import DataFileError, ReplyError
 from untuned.judge.parse import read_score
 from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
 
 
-def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
+def _config(row: dict, number: int, index: int, path: Path) -> dict:
+    """The row's ``eval_config`` (an object in just-eval's files: its mode and judge model)."""
+    config = row.get("eval_config", {})
+    if not isinstance(config, dict):
+        kind, shown = type(config).__name__, str(config)[:40]
+        raise DataFileError(
+            path, number, f"record {index}: eval_config is {kind} {shown!r}; just-eval writes an object (mode, gpt)"
+        )
+    return config
+
+
+def _verdict_from_just_eval(row: dict, number: int, index: int, path: Path) -> Verdict:
+    if not isinstance(row, dict):
+        raise DataFileError(path, number, f"record {index} is {type(row).__name__}, not an object")
+    config = _config(row, number, index, path)
     parsed = row.get("parsed_result")
-    mode = str(row.get("eval_config", {}).get("mode", ""))
+    mode = str(config.get("mode", ""))
     base = {
-        "id": str(row.get("id", number)),
+        "id": str(row.get("id", index)),
         "template": f"just-eval:{mode or 'score'}",
-        "judge": str(row.get("eval_config", {}).get("gpt", "")),
+        "judge": str(config.get("gpt", "")),
         "generator": row.get("generator_cand") or row.get("generator"),
         "dataset": row.get("dataset"),
         "query": row.get("input") or row.get("instruction") or "",
         "answer": row.get("output_cand") or row.get("output") or "",
     }
+    for field in ("generator", "dataset", "query", "answer"):
+        if base[field] is not None and not isinstance(base[field], str):
+            raise DataFileError(path, number, f"record {index}: {field} is {type(base[field]).__name__}, not text")
     if not isinstance(parsed, dict):
         return make_verdict(**base, mode="safety" if "safety" in mode else "multi", status="failed", raw=str(row.get("result")))
     scores, unreadable = {}, []
@@ -30,13 +47,15 @@ def _verdict_from_just_eval(row: dict, number: int, path: Path) -> Verdict:
             scores[aspect] = read_score(result)
         except ReplyError:  # one unreadable score costs that aspect of that item, not the file
             unreadable.append(aspect)
-    rationales = {a: str(r.get("rationale", "")) for a, r in parsed.items() if isinstance(r, dict)}
+    # just-eval's judge writes each aspect as {"reason": ..., "score": ...}; untuned's own files say "rationale"
+    rationales = {a: str(r.get("reason", r.get("rationale", ""))) for a, r in parsed.items() if isinstance(r, dict)}
     mode = "safety" if set(scores) | set(unreadable) == {"safety"} else "multi"
     return make_verdict(**base, mode=mode, status="scored", scores=scores, rationales=rationales, unreadable=unreadable)
 
 
 def read_just_eval_judged(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
     """Verdicts from a judged file of just-eval (a JSON array whose records carry ``parsed_result``);
-    ``rows``: the file's rows when the caller has read them already (as :func:`read_rows` gives them)."""
+    ``rows``: the file's rows when the caller has read them already (as :func:`read_rows` gives them).
+    A malformed record is a DataFileError naming the file, the record and the field."""
     rows = read_rows(path) if rows is None else rows
-    return [_verdict_from_just_eval(row, index, Path(path)) for index, (_, row) in enumerate(rows)]
+    return [_verdict_from_just_eval(row, number, index, Path(path)) for index, (number, row) in enumerate(rows)]

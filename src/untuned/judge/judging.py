@@ -19,7 +19,8 @@ from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
 from untuned.judge.models import JudgeModel
 from untuned.judge.mt_bench import MtBenchItem
-from untuned.judge.parse import combine_orders, parse_mt_bench, parse_reply
+from untuned.judge.outcomes import combine_orders
+from untuned.judge.parse import parse_mt_bench, parse_reply
 from untuned.judge.templates import TURNS, Template
 from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictBase, VerdictFile, make_verdict
 from untuned.runner import ResumableRun, RunSummary
@@ -117,11 +118,13 @@ class Judge:
                 (score, rationale), n, hit = self._ask(messages, self.template.schema(), parse_mt_bench, messages[-1]["content"])
                 scores[TURNS[turn]], rationales[TURNS[turn]] = score, rationale
                 attempts, cached = attempts + n, cached and hit
-        except _Failed as exc:
+        except _Failed as exc:  # the turns scored before the failure are kept, as FastChat keeps each turn's row
             return make_verdict(
                 **base,
                 status="failed",
-                error=str(exc),
+                scores=scores,
+                rationales=rationales,
+                error=f"{TURNS[len(scores)]}: {exc}",
                 raw=exc.raw,
                 attempts=attempts + exc.attempts,
                 seconds=time.perf_counter() - started,

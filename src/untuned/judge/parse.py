@@ -59,25 +59,22 @@ def read_score(value: Any, *, top: int = 5, halves: bool = False) -> int | float
     raise ReplyError(f"score {value!r} is not {'a whole or half' if halves else 'an integer'} number from 1 to {top}")
 
 
-POINTS = {"A": 2.0, "B": 1.0, "tie": 1.5}
-
-
-def combine_orders(winners: list[str]) -> tuple[str, float]:
-    """One outcome from the winners of each order (A, B or tie, from the first answer's side): the mean
-    of AlpacaEval's points (A 2, tie 1.5, B 1) is the preference, and the outcome follows it as
-    AlpacaEval counts wins: above 1.5 a win for A, below a win for B, exactly 1.5 a tie. So a win in
-    one order and a tie in the other is a win (1.75), a win for each side a tie (1.5)."""
-    preference = sum(POINTS[w] for w in winners) / len(winners)
-    return ("A" if preference > 1.5 else "B" if preference < 1.5 else "tie"), preference
-
-
-_BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+# FastChat's llm_judge patterns (common.py: one_score_pattern, one_score_pattern_backup): the first "[[n]]",
+# else the first "[n]"; a judge that writes neither may still say "Rating: 7" (untuned's addition, last).
+FASTCHAT_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+FASTCHAT_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 _RATING = re.compile(r"(?i)\b(?:score|rating)\b\W{0,3}(\d+(?:\.\d+)?)\s*(?:/\s*10)?")
 
 
+def fastchat_score(text: str) -> str | None:
+    """The score FastChat's judge reads from ``text`` (as written), or None where it reads none (its -1)."""
+    match = FASTCHAT_SCORE.search(text) or FASTCHAT_SCORE_BACKUP.search(text)
+    return match.group(1) if match else None
+
+
 def parse_mt_bench(text: str) -> tuple[int | float, str]:
-    """A 1-10 score and the rationale: from our JSON reply, or, from a judge that ignored the format,
-    FastChat's "[[7]]" or a "Rating: 7" (the last one in the text). Never an N/A."""
+    """A 1-10 score and the rationale: from our JSON reply, or, from a judge that ignored the format, as
+    FastChat reads one (the first "[[7]]", else the first "[7]"), else a "Rating: 7". Never an N/A."""
     try:
         data = extract_json(text)
     except ReplyError:
@@ -87,10 +84,13 @@ def parse_mt_bench(text: str) -> tuple[int | float, str]:
         if score is None:
             raise ReplyError("an MT-bench score cannot be N/A")
         return score, str(data.get("rationale") or data.get("explanation") or "")
-    found = _BRACKETED.findall(text) or _RATING.findall(text)
-    if not found:
+    found = fastchat_score(text)
+    if found is None:
+        ratings = _RATING.findall(text)
+        found = ratings[0] if ratings else None
+    if found is None:
         raise ReplyError("no score in the reply")
-    score = read_score(found[-1], top=10, halves=True)
+    score = read_score(found, top=10, halves=True)
     assert score is not None
     return score, text.strip()[:600]
 

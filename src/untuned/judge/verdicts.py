@@ -79,7 +79,7 @@ class PairwiseVerdict(VerdictBase):
     answer_b: str | None = None
     winners: dict[str, str] = Field(
         default_factory=dict,
-        description="A (first file), B or tie, both orders combined by judge.parse.combine_orders (the preference's rule).",
+        description="A (first file), B or tie, both orders combined by judge.outcomes.combine_orders (untuned's rule).",
     )
     orders: list[dict[str, str]] = Field(
         default_factory=list,

@@ -11,11 +11,14 @@ P(model preferred) on three features:
   (the baseline prompted to be verbose and to be concise, judged against itself) that are appended
   with sample weight 0.1 each and pin the length slope.
 
-The fit is L1-penalised logistic regression (liblinear, ``random_state=123``) whose ``C`` is chosen
-among ten values from 1e-4 to 1e4 by 5-fold grouped cross-validation of the weighted log loss; each
-preference p enters as a win with weight p and a loss with weight 1 - p. The LC win rate is the mean
-predicted preference with the length feature set to 0, over the model's items; its standard error
-(``lc_standard_error``) the standard error of that mean, as AlpacaEval reports it.
+The fit is scikit-learn's ``LogisticRegressionCV`` configured as AlpacaEval configures it (L1,
+liblinear, ``random_state=123``, ``C`` among ten values from 1e-4 to 1e4 by 5-fold grouped
+cross-validation of the weighted log loss); each preference p enters as a win with weight p and a loss
+with weight 1 - p. The LC win rate is the mean predicted preference with the length feature set to 0,
+over the model's items (those without a preference included, as in AlpacaEval); its standard error
+(``lc_standard_error``) the standard error of that mean, as AlpacaEval reports it. Given the same rows
+in the same order, the same difficulty and gamed rows, the number equals AlpacaEval's own code's
+(tests/test_references.py calls it).
 
 What untuned ships (``alpaca_eval_lc.csv``, built by ``bench/alpaca_eval_lc.py`` from AlpacaEval's
 published data; see that script): the difficulty of the 805 instructions, estimated jointly from 52
@@ -42,7 +45,6 @@ from pydantic import BaseModel, Field
 from untuned.errors import DataFileError
 
 GAMED_WEIGHT = 0.2 / 2  # regularize_to_baseline_lambda, shared by the two gamed baselines
-CS = np.logspace(-4, 4, 10)  # LogisticRegressionCV's default grid (Cs=10)
 FOLDS = 5
 SEED = 123
 SHIPPED = "untuned's estimate of the difficulty and gamed rows (bench/alpaca_eval_lc.py)"
@@ -81,60 +83,81 @@ def _logistic(x: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def _classifier(c: float):
-    """liblinear logistic regression with an L1 penalty and no intercept, in this scikit-learn's spelling."""
+def _soft_log_loss(y_true, y_pred, true_prob, true_sample_weight=None) -> float:
+    """The weighted log loss of soft targets: a duplicated row of label 1 stands for p, of label 0 for 1 - p
+    (the scorer AlpacaEval gives its cross-validation)."""
+    target = np.where(y_true == 1, true_prob, 1 - true_prob)
+    predicted = np.clip(y_pred, 1e-15, 1 - 1e-15)
+    losses = target * np.log(predicted) + (1 - target) * np.log(1 - predicted)
+    if true_sample_weight is not None:
+        losses = losses * true_sample_weight
+    return float(-np.mean(losses))
+
+
+def _cross_validated():
+    """scikit-learn's LogisticRegressionCV as AlpacaEval configures it: L1 (liblinear), no intercept, ten
+    values of C, five grouped folds, the soft log loss; ``random_state`` 123 drawn on as scikit-learn draws
+    it (one random state per fold, across the values of C)."""
     import sklearn
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GroupKFold
 
+    scorer = make_scorer(_soft_log_loss, response_method="predict_proba", greater_is_better=False)
+    scorer = scorer.set_score_request(true_sample_weight=True, true_prob=True)
     major, minor = (int(part) for part in sklearn.__version__.split(".")[:2])
-    penalty = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
-    return LogisticRegression(C=c, solver="liblinear", fit_intercept=False, random_state=SEED, **penalty)
-
-
-def _weighted_log_loss(model, x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> float:
-    predicted = np.clip(model.predict_proba(x)[:, 1], 1e-15, 1 - 1e-15)
-    return float(-np.mean((target * np.log(predicted) + (1 - target) * np.log(1 - predicted)) * weight))
+    l1 = {"l1_ratios": (1.0,), "use_legacy_attributes": True} if (major, minor) >= (1, 10) else {"penalty": "l1"}
+    model = LogisticRegressionCV(
+        cv=GroupKFold(n_splits=FOLDS),
+        scoring=scorer,
+        random_state=SEED,
+        dual=False,
+        solver="liblinear",
+        n_jobs=None,
+        fit_intercept=False,
+        **l1,
+    )
+    return model.set_fit_request(sample_weight=True)
 
 
 def fit_preferences(features: np.ndarray, preference: np.ndarray, weight: np.ndarray):
-    """Logistic regression of soft labels ``preference`` in [0, 1], with L1 strength chosen by grouped
-    cross-validation (each row split into a win and a loss, kept in the same fold); returns (model, C)."""
-    from sklearn.model_selection import GroupKFold
+    """AlpacaEval's ``fit_LogisticRegressionCV`` for soft labels ``preference`` in [0, 1]: every row once
+    with label 1 (weight p) and once with label 0 (weight 1 - p), all the ones first, the two copies of a
+    row in one group of the folds; returns (model, the C chosen)."""
+    import warnings
+
+    import sklearn
 
     n = len(preference)
     x = np.vstack([features, features])
     label = np.r_[np.ones(n), np.zeros(n)]
-    target = np.r_[preference, 1 - preference]  # the probability of each duplicated row's label
-    row_weight = np.r_[weight, weight]
-    sample_weight = target * row_weight
+    true_prob = np.r_[preference, 1 - preference]
+    true_weight = np.r_[weight, weight]
     groups = np.r_[np.arange(n), np.arange(n)]
-    folds = list(GroupKFold(n_splits=FOLDS).split(x, label, groups))
-    losses = []
-    for c in CS:
-        fold_losses = []
-        for train, test in folds:
-            model = _classifier(c).fit(x[train], label[train], sample_weight=sample_weight[train])
-            # the log loss of the soft target: a duplicated row of label 1 stands for p, of label 0 for 1 - p
-            soft = np.where(label[test] == 1, target[test], 1 - target[test])
-            fold_losses.append(_weighted_log_loss(model, x[test], soft, row_weight[test]))
-        losses.append(np.mean(fold_losses))
-    best = float(CS[int(np.argmin(losses))])
-    return _classifier(best).fit(x, label, sample_weight=sample_weight), best
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # penalty="l1", as AlpacaEval passes it, is deprecated
+        model = _cross_validated().fit(
+            x, label, sample_weight=true_prob * true_weight, groups=groups, true_sample_weight=true_weight, true_prob=true_prob
+        )
+    return model, float(np.ravel(model.C_)[0])
 
 
 def length_controlled(
-    preferences: Sequence[float],
+    preferences: Sequence[float | None],
     model_lengths: Sequence[int],
     baseline_lengths: Sequence[int],
     difficulty: Sequence[float],
     *,
     gamed: GamedRows | None,
 ) -> LengthControlled:
-    """AlpacaEval's LC win rate of one model against the baseline: ``preferences`` in AlpacaEval's
-    encoding (1-2, 0 or 1.5 a draw), answer lengths in characters, each item's instruction difficulty,
-    and the gamed baselines' rows (None: fit without them, as AlpacaEval's ``length_controlled_noreg``)."""
-    p = np.asarray([1.5 if v == 0 else v for v in preferences], dtype=float) - 1.0
-    if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
+    """AlpacaEval's LC win rate of one model against the baseline, computed as its ``glm_winrate.py`` does:
+    ``preferences`` in AlpacaEval's encoding (1-2, 0 or 1.5 a draw; None where the judge gave none), answer
+    lengths in characters, each item's instruction difficulty, and the gamed baselines' rows (None: fit
+    without them, as AlpacaEval's ``length_controlled_noreg``). As there, a row without a preference still
+    counts in the length's standard deviation and in the mean prediction (it is only left out of the fit),
+    and the rows' order is the fit's (the folds are made in that order)."""
+    p = np.asarray([np.nan if v is None else 1.5 if v == 0 else v for v in preferences], dtype=float) - 1.0
+    if np.any((p < 0) | (p > 1)):
         raise ValueError("every preference must lie between 1 and 2 (0 or 1.5 for a draw)")
     delta = np.asarray(baseline_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)
     spread = delta.std(ddof=1) if len(delta) > 1 else 0.0
@@ -147,7 +170,8 @@ def length_controlled(
         features = np.vstack([gamed_features, features])
         p = np.r_[gamed.preference, p]
         weight = np.r_[np.full(len(gamed.preference), GAMED_WEIGHT), weight]
-    model, c = fit_preferences(features, p, weight)
+    known = ~np.isnan(p)
+    model, c = fit_preferences(features[known], p[known], weight[known])
     neutral = np.column_stack([np.zeros(len(d)), d, np.ones(len(d))])
     predicted = model.predict_proba(neutral)[:, 1]
     se = float(predicted.std(ddof=1) / math.sqrt(len(predicted)) * 100) if len(predicted) > 1 else None
@@ -190,7 +214,7 @@ def read_df_gamed(path: str | Path) -> Difficulty:
     for number, row in rows:
         try:
             index, d = int(row["index"]), float(row["instruction_difficulty"])
-            t, p = math.tanh(float(row["std_delta_len"])), float(row["preference"])
+            t, p = math.tanh(float(row["std_delta_len"])), float(row["preference"] or "nan")  # empty: no preference
         except ValueError:
             why = "index, instruction_difficulty, std_delta_len and preference must be numbers"
             raise DataFileError(path, number, why) from None

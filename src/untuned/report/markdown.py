@@ -55,8 +55,19 @@ def pvalue(value: float | None) -> str:
     return "–" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
 
 
+def mt_bench_pairwise_markdown(report: Report) -> list[str]:
+    rows = [
+        [r.model, str(r.win), str(r.loss), str(r.tie), num(r.win_rate, 3), num(r.loss_rate, 3), num(r.win_rate_adjusted, 3)]
+        for r in report.mt_bench_pairwise
+    ]
+    title = "## MT-bench pairwise (FastChat's show_result: a win only when both orders agree, else a tie)"
+    return titled(title, ["model", "win", "loss", "tie", "win_rate", "loss_rate", "win_rate_adjusted"], rows)
+
+
 def mt_bench_markdown(report: Report) -> list[str]:
     parts: list[str] = []
+    if not report.mt_bench:
+        return parts
     rows = [
         [
             m.model,
@@ -158,16 +169,25 @@ def evaluation_markdown(report: Report, *, compact: bool = False) -> list[str]:
     """MT-bench, win rates, paired comparisons and diagnostics, as Markdown lines."""
     many = len({m for c in report.comparisons for m in (c.a, c.b)}) > 2
     comparisons = comparison_matrix(report) if compact and many else comparison_tables(report)
-    parts = mt_bench_markdown(report) if report.mt_bench else []
+    parts = mt_bench_markdown(report) + (mt_bench_pairwise_markdown(report) if report.mt_bench_pairwise else [])
     parts += win_rate_markdown(report) if report.win_rates else []
     return parts + comparisons + (diagnostics_markdown(report) if report.diagnostics else [])
 
 
 COMPARISON_METHOD = (
-    "Difference = A − B; 95% paired bootstrap interval of the mean difference; p: the bootstrap's, "
-    "Holm-corrected across aspects, which decides the verdict (never significant while the interval "
-    "includes 0); Wilcoxon signed-rank p (Pratt, normal approximation) beside it for reference."
+    "Difference = A − B; 95% paired bootstrap interval of the mean difference; p: the paired sign-flip "
+    "permutation test of the mean difference (exact over every flip up to 20 items with a difference, "
+    "Monte Carlo beyond), Holm-corrected across aspects, which decides the verdict (never significant while "
+    "the interval includes 0, nor when n is too small for any p below 0.05); Wilcoxon signed-rank p "
+    "(Pratt, normal approximation) beside it for reference."
 )
+
+
+def verdict_text(r) -> str:
+    """The verdict with its n, and why there can be no evidence when n is too small."""
+    small = r.min_p is not None and r.min_p >= 0.05
+    why = f"; the smallest p possible at this n is {r.min_p:.3g}" if small else ""
+    return f"{r.verdict} (n = {r.n}{why})"
 
 
 def comparison_tables(report: Report) -> list[str]:
@@ -184,7 +204,7 @@ def comparison_tables(report: Report) -> list[str]:
                 pvalue(r.p_value),
                 pvalue(r.p_holm),
                 pvalue(r.p_wilcoxon),
-                r.verdict,
+                verdict_text(r),
             ]
             for r in c.rows
         ]
@@ -217,8 +237,9 @@ def comparison_matrix(report: Report) -> list[str]:
             for c in pairs:
                 for r in c.rows:
                     if r.aspect == aspect:
-                        cell[(c.a, c.b)] = mark.get(r.verdict, "·")
-                        cell[(c.b, c.a)] = {"+": "−", "−": "+"}.get(cell[(c.a, c.b)], "·")
+                        sign = mark.get(r.verdict, "·")
+                        cell[(c.a, c.b)] = f"{sign} (n={r.n})"
+                        cell[(c.b, c.a)] = f"{ {'+': '−', '−': '+'}.get(sign, '·') } (n={r.n})"
             rows = [[a, *(cell.get((a, b), "" if a == b else "–") for b in models)] for a in models]
             parts += titled(f"### {section}: {aspect}", ["", *models], rows)
     return parts
@@ -268,8 +289,8 @@ def pairwise_markdown(report: Report) -> list[str]:
         for p in report.pairwise
     ]
     title = (
-        "## Pairwise (A wins / tie / B wins; both orders asked: a win in one order and a tie in the other is a win, "
-        "a win each way a tie, as the win rate counts them)"
+        "## Pairwise, untuned's rule (A wins / tie / B wins; both orders asked: a win in one order and a tie in the "
+        "other is a win, a win each way a tie, as AlpacaEval's preference counts them; not FastChat's MT-bench rule)"
     )
     return titled(title, ["A", "B", "aspect", "A wins", "ties", "B wins", "failed", "order flips"], rows)
 

@@ -57,7 +57,7 @@ def write_csv(report: Report, path: Path) -> None:
                     "",
                 ]
             )
-    if report.mt_bench or report.win_rates or report.comparisons or report.diagnostics:
+    if report.mt_bench or report.mt_bench_pairwise or report.win_rates or report.comparisons or report.diagnostics:
         with path.with_name(path.stem + "-evaluation.csv").open("w", newline="", encoding="utf-8") as handle:
             write_evaluation_csv(report, csv.writer(handle))
 
@@ -71,13 +71,29 @@ def write_evaluation_csv(report: Report, writer) -> None:
         writer.writerow(["mt-bench", m.model, "", "overall", "mean", m.overall])
         for category, value in m.categories.items():
             writer.writerow(["mt-bench-category", m.model, "", category, "mean", value])
+    for r in report.mt_bench_pairwise:
+        for name in ("win", "loss", "tie", "win_rate", "loss_rate", "win_rate_adjusted"):
+            writer.writerow(["mt-bench-pairwise", r.model, "", "overall", name, getattr(r, name)])
     for w in report.win_rates:
         for name, value in w.rate.model_dump().items():
             writer.writerow(["win-rate", w.model, w.baseline, "overall", name, value])
         writer.writerow(["win-rate", w.model, w.baseline, "overall", "flip_rate", w.flip_rate])
     for c in report.comparisons:
         for r in c.rows:
-            names = ("n", "mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_value", "p_holm", "p_wilcoxon", "verdict")
+            names = (
+                "n",
+                "mean_a",
+                "mean_b",
+                "difference",
+                "ci_low",
+                "ci_high",
+                "p_value",
+                "p_method",
+                "min_p",
+                "p_holm",
+                "p_wilcoxon",
+                "verdict",
+            )
             for name in names:
                 writer.writerow([f"compare-{c.section}", c.a, c.b, r.aspect, name, getattr(r, name)])
     for d in report.diagnostics:

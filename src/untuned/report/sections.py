@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from untuned.judge import MtBenchVerdict, PairwiseVerdict, Verdict
+from untuned.judge.outcomes import fastchat_outcome
 from untuned.judge.templates import TURNS
 from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
 from untuned.stats import (
@@ -41,6 +42,19 @@ class MtBenchModel(BaseModel):
     overall: float | None = Field(description="Mean of every turn score.")
     categories: dict[str, float | None] = Field(default_factory=dict, description="Mean of both turns per category.")
     duplicates: int = Field(0, description="Rows judging a turn already judged (kept and averaged, as FastChat does).")
+
+
+class MtBenchPairRow(BaseModel):
+    """One model's line of FastChat's ``show_result --mode pairwise-all``: every MT-bench pairwise verdict it
+    is in, counted by FastChat's rule (a win only when both orders agree; failed ones left out)."""
+
+    model: str
+    win: int
+    loss: int
+    tie: int
+    win_rate: float
+    loss_rate: float
+    win_rate_adjusted: float = Field(description="(win + tie / 2) / all, each tie half a win and half a loss.")
 
 
 class WinRateRow(BaseModel):
@@ -87,7 +101,7 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
     by_model = grouped(verdicts, ("mt-bench",), lambda v: v.generator or "(unknown)")
     models = []
     for model, group in sorted(by_model.items()):
-        scored = [v for v in group if v.status == "scored"]
+        scored = [v for v in group if v.scores]  # a verdict whose turn 2 failed keeps its turn 1, as FastChat does
         turns = {t: [float(v.scores[t]) for v in scored if v.scores.get(t) is not None] for t in TURNS}
         categories: dict[str, list[float]] = defaultdict(list)
         for v in scored:
@@ -100,7 +114,7 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
                 model=model,
                 judge=", ".join(sorted({v.judge for v in group})),
                 questions=len(questions),
-                failed=len(questions - {v.id for v in scored}),
+                failed=len(questions - {v.id for v in group if v.status == "scored"}),
                 turns={t: _mean(values) for t, values in turns.items()},
                 turn_counts={t: len(values) for t, values in turns.items()},
                 overall=_mean([s for values in turns.values() for s in values]),
@@ -109,6 +123,42 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
             )
         )
     return models
+
+
+def is_mt_bench_pair(verdict: Verdict) -> bool:
+    return isinstance(verdict, PairwiseVerdict) and (verdict.dataset == "mt-bench" or verdict.template == "fastchat:pair")
+
+
+def mt_bench_pairwise(verdicts: list[Verdict]) -> list[MtBenchPairRow]:
+    """FastChat's show_result pairwise table over the MT-bench pairwise verdicts (both models of every pair
+    get a line, as in its pairwise-all mode; a verdict asked in one order only counts that order)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"win": 0, "loss": 0, "tie": 0})
+    for v in verdicts:
+        if not is_mt_bench_pair(v) or v.status != "scored":
+            continue
+        winners = [order["overall"] for order in v.orders if "overall" in order] or [v.winners.get("overall", "tie")]
+        result = fastchat_outcome(winners)
+        a, b = v.generator or "A", v.generator_b or "B"  # type: ignore[union-attr]
+        if result == "tie":
+            counts[a]["tie"] += 1
+            counts[b]["tie"] += 1
+        else:
+            winner, loser = (a, b) if result == "A" else (b, a)
+            counts[winner]["win"] += 1
+            counts[loser]["loss"] += 1
+    rows = []
+    for model, c in sorted(counts.items()):
+        total = c["win"] + c["loss"] + c["tie"]
+        rows.append(
+            MtBenchPairRow(
+                model=model,
+                **c,
+                win_rate=c["win"] / total,
+                loss_rate=c["loss"] / total,
+                win_rate_adjusted=(c["win"] + 0.5 * c["tie"]) / total,
+            )
+        )
+    return sorted(rows, key=lambda r: -r.win_rate_adjusted)
 
 
 def difficulties(group: list[Verdict], source: Difficulty) -> list[float] | None:
@@ -145,21 +195,25 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
     is not AlpacaEval's number, and lets length explain too much (an answer that is always shorter
     than the baseline's makes length and the model's strength one and the same)."""
     source = difficulty or shipped()
-    usable = [v for v in verdicts if isinstance(v, PairwiseVerdict) and v.status == "scored" and v.preference is not None]
-    pairs = grouped(usable, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
+    judged = [v for v in verdicts if isinstance(v, PairwiseVerdict) and v.answer_b is not None and not is_mt_bench_pair(v)]
+    pairs = grouped(judged, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
     rows = []
     for (model, baseline), group in sorted(pairs.items()):
-        preferences = [v.preference for v in group]
+        # as in AlpacaEval, an item the judge gave no preference is left out of the win rate and its error, and
+        # kept in the LC's length spread and its mean prediction (its answers were compared)
+        preferences = [v.preference if v.status == "scored" else None for v in group]  # type: ignore[union-attr]
+        if not any(p is not None for p in preferences):
+            continue
         rate = win_rate(preferences)
         model_lengths = [len(v.answer) for v in group]
-        baseline_lengths = [len(v.answer_b or "") for v in group]
+        baseline_lengths = [len(v.answer_b or "") for v in group]  # type: ignore[union-attr]
         d = difficulties(group, source)
         if d is None:
             rate.lc_missing = "the items are not all AlpacaEval instructions, so they have no difficulty"
-        elif len(group) < 10:  # a five-fold cross-validated fit
+        elif rate.n_total < 10:  # a five-fold cross-validated fit
             rate.lc_missing = "fewer than 10 items"
         else:
-            fit = length_controlled(preferences, model_lengths, baseline_lengths, d, gamed=source.gamed)  # type: ignore[arg-type]
+            fit = length_controlled(preferences, model_lengths, baseline_lengths, d, gamed=source.gamed)
             rate.length_controlled, rate.lc_standard_error, rate.lc_source = fit.win_rate, fit.standard_error, source.source
         flips, both = order_flips(group, "overall")
         rows.append(
@@ -180,7 +234,8 @@ def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section
     """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out, or
     (``na="five"``, just-eval's way) counted as 5."""
     for verdict in verdicts:
-        if verdict.status != "scored" or verdict.mode not in ("multi", "safety", "mt-bench"):
+        kept = verdict.status == "scored" or (verdict.mode == "mt-bench" and verdict.scores)  # a failed turn 2 keeps turn 1
+        if not kept or verdict.mode not in ("multi", "safety", "mt-bench"):
             continue
         section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
         for aspect, score in verdict.scores.items():
@@ -191,11 +246,18 @@ def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section
 
 
 def _score_tables(verdicts: list[Verdict], na: str) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
-    """section → model → aspect → id → score."""
-    tables: dict[Section, dict[str, dict[str, dict[str, float]]]] = {"just-eval": {}, "mt-bench": {}}
+    """section → model → aspect → id → score; an item judged more than once gets the mean of its scores, as
+    FastChat's show_result averages every row (its means count each row; a paired comparison pairs items)."""
+    found: dict[Section, dict[str, dict[str, dict[str, list[float]]]]] = {"just-eval": {}, "mt-bench": {}}
     for section, model, aspect, score, verdict in _scores(verdicts, na):
-        tables[section].setdefault(model, {}).setdefault(aspect, {})[verdict.id] = score
-    return tables
+        found[section].setdefault(model, {}).setdefault(aspect, {}).setdefault(verdict.id, []).append(score)
+    return {
+        section: {
+            model: {aspect: {i: sum(v) / len(v) for i, v in items.items()} for aspect, items in aspects.items()}
+            for model, aspects in models.items()
+        }
+        for section, models in found.items()
+    }
 
 
 def comparisons(

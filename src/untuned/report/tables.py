@@ -22,21 +22,23 @@ from pydantic import BaseModel, Field
 
 from untuned.errors import DataFileError
 from untuned.interop.alpaca_eval import read_alpaca_eval_annotations
-from untuned.interop.fastchat import read_fastchat_judgments
+from untuned.interop.fastchat import read_fastchat_judgments, read_fastchat_pair_judgments
 from untuned.interop.just_eval import read_just_eval_judged
 from untuned.judge import ASPECTS, Verdict, VerdictFile
-from untuned.judge.parse import combine_orders
+from untuned.judge.outcomes import combine_orders
 from untuned.report.alpaca_eval import Difficulty
 from untuned.report.sections import (
     Comparison,
     Diagnostic,
     MtBenchModel,
+    MtBenchPairRow,
     Section,
     WinRateRow,
     comparisons,
     diagnostics,
     grouped,
     mt_bench_models,
+    mt_bench_pairwise,
     order_flips,
     win_rates,
 )
@@ -87,6 +89,9 @@ class Report(BaseModel):
     tags: dict[str, dict[str, int]] = Field(default_factory=dict, description="tag mode: label counts per kind.")
     tagged: int = Field(0, description="tag mode: queries tagged (failed ones not counted).")
     mt_bench: list[MtBenchModel] = Field(default_factory=list)
+    mt_bench_pairwise: list[MtBenchPairRow] = Field(
+        default_factory=list, description="FastChat's show_result pairwise table (MT-bench pairwise verdicts, FastChat's rule)."
+    )
     win_rates: list[WinRateRow] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons (report --compare).")
     diagnostics: list[Diagnostic] = Field(default_factory=list)
@@ -151,7 +156,7 @@ def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
 
 def load_verdicts(path: str | Path) -> list[Verdict]:
     """Verdicts from an untuned verdict file, a just-eval judged JSON file, AlpacaEval's
-    ``annotations.json``, or FastChat's MT-bench ``model_judgment/*_single.jsonl``."""
+    ``annotations.json``, or FastChat's MT-bench ``model_judgment/*_single.jsonl`` and ``*_pair.jsonl``."""
     path = Path(path)
     if not path.exists():
         raise DataFileError(path, 0, "file not found")
@@ -162,6 +167,8 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
         return read_alpaca_eval_annotations(path, chain([head], rows))
     if "parsed_result" in first or "output_cand" in first:
         return read_just_eval_judged(path, chain([head], rows))
+    if "g1_winner" in first and "model_1" in first:
+        return read_fastchat_pair_judgments(path, chain([head], rows))
     if isinstance(first.get("judge"), list) and "turn" in first:
         return read_fastchat_judgments(path, chain([head], rows))
     return list(VerdictFile(path).latest().values())
@@ -264,6 +271,7 @@ def build_report(
         tags=tags,
         tagged=tagged,
         mt_bench=mt_bench_models(verdicts),
+        mt_bench_pairwise=mt_bench_pairwise(verdicts),
         win_rates=win_rates(verdicts, difficulty=difficulty),
         diagnostics=diagnostics(verdicts),
         comparisons=comparisons(verdicts, na=na, pairs=pairs) if compare else [],
