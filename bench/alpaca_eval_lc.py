@@ -20,9 +20,13 @@ published LC, and AlpacaEval's published per-model GLM weights.
    and, as preference, what AlpacaEval's published weights of gpt4_1106_preview_verbose / _concise
    predict for it.
 3. The table: untuned's LC (the shipped code, report.alpaca_eval.length_controlled) against the
-   published LC for every leaderboard model with verdicts here.
+   published LC for every leaderboard model with verdicts here. In sample: the shipped difficulty was
+   estimated from these very models' verdicts.
+4. Out of sample (leave one model out): for each model, the difficulty and the gamed rows are estimated
+   again from the other models only, and the model's LC computed with them. This is the accuracy to
+   expect for a model whose verdicts the shipped difficulty has never seen (a user's own).
 
-Run: .venv/bin/python bench/alpaca_eval_lc.py [--write]   (--write rewrites the shipped CSV)
+Run: .venv/bin/python bench/alpaca_eval_lc.py [--write] [--loo]   (--write rewrites the shipped CSV; --loo adds 4)
 """
 
 from __future__ import annotations
@@ -75,10 +79,10 @@ def arrays(rows: list[dict]):
     return p, np.tanh(delta / delta.std(ddof=1)), np.asarray([i for i, _ in kept])
 
 
-def estimate_difficulty(by_model, weights, precision: float, n: int) -> np.ndarray:
+def estimate_difficulty(by_model, weights, precision: float, n: int, *, leave_out: str | None = None) -> np.ndarray:
     offsets, slopes, targets, positions = [], [], [], []
     for model, rows in by_model.items():
-        if model not in weights or model == BASELINE:
+        if model not in weights or model == BASELINE or model == leave_out:
             continue
         w_len, w_diff, w_ng = weights[model]
         p, tanh_length, position = arrays(rows)
@@ -126,6 +130,7 @@ def gamed_rows(by_model, weights, d, order) -> tuple[GamedRows, dict[str, np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the shipped CSV")
+    parser.add_argument("--loo", action="store_true", help="also each model's LC with itself left out of the difficulty")
     args = parser.parse_args()
     console = Console()
     by_model, weights, board = load()
@@ -168,15 +173,7 @@ def main() -> None:
         results.add_column(column, justify="left" if column == "model" else "right")
     errors, gamed_errors = [], []
     for model in sorted(in_sample, key=lambda m: -float(board[m]["length_controlled_winrate"])):
-        rows = by_model[model]
-        kept = [i for i, r in enumerate(rows) if r["preference"] is not None]
-        lc = length_controlled(
-            [rows[i]["preference"] for i in kept],
-            [rows[i]["chars_model"] for i in kept],
-            [rows[i]["chars_baseline"] for i in kept],
-            [ship.by_position[i] for i in kept],
-            gamed=ship.gamed,
-        )
+        lc = model_lc(by_model[model], ship.by_position, ship.gamed)
         published = float(board[model]["length_controlled_winrate"])
         error = lc.win_rate - published
         (gamed_errors if any(g in model for g in GAMED) else errors).append((abs(error), model))
@@ -199,6 +196,42 @@ def main() -> None:
     console.print(
         f"{len(gamed_errors)} length-gamed variants: mean |error| {statistics.fmean(e for e, _ in gamed_errors):.2f}, "
         f"worst {max(gamed_errors)[0]:.2f} ({max(gamed_errors)[1]})"
+    )
+    if args.loo:
+        leave_one_out(console, by_model, weights, board, in_sample, order, len(instructions), precision)
+
+
+def model_lc(rows: list[dict], by_position, gamed: GamedRows):
+    """A model's LC as AlpacaEval computes it from its annotations file: every row in file order (a row with
+    no preference in the length spread and the mean), the difficulty of the row's position."""
+    return length_controlled(
+        [r["preference"] for r in rows],
+        [r["chars_model"] for r in rows],
+        [r["chars_baseline"] for r in rows],
+        [by_position[i] for i in range(len(rows))],
+        gamed=gamed,
+    )
+
+
+def leave_one_out(console, by_model, weights, board, models, order, n, precision) -> None:
+    """Each model's LC with the difficulty and gamed rows estimated from the other models only."""
+    table = Table(title=f"Out of sample: each model left out of the difficulty it is scored with (precision {precision:g})")
+    for column in ("model", "published LC", "LC, left out", "error"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    errors = []
+    for model in sorted(models, key=lambda m: -float(board[m]["length_controlled_winrate"])):
+        d = estimate_difficulty(by_model, weights, precision, n, leave_out=model)
+        gamed, _ = gamed_rows(by_model, weights, d, order)
+        lc = model_lc(by_model[model], list(d), gamed)
+        published = float(board[model]["length_controlled_winrate"])
+        if not any(g in model for g in GAMED):
+            errors.append((abs(lc.win_rate - published), model))
+        table.add_row(model, f"{published:.2f}", f"{lc.win_rate:.2f}", f"{lc.win_rate - published:+.2f}")
+    console.print(table)
+    values = [e for e, _ in errors]
+    console.print(
+        f"out of sample, {len(values)} models (length-gamed variants apart): mean |error| {statistics.fmean(values):.2f}, "
+        f"worst {max(errors)[0]:.2f} ({max(errors)[1]}); within 1 point: {sum(v <= 1 for v in values)}/{len(values)}"
     )
 
 

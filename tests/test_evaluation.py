@@ -326,7 +326,9 @@ def test_report_compare_paired_tests_in_markdown_csv_and_html(tmp_path):
     assert helpfulness.endswith("significantly better (n = 12) |")
     assert f"{statistics.mean(x - y for x, y in zip(a_scores, b_scores)):+.2f}" in helpfulness
     assert next(line for line in text.splitlines() if line.startswith("| clarity | 12 |")).endswith("no evidence (n = 12) |")
-    assert next(line for line in text.splitlines() if line.startswith("| turn_1 | 7 |")).endswith("significantly better (n = 7) |")
+    assert next(line for line in text.splitlines() if line.startswith("| turn_1 | 7 |")).endswith(
+        "significantly better (n = 7) |"
+    )
     rows = list(csv.reader((tmp_path / "r" / "report-evaluation.csv").open()))
     assert ["compare-just-eval", "a", "b", "helpfulness", "verdict", "significantly better"] in rows
     assert "significantly better" in (tmp_path / "r" / "report.html").read_text()
@@ -479,7 +481,7 @@ def test_one_unreadable_just_eval_score_costs_only_its_aspect(tmp_path):
             "generator_cand": "g",
             "eval_config": {"mode": "score_multi"},
             "parsed_result": {
-                "helpfulness": {"rationale": "r", "score": "4.5" if i == 1 else "4"},
+                "helpfulness": {"rationale": "r", "score": "four and a half" if i == 1 else "4"},
                 "clarity": {"rationale": "r", "score": "3"},
             },
         }

@@ -310,3 +310,35 @@ def test_just_evals_reasons_are_read_and_a_malformed_record_is_named(tmp_path):
     path.write_text(json.dumps([just_eval_record(0, output_cand=["not", "text"])]))
     with pytest.raises(DataFileError, match=r"record 0: answer is list, not text"):
         load_verdicts(path)
+
+
+def just_evals_report(records: list[dict]) -> dict[str, float]:
+    """just-eval's ``report`` (just_eval/evaluate.py, score_multi), written out here as it reads: every record
+    with a parsed_result, each aspect's score through float(), "N/A" as 5.0, the plain mean (just-eval is
+    not on PyPI, so its function cannot be imported; docs/numbers.md says so)."""
+    scores: dict[str, list[float]] = {}
+    for record in records:
+        if "parsed_result" in record:
+            for aspect, result in record["parsed_result"].items():
+                scores.setdefault(aspect, []).append(5.0 if result["score"] == "N/A" else float(result["score"]))
+    return {aspect: float(np.mean(values)) for aspect, values in scores.items()}
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["1", "2", "3", "4", "5", "N/A", "4.5", 3, 5.0]), st.sampled_from(["3", "N/A", "5"])),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_just_evals_mean_with_na_five_is_just_evals_report(tmp_path_factory, scores):
+    records = [
+        just_eval_record(i, parsed_result={"helpfulness": {"reason": "", "score": h}, "depth": {"reason": "", "score": d}})
+        for i, (h, d) in enumerate(scores)
+    ]
+    path = tmp_path_factory.mktemp("just_eval") / "judged.json"
+    path.write_text(json.dumps(records))
+    (model,) = build_report(load_verdicts(path), na="five").models
+    for aspect, mean in just_evals_report(records).items():
+        assert model.aspects[aspect].mean == pytest.approx(mean, abs=1e-12)

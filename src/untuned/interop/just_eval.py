@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from untuned.errors import DataFileError, ReplyError
-from untuned.judge.parse import read_score
 from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
+
+
+def just_eval_score(result: object) -> float | int | None:
+    """A score as just-eval's ``report`` reads it: "N/A" is None (its report counts it as 5, untuned's
+    ``--na five``), anything ``float()`` takes is that number (4.5 included); other text is unreadable
+    (just-eval's report would stop on it)."""
+    value = result.get("score") if isinstance(result, dict) else result
+    if isinstance(value, str) and value.strip() == "N/A":
+        return None
+    if isinstance(value, bool):
+        raise ReplyError(f"score {value!r} is not a number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ReplyError(f"score {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ReplyError(f"score {value!r} is not a number")
+    return int(number) if number.is_integer() else number
 
 
 def _config(row: dict, number: int, index: int, path: Path) -> dict:
@@ -44,7 +62,7 @@ def _verdict_from_just_eval(row: dict, number: int, index: int, path: Path) -> V
     scores, unreadable = {}, []
     for aspect, result in parsed.items():
         try:
-            scores[aspect] = read_score(result)
+            scores[aspect] = just_eval_score(result)
         except ReplyError:  # one unreadable score costs that aspect of that item, not the file
             unreadable.append(aspect)
     # just-eval's judge writes each aspect as {"reason": ..., "score": ...}; untuned's own files say "rationale"

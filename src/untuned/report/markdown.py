@@ -38,9 +38,10 @@ def num(value: float | None, digits: int = 2) -> str:
 
 LC_APPROXIMATE = (
     "LC (approximate): AlpacaEval 2's length-controlled GLM, fitted as AlpacaEval fits it, but on {source} "
-    "in place of AlpacaEval's own: within 0.24 points of AlpacaEval's published LC on average, 1.45 at worst, "
-    "over the 42 published models with verdicts (BENCHMARKS.md A1). `report --difficulty df_gamed.csv` "
-    "(AlpacaEval's own file) gives AlpacaEval's LC."
+    "in place of AlpacaEval's own. For a model the shipped difficulty has not seen (each of the 42 published "
+    "models left out of it in turn) it is within 0.33 points of AlpacaEval's published LC on average, 2.08 at "
+    "worst (claude; BENCHMARKS.md A1). `report --difficulty df_gamed.csv` (AlpacaEval's own file) gives "
+    "AlpacaEval's LC."
 )
 
 
@@ -306,7 +307,11 @@ def tags_markdown(report: Report) -> list[str]:
 
 def to_markdown(report: Report, *, compare: bool = False, compact: bool = False) -> str:
     """The whole report as Markdown; ``compact``: many models' comparisons as a matrix (the terminal)."""
-    na = "left out (counted as missing)" if report.na == "skip" else "counted as 5, as just-eval does"
+    na = (
+        "left out (counted as missing; these means are not just-eval's, which counts N/A as 5: --na five gives just-eval's)"
+        if report.na == "skip"
+        else "counted as 5, as just-eval's report does (these means are just-eval's)"
+    )
     parts = ["# Judging report", "", f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: {na}.", ""]
     parts += [f"> **Warning** — {warning}" for warning in report.warnings] + ([""] if report.warnings else [])
     parts += scores_markdown(report, compare=compare)

@@ -123,8 +123,8 @@ class Report(BaseModel):
         for m in self.models:
             for aspect, count in m.unreadable.items():
                 lines.append(
-                    f"{m.model}, {aspect}: {count} score(s) in the file could not be read (not an integer "
-                    "from 1 to 5 or N/A); left out of the means, the rest of the file is read."
+                    f"{m.model}, {aspect}: {count} score(s) in the file could not be read (not a number or N/A); "
+                    "left out of the means, the rest of the file is read."
                 )
         for m in self.mt_bench:
             if m.duplicates:
