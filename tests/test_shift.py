@@ -57,8 +57,10 @@ def reference(backend, ids: list[int], position: int):
 
 
 def test_pair_mode_equals_the_per_position_reference(tiny_pair):
+    """The answer's own tokens ranked (--rank answer), the query shown plain to both: every position against
+    one forward pass per position."""
     base, aligned = tiny_pair
-    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3)
+    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3, ranked="answer")
     checked = 0
     for item in ITEMS:
         example = analyzer.analyze(item)
@@ -266,7 +268,7 @@ def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, t
     templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
     base = load_backend(str(tiny_folders[0]), LoadOptions(device="cpu"))
     aligned = load_backend(str(templated), LoadOptions(device="cpu"))
-    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=True, top_k=3)
+    analyzer = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=True, top_k=3, ranked="answer")
     assert analyzer.settings.aligned_template
     item = ITEMS[1]
     example = analyzer.analyze(item)
@@ -283,9 +285,114 @@ def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, t
         aligned_lp, aligned_rank = reference(aligned, chat + answer, len(chat) + token.index)
         assert (token.rank, token.aligned_rank) == (base_rank, aligned_rank)
         assert token.aligned_prob == pytest.approx(np.exp(aligned_lp[token.id]), abs=1e-5)
-    without = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3).analyze(item)
+    without = ShiftAnalyzer(base, mode="pair", aligned=aligned, top_k=3, ranked="answer").analyze(item)
     assert [t.aligned_prob for t in without.tokens] != [t.aligned_prob for t in example.tokens]
     with pytest.raises(UntunedError, match="no chat template: pass --no-aligned-template"):
         ShiftAnalyzer(
             base, mode="pair", aligned=load_backend(str(tiny_folders[1]), LoadOptions(device="cpu")), aligned_template=True
         )
+
+
+# --- the paper's protocol (AlignTDS), each definition written out --------------------------------------
+
+
+def aligntds_kl_written_out(base_lp: np.ndarray, aligned_lp: np.ndarray) -> float:
+    """compute_dist_diff.py's "KL" at top_k 10 on logit_analysis.py's top 30, as its text reads."""
+
+    def top30(lp):
+        ids = list(np.argsort(-lp, kind="stable")[:30])
+        z = np.exp(lp[ids] - lp[ids].max())
+        return ids, z / z.sum()
+
+    base_ids, base_p = top30(base_lp)
+    aligned_ids, aligned_p = top30(aligned_lp)
+    total = 0.0
+    for token in set(base_ids[:10]) | set(aligned_ids[:10]):
+        w1 = base_p[base_ids.index(token)] if token in base_ids[:10] else 0.0
+        w2 = aligned_p[aligned_ids.index(token)] if token in aligned_ids[:10] else 0.0
+        if w1 > 0 and w2 > 0:
+            total += w1 * np.log(w1 / w2)
+    return total
+
+
+def test_the_papers_protocol_on_a_fixed_example(tiny_folders, tmp_path):
+    """AlignTDS's analysis: the base reads BOS + "# Query: \\n ```{q}``` \\n\\n \\n# Answer: \\n ```", the aligned
+    model its chat template; at each position the aligned model's top-1 token is ranked under the base (both
+    ways where tokens tie), the position after the answer (its end) included, a literal "</s>" read as that
+    end; KL(aligned‖base) over the whole vocabulary and AlignTDS's KL@10 beside it."""
+    templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
+    base = load_backend(str(tiny_folders[0]), LoadOptions(device="cpu"))
+    aligned = load_backend(str(templated), LoadOptions(device="cpu"))
+    analyzer = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
+    assert analyzer.settings.is_aligntds and analyzer.settings.protocol.startswith("aligntds (the paper's analysis)")
+    query, text = "What is two plus two?", "Four. The capital of France is Paris."
+    example = analyzer.analyze(AnswerItem(id="x", query=query, answer=text + "</s>"))
+    context = "# Query: \n ```What is two plus two?``` \n\n \n# Answer: \n ```"
+    base_ctx = [base.tokenizer.bos_token_id, *base.tokenizer.encode(context, add_special_tokens=False)]  # with BOS
+    assert base.tokenize(context, add_special=True) == base_ctx
+    chat_text = aligned.tokenizer.apply_chat_template(
+        [{"role": "user", "content": query}], tokenize=False, add_generation_prompt=True
+    )
+    chat = aligned.tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+    answer = base.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(example.tokens) == len(answer) + 1 and example.tokens[-1].end and not example.tokens[0].end
+    differs = 0
+    for position, token in enumerate(example.tokens):
+        aligned_lp, _ = reference(aligned, chat + answer + [0], len(chat) + position)
+        base_lp, _ = reference(base, base_ctx + answer + [0], len(base_ctx) + position)
+        top1 = int(np.argmax(aligned_lp))
+        assert token.id == top1
+        assert token.rank == int((base_lp > base_lp[top1]).sum()) + 1
+        assert (token.rank_worst or token.rank) == int((base_lp >= base_lp[top1]).sum())
+        assert token.kl == pytest.approx(float((np.exp(aligned_lp) * (aligned_lp - base_lp)).sum()), abs=1e-5)
+        assert token.kl_top10 == pytest.approx(aligntds_kl_written_out(base_lp, aligned_lp), abs=1e-5)
+        if position < len(answer) and answer[position] != top1:
+            differs += 1
+            assert token.answer_id == answer[position]
+            assert token.answer_rank == int((base_lp > base_lp[answer[position]]).sum()) + 1
+    summary = summarize(
+        [example],
+        **{k: getattr(analyzer.settings, k) for k in ("mode", "base", "aligned", "context")},
+        protocol=analyzer.settings.protocol,
+        ranked="aligned-top1",
+    )
+    assert summary.top1_differs == differs > 0 and summary.answer_ratios is not None
+    assert len(summary.by_relative_position) == 10 and summary.kl_top10.startswith("KL@10 (AlignTDS)")
+
+
+def test_ties_are_counted_and_ranked_both_ways():
+    """Three tokens share the top logit: the ranked one is 1 in its favour and 3 against it, a change of category."""
+    from untuned.backends import scores_from_logits
+
+    rows = np.log(np.asarray([[0.3, 0.3, 0.3, 0.1], [0.7, 0.1, 0.1, 0.1]], dtype=np.float32))
+    _, ranks, _, _, worst = scores_from_logits(rows, np.asarray([2, 1]), 2, normalized=True)
+    assert ranks.tolist() == [1, 2] and worst.tolist() == [3, 4]
+    tokens = [
+        TokenShift(index=0, id=2, text="a", rank=1, rank_worst=3, prob=0.3, category="unshifted"),
+        TokenShift(index=1, id=1, text="b", rank=2, rank_worst=4, prob=0.1, category="marginal"),
+        TokenShift(index=2, id=0, text="c", rank=1, prob=0.7, category="unshifted"),
+    ]
+    example = ShiftExample(id="1", query="q", answer="a", mode="text", tokens=tokens, answer_tokens=3)
+    summary = summarize([example], mode="text", base="b", aligned=None, context="plain")
+    assert (summary.ties, summary.tie_changes) == (2, 2)
+    assert [b.label for b in summary.by_relative_position] == ["0-10%", "30-40%", "60-70%"]
+
+
+def test_the_papers_protocol_on_llama_cpp_with_one_model_on_both_sides(gemma_path):
+    """gemma against itself through AlignTDS's context: every aligned top-1 is the base's top-1 (rank 1), every
+    KL is 0, and the end position is scored (llama.cpp gives the row after the answer)."""
+    from untuned.backends.llamacpp import LlamaCppBackend
+
+    one, two = (LlamaCppBackend(gemma_path, n_ctx=1024, name="gemma") for _ in range(2))
+    try:
+        analyzer = ShiftAnalyzer(one, mode="pair", aligned=two, context="aligntds", end=True, top_k=3)
+        answer = "Paris is the capital."
+        example = analyzer.analyze(AnswerItem(id="p", query="What is the capital of France?", answer=answer + "</s>"))
+        length = len(one.tokenize(answer))
+    finally:
+        one.close()
+        two.close()
+    assert len(example.tokens) == length + 1 and example.tokens[-1].end
+    assert all(
+        t.rank == 1 and t.kl == pytest.approx(0, abs=1e-6) and t.kl_top10 == pytest.approx(0, abs=1e-6) for t in example.tokens
+    )

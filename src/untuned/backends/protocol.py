@@ -166,8 +166,9 @@ class StreamChunk:
 class TokenScores:
     """Per-position scores of ``token_ids`` under a model, each given all tokens before it.
 
-    ``ranks`` are 1-based (1 = the model's most likely token). ``top_ids``/``top_logprobs`` hold
-    the model's k most likely tokens at each position, most likely first.
+    ``ranks`` are 1-based (1 = the model's most likely token; a tie goes the token's way).
+    ``top_ids``/``top_logprobs`` hold the model's k most likely tokens at each position, most likely
+    first. ``ranks_worst`` counts tied tokens ahead too (None where the backend cannot tell: a server).
     """
 
     token_ids: np.ndarray  # (n,) int
@@ -175,6 +176,7 @@ class TokenScores:
     ranks: np.ndarray  # (n,) int
     top_ids: np.ndarray  # (n, k) int
     top_logprobs: np.ndarray  # (n, k) float
+    ranks_worst: np.ndarray | None = None  # (n,) int
 
 
 @runtime_checkable

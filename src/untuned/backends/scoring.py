@@ -60,7 +60,9 @@ def top_k_indices(rows: np.ndarray, k: int, block: int = 512) -> np.ndarray:
 def scores_from_logits(
     logits: np.ndarray, targets: np.ndarray, top_k: int, *, normalized: bool = False
 ) -> tuple[np.ndarray, ...]:
-    """Log-probability, rank and top-k of each target under each row of ``logits`` (rows, vocab).
+    """Log-probability, rank, top-k, the top-k's log-probabilities and the worst-case rank of each target
+    under each row of ``logits`` (rows, vocab). The rank counts the tokens with a strictly larger logit (a
+    tie goes the target's way); the worst-case rank counts the tied ones too (equal where nothing ties).
 
     ``normalized``: the rows are already log-probabilities (skips the normalisation).
     """
@@ -73,9 +75,10 @@ def scores_from_logits(
     rows = np.arange(len(targets))
     target_logits = logits[rows, targets]
     ranks = (logits > target_logits[:, None]).sum(axis=1) + 1
+    ranks_worst = (logits >= target_logits[:, None]).sum(axis=1)
     top = top_k_indices(logits, top_k)
     top_vals = np.take_along_axis(logits, top, axis=1)
-    return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None]
+    return target_logits - log_norm, ranks, top, top_vals - log_norm[:, None], ranks_worst
 
 
 def check_score_request(

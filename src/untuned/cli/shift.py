@@ -15,6 +15,7 @@ from untuned.cli.common import LOADING, ModelOptions, friendly, ids_option, mode
 from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
+from untuned.shift.records import Ranked
 
 Mode = Annotated[
     ShiftMode,
@@ -45,7 +46,33 @@ AlignedTemplate = Annotated[
         help="pair mode: show the aligned model the query in its own chat template (as the original analysis does).",
     ),
 ]
-Context = Annotated[ContextKind, typer.Option("--context", help="Query shown plain or in the URIAL prompt.")]
+Context = Annotated[
+    ContextKind | None,
+    typer.Option(
+        "--context",
+        help="How the base model is shown the query: aligntds (the paper's analysis' context; the default of pair mode), "
+        "plain (the query and a blank line; the default of text mode) or urial.",
+    ),
+]
+Rank = Annotated[
+    Ranked | None,
+    typer.Option(
+        "--rank",
+        help="The token ranked under the base at each position: aligned-top1 (the aligned side's own choice, the "
+        "paper's rule; the default where there is an aligned side) or answer (the answer's token; text mode).",
+    ),
+]
+End = Annotated[
+    bool | None,
+    typer.Option("--end/--no-end", help="Score the position after each answer, its end of sequence (default: pair mode)."),
+]
+Penalty = Annotated[
+    float,
+    typer.Option(
+        "--repetition-penalty",
+        help="Of the answers generated here (1 = none, the default: the ranks then measure the models, not a sampler).",
+    ),
+]
 TopK = Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")]
 Format = Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")]
 Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")]
@@ -74,27 +101,41 @@ def shift_command(
     max_tokens: MaxTokens = 256,
     batch_size: BatchSize = 8,
     force: Force = False,
+    rank: Rank = None,
+    end: End = None,
+    repetition_penalty: Penalty = 1.0,
     *,
     options: ModelOptions,
 ) -> None:
-    """Rank every answer token under the base model: unshifted (1), marginal (2-3), shifted (>3)."""
+    """Rank every answer token under the base model: unshifted (1), marginal (2-3), shifted (>3).
+
+    pair mode runs the paper's analysis by default (docs/shift.md): the base given AlignTDS's context, the
+    aligned model its chat template and its own greedy answers, the aligned top-1 ranked, the end included."""
     setup_logging(options.verbose)
     if mode == "pair" and not aligned:
         raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
+    if options.dtype == "auto" and options.backend in (None, "transformers"):
+        options.dtype = "float32"  # scores in float32 where the backend allows: fewer ties (docs/shift.md)
     prompt_set = options.prompt_set()
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
+    template = aligned_template and mode == "pair"
+    sampling = Sampling(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
     analyzer = ShiftAnalyzer(
         base,
         mode=mode,
         aligned=second,
-        context=context,
+        context=context or ("aligntds" if mode == "pair" else "plain"),
         prompt=prompt_set,
         top_k=top_k,
-        aligned_template=aligned_template and mode == "pair",
+        aligned_template=template,
+        ranked=rank,
+        end=end if end is not None else mode == "pair",
+        answers_sampling=sampling.model_dump(mode="json") if answers is None else None,
     )
+    out.print(f"protocol: {analyzer.settings.protocol}")
     with progress() as bar:
         if answers is not None:
             items = read_answers(answers, tags=read_tags(tags) if tags else None)
@@ -106,9 +147,9 @@ def shift_command(
             items = generate_answers(
                 writer,
                 questions,
-                context="urial" if mode == "context" else context,
+                context="urial" if mode == "context" else "chat" if template else analyzer.context,
                 prompt=prompt_set,
-                sampling=Sampling(max_tokens=max_tokens),
+                sampling=sampling,
                 on_answer=lambda _: bar.advance(task),
             )
         run = _score(analyzer, items, output, bar, force=force, batch_size=batch_size)
@@ -138,7 +179,7 @@ def _score(analyzer: ShiftAnalyzer, items, output: Path, bar: Progress, *, force
 
 
 def _print_summary(summary: ShiftSummary, output: Path) -> None:
-    kl_label = "mean KL" if summary.kl_method == "full" else "mean KL (top-k only)"
+    kl_label = "KL(aligned‖base)" if summary.kl_method == "full" else "KL(aligned‖base), top-k only"
     table = Table(
         "group", "answers", "tokens", "unshifted", "marginal", "shifted", kl_label, title=f"{summary.mode} · {summary.base}"
     )
@@ -153,8 +194,17 @@ def _print_summary(summary: ShiftSummary, output: Path) -> None:
             kl,
         )
     out.print(table)
+    if summary.overall.mean_kl_top10 is not None:
+        out.print(f"mean {summary.kl_top10}: {summary.overall.mean_kl_top10:.4f}")
+    if summary.answer_ratios is not None:
+        shares = ", ".join(f"{c} {100 * summary.answer_ratios[c]:.1f}%" for c in ("unshifted", "marginal", "shifted"))
+        out.print(f"the answer's token is not the aligned top-1 at {summary.top1_differs} positions; ranking it: {shares}")
+    if summary.ties:
+        out.print(f"{summary.ties} positions tie with other tokens ({summary.tie_changes} would change category the other way)")
     fades = " → ".join(f"{b.label}: {100 * b.shifted:.0f}%" for b in summary.by_position)
     out.print(f"shifted by position: {fades}")
+    deciles = " → ".join(f"{100 * b.shifted:.0f}%" for b in summary.by_relative_position)
+    out.print(f"shifted by tenth of the answer: {deciles}")
     out.print("most shifted tokens: " + ", ".join(f"{t.text!r}×{t.count}" for t in summary.top_shifted[:10]))
     if summary.truncated:
         out.print(f"[yellow]{summary.truncated} answers were cut to fit the context window[/]")

@@ -2,11 +2,13 @@
 
 Modes:
 
-- ``text``: the base model alone scores any answer (its tokenizer, its ranks).
-- ``pair``: a base and an aligned model sharing a tokenizer score the same tokens; per position,
-  the base rank and probability, the aligned probability, and KL(aligned || base).
-- ``context``: the base model scores the answer twice, without and with the URIAL prefix; the
-  second pass needs its own backend instance (two passes interleave, chunk by chunk, so two
+- ``text``: the base model alone scores any answer (its tokenizer, its ranks of the answer's tokens).
+- ``pair``: a base and an aligned model sharing a tokenizer read the same answer; per position, the
+  aligned model's own top-1 token is ranked under the base, with its probability under both, KL(aligned‖base)
+  and the paper's KL@10. ``protocol="aligntds"`` is the paper's analysis exactly (docs/shift.md): the
+  base given AlignTDS's context, the aligned model its chat template, the end position scored.
+- ``context``: the base model reads the answer twice, without and with the URIAL prefix (the "aligned"
+  side); the second pass needs its own backend instance (two passes interleave, chunk by chunk, so two
   distributions of a 262k vocabulary are never held for a whole answer).
 """
 
@@ -19,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from untuned.answers import AnswerItem, ContextKind, plain_context
+from untuned.answers import AnswerItem, ContextKind, aligntds_context, plain_context, without_end_marker
 from untuned.backends import (
     Backend,
     BatchScoring,
@@ -32,7 +34,7 @@ from untuned.backends import (
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
-from untuned.shift.records import KlMethod, ShiftExample, ShiftMode, TokenShift, TopToken, category
+from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, TokenShift, TopToken, category
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,35 @@ class ShiftSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50)
     kl_method: KlMethod = Field("full", description="full: KL over the whole vocabulary; top-k: over a server's top-k only.")
     aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
+    ranked: Ranked = Field("answer", description="The token ranked at each position: the aligned side's top-1, or the answer's.")
+    end: bool = Field(False, description="The position after the answer (its end of sequence) is scored too.")
+    answers_sampling: dict | None = Field(None, description="How untuned generated the answers (None: given answers).")
+
+    @property
+    def protocol(self) -> str:
+        """What ran, in words (summary.json, the CLI): the contexts, the ranked token, the end position."""
+        contexts = {"plain": "the query as plain text", "urial": "the query in the URIAL prompt"}
+        contexts["aligntds"] = "AlignTDS's context (# Query / # Answer fences, with BOS)"
+        if self.mode == "context":
+            sides = "the base without the URIAL prefix (base) against the base with it (aligned)"
+        elif self.mode == "pair":
+            aligned = "its chat template" if self.aligned_template else contexts[self.context]
+            sides = f"{self.base} given {contexts[self.context]} against {self.aligned} given {aligned}"
+        else:
+            sides = f"{self.base} given {contexts[self.context]}"
+        ranked = "the aligned side's top-1 token" if self.ranked == "aligned-top1" else "the answer's token"
+        name = "aligntds (the paper's analysis): " if self.is_aligntds else ""
+        return f"{name}{sides}; ranked: {ranked}{'; the end position scored' if self.end else ''}"
+
+    @property
+    def is_aligntds(self) -> bool:
+        return (self.mode, self.context, self.aligned_template, self.ranked, self.end) == (
+            "pair",
+            "aligntds",
+            True,
+            "aligned-top1",
+            True,
+        )
 
 
 def urial_context(prompt: PromptSet, query: str) -> str:
@@ -96,6 +127,9 @@ class ShiftAnalyzer:
         prompt: PromptSet | None = None,
         top_k: int = 5,
         aligned_template: bool = False,
+        ranked: Ranked | None = None,
+        end: bool = False,
+        answers_sampling: dict | None = None,
     ) -> None:
         if mode in ("pair", "context") and aligned is None:
             raise UntunedError(
@@ -106,6 +140,17 @@ class ShiftAnalyzer:
         if (mode == "context" or context == "urial") and prompt is None:
             raise UntunedError("a URIAL context needs a prompt set")
         self.base, self.aligned, self.mode, self.context, self.prompt, self.top_k = base, aligned, mode, context, prompt, top_k
+        full = not any(isinstance(b, TopKDistributions) for b in (base, aligned) if b is not None)
+        # with a server's top-k only, the answer's token is ranked (the aligned top-1's base rank may lie past k)
+        self.ranked: Ranked = ranked or ("aligned-top1" if aligned is not None and full else "answer")
+        if self.ranked == "aligned-top1" and (aligned is None or not full):
+            raise UntunedError(
+                "ranking the aligned side's top-1 token needs an aligned side (pair or context mode) whose "
+                "distributions are whole (not a server's top-k): use --rank answer"
+            )
+        if end and aligned is None:
+            raise UntunedError("the end position is scored with an aligned side's top-1 (pair or context mode)")
+        self.end, self.answers_sampling = end, answers_sampling
         self._texts: dict[int, str] = {}
         self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
         if aligned_template:
@@ -118,7 +163,6 @@ class ShiftAnalyzer:
                 )
             self._chat = aligned
         self.aligned_template = aligned_template
-        full = not any(isinstance(b, TopKDistributions) for b in (base, aligned) if b is not None)
         self.kl_method: KlMethod = "full" if full else "top-k"
         if mode == "pair":
             self._check_same_tokenizer()
@@ -136,6 +180,25 @@ class ShiftAnalyzer:
             top_k=self.top_k,
             kl_method=self.kl_method,
             aligned_template=self.aligned_template,
+            ranked=self.ranked,
+            end=self.end,
+            answers_sampling=self.answers_sampling,
+        )
+
+    @classmethod
+    def aligntds(cls, base: Backend, aligned: Backend, *, top_k: int = 5, answers_sampling: dict | None = None) -> ShiftAnalyzer:
+        """The paper's analysis (Re-Align/AlignTDS): base given AlignTDS's context, aligned model in its chat
+        template, the aligned top-1 ranked at every position, the end of sequence included."""
+        return cls(
+            base,
+            mode="pair",
+            aligned=aligned,
+            context="aligntds",
+            top_k=top_k,
+            aligned_template=True,
+            ranked="aligned-top1",
+            end=True,
+            answers_sampling=answers_sampling,
         )
 
     def _check_same_tokenizer(self) -> None:
@@ -151,6 +214,8 @@ class ShiftAnalyzer:
     def _context(self, query: str, *, side: Literal["base", "aligned"]) -> str:
         if self.mode == "context":
             return plain_context(query) if side == "base" else urial_context(self.prompt, query)
+        if self.context == "aligntds":
+            return aligntds_context(query)
         return urial_context(self.prompt, query) if self.context == "urial" else plain_context(query)
 
     def _text(self, token: int) -> str:
@@ -163,8 +228,9 @@ class ShiftAnalyzer:
         return [TopToken(id=int(i), text=self._text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
 
     def _prepare(self, item: AnswerItem) -> tuple[list[int], list[int] | None, list[int], int]:
-        """Context ids of both sides, the answer ids that fit, and the whole answer's length."""
-        answer = self.base.tokenize(item.answer)
+        """Context ids of both sides, the answer ids that fit, and the whole answer's length. A trailing end
+        marker written as text ("</s>") is the end position (scored with ``end``), never ordinary tokens."""
+        answer = self.base.tokenize(without_end_marker(item.answer)[0])
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
         aligned_ctx = None
         if self._chat is not None:
@@ -172,9 +238,9 @@ class ShiftAnalyzer:
         elif self.aligned is not None:
             aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
         if self.aligned is not None:
-            if self.mode == "pair" and self.aligned.tokenize(item.answer) != answer:
+            if self.mode == "pair" and self.aligned.tokenize(without_end_marker(item.answer)[0]) != answer:
                 raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
-        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or []))
+        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or [])) - int(self.end)
         if self.aligned is not None and self.aligned.context_length is not None:
             room = min(room, self.aligned.context_length - len(aligned_ctx or []))
         kept = answer[: max(room, 0)]
@@ -189,7 +255,7 @@ class ShiftAnalyzer:
 
     def analyze(self, item: AnswerItem) -> ShiftExample:
         base_ctx, aligned_ctx, kept, total = self._prepare(item)
-        return self._example(item, self._score(base_ctx, aligned_ctx, kept) if kept else [], total)
+        return self._example(item, self._score(base_ctx, aligned_ctx, kept) if kept or self.end else [], total)
 
     def analyze_many(self, items: list[AnswerItem]) -> list[ShiftExample]:
         """Analyse several items; in text mode on a backend with ``score_batch`` (transformers),
@@ -210,15 +276,17 @@ class ShiftAnalyzer:
         return examples
 
     def _score(self, base_ctx: list[int], aligned_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
-        targets = np.asarray(answer)
         if aligned_ctx is None:
             return self._from_scores(answer, self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k))
         if self.kl_method == "top-k":
             return self._from_top_k(base_ctx, aligned_ctx, answer)
+        # with the end position, one more row: the distribution after the whole answer (a filler token
+        # is appended so that the pass gives the row that would predict it; the filler is never scored)
+        tail = answer + ([answer[-1] if answer else 0] if self.end else [])
         base_start, aligned_start = len(base_ctx), len(aligned_ctx)
-        first = ((pos - base_start, rows) for pos, rows in self.base.distributions(base_ctx + answer, start=base_start))
+        first = ((pos - base_start, rows) for pos, rows in self.base.distributions(base_ctx + tail, start=base_start))
         second = (
-            (pos - aligned_start, rows) for pos, rows in self.aligned.distributions(aligned_ctx + answer, start=aligned_start)
+            (pos - aligned_start, rows) for pos, rows in self.aligned.distributions(aligned_ctx + tail, start=aligned_start)
         )
         records: list[TokenShift] = []
         for index, base_rows, aligned_rows in zip_rows(first, second):
@@ -227,20 +295,33 @@ class ShiftAnalyzer:
                     f"vocabularies differ ({base_rows.shape[1]} vs {aligned_rows.shape[1]} tokens): "
                     "KL is undefined; use --mode text"
                 )
-            wanted = targets[index]
-            base_lp, base_rank, base_top, base_top_lp = scores_from_logits(base_rows, wanted, self.top_k, normalized=True)
-            aligned_lp, aligned_rank, aligned_top, aligned_top_lp = scores_from_logits(
-                aligned_rows, wanted, self.top_k, normalized=True
-            )
-            kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
-            for row, i in enumerate(index):
-                record = self._record(
-                    int(i), int(wanted[row]), int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row])
-                )
-                record.aligned_rank, record.aligned_prob = int(aligned_rank[row]), float(np.exp(aligned_lp[row]))
-                record.kl = max(float(kl[row]), 0.0)
-                record.aligned_top = self._top(aligned_top[row], aligned_top_lp[row])
-                records.append(record)
+            records += self._rows(index, np.asarray(answer), base_rows, aligned_rows)
+        return records
+
+    def _rows(self, index: np.ndarray, answer: np.ndarray, base_rows: np.ndarray, aligned_rows: np.ndarray) -> list[TokenShift]:
+        """Records of a chunk of positions from both sides' log-probability rows (docs/shift.md defines each)."""
+        end = index >= len(answer)
+        own = answer[np.minimum(index, len(answer) - 1)] if len(answer) else np.zeros(len(index), dtype=int)
+        top1 = aligned_rows.argmax(axis=1)
+        wanted = top1 if self.ranked == "aligned-top1" else own
+        base_lp, base_rank, base_top, base_top_lp, base_worst = scores_from_logits(base_rows, wanted, self.top_k, normalized=True)
+        aligned_lp, aligned_rank, aligned_top, aligned_top_lp, _ = scores_from_logits(
+            aligned_rows, wanted, self.top_k, normalized=True
+        )
+        own_rank = scores_from_logits(base_rows, own, 1, normalized=True)[1]
+        kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
+        kl10 = aligntds_kl_top10(base_rows, aligned_rows)
+        records = []
+        for row, i in enumerate(index):
+            record = self._record(int(i), int(wanted[row]), int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row]))
+            record.rank_worst = int(base_worst[row]) if base_worst[row] != base_rank[row] else None
+            record.end = bool(end[row])
+            if not record.end and int(own[row]) != record.id:
+                record.answer_id, record.answer_rank = int(own[row]), int(own_rank[row])
+            record.aligned_rank, record.aligned_prob = int(aligned_rank[row]), float(np.exp(aligned_lp[row]))
+            record.kl, record.kl_top10 = max(float(kl[row]), 0.0), float(kl10[row])
+            record.aligned_top = self._top(aligned_top[row], aligned_top_lp[row])
+            records.append(record)
         return records
 
     def _from_top_k(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int]) -> list[TokenShift]:
@@ -265,10 +346,15 @@ class ShiftAnalyzer:
 
     def _from_scores(self, answer: list[int], scores: TokenScores) -> list[TokenShift]:
         """Records of one answer from the base model's scores of it (text mode)."""
-        return [
-            self._record(i, answer[i], int(scores.ranks[i]), scores.logprobs[i], (scores.top_ids[i], scores.top_logprobs[i]))
-            for i in range(len(answer))
-        ]
+        records = []
+        for i in range(len(answer)):
+            record = self._record(
+                i, answer[i], int(scores.ranks[i]), scores.logprobs[i], (scores.top_ids[i], scores.top_logprobs[i])
+            )
+            worst = None if scores.ranks_worst is None else int(scores.ranks_worst[i])
+            record.rank_worst = worst if worst != record.rank else None
+            records.append(record)
+        return records
 
     def _record(self, index: int, token: int, rank: int, logprob: float, top: tuple[np.ndarray, np.ndarray]) -> TokenShift:
         return TokenShift(
@@ -280,3 +366,24 @@ class ShiftAnalyzer:
             category=category(rank),
             top=self._top(*top),
         )
+
+
+ALIGNTDS_TOP = 30  # the logits AlignTDS keeps per position (logit_analysis.py --top_k)
+ALIGNTDS_KL_TOP = 10  # its KL@10
+
+
+def aligntds_kl_top10(base_rows: np.ndarray, aligned_rows: np.ndarray) -> np.ndarray:
+    """The paper's analysis' KL@10 per row (compute_dist_diff.py, metric "KL", top_k 10): each side's top 30
+    renormalised (a softmax over those 30), then the sum over the tokens in both sides' top-10 lists of
+    p_base · log(p_base / p_aligned): KL(base‖aligned), on that support only."""
+    from untuned.backends import top_k_indices
+
+    values = []
+    base_top, aligned_top = top_k_indices(base_rows, ALIGNTDS_TOP), top_k_indices(aligned_rows, ALIGNTDS_TOP)
+    for b_rows, a_rows, b_ids, a_ids in zip(base_rows, aligned_rows, base_top, aligned_top):
+        b = np.exp(b_rows[b_ids] - b_rows[b_ids].max())
+        a = np.exp(a_rows[a_ids] - a_rows[a_ids].max())
+        b_prob = dict(zip(b_ids[:ALIGNTDS_KL_TOP].tolist(), (b / b.sum())[:ALIGNTDS_KL_TOP].tolist()))
+        a_prob = dict(zip(a_ids[:ALIGNTDS_KL_TOP].tolist(), (a / a.sum())[:ALIGNTDS_KL_TOP].tolist()))
+        values.append(sum(p * np.log(p / a_prob[t]) for t, p in b_prob.items() if t in a_prob and p > 0 and a_prob[t] > 0))
+    return np.asarray(values, dtype=np.float64)

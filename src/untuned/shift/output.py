@@ -76,6 +76,9 @@ def write_outputs(
         aligned=settings.aligned,
         context=settings.context,
         kl_method=settings.kl_method,
+        protocol=settings.protocol,
+        ranked=settings.ranked,
+        answers_sampling=settings.answers_sampling,
     )
     (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     write_tokens(examples, out / f"tokens.{tokens}", tokens)
@@ -95,11 +98,16 @@ def token_rows(examples: Iterable[ShiftExample]) -> Iterable[dict]:
                 "id": t.id,
                 "text": t.text,
                 "rank": t.rank,
+                "rank_worst": t.rank_worst,
                 "prob": t.prob,
                 "category": t.category,
+                "answer_id": t.answer_id,
+                "answer_rank": t.answer_rank,
+                "end": t.end,
                 "aligned_rank": t.aligned_rank,
                 "aligned_prob": t.aligned_prob,
                 "kl": t.kl,
+                "kl_top10": t.kl_top10,
                 "top_ids": [x.id for x in t.top],
                 "top_texts": [x.text for x in t.top],
                 "top_probs": [x.prob for x in t.top],

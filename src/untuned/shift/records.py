@@ -1,10 +1,15 @@
 """Typed records of a shift analysis, and the aggregates computed from them.
 
-Each answer token gets its rank under the *base* distribution (the untuned model, or the model
-without the URIAL prefix in ``context`` mode): rank 1 is **unshifted**, 2-3 **marginal**, beyond 3
-**shifted**. Where a second distribution exists (the aligned model in ``pair`` mode, the model
-with the URIAL prefix in ``context`` mode) the token's rank and probability there and the KL
-divergence KL(aligned || base) are recorded too.
+At each answer position one token is *ranked* under the *base* distribution (the untuned model, or the
+model without the URIAL prefix in ``context`` mode): rank 1 is **unshifted**, 2-3 **marginal**, beyond 3
+**shifted**. Which token: where an aligned distribution exists (the aligned model in ``pair`` mode, the
+model with the URIAL prefix in ``context`` mode), its own top-1 token (the paper's rule: the distributions
+are compared, not a sampler's choices), else the answer's token. A rank counts the tokens with a strictly
+larger logit (a tie goes the ranked token's way); where other tokens tie with it, ``rank_worst`` counts
+them against it too, and the summary says how many positions tie and how many change category.
+Where an aligned distribution exists, the token's rank and probability there are recorded, with
+KL(aligned‖base) over the full vocabulary and the paper's analysis' KL@10 (KL(base‖aligned) over the tokens
+in both top-10 lists, each side renormalised over its top 30).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ ShiftMode = Literal["text", "pair", "context"]
 KlMethod = Literal["full", "top-k"]
 CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
 POSITION_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # absolute answer positions: [0, 8), [8, 16) ... [512, ∞)
+DECILES = 10  # relative positions: the first tenth of each answer, the second ...
+Ranked = Literal["aligned-top1", "answer"]
+KL_FULL = "KL(aligned‖base), full vocabulary"
+KL_ALIGNTDS = "KL@10 (AlignTDS): KL(base‖aligned) over the tokens in both top-10 lists, each side renormalised over its top 30"
 
 
 def category(rank: int) -> Category:
@@ -42,16 +51,23 @@ class TokenShift(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int = Field(description="Position in the answer, from 0.")
-    id: int
+    id: int = Field(description="The ranked token: the aligned side's top-1 where there is one, else the answer's.")
     text: str
-    rank: int = Field(description="Rank of the token under the base distribution (1 = most likely).")
+    rank: int = Field(description="Rank of the token under the base distribution (1 = most likely; ties in its favour).")
+    rank_worst: int | None = Field(None, description="Its rank with tied tokens counted ahead of it, where any tie.")
     prob: float = Field(description="Its probability under the base distribution.")
     category: Category
+    answer_id: int | None = Field(None, description="The answer's own token, where it is not the ranked one.")
+    answer_rank: int | None = Field(
+        None, description="Rank of the answer's token under the base, where it is not the ranked one."
+    )
+    end: bool = Field(False, description="The position after the answer: its end of sequence.")
     aligned_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
     aligned_prob: float | None = None
     kl: float | None = Field(
-        None, description="KL(aligned || base) in nats at this position (over the top-k only when the run's kl_method is top-k)."
+        None, description="KL(aligned‖base) in nats at this position, full vocabulary (top-k only when kl_method is top-k)."
     )
+    kl_top10: float | None = Field(None, description="The paper's analysis' KL@10 at this position (KL_ALIGNTDS).")
     top: list[TopToken] = Field(default_factory=list, description="Base top-k.")
     aligned_top: list[TopToken] = Field(default_factory=list)
 
@@ -80,7 +96,8 @@ class Group(BaseModel):
     tokens: int
     examples: int
     ratios: dict[str, float]
-    mean_kl: float | None = None
+    mean_kl: float | None = Field(None, description=KL_FULL + " (mean over positions).")
+    mean_kl_top10: float | None = Field(None, description=KL_ALIGNTDS + " (mean over positions).")
 
 
 class PositionBucket(BaseModel):
@@ -102,27 +119,55 @@ class ShiftSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: ShiftMode
+    protocol: str = Field("", description="What ran, in words: the contexts, which token is ranked, the end position.")
     base: str
     aligned: str | None = None
     context: str
+    ranked: Ranked = "answer"
     kl_method: KlMethod = Field("full", description="top-k: the KL figures cover only a server's top-k tokens.")
+    kl: str = Field(KL_FULL, description="What mean_kl is.")
+    kl_top10: str = Field(KL_ALIGNTDS, description="What mean_kl_top10 is.")
+    answers_sampling: dict | None = Field(None, description="How the analysed answers were generated, where untuned made them.")
     examples: int
     truncated: int
+    ties: int = Field(0, description="Positions where other tokens tie with the ranked one (its rank counted both ways).")
+    tie_changes: int = Field(0, description="Of those, positions whose category differs between the two ways.")
+    top1_differs: int = Field(0, description="Positions where the answer's token is not the aligned side's top-1.")
+    answer_ratios: dict[str, float] | None = Field(None, description="The ratios with the answer's own token ranked instead.")
     overall: Group
     by_dataset: dict[str, Group]
     by_tag: dict[str, dict[str, Group]]
     by_position: list[PositionBucket]
+    by_relative_position: list[PositionBucket] = Field(default_factory=list, description="Deciles of each answer.")
     top_shifted: list[ShiftedToken]
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
 
 
 def _group(examples: list[ShiftExample]) -> Group:
     counts: Counter = Counter()
-    kls = []
+    kls, kls_top10 = [], []
     for example in examples:
         counts.update(example.counts())
         kls.extend(t.kl for t in example.tokens if t.kl is not None)
-    mean_kl = math.fsum(kls) / len(kls) if kls else None
-    return Group(tokens=sum(counts.values()), examples=len(examples), ratios=ratios(counts), mean_kl=mean_kl)
+        kls_top10.extend(t.kl_top10 for t in example.tokens if t.kl_top10 is not None)
+    return Group(
+        tokens=sum(counts.values()),
+        examples=len(examples),
+        ratios=ratios(counts),
+        mean_kl=_mean(kls),
+        mean_kl_top10=_mean(kls_top10),
+    )
+
+
+def _decile(token: TokenShift, length: int) -> int:
+    return min(DECILES - 1, token.index * DECILES // max(length, 1))
+
+
+def _answer_category(token: TokenShift) -> Category:
+    return category(token.answer_rank) if token.answer_rank is not None else token.category
 
 
 def _bucket(label: str, cats: list[str]) -> PositionBucket:
@@ -141,9 +186,20 @@ def summarize(
     context: str,
     kl_method: KlMethod = "full",
     top: int = 30,
+    protocol: str = "",
+    ranked: Ranked = "answer",
+    answers_sampling: dict | None = None,
 ) -> ShiftSummary:
-    """Aggregate examples: ratios overall / by dataset / by tag, shift by position, top shifted tokens."""
+    """Aggregate examples: ratios overall / by dataset / by tag, shift by absolute and relative position, ties,
+    where the answer's token is not the ranked one, and the top shifted tokens."""
     examples = list(examples)
+    relative: dict[int, list[str]] = defaultdict(list)
+    tokens = [t for e in examples for t in e.tokens]
+    for example in examples:
+        for token in example.tokens:
+            relative[_decile(token, len(example.tokens))].append(token.category)
+    tied = [t for t in tokens if t.rank_worst is not None]
+    differs = [t for t in tokens if t.answer_id is not None]
     by_dataset: dict[str, list[ShiftExample]] = defaultdict(list)
     by_tag: dict[str, dict[str, list[ShiftExample]]] = defaultdict(lambda: defaultdict(list))
     absolute: dict[int, list[str]] = defaultdict(list)
@@ -173,5 +229,13 @@ def summarize(
         by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
         by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
         by_position=[_bucket(labels[i], absolute[i]) for i in sorted(absolute)],
+        by_relative_position=[_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)],
+        protocol=protocol,
+        ranked=ranked,
+        answers_sampling=answers_sampling,
+        ties=len(tied),
+        tie_changes=sum(category(t.rank_worst) != t.category for t in tied),  # type: ignore[arg-type]
+        top1_differs=len(differs),
+        answer_ratios=ratios(Counter(_answer_category(t) for t in tokens if not t.end)) if ranked == "aligned-top1" else None,
         top_shifted=[ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)],
     )
