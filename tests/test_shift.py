@@ -240,7 +240,7 @@ def test_cli_shift_text_and_errors(fixture_data, tmp_path):
         ),
         (
             ["shift", "text", "--answers", str(answers), "--out", str(tmp_path / "p"), "--context", "fancy"],
-            "'fancy' is not one of 'plain', 'urial'",
+            "'fancy' is not one of 'plain', 'urial', 'aligntds'",
         ),
     ]:
         result = runner.invoke(app, args)
@@ -396,3 +396,20 @@ def test_the_papers_protocol_on_llama_cpp_with_one_model_on_both_sides(gemma_pat
     assert all(
         t.rank == 1 and t.kl == pytest.approx(0, abs=1e-6) and t.kl_top10 == pytest.approx(0, abs=1e-6) for t in example.tokens
     )
+
+
+def test_cli_pair_runs_the_papers_protocol_on_answers_the_aligned_model_makes(tiny_folders, fixture_data, tmp_path):
+    """`shift pair --dataset`: the aligned model answers greedily with no penalty in its chat template, the
+    run says it is the paper's protocol and records how the answers were made."""
+    templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
+    args = ["shift", "pair", "--model", str(tiny_folders[0]), "--aligned", str(templated), "--dataset", "just-eval"]
+    args += ["--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "2", "--max-tokens", "6"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o"), "--no-plots", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "protocol: aligntds (the paper's analysis)" in plain(result.output)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["protocol"].startswith("aligntds") and summary["ranked"] == "aligned-top1"
+    assert summary["answers_sampling"]["temperature"] == 0 and summary["answers_sampling"]["repetition_penalty"] == 1.0
+    examples = [json.loads(line) for line in (tmp_path / "o" / "examples.jsonl").read_text().splitlines()]
+    assert len(examples) == 2 and all(e["tokens"][-1]["end"] for e in examples)
+    assert summary["overall"]["tokens"] == sum(len(e["tokens"]) for e in examples) and len(summary["by_relative_position"]) >= 2

@@ -94,7 +94,7 @@ def shift_command(
     ids: Ids = None,
     aligned: Aligned = None,
     aligned_template: AlignedTemplate = True,
-    context: Context = "plain",
+    context: Context = None,
     top_k: TopK = 5,
     token_format: Format = "jsonl",
     plots: Plots = True,

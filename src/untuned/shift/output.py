@@ -198,16 +198,18 @@ def write_plots(summary: ShiftSummary, folder: Path) -> list[Path]:
     ax.tick_params(axis="x", labelrotation=30)
     save(fig, "categories.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for buckets, label in ((summary.by_position, "tokens from answer start"),):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    pairs = ((summary.by_position, "tokens from answer start"), (summary.by_relative_position, "tenth of the answer"))
+    for ax, (buckets, label) in zip(axes, pairs):
         ax.plot([b.label for b in buckets], [b.shifted for b in buckets], marker="o", color=COLOURS["shifted"], label="shifted")
         ax.plot(
             [b.label for b in buckets], [b.marginal for b in buckets], marker="s", color=COLOURS["marginal"], label="marginal"
         )
         ax.set_xlabel(label)
-    ax.set_ylabel("share of tokens")
-    ax.set_title("Shift along the answer")
-    ax.legend(fontsize=8)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    axes[0].set_ylabel("share of positions")
+    fig.suptitle("Shift along the answer: by absolute position and by decile")
+    axes[0].legend(fontsize=8)
     save(fig, "position.png")
 
     top = summary.top_shifted[:20][::-1]
