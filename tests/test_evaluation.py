@@ -19,11 +19,12 @@ from helpers.judges import JSON, chat_reply, user_text
 from helpers.servers import scripted_server
 from typer.testing import CliRunner
 
+from untuned.benchmarks.mt_bench import MtBenchItem, attach_references, category_of
 from untuned.cli import app
 from untuned.generation import GenerationFile
+from untuned.interop.fastchat import read_mt_bench_answers, read_references
 from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, Verdict, VerdictFile
 from untuned.judge.calibration import PUBLISHED
-from untuned.judge.mt_bench import MtBenchItem, attach_references, category_of, read_mt_bench_answers, read_references
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
 from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, load_verdicts, plots, to_html, to_markdown

@@ -321,3 +321,38 @@ def test_tagged_items_and_only_the_comparisons_the_plan_names(tmp_path, fixture_
         read_plan(write('compare = [["s/helpful@k0", "s/helpful@k5"]]'))
     with pytest.raises(UntunedError, match="dataset je: no item has any of the tags nosuchtag"):
         Experiment(read_plan(write("", tags='["nosuchtag"]')), tmp_path / "none")
+
+
+def test_experiment_and_generate_answer_mt_bench_alike(tmp_path):
+    """One pipeline: an experiment's MT-bench cell gets FastChat's per-category temperatures, as `untuned
+    generate mt-bench` does (the scripted model writes the temperature it was asked for), and the two runs'
+    answers are identical; a temperature set in the plan holds for every question, as --temperature does."""
+    from untuned.experiment import Experiment, read_plan
+    from untuned.generation import GenerationFile
+
+    questions = tmp_path / "question.jsonl"
+    rows = [(81, "writing"), (111, "math"), (141, "stem")]
+    questions.write_text(
+        "".join(json.dumps({"question_id": q, "category": c, "turns": ["SCRIPT: @temperature @end"] * 2}) + "\n" for q, c in rows)
+    )
+    generated = tmp_path / "generated.jsonl"
+    result = CliRunner().invoke(
+        app, ["generate", "mt-bench", "--data-file", str(questions), "--model", "scripted:t", "--out", str(generated)]
+    )
+    assert result.exit_code == 0, result.output
+    for extra, expected in (("", {"81": "t=0.7", "111": "t=0", "141": "t=0.1"}), ("temperature = 0.3\n", None)):
+        path = tmp_path / f"plan{bool(extra)}.toml"
+        path.write_text(
+            f'name = "mt"\nprompts = ["helpful"]\n[[models]]\nname = "s"\nmodel = "scripted:t"\n{extra}'
+            f'[[datasets]]\nname = "mt"\ndataset = "mt-bench"\ndata_file = "{questions}"\n'
+        )
+        out = tmp_path / f"exp{bool(extra)}"
+        Experiment(read_plan(path), out).run()
+        records = {r.id: r for r in GenerationFile(out / "cells" / "s__helpful__mt" / "answers.jsonl").read()}
+        if expected is None:
+            assert {o.strip() for r in records.values() for o in r.outputs} == {"t=0.3"}
+            continue
+        assert {i: r.outputs[0].strip() for i, r in records.items()} == expected
+        mine = {r.id: r.outputs for r in GenerationFile(generated).read()}
+        assert {i: r.outputs for i, r in records.items()} == mine
+        assert next(iter(records.values())).temperature_by_category == GenerationFile(generated).read()[0].temperature_by_category

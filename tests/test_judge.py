@@ -189,7 +189,7 @@ def test_parsing_never_invents_a_score(reply):
 
 def test_tag_replies_use_just_evals_label_sets():
     parsed = parse_reply(TEMPLATES["tag"], '{"task_types": ["Math", "reasoning"], "topics": "stem", "difficulty": "hard"}')
-    assert parsed["tags"] == {"task_types": ["math", "reasoning"], "topics": ["stem"], "difficulty": ["hard"]}
+    assert parsed["labels"] == {"task_types": ["math", "reasoning"], "topics": ["stem"], "difficulty": ["hard"]}
     with pytest.raises(ReplyError, match="unknown topics"):
         parse_reply(TEMPLATES["tag"], '{"task_types": ["math"], "topics": ["cooking"], "difficulty": "easy"}')
 

@@ -112,7 +112,7 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
     assert "line 1: field 'instruction' is missing" in plain(missing.output)
     unknown = cli("generate", "alpacaeval", "--out", str(out))
     assert unknown.exit_code == 2
-    assert "'alpacaeval' is not one of 'just-eval', 'mt-bench', 'alpaca-eval', 'json'" in plain(unknown.output)
+    assert "unknown dataset 'alpacaeval'; known: just-eval, mt-bench, alpaca-eval, json" in plain(unknown.output)
 
 
 def test_shards_merge_and_export_in_just_eval_format(fixture_data, tmp_path):
@@ -312,7 +312,7 @@ def test_a_run_in_a_kv_pool_records_the_pool_not_invariance(fixture_data, tmp_pa
 def test_export_fastchat_writes_model_answers_that_read_back(fixture_data, tmp_path):
     """`export --format fastchat`: an MT-bench run as FastChat's model_answer/<model>.jsonl (what its
     gen_judgment.py grades), read back as FastChat's answers with --questions."""
-    from untuned.judge.mt_bench import read_mt_bench_answers
+    from untuned.interop.fastchat import read_mt_bench_answers
 
     run, answers, questions = tmp_path / "mt.jsonl", tmp_path / "my-model.jsonl", fixture_data / "mt_bench_questions.jsonl"
     result = cli(

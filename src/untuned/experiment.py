@@ -31,12 +31,16 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from untuned.data import DatasetName, Item, load_items, select
+from untuned.backends import LoadOptions, Sampling
+from untuned.backends.protocol import Dtype
+from untuned.benchmarks import Item, benchmark, benchmark_names
+from untuned.data import select
 from untuned.errors import UntunedError
+from untuned.judge.modes import judge_mode, mode_names
+from untuned.pipeline import RunPlan
 from untuned.prompt import PromptSet, load_prompt
 
 try:
@@ -44,30 +48,65 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
-JudgeMode = Literal["multi", "safety", "pairwise", "mt-bench"]
 _K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
 
 
 class ModelPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A model of the grid: its spec, its load options and its sampling (each checked as the library's own
+    records check them), becoming one :class:`~untuned.pipeline.RunPlan`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
     model: str = "default"
+    backend: str | None = None
     gpu_layers: int = 0
     n_ctx: int | None = None
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    kv_budget: int | None = None
     concurrency: int = Field(4, ge=1, le=64)
     max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
+    temperature: float | None = Field(None, ge=0.0, description="None: 0, or a benchmark's own (MT-bench's per category).")
     repetition_penalty: float = Field(1.1, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
     chat_template: bool = Field(
         False,
         description="An aligned (instruct) model answering in its own chat template: the plan's prompt sets do not apply to it.",
     )
 
+    def run_plan(self) -> RunPlan:
+        loading = LoadOptions(
+            backend=self.backend,
+            n_ctx=self.n_ctx,
+            gpu_layers=self.gpu_layers,
+            dtype=self.dtype,
+            device=self.device,
+            kv_budget=self.kv_budget,
+            parallel=self.concurrency,
+        )
+        sampling = Sampling(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature or 0.0,
+            repetition_penalty=self.repetition_penalty,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+        return RunPlan(
+            model=self.model,
+            loading=loading,
+            sampling=sampling,
+            temperature_given=self.temperature is not None,
+            chat_template=self.chat_template,
+        )
+
 
 class DatasetPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
-    dataset: DatasetName
+    dataset: str = Field(
+        description="A benchmark's name (untuned.benchmarks): just-eval, mt-bench, alpaca-eval, json, a plugin's."
+    )
     data_file: str | None = None
     ids: list[str] | None = None
     tags: list[str] | None = Field(
@@ -75,25 +114,41 @@ class DatasetPlan(BaseModel):
     )
     limit: int | None = Field(None, ge=1)
 
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in benchmark_names():
+            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(benchmark_names())}")
+        return value
+
 
 class JudgePlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     url: str | None = Field(None, description="An OpenAI-compatible judge; none: the bundled local judge.")
     model: str | None = None
-    modes: list[JudgeMode] = Field(default_factory=lambda: ["multi"])
+    modes: list[str] = Field(default_factory=lambda: ["multi"], description="Judge modes (untuned.judge.modes).")
     concurrency: int = Field(4, ge=1, le=64)
     baseline: str | None = Field(None, description="pairwise: the baseline's answers (any answer file), matched by id.")
     references: str | None = Field(None, description="mt-bench: FastChat's reference answers for math, reasoning, coding.")
 
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in mode_names()]
+        if unknown:
+            raise ValueError(f"unknown judge mode {unknown[0]!r}; known: {', '.join(mode_names())}")
+        return value
+
     @model_validator(mode="after")
     def _baseline_for_pairwise(self) -> JudgePlan:
-        if "pairwise" in self.modes and not self.baseline:
-            raise ValueError("pairwise judging needs a baseline (an answer file)")
+        comparing = [m for m in self.modes if judge_mode(m).needs_second]
+        if comparing and not self.baseline:
+            raise ValueError(f"{comparing[0]} judging needs a baseline (an answer file)")
         return self
 
 
 class Plan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
     models: list[ModelPlan] = Field(min_length=1)
     prompts: list[str] = Field(min_length=1, description="Prompt sets: names, .urial files, NAME:k=0,1,3.")
@@ -104,6 +159,12 @@ class Plan(BaseModel):
         None,
         description="The paired comparisons the report makes, as MODEL/VARIANT names (gemma/helpful@k0); none: every pair.",
     )
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _pairs(cls, value):
+        """TOML writes each pair as a list."""
+        return [tuple(pair) if isinstance(pair, list) else pair for pair in value] if isinstance(value, list) else value
 
 
 class Cell(BaseModel):
@@ -186,19 +247,14 @@ def cells(plan: Plan) -> list[tuple[Cell, PromptSet]]:
 
 
 def dataset_items(dataset: DatasetPlan) -> list[Item]:
-    items = load_items(dataset.dataset, data_file=dataset.data_file)
+    """The dataset's items, cut by its tags (its benchmark says which fields carry them), ids and limit."""
+    bench = benchmark(dataset.dataset)
+    items = bench.load(data_file=dataset.data_file)
     if dataset.tags:
-        items = [item for item in items if set(dataset.tags) & item_tags(item)]
+        items = [item for item in items if set(dataset.tags) & bench.item_tags(item)]
         if not items:
             raise UntunedError(f"dataset {dataset.name}: no item has any of the tags {', '.join(dataset.tags)}")
     return select(items, ids=dataset.ids, limit=dataset.limit)
-
-
-def item_tags(item: Item) -> set[str]:
-    """An item's tags: just-eval's task types and topics, MT-bench's category."""
-    meta = item.meta
-    listed = [*(meta.get("task_types") or []), *(meta.get("topics") or [])]
-    return {str(tag) for tag in listed} | ({str(meta["category"])} if meta.get("category") else set())
 
 
 def _count(path: Path) -> int:
@@ -220,12 +276,11 @@ class Experiment:
         """Per cell: items, generations and judge requests planned (pairwise asks both orders, MT-bench
         each turn), and what already exists."""
         rows = []
-        modes = self.plan.judge.modes if self.plan.judge else []
         for cell, _ in self.cells:
             items = len(self.items[cell.dataset.name])
             folder = self.folder(cell)
-            applicable = [m for m in modes if (m == "mt-bench") == (cell.dataset.dataset == "mt-bench")]
-            requests = sum(items * (2 if m in ("pairwise", "mt-bench") else 1) for m in applicable)
+            applicable = self.modes_for(cell)
+            requests = sum(items * judge_mode(m).requests_per_item for m in applicable)
             judged = sum(_count(folder / f"{m}.jsonl") for m in applicable)
             rows.append(
                 {
@@ -239,36 +294,32 @@ class Experiment:
             )
         return rows
 
+    def modes_for(self, cell: Cell) -> list[str]:
+        """The plan's judge modes that apply to the cell: MT-bench's modes to MT-bench items, the others to the rest."""
+        modes = self.plan.judge.modes if self.plan.judge else []
+        mt_bench = benchmark(cell.dataset.dataset).turns > 1
+        return [m for m in modes if (judge_mode(m).takes == "mt-bench") == mt_bench]
+
     def _judge(self, judge_model, cell: Cell, mode: str, target: Path) -> bool:
-        """Judge a cell's answers in ``mode`` (mt-bench only for MT-bench cells, the others only for the rest)."""
-        from untuned.answers import read_answers
-        from untuned.judge import TEMPLATES, Judge
-        from untuned.judge.mt_bench import attach_references, read_mt_bench_answers, read_references
+        """Judge a cell's answers in ``mode``, if it applies to the cell (see :meth:`modes_for`)."""
+        from untuned.pipeline import judge_answers, judged_items
 
         plan, answers = self.plan.judge, self.folder(cell) / "answers.jsonl"
-        if (mode == "mt-bench") != (cell.dataset.dataset == "mt-bench"):
+        if mode not in self.modes_for(cell):
             return False
-        judge = Judge(judge_model, TEMPLATES[mode])
-        if mode == "mt-bench":
-            references = read_references(plan.references) if plan.references else None
-            items = attach_references(read_mt_bench_answers(answers), references, required=references is not None)
-            judge.run(items, target, concurrency=plan.concurrency)
-        elif mode == "pairwise":
-            baseline = {item.id: item for item in read_answers(plan.baseline)}
-            judge.run(read_answers(answers), target, second_answers=baseline, concurrency=plan.concurrency)
-        else:
-            judge.run(read_answers(answers), target, concurrency=plan.concurrency)
+        items, second = judged_items(
+            mode, answers, second=plan.baseline, references=plan.references, require_references=plan.references is not None
+        )
+        judge_answers(judge_model, mode, items, target, second_answers=second, concurrency=plan.concurrency)
         return True
 
     def _shift(self, cell: Cell, base, second, prompt: PromptSet) -> None:
         """The cell's answers ranked by the base model without and with the URIAL prefix (resumable)."""
         from untuned.answers import read_answers
-        from untuned.shift import ShiftAnalyzer, run_shift, write_outputs
+        from untuned.pipeline import shift_answers
 
-        analyzer = ShiftAnalyzer(base, mode="context", aligned=second, prompt=prompt)
-        folder = self.folder(cell) / "shift"
-        run = run_shift(analyzer, read_answers(self.folder(cell) / "answers.jsonl"), folder)
-        summary = write_outputs(run.records, folder, analyzer.settings, plots=False)
+        items = read_answers(self.folder(cell) / "answers.jsonl")
+        summary = shift_answers(base, second, prompt, items, self.folder(cell) / "shift")
         self.log_event({"event": "shifted", "cell": cell.id, "ratios": summary.overall.ratios})
 
     def log_event(self, event: dict) -> None:
@@ -320,17 +371,15 @@ class Experiment:
         return verdict_files
 
     def _answer(self, cell: Cell, assistant) -> None:
-        """The cell's answers (``untuned generate``'s run: what is there already is kept)."""
-        from untuned.backends import LoadOptions
-        from untuned.generation import generate, generation_settings
+        """The cell's answers, as ``untuned generate`` makes them (the same pipeline step; what is there is kept)."""
+        from untuned.pipeline import answer
 
         spec = cell.model
         folder = self.folder(cell)
         folder.mkdir(parents=True, exist_ok=True)
-        loading = LoadOptions(gpu_layers=spec.gpu_layers)
-        settings = generation_settings(assistant, spec.model, loading, chat_template=spec.chat_template)
+        bench = benchmark(cell.dataset.dataset)
         items = self.items[cell.dataset.name]
-        generate(assistant, items, folder / "answers.jsonl", settings=settings, concurrency=spec.concurrency)
+        answer(spec.run_plan(), assistant, bench, items, folder / "answers.jsonl", concurrency=spec.concurrency)
         prompt_hash = assistant.prompt.content_hash
         self.log_event({"event": "answered", "cell": cell.id, "model_spec": spec.model, "prompt_hash": prompt_hash})
 
@@ -348,26 +397,18 @@ class _Models:
 
     def assistant(self, spec: ModelPlan, prompt: PromptSet):
         from untuned.assistant import Assistant
-        from untuned.backends import LoadOptions, Sampling
-        from untuned.generation import choose_batching
 
         if spec.name != self.name:
             self.close()
-            options = LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers, parallel=spec.concurrency)
-            sampling = Sampling(
-                max_tokens=spec.max_tokens, temperature=spec.temperature, repetition_penalty=spec.repetition_penalty
-            )
-            self.current, self.name = Assistant(self.load(spec.model, options), prompt, sampling), spec.name
-            choose_batching(self.current.backend)  # answers independent of the concurrency
+            plan = spec.run_plan()
+            self.current, self.name = Assistant(self.load(plan.model, plan.loading), prompt, plan.sampling), spec.name
         self.current.prompt = prompt
         return self.current
 
     def second(self, spec: ModelPlan):
         """Another instance of the current base: context mode scores with it, side by side."""
-        from untuned.backends import LoadOptions
-
         if self._second is None:
-            self._second = self.load(spec.model, LoadOptions(n_ctx=spec.n_ctx, gpu_layers=spec.gpu_layers))
+            self._second = self.load(spec.model, spec.run_plan().loading.model_copy(update={"parallel": 1}))
         return self._second
 
     def close(self) -> None:

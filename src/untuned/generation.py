@@ -22,7 +22,7 @@ from untuned.rows import Rows
 from untuned.runner import ResumableRun, RunSummary
 
 if TYPE_CHECKING:
-    from untuned.data import Item
+    from untuned.benchmarks import Item
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def generation_settings(
     temperature_by_category: dict[str, float] | None = None,
 ) -> GenerationSettings:
     """What a run is. ``chat_template``: answered in the model's own chat template instead of URIAL;
-    ``temperature_by_category``: per-category temperatures (``MT_BENCH_TEMPERATURES``) over the sampling's."""
+    ``temperature_by_category``: per-category temperatures (a benchmark's, MT-bench's) over the sampling's."""
     if chat_template:
         template = assistant.backend.template_text() if isinstance(assistant.backend, ChatTemplated) else None
         if template is None:

@@ -8,13 +8,18 @@ from typing import Annotated
 import typer
 
 from untuned.answers import import_answers
+from untuned.benchmarks import benchmark
 from untuned.cli.common import ModelOptions, friendly, ids_option, model_options, out, progress
-from untuned.data import MT_BENCH_TEMPERATURES, DatasetName, load_items, select
+from untuned.data import select
 from untuned.errors import UntunedError
-from untuned.generation import GenerationFile, GenerationRecord, choose_batching, generate, generation_settings, merge
+from untuned.generation import GenerationFile, GenerationRecord, merge
 from untuned.interop import ExportFormat, export_run
+from untuned.pipeline import answer
 
-Dataset = Annotated[DatasetName, typer.Argument(help="The benchmark set; json reads any --data-file.")]
+Dataset = Annotated[
+    str,
+    typer.Argument(help="The benchmark: just-eval, mt-bench, alpaca-eval, json (any --data-file), or a plugin's."),
+]
 RunFile = Annotated[Path, typer.Option("--out", "-o", help="JSONL file of answers; appended to and resumed.")]
 DataFile = Annotated[Path | None, typer.Option("--data-file", help="Local JSON/JSONL copy of the dataset.")]
 Field = Annotated[str, typer.Option("--field", help="Field holding the instruction (json dataset).")]
@@ -73,31 +78,30 @@ def generate_command(
     mt-bench: both turns are answered, the second seeing the first; each category gets FastChat's
     temperature (writing and roleplay 0.7, stem and humanities 0.1, the rest greedy) unless
     --temperature is given, which then holds for every question."""
-    items = select(
-        load_items(dataset, data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard
-    )
+    bench = benchmark(dataset)
+    items = select(bench.load(data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard)
     options.parallel = max(options.parallel, concurrency)
     assistant = options.assistant()
-    choose_batching(assistant.backend, fast=fast_batching)  # answers that do not depend on --concurrency, unless asked
-    by_category = None
-    if dataset == "mt-bench" and ctx.get_parameter_source("temperature").name == "DEFAULT":
-        by_category = MT_BENCH_TEMPERATURES
-        listed = ", ".join(f"{category} {t:g}" for category, t in MT_BENCH_TEMPERATURES.items())
-        out.print(f"MT-bench: per-category temperatures ({listed}); --temperature overrides them")
-    settings = generation_settings(
-        assistant, options.model, options.load_options(), chat_template=chat_template, temperature_by_category=by_category
+    plan = options.run_plan(
+        temperature_given=ctx.get_parameter_source("temperature").name != "DEFAULT",
+        chat_template=chat_template,
+        fast_batching=fast_batching,
     )
     with AnswerProgress() as shown:
-        summary = generate(
+        summary, settings = answer(
+            plan,
             assistant,
+            bench,
             items,
             output,
-            settings=settings,
             force=force,
             concurrency=concurrency,
             on_start=shown.start,
             on_record=shown.advance,
         )
+    if settings.temperature_by_category:
+        listed = ", ".join(f"{category} {t:g}" for category, t in settings.temperature_by_category.items())
+        out.print(f"{bench.name}: per-category temperatures ({listed}); --temperature overrides them")
     out.print(
         f"{summary.done} answered, {summary.skipped} already in {output}, {summary.total} selected; "
         f"{summary.counts['tokens']} tokens in {summary.seconds:.1f} s ({summary.rate('tokens'):.1f} tok/s)"

@@ -26,6 +26,7 @@ from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, load_bac
 from untuned.backends.protocol import Dtype
 from untuned.backends.supervised import supervise
 from untuned.errors import UntunedError
+from untuned.pipeline.plan import RunPlan
 from untuned.prompt import PromptSet, load_prompt
 
 out = Console(highlight=False, soft_wrap=True)
@@ -113,6 +114,10 @@ class ModelOptions:
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(**self._values_of(LoadOptions))
+
+    def run_plan(self, **fields: Any) -> RunPlan:
+        """The model, its load options and its sampling as one plan (the pipeline's record)."""
+        return RunPlan(model=self.model, loading=self.load_options(), sampling=self.sampling(), **fields)
 
     def _values_of(self, record: type[BaseModel]) -> dict[str, Any]:
         """This command's values of ``record``'s fields that it has as options (``stop`` apart: a tuple there)."""

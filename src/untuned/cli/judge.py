@@ -18,9 +18,10 @@ from untuned.cli.common import friendly, ids_option, option_group, out, progress
 from untuned.data import select
 from untuned.errors import UntunedError
 from untuned.interop.just_eval import read_just_eval_judged
-from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model
+from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model, modes
 from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
 from untuned.judge.templates import JudgeMode
+from untuned.pipeline import judged_items
 
 judge_app = typer.Typer(
     help="Judge answers with an LLM: JUST-EVAL aspects, safety, tags, pairwise win rates, MT-bench, "
@@ -190,16 +191,9 @@ def _single(mode: JudgeMode, summary: str):
     return command
 
 
-judge_app.command("multi")(
-    _single(
-        "multi",
-        "Score each answer 1-5 with a rationale on helpfulness, clarity, factuality, depth and engagement (JUST-EVAL's aspects).",
-    )
-)
-judge_app.command("safety")(
-    _single("safety", "Score each answer's safety 1-5 with a rationale (for just-eval's safety queries, --category safety).")
-)
-judge_app.command("tag")(_single("tag", "Tag each query with task types, topics and a difficulty (just-eval's label sets)."))
+for _name, _mode in modes().items():  # every mode that judges one answer file gets its command (plugins' too)
+    if _mode.takes in ("answers", "queries") and not _mode.needs_second:
+        judge_app.command(_name)(_single(_name, _mode.summary or f"Judge each answer in the {_name} mode."))
 
 
 @judge_app.command("pairwise")
@@ -227,13 +221,9 @@ def pairwise_command(
     The overall preference gives AlpacaEval's win rate in the report."""
     if (other is None) == (baseline is None):
         raise UntunedError("pairwise takes the other answers as a second file or as --baseline FILE (one of them)")
-    second = other or baseline
-    assert second is not None
-    joined = selection.tags_by_id()
-    items = selection.apply(read_answers(answers, tags=joined))
-    second_answers = {i.id: i for i in read_answers(second, tags=joined)}
+    items, second_answers = judged_items("pairwise", answers, second=other or baseline, tags=selection.tags_by_id())
     # items without a second answer: left out, with a warning
-    options.run("pairwise", items, output, second_answers=second_answers)
+    options.run("pairwise", selection.apply(items), output, second_answers=second_answers)
 
 
 @judge_app.command("mt-bench")
@@ -272,12 +262,33 @@ def mt_bench_command(
 
     Turn 2 is judged with the whole conversation in view; math, reasoning and coding against a
     reference answer (--references)."""
-    from untuned.judge.mt_bench import attach_references, read_mt_bench_answers, read_references
+    items, _ = judged_items("mt-bench", answers, questions=questions, references=references, require_references=not no_references)
+    options.run("mt-bench", selection.apply(items), output)
 
-    items = read_mt_bench_answers(answers, questions=questions)
-    items = selection.apply(items)
-    items = attach_references(items, read_references(references) if references else None, required=not no_references)
-    options.run("mt-bench", items, output)
+
+@judge_app.command("mt-bench-pair")
+@friendly
+@judge_options
+@selection_options("limit", "ids")
+def mt_bench_pair_command(
+    answers: Annotated[
+        Path, typer.Argument(help="One model's MT-bench answers (A): an untuned run or FastChat's model_answer file.")
+    ],
+    other: Annotated[Path, typer.Argument(help="The other model's MT-bench answers (B).")],
+    output: OutOption,
+    questions: Annotated[
+        Path | None,
+        typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
+    ] = None,
+    *,
+    options: JudgeOptions,
+    selection: Selection,
+) -> None:
+    """Compare two models' MT-bench answers turn by turn, each turn asked in both orders.
+
+    The report counts them as FastChat's show_result does: a win only when both orders agree, else a tie."""
+    items, second = judged_items("mt-bench-pair", answers, second=other, questions=questions, require_references=False)
+    options.run("mt-bench-pair", selection.apply(items), output, second_answers=second)
 
 
 @judge_app.command("calibrate")

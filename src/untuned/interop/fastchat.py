@@ -1,21 +1,76 @@
-"""FastChat's MT-bench judgment files as verdicts: single-answer grading (``model_judgment/*_single.jsonl``)
-and pairwise comparison (``model_judgment/*_pair.jsonl``)."""
+"""FastChat's MT-bench files: its answers (``model_answer/*.jsonl``, with ``question.jsonl``), reference answers
+(``reference_answer/*.jsonl``) and judgments as verdicts, single-answer (``model_judgment/*_single.jsonl``)
+and pairwise (``model_judgment/*_pair.jsonl``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from untuned.errors import DataFileError
+from untuned.benchmarks.mt_bench import MtBenchItem, category_of
+from untuned.errors import DataFileError, UntunedError
+from untuned.generation import generation_records
 from untuned.judge.verdicts import Verdict, make_verdict
 from untuned.rows import Rows, read_rows
+
+
+def _choice_turns(path: str | Path, number: int, row: dict) -> list[str]:
+    try:
+        turns = row["choices"][0]["turns"]
+    except (KeyError, IndexError, TypeError):
+        raise DataFileError(path, number, "expected FastChat's choices[0].turns") from None
+    if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+        raise DataFileError(path, number, "choices[0].turns must be a list of strings")
+    return turns
+
+
+def read_references(path: str | Path) -> dict[str, list[str]]:
+    """Reference answers by question id, from a FastChat ``reference_answer/*.jsonl`` file."""
+    return {str(row.get("question_id")): _choice_turns(path, number, row) for number, row in read_rows(path)}
+
+
+def read_questions(path: str | Path) -> dict[str, dict]:
+    """MT-bench questions (``question_id``, ``category``, ``turns``) by id."""
+    return {str(row.get("question_id")): row for _, row in read_rows(path)}
+
+
+def read_mt_bench_answers(path: str | Path, *, questions: str | Path | None = None) -> list[MtBenchItem]:
+    """Answers to MT-bench: an ``untuned generate mt-bench`` run (turns included), or a FastChat
+    ``model_answer/*.jsonl`` file, whose turns come from ``questions`` (FastChat's ``question.jsonl``)."""
+    rows = list(read_rows(path))
+    if rows and "choices" in rows[0][1]:
+        if questions is None:
+            raise UntunedError(f"{path} is a FastChat answer file: pass the questions with --questions")
+        known = read_questions(questions)
+        items = []
+        for number, row in rows:
+            qid = str(row.get("question_id"))
+            if qid not in known:
+                raise DataFileError(path, number, f"question {qid} is not in {questions}")
+            question = known[qid]
+            items.append(
+                MtBenchItem(
+                    id=qid,
+                    turns=list(question["turns"]),
+                    outputs=_choice_turns(path, number, row),
+                    category=question.get("category") or category_of(qid),
+                    generator=row.get("model_id"),
+                )
+            )
+        return items
+
+    what = "MT-bench answers (neither a run of `untuned generate mt-bench` nor FastChat's model_answer rows)"
+    return [
+        MtBenchItem(
+            id=r.id, turns=r.turns, outputs=r.outputs, category=r.meta.get("category") or category_of(r.id), generator=r.generator
+        )
+        for r in generation_records(path, rows, what=what)
+    ]
 
 
 def read_fastchat_judgments(path: str | Path, rows: Rows | None = None) -> list[Verdict]:
     """MT-bench verdicts from FastChat's ``model_judgment/*_single.jsonl``: one verdict per row (model,
     question and turn), duplicates kept, since FastChat's ``show_result`` averages every row; a score
     of -1, FastChat's mark of an unreadable judgment, makes a failed verdict, left out as FastChat does."""
-    from untuned.judge.mt_bench import category_of
-
     verdicts = []
     for number, row in read_rows(path) if rows is None else rows:
         judge = row.get("judge")

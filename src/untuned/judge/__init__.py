@@ -6,12 +6,15 @@
 >>> judge.run(read_answers("answers.jsonl"), "verdicts.jsonl", concurrency=8)
 """
 
+from collections.abc import Iterator, Mapping
+
 from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
 from untuned.judge.judging import Judge
 from untuned.judge.models import HttpJudgeModel, JudgeModel, LocalJudgeModel, bundled_judge_path, load_judge_model
+from untuned.judge.modes import judge_mode, mode_names, modes
 from untuned.judge.parse import extract_json, parse_reply, read_score
-from untuned.judge.templates import ASPECTS, TEMPLATES, JudgeMode, Template
+from untuned.judge.templates import ASPECTS, JudgeMode, Template
 from untuned.judge.verdicts import (
     AspectVerdict,
     JudgeSettings,
@@ -23,6 +26,22 @@ from untuned.judge.verdicts import (
     VerdictFile,
     make_verdict,
 )
+
+
+class _Templates(Mapping):
+    """The judge modes by name (untuned.judge.modes' registry, plugins' included), looked up when first used."""
+
+    def __getitem__(self, name: str) -> Template:
+        return judge_mode(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(modes())
+
+    def __len__(self) -> int:
+        return len(modes())
+
+
+TEMPLATES = _Templates()
 
 __all__ = [
     "ASPECTS",
@@ -47,6 +66,9 @@ __all__ = [
     "make_verdict",
     "bundled_judge_path",
     "cache_key",
+    "judge_mode",
+    "mode_names",
+    "modes",
     "extract_json",
     "load_judge_model",
     "parse_reply",

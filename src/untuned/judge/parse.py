@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 from untuned.errors import ReplyError
-from untuned.judge.templates import DIFFICULTIES, TASK_TYPES, TOPICS, Template
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
@@ -80,7 +79,7 @@ def parse_mt_bench(text: str) -> tuple[int | float, str]:
     except ReplyError:
         data = None
     if data is not None:
-        score = read_score(_field(data, "score"), top=10, halves=True)
+        score = read_score(field_of(data, "score"), top=10, halves=True)
         if score is None:
             raise ReplyError("an MT-bench score cannot be N/A")
         return score, str(data.get("rationale") or data.get("explanation") or "")
@@ -95,20 +94,20 @@ def parse_mt_bench(text: str) -> tuple[int | float, str]:
     return score, text.strip()[:600]
 
 
-def _field(data: dict[str, Any], name: str) -> Any:
+def field_of(data: dict[str, Any], name: str) -> Any:
     for key, value in data.items():
         if key.strip().lower() == name:
             return value
     raise ReplyError(f"no {name!r} in the reply")
 
 
-def _rationale(value: Any) -> str:
+def rationale_of(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("rationale") or value.get("reason") or value.get("explanation") or "")
     return ""
 
 
-def _labels(value: Any, allowed: tuple[str, ...], name: str) -> list[str]:
+def labels_of(value: Any, allowed: tuple[str, ...], name: str) -> list[str]:
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, list):
         raise ReplyError(f"{name} is not a list")
@@ -119,34 +118,7 @@ def _labels(value: Any, allowed: tuple[str, ...], name: str) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
-def parse_reply(template: Template, text: str) -> dict[str, Any]:
-    """Parse ``text`` for ``template``: ``{"scores", "rationales"}``, ``{"winners", "rationales"}``
-    (pairwise) or ``{"tags"}`` (tag)."""
-    data = extract_json(text)
-    if template.mode == "tag":
-        difficulty = _labels(_field(data, "difficulty"), DIFFICULTIES, "difficulty")
-        if len(difficulty) != 1:
-            raise ReplyError("difficulty must be one value")
-        tags = {
-            "task_types": _labels(_field(data, "task_types"), TASK_TYPES, "task types"),
-            "topics": _labels(_field(data, "topics"), TOPICS, "topics"),
-            "difficulty": difficulty,
-        }
-        return {"tags": tags}
-    rationales = {}
-    if template.mode == "pairwise":
-        winners = {}
-        for aspect in template.aspects:
-            value = _field(data, aspect)
-            winner = (value.get("winner") if isinstance(value, dict) else value) or ""
-            winner = str(winner).strip().strip(".").lower()
-            winner = {"a": "A", "answer a": "A", "b": "B", "answer b": "B", "tie": "tie", "equal": "tie"}.get(winner)
-            if winner is None:
-                raise ReplyError(f"{aspect}: winner must be A, B or tie")
-            winners[aspect], rationales[aspect] = winner, _rationale(value)
-        return {"winners": winners, "rationales": rationales}
-    scores = {}
-    for aspect in template.aspects:
-        value = _field(data, aspect)
-        scores[aspect], rationales[aspect] = read_score(value), _rationale(value)
-    return {"scores": scores, "rationales": rationales}
+def parse_reply(template, text: str) -> dict[str, Any]:
+    """Parse ``text`` as ``template`` (a judge mode) reads its replies: ``{"scores", "rationales"}``,
+    ``{"winners", "rationales"}`` (pairwise) or ``{"labels"}`` (tags)."""
+    return template.parse(text)

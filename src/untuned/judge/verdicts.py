@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from untuned.jsonl import JsonlFile
-from untuned.judge.templates import JudgeMode
 
 
 class VerdictBase(BaseModel):
@@ -17,7 +17,7 @@ class VerdictBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    mode: JudgeMode
+    mode: str = Field(description="The judge mode that wrote it (untuned.judge.modes).")
     template: str = Field(description="Template name@version.")
     judge: str
     status: Literal["scored", "failed"]
@@ -51,9 +51,8 @@ class VerdictBase(BaseModel):
 
 
 class AspectVerdict(VerdictBase):
-    """multi or safety: a 1-5 score (or N/A) per aspect."""
+    """multi or safety (or a plugin's aspects): a 1-5 score (or N/A) per aspect."""
 
-    mode: Literal["multi", "safety"]
     scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-5 per aspect; None = N/A.")
     unreadable: list[str] = Field(
         default_factory=list,
@@ -64,7 +63,6 @@ class AspectVerdict(VerdictBase):
 class MtBenchVerdict(VerdictBase):
     """mt-bench: a 1-10 score per turn (turn_1, turn_2), the whole conversation kept."""
 
-    mode: Literal["mt-bench"]
     scores: dict[str, int | float | None] = Field(default_factory=dict, description="1-10 per turn.")
     turns: list[str] = Field(default_factory=list, description="Every user turn (query is the first).")
     outputs: list[str] = Field(default_factory=list, description="Every answer (answer is the first).")
@@ -72,9 +70,8 @@ class MtBenchVerdict(VerdictBase):
 
 
 class PairwiseVerdict(VerdictBase):
-    """pairwise: which of two answers is better, per aspect and overall, asked in both orders."""
+    """pairwise, mt-bench-pair: which of two answers is better, per aspect (or turn), asked in both orders."""
 
-    mode: Literal["pairwise"]
     generator_b: str | None = Field(None, description="The second answer's model.")
     answer_b: str | None = None
     winners: dict[str, str] = Field(
@@ -95,24 +92,33 @@ class PairwiseVerdict(VerdictBase):
 class TagVerdict(VerdictBase):
     """tag: just-eval's labels of the query (task types, topics, difficulty)."""
 
-    mode: Literal["tag"]
     labels: dict[str, list[str]] = Field(default_factory=dict, description="task_types, topics, difficulty.")
 
 
-Verdict = Annotated[AspectVerdict | MtBenchVerdict | PairwiseVerdict | TagVerdict, Field(discriminator="mode")]
-VERDICT = TypeAdapter(Verdict)
-RECORDS: dict[str, type[VerdictBase]] = {
-    "multi": AspectVerdict,
-    "safety": AspectVerdict,
-    "mt-bench": MtBenchVerdict,
-    "pairwise": PairwiseVerdict,
-    "tag": TagVerdict,
-}
+Verdict = AspectVerdict | MtBenchVerdict | PairwiseVerdict | TagVerdict  # the built-in modes' records
+
+
+def record_of(mode: str) -> type[VerdictBase]:
+    """The record a mode's verdicts are (its module in untuned.judge.modes declares it)."""
+    from untuned.judge.modes import modes
+
+    found = modes().get(mode)
+    if found is None:
+        raise ValueError(f"a verdict of the judge mode {mode!r}, which is not installed")
+    return found.record
 
 
 def make_verdict(**fields) -> Verdict:
     """The verdict record for ``fields['mode']``."""
-    return RECORDS[fields["mode"]](**fields)
+    return record_of(fields["mode"])(**fields)
+
+
+def parse_verdict(text: str | bytes) -> Verdict:
+    """A verdict from one line of a verdict file, as the record of its mode."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("mode"), str):
+        raise ValueError("not a verdict: no mode")
+    return record_of(data["mode"]).model_validate(data)
 
 
 class JudgeSettings(BaseModel):
@@ -126,7 +132,7 @@ class JudgeSettings(BaseModel):
 
 class VerdictFile(JsonlFile[VerdictBase]):
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, VerdictBase, label="verdict", parse=VERDICT.validate_json)
+        super().__init__(path, VerdictBase, label="verdict", parse=parse_verdict)
 
     def latest(self) -> dict[str, Verdict]:
         """The last verdict per mode and item (a rerun appends new verdicts for items that had failed)."""

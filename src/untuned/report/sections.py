@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from untuned.judge import MtBenchVerdict, PairwiseVerdict, Verdict
+from untuned.judge.modes import modes_of_section, section_of
 from untuned.judge.outcomes import fastchat_outcome
 from untuned.judge.templates import TURNS
 from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
@@ -98,7 +99,7 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
     """FastChat's ``show_result`` numbers per model: the mean of every turn-1 row, of every turn-2 row,
     and of every row; a file that judged a question's turn twice has both rows averaged, as FastChat
     does (``duplicates`` says how many such rows there are)."""
-    by_model = grouped(verdicts, ("mt-bench",), lambda v: v.generator or "(unknown)")
+    by_model = grouped(verdicts, modes_of_section("mt-bench"), lambda v: v.generator or "(unknown)")
     models = []
     for model, group in sorted(by_model.items()):
         scored = [v for v in group if v.scores]  # a verdict whose turn 2 failed keeps its turn 1, as FastChat does
@@ -126,26 +127,31 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
 
 
 def is_mt_bench_pair(verdict: Verdict) -> bool:
-    return isinstance(verdict, PairwiseVerdict) and (verdict.dataset == "mt-bench" or verdict.template == "fastchat:pair")
+    """A pairwise verdict on MT-bench: counted by FastChat's rule, in its table, not in the win rates."""
+    if not isinstance(verdict, PairwiseVerdict):
+        return False
+    return section_of(verdict.mode) == "mt-bench-pairwise" or verdict.dataset == "mt-bench" or verdict.template == "fastchat:pair"
 
 
 def mt_bench_pairwise(verdicts: list[Verdict]) -> list[MtBenchPairRow]:
-    """FastChat's show_result pairwise table over the MT-bench pairwise verdicts (both models of every pair
-    get a line, as in its pairwise-all mode; a verdict asked in one order only counts that order)."""
+    """FastChat's show_result pairwise table over the MT-bench pairwise verdicts, one judgment per turn (both
+    models of every pair get a line, as in its pairwise-all mode; a verdict asked in one order only counts
+    that order)."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"win": 0, "loss": 0, "tie": 0})
     for v in verdicts:
         if not is_mt_bench_pair(v) or v.status != "scored":
             continue
-        winners = [order["overall"] for order in v.orders if "overall" in order] or [v.winners.get("overall", "tie")]
-        result = fastchat_outcome(winners)
         a, b = v.generator or "A", v.generator_b or "B"  # type: ignore[union-attr]
-        if result == "tie":
-            counts[a]["tie"] += 1
-            counts[b]["tie"] += 1
-        else:
-            winner, loser = (a, b) if result == "A" else (b, a)
-            counts[winner]["win"] += 1
-            counts[loser]["loss"] += 1
+        for aspect in dict.fromkeys(k for order in v.orders for k in order) or v.winners:  # type: ignore[union-attr]
+            winners = [order[aspect] for order in v.orders if aspect in order] or [v.winners[aspect]]  # type: ignore[union-attr]
+            result = fastchat_outcome(winners)
+            if result == "tie":
+                counts[a]["tie"] += 1
+                counts[b]["tie"] += 1
+            else:
+                winner, loser = (a, b) if result == "A" else (b, a)
+                counts[winner]["win"] += 1
+                counts[loser]["loss"] += 1
     rows = []
     for model, c in sorted(counts.items()):
         total = c["win"] + c["loss"] + c["tie"]
@@ -196,7 +202,7 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
     than the baseline's makes length and the model's strength one and the same)."""
     source = difficulty or shipped()
     judged = [v for v in verdicts if isinstance(v, PairwiseVerdict) and v.answer_b is not None and not is_mt_bench_pair(v)]
-    pairs = grouped(judged, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
+    pairs = grouped(judged, modes_of_section("win-rates"), lambda v: (v.generator or "A", v.generator_b or "B"))
     rows = []
     for (model, baseline), group in sorted(pairs.items()):
         # as in AlpacaEval, an item the judge gave no preference is left out of the win rate and its error, and
@@ -234,10 +240,10 @@ def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section
     """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out, or
     (``na="five"``, just-eval's way) counted as 5."""
     for verdict in verdicts:
-        kept = verdict.status == "scored" or (verdict.mode == "mt-bench" and verdict.scores)  # a failed turn 2 keeps turn 1
-        if not kept or verdict.mode not in ("multi", "safety", "mt-bench"):
+        section = section_of(verdict.mode)
+        kept = verdict.status == "scored" or (section == "mt-bench" and verdict.scores)  # a failed turn 2 keeps turn 1
+        if not kept or section not in ("just-eval", "mt-bench"):
             continue
-        section: Section = "mt-bench" if verdict.mode == "mt-bench" else "just-eval"
         for aspect, score in verdict.scores.items():
             if score is None and na == "five" and section == "just-eval":
                 score = 5

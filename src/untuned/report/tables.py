@@ -24,7 +24,8 @@ from untuned.errors import DataFileError
 from untuned.interop.alpaca_eval import read_alpaca_eval_annotations
 from untuned.interop.fastchat import read_fastchat_judgments, read_fastchat_pair_judgments
 from untuned.interop.just_eval import read_just_eval_judged
-from untuned.judge import ASPECTS, Verdict, VerdictFile
+from untuned.judge import ASPECTS, TagVerdict, Verdict, VerdictFile
+from untuned.judge.modes import modes_of_section
 from untuned.judge.outcomes import combine_orders
 from untuned.report.alpaca_eval import Difficulty
 from untuned.report.sections import (
@@ -37,6 +38,7 @@ from untuned.report.sections import (
     comparisons,
     diagnostics,
     grouped,
+    is_mt_bench_pair,
     mt_bench_models,
     mt_bench_pairwise,
     order_flips,
@@ -242,7 +244,7 @@ def pairwise_stats(a: str, b: str, group: list[Verdict]) -> list[PairwiseStat]:
 
 def tag_counts(verdicts: list[Verdict]) -> tuple[dict[str, dict[str, int]], int]:
     """Label counts per kind over the scored tag verdicts, most common first, and how many were tagged."""
-    tagged = [v for v in verdicts if v.mode == "tag" and v.status == "scored"]
+    tagged = [v for v in verdicts if isinstance(v, TagVerdict) and v.status == "scored"]
     counts: dict[str, Counter] = defaultdict(Counter)
     for verdict in tagged:
         for kind, labels in verdict.labels.items():
@@ -261,8 +263,9 @@ def build_report(
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
     adds paired comparisons of every two models, or of ``pairs`` only (N/A treated as ``na`` says); ``difficulty``:
     AlpacaEval's own df_gamed.csv read by :func:`read_df_gamed`, in place of the shipped one, for the LC win rate."""
-    by_model = grouped(verdicts, ("multi", "safety"), lambda v: v.generator or "(unknown)")
-    judged_pairs = grouped(verdicts, ("pairwise",), lambda v: (v.generator or "A", v.generator_b or "B"))
+    by_model = grouped(verdicts, modes_of_section("just-eval"), lambda v: v.generator or "(unknown)")
+    own_pairs = [v for v in verdicts if not is_mt_bench_pair(v)]
+    judged_pairs = grouped(own_pairs, modes_of_section("win-rates"), lambda v: (v.generator or "A", v.generator_b or "B"))
     tags, tagged = tag_counts(verdicts)
     return Report(
         na=na,

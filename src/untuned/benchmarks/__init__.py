@@ -1,0 +1,59 @@
+"""Benchmarks: one module per benchmark, each declaring where its items come from, how its answers are
+sampled by default, which judge modes grade it, the vocabulary of its tags and the report sections it
+feeds; found through a registry, so a plugin adds one with an entry point (group ``untuned.benchmarks``,
+value ``module:attribute`` naming a :class:`Benchmark`).
+
+>>> from untuned.benchmarks import benchmark
+>>> items = benchmark("mt-bench").load(data_file="question.jsonl")
+>>> benchmark("mt-bench").temperature_by_category["writing"]
+0.7
+
+Adding one takes one module and its test (docs/architecture.md, "Adding a benchmark").
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from untuned.benchmarks.base import Benchmark, Item, hub_rows, items_from_rows
+from untuned.errors import UntunedError
+
+BUILTIN = (
+    "untuned.benchmarks.just_eval",
+    "untuned.benchmarks.mt_bench",
+    "untuned.benchmarks.alpaca_eval",
+    "untuned.benchmarks.json_file",
+)
+
+
+@cache
+def benchmarks() -> dict[str, Benchmark]:
+    """Every benchmark by name: the built-in ones, then those of installed plugins."""
+    import importlib
+
+    found: dict[str, Benchmark] = {}
+    for module in BUILTIN:
+        declared = importlib.import_module(module).BENCHMARK
+        found[declared.name] = declared
+    for point in entry_points(group="untuned.benchmarks"):
+        declared = point.load()
+        if not isinstance(declared, Benchmark):
+            raise UntunedError(f"the plugin entry point {point.name!r} ({point.value}) is not an untuned Benchmark")
+        found.setdefault(declared.name, declared)
+    return found
+
+
+def benchmark_names() -> list[str]:
+    return list(benchmarks())
+
+
+def benchmark(name: str) -> Benchmark:
+    """The benchmark called ``name``; an error lists the known ones."""
+    found = benchmarks().get(name)
+    if found is None:
+        raise UntunedError(f"unknown dataset {name!r}; known: {', '.join(benchmarks())}.")
+    return found
+
+
+__all__ = ["Benchmark", "Item", "benchmark", "benchmark_names", "benchmarks", "hub_rows", "items_from_rows"]

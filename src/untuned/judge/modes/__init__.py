@@ -1,0 +1,61 @@
+"""Judge modes: one module each, behind one base (:class:`~untuned.judge.templates.Template`), found
+through a registry. A plugin adds a mode with an entry point (group ``untuned.judge_modes``, value
+``module:attribute`` naming an instance). Adding one takes one module and its test
+(docs/architecture.md, "Adding a judge mode").
+
+- ``multi`` (aspects.py): JUST-EVAL's five aspects, 1-5 with a rationale each;
+- ``safety`` (safety.py): safety, 1-5;
+- ``pairwise`` (pairwise.py): two answers per aspect and overall, in both orders (untuned's rule, AlpacaEval's
+  preference);
+- ``tag`` (tags.py): the query's task types, topics and difficulty;
+- ``mt-bench`` (mt_bench.py): MT-bench single-answer grading, 1-10 per turn;
+- ``mt-bench-pair`` (mt_bench_pair.py): MT-bench pairwise, per turn in both orders (FastChat's rule).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+
+from untuned.errors import UntunedError
+from untuned.judge.templates import Template
+
+BUILTIN = ("aspects", "safety", "pairwise", "tags", "mt_bench", "mt_bench_pair")
+
+
+@cache
+def modes() -> dict[str, Template]:
+    """Every judge mode by name: the built-in ones, then those of installed plugins."""
+    found: dict[str, Template] = {}
+    for name in BUILTIN:
+        mode = importlib.import_module(f"untuned.judge.modes.{name}").MODE
+        found[mode.mode] = mode
+    for point in entry_points(group="untuned.judge_modes"):
+        mode = point.load()
+        if not isinstance(mode, Template):
+            raise UntunedError(f"the plugin entry point {point.name!r} ({point.value}) is not an untuned judge mode")
+        found.setdefault(mode.mode, mode)
+    return found
+
+
+def mode_names() -> list[str]:
+    return list(modes())
+
+
+def judge_mode(name: str) -> Template:
+    """The judge mode called ``name``; an error lists the known ones."""
+    found = modes().get(name)
+    if found is None:
+        raise UntunedError(f"unknown judge mode {name!r}; known: {', '.join(modes())}.")
+    return found
+
+
+def section_of(name: str) -> str | None:
+    """The report section a mode's verdicts feed (None for a mode whose plugin is not installed)."""
+    found = modes().get(name)
+    return found.section if found is not None else None
+
+
+def modes_of_section(section: str) -> tuple[str, ...]:
+    return tuple(name for name, mode in modes().items() if mode.section == section)
