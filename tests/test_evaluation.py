@@ -22,12 +22,13 @@ from typer.testing import CliRunner
 from untuned.benchmarks.mt_bench import MtBenchItem, attach_references, category_of
 from untuned.cli import app
 from untuned.generation import GenerationFile
+from untuned.interop import load_verdicts
 from untuned.interop.fastchat import read_mt_bench_answers, read_references
 from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, Verdict, VerdictFile
 from untuned.judge.calibration import PUBLISHED
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
 from untuned.judge.verdicts import make_verdict
-from untuned.report import build_report, load_verdicts, plots, to_html, to_markdown
+from untuned.report import build_report, plots, to_html, to_markdown
 from untuned.stats import win_rate
 
 runner = CliRunner()

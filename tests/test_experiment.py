@@ -290,8 +290,9 @@ def test_tagged_items_and_only_the_comparisons_the_plan_names(tmp_path, fixture_
     """A dataset cut by just-eval's tags; `compare` names the paired comparisons the report makes (by the
     plan's MODEL/VARIANT), and a name that is not a cell is refused before anything runs."""
     from untuned.experiment import Experiment, read_plan
-    from untuned.report import build_report, load_verdicts
-    from untuned.report.experiment import compared_generators, write_report
+    from untuned.experiment.report import compared_generators, write_report
+    from untuned.interop import load_verdicts
+    from untuned.report import build_report
 
     def write(compare: str, tags: str = '["stem"]') -> Path:
         path = tmp_path / "plan.toml"

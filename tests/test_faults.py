@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from helpers import http
 from helpers.servers import run_schemathesis, untuned_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,7 +47,7 @@ CRASHES = [  # (path, body, what the refusal names): each ended the process befo
 
 
 def post(url: str, path: str, body: dict, **extra) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=TIMEOUT, **extra)
+    return http.post(f"{url}{path}", json=body, timeout=TIMEOUT, **extra)
 
 
 def plain_request_answers(url: str) -> bool:
@@ -55,7 +56,7 @@ def plain_request_answers(url: str) -> bool:
 
 
 def health(url: str) -> dict:
-    return httpx.get(f"{url}/health", timeout=TIMEOUT).json()
+    return http.get(f"{url}/health", timeout=TIMEOUT).json()
 
 
 def wait_for(check, seconds: float = 120) -> bool:
@@ -134,7 +135,7 @@ def test_a_kv_budget_off_the_block_size_refuses_what_cannot_fit_and_answers_the_
 def stream_until_done(url: str, prompt: str, started: threading.Event, out: dict) -> None:
     body = {"prompt": prompt, "max_tokens": 400, "stream": True}
     events = []
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=TIMEOUT) as response:
+    with http.stream("POST", f"{url}/v1/completions", json=body, timeout=TIMEOUT) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 events.append(json.loads(line[6:]))
@@ -176,12 +177,12 @@ def test_health_calls_an_engine_with_work_and_no_progress_stalled(crashy, tmp_pa
     held = threading.Thread(target=post, args=(url, "/v1/completions", {"prompt": f"SCRIPT: a @wait={gate} b", "max_tokens": 4}))
     held.start()
     assert wait_for(lambda: health(url)["status"] == "stalled")  # --stall-after 1
-    reply = httpx.get(f"{url}/health", timeout=TIMEOUT)
+    reply = http.get(f"{url}/health", timeout=TIMEOUT)
     assert reply.status_code == 503 and "no progress" in reply.json()["problem"]
-    assert "untuned_healthy 0" in httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
+    assert "untuned_healthy 0" in http.get(f"{url}/metrics", timeout=TIMEOUT).text
     gate.touch()
     held.join(TIMEOUT)
-    assert wait_for(lambda: httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 200)
+    assert wait_for(lambda: http.get(f"{url}/health", timeout=TIMEOUT).status_code == 200)
 
 
 def test_a_client_that_leaves_while_queued_gives_its_place_back(tmp_path):
@@ -193,7 +194,7 @@ def test_a_client_that_leaves_while_queued_gives_its_place_back(tmp_path):
         held.start()
         assert wait_for(lambda: health(url)["active"] == 1)
         with pytest.raises(httpx.ReadTimeout):  # queued behind the held one; the client gives up
-            httpx.post(f"{url}/v1/completions", json={"prompt": "SCRIPT: gone"}, timeout=1.5)
+            http.post(f"{url}/v1/completions", json={"prompt": "SCRIPT: gone"}, timeout=1.5)
         assert wait_for(lambda: health(url)["waiting"] == 0)
         third: dict = {}
         late = threading.Thread(target=lambda: third.update(reply=post(url, "/v1/completions", {"prompt": "SCRIPT: third"})))
@@ -209,18 +210,16 @@ def test_the_server_answers_only_under_its_own_names():
     with untuned_server("--model", "scripted:hosts", "--allow-host", "box.lan", "--cors", "http://page.example") as url:
         port = url.rsplit(":", 1)[1]
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "box.lan", f"[::1]:{port}"):
-            assert httpx.get(f"{url}/v1/models", headers={"Host": host}, timeout=TIMEOUT).status_code == 200, host
-        refused = httpx.get(
-            f"{url}/v1/models", headers={"Host": "evil.example", "Origin": "http://page.example"}, timeout=TIMEOUT
-        )
+            assert http.get(f"{url}/v1/models", headers={"Host": host}, timeout=TIMEOUT).status_code == 200, host
+        refused = http.get(f"{url}/v1/models", headers={"Host": "evil.example", "Origin": "http://page.example"}, timeout=TIMEOUT)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "host_not_allowed"
         assert refused.headers["access-control-allow-origin"] == "http://page.example"  # CORS on every answer
-        big = httpx.post(
+        big = http.post(
             f"{url}/v1/completions", content=b"x" * 2_000_000, headers={"Origin": "http://page.example"}, timeout=TIMEOUT
         )
         assert big.status_code == 413 and big.headers["access-control-allow-origin"] == "http://page.example"
     with untuned_server("--model", "scripted:keyed", "--api-key", "k", "--cors", "http://page.example") as url:
-        denied = httpx.get(f"{url}/v1/models", headers={"Origin": "http://page.example"}, timeout=TIMEOUT)
+        denied = http.get(f"{url}/v1/models", headers={"Origin": "http://page.example"}, timeout=TIMEOUT)
         assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://page.example"
 
 

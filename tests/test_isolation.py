@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from helpers import http
 from helpers.servers import untuned_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,13 +50,13 @@ def gemma_server():
 
 def complete(url: str, prompt, **extra) -> httpx.Response:
     body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, **extra}
-    return httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    return http.post(f"{url}/v1/completions", json=body, timeout=120)
 
 
 def stream(url: str, prompt: str, started: threading.Event, out: dict) -> None:
     body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, "stream": True}
     pieces = []
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+    with http.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 event = json.loads(line[6:])
@@ -80,7 +81,7 @@ def test_each_bad_request_is_refused_while_good_streams_decode_unharmed(gemma_se
         thread.start()
     assert all(e.wait(60) for e in events)  # all four are decoding
     for body, named in BAD:
-        reply = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        reply = http.post(f"{url}/v1/completions", json=body, timeout=60)
         assert reply.status_code == 400, (body, reply.text)
         error = reply.json()["error"]
         assert error["type"] == "invalid_request_error" and named in error["message"], (body, error)
@@ -89,7 +90,7 @@ def test_each_bad_request_is_refused_while_good_streams_decode_unharmed(gemma_se
     assert results == expected
     # the list form LangChain's OpenAI class sends is one prompt, answered as the plain string is
     assert complete(url, [GOOD[0]]).json()["choices"][0]["text"] == expected[GOOD[0]]
-    assert httpx.get(f"{url}/health").json()["active"] == 0
+    assert http.get(f"{url}/health").json()["active"] == 0
 
 
 def test_a_request_failing_inside_the_engine_fails_alone(tmp_path):
@@ -183,7 +184,7 @@ def test_fuzzed_requests_never_get_a_500_nor_change_a_good_answer(gemma_server):
     @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(bodies())
     def check(body):
-        reply = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        reply = http.post(f"{url}/v1/completions", json=body, timeout=60)
         statuses.append(reply.status_code)
         assert reply.status_code < 500, (body, reply.text)
         if reply.status_code == 200 and not body.get("stream"):
@@ -208,10 +209,10 @@ def test_a_kv_budget_shared_by_the_slots_admits_what_fits_and_queues_the_rest():
 
         def ask(question: str) -> httpx.Response:
             body = {"messages": [{"role": "user", "content": question}], "max_tokens": 400, "temperature": 0}
-            return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+            return http.post(f"{url}/v1/chat/completions", json=body, timeout=300)
 
         with ThreadPoolExecutor(4) as pool:
             replies = list(pool.map(ask, questions))
-        engine = httpx.get(f"{url}/health").json()["engine"]
+        engine = http.get(f"{url}/health").json()["engine"]
     assert all(r.status_code == 200 and r.json()["choices"][0]["message"]["content"] for r in replies)
     assert engine["requests"] == 4 and engine["largest_batch"] <= 2

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from untuned.answers import AnswerItem
 from untuned.cli import app
+from untuned.interop import load_verdicts
 from untuned.judge import (
     TEMPLATES,
     HttpJudgeModel,
@@ -29,7 +30,7 @@ from untuned.judge import (
 )
 from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
 from untuned.judge.verdicts import make_verdict
-from untuned.report import build_report, load_verdicts, stat, to_markdown, write_csv
+from untuned.report import build_report, stat, to_markdown, write_csv
 
 
 def expected_score(answer: str) -> int:

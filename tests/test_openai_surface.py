@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import openai
 import pytest
+from helpers import http
 from helpers.servers import untuned_server
 from pydantic import BaseModel
 
@@ -103,7 +103,7 @@ def test_tools_neutral_values_pass_and_real_tools_are_refused(client, url):
     tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
     with pytest.raises(openai.BadRequestError, match="tool calling is not supported"):
         client.chat.completions.create(model="any", messages=ask("Weather?"), max_tokens=4, tools=[tool])
-    forced = httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("x"), "tool_choice": {"type": "function"}})
+    forced = http.post(f"{url}/v1/chat/completions", json={"messages": ask("x"), "tool_choice": {"type": "function"}})
     assert forced.status_code == 400 and "tool_choice" in forced.json()["error"]["message"]
 
 
@@ -158,11 +158,11 @@ def test_a_raw_prompt_with_the_servers_urial_prefix_reuses_its_evaluation(url):
     conversation = Conversation(load_prompt("helpful"))
     conversation.add_user("What is the capital of Italy?")
     text = conversation.render().text
-    before = httpx.get(f"{url}/health").json()["engine"]
-    chat = httpx.post(
+    before = http.get(f"{url}/health").json()["engine"]
+    chat = http.post(
         f"{url}/v1/chat/completions", json={"messages": ask("What is the capital of Italy?"), "max_tokens": 12, "temperature": 0}
     ).json()
-    raw = httpx.post(f"{url}/v1/completions", json={"prompt": text, "max_tokens": 12, "temperature": 0}).json()
-    after = httpx.get(f"{url}/health").json()["engine"]
+    raw = http.post(f"{url}/v1/completions", json={"prompt": text, "max_tokens": 12, "temperature": 0}).json()
+    after = http.get(f"{url}/health").json()["engine"]
     assert raw["choices"][0]["text"].startswith(chat["choices"][0]["message"]["content"][:10])
     assert after["prefix_hits"] - before["prefix_hits"] >= 1 and after["prefix_misses"] - before["prefix_misses"] <= 1

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import pytest
+from helpers import http
 from helpers.servers import untuned_server
 
 from untuned.conversation import Conversation
@@ -64,9 +64,9 @@ def test_stop_mid_answer_frees_the_slot_and_the_chat_goes_on(page, url):
     page.keyboard.press("Escape")
     wait_state(page, "stopped")
     deadline = time.monotonic() + 10
-    while httpx.get(f"{url}/health").json()["active"] and time.monotonic() < deadline:
+    while http.get(f"{url}/health").json()["active"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert httpx.get(f"{url}/health").json()["active"] == 0  # the server freed the slot
+    assert http.get(f"{url}/health").json()["active"] == 0  # the server freed the slot
     ask(page, "SCRIPT: after the stop")
     page.wait_for_function("document.querySelectorAll('.answer')[1]?.dataset.state === 'done'")
     assert page.inner_text(".turn.assistant:last-child .msg").strip() == "after the stop"
@@ -169,7 +169,7 @@ def test_examples_editor_tries_a_set_and_downloads_a_urial_file_that_reads_back(
 
 
 def test_pair_shift_without_an_aligned_model_is_refused_by_name(url):
-    refused = httpx.post(f"{url}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
+    refused = http.post(f"{url}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
     assert refused.status_code == 400
     assert refused.json()["error"] == {
         "message": "mode 'pair' needs an aligned model: start the server with --aligned MODEL",
@@ -218,9 +218,9 @@ def test_side_by_side_with_an_aligned_model_in_its_own_chat_template(browser, sm
     """`serve --aligned MODEL`: one question, three answers: base + URIAL, base alone, and the aligned
     (instruct) model answering in its own chat template, as the paper compares them."""
     with untuned_server("--model", "scripted:base", "--aligned", str(smollm_path), "--parallel", "3") as root:
-        models = httpx.get(f"{root}/v1/models").json()["data"]
+        models = http.get(f"{root}/v1/models").json()["data"]
         assert [m["prompt"] for m in models] == ["helpful", None]
-        refused = httpx.post(f"{root}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
+        refused = http.post(f"{root}/v1/untuned/shift", json={"query": "Hi", "answer": "Hello.", "mode": "pair"})
         assert refused.status_code == 400 and "do not share a tokenizer" in refused.json()["error"]["message"]
         page = workbench(browser, root, max_tokens=12)
         page.check("#compare")

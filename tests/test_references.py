@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from untuned.interop import load_verdicts
 from untuned.report import build_report
 from untuned.report.alpaca_eval import read_df_gamed
-from untuned.report.tables import load_verdicts
 from untuned.stats import compare_aspects, sign_flip_p, win_rate
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn's, about how AlpacaEval calls it

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from helpers import run_async
+from helpers import http, run_async
 from helpers.servers import run_schemathesis, untuned_server
 
 from untuned.prompt import load_prompt
@@ -132,10 +132,10 @@ def test_stop_strings_and_seeded_sampling(client):
 def test_models_health_page_and_schema(scripted, scripted_client):
     card = scripted_client.models.list().data[0]
     assert card.id == "scripted:served" and card.model_extra["prompt"] == "helpful"
-    assert httpx.get(f"{scripted}/health").json()["status"] == "ok"
-    page = httpx.get(scripted)
+    assert http.get(f"{scripted}/health").json()["status"] == "ok"
+    page = http.get(scripted)
     assert page.status_code == 200 and "/v1/chat/completions" in page.text
-    paths = httpx.get(f"{scripted}/openapi.json").json()["paths"]
+    paths = http.get(f"{scripted}/openapi.json").json()["paths"]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(paths)
 
 
@@ -157,36 +157,36 @@ def test_models_health_page_and_schema(scripted, scripted_client):
     ],
 )
 def test_bad_requests_get_openai_style_400(scripted, body, fragment):
-    response = httpx.post(f"{scripted}/v1/chat/completions", json=body, timeout=60)
+    response = http.post(f"{scripted}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert fragment in error["message"] and error["type"] == "invalid_request_error"
 
 
 def test_context_overflow_says_by_how_much(scripted):
-    response = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3400}, timeout=60)
+    response = http.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3400}, timeout=60)
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "context_length_exceeded"
     excess = int(re.search(r"(\d+) tokens too many", error["message"]).group(1))
     assert excess == 17000 + 1 - 16384 + 1  # 17000 byte tokens + BOS against a 16384-token window, one left to answer
     # with max_tokens named, the prompt and the answer it asks for must fit: refused with both numbers
-    asked = httpx.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 2000}, timeout=60)
+    asked = http.post(f"{scripted}/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 2000}, timeout=60)
     assert asked.status_code == 400 and asked.json()["error"]["param"] == "max_tokens"
     assert "the prompt is 15001 tokens and max_tokens 2000: 17001 in all" in asked.json()["error"]["message"]
 
 
 def test_malformed_and_oversized_bodies(scripted):
     root = scripted
-    broken = httpx.post(f"{root}/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    broken = http.post(f"{root}/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
-    huge = httpx.post(f"{root}/v1/chat/completions", json={"messages": ask("x" * 1_100_000)})
+    huge = http.post(f"{root}/v1/chat/completions", json={"messages": ask("x" * 1_100_000)})
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
 
     def chunked():  # no Content-Length: the limit is enforced while reading
         for _ in range(20):
             yield b"x" * 100_000
 
-    streamed = httpx.post(f"{root}/v1/completions", content=chunked(), headers={"Content-Type": "application/json"})
+    streamed = http.post(f"{root}/v1/completions", content=chunked(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413
 
 
@@ -200,15 +200,15 @@ def test_disconnect_mid_stream_frees_the_model(scripted):
             if events == 5:
                 break  # leaving the block closes the connection mid-stream
     started = time.perf_counter()
-    reply = httpx.post(f"{scripted}/v1/completions", json={"prompt": "SCRIPT: done", "max_tokens": 3}, timeout=60)
+    reply = http.post(f"{scripted}/v1/completions", json={"prompt": "SCRIPT: done", "max_tokens": 3}, timeout=60)
     waited = time.perf_counter() - started
     assert reply.status_code == 200 and reply.json()["choices"][0]["text"].strip() == "done"
     assert waited < 25, f"the next request waited {waited:.1f} s: the abandoned stream kept the model"
     # the worker thread leaves the gate just after the reply's last byte: give it a moment
     deadline = time.monotonic() + 10
-    while httpx.get(f"{scripted}/health").json()["active"] != 0 and time.monotonic() < deadline:
+    while http.get(f"{scripted}/health").json()["active"] != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert httpx.get(f"{scripted}/health").json()["active"] == 0
+    assert http.get(f"{scripted}/health").json()["active"] == 0
 
 
 def test_system_message_appended_or_replacing():
@@ -229,15 +229,15 @@ def test_system_message_appended_or_replacing():
 
 
 def test_api_key_required_except_health_page_and_docs(locked):
-    assert httpx.get(f"{locked}/health").status_code == 200
-    assert httpx.get(locked).status_code == 200
+    assert http.get(f"{locked}/health").status_code == 200
+    assert http.get(locked).status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-        response = httpx.get(f"{locked}/v1/models", headers=headers)
+        response = http.get(f"{locked}/v1/models", headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     # the docs hold no data: they open, and their Authorize button takes the key for the calls they make
-    schema = httpx.get(f"{locked}/openapi.json").json()
+    schema = http.get(f"{locked}/openapi.json").json()
     assert schema["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
-    assert schema["security"] == [{"apiKey": []}] and httpx.get(f"{locked}/docs").status_code == 200
+    assert schema["security"] == [{"apiKey": []}] and http.get(f"{locked}/docs").status_code == 200
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{locked}/v1", api_key="wrong", max_retries=0).models.list()
     good = openai.OpenAI(base_url=f"{locked}/v1", api_key=KEY, max_retries=0)
@@ -253,7 +253,7 @@ def test_full_queue_answers_503_and_slow_requests_time_out(locked, tmp_path):
 
     def held_request():
         body = {"prompt": f"SCRIPT: start @wait={gate} never-seen", "max_tokens": 10, "stream": True}
-        with httpx.stream("POST", f"{locked}/v1/completions", json=body, headers=headers, timeout=30) as response:
+        with http.stream("POST", f"{locked}/v1/completions", json=body, headers=headers, timeout=30) as response:
             for line in response.iter_lines():
                 streaming.set()
                 if "timeout" in line:
@@ -262,17 +262,17 @@ def test_full_queue_answers_503_and_slow_requests_time_out(locked, tmp_path):
     worker = threading.Thread(target=held_request)
     worker.start()
     assert streaming.wait(30)
-    refused = httpx.post(f"{locked}/v1/completions", json={"prompt": "Hi"}, headers=headers)
+    refused = http.post(f"{locked}/v1/completions", json={"prompt": "Hi"}, headers=headers)
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     worker.join(30)
     assert results["stream"] == "timeout"  # the 2-second limit ended the held stream with an error event
     gate.touch()  # the model goes on, sees the request was cancelled, and stops
     deadline = time.monotonic() + 30
-    while httpx.get(f"{locked}/health").json()["active"] and time.monotonic() < deadline:
+    while http.get(f"{locked}/health").json()["active"] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert httpx.get(f"{locked}/health").json()["active"] == 0
+    assert http.get(f"{locked}/health").json()["active"] == 0
     slow = {"prompt": "SCRIPT: @delay=1 @repeat=30:tick", "max_tokens": 30}
-    answer = httpx.post(f"{locked}/v1/completions", json=slow, headers=headers, timeout=30)
+    answer = http.post(f"{locked}/v1/completions", json=slow, headers=headers, timeout=30)
     assert answer.status_code == 504 and answer.json()["error"]["type"] == "timeout"
 
 
@@ -344,7 +344,7 @@ def _held_stream(url: str, gate, results: dict, name: str, started: threading.Ev
     """Stream a scripted answer that waits for ``gate``; record its text (or leave when ``leave`` is set)."""
     body = {"prompt": f"SCRIPT: {name} @wait={gate} done", "max_tokens": 10, "stream": True}
     pieces = []
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+    with http.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -368,19 +368,19 @@ def test_parallel_slots_queue_and_a_disconnect_frees_only_its_own(pair, tmp_path
     first.start()
     second.start()
     assert started["first"].wait(30) and started["second"].wait(30)
-    health = httpx.get(f"{pair}/health", timeout=30).json()
+    health = http.get(f"{pair}/health", timeout=30).json()
     assert (health["parallel"], health["active"], health["waiting"]) == (2, 2, 0)
-    refused = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
+    refused = http.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
     assert refused.status_code == 503  # both slots busy, no queue
     leave.set()
     first.join(30)  # the first client has gone away while its model waits: its slot is freed at once
     deadline = time.monotonic() + 30
-    while httpx.get(f"{pair}/health", timeout=30).json()["active"] != 1 and time.monotonic() < deadline:
+    while http.get(f"{pair}/health", timeout=30).json()["active"] != 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert httpx.get(f"{pair}/health", timeout=30).json()["active"] == 1  # the second is still being answered
-    third = httpx.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
+    assert http.get(f"{pair}/health", timeout=30).json()["active"] == 1  # the second is still being answered
+    third = http.post(f"{pair}/v1/completions", json={"prompt": "SCRIPT: third"}, timeout=30)
     assert third.status_code == 200 and third.json()["choices"][0]["text"].strip() == "third"
-    too_long = httpx.post(f"{pair}/v1/completions", json={"prompt": "word " * 900}, timeout=30)
+    too_long = http.post(f"{pair}/v1/completions", json={"prompt": "word " * 900}, timeout=30)
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
     gates["second"].touch()
     gates["first"].touch()
@@ -389,8 +389,8 @@ def test_parallel_slots_queue_and_a_disconnect_frees_only_its_own(pair, tmp_path
 
 
 def test_metrics_in_prometheus_text(locked):
-    assert httpx.get(f"{locked}/metrics").status_code == 401
-    text = httpx.get(f"{locked}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert http.get(f"{locked}/metrics").status_code == 401
+    text = http.get(f"{locked}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert "# TYPE untuned_parallel_slots gauge\nuntuned_parallel_slots 1\n" in text
     assert re.search(r"^untuned_requests_active \d+$", text, re.MULTILINE)
 
@@ -398,9 +398,9 @@ def test_metrics_in_prometheus_text(locked):
 def test_metrics_count_requests_by_endpoint_and_status_with_latency_histograms():
     with untuned_server("--model", "scripted:metered") as url:
         for body in ({"prompt": "SCRIPT: a b", "max_tokens": 4}, {"prompt": "SCRIPT: c", "max_tokens": 4}, {"prompt": 5}):
-            httpx.post(f"{url}/v1/completions", json=body)
-        httpx.post(f"{url}/v1/chat/completions", json={"messages": ask("SCRIPT: hi")})
-        text = httpx.get(f"{url}/metrics").text
+            http.post(f"{url}/v1/completions", json=body)
+        http.post(f"{url}/v1/chat/completions", json={"messages": ask("SCRIPT: hi")})
+        text = http.get(f"{url}/metrics").text
     assert 'untuned_http_requests_total{endpoint="completions",status="200"} 2' in text
     assert 'untuned_http_requests_total{endpoint="completions",status="400"} 1' in text
     assert 'untuned_http_requests_total{endpoint="chat",status="200"} 1' in text
@@ -423,7 +423,7 @@ def test_concurrent_chats_are_batched_and_answered_independently():
 
         with ThreadPoolExecutor(4) as pool:  # threads: a browser test may hold this thread's event loop
             answers = list(pool.map(answer, questions))
-        health = httpx.get(f"{url}/health").json()
+        health = http.get(f"{url}/health").json()
     for (country, city), answer in zip(questions.items(), answers):
         assert city in answer, (country, answer)
     engine = health["engine"]
@@ -448,7 +448,7 @@ def test_concurrent_chats_are_batched_and_answered_independently():
 def test_unsupported_fields_are_refused_by_name(scripted, path, extra, fragment):
     url = f"{scripted}/v1/chat/completions" if path == "chat" else f"{scripted}/v1/completions"
     body = {"messages": ask("Hi")} if path == "chat" else {"prompt": "Hi"}
-    response = httpx.post(url, json={**body, **extra}, timeout=30)
+    response = http.post(url, json={**body, **extra}, timeout=30)
     assert response.status_code == 400, response.text
     assert fragment in response.json()["error"]["message"]
 
@@ -463,14 +463,14 @@ def test_neutral_values_of_unsupported_fields_pass(scripted_client):
 def test_echo_scores_the_prompt_in_the_legacy_shape(scripted):
     prompt = "The cat"
     body = {"prompt": prompt, "echo": True, "max_tokens": 0, "logprobs": 3, "return_tokens_as_token_ids": True}
-    choice = httpx.post(f"{scripted}/v1/completions", json=body, timeout=30).json()["choices"][0]
+    choice = http.post(f"{scripted}/v1/completions", json=body, timeout=30).json()["choices"][0]
     logprobs = choice["logprobs"]
     assert choice["text"] == prompt and len(logprobs["tokens"]) == len(prompt) + 1  # byte tokens and BOS
     assert logprobs["tokens"][0] == "token_id:256" and logprobs["tokens"][1] == f"token_id:{ord('T')}"
     assert logprobs["token_logprobs"][0] is None and all(lp <= 0 for lp in logprobs["token_logprobs"][1:])
     assert logprobs["top_logprobs"][0] is None and all(len(top) == 3 for top in logprobs["top_logprobs"][1:])
     assert logprobs["text_offset"][:3] == [0, 0, 1]  # BOS has no text
-    as_ids = httpx.post(f"{scripted}/v1/completions", json={**body, "prompt": [256, 84, 104]}, timeout=30).json()
+    as_ids = http.post(f"{scripted}/v1/completions", json={**body, "prompt": [256, 84, 104]}, timeout=30).json()
     assert as_ids["choices"][0]["logprobs"]["token_logprobs"][1:] == logprobs["token_logprobs"][1:3]
 
 
@@ -541,20 +541,20 @@ def test_a_burst_larger_than_the_queue_gets_exactly_the_documented_503s(tmp_path
 
 
 def test_workbench_endpoints_and_the_chat_apis_untuned_extensions(scripted):
-    sets = httpx.get(f"{scripted}/v1/untuned/prompts").json()
+    sets = http.get(f"{scripted}/v1/untuned/prompts").json()
     assert sets[0]["name"] == "helpful" and sets[0]["active"] and {"safe", "zero-shot"} <= {s["name"] for s in sets}
-    view = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "safe"}).json()
+    view = http.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "safe"}).json()
     assert view["prompt"] == "safe" and view["text"].endswith("# Query:\n````\nHi\n````\n\n# Answer:\n````\n")
     assert 0 < view["prefix_tokens"] < view["prompt_tokens"]
-    unknown = httpx.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "nope"})
+    unknown = http.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "nope"})
     assert unknown.status_code == 400 and "unknown prompt set 'nope'" in unknown.json()["error"]["message"]
     inline = {"name": "mine", "system": "Be terse.", "examples": [{"query": "Q1?", "answer": "A1."}]}
-    view = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt_set": inline}).json()
+    view = http.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt_set": inline}).json()
     assert view["prompt"] == "mine" and "Be terse." in view["text"] and "Q1?" in view["text"]
-    both = httpx.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "safe", "prompt_set": inline})
+    both = http.post(f"{scripted}/v1/chat/completions", json={"messages": ask("Hi"), "prompt": "safe", "prompt_set": inline})
     assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
-    plain = httpx.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "none"}).json()
+    plain = http.post(f"{scripted}/v1/untuned/prompt", json={"messages": ask("Hi"), "prompt": "none"}).json()
     assert plain["text"] == "Hi\n\n" and plain["prefix_tokens"] == 0
     body = {"messages": ask("SCRIPT: @temperature"), "repetition_penalty": 1.0, "temperature": 0.3}
-    reply = httpx.post(f"{scripted}/v1/chat/completions", json=body).json()
+    reply = http.post(f"{scripted}/v1/chat/completions", json=body).json()
     assert reply["choices"][0]["message"]["content"] == "t=0.3"

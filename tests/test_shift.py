@@ -175,7 +175,7 @@ def test_context_run_and_viewer_in_chromium(gemma, gemma_path, tmp_path, browser
     from untuned.backends import Sampling
     from untuned.backends.llamacpp import LlamaCppBackend
     from untuned.data import Item
-    from untuned.shift import generate_answers
+    from untuned.pipeline.shift import generate_answers
 
     backend = LlamaCppBackend(gemma_path, n_ctx=4096)
     prompt = load_prompt("helpful")

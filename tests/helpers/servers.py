@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from helpers import free_port
+from helpers import free_port, http
 
 
 @contextmanager
@@ -32,7 +32,7 @@ def server_process(command: list[str], ready_url: str, *, name: str, wait: float
                 log.seek(0)
                 raise RuntimeError(f"{name} exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
+                if http.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

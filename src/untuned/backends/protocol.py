@@ -79,15 +79,22 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: str | None = Field(None, description="Backend name; None picks one from the model spec.")
+    backend: str | None = Field(None, description="llama.cpp, transformers, remote or a plugin's (default: from the model spec).")
     n_ctx: int | None = Field(
-        None, ge=64, description=f"Context window of each sequence (local backends); None = model's, at most {DEFAULT_MAX_CTX}."
+        None, ge=64, description=f"Context window of each sequence, in tokens (default: the model's, at most {DEFAULT_MAX_CTX})."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (llama.cpp); None = all cores.")
-    device: str = Field("auto", description="transformers: 'cpu', 'cuda', 'cuda:N' or 'auto'.")
-    dtype: Dtype = Field("auto", description="transformers: weights' type; auto = bfloat16 on a GPU, float32 on a CPU.")
-    gpu_layers: int = Field(0, ge=-1, description="llama.cpp: layers offloaded to the GPU; -1 = all, 0 = none.")
-    parallel: int = Field(1, ge=1, le=64, description="Requests decoded together in one batch (local backends).")
+    device: str = Field("auto", description="transformers backend: cpu, cuda, cuda:N or auto.")
+    dtype: Dtype = Field(
+        "auto", description="transformers backend: the weights' type; auto = bfloat16 on a GPU, float32 on a CPU."
+    )
+    gpu_layers: int = Field(
+        0,
+        ge=-1,
+        description="llama.cpp: layers offloaded to the GPU (-1 = all, 0 = none); needs llama-cpp-python built for a "
+        "GPU (make run GPU=cuda).",
+    )
+    parallel: int = Field(1, ge=1, le=64, description="Requests a local model decodes together in one batch.")
     batch_invariant: bool = Field(
         False,
         description="llama.cpp: decode at most EXACT_ROWS requests per step, the "
@@ -100,8 +107,8 @@ class LoadOptions(BaseModel):
         description="llama.cpp: KV cache cells shared on demand by all "
         "requests (one pool); None: each slot its own stream of the whole window (exact).",
     )
-    remote_model: str | None = Field(None, description="Model name to request from a remote server.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote API key.")
+    remote_model: str | None = Field(None, description="Model name on a remote server (default: its first).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote server's API key.")
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
     timeout: float = Field(120.0, gt=0, description="Seconds before a remote request times out.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts (remote), with backoff.")

@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields, make_dataclass
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from untuned.assistant import Assistant
 from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, load_backend
-from untuned.backends.protocol import Dtype
 from untuned.backends.supervised import supervise
 from untuned.errors import UntunedError
 from untuned.pipeline.plan import RunPlan
@@ -75,39 +74,20 @@ def ids_option(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _sampling(name: str) -> Any:
-    return Sampling.model_fields[name].default
+LOAD_FIELDS = ("backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "parallel", "kv_budget")
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed")
 
 
-def _loading(name: str) -> Any:
-    return LoadOptions.model_fields[name].default
+class _ModelOptionsBase:
+    """What a command's model options do (their fields: :data:`ModelOptions`, made from the library's records)."""
 
-
-@dataclass
-class ModelOptions:
-    """The model to load, how, the URIAL prompt set and the sampling settings of a command."""
-
-    model: str = "default"
-    backend: str | None = _loading("backend")
-    remote_model: str | None = _loading("remote_model")
-    api_key_env: str = _loading("api_key_env")
-    n_ctx: int | None = _loading("n_ctx")
-    device: str = _loading("device")
-    dtype: str = _loading("dtype")
-    gpu_layers: int = _loading("gpu_layers")
-    parallel: int = _loading("parallel")
-    kv_budget: int | None = _loading("kv_budget")
-    prompt: str = "helpful"
-    temperature: float = _sampling("temperature")
-    top_p: float = _sampling("top_p")
-    top_k: int = _sampling("top_k")
-    max_tokens: int = _sampling("max_tokens")
-    repetition_penalty: float = _sampling("repetition_penalty")
-    seed: int | None = _sampling("seed")
-    stop: list[str] = field(default_factory=list)
-    verbose: bool = False
-    supervised: bool = field(default=False, init=False)  # local models in a supervised process of their own (serve)
-    opened: list[Backend] = field(default_factory=list, init=False, repr=False)  # closed when the command ends
+    model: str
+    prompt: str
+    stop: list[str]
+    verbose: bool
+    parallel: int
+    supervised: bool
+    opened: list[Backend]
 
     def sampling(self) -> Sampling:
         return Sampling(**self._values_of(Sampling), stop=tuple(self.stop))
@@ -121,7 +101,7 @@ class ModelOptions:
 
     def _values_of(self, record: type[BaseModel]) -> dict[str, Any]:
         """This command's values of ``record``'s fields that it has as options (``stop`` apart: a tuple there)."""
-        own = {f.name for f in fields(self) if f.init}
+        own = {f.name for f in fields(self) if f.init}  # type: ignore[arg-type]
         return {name: getattr(self, name) for name in record.model_fields if name in own and name != "stop"}
 
     def prompt_set(self) -> PromptSet:
@@ -150,6 +130,42 @@ class ModelOptions:
         return Assistant(self.load(), prompt_set, sampling)
 
 
+def _default(record: type[BaseModel], name: str) -> Any:
+    return record.model_fields[name].default
+
+
+# Each load and sampling option is declared once, as a field of the library's LoadOptions / Sampling (its type,
+# default, bounds and description); the command line's options and ModelOptions' fields are made from them.
+ModelOptions = make_dataclass(
+    "ModelOptions",
+    [
+        ("model", str, field(default="default")),
+        *((name, LoadOptions.model_fields[name].annotation, field(default=_default(LoadOptions, name))) for name in LOAD_FIELDS),
+        ("prompt", str, field(default="helpful")),
+        *((name, Sampling.model_fields[name].annotation, field(default=_default(Sampling, name))) for name in SAMPLING_FIELDS),
+        ("stop", list[str], field(default_factory=list)),
+        ("verbose", bool, field(default=False)),
+        ("supervised", bool, field(default=False, init=False)),  # local models in a supervised process of their own (serve)
+        ("opened", list[Backend], field(default_factory=list, init=False, repr=False)),  # closed when the command ends
+    ],
+    bases=(_ModelOptionsBase,),
+)
+ModelOptions.__doc__ = "The model to load, how, the URIAL prompt set and the sampling settings of a command."
+
+
+def record_option(record: type[BaseModel], name: str, *flags: str, **extra: Any) -> tuple[Any, Any]:
+    """(type, typer option) of one field of ``record``: ``--name``, the field's description as help, its
+    bounds as min and max (``extra``: short flags' company, envvar, a different help)."""
+    info = record.model_fields[name]
+    bounds = {}
+    for rule in info.metadata:
+        for attribute, key in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if getattr(rule, attribute, None) is not None:
+                bounds[key] = getattr(rule, attribute)
+    option = typer.Option(f"--{name.replace('_', '-')}", *flags, **{"help": info.description, **bounds, **extra})
+    return info.annotation, option
+
+
 # Each shared option once: (type, typer option). Defaults are ModelOptions' (the library's).
 _OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (
@@ -162,55 +178,17 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
             "a .gguf path, hf:org/name, a model folder, http(s)://host/v1, or PLUGIN:ARGUMENT.",
         ),
     ),
-    "backend": (
-        str | None,
-        typer.Option("--backend", "-b", help="llama.cpp, transformers, remote or a plugin's (default: from --model)."),
-    ),
-    "remote_model": (str | None, typer.Option("--remote-model", help="Model name on a remote server (default: its first).")),
-    "api_key_env": (str, typer.Option("--api-key-env", help="Environment variable holding the remote server's API key.")),
-    "n_ctx": (
-        int | None,
-        typer.Option(
-            "--n-ctx",
-            min=64,
-            envvar="UNTUNED_N_CTX",
-            help="Context window of each sequence, in tokens (default: the model's, at most 8192).",
-        ),
-    ),
-    "device": (str, typer.Option("--device", help="transformers backend: cpu, cuda, cuda:N or auto.")),
-    "dtype": (
-        Dtype,
-        typer.Option("--dtype", help="transformers backend: the weights' type; auto = bfloat16 on a GPU, float32 on a CPU."),
-    ),
-    "gpu_layers": (
-        int,
-        typer.Option(
-            "--gpu-layers",
-            min=-1,
-            help="llama.cpp: layers offloaded to the GPU (-1 = all); needs llama-cpp-python built for a GPU (make run GPU=cuda).",
-        ),
-    ),
-    "parallel": (int, typer.Option("--parallel", min=1, max=64, help="Requests a local model decodes together in one batch.")),
-    "kv_budget": (
-        int | None,
-        typer.Option(
-            "--kv-budget",
-            min=256,
-            help="llama.cpp: one KV cache of this many tokens "
-            "shared on demand by all requests (requests wait while it is full); default: "
-            "each slot its own cache of the whole window, exact but larger.",
-        ),
-    ),
+    **{name: record_option(LoadOptions, name) for name in LOAD_FIELDS},
     "prompt": (str, typer.Option("--prompt", "-p", help="Bundled prompt set name or a .urial file.")),
-    "temperature": (float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy.")),
-    "top_p": (float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")),
-    "top_k": (int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens; 0 = off.")),
-    "max_tokens": (int, typer.Option("--max-tokens", "-n", min=1, help="Most new tokens per answer.")),
-    "repetition_penalty": (float, typer.Option("--repetition-penalty", help="1 = off; 1.1 is a mild default.")),
-    "seed": (int | None, typer.Option("--seed", help="Random seed for sampling.")),
+    **{name: record_option(Sampling, name) for name in SAMPLING_FIELDS},
     "stop": (list[str] | None, typer.Option("--stop", help="Extra stop string (repeatable).")),
     "verbose": (bool, typer.Option("--verbose", "-v", help="Log what the backend does (on stderr).")),
 }
+# the short flags and environment variables some options have besides
+_OPTIONS["backend"] = record_option(LoadOptions, "backend", "-b")
+_OPTIONS["n_ctx"] = record_option(LoadOptions, "n_ctx", envvar="UNTUNED_N_CTX")
+_OPTIONS["temperature"] = record_option(Sampling, "temperature", "-t")
+_OPTIONS["max_tokens"] = record_option(Sampling, "max_tokens", "-n")
 LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "kv_budget")
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")

@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 
 from untuned.cli.common import friendly, out, progress
-from untuned.experiment import Experiment, read_plan
-from untuned.report.experiment import write_report
+from untuned.experiment import Experiment, read_plan, write_report
 
 
 @friendly

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from untuned.cli import batch, chat, experiment, judge, report, serve, shift
+from untuned.cli import chat, experiment, judge, report, runs, serve, shift
 
 app = typer.Typer(
     help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",
@@ -15,10 +15,10 @@ app.command("ask")(chat.ask)
 app.command("chat")(chat.chat)
 app.add_typer(chat.prompts_app, name="prompts")
 app.command("backends")(chat.backends)
-app.command("generate")(batch.generate_command)
-app.command("merge")(batch.merge_command)
-app.command("export")(batch.export_command)
-app.command("import")(batch.import_command)
+app.command("generate")(runs.generate_command)
+app.command("merge")(runs.merge_command)
+app.command("export")(runs.export_command)
+app.command("import")(runs.import_command)
 app.command("serve")(serve.serve_command)
 app.command("shift")(shift.shift_command)
 app.add_typer(judge.judge_app, name="judge")

@@ -9,7 +9,8 @@ import typer
 
 from untuned.cli.common import friendly, out
 from untuned.errors import UntunedError
-from untuned.report import NaPolicy, build_report, load_verdicts, to_html, to_markdown, write_csv
+from untuned.interop import load_verdicts
+from untuned.report import NaPolicy, build_report, to_html, to_markdown, write_csv
 from untuned.report.alpaca_eval import read_df_gamed
 
 ReportFormat = Literal["md", "csv", "html"]

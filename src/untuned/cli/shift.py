@@ -9,12 +9,14 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from untuned.answers import ContextKind, generate_answers, read_answers, read_tags
+from untuned.answers import read_answers, read_tags
 from untuned.backends import Sampling
 from untuned.cli.common import LOADING, ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
 from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
+from untuned.pipeline.shift import generate_answers
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
+from untuned.shift.contexts import ContextKind
 from untuned.shift.records import Ranked
 
 Mode = Annotated[

@@ -1,17 +1,23 @@
-"""Other tools' files, in and out: one module per tool (just-eval, AlpacaEval, FastChat), imported by
-the CLI and the report only, never by the domain packages below them."""
+"""Other tools' files, in and out: one module per tool (just-eval, AlpacaEval, FastChat), imported by the
+command line, the pipeline and experiments, never by the domain packages below them; :func:`load_verdicts`
+reads any judged file, whoever wrote it, as untuned's verdict records."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
-from untuned.errors import UntunedError
+from untuned.errors import DataFileError, UntunedError
 from untuned.generation import GenerationFile, GenerationRecord
-from untuned.rows import as_label_list, native_id
+from untuned.interop.alpaca_eval import read_alpaca_eval_annotations
+from untuned.interop.fastchat import read_fastchat_judgments, read_fastchat_pair_judgments
+from untuned.interop.just_eval import read_just_eval_judged
+from untuned.judge import Verdict, VerdictFile
+from untuned.rows import as_label_list, native_id, read_rows
 
 ExportFormat = Literal["just-eval", "alpaca-eval", "fastchat"]
 
@@ -62,3 +68,23 @@ def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat, model_id
         ]
     Path(out).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return len(rows)
+
+
+def load_verdicts(path: str | Path) -> list[Verdict]:
+    """Verdicts from an untuned verdict file, a just-eval judged JSON file, AlpacaEval's
+    ``annotations.json``, or FastChat's MT-bench ``model_judgment/*_single.jsonl`` and ``*_pair.jsonl``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(path, 0, "file not found")
+    rows = read_rows(path)
+    head = next(rows, None)
+    first = head[1] if head else {}
+    if "output_1" in first and "preference" in first:
+        return read_alpaca_eval_annotations(path, chain([head], rows))
+    if "parsed_result" in first or "output_cand" in first:
+        return read_just_eval_judged(path, chain([head], rows))
+    if "g1_winner" in first and "model_1" in first:
+        return read_fastchat_pair_judgments(path, chain([head], rows))
+    if isinstance(first.get("judge"), list) and "turn" in first:
+        return read_fastchat_judgments(path, chain([head], rows))
+    return list(VerdictFile(path).latest().values())

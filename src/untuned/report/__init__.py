@@ -1,8 +1,8 @@
 """Reports over judged answers (``untuned report``): tables, CSV and HTML with plots."""
 
+from untuned.report.build import AspectStat, ModelReport, NaPolicy, PairwiseStat, Report, build_report, stat
 from untuned.report.markdown import to_markdown
 from untuned.report.render import plots, to_html, write_csv
-from untuned.report.tables import AspectStat, ModelReport, NaPolicy, PairwiseStat, Report, build_report, load_verdicts, stat
 
 __all__ = [
     "AspectStat",
@@ -11,7 +11,6 @@ __all__ = [
     "PairwiseStat",
     "Report",
     "build_report",
-    "load_verdicts",
     "plots",
     "to_html",
     "to_markdown",

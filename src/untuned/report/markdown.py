@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from untuned.report.alpaca_eval import SHIPPED
+from untuned.report.build import AspectStat, ModelReport, Report
 from untuned.report.sections import MtBenchModel
-from untuned.report.tables import AspectStat, ModelReport, Report
 
 
 def cell(s: AspectStat | None) -> str:

@@ -8,8 +8,8 @@ import io
 from importlib import resources
 from pathlib import Path
 
+from untuned.report.build import Report
 from untuned.report.markdown import COMPARISON_METHOD, aspects_of, cell, lc_notes, leaderboard, mt_bench_categories, num, pvalue
-from untuned.report.tables import Report
 
 
 def write_csv(report: Report, path: Path) -> None:

@@ -1,8 +1,9 @@
 """The FastAPI application: OpenAI-compatible endpoints over an :class:`~untuned.Assistant`.
 
 ``create_app`` only wires the parts: the shared :class:`~untuned.server.serving.Serving` in
-``app.state``, one router per endpoint group (chat, completions, models, health and page), the error
-handlers, and the middleware (API key and body limit, metrics, CORS).
+``app.state``, one router module per endpoint group (chat, completions, models, tokens, health,
+page, workbench), the error handlers, and the middleware (host names, API key and body limit,
+metrics of the routes, CORS).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from fastapi.openapi.utils import get_openapi
 
 from untuned.assistant import Assistant
 from untuned.backends import TokenPieces
-from untuned.server import chat, completions, health, models, workbench
+from untuned.server import chat, completions, health, models, page, tokens, workbench
 from untuned.server.errors import install_error_handlers
 from untuned.server.guard import Guard
-from untuned.server.metrics import MetricsMiddleware
+from untuned.server.metrics import MetricsMiddleware, endpoint_names
 from untuned.server.schema import TOKEN_ID_MARK
 from untuned.server.serving import ServerConfig, Serving
 
@@ -31,7 +32,8 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
         title="untuned", version="1", summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL)."
     )
     app.state.serving = serving = Serving(assistant, config, aligned=aligned)
-    for group in (chat, completions, models, health, workbench):
+    groups = (chat, completions, models, tokens, health, page, workbench)
+    for group in groups:
         app.include_router(group.router)
     install_error_handlers(app)
     key = config.api_key.get_secret_value() if config.api_key else None
@@ -42,7 +44,9 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
     open_paths = ("/health", "/", *DOCS)
     guard = {"api_key": key, "max_body_bytes": config.max_body_bytes, "open_paths": open_paths}
     app.add_middleware(Guard, **guard, allowed_hosts=config.allowed_hosts)
-    app.add_middleware(MetricsMiddleware, metrics=serving.metrics)
+    app.add_middleware(
+        MetricsMiddleware, metrics=serving.metrics, endpoints=endpoint_names(r for g in groups for r in g.router.routes)
+    )
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"], allow_headers=["*"])
     return app

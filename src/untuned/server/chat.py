@@ -105,7 +105,7 @@ def asked_max_tokens(body: ChatRequest) -> int | None:
     return body.max_completion_tokens or body.max_tokens
 
 
-@router.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, **STREAMED})
+@router.post("/v1/chat/completions", name="chat", response_model=ChatResponse, responses={**ERRORS, **STREAMED})
 @cancel_on_disconnect
 async def chat_completions(body: ChatRequest, raw: Request, serve: Serving = Depends(serving)):
     assistant = serve.assistant

@@ -1,23 +1,15 @@
-"""``GET /health`` (the load, for people and probes), ``GET /metrics`` (Prometheus) and the chat page at ``/``."""
+"""``GET /health`` (the load and the engine's state, for people and probes) and ``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from untuned.server.metrics import prometheus_text
 from untuned.server.schema import ERRORS, Health
 from untuned.server.serving import Serving, serving
 
 router = APIRouter()
-CHAT_PAGE = resources.files("untuned.server").joinpath("chat.html").read_text(encoding="utf-8")
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def page() -> HTMLResponse:
-    return HTMLResponse(CHAT_PAGE)
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Not ok: see status"}})

@@ -17,13 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from untuned.server.schema import Health
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-ENDPOINTS = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/models": "models",
-    "/tokenize": "tokenize",
-    "/detokenize": "detokenize",
-}
+UNCOUNTED = ("/health", "/metrics")  # the probes: counting them would count the counting
+
+
+def endpoint_names(routes) -> dict[str, str]:
+    """The API's endpoints counted by /metrics, path to label: every route in the OpenAPI schema (its name)
+    but the probes, so a new router is counted without a word here."""
+    return {r.path: r.name for r in routes if getattr(r, "include_in_schema", False) and r.path not in UNCOUNTED}
 
 
 class Histogram:
@@ -64,11 +64,11 @@ class Metrics:
 class MetricsMiddleware:
     """Counts and times the requests to the API's endpoints (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, endpoints: dict[str, str]) -> None:
+        self.app, self.metrics, self.endpoints = app, metrics, endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        endpoint = self.endpoints.get(scope.get("path", "")) if scope["type"] == "http" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return

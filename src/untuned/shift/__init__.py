@@ -9,8 +9,8 @@
 >>> summary.overall.ratios
 """
 
-from untuned.answers import generate_answers, plain_context
-from untuned.shift.analyze import ShiftAnalyzer, ShiftSettings, urial_context
+from untuned.shift.analyze import ShiftAnalyzer, ShiftSettings
+from untuned.shift.contexts import plain_context, urial_context
 from untuned.shift.output import TokenFormat, run_shift, write_html, write_outputs, write_plots, write_tokens
 from untuned.shift.records import CATEGORIES, ShiftExample, ShiftMode, ShiftSummary, TokenShift, category, summarize
 
@@ -24,7 +24,6 @@ __all__ = [
     "TokenFormat",
     "TokenShift",
     "category",
-    "generate_answers",
     "plain_context",
     "run_shift",
     "summarize",

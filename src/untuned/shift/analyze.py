@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from untuned.answers import AnswerItem, ContextKind, aligntds_context, plain_context, without_end_marker
+from untuned.answers import AnswerItem
 from untuned.backends import (
     Backend,
     BatchScoring,
@@ -31,9 +31,9 @@ from untuned.backends import (
     TopKDistributions,
     scores_from_logits,
 )
-from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
+from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
 from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, TokenShift, TopToken, category
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,6 @@ class ShiftSettings(BaseModel):
             "aligned-top1",
             True,
         )
-
-
-def urial_context(prompt: PromptSet, query: str) -> str:
-    conversation = Conversation(prompt)
-    conversation.add_user(query)
-    return conversation.render().text
 
 
 def zip_rows(

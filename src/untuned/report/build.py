@@ -1,7 +1,5 @@
-"""Numbers of a judging report, computed from verdict records.
-
-Reads untuned's verdict files and just-eval's judged files (JSON arrays whose records carry
-``parsed_result``). Per model: mean and 95% confidence interval per aspect (normal
+"""Numbers of a judging report, computed from untuned's verdict records (other tools' files become those
+records in :mod:`untuned.interop`). Per model: mean and 95% confidence interval per aspect (normal
 approximation, mean ± 1.96·s/√n, s the sample standard deviation), breakdowns by dataset and
 tag, answer length, missing counts; per model pair: pairwise wins, ties and losses per aspect.
 
@@ -14,17 +12,11 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from functools import cached_property
-from itertools import chain
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from untuned.errors import DataFileError
-from untuned.interop.alpaca_eval import read_alpaca_eval_annotations
-from untuned.interop.fastchat import read_fastchat_judgments, read_fastchat_pair_judgments
-from untuned.interop.just_eval import read_just_eval_judged
-from untuned.judge import ASPECTS, TagVerdict, Verdict, VerdictFile
+from untuned.judge import ASPECTS, TagVerdict, Verdict
 from untuned.judge.modes import modes_of_section
 from untuned.judge.outcomes import combine_orders
 from untuned.report.alpaca_eval import Difficulty
@@ -44,7 +36,6 @@ from untuned.report.sections import (
     order_flips,
     win_rates,
 )
-from untuned.rows import read_rows
 
 NaPolicy = Literal["skip", "five"]
 GROUPS = ("dataset", "task_types", "topics", "difficulty")
@@ -154,26 +145,6 @@ def stat(values: list[int | None], na: NaPolicy) -> AspectStat:
         return AspectStat(mean=mean, n=n, na=missing)
     sd = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / (n - 1))
     return AspectStat(mean=mean, ci=1.96 * sd / math.sqrt(n), n=n, na=missing)
-
-
-def load_verdicts(path: str | Path) -> list[Verdict]:
-    """Verdicts from an untuned verdict file, a just-eval judged JSON file, AlpacaEval's
-    ``annotations.json``, or FastChat's MT-bench ``model_judgment/*_single.jsonl`` and ``*_pair.jsonl``."""
-    path = Path(path)
-    if not path.exists():
-        raise DataFileError(path, 0, "file not found")
-    rows = read_rows(path)
-    head = next(rows, None)
-    first = head[1] if head else {}
-    if "output_1" in first and "preference" in first:
-        return read_alpaca_eval_annotations(path, chain([head], rows))
-    if "parsed_result" in first or "output_cand" in first:
-        return read_just_eval_judged(path, chain([head], rows))
-    if "g1_winner" in first and "model_1" in first:
-        return read_fastchat_pair_judgments(path, chain([head], rows))
-    if isinstance(first.get("judge"), list) and "turn" in first:
-        return read_fastchat_judgments(path, chain([head], rows))
-    return list(VerdictFile(path).latest().values())
 
 
 def outcome(verdict: Verdict, aspect: str) -> str | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from untuned.errors import UntunedError
 
 if TYPE_CHECKING:
-    from untuned.experiment import Experiment
+    from untuned.experiment.run import Experiment
     from untuned.judge import Verdict
 
 _KTAG = re.compile(r"^(?P<series>.+)@k(?P<k>\d+)$")
@@ -100,8 +100,8 @@ def compared_generators(experiment: Experiment, judged: dict[Path, list[Verdict]
 def write_report(experiment: Experiment, files: list[Path]) -> Path:
     """The grid's report (report.md / .csv / .html, the K curve) and each cell's answers in the official
     tools' formats (just-eval and AlpacaEval JSON), named in the manifest."""
-    from untuned.interop import export_run
-    from untuned.report import build_report, load_verdicts, to_html, to_markdown, write_csv
+    from untuned.interop import export_run, load_verdicts
+    from untuned.report import build_report, to_html, to_markdown, write_csv
 
     folder = experiment.out / "report"
     folder.mkdir(parents=True, exist_ok=True)

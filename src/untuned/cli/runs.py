@@ -1,4 +1,4 @@
-"""``untuned generate``, ``merge``, ``export`` and ``import``: benchmark runs and other tools' files."""
+"""``untuned generate``, ``merge``, ``export`` and ``import``: runs of answers to a benchmark, and other tools' answer files."""
 
 from __future__ import annotations
 
