@@ -20,12 +20,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from smoke import data, sized
 
 from untuned.generation import GenerationFile
 from untuned.judge import VerdictFile
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "just_eval_instruct.jsonl"
-ITEMS = 32
+DATA = data("just_eval_instruct.jsonl")
+ITEMS = sized(32, 2)
 
 
 def tokenizer():
@@ -50,8 +51,6 @@ def timed(args: list[str]) -> float:
 
 
 def main() -> None:
-    if not DATA.exists():
-        raise SystemExit(f"benchmark data not found: {DATA}")
     folder = Path(tempfile.mkdtemp(prefix="untuned-p6-"))
     table = Table("run", "concurrency", "seconds", "items/s")
     generated, judged = {}, {}
@@ -66,7 +65,7 @@ def main() -> None:
                 "--limit",
                 str(ITEMS),
                 "--max-tokens",
-                "128",
+                str(sized(128, 4)),
                 "--concurrency",
                 str(concurrency),
                 "--out",

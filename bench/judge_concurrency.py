@@ -17,13 +17,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from smoke import sized
 
 from untuned.answers import AnswerItem
 from untuned.judge import TEMPLATES, HttpJudgeModel, Judge
 from untuned.judge.templates import ASPECTS
 
-ITEMS = 200
-LATENCY = 0.2
+ITEMS = sized(200, 4)
+LATENCY = sized(0.2, 0.01)
 VERDICT = json.dumps({a: {"rationale": "fine", "score": "4"} for a in ASPECTS})
 
 

@@ -19,14 +19,20 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+from smoke import sized
 
-WINDOW, POOL = 8192, 8192
+WINDOW, POOL = sized(8192, 1024), sized(8192, 1024)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def vm_rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
 
 
 def resident_mb(parallel: int, pool: int | None) -> tuple[float, str]:
@@ -44,8 +50,9 @@ def resident_mb(parallel: int, pool: int | None) -> tuple[float, str]:
                 time.sleep(0.2)
         body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}
         httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=120).raise_for_status()
-        status = Path(f"/proc/{server.pid}/status").read_text()
-        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        engine = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["engine_process"]
+        # the model lives in the engine's process (untuned serve's default): both processes counted
+        rss = sum(vm_rss_kb(pid) for pid in (server.pid, engine and engine["pid"]) if pid)
     finally:
         server.terminate()
         log = server.communicate(timeout=30)[1]
@@ -58,7 +65,7 @@ def main() -> None:
     table = Table(title=f"untuned serve, resident memory after one answer (window {WINDOW} tokens)")
     for column in ("--parallel", "own KV streams (MB)", f"--kv-budget {POOL} (MB)", "saved"):
         table.add_column(column, justify="right")
-    for parallel in (1, 4, 8):
+    for parallel in sized((1, 4, 8), (1,)):
         own, own_summary = resident_mb(parallel, None)
         pooled, pool_summary = resident_mb(parallel, POOL)
         table.add_row(str(parallel), f"{own:.0f}", f"{pooled:.0f}", f"{own - pooled:.0f} MB")

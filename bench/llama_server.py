@@ -80,4 +80,9 @@ def llama_server() -> Path:
 
 
 if __name__ == "__main__":
-    print(llama_server())
+    from smoke import SMOKE, skipped
+
+    if SMOKE:  # the build takes minutes: say what would be built, from what
+        skipped(f"building llama-server {version('llama-cpp-python')} with {' '.join(_cpu_flags())} into {CACHE}")
+    else:
+        print(llama_server())

@@ -11,6 +11,7 @@ import time
 
 from rich.console import Console
 from rich.table import Table
+from smoke import sized
 
 from untuned import Sampling
 from untuned.backends import default_gguf_path
@@ -29,8 +30,8 @@ QUERIES = [
     "Why is the sky blue?",
     "What does a compiler do?",
     "Name some famous painters.",
-]
-SAMPLING = Sampling(max_tokens=64, temperature=0.0, repetition_penalty=1.1)
+][: sized(10, 1)]
+SAMPLING = Sampling(max_tokens=sized(64, 4), temperature=0.0, repetition_penalty=1.1)
 
 
 def run(backend: LlamaCppBackend, prompt: PromptSet) -> tuple[list[float], list[float], int]:

@@ -31,11 +31,13 @@ BUILTIN = (
 def benchmarks() -> dict[str, Benchmark]:
     """Every benchmark by name: the built-in ones, then those of installed plugins."""
     import importlib
+    import pkgutil
 
     found: dict[str, Benchmark] = {}
-    for module in BUILTIN:
-        declared = importlib.import_module(module).BENCHMARK
-        found[declared.name] = declared
+    for module in pkgutil.iter_modules(__path__):  # every module of this package that declares a BENCHMARK
+        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "BENCHMARK", None)
+        if isinstance(declared, Benchmark):
+            found[declared.name] = declared
     for point in entry_points(group="untuned.benchmarks"):
         declared = point.load()
         if not isinstance(declared, Benchmark):

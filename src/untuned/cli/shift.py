@@ -113,17 +113,10 @@ def shift_command(
 
     pair mode runs the paper's analysis by default (docs/shift.md): the base given AlignTDS's context, the
     aligned model its chat template and its own greedy answers, the aligned top-1 ranked, the end included."""
-    setup_logging(options.verbose)
-    if mode == "pair" and not aligned:
-        raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
-    if answers is None and (mode == "text" or dataset is None):
-        raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
-    if options.dtype == "auto" and options.backend in (None, "transformers"):
-        options.dtype = "float32"  # scores in float32 where the backend allows: fewer ties (docs/shift.md)
+    _check(mode, options, aligned=aligned, answers=answers, dataset=dataset)
     prompt_set = options.prompt_set()
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
-    template = aligned_template and mode == "pair"
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
     analyzer = ShiftAnalyzer(
         base,
@@ -132,7 +125,7 @@ def shift_command(
         context=context or ("aligntds" if mode == "pair" else "plain"),
         prompt=prompt_set,
         top_k=top_k,
-        aligned_template=template,
+        aligned_template=aligned_template and mode == "pair",
         ranked=rank,
         end=end if end is not None else mode == "pair",
         answers_sampling=sampling.model_dump(mode="json") if answers is None else None,
@@ -144,19 +137,32 @@ def shift_command(
             items = select(items, ids=ids_option(ids), limit=limit, where="the answers")
         else:
             questions = select(load_items(dataset, data_file=data_file), ids=ids_option(ids), limit=limit)
-            writer = second if mode == "pair" else base
-            task = bar.add_task(f"answering with {writer.name}", total=len(questions), note="")
-            items = generate_answers(
-                writer,
-                questions,
-                context="urial" if mode == "context" else "chat" if template else analyzer.context,
-                prompt=prompt_set,
-                sampling=sampling,
-                on_answer=lambda _: bar.advance(task),
-            )
+            items = _answered(analyzer, questions, bar, prompt=prompt_set, sampling=sampling)
         run = _score(analyzer, items, output, bar, force=force, batch_size=batch_size)
     summary = write_outputs(run.records, output, analyzer.settings, tokens=token_format, plots=plots)
     _print_summary(summary, output)
+
+
+def _check(mode: str, options: ModelOptions, *, aligned, answers, dataset) -> None:
+    """What a mode needs, before any model loads; scores in float32 where the backend allows (fewer ties)."""
+    setup_logging(options.verbose)
+    if mode == "pair" and not aligned:
+        raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
+    if answers is None and (mode == "text" or dataset is None):
+        raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
+    if options.dtype == "auto" and options.backend in (None, "transformers"):
+        options.dtype = "float32"
+
+
+def _answered(analyzer: ShiftAnalyzer, questions, bar: Progress, *, prompt, sampling: Sampling):
+    """The answers to analyse, made first: by the aligned model in pair mode (in its chat template where the
+    analysis shows it one), by the base with URIAL in context mode, else by the base given the analysis' context."""
+    writer = analyzer.aligned if analyzer.mode == "pair" else analyzer.base
+    task = bar.add_task(f"answering with {writer.name}", total=len(questions), note="")
+    context = "urial" if analyzer.mode == "context" else "chat" if analyzer.aligned_template else analyzer.context
+    return generate_answers(
+        writer, questions, context=context, prompt=prompt, sampling=sampling, on_answer=lambda _: bar.advance(task)
+    )
 
 
 def _score(analyzer: ShiftAnalyzer, items, output: Path, bar: Progress, *, force: bool, batch_size: int):

@@ -133,5 +133,6 @@ def score_schema(aspects: tuple[str, ...]) -> dict:
     return {"type": "object", "properties": {name: entry for name in aspects}, "required": list(aspects)}
 
 
-def aspect_lines(aspects: tuple[str, ...]) -> str:
-    return "\n".join(f"- {name}: {RUBRIC[name]}" for name in aspects)
+def aspect_lines(aspects: tuple[str, ...], rubric: dict[str, str] | None = None) -> str:
+    """What each aspect means, one line each (``rubric``: a mode's own wording; default: untuned's)."""
+    return "\n".join(f"- {name}: {(rubric or RUBRIC)[name]}" for name in aspects)

@@ -53,6 +53,17 @@ class JobStream(StreamingResponse):
             self.job.stop()
 
 
+def stream_error(exc: Exception) -> dict:
+    """The error event of a stream that has begun: the client's fault, a timeout, or the server's side, named."""
+    if isinstance(exc, (BadRequest, RequestTimeout)):
+        return error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error")
+    if isinstance(exc, (ModelFailure, EngineRestarted, EngineUnavailable)):
+        code = {ModelFailure: "model_failure", EngineRestarted: "engine_restarted"}.get(type(exc), "engine_unavailable")
+        return error_json(str(exc), kind="server_error", code=code)
+    log.error("streaming failed", exc_info=exc)
+    return error_json(f"internal error: {exc}", kind="server_error")
+
+
 async def sse(
     job: Job, events: AsyncIterator, first: tuple[str, object], ident: str, created: int, model: str, chat: bool, body
 ) -> AsyncIterator[str]:
@@ -105,14 +116,8 @@ async def sse(
                     "usage": usage(completion).model_dump(),
                 }
             )
-    except (BadRequest, RequestTimeout) as exc:
-        yield data(error_json(str(exc), kind="timeout" if isinstance(exc, RequestTimeout) else "invalid_request_error"))
-    except (ModelFailure, EngineRestarted, EngineUnavailable) as exc:  # the server's side, named
-        code = {ModelFailure: "model_failure", EngineRestarted: "engine_restarted"}.get(type(exc), "engine_unavailable")
-        yield data(error_json(str(exc), kind="server_error", code=code))
     except Exception as exc:  # the headers are sent: report in the stream
-        log.exception("streaming failed")
-        yield data(error_json(f"internal error: {exc}", kind="server_error"))
+        yield data(stream_error(exc))
     finally:
         job.stop()
     yield "data: [DONE]\n\n"

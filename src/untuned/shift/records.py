@@ -177,6 +177,38 @@ def _bucket(label: str, cats: list[str]) -> PositionBucket:
     )
 
 
+def _positions(examples: list[ShiftExample]) -> tuple[list[PositionBucket], list[PositionBucket]]:
+    """Shift by absolute position (POSITION_BINS) and by tenth of each answer."""
+    absolute: dict[int, list[str]] = defaultdict(list)
+    relative: dict[int, list[str]] = defaultdict(list)
+    for example in examples:
+        for token in example.tokens:
+            absolute[max(i for i, low in enumerate(POSITION_BINS) if token.index >= low)].append(token.category)
+            relative[_decile(token, len(example.tokens))].append(token.category)
+    labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
+    by_relative = [_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)]
+    return [_bucket(labels[i], absolute[i]) for i in sorted(absolute)], by_relative
+
+
+def _groups(examples: list[ShiftExample]) -> tuple[dict[str, Group], dict[str, dict[str, Group]]]:
+    """The groups of examples by dataset and by tag."""
+    by_dataset: dict[str, list[ShiftExample]] = defaultdict(list)
+    by_tag: dict[str, dict[str, list[ShiftExample]]] = defaultdict(lambda: defaultdict(list))
+    for example in examples:
+        by_dataset[example.dataset or "(none)"].append(example)
+        for kind, labels in example.tags.items():
+            for label in labels:
+                by_tag[kind][label].append(example)
+    datasets = {name: _group(group) for name, group in sorted(by_dataset.items())}
+    return datasets, {kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())}
+
+
+def _top_shifted(tokens: list[TokenShift], top: int) -> list[ShiftedToken]:
+    seen = Counter(t.text for t in tokens)
+    shifted = Counter(t.text for t in tokens if t.category == "shifted")
+    return [ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)]
+
+
 def summarize(
     examples: Iterable[ShiftExample],
     *,
@@ -193,30 +225,10 @@ def summarize(
     """Aggregate examples: ratios overall / by dataset / by tag, shift by absolute and relative position, ties,
     where the answer's token is not the ranked one, and the top shifted tokens."""
     examples = list(examples)
-    relative: dict[int, list[str]] = defaultdict(list)
     tokens = [t for e in examples for t in e.tokens]
-    for example in examples:
-        for token in example.tokens:
-            relative[_decile(token, len(example.tokens))].append(token.category)
     tied = [t for t in tokens if t.rank_worst is not None]
-    differs = [t for t in tokens if t.answer_id is not None]
-    by_dataset: dict[str, list[ShiftExample]] = defaultdict(list)
-    by_tag: dict[str, dict[str, list[ShiftExample]]] = defaultdict(lambda: defaultdict(list))
-    absolute: dict[int, list[str]] = defaultdict(list)
-    seen: Counter = Counter()
-    shifted: Counter = Counter()
-    for example in examples:
-        by_dataset[example.dataset or "(none)"].append(example)
-        for kind, labels in example.tags.items():
-            for label in labels:
-                by_tag[kind][label].append(example)
-        for token in example.tokens:
-            bin_index = max(i for i, low in enumerate(POSITION_BINS) if token.index >= low)
-            absolute[bin_index].append(token.category)
-            seen[token.text] += 1
-            if token.category == "shifted":
-                shifted[token.text] += 1
-    labels = [f"{low}-{high - 1}" for low, high in zip(POSITION_BINS, POSITION_BINS[1:])] + [f"{POSITION_BINS[-1]}+"]
+    by_dataset, by_tag = _groups(examples)
+    by_position, by_relative = _positions(examples)
     return ShiftSummary(
         mode=mode,
         base=base,
@@ -226,16 +238,16 @@ def summarize(
         examples=len(examples),
         truncated=sum(e.truncated for e in examples),
         overall=_group(examples),
-        by_dataset={name: _group(group) for name, group in sorted(by_dataset.items())},
-        by_tag={kind: {label: _group(g) for label, g in sorted(groups.items())} for kind, groups in sorted(by_tag.items())},
-        by_position=[_bucket(labels[i], absolute[i]) for i in sorted(absolute)],
-        by_relative_position=[_bucket(f"{10 * i}-{10 * i + 10}%", relative[i]) for i in sorted(relative)],
+        by_dataset=by_dataset,
+        by_tag=by_tag,
+        by_position=by_position,
+        by_relative_position=by_relative,
         protocol=protocol,
         ranked=ranked,
         answers_sampling=answers_sampling,
         ties=len(tied),
         tie_changes=sum(category(t.rank_worst) != t.category for t in tied),  # type: ignore[arg-type]
-        top1_differs=len(differs),
+        top1_differs=sum(t.answer_id is not None for t in tokens),
         answer_ratios=ratios(Counter(_answer_category(t) for t in tokens if not t.end)) if ranked == "aligned-top1" else None,
-        top_shifted=[ShiftedToken(text=text, count=count, share=count / seen[text]) for text, count in shifted.most_common(top)],
+        top_shifted=_top_shifted(tokens, top),
     )

@@ -15,22 +15,22 @@ through a registry. A plugin adds a mode with an entry point (group ``untuned.ju
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from functools import cache
 from importlib.metadata import entry_points
 
 from untuned.errors import UntunedError
 from untuned.judge.templates import Template
 
-BUILTIN = ("aspects", "safety", "pairwise", "tags", "mt_bench", "mt_bench_pair")
-
 
 @cache
 def modes() -> dict[str, Template]:
     """Every judge mode by name: the built-in ones, then those of installed plugins."""
     found: dict[str, Template] = {}
-    for name in BUILTIN:
-        mode = importlib.import_module(f"untuned.judge.modes.{name}").MODE
-        found[mode.mode] = mode
+    for module in pkgutil.iter_modules(__path__):  # every module of this package that declares a MODE
+        mode = getattr(importlib.import_module(f"{__name__}.{module.name}"), "MODE", None)
+        if isinstance(mode, Template):
+            found[mode.mode] = mode
     for point in entry_points(group="untuned.judge_modes"):
         mode = point.load()
         if not isinstance(mode, Template):

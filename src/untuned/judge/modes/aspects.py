@@ -16,6 +16,10 @@ class AspectsMode(Template):
     section = "just-eval"
     record = AspectVerdict
 
+    def __init__(self, mode: str, version: str, aspects: tuple[str, ...], rubric: dict[str, str] | None = None) -> None:
+        super().__init__(mode, version, aspects)
+        self.rubric = rubric  # what each aspect means, where the mode words it itself (a plugin's aspects)
+
     def schema(self) -> dict:
         return score_schema(self.aspects)
 
@@ -23,7 +27,8 @@ class AspectsMode(Template):
         example = ", ".join(f'"{name}": {{"rationale": "...", "score": "4"}}' for name in self.aspects[:2])
         return (
             "You are given a user request and an answer to it. Rate the answer one aspect at a time, on a scale of "
-            f'1 to 5. If an aspect cannot apply to this answer, give "N/A".\n\nAspects:\n{aspect_lines(self.aspects)}'
+            '1 to 5. If an aspect cannot apply to this answer, give "N/A".\n\n'
+            f"Aspects:\n{aspect_lines(self.aspects, self.rubric)}"
             "\n\nFor each aspect give a one-sentence rationale, then the score. "
             f"Reply with one JSON object with a key per aspect, like {{{example}, ...}}"
         )

@@ -1,0 +1,81 @@
+"""The layout holds: no import cycle between untuned's modules (imports inside functions counted too), no
+function longer than 60 lines, no module much over 400 (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helpers import ROOT
+
+PACKAGE = ROOT / "src" / "untuned"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The untuned modules ``path`` imports, anywhere in it (a package's ``from x import y`` may name a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("untuned"):
+            found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules} or {node.module}
+    return found & modules
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: imports(path, set(files)) - {name} for name, path in files.items()}
+    # a package's __init__ re-exporting its own modules is not a cycle of concepts: leave out a package's own children
+    graph = {name: {m for m in deps if not m.startswith(name + ".")} for name, deps in graph.items()}
+    assert cycles(graph) == []
+
+
+def test_no_function_over_60_lines_nor_module_over_450():
+    long_functions, long_modules = [], []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if len(text.splitlines()) > 450:
+            long_modules.append((str(path.relative_to(ROOT)), len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.lineno  # the signature (decorators left out)
+                if node.end_lineno - first + 1 > 60:
+                    long_functions.append((str(path.relative_to(ROOT)), node.name, node.end_lineno - first + 1))
+    assert long_functions == [] and long_modules == []

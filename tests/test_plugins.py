@@ -1,0 +1,77 @@
+"""A plugin adds a benchmark and a judge mode, each in one file (tests/scripted: untuned_riddles.py,
+untuned_brevity.py, registered by entry points): the command line, the pipeline, experiments and the report
+take them as they take the built-in ones (docs/architecture.md's walkthroughs)."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import plain
+from helpers.judges import JSON, chat_reply
+from helpers.servers import scripted_server
+from typer.testing import CliRunner
+
+from untuned.benchmarks import benchmark_names
+from untuned.cli import app
+from untuned.generation import GenerationFile
+from untuned.interop import load_verdicts
+from untuned.judge.modes import mode_names
+from untuned.report import build_report, to_markdown
+
+runner = CliRunner()
+
+
+def riddles(tmp_path):
+    path = tmp_path / "riddles.jsonl"
+    rows = [
+        ("1", "word", "SCRIPT: @temperature @end"),
+        ("2", "number", "SCRIPT: @temperature @end"),
+        ("3", "word", "SCRIPT: short"),
+    ]
+    path.write_text("".join(json.dumps({"id": i, "kind": k, "riddle": r}) + "\n" for i, k, r in rows))
+    return path
+
+
+def brevity_judge(method, path, count, body):
+    return 200, JSON, chat_reply(json.dumps({"brevity": {"rationale": "short enough", "score": "4"}}))
+
+
+def test_a_plugins_benchmark_and_judge_mode_run_like_the_built_in_ones(tmp_path):
+    assert "riddles" in benchmark_names() and "brevity" in mode_names()
+    answers = tmp_path / "answers.jsonl"
+    result = runner.invoke(
+        app, ["generate", "riddles", "--data-file", str(riddles(tmp_path)), "--model", "scripted:r", "--out", str(answers)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "riddles: per-category temperatures (word 0.5)" in plain(result.output)  # the benchmark's own sampling
+    outputs = {r.id: r.outputs[0].strip() for r in GenerationFile(answers).read()}
+    assert outputs == {"1": "t=0.5", "2": "t=0", "3": "short"}
+    verdicts = tmp_path / "brevity.jsonl"
+    with scripted_server(brevity_judge) as (url, seen):
+        result = runner.invoke(
+            app,
+            ["judge", "brevity", str(answers), "--judge-url", url, "--judge-model", "j", "--out", str(verdicts), "--no-cache"],
+        )
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 3
+    report = build_report(load_verdicts(verdicts))
+    (model,) = report.models
+    assert model.aspects["brevity"].mean == 4 and model.aspects["brevity"].n == 3
+    assert "brevity" in to_markdown(report)
+
+
+def test_an_experiment_takes_the_plugins_benchmark_and_mode_by_name(tmp_path):
+    from untuned.experiment import Experiment, read_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'name = "plug"\nprompts = ["helpful"]\n[[models]]\nname = "s"\nmodel = "scripted:r"\n'
+        f'[[datasets]]\nname = "r"\ndataset = "riddles"\ndata_file = "{riddles(tmp_path)}"\ntags = ["word"]\n'
+        f'[judge]\nurl = "URL"\nmodel = "j"\nmodes = ["brevity"]\n'
+    )
+    with scripted_server(brevity_judge) as (url, _):
+        plan.write_text(plan.read_text().replace("URL", url))
+        experiment = Experiment(read_plan(plan), tmp_path / "out")
+        assert [row["items"] for row in experiment.describe()] == [2]  # cut by the benchmark's own tags
+        files = experiment.run()
+    assert [f.name for f in files] == ["brevity.jsonl"] and len(load_verdicts(files[0])) == 2
