@@ -9,7 +9,7 @@ process (the default), alternating within each round, on the bundled gemma with 
 - P3: 8 concurrent streaming clients x 4 queries, exactly 128 new tokens each: tokens per second.
 - Resident memory (VmRSS) of the server's process and of the engine's, after the run.
 
-Run: .venv/bin/python bench/engine_process.py [--rounds 3] [--sizes]   (--sizes: tiny, for the smoke test)
+Run: .venv/bin/python bench/engine_process.py [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,19 +27,17 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+from smoke import data, sized
 
 from untuned.conversation import Conversation
 from untuned.prompt import load_prompt
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "just_eval_instruct.jsonl"
-FALLBACK = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "data" / "just_eval_instruct.jsonl"
 PORT = 8731
 MODES = {"in-process": ["--in-process"], "engine process": []}
 
 
 def questions(count: int) -> list[str]:
-    source = DATA if DATA.exists() else FALLBACK
-    rows = [json.loads(line) for line in source.read_text().splitlines()[:count]]
+    rows = [json.loads(line) for line in data("just_eval_instruct.jsonl").read_text().splitlines()[:count]]
     return [row["instruction"] for row in rows]
 
 
@@ -120,13 +118,12 @@ def run_mode(flags: list[str], sizes: dict[str, int]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sizes", action="store_true", help="tiny sizes (the suite's smoke run): nothing is measured")
+    parser.add_argument("--rounds", type=int, default=sized(3, 1))
     args = parser.parse_args()
-    sizes = {"p1": 1, "p8": 1, "p3": 1} if args.sizes else {"p1": 10, "p8": 5, "p3": 4}
+    sizes = sized({"p1": 10, "p8": 5, "p3": 4}, {"p1": 1, "p8": 1, "p3": 1})
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for round_ in range(args.rounds):
-        for mode, flags in (MODES.items() if round_ % 2 == 0 else reversed(MODES.items())):
+        for mode, flags in MODES.items() if round_ % 2 == 0 else reversed(MODES.items()):
             results[mode].append(run_mode(flags, sizes))
     table = Table(title="untuned serve: the model in the server's process vs in a supervised engine process")
     for column in ("mode", "P1 latency (s)", "P8 decode tok/s", "P3 tok/s", "server RSS (MB)", "engine RSS (MB)"):

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from smoke import data, sized
 
+from untuned.answers import read_answers
 from untuned.backends import LoadOptions, default_gguf_path, load_backend
 from untuned.backends.llamacpp import LlamaCppBackend
-from untuned.shift import ShiftAnalyzer, category, plain_context, read_answers
+from untuned.shift import ShiftAnalyzer, category, plain_context
 
-ANSWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_outputs" / "gpt-4-0613.jsonl"
-COUNT = 20
+COUNT = sized(20, 1)
 
 
 def loop_rank(backend, ids: list[int], position: int) -> int:
@@ -49,11 +49,9 @@ def loop_rank(backend, ids: list[int], position: int) -> int:
 
 
 def main() -> None:
-    stride = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+    stride = int(sys.argv[1]) if len(sys.argv) > 1 else sized(16, 64)
     use = sys.argv[2] if len(sys.argv) > 2 else "llama.cpp"
-    if not ANSWERS.exists():
-        raise SystemExit(f"benchmark data not found: {ANSWERS}")
-    items = read_answers(ANSWERS)[:COUNT]
+    items = read_answers(data("reference_outputs/gpt-4-0613.jsonl"))[:COUNT]
     if use == "transformers":  # the same GGUF, dequantized to float32 by transformers
         backend = load_backend("default", LoadOptions(backend="transformers", device="cpu", n_ctx=4096))
     else:

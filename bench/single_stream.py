@@ -17,9 +17,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from serve_concurrency import PORT, counter, llama_server_target, start, untuned_target
+from smoke import SMOKE, sized, skipped
 
 QUERY = "Write a long story about a dragon who learns to paint."
-ROUNDS = 5
+ROUNDS = sized(5, 1)
 
 
 async def decode_speed(target, count) -> tuple[float, int]:
@@ -34,7 +35,12 @@ async def decode_speed(target, count) -> tuple[float, int]:
 
 def main() -> None:
     count = counter()
-    targets = [untuned_target(1, PORT + 10), llama_server_target(1, PORT + 11)]
+    targets = [untuned_target(1, PORT + 10)]
+    if SMOKE:
+        skipped("llama-server (built from source, bench/llama_server.py): untuned against itself")
+        targets.append(untuned_target(1, PORT + 11))
+    else:
+        targets.append(llama_server_target(1, PORT + 11))
     processes = [start(target) for target in targets]
     try:
         speeds: dict[str, list[float]] = {t.name: [] for t in targets}

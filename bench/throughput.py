@@ -16,14 +16,15 @@ import time
 from llama_cpp import Llama
 from rich.console import Console
 from rich.table import Table
+from smoke import sized
 
 from untuned import Assistant, Sampling
 from untuned.backends import default_gguf_path
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.prompt import load_prompt
 
-NEW_TOKENS = 128
-ROUNDS = 5
+NEW_TOKENS = sized(128, 8)
+ROUNDS = sized(5, 1)
 QUERY = "Write a detailed guide to growing tomatoes at home."
 
 

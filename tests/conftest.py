@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 from helpers import FIXTURES
+
+
+def pytest_configure(config) -> None:
+    """The suite's caches (evaluated prefixes, judge replies) in a folder of its own, never the user's; every
+    server and command a test starts inherits it."""
+    import tempfile
+
+    os.environ["UNTUNED_CACHE_DIR"] = tempfile.mkdtemp(prefix="untuned-test-cache-")
 
 
 @pytest.fixture(scope="session")

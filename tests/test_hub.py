@@ -121,3 +121,20 @@ def test_no_network_and_no_cache_says_what_to_do_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "huggingface-cli download someone/absent-GGUF --include '*Q4_K_M*'" in plain(lines[0])
+
+
+def test_a_download_the_disk_cannot_hold_is_refused_before_it_starts(tmp_path):
+    """The sizes are the Hub's listing (given here: no network); a part left half-downloaded counts."""
+    with pytest.raises(ModelNotFoundError, match=r"needs 1000000000.00 GB and .* GB free"):
+        hub.check_space("org/big", ["big.gguf"], tmp_path, sizes={"big.gguf": 10**18})
+    blobs = tmp_path / "models--org--small" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "abc.incomplete").write_bytes(b"x" * 1000)
+    hub.check_space("org/small", ["small.gguf"], tmp_path, sizes={"small.gguf": 1500})  # 500 bytes still to come
+
+
+def test_the_plan_reads_a_cached_hub_file_offline(hub_cache):
+    from untuned.plan import model_facts
+
+    facts = model_facts("hf:someone/gemma-base-GGUF:Q4_K_M")
+    assert facts.architecture == "gemma3" and facts.n_layer == 18

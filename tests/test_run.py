@@ -112,7 +112,7 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path):
     assert "line 1: field 'instruction' is missing" in plain(missing.output)
     unknown = cli("generate", "alpacaeval", "--out", str(out))
     assert unknown.exit_code == 2
-    assert "unknown dataset 'alpacaeval'; known: just-eval, mt-bench, alpaca-eval, json" in plain(unknown.output)
+    assert "unknown dataset 'alpacaeval'; known: alpaca-eval, json, just-eval, mt-bench" in plain(unknown.output)
 
 
 def test_shards_merge_and_export_in_just_eval_format(fixture_data, tmp_path):

@@ -26,8 +26,8 @@ from untuned.backends import (
     TokenLogprob,
     load_backend,
 )
-from untuned.conversation import Conversation, RenderedPrompt
-from untuned.errors import UntunedError
+from untuned.conversation import Conversation, RenderedPrompt, render_prefix
+from untuned.errors import PromptTooLongError, UntunedError
 from untuned.prompt import PromptSet, load_prompt
 from untuned.stopping import StopScanner, clean_answer
 
@@ -138,6 +138,21 @@ class Assistant:
         self.backend = backend
         self.prompt = prompt
         self.sampling = sampling or Sampling()
+        self.check_fits()
+
+    def check_fits(self) -> None:
+        """Refuse, before any question, a prompt set whose examples and ``max_tokens`` cannot fit the model's
+        window together (PromptTooLongError with the numbers); nothing is ever cut silently. A backend
+        that cannot tokenize here (a server without a tokenize endpoint) is checked per request instead."""
+        window = self.backend.context_length
+        if not window:
+            return
+        try:
+            prefix = len(self.backend.tokenize(render_prefix(self.prompt), add_special=True))
+        except UntunedError:
+            return
+        if prefix + self.sampling.max_tokens > window:
+            raise PromptTooLongError(self.prompt.name, prefix, self.sampling.max_tokens, window)
 
     @classmethod
     def load(

@@ -52,6 +52,20 @@ class ContextOverflowError(UntunedError):
         )
 
 
+class PromptTooLongError(UntunedError):
+    """A prompt set whose examples and answer budget do not fit the model's window, refused at load."""
+
+    def __init__(self, name: str, prefix_tokens: int, max_tokens: int, context_length: int) -> None:
+        self.prefix_tokens, self.max_tokens, self.context_length = prefix_tokens, max_tokens, context_length
+        total = prefix_tokens + max_tokens
+        super().__init__(
+            f"the prompt set {name!r} is {prefix_tokens} tokens; with max_tokens {max_tokens} that is {total}, "
+            f"{total - context_length} more than the model's window of {context_length} tokens (and every question "
+            "adds more). Use fewer or shorter examples, a smaller --max-tokens, or a larger --n-ctx if the model "
+            "supports it."
+        )
+
+
 class RemoteError(UntunedError):
     """An OpenAI-compatible server could not be reached or answered with an error."""
 

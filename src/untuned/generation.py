@@ -113,7 +113,13 @@ def batching(backend: Backend) -> str:
 def recorded_loading(backend: Backend, loading: LoadOptions) -> dict[str, Any]:
     """The load settings that change a run's numbers. Under a KV budget the requests share one pool of cells
     and a greedy answer may differ with what shares it: batching is then "pooled", whatever was asked."""
-    recorded: dict[str, Any] = {"gpu_layers": loading.gpu_layers, "dtype": loading.dtype, "batching": batching(backend)}
+    recorded: dict[str, Any] = {
+        "gpu_layers": getattr(backend, "gpu_layers", loading.gpu_layers),  # auto: as it was resolved
+        "dtype": loading.dtype,
+        "batching": batching(backend),
+    }
+    if loading.kv_type != "f16" or loading.flash_attn != "auto":
+        recorded.update(kv_type=loading.kv_type, flash_attn=loading.flash_attn)
     if loading.kv_budget is not None:
         recorded.update(batching="pooled", kv_budget=loading.kv_budget)
     return recorded

@@ -4,6 +4,7 @@ deliberately misbehaving one for faults that a healthy server never shows."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,10 +22,12 @@ from helpers import free_port, http
 
 
 @contextmanager
-def server_process(command: list[str], ready_url: str, *, name: str, wait: float = 120) -> Iterator[None]:
-    """Run a server command until ``ready_url`` answers 200; stop it afterwards."""
+def server_process(
+    command: list[str], ready_url: str, *, name: str, wait: float = 120, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Run a server command (with ``env`` added to the environment) until ``ready_url`` answers 200; stop it afterwards."""
     log = tempfile.TemporaryFile()  # a pipe would fill up with llama.cpp's log and block the server
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -73,12 +76,12 @@ def llama_cpp_server(model: Path, *, n_ctx: int = 4096) -> Iterator[str]:
 
 
 @contextmanager
-def untuned_server(*options: str) -> Iterator[str]:
+def untuned_server(*options: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``untuned serve`` (the real CLI, default model) on 127.0.0.1; yield its root URL."""
     port = free_port()
     command = [sys.executable, "-m", "untuned", "serve", "--port", str(port), "--n-ctx", "4096", *options]
     root = f"http://127.0.0.1:{port}"
-    with server_process(command, f"{root}/health", name="untuned serve"):
+    with server_process(command, f"{root}/health", name="untuned serve", env=env):
         yield root
 
 

@@ -155,14 +155,86 @@ def fetch(gguf: HubGguf, *, cache_dir: Path | None = None) -> Path:
         if offline():  # the listing is only what the cache holds
             raise ModelNotFoundError(f"{_nowhere(gguf)}; the cache holds: {_listing(files)}") from exc
         raise
+    cached = cached_paths(gguf.repo, wanted, cache_dir=cache_dir)
+    if cached is not None:
+        return cached[0]
+    if not offline():
+        check_space(gguf.repo, wanted, cache_root(cache_dir))
     paths = []
-    for filename in wanted:
+    for filename in wanted:  # huggingface_hub resumes a part left half-downloaded (its .incomplete file)
         try:
             local = hf_hub_download(gguf.repo, filename, cache_dir=cache_root(cache_dir), local_files_only=offline())
             paths.append(Path(local))
         except Exception as exc:  # offline and not cached, network down mid-way, gated repository
             raise ModelNotFoundError(f"{_nowhere(gguf)} ({type(exc).__name__})") from exc
     return paths[0]
+
+
+def cached_paths(repo: str, filenames: list[str], *, cache_dir: Path | None = None) -> list[Path] | None:
+    """The local paths of ``filenames`` when the cache holds every one, else None (nothing downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(repo, name, cache_dir=cache_root(cache_dir)) for name in filenames]
+    return [Path(f) for f in found] if all(isinstance(f, str) for f in found) else None
+
+
+def file_sizes(repo: str, filenames: list[str]) -> dict[str, int]:
+    """The sizes in bytes of ``filenames`` in ``repo`` as the Hub lists them (network)."""
+    from huggingface_hub import HfApi
+
+    return {info.path: int(info.size or 0) for info in HfApi().get_paths_info(repo, filenames)}
+
+
+def check_space(repo: str, filenames: list[str], folder: Path, *, sizes: dict[str, int] | None = None) -> None:
+    """Refuse, before any byte is downloaded, a download the disk holding ``folder`` has no room for (the
+    parts already partly downloaded count for what they hold)."""
+    import shutil
+
+    try:
+        sizes = sizes if sizes is not None else file_sizes(repo, filenames)
+    except Exception as exc:  # the listing failed: the download itself will say why
+        log.info("could not read the file sizes of %s (%s)", repo, exc)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = sum(p.stat().st_size for p in folder.glob(f"models--{repo.replace('/', '--')}/blobs/*.incomplete"))
+    need, free = sum(sizes.values()) - partial, shutil.disk_usage(folder).free
+    if need > free:
+        raise ModelNotFoundError(
+            f"{repo}: {', '.join(filenames)} needs {need / 1e9:.2f} GB and {folder} has {free / 1e9:.2f} GB free: "
+            "free some space, or point HF_HUB_CACHE at a larger disk"
+        )
+
+
+def remote_reader(repo: str, filename: str, *, timeout: float = 60.0):
+    """(read(offset, size), [file size]) for a file on the Hub, read by HTTP byte ranges (a GGUF's header
+    without its weights)."""
+    from huggingface_hub import get_token, hf_hub_url
+
+    token = get_token()
+    return range_reader(
+        hf_hub_url(repo, filename), headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=timeout
+    )
+
+
+def range_reader(url: str, *, headers: dict[str, str] | None = None, timeout: float = 60.0):
+    """(read(offset, size), [file size once known]) for the file at ``url``, read by HTTP byte ranges."""
+    import httpx
+
+    client = httpx.Client(follow_redirects=True, timeout=timeout, headers=headers or {})
+    size: list[int] = []
+
+    def read(offset: int, length: int) -> bytes:
+        response = client.get(url, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+        if response.status_code == 416:  # the range starts past the end
+            return b""
+        if response.status_code != 206:
+            raise ModelNotFoundError(f"{url}: the server answered {response.status_code} to a byte-range read")
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        if total.isdigit() and not size:
+            size.append(int(total))
+        return response.content
+
+    return read, size
 
 
 def _nowhere(gguf: HubGguf) -> str:

@@ -36,6 +36,8 @@ from untuned.errors import UntunedError
 
 FinishReason = Literal["stop", "length"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+KvType = Literal["f16", "q8_0", "q4_0"]
+FlashAttention = Literal["auto", "on", "off"]
 DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
 
 
@@ -88,11 +90,15 @@ class LoadOptions(BaseModel):
     dtype: Dtype = Field(
         "auto", description="transformers backend: the weights' type; auto = bfloat16 on a GPU, float32 on a CPU."
     )
-    gpu_layers: int = Field(
-        0,
-        ge=-1,
-        description="llama.cpp: layers offloaded to the GPU (-1 = all, 0 = none); needs llama-cpp-python built for a "
-        "GPU (make run GPU=cuda).",
+    gpu_layers: Annotated[int, Field(ge=-1)] | Literal["auto"] = Field(
+        "auto",
+        description="llama.cpp: layers offloaded to the GPU (-1 = all, 0 = none; auto = as many as `untuned plan` "
+        "fits in the GPU's free memory, 0 on a CPU-only build); N needs llama-cpp-python built for a GPU (make run GPU=cuda).",
+    )
+    cpu_moe: Annotated[int, Field(ge=-1)] | Literal["auto"] = Field(
+        "auto",
+        description="llama.cpp, MoE models: keep the expert weights of the first N layers in RAM while those layers run "
+        "on the GPU (-1 = every layer's; auto = as planned with --gpu-layers auto, else 0).",
     )
     parallel: int = Field(1, ge=1, le=64, description="Requests a local model decodes together in one batch.")
     batch_invariant: bool = Field(
@@ -106,6 +112,24 @@ class LoadOptions(BaseModel):
         ge=256,
         description="llama.cpp: KV cache cells shared on demand by all "
         "requests (one pool); None: each slot its own stream of the whole window (exact).",
+    )
+    kv_type: KvType = Field(
+        "f16",
+        description="llama.cpp: the KV cache's number type; q8_0 takes about half the memory of f16, q4_0 about "
+        "a quarter (both need flash attention).",
+    )
+    flash_attn: FlashAttention = Field(
+        "auto",
+        description="llama.cpp: flash attention; auto = on when the KV cache is quantized (llama.cpp needs it "
+        "there), off with f16 (the path whose batch invariance is tested).",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="llama.cpp: save evaluated prompt prefixes to disk ($UNTUNED_CACHE_DIR or ~/.cache/untuned/prefixes) "
+        "and load them instead of evaluating them again (after a restart, in another process); checked before use.",
+    )
+    prefix_cache_gib: float = Field(
+        4.0, ge=0, description="llama.cpp: the most GiB the prefix cache holds (least recently used dropped)."
     )
     remote_model: str | None = Field(None, description="Model name on a remote server (default: its first).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the remote server's API key.")
@@ -138,7 +162,20 @@ def _subset(name: str, *fields: str) -> type[BaseModel]:
     return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), **chosen)  # type: ignore[call-overload]
 
 
-LLAMA_CPP_OPTIONS = _subset("LlamaCppOptions", "n_ctx", "threads", "gpu_layers", "parallel", "batch_invariant", "kv_budget")
+LLAMA_CPP_OPTIONS = _subset(
+    "LlamaCppOptions",
+    "n_ctx",
+    "threads",
+    "gpu_layers",
+    "cpu_moe",
+    "parallel",
+    "batch_invariant",
+    "kv_budget",
+    "kv_type",
+    "flash_attn",
+    "prefix_cache",
+    "prefix_cache_gib",
+)
 TRANSFORMERS_OPTIONS = _subset("TransformersOptions", "n_ctx", "device", "dtype", "parallel")
 REMOTE_OPTIONS = _subset("RemoteOptions", "remote_model", "api_key_env", "concurrency", "timeout", "max_retries", "parallel")
 
@@ -247,6 +284,7 @@ class EngineStats:
     prompt_tokens: int = 0  # evaluated: bodies and prefixes
     prefix_hits: int = 0
     prefix_misses: int = 0
+    prefix_loads: int = 0  # of the misses: prefixes loaded from the disk cache instead of evaluated
     largest_batch: int = 0  # most requests decoded in one step
     seconds_without_progress: float = 0.0  # while it has work: since it last evaluated a prompt chunk or made a token
 

@@ -74,7 +74,22 @@ def ids_option(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-LOAD_FIELDS = ("backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "parallel", "kv_budget")
+LOAD_FIELDS = (
+    "backend",
+    "remote_model",
+    "api_key_env",
+    "n_ctx",
+    "device",
+    "dtype",
+    "gpu_layers",
+    "cpu_moe",
+    "parallel",
+    "kv_budget",
+    "kv_type",
+    "flash_attn",
+    "prefix_cache",
+    "prefix_cache_gib",
+)
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed")
 
 
@@ -189,7 +204,28 @@ _OPTIONS["backend"] = record_option(LoadOptions, "backend", "-b")
 _OPTIONS["n_ctx"] = record_option(LoadOptions, "n_ctx", envvar="UNTUNED_N_CTX")
 _OPTIONS["temperature"] = record_option(Sampling, "temperature", "-t")
 _OPTIONS["max_tokens"] = record_option(Sampling, "max_tokens", "-n")
-LOADING = ("model", "backend", "remote_model", "api_key_env", "n_ctx", "device", "dtype", "gpu_layers", "kv_budget")
+_OPTIONS["prefix_cache"] = (
+    bool,
+    typer.Option("--prefix-cache/--no-prefix-cache", help=LoadOptions.model_fields["prefix_cache"].description),
+)
+for _name in ("gpu_layers", "cpu_moe"):  # a number or "auto": read as text, checked by LoadOptions
+    _OPTIONS[_name] = (str, typer.Option(f"--{_name.replace('_', '-')}", help=LoadOptions.model_fields[_name].description))
+LOADING = (
+    "model",
+    "backend",
+    "remote_model",
+    "api_key_env",
+    "n_ctx",
+    "device",
+    "dtype",
+    "gpu_layers",
+    "cpu_moe",
+    "kv_budget",
+    "kv_type",
+    "flash_attn",
+    "prefix_cache",
+    "prefix_cache_gib",
+)
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 

@@ -4,7 +4,6 @@ a judge against published GPT-4 verdicts. Every command shares the judge options
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from untuned.interop.just_eval import read_just_eval_judged
 from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model, modes
 from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
 from untuned.judge.templates import JudgeMode
+from untuned.paths import cache_dir
 from untuned.pipeline import judged_items
 
 judge_app = typer.Typer(
@@ -31,7 +31,7 @@ judge_app = typer.Typer(
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "untuned"
+    return cache_dir()
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from untuned.cli import chat, experiment, judge, report, runs, serve, shift
+from untuned.cli import cache, chat, experiment, judge, plan, report, runs, serve, shift
 
 app = typer.Typer(
     help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",
@@ -15,6 +15,8 @@ app.command("ask")(chat.ask)
 app.command("chat")(chat.chat)
 app.add_typer(chat.prompts_app, name="prompts")
 app.command("backends")(chat.backends)
+app.command("plan")(plan.plan_command)
+app.add_typer(cache.cache_app, name="cache")
 app.command("generate")(runs.generate_command)
 app.command("merge")(runs.merge_command)
 app.command("export")(runs.export_command)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from untuned.backends import LoadOptions, Sampling
-from untuned.backends.protocol import Dtype
+from untuned.backends.protocol import Dtype, FlashAttention, KvType
 from untuned.benchmarks import Item, benchmark, benchmark_names
 from untuned.data import select
 from untuned.errors import UntunedError
@@ -33,7 +34,10 @@ class ModelPlan(BaseModel):
     name: str = Field(pattern=r"^[\w.-]+$")
     model: str = "default"
     backend: str | None = None
-    gpu_layers: int = 0
+    gpu_layers: int | Literal["auto"] = "auto"
+    cpu_moe: int | Literal["auto"] = "auto"
+    kv_type: KvType = "f16"
+    flash_attn: FlashAttention = "auto"
     n_ctx: int | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
@@ -54,6 +58,9 @@ class ModelPlan(BaseModel):
             backend=self.backend,
             n_ctx=self.n_ctx,
             gpu_layers=self.gpu_layers,
+            cpu_moe=self.cpu_moe,
+            kv_type=self.kv_type,
+            flash_attn=self.flash_attn,
             dtype=self.dtype,
             device=self.device,
             kv_budget=self.kv_budget,

@@ -97,7 +97,8 @@ _GAUGES = (
     ("untuned_engine_generated_tokens_total", "counter", "Tokens generated."),
     ("untuned_engine_prompt_tokens_total", "counter", "Prompt tokens evaluated (prefixes and bodies)."),
     ("untuned_engine_prefix_cache_hits_total", "counter", "Requests whose URIAL prefix was already evaluated."),
-    ("untuned_engine_prefix_cache_misses_total", "counter", "Prefixes evaluated."),
+    ("untuned_engine_prefix_cache_misses_total", "counter", "Prefixes not resident (evaluated, or loaded from disk)."),
+    ("untuned_engine_prefix_disk_loads_total", "counter", "Prefixes loaded from the disk cache instead of evaluated."),
 )
 
 
@@ -114,6 +115,7 @@ def prometheus_text(parallel: int, health: Health, metrics: Metrics) -> str:
             engine.prompt_tokens,
             engine.prefix_hits,
             engine.prefix_misses,
+            engine.prefix_loads,
         ]
     lines = []
     for (name, kind, text), value in zip(_GAUGES, values):

@@ -402,6 +402,7 @@ class EngineLoad(BaseModel):
     prompt_tokens: int
     prefix_hits: int
     prefix_misses: int
+    prefix_loads: int = Field(0, description="Of the misses: prefixes loaded from the disk cache instead of evaluated.")
     largest_batch: int
     seconds_without_progress: float = Field(
         description="While it has work: seconds since it last evaluated a prompt chunk or made a token (0 when idle)."

@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
+from untuned.backends.llamacpp.devices import experts_in_ram
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
-from untuned.backends.llamacpp.native import NativeModel, default_threads
+from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
+from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder
 from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
+from untuned.plan.fit import Settings
 
 
 class LlamaCppBackend(RowScoring):
@@ -34,14 +37,34 @@ class LlamaCppBackend(RowScoring):
         slots: int = 1,
         prefixes: int = 2,
         reuse_prefix: bool = True,
-        gpu_layers: int = 0,
+        gpu_layers: int | str = 0,
+        cpu_moe: int | str = 0,
         kv_budget: int | None = None,
         batch_invariant: bool = False,
+        kv_type: str = "f16",
+        flash_attn: str = "auto",
+        prefix_cache: bool = False,
+        prefix_cache_gib: float = 4.0,
     ) -> None:
         path = Path(path).expanduser()
-        self.model = NativeModel(path, gpu_layers=gpu_layers)
+        self.gpu_layers, self.cpu_moe, self.plan = self._placement(
+            path, gpu_layers, cpu_moe, Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, kv_type != "f16", kv_budget)
+        )
+        self.model = NativeModel(path, gpu_layers=self.gpu_layers, in_ram=experts_in_ram(self.cpu_moe))
         self.path = path
         self.name = name or path.name
+        store = None
+        if prefix_cache and reuse_prefix:
+            settings = {
+                "kv_type": kv_type,
+                "flash_attn": attention_choice(kv_type, flash_attn),
+                "pool": kv_budget is not None,
+                "gpu_layers": self.gpu_layers,
+                "cpu_moe": self.cpu_moe,
+                "batch": 512,
+                "llama.cpp": self.model.build,
+            }
+            store = PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=int(prefix_cache_gib * 2**30))
         trained = self.model.n_ctx_train
         window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
         try:
@@ -54,6 +77,9 @@ class LlamaCppBackend(RowScoring):
                 keep_prefixes=reuse_prefix,
                 kv_budget=kv_budget,
                 max_rows=EXACT_ROWS if batch_invariant else None,
+                kv_type=kv_type,
+                flash_attn=flash_attn,
+                store=store,
             )
         except BaseException:
             self.model.close()
@@ -63,6 +89,17 @@ class LlamaCppBackend(RowScoring):
         self.vocab_size = self.model.n_vocab
         self._prefix_ids: dict[str, list[int]] = {}
 
+    @staticmethod
+    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings):
+        """``auto`` layers and experts as planned for the GPU's free memory (nothing offloaded on a CPU build)."""
+        from untuned.backends.llamacpp.devices import gpu_free_memory
+        from untuned.backends.llamacpp.native import import_llama_cpp
+        from untuned.plan import placement
+
+        check_gguf_file(path)
+        vram = gpu_free_memory() if import_llama_cpp().llama_supports_gpu_offload() else 0
+        return placement(path, gpu_layers, cpu_moe, settings, vram=vram)
+
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
         options = options.narrow(LLAMA_CPP_OPTIONS, "llama.cpp")  # type: ignore[assignment]
@@ -71,8 +108,13 @@ class LlamaCppBackend(RowScoring):
             "threads": options.threads,
             "slots": options.parallel,
             "gpu_layers": options.gpu_layers,
+            "cpu_moe": options.cpu_moe,
             "kv_budget": options.kv_budget,
             "batch_invariant": options.batch_invariant,
+            "kv_type": options.kv_type,
+            "flash_attn": options.flash_attn,
+            "prefix_cache": options.prefix_cache,
+            "prefix_cache_gib": options.prefix_cache_gib,
         }
         if spec.kind == "default":
             return cls(default_gguf_path(), name="gemma-3-270m-base", **common)

@@ -40,6 +40,7 @@ import numpy as np
 from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request, RequestStream
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
+from untuned.backends.llamacpp.prefix_store import PrefixStore
 from untuned.backends.llamacpp.sampling import Grammar, Slot, greedy_choice, json_schema_grammar, sampler_chain
 from untuned.backends.scoring import token_logprob
 from untuned.errors import ContextOverflowError, ModelClosedError, ModelFailure
@@ -67,18 +68,31 @@ class LlamaEngine(BatchingEngine):
         keep_prefixes: bool = True,
         kv_budget: int | None = None,
         max_rows: int | None = None,
+        kv_type: str = "f16",
+        flash_attn: str = "auto",
+        store: PrefixStore | None = None,
     ) -> None:
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
         self.max_rows = max_rows  # at most this many requests per llama_decode (batch invariance); None: all
-        self.ctx = Context(model, n_ctx_seq=n_ctx_seq, n_seq=slots + prefixes, n_batch=n_batch, threads=threads, pool=kv_budget)
+        self.ctx = Context(
+            model,
+            n_ctx_seq=n_ctx_seq,
+            n_seq=slots + prefixes,
+            n_batch=n_batch,
+            threads=threads,
+            pool=kv_budget,
+            kv_type=kv_type,
+            flash_attn=flash_attn,
+        )
         # llama.cpp allocates a pool in whole blocks of cells (256): the budget is what it made, so a request
         # is measured against the cells that exist (a budget of 3000 is a pool of 3072)
         self.kv_budget = self.ctx.n_ctx if kv_budget is not None else None
         self.requested_kv_budget = kv_budget
         self.n_ctx_seq = min(n_ctx_seq, self.ctx.n_ctx_seq)
+        self.store = store  # evaluated prefixes saved to and loaded from disk (None: never)
         self.keep_prefixes = keep_prefixes  # False evaluates the prefix for every request (benchmarks)
         self._slots = [Slot(seq) for seq in range(slots)]
         self._prefix_seqs = list(range(slots, slots + prefixes))
@@ -323,15 +337,21 @@ class LlamaEngine(BatchingEngine):
                 return None
             seq = self._resident.pop(victim)
         self.ctx.clear(seq)
-        for begin in range(0, len(prefix), self._batch.capacity):
-            chunk = list(prefix[begin : begin + self._batch.capacity])
-            self._batch.clear()
-            self._batch.add(chunk, begin, seq, False)
-            self.ctx.decode(self._batch)
-            self._progressed()
-        self._resident[prefix] = seq
         self.counters.prefix_misses += 1
-        self.counters.prompt_tokens += len(prefix)
+        if self.store is not None and self.store.load(self.ctx, seq, prefix):
+            self.counters.prefix_loads += 1
+            self._progressed()
+        else:
+            for begin in range(0, len(prefix), self._batch.capacity):
+                chunk = list(prefix[begin : begin + self._batch.capacity])
+                self._batch.clear()
+                self._batch.add(chunk, begin, seq, False)
+                self.ctx.decode(self._batch)
+                self._progressed()
+            self.counters.prompt_tokens += len(prefix)
+            if self.store is not None:
+                self.store.save(self.ctx, seq, prefix)
+        self._resident[prefix] = seq
         return seq
 
     def _step(self) -> None:

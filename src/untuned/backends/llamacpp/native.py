@@ -78,7 +78,9 @@ class NativeModel:
     evaluation is ~5-10% slower.
     """
 
-    def __init__(self, path: Path, *, gpu_layers: int = 0) -> None:
+    def __init__(self, path: Path, *, gpu_layers: int = 0, in_ram: str | None = None) -> None:
+        """``in_ram``: a regular expression over tensor names whose tensors stay in RAM whatever the layer's
+        device (llama.cpp's tensor buffer-type overrides; a MoE model's experts)."""
         check_gguf_file(path)
         self.lib = lib = import_llama_cpp()
         lib.llama_backend_init()
@@ -90,6 +92,12 @@ class NativeModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
         params.use_extra_bufts = False  # see the class docstring
+        self._overrides = None
+        if in_ram:
+            from untuned.backends.llamacpp.devices import CpuOverrides
+
+            self._overrides = CpuOverrides(in_ram)  # kept alive with the model
+            params.tensor_buft_overrides = self._overrides.pointer
         self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if not self.model:
             raise ModelLoadError(
@@ -97,6 +105,7 @@ class NativeModel:
                 "too new for this llama-cpp-python: re-download it or upgrade llama-cpp-python."
             )
         self.path = path
+        self.build = f"{lib.__version__} {lib.llama_print_system_info().decode(errors='replace')}"
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
@@ -204,6 +213,30 @@ class Batch:
         return first
 
 
+KV_TYPES = {
+    "f16": lambda lib: lib.GGML_TYPE_F16,
+    "q8_0": lambda lib: lib.GGML_TYPE_Q8_0,
+    "q4_0": lambda lib: lib.GGML_TYPE_Q4_0,
+}
+
+
+def attention_choice(kv_type: str, flash_attn: str) -> bool:
+    """Whether flash attention is on for this KV type and ``--flash-attn`` setting. ``auto``: on for a
+    quantized cache (llama.cpp cannot read a quantized V cache without it), off for f16, the path whose
+    exactness the engine's tests hold. A quantized cache with flash attention off is refused here,
+    before llama.cpp fails to make the context."""
+    if kv_type not in KV_TYPES:
+        raise ValueError(f"KV type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+    if flash_attn not in ("auto", "on", "off"):
+        raise ValueError(f"flash attention {flash_attn!r} is not one of auto, on, off")
+    if flash_attn == "off" and kv_type != "f16":
+        raise ModelLoadError(
+            f"--kv-type {kv_type} needs flash attention (llama.cpp reads a quantized V cache only there): "
+            "leave --flash-attn at auto or set it on, or use --kv-type f16."
+        )
+    return flash_attn == "on" or (flash_attn == "auto" and kv_type != "f16")
+
+
 def resident_bytes() -> int:
     """This process's resident memory (Linux; 0 where /proc is not there)."""
     try:
@@ -218,9 +251,19 @@ class Context:
     (``pool``) all in one KV pool of ``pool`` cells that they share on demand."""
 
     def __init__(
-        self, model: NativeModel, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int, pool: int | None = None
+        self,
+        model: NativeModel,
+        *,
+        n_ctx_seq: int,
+        n_seq: int,
+        n_batch: int,
+        threads: int,
+        pool: int | None = None,
+        kv_type: str = "f16",
+        flash_attn: str = "auto",
     ) -> None:
         lib = self.lib = model.lib
+        flash = attention_choice(kv_type, flash_attn)
         params = lib.llama_context_default_params()
         params.n_ctx = pool if pool is not None else n_ctx_seq * n_seq
         params.n_batch = params.n_ubatch = n_batch
@@ -229,7 +272,9 @@ class Context:
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = pool is not None  # else one stream per sequence: see the engine's docstring
         params.swa_full = False
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.type_k = params.type_v = KV_TYPES[kv_type](lib)
+        self.kv_type, self.flash_attn = kv_type, flash
         params.no_perf = True
         before = resident_bytes()
         self.ctx = lib.llama_init_from_model(model.model, params)

@@ -1,0 +1,190 @@
+"""Evaluated prompt prefixes kept on disk, so that a restart (or another untuned process) loads a URIAL
+or many-shot prefix instead of evaluating it again.
+
+A file holds one prefix's KV state as llama.cpp saves a sequence (``llama_state_seq_get_data``), named by
+a hash of what makes the state what it is: the model file (its size and its first and last 4 MiB), the
+load options that change the numbers (KV type, flash attention, a KV pool or streams, GPU layers, the
+batch the prefix is evaluated in), llama.cpp's build and CPU features, and the prefix's tokens. The file
+repeats all of that in its header, with the state's length and SHA-256; a file whose header, tokens,
+length or checksum do not match, or that llama.cpp refuses, is deleted and the prefix evaluated anew:
+nothing on disk is trusted unchecked. The folder is bounded: the least recently used files go first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from untuned.paths import cache_dir
+
+log = logging.getLogger(__name__)
+MAGIC = b"UNTUNED-PREFIX-1\n"
+SUFFIX = ".kv"
+MIN_TOKENS = 64  # shorter prefixes are evaluated faster than read
+
+
+def default_folder() -> Path:
+    """``prefixes/`` in untuned's cache folder (:func:`untuned.paths.cache_dir`)."""
+    return cache_dir() / "prefixes"
+
+
+def model_identity(path: Path) -> str:
+    """A model file's identity: its size and the SHA-256 of its first and last 4 MiB (renames keep it)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(4 << 20))
+        handle.seek(max(size - (4 << 20), 0))
+        digest.update(handle.read(4 << 20))
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class StoredPrefix:
+    """One file of the store, as ``untuned cache list`` shows it."""
+
+    path: Path
+    model: str
+    tokens: int
+    bytes: int
+    last_used: float
+
+
+class PrefixStore:
+    """The folder of saved prefix states for one loaded model under one set of load options."""
+
+    def __init__(self, folder: Path, *, model: Path, settings: dict, limit_bytes: int) -> None:
+        self.folder, self.limit_bytes = folder, limit_bytes
+        self.identity = {"model": model_identity(model), "model_name": model.name, **settings}
+        self.loads = self.saves = self.rejected = 0
+
+    def _path(self, prefix: tuple[int, ...]) -> Path:
+        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode())
+        digest.update(struct.pack(f"<{len(prefix)}i", *prefix))
+        return self.folder / f"{digest.hexdigest()[:40]}{SUFFIX}"
+
+    def load(self, ctx, seq: int, prefix: tuple[int, ...]) -> bool:
+        """Fill ``seq`` (empty) with the saved state of ``prefix``; False when there is none or it failed a check
+        (the file is then deleted and ``seq`` left empty for the prefix to be evaluated)."""
+        if len(prefix) < MIN_TOKENS:
+            return False
+        path = self._path(prefix)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return False
+        payload = self._checked(data, prefix)
+        if payload is not None:
+            buffer = (ctypes.c_ubyte * len(payload)).from_buffer_copy(payload)
+            if ctx.lib.llama_state_seq_set_data(ctx.ctx, buffer, len(payload), seq) == len(payload):
+                os.utime(path)  # recently used
+                self.loads += 1
+                return True
+        log.warning("the saved prefix %s failed its checks: deleted, evaluating the prefix again", path.name)
+        self.rejected += 1
+        ctx.clear(seq)
+        path.unlink(missing_ok=True)
+        return False
+
+    def _checked(self, data: bytes, prefix: tuple[int, ...]) -> bytes | None:
+        """The state in ``data`` if its header matches this model, options and prefix and its checksum holds."""
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+            return None
+        at = len(MAGIC)
+        (length,) = struct.unpack_from("<I", data, at)
+        try:
+            header = json.loads(data[at + 4 : at + 4 + length])
+        except ValueError:
+            return None
+        payload = data[at + 4 + length :]
+        if not isinstance(header, dict) or header.get("identity") != self.identity:
+            return None
+        if header.get("tokens") != len(prefix) or header.get("prefix_sha256") != _tokens_digest(prefix):
+            return None
+        if header.get("bytes") != len(payload) or header.get("sha256") != hashlib.sha256(payload).hexdigest():
+            return None
+        return payload
+
+    def save(self, ctx, seq: int, prefix: tuple[int, ...]) -> None:
+        """Write ``seq``'s state (``prefix`` just evaluated) atomically, then evict beyond the size limit.
+        A failure to write is logged, never raised: the cache is an optimisation."""
+        if len(prefix) < MIN_TOKENS or self.limit_bytes <= 0:
+            return
+        try:
+            size = ctx.lib.llama_state_seq_get_size(ctx.ctx, seq)
+            buffer = (ctypes.c_ubyte * size)()
+            written = ctx.lib.llama_state_seq_get_data(ctx.ctx, buffer, size, seq)
+            payload = bytes(buffer[:written])
+            header = json.dumps(
+                {
+                    "identity": self.identity,
+                    "tokens": len(prefix),
+                    "prefix_sha256": _tokens_digest(prefix),
+                    "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                    "saved": time.time(),
+                },
+                sort_keys=True,
+            ).encode()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".part", delete=False) as handle:
+                handle.write(MAGIC + struct.pack("<I", len(header)) + header + payload)
+            os.replace(handle.name, self._path(prefix))
+            self.saves += 1
+            evict(self.folder, self.limit_bytes)
+        except OSError as exc:
+            log.warning("could not save an evaluated prefix to %s: %s", self.folder, exc)
+
+
+def _tokens_digest(prefix: tuple[int, ...]) -> str:
+    return hashlib.sha256(struct.pack(f"<{len(prefix)}i", *prefix)).hexdigest()
+
+
+def stored(folder: Path | None = None) -> list[StoredPrefix]:
+    """Every saved prefix in ``folder`` (default: :func:`default_folder`), most recently used first."""
+    folder = folder or default_folder()
+    found = []
+    for path in folder.glob(f"*{SUFFIX}") if folder.is_dir() else ():
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(len(MAGIC) + 4)
+                length = struct.unpack_from("<I", head, len(MAGIC))[0] if head.startswith(MAGIC) else 0
+                header = json.loads(handle.read(length)) if length else {}
+            stat = path.stat()
+        except (OSError, ValueError, struct.error):
+            header, stat = {}, path.stat()
+        model = header.get("identity", {}).get("model_name", "?") if isinstance(header, dict) else "?"
+        found.append(StoredPrefix(path, model, int(header.get("tokens", 0) or 0), stat.st_size, stat.st_mtime))
+    return sorted(found, key=lambda s: -s.last_used)
+
+
+def evict(folder: Path, limit_bytes: int) -> list[Path]:
+    """Delete the least recently used files until the folder holds at most ``limit_bytes``; the deleted paths."""
+    files = sorted(stored(folder), key=lambda s: s.last_used)
+    total, deleted = sum(s.bytes for s in files), []
+    for entry in files:
+        if total <= limit_bytes:
+            break
+        entry.path.unlink(missing_ok=True)
+        total -= entry.bytes
+        deleted.append(entry.path)
+    for stale in folder.glob("*.part"):  # a save that died midway
+        if time.time() - stale.stat().st_mtime > 3600:
+            stale.unlink(missing_ok=True)
+    return deleted
+
+
+def clear(folder: Path | None = None) -> int:
+    """Delete every saved prefix; how many there were."""
+    entries = stored(folder)
+    for entry in entries:
+        entry.path.unlink(missing_ok=True)
+    return len(entries)

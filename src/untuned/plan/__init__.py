@@ -1,0 +1,120 @@
+"""Planning a model onto a machine before loading it (``untuned plan``, ``--gpu-layers auto``): the GGUF
+header read from a local file, from the Hugging Face cache, or from the Hub by byte range; the
+placement fitted to the GPU's and RAM's sizes (:mod:`untuned.plan.fit`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from untuned.errors import ModelLoadError, ModelNotFoundError, UntunedError
+from untuned.plan.facts import ModelFacts, facts_of
+from untuned.plan.fit import GiB, Machine, Memory, Plan, Settings, make_plan
+from untuned.plan.header import GgufHeader, TensorInfo, read_file_header, read_header
+
+__all__ = [
+    "GiB",
+    "GgufHeader",
+    "Machine",
+    "Memory",
+    "ModelFacts",
+    "Plan",
+    "Settings",
+    "TensorInfo",
+    "facts_of",
+    "make_plan",
+    "model_facts",
+    "parse_size",
+    "read_file_header",
+    "read_header",
+]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written ``24GiB``, ``24G``, ``24GB`` (GB: 10^9; GiB and a bare G: 2^30), ``0``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UntunedError(f"{text!r} is not a size: write it like 24GiB, 64G or 500MB")
+    number, unit, binary = float(match.group(1)), match.group(2).lower(), match.group(3)
+    power = "kmgt".index(unit) + 1 if unit else 0
+    base = 1000 if (unit and not binary and text.strip().lower().endswith("b")) else 1024
+    return int(number * base**power)
+
+
+def model_facts(spec: str) -> ModelFacts:
+    """The facts of the GGUF model ``spec`` names (default, a path, hf:...), from its header(s) alone: a
+    split file's parts are read together; a Hub file comes from the cache, else by byte range."""
+    from untuned.backends import ModelSpec, default_gguf_path
+
+    parsed = ModelSpec.parse(spec)
+    if parsed.kind == "default":
+        return facts_of(read_file_header(default_gguf_path()), "gemma-3-270m-base")
+    if parsed.kind == "gguf":
+        return facts_of(_merged([read_file_header(p) for p in _local_parts(Path(parsed.location))]), Path(parsed.location).name)
+    if parsed.kind == "hub-gguf":
+        return facts_of(_hub_header(parsed.location), spec)
+    raise ModelLoadError(f"untuned plan reads GGUF models (default, a .gguf path, hf:org/repo:QUANT); {spec!r} is not one")
+
+
+def _local_parts(path: Path) -> list[Path]:
+    match = _SPLIT.search(path.name)
+    if not match:
+        return [path]
+    total = int(match.group(2))
+    return [path.with_name(_SPLIT.sub(f"-{i:05d}-of-{total:05d}.gguf", path.name)) for i in range(1, total + 1)]
+
+
+def _merged(headers: list[GgufHeader]) -> GgufHeader:
+    """One header for a split file: the first part's metadata, every part's tensors and bytes."""
+    first = headers[0]
+    tensors = tuple(t for h in headers for t in h.tensors)
+    size = sum(h.file_bytes or 0 for h in headers) or None
+    return GgufHeader(first.metadata, tensors, first.data_offset, size)
+
+
+def _hub_header(location: str) -> GgufHeader:
+    from untuned.backends import hub
+    from untuned.plan.header import _buffered
+
+    gguf = hub.parse(location)
+    files = hub.repo_files(gguf.repo)
+    if files is None:
+        raise ModelNotFoundError(f"hf:{location}: neither the Hub nor the cache lists {gguf.repo}")
+    wanted = hub.choose(files, gguf)
+    cached = hub.cached_paths(gguf.repo, wanted)
+    if cached is not None:
+        return _merged([read_file_header(p) for p in cached])
+    if hub.offline():
+        raise ModelNotFoundError(f"hf:{location} is not in the cache and HF_HUB_OFFLINE is set: its header cannot be read")
+    headers = []
+    for name in wanted:
+        read, size = hub.remote_reader(gguf.repo, name)
+        header = read_header(_buffered(read, 4 << 20))
+        headers.append(GgufHeader(header.metadata, header.tensors, header.data_offset, size[0] if size else None))
+    return _merged(headers)
+
+
+def total_ram() -> int:
+    """This machine's physical memory in bytes."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def placement(
+    path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, *, vram: int
+) -> tuple[int, int, Plan | None]:
+    """(gpu_layers, cpu_moe, the plan behind them) for a model about to load: ``auto`` values planned for
+    ``vram`` bytes of free GPU memory (0 on a CPU-only build: nothing offloaded), given numbers kept. Experts
+    kept in RAM for a model without experts are refused, naming the model."""
+    needs_plan = "auto" in (gpu_layers, cpu_moe) and vram > 0
+    facts = model_facts(str(path)) if needs_plan or cpu_moe not in ("auto", 0) else None
+    if facts is not None and cpu_moe not in ("auto", 0) and not facts.is_moe:
+        raise ModelLoadError(f"--cpu-moe {cpu_moe}: {path.name} has no expert weights (it is not a mixture of experts)")
+    plan = make_plan(facts, Machine(vram=vram, ram=total_ram()), settings) if needs_plan and facts else None
+    chosen_layers = gpu_layers if gpu_layers != "auto" else (plan.gpu_layers if plan else 0)
+    chosen_moe = cpu_moe if cpu_moe != "auto" else (plan.cpu_moe if plan and gpu_layers == "auto" else 0)
+    return int(chosen_layers), int(chosen_moe), plan

@@ -1,0 +1,124 @@
+"""What a plan needs to know of a model, taken from its GGUF header: the bytes of each layer (its
+experts apart), of the embeddings and of the output, and the attention shape that sizes the KV cache."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import gguf
+
+from untuned.errors import ModelLoadError
+from untuned.plan.header import GgufHeader, TensorInfo
+
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+EXPERTS = re.compile(r"_(?:ch)?exps\b")  # a MoE layer's expert weights (ffn_up_exps, ffn_gate_exps, ffn_down_exps)
+# architectures whose sliding-window layers llama.cpp keeps at window + batch cells: which layers those are
+SWA_LAYERS = {
+    "gemma2": lambda layer: layer % 2 == 0,
+    "gemma3": lambda layer: layer % 6 != 5,
+    "gemma3n": lambda layer: layer % 5 != 4,
+}
+KV_BYTES = {  # bytes per element of the KV cache's types (quantized: a block's bytes over its elements)
+    name: gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][1] / gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0]
+    for name, kind in (("f16", "F16"), ("q8_0", "Q8_0"), ("q4_0", "Q4_0"))
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A model's sizes as a plan uses them (bytes; per layer, in layer order)."""
+
+    name: str
+    architecture: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: tuple[int, ...]  # per layer
+    key_length: int
+    value_length: int
+    n_vocab: int
+    n_ctx_train: int
+    n_expert: int
+    n_expert_used: int
+    sliding_window: int  # 0: none
+    swa: tuple[bool, ...]  # per layer: kept at the window's cells
+    layer_bytes: tuple[int, ...]  # each layer's weights, its experts apart
+    expert_bytes: tuple[int, ...]  # each layer's expert weights (0 for a dense model)
+    input_bytes: int  # token embeddings: llama.cpp keeps them in RAM
+    output_bytes: int  # output norm and head
+    file_bytes: int
+    tied_head: bool = False  # the head is the token embeddings: llama.cpp copies them to a GPU holding the head
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.layer_bytes) + sum(self.expert_bytes) + self.input_bytes + self.output_bytes
+
+    @property
+    def head_on_gpu_bytes(self) -> int:
+        return self.output_bytes + (self.input_bytes if self.tied_head else 0)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 1
+
+    def kv_bytes_per_cell(self, layer: int, kv_type: str) -> float:
+        """Bytes of one KV cell (one token of one sequence) of ``layer``: its K and V rows."""
+        return self.n_head_kv[layer] * (self.key_length + self.value_length) * KV_BYTES[kv_type]
+
+
+def facts_of(header: GgufHeader, name: str) -> ModelFacts:
+    """The facts of the model whose header this is; a header missing what a plan needs is an error naming it."""
+    n_layer = _required(header, "block_count")
+    n_head = _required(header, "attention.head_count")
+    n_embd = _required(header, "embedding_length")
+    kv_heads = header.value("attention.head_count_kv", n_head)
+    kv_heads = tuple(kv_heads) if isinstance(kv_heads, list) else (int(kv_heads),) * n_layer
+    layers, experts = [0] * n_layer, [0] * n_layer
+    input_bytes = output_bytes = 0
+    has_output = any(t.name == "output.weight" for t in header.tensors)
+    for tensor in header.tensors:
+        match = _LAYER.match(tensor.name)
+        if match and int(match.group(1)) < n_layer:
+            (experts if EXPERTS.search(tensor.name) else layers)[int(match.group(1))] += tensor.nbytes
+        elif tensor.name.startswith("token_embd."):
+            input_bytes += tensor.nbytes
+        elif not match:
+            output_bytes += tensor.nbytes
+    vocab = header.metadata.get("tokenizer.ggml.tokens") or header.value("vocab_size", 0)
+    window = int(header.value("attention.sliding_window", 0) or 0)
+    pattern = SWA_LAYERS.get(header.architecture)
+    return ModelFacts(
+        name=name,
+        architecture=header.architecture,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=kv_heads,
+        key_length=int(header.value("attention.key_length", n_embd // n_head)),
+        value_length=int(header.value("attention.value_length", n_embd // n_head)),
+        n_vocab=int(vocab),
+        n_ctx_train=int(header.value("context_length", 0)),
+        n_expert=int(header.value("expert_count", 0)),
+        n_expert_used=int(header.value("expert_used_count", 0)),
+        sliding_window=window if pattern else 0,
+        swa=tuple(bool(window and pattern and pattern(i)) for i in range(n_layer)),
+        layer_bytes=tuple(layers),
+        expert_bytes=tuple(experts),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        file_bytes=header.file_bytes or header.data_offset + sum(t.nbytes for t in header.tensors),
+        tied_head=not has_output,
+    )
+
+
+def _required(header: GgufHeader, key: str) -> int:
+    value = header.value(key)
+    if value is None:
+        raise ModelLoadError(f"the GGUF header has no {header.architecture}.{key}: untuned cannot plan for this model")
+    return int(value)
+
+
+def tensor(name: str, shape: tuple[int, ...], kind: str) -> TensorInfo:
+    """A row of a tensor table (for tables written out from a model's published shapes)."""
+    return TensorInfo(name, shape, kind)

@@ -1,0 +1,231 @@
+"""`untuned plan` and the load options it stands on (issue 30): the GGUF header reader against the gguf
+package's own reader and against a file served by byte ranges; the plans of the two desktop models from
+tensor tables written out from their published shapes, against their published file sizes; the bundled
+model's plan against what llama.cpp itself allocates; q8_0 KV with flash attention on the CPU; experts kept
+in RAM reaching llama.cpp; the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from helpers.gguf_tables import llama2_70b_q4_k_m, mixtral_8x7b_q4_k_m
+from typer.testing import CliRunner
+
+from untuned.backends.hub import range_reader
+from untuned.backends.llamacpp import LlamaCppBackend
+from untuned.backends.llamacpp.native import NativeModel
+from untuned.cli import app
+from untuned.errors import ModelLoadError, UntunedError
+from untuned.plan import GiB, Machine, Settings, facts_of, make_plan, model_facts, parse_size, read_file_header, read_header
+from untuned.plan.fit import VRAM_MARGIN, compute_bytes, place
+from untuned.plan.header import _buffered
+
+DESKTOP = Machine(vram=24 * GiB, ram=64 * GiB)
+MiB = 1 << 20
+
+
+def test_sizes_are_read_as_written() -> None:
+    assert parse_size("24GiB") == parse_size("24G") == parse_size("24 gib") == 24 * GiB
+    assert parse_size("24GB") == 24 * 10**9
+    assert parse_size("0") == 0
+    with pytest.raises(UntunedError, match="not a size"):
+        parse_size("lots")
+
+
+def test_header_of_the_bundled_model_accounts_for_every_byte(gemma_path: Path) -> None:
+    header = read_file_header(gemma_path)
+    assert header.architecture == "gemma3" and header.value("block_count") == 18
+    assert header.metadata["tokenizer.ggml.tokens"] == 262144  # a long array: its length only
+    assert header.data_offset + sum(t.nbytes for t in header.tensors) == gemma_path.stat().st_size
+
+
+@pytest.mark.slow
+def test_header_reader_agrees_with_the_gguf_package(gemma_path: Path) -> None:
+    """Differential: every tensor's name, shape, type and size, and every short metadata value, as gguf's
+    own GGUFReader reads them."""
+    import gguf
+
+    theirs = gguf.GGUFReader(gemma_path)
+    ours = read_file_header(gemma_path)
+    assert [(t.name, t.shape, t.type, t.nbytes) for t in ours.tensors] == [
+        (t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in theirs.tensors
+    ]
+    assert ours.data_offset == theirs.data_offset
+    for key, field in theirs.fields.items():
+        if key.startswith("GGUF.") or key not in ours.metadata or isinstance(ours.metadata[key], int) and len(field.data) > 64:
+            continue
+        value = field.contents()
+        assert ours.metadata[key] == pytest.approx(value) if isinstance(value, float) else ours.metadata[key] == value, key
+
+
+def test_a_truncated_header_is_refused(gemma_path: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gemma_path.read_bytes()[: 3 * MiB])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        read_file_header(cut)
+    (tmp_path / "not.gguf").write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        read_file_header(tmp_path / "not.gguf")
+
+
+class _RangeServer(BaseHTTPRequestHandler):
+    """Serves one file with HTTP byte ranges, as the Hub's storage does, counting the bytes it sends."""
+
+    data = b""
+    sent: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        start, end = map(int, re.match(r"bytes=(\d+)-(\d+)", self.headers["Range"]).groups())
+        chunk = self.data[start : end + 1]
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{start + len(chunk) - 1}/{len(self.data)}")
+        self.send_header("Content-Length", str(len(chunk)))
+        self.end_headers()
+        self.wfile.write(chunk)
+        self.sent.append(len(chunk))
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_header_read_by_byte_range_over_http(gemma_path: Path) -> None:
+    """The header alone crosses the network: a few MiB of a file whose weights are the rest."""
+    _RangeServer.data, _RangeServer.sent = gemma_path.read_bytes(), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        read, size = range_reader(f"http://127.0.0.1:{server.server_port}/model.gguf", timeout=60)
+        remote = read_header(_buffered(read, 4 * MiB))
+    finally:
+        server.shutdown()
+    local = read_file_header(gemma_path)
+    assert remote.tensors == local.tensors and remote.metadata == local.metadata
+    assert size == [gemma_path.stat().st_size]
+    assert sum(_RangeServer.sent) <= local.data_offset + 4 * MiB < gemma_path.stat().st_size
+
+
+def test_llama2_70b_on_the_desktop() -> None:
+    facts = facts_of(llama2_70b_q4_k_m(), "llama-2-70b.Q4_K_M.gguf")
+    # TheBloke/Llama-2-70B-GGUF lists llama-2-70b.Q4_K_M.gguf at 41.42 GB
+    assert facts.weight_bytes / 1e9 == pytest.approx(41.42, abs=0.01)
+    assert facts.kv_bytes_per_cell(0, "f16") * facts.n_layer == 320 * 1024  # 80 layers x 8 KV heads x 128 x (K + V) x 2 bytes
+    plan = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    assert plan.fits and not facts.is_moe
+    assert 0 < plan.gpu_layers < facts.n_layer  # split between the card and RAM
+    assert plan.gpu.total <= DESKTOP.vram - VRAM_MARGIN
+    more = place(facts, DESKTOP, plan.settings, plan.gpu_layers + 1, 0)[0]
+    assert more.total > DESKTOP.vram - VRAM_MARGIN  # the most layers that fit
+    assert plan.gpu.weights + plan.cpu.weights == facts.weight_bytes
+    q8 = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1, kv_type="q8_0", flash_attn=True))
+    assert q8.gpu_layers > plan.gpu_layers  # a smaller KV cache leaves room for more layers
+    assert q8.kv_bytes_per_token == pytest.approx(plan.kv_bytes_per_token * 34 / 64)
+
+
+def test_mixtral_keeps_experts_in_ram_and_every_layer_on_the_gpu() -> None:
+    facts = facts_of(mixtral_8x7b_q4_k_m(), "mixtral-8x7b-v0.1.Q4_K_M.gguf")
+    # TheBloke/Mixtral-8x7B-v0.1-GGUF lists mixtral-8x7b-v0.1.Q4_K_M.gguf at 26.44 GB
+    assert facts.weight_bytes / 1e9 == pytest.approx(26.44, abs=0.01)
+    assert facts_of(mixtral_8x7b_q4_k_m(recipe="current"), "now").weight_bytes / 1e9 == pytest.approx(28.45, abs=0.01)
+    assert facts.is_moe and sum(facts.expert_bytes) > 0.9 * facts.weight_bytes
+    plan = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    assert plan.fits and plan.gpu_layers == facts.n_layer + 1  # attention and the head of every layer on the GPU
+    assert 0 < plan.cpu_moe < facts.n_layer  # the experts of the first layers in RAM, the rest on the card
+    assert plan.gpu.total <= DESKTOP.vram - VRAM_MARGIN
+    assert place(facts, DESKTOP, plan.settings, plan.gpu_layers, plan.cpu_moe - 1)[0].total > DESKTOP.vram - VRAM_MARGIN
+    dense_like = max(g for g in range(facts.n_layer + 1) if place(facts, DESKTOP, plan.settings, g, 0)[0].total <= 23 * GiB)
+    assert plan.decode_ceiling > make_plan(facts, Machine(vram=0, ram=64 * GiB), plan.settings).decode_ceiling
+    assert dense_like < facts.n_layer  # without experts in RAM only some layers would fit
+
+
+def test_a_model_too_big_for_the_machine_does_not_fit() -> None:
+    facts = facts_of(llama2_70b_q4_k_m(), "70b")
+    plan = make_plan(facts, Machine(vram=8 * GiB, ram=16 * GiB), Settings())
+    assert not plan.fits and any("does not fit" in r for r in plan.reasons)
+
+
+def _allocated(records) -> dict[str, float]:
+    """MiB llama.cpp reports for the model's weights, the KV cache and the compute buffer."""
+    text = "\n".join(r.getMessage() for r in records)
+    return {
+        "weights": sum(float(m) for m in re.findall(r"CPU_Mapped model buffer size =\s*([\d.]+) MiB", text)),
+        "kv": sum(float(m) for m in re.findall(r"llama_kv_cache: size =\s*([\d.]+) MiB", text)),
+        "compute": sum(float(m) for m in re.findall(r"CPU compute buffer size =\s*([\d.]+) MiB", text)),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kv_type", "kv_budget"), [("f16", None), ("q8_0", None), ("q4_0", None), ("f16", 3000)], ids=["f16", "q8_0", "q4_0", "pool"]
+)
+def test_plan_of_the_bundled_model_equals_what_llama_cpp_allocates(gemma_path: Path, caplog, kv_type, kv_budget) -> None:
+    facts = model_facts(str(gemma_path))
+    settings = Settings(n_ctx=2048, parallel=2, prefixes=2, kv_type=kv_type, flash_attn=kv_type != "f16", kv_budget=kv_budget)
+    with caplog.at_level(logging.DEBUG, logger="untuned.llama_cpp.native"):
+        backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=2, prefixes=2, kv_type=kv_type, kv_budget=kv_budget)
+        backend.close()
+    allocated = _allocated(caplog.records)
+    plan = make_plan(facts, Machine(vram=0, ram=64 * GiB), settings)
+    assert plan.cpu.weights / MiB == pytest.approx(allocated["weights"], abs=0.01)
+    assert plan.cpu.kv / MiB == pytest.approx(allocated["kv"], abs=0.01)
+    assert compute_bytes(facts, settings) / MiB == pytest.approx(allocated["compute"], rel=0.02)  # an estimate
+
+
+@pytest.mark.slow
+def test_q8_0_kv_with_flash_attention_answers_on_the_cpu(gemma_path: Path) -> None:
+    from untuned import Assistant, Sampling
+    from untuned.prompt import load_prompt
+
+    answers = {}
+    for kv_type in ("f16", "q8_0"):
+        backend = LlamaCppBackend(gemma_path, n_ctx=2048, kv_type=kv_type)
+        try:
+            assert backend.engine.ctx.flash_attn == (kv_type != "f16")
+            bot = Assistant(backend, load_prompt("helpful"), Sampling(max_tokens=24, temperature=0))
+            answers[kv_type] = bot.ask("What is the capital of France?").text
+        finally:
+            backend.close()
+    assert "Paris" in answers["f16"] and "Paris" in answers["q8_0"]
+    with pytest.raises(ModelLoadError, match="needs flash attention"):
+        LlamaCppBackend(gemma_path, kv_type="q8_0", flash_attn="off")
+
+
+def test_tensors_kept_in_ram_reach_llama_cpp(gemma_path: Path, caplog) -> None:
+    """The override array is read by llama.cpp (it says it places tensors by override); a dense model asked
+    to keep experts in RAM is refused by name."""
+    with caplog.at_level(logging.DEBUG, logger="untuned.llama_cpp.native"):
+        NativeModel(gemma_path, in_ram=r"^blk\.(?:0|1)\.ffn_up").close()
+    assert "tensor overrides to CPU" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="untuned.llama_cpp.native"):
+        NativeModel(gemma_path).close()
+    assert "tensor overrides" not in caplog.text
+    with pytest.raises(ModelLoadError, match="no expert weights"):
+        LlamaCppBackend(gemma_path, cpu_moe=4)
+
+
+def test_gpu_layers_auto_offloads_nothing_on_a_cpu_build(gemma_path: Path) -> None:
+    backend = LlamaCppBackend(gemma_path, n_ctx=512, gpu_layers="auto", cpu_moe="auto")
+    try:
+        assert (backend.gpu_layers, backend.cpu_moe, backend.plan) == (0, 0, None)
+    finally:
+        backend.close()
+
+
+def test_plan_command() -> None:
+    runner = CliRunner()
+    shown = runner.invoke(app, ["plan", "default", "--vram", "24GiB", "--ram", "64GiB", "--json"])
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    assert record["fits"] and record["gpu_layers"] == 19 and record["model"]["n_layer"] == 18
+    table = runner.invoke(app, ["plan", "--ram", "64GiB", "--kv-type", "q8_0"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "q8_0, 10 KiB per token" in table.output and "flash attention │ on" in table.output
+    small = runner.invoke(app, ["plan", "--ram", "2GiB"])
+    assert small.exit_code == 1 and "does not fit" in small.output
+    refused = runner.invoke(app, ["plan", "--kv-type", "q8_0", "--flash-attn", "off"])
+    assert refused.exit_code == 2 and "needs flash attention" in refused.output
