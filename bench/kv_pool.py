@@ -5,7 +5,9 @@
 - P3 on equal work: 8 streaming clients x 4 just-eval queries, exactly 128 new tokens each (ignore_eos),
   tokens/s; the sides alternate, 3 runs, medians.
 - Exactness: 16 greedy answers (at most 64 tokens), each asked alone, on a fresh server, and again after
-  the P3 traffic has used the cache; identical answers counted against the fresh streams server's.
+  the P3 traffic has used the cache; then the same 16 asked 4 at a time (batch invariance: at most 7 rows
+  decoded together give each its answer alone on the streams); identical answers counted against the
+  fresh streams server's alone.
 Run: .venv/bin/python bench/kv_pool.py
 """
 
@@ -40,6 +42,22 @@ def alone(port: int, asked: list[str]) -> list[str]:
     return answers
 
 
+def together(port: int, asked: list[str], width: int = 4) -> list[str]:
+    async def one(http: httpx.AsyncClient, question: str) -> str:
+        body = {"messages": [{"role": "user", "content": question}], "max_tokens": sized(64, 8), "temperature": 0}
+        reply = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+        return reply.json()["choices"][0]["message"]["content"]
+
+    async def run() -> list[str]:
+        found: list[str] = []
+        async with httpx.AsyncClient(timeout=600) as http:
+            for start in range(0, len(asked), width):
+                found += await asyncio.gather(*(one(http, q) for q in asked[start : start + width]))
+        return found
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     work = questions(CLIENTS * PER_CLIENT)
     asked = [json.loads(row)["instruction"] for row in data("just_eval_instruct.jsonl").read_text().splitlines()[-ALONE:]]
@@ -54,13 +72,14 @@ def main() -> None:
                 fresh = alone(port, asked) if run == 0 else None
                 wall, _, texts = asyncio.run(drive(side, CLIENTS, PER_CLIENT, work))
                 after = alone(port, asked) if run == 0 else None
+                grouped = together(port, asked) if run == 0 else None
             finally:
                 process.terminate()
                 process.wait()
             rates.setdefault(side.name, []).append(len(texts) * sized(128, 8) / wall)
             if run == 0:
-                answers[side.name] = {"fresh": fresh, "after traffic": after}
-    table = Table("KV", "P3 tok/s (runs)", "median", "alone, fresh: same as streams", "alone, after traffic: same")
+                answers[side.name] = {"fresh": fresh, "after traffic": after, "4 at a time": grouped}
+    table = Table("KV", "P3 tok/s (runs)", "median", "alone, fresh", "alone, after traffic", "4 at a time")
     reference = answers["own stream per slot"]["fresh"]
     for name, values in rates.items():
         same = {k: sum(a == b for a, b in zip(v, reference)) for k, v in answers[name].items()}
@@ -70,6 +89,7 @@ def main() -> None:
             f"{statistics.median(values):.1f}",
             f"{same['fresh']}/{len(asked)}",
             f"{same['after traffic']}/{len(asked)}",
+            f"{same['4 at a time']}/{len(asked)}",
         )
     console = Console(width=150)
     console.print(table)

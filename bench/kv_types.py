@@ -4,7 +4,8 @@ and q4_0 (flash attention on, as llama.cpp needs), on the bundled gemma-3-270m b
 For each: KV bytes per token (the plan's figure, which tests/test_plan.py holds equal to llama.cpp's
 allocation), prefill speed (the `long` prompt set's ~2,000-token prefix evaluated from empty, tokens/s,
 median of 3), decode speed (16 greedy answers of 64 new tokens to just-eval queries, the `helpful` set,
-tokens/s after the first token, median), and how many of the 16 greedy answers are identical to f16's.
+tokens/s after the first token, median), and how many of the 16 greedy answers are identical to f16's
+without flash attention (the default) and with it (the same attention kernel: the quantization's own effect).
 Run: .venv/bin/python bench/kv_types.py
 """
 
@@ -57,7 +58,9 @@ def main() -> None:
     facts = model_facts("default")
     asked = questions()
     answers: dict[str, list[str]] = {}
-    table = Table("KV type", "flash attention", "KV bytes/token", "prefill tok/s", "decode tok/s", "answers identical to f16")
+    table = Table(
+        "KV type", "flash attention", "KV bytes/token", "prefill tok/s", "decode tok/s", "same as f16", "same as f16 + flash"
+    )
     for kv_type, flash in CONFIGS:
         name = f"{kv_type} (flash {flash})"
         backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096, kv_type=kv_type, flash_attn=flash)
@@ -73,15 +76,12 @@ def main() -> None:
                 decode.append(completion.decode_tokens_per_second or 0.0)
         finally:
             backend.close()
-        same = sum(a == b for a, b in zip(answers[name], answers["f16 (flash off)"]))
-        table.add_row(
-            kv_type,
-            "on" if on else "off",
-            f"{per_token:.0f}",
-            f"{prefill:.0f}",
-            f"{statistics.median(decode):.1f}",
-            f"{same}/{len(asked)}",
-        )
+        same = [
+            f"{sum(a == b for a, b in zip(answers[name], answers[ref]))}/{len(asked)}" if ref in answers else "–"
+            for ref in ("f16 (flash off)", "f16 (flash on)")
+        ]
+        cells = [f"{per_token:.0f}", f"{prefill:.0f}", f"{statistics.median(decode):.1f}"]
+        table.add_row(kv_type, "on" if on else "off", *cells, *same)
     Console(width=140).print(table)
 
 

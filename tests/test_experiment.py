@@ -357,3 +357,31 @@ def test_experiment_and_generate_answer_mt_bench_alike(tmp_path):
         mine = {r.id: r.outputs for r in GenerationFile(generated).read()}
         assert {i: r.outputs for i, r in records.items()} == mine
         assert next(iter(records.values())).temperature_by_category == GenerationFile(generated).read()[0].temperature_by_category
+
+
+def test_paths_in_a_plan_are_read_from_the_plan_s_folder(tmp_path, monkeypatch):
+    """Run from another directory: the data file and the prompt set file named relative to the plan are found."""
+    from untuned.experiment import read_plan
+    from untuned.experiment.plan import cells, dataset_items
+
+    folder = tmp_path / "study"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "items.jsonl").write_text(json.dumps({"id": "1", "instruction": "Hi"}) + "\n")
+    (folder / "mine.urial").write_text((Path(__file__).parents[1] / "src/untuned/prompts/one-shot.urial").read_text())
+    (folder / "plan.toml").write_text(
+        'name = "rel"\nprompts = ["mine.urial", "mine.urial:k=0"]\n\n[[models]]\nname = "m"\nmodel = "scripted:m"\n\n'
+        '[[datasets]]\nname = "items"\ndataset = "json"\ndata_file = "data/items.jsonl"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plan = read_plan(Path("..") / "study" / "plan.toml")
+    assert plan.datasets[0].data_file == str(folder.resolve() / "data" / "items.jsonl")
+    assert [item.id for item in dataset_items(plan.datasets[0])] == ["1"]
+    assert len(cells(plan)) == 2
+    (folder / "plan.toml").write_text(
+        'name = "rel"\nprompts = ["helpful"]\n\n[[models]]\nname = "m"\nmax_tokens = "48"\n\n'
+        '[[datasets]]\nname = "items"\ndataset = "json"\ndata_file = "data/items.jsonl"\n'
+    )
+    with pytest.raises(UntunedError, match=r"plan.toml line 6: models.0.max_tokens: Input should be a valid integer"):
+        read_plan(folder / "plan.toml")

@@ -28,7 +28,8 @@ GOOD = [
 TOKENS = 24
 
 BAD = [  # (body, what the client sent wrong)
-    ({"prompt": ["The sky is", "The sea is"]}, "a list of 2 prompts"),
+    ({"prompt": ["The sky is", "The sea is"], "stream": True}, "a list of 2 prompts is answered whole"),
+    ({"prompt": ["x"] * 65}, "prompt"),
     ({"prompt": [2, 99999999]}, "outside the model's vocabulary"),
     ({"prompt": [2, -5]}, "prompt"),
     ({"prompt": [[]]}, "prompt is empty"),

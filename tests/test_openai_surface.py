@@ -91,20 +91,128 @@ def test_completion_prompt_forms_langchain_sends(client):
     plain = client.completions.create(model="any", prompt="The capital of France is", max_tokens=8, temperature=0)
     listed = client.completions.create(model="any", prompt=["The capital of France is"], max_tokens=8, temperature=0)
     assert listed.choices[0].text == plain.choices[0].text and len(listed.choices) == 1
-    with pytest.raises(openai.BadRequestError, match="one prompt per request"):
-        client.completions.create(model="any", prompt=["a", "b"], max_tokens=2)
+    both = client.completions.create(
+        model="any", prompt=["The capital of France is", "Water boils at"], max_tokens=8, temperature=0, n=2, seed=3
+    )
+    alone = client.completions.create(model="any", prompt="Water boils at", max_tokens=8, temperature=0)
+    assert [c.index for c in both.choices] == [0, 1, 2, 3]  # prompt i's j-th choice is i * n + j
+    assert [c.text for c in both.choices] == [plain.choices[0].text] * 2 + [alone.choices[0].text] * 2
+    assert both.usage.prompt_tokens == plain.usage.prompt_tokens + alone.usage.prompt_tokens
+    ids = client.completions.create(model="any", prompt=[[2, 651], [2, 818]], max_tokens=2, temperature=0)
+    assert len(ids.choices) == 2
+    with pytest.raises(openai.BadRequestError, match="answered whole"):
+        client.completions.create(model="any", prompt=["a", "b"], max_tokens=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="more than this server ever admits"):
+        client.completions.create(model="any", prompt=["a"] * 40, max_tokens=2, n=2)
 
 
-def test_tools_neutral_values_pass_and_real_tools_are_refused(client, url):
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather now in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tools_neutral_values_pass(client):
     reply = client.chat.completions.create(
         model="any", messages=ask("Hi"), max_tokens=4, tools=[], tool_choice="none", parallel_tool_calls=False
     )
     assert reply.choices[0].message.content
-    tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
-    with pytest.raises(openai.BadRequestError, match="tool calling is not supported"):
-        client.chat.completions.create(model="any", messages=ask("Weather?"), max_tokens=4, tools=[tool])
-    forced = http.post(f"{url}/v1/chat/completions", json={"messages": ask("x"), "tool_choice": {"type": "function"}})
-    assert forced.status_code == 400 and "tool_choice" in forced.json()["error"]["message"]
+
+
+def test_a_required_tool_call_follows_the_tool_schema(client):
+    """The protocol and the schema, not the 270M model's judgment: a required call is one call to an offered
+    tool whose arguments are JSON matching that tool's schema."""
+    import jsonschema
+
+    reply = client.chat.completions.create(
+        model="any", messages=ask("What's the weather in Lyon?"), tools=[WEATHER, CLOCK], tool_choice="required", max_tokens=64
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    tool = {"get_weather": WEATHER, "get_time": CLOCK}[call.function.name]
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+    named = client.chat.completions.create(
+        model="any",
+        messages=ask("What's the weather in Lyon?"),
+        tools=[WEATHER, CLOCK],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        max_tokens=64,
+    )
+    assert named.choices[0].message.tool_calls[0].function.name == "get_time"
+
+
+def test_a_tool_result_is_answered_in_words_and_auto_may_answer_in_text(client):
+    first = client.chat.completions.create(
+        model="any", messages=ask("What's the weather in Lyon?"), tools=[WEATHER], tool_choice="required", max_tokens=64
+    )
+    call = first.choices[0].message.tool_calls[0]
+    follow = [
+        *ask("What's the weather in Lyon?"),
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "sunny"}'},
+    ]
+    answer = client.chat.completions.create(model="any", messages=follow, tools=[WEATHER], tool_choice="none", max_tokens=48)
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+    auto = client.chat.completions.create(model="any", messages=ask("Say hello."), tools=[WEATHER], max_tokens=24)
+    message = auto.choices[0].message
+    assert (message.content is None) == bool(message.tool_calls)  # one or the other, never both or neither
+
+
+def test_tool_calls_stream_as_openai_streams_them(client):
+    stream = client.chat.completions.create(
+        model="any", messages=ask("Weather in Oslo?"), tools=[WEATHER], tool_choice="required", max_tokens=64, stream=True
+    )
+    chunks = list(stream)
+    calls = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_bad_tools_are_refused_by_name(client, url):
+    with pytest.raises(openai.BadRequestError, match="only function tools"):
+        client.chat.completions.create(model="any", messages=ask("x"), tools=[{"type": "code_interpreter"}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="not among the tools"):
+        client.chat.completions.create(
+            model="any", messages=ask("x"), tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}
+        )
+    forced = http.post(f"{url}/v1/chat/completions", json={"messages": ask("x"), "tool_choice": "required"})
+    assert forced.status_code == 400 and "no tools were sent" in forced.json()["error"]["message"]
+
+
+def test_langchain_batch_bind_tools_and_structured_output(url):
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI, OpenAI
+
+    llm = OpenAI(base_url=f"{url}/v1", api_key="unused", model="any", max_tokens=8, temperature=0, max_retries=0)
+    assert len(llm.batch(["The capital of France is", "Water boils at"])) == 2
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather now in a city."""
+        return "sunny"
+
+    chat = ChatOpenAI(base_url=f"{url}/v1", api_key="unused", model="any", max_tokens=64, temperature=0, max_retries=0)
+    called = chat.bind_tools([get_weather], tool_choice="get_weather").invoke("What's the weather in Paris?")
+    assert called.tool_calls and called.tool_calls[0]["name"] == "get_weather" and "city" in called.tool_calls[0]["args"]
+    found = chat.with_structured_output(City, method="function_calling").invoke("Paris is the capital of which country?")
+    assert isinstance(found, City)
 
 
 def test_text_parts_are_read_and_image_parts_refused(client):

@@ -108,6 +108,83 @@ def test_prompt_panel_shows_exactly_what_the_model_sees(page):
     assert page.inner_text("#prompttext").strip() == "Why is the sky blue?"
 
 
+def shown_prompt(page) -> str:
+    """The prompt the server renders for the conversation the page shows: each question as shown, each
+    answer's first side as shown (its text in the page), then the placeholder of the next question."""
+    conversation = Conversation(load_prompt("helpful"))
+    for turn in page.query_selector_all(".turn"):
+        text = turn.query_selector(".msg").inner_text()
+        if "user" in turn.get_attribute("class"):
+            conversation.add_user(text)
+        else:
+            conversation.add_assistant(text.strip())
+    conversation.add_user(page.input_value("#input").strip() or "(your next question)")
+    return conversation.render().text
+
+
+def prompt_view_settles(page) -> str:
+    page.wait_for_timeout(300)  # the view follows the conversation after each change
+    page.wait_for_function("!document.querySelector('.answer[data-state=streaming]')")
+    return page.inner_text("#prompttext")
+
+
+def test_the_prompt_view_is_the_conversation_shown_after_stop_ask_reload_regenerate_and_edit(page):
+    page.click("#show-prompt")
+    ask(page, "SCRIPT: Once upon a time @delay=0.2 @repeat=200:tick")
+    page.wait_for_function("document.querySelector('.answer .msg').textContent.includes('tick')")
+    page.keyboard.press("Escape")
+    wait_state(page, "stopped")
+    stopped = page.locator(".answer[data-state=stopped]")
+    assert stopped.locator(".copy").count() == stopped.locator(".regenerate").count() == stopped.locator(".shift").count() == 1
+    partial = stopped.locator(".msg").inner_text()
+    assert partial.startswith("Once upon a time") and "tick" in partial
+    assert prompt_view_settles(page) == shown_prompt(page)
+    ask(page, "SCRIPT: Red, green and blue.")
+    page.wait_for_function("document.querySelectorAll('.answer')[1]?.dataset.state === 'done'")
+    assert page.locator(".turn.user").count() == 2  # two questions, never glued into one
+    view = prompt_view_settles(page)
+    assert view == shown_prompt(page) and view.count("SCRIPT: Once upon a time") == 1 and partial.strip() in view
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('.answer').length === 2")
+    page.click("#show-prompt")
+    assert prompt_view_settles(page) == shown_prompt(page)
+    assert page.input_value("#max_tokens") == "128"
+    page.click(".turn.assistant:last-child .regenerate")
+    page.wait_for_function("document.querySelectorAll('.answer')[1]?.dataset.state === 'done'")
+    assert prompt_view_settles(page) == shown_prompt(page)
+    page.click(".turn.user:nth-last-child(2) .edit")
+    assert page.input_value("#input") == "SCRIPT: Red, green and blue."
+    assert prompt_view_settles(page) == shown_prompt(page)
+
+
+def test_a_stop_before_the_first_token_gives_the_question_back(page):
+    ask(page, "SCRIPT: @delay=30 never")
+    page.wait_for_selector(".answer .waiting")
+    page.keyboard.press("Escape")
+    page.wait_for_function("document.querySelectorAll('.turn').length === 0")
+    assert page.input_value("#input") == "SCRIPT: @delay=30 never"
+
+
+def test_settings_persist_with_the_conversation_and_the_page_logs_no_errors(browser, url):
+    context = browser.new_context()
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("response", lambda response: errors.append(f"{response.status} {response.url}") if response.status >= 400 else None)
+    page.goto(url)
+    page.wait_for_function("document.getElementById('promptset').options.length > 1")
+    page.click("#show-settings")
+    page.fill("#max_tokens", "77")
+    page.fill("#repetition_penalty", "1")
+    page.keyboard.press("Tab")
+    page.reload()
+    page.wait_for_function("document.getElementById('promptset').options.length > 1")
+    assert page.input_value("#max_tokens") == "77" and page.input_value("#repetition_penalty") == "1"
+    assert not page.inner_text("header .info").strip().endswith("·")
+    assert errors == []
+    context.close()
+
+
 def test_model_output_never_becomes_markup(page):
     ask(page, "SCRIPT: <img src=x onerror=window.pwned=1> [click](javascript:window.pwned=2) **bold** [ok](https://example.org/)")
     wait_state(page, "done")

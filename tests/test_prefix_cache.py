@@ -17,6 +17,7 @@ from untuned import Assistant, Sampling
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.backends.llamacpp.prefix_store import MAGIC, evict, stored
 from untuned.cli import app
+from untuned.conversation import render_prefix
 from untuned.prompt import load_prompt
 
 QUESTION = "Name three primary colours."
@@ -51,6 +52,32 @@ def test_a_restart_loads_the_prefix_and_answers_the_same(gemma_path: Path, cache
     # other options that change the numbers are other files, never this one
     third, other = answer(gemma_path, kv_type="q8_0")
     assert other.engine.counters.prefix_loads == 0 and len(stored(cache)) == 2
+
+
+@pytest.mark.slow
+def test_a_many_shot_prefix_past_the_sliding_window_loads_exactly(gemma_path: Path, cache: Path, fixture_data: Path) -> None:
+    """~3,000 tokens of examples: gemma's sliding-window layers wrap round their ring of cells while the prefix
+    is evaluated; the engine lays the cells out as a load does, so the loaded prefix sums attention in the
+    same order and answers identically (without that, they differed)."""
+    from untuned.prompt import build_prompt_set, read_examples
+
+    examples = read_examples(fixture_data / "reference_outputs" / "gpt-4-0613.jsonl")
+    answers, loads = [], []
+    for cached in (False, True, True):
+        backend = LlamaCppBackend(gemma_path, n_ctx=4096, prefix_cache=cached)
+        try:
+            prompt, k = None, 4
+            while True:  # the fewest examples past 3,000 tokens
+                prompt = build_prompt_set(examples, name="many", system="An assistant.", k=k)
+                if len(backend.tokenize(render_prefix(prompt), add_special=True)) > 3000:
+                    break
+                k += 2
+            answers.append(Assistant(backend, prompt, GREEDY).ask(QUESTION).text)
+            loads.append(backend.engine.counters.prefix_loads)
+        finally:
+            backend.close()
+    assert loads == [0, 0, 1]
+    assert answers[0] == answers[1] == answers[2]
 
 
 def _damage(path: Path, how: str) -> None:

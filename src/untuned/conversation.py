@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from untuned.prompt import PromptSet
+from untuned.tools import EXAMPLES, RESULT_HEADING, Tool, call_text, tools_text
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
 SystemMode = Literal["append", "replace"]  # a client's system message: after the URIAL system text, or instead
 
 
@@ -55,7 +56,7 @@ class UrialFormat:
 DEFAULT_FORMAT = UrialFormat()
 
 _LONG_FENCE = re.compile(r"`{4,}")
-_HEADING_LINE = re.compile(r"^([ \t]*)(#+[ \t]*(?:instruction|query|answer)\b)", re.IGNORECASE | re.MULTILINE)
+_HEADING_LINE = re.compile(r"^([ \t]*)(#+[ \t]*(?:instruction|query|answer|result of)\b)", re.IGNORECASE | re.MULTILINE)
 
 
 def neutralise(text: str) -> str:
@@ -73,6 +74,7 @@ def neutralise(text: str) -> str:
 class Turn:
     role: Role
     content: str
+    name: str = ""  # a tool result's tool
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,25 @@ class RenderedPrompt:
         return self.prefix + self.body
 
 
-def render_prefix(prompt: PromptSet, fmt: UrialFormat = DEFAULT_FORMAT, *, system: str | None = None) -> str:
-    """The constant part: instruction heading, system text, and every example conversation."""
+def render_prefix(
+    prompt: PromptSet, fmt: UrialFormat = DEFAULT_FORMAT, *, system: str | None = None, tools: tuple[Tool, ...] = ()
+) -> str:
+    """The constant part: instruction heading, system text, and every example conversation; with ``tools``,
+    the tools after the system text and the tool-use examples after the prompt set's (:mod:`untuned.tools`)."""
     system_text = prompt.system if system is None else system
+    if tools:
+        system_text = f"{system_text.strip()}\n\n{tools_text(list(tools))}".strip()
     parts = []
     if system_text:
         parts.append(f"{fmt.instruction_heading}\n\n{system_text.strip()}\n\n\n")
     for example in prompt.examples:
         parts.append(fmt.block(fmt.query_heading, example.query))
         parts.append(fmt.block(fmt.answer_heading, example.answer))
+    for shown in EXAMPLES if tools else ():
+        parts.append(fmt.block(fmt.query_heading, shown.query))
+        parts.append(fmt.block(fmt.answer_heading, call_text(shown.call["name"], shown.call["arguments"])))
+        parts.append(fmt.block(RESULT_HEADING.format(name=shown.tool.name), shown.result))
+        parts.append(fmt.block(fmt.answer_heading, shown.answer))
     return "".join(parts)
 
 
@@ -117,6 +129,7 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     fmt: UrialFormat = DEFAULT_FORMAT
     system: str | None = None
+    tools: tuple[Tool, ...] = ()  # offered to the model: described in the prefix, with the tool-use examples
 
     def add_user(self, content: str) -> None:
         if self.turns and self.turns[-1].role == "user":
@@ -124,23 +137,31 @@ class Conversation:
         self.turns.append(Turn("user", content))
 
     def add_assistant(self, content: str) -> None:
-        if not self.turns or self.turns[-1].role != "user":
-            raise ValueError("an assistant turn must follow a user turn")
+        if not self.turns or self.turns[-1].role == "assistant":
+            raise ValueError("an assistant turn must follow a user turn or a tool's result")
         self.turns.append(Turn("assistant", content))
+
+    def add_tool_result(self, name: str, content: str) -> None:
+        """The result of the call the assistant's last answer made."""
+        if not self.turns or self.turns[-1].role != "assistant":
+            raise ValueError("a tool's result must follow the assistant's call")
+        self.turns.append(Turn("tool", content, name))
 
     def reset(self) -> None:
         self.turns.clear()
 
     def render(self) -> RenderedPrompt:
         """Render for the model's next answer; the last turn must be the user's."""
-        if not self.turns or self.turns[-1].role != "user":
-            raise ValueError("the conversation must end with a user turn to be answered")
+        if not self.turns or self.turns[-1].role == "assistant":
+            raise ValueError("the conversation must end with a user turn (or a tool's result) to be answered")
         fmt = self.fmt
         body = []
         for turn in self.turns:
             text = neutralise(turn.content.strip())
             if turn.role == "user":
                 body.append(fmt.block(fmt.query_heading, text))
+            elif turn.role == "tool":
+                body.append(fmt.block(RESULT_HEADING.format(name=turn.name), text))
             else:
                 body.append(fmt.block(fmt.answer_heading, text))
         body.append(f"{fmt.answer_heading}\n{fmt.fence}\n")
@@ -148,4 +169,5 @@ class Conversation:
 
     def render_prefix(self) -> str:
         """The constant part this conversation's prompts begin with (see :func:`render_prefix`)."""
-        return render_prefix(self.prompt, self.fmt, system=None if self.system is None else neutralise(self.system))
+        system = None if self.system is None else neutralise(self.system)
+        return render_prefix(self.prompt, self.fmt, system=system, tools=self.tools)

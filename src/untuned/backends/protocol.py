@@ -61,6 +61,12 @@ class Sampling(BaseModel):
     json_schema: str | None = Field(
         None, description="Hold the output to JSON matching this JSON schema (text); backends that cannot, refuse."
     )
+    grammar: str | None = Field(
+        None,
+        max_length=262_144,
+        description="Hold the output to this GBNF grammar (llama.cpp's; tool calls use it); not with json_schema. "
+        "Backends that cannot, refuse.",
+    )
     logit_bias: tuple[tuple[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100, le=100)]], ...] = Field(
         (),
         description="(token id, bias) pairs added to those tokens' logits before choosing, as OpenAI's logit_bias "

@@ -161,9 +161,11 @@ class RemoteBackend:
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        if sampling.json_schema is not None or sampling.logprobs or sampling.ignore_eos or sampling.logit_bias:
+        constrained = sampling.json_schema is not None or sampling.grammar is not None
+        if constrained or sampling.logprobs or sampling.ignore_eos or sampling.logit_bias:
             raise UnsupportedOperation(
-                "the remote backend does not pass json_schema, logprobs, ignore_eos or logit_bias on; ask the server itself"
+                "the remote backend does not pass json_schema, a grammar (tool calls), logprobs, ignore_eos or logit_bias "
+                "on; ask the server itself"
             )
         if prompt.special_tokens:
             raise UnsupportedOperation("the remote backend sends text; a prompt with special tokens needs a local backend")

@@ -180,6 +180,7 @@ def read_plan(path: str | Path) -> Plan:
         where = ".".join(str(p) for p in first["loc"])
         at = f" line {line}" if line else ""
         raise UntunedError(f"{path}{at}: {where}: {first['msg']}") from None
+    plan = relative_to(plan, path.resolve().parent)
     for variant in plan.prompts:  # every prompt set readable before anything runs
         prompt_variants(variant)
     known = {cell.name for cell, _ in cells(plan)}
@@ -188,6 +189,32 @@ def read_plan(path: str | Path) -> Plan:
         names, have = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
         raise UntunedError(f"{path}: compare names {names}: no such MODEL/VARIANT; the plan has {have}")
     return plan
+
+
+def relative_to(plan: Plan, folder: Path) -> Plan:
+    """The plan with its relative paths (data files, a judge's baseline and references, prompt set files, local
+    models) read from ``folder``, the plan file's own, wherever the command runs."""
+
+    def here(value: str | None, *, always: bool = True) -> str | None:
+        if not value or value.startswith(("http://", "https://", "hf:")) or Path(value).expanduser().is_absolute():
+            return value
+        found = folder / value
+        return str(found) if always or found.exists() else value
+
+    def prompt(spec: str) -> str:
+        found = _K.match(spec)
+        if found is None:
+            return here(spec, always=False) or spec
+        return spec.replace(found["name"], here(found["name"], always=False) or found["name"], 1)
+
+    datasets = [d.model_copy(update={"data_file": here(d.data_file)}) for d in plan.datasets]
+    models = [m.model_copy(update={"model": here(m.model, always=False)}) for m in plan.models]
+    judge = plan.judge and plan.judge.model_copy(
+        update={"baseline": here(plan.judge.baseline), "references": here(plan.judge.references)}
+    )
+    return plan.model_copy(
+        update={"datasets": datasets, "models": models, "judge": judge, "prompts": [prompt(p) for p in plan.prompts]}
+    )
 
 
 def prompt_variants(spec: str) -> list[tuple[str, int | None, PromptSet]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from fastapi import APIRouter, Depends, Request
 
@@ -14,40 +15,75 @@ from untuned.server.logprobs import chat_logprobs
 from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, new_id, now
 from untuned.server.schema import ERRORS, STREAMED, ChatRequest, InlinePromptSet, Message
 from untuned.server.serving import Serving, serving
+from untuned.server.tool_calls import answered_with_tools, offered_tools, tool_grammar
 from untuned.server.worker import cancel_on_disconnect
+from untuned.tools import Tool, call_text
 
 router = APIRouter()
 
 
 def build_conversation(
-    assistant: Assistant, messages: list[Message], mode: SystemMode, *, prompt: PromptSet | None = None
+    assistant: Assistant,
+    messages: list[Message],
+    mode: SystemMode,
+    *,
+    prompt: PromptSet | None = None,
+    tools: tuple[Tool, ...] = (),
 ) -> Conversation:
-    """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns), in the
-    prompt set ``prompt`` (default: the assistant's)."""
+    """Map OpenAI messages onto a URIAL conversation (system text, then alternating turns; an assistant's call
+    and the tool's result as turns of their own), in the prompt set ``prompt`` (default: the assistant's)."""
     conversation = Conversation(prompt) if prompt is not None else assistant.conversation()
+    conversation.tools = tools
     system = [m.text.strip() for m in messages if m.role in ("system", "developer") and m.text.strip()]
     if system:
         client = "\n\n".join(system)
         base = assistant.prompt.system.strip()
         conversation.system = client if mode == "replace" or not base else f"{base}\n\n{client}"
-    turns: list[tuple[str, str]] = []
+    turns = _turns(messages)
+    if not turns or turns[-1][0] not in ("user", "tool"):
+        raise BadRequest("the last message (after system messages) must be the user's or a tool's result", param="messages")
+    if turns[0][0] != "user":
+        raise BadRequest("the conversation must start with a user message (after system messages)", param="messages")
+    add = {"user": conversation.add_user, "assistant": conversation.add_assistant}
+    try:
+        for role, text, name in turns:
+            conversation.add_tool_result(name, text) if role == "tool" else add[role](text)
+    except ValueError as exc:
+        raise BadRequest(f"messages: {exc}", param="messages") from None
+    return conversation
+
+
+def _turns(messages: list[Message]) -> list[tuple[str, str, str]]:
+    """(role, text, tool name) of each turn; consecutive user (or assistant text) messages joined."""
+    turns: list[tuple[str, str, str]] = []
+    calls: dict[str, str] = {}  # call id -> tool name
     for index, message in enumerate(messages):
         if message.role in ("system", "developer"):
             continue
         text = message.text.strip()
         if message.role == "user" and not text:
             raise BadRequest(f"messages[{index}] is an empty user message", param=f"messages.{index}.content")
-        if turns and turns[-1][0] == message.role:  # consecutive turns of one role are joined
-            turns[-1] = (message.role, f"{turns[-1][1]}\n\n{text}")
+        if message.role == "assistant" and message.tool_calls:
+            if len(message.tool_calls) > 1:
+                raise BadRequest(f"messages[{index}] makes {len(message.tool_calls)} calls; an answer here makes at most one")
+            call = message.tool_calls[0]
+            calls[call.id] = call.function.name
+            try:
+                turns.append(("assistant", call_text(call.function.name, call.function.arguments), ""))
+            except json.JSONDecodeError:
+                raise BadRequest(f"messages[{index}].tool_calls[0].function.arguments is not JSON") from None
+            continue
+        if message.role == "tool":
+            name = calls.get(message.tool_call_id or "") or message.name
+            if not name:
+                raise BadRequest(f"messages[{index}]: tool_call_id {message.tool_call_id!r} matches no earlier call")
+            turns.append(("tool", text, name))
+            continue
+        if turns and turns[-1][0] == message.role and not turns[-1][1].startswith('{"name"'):
+            turns[-1] = (message.role, f"{turns[-1][1]}\n\n{text}", "")
         else:
-            turns.append((message.role, text))
-    if not turns or turns[-1][0] != "user":
-        raise BadRequest("the last message (after system messages) must be the user's", param="messages")
-    if turns[0][0] != "user":
-        raise BadRequest("the conversation must start with a user message (after system messages)", param="messages")
-    for role, text in turns:
-        (conversation.add_user if role == "user" else conversation.add_assistant)(text)
-    return conversation
+            turns.append((message.role, text, ""))
+    return turns
 
 
 def plain_prompt(messages: list[Message]) -> RenderedPrompt:
@@ -114,17 +150,24 @@ async def chat_completions(body: ChatRequest, raw: Request, serve: Serving = Dep
     chosen = serve.prompt_set(body.prompt, body.prompt_set)
     top = body.top_logprobs or 0
     sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=max(top, 1) if body.logprobs else 0)
+    offered, callable_, text_allowed = offered_tools(body)
+    if offered:
+        if chosen is None:
+            raise BadRequest("tools need a URIAL prompt set (its tool-use examples): not prompt 'none'", param="tools")
+        sampling = sampling.model_copy(update={"grammar": await tool_grammar(serve, callable_, text_allowed)})
     if chosen is None:  # no URIAL prefix: the base model continues the plain text
         rendered = plain_prompt(body.messages)
 
         def begin(s):
             return assistant.complete_prompt(rendered, sampling=s)
     else:
-        conversation = build_conversation(assistant, body.messages, serve.config.system_mode, prompt=chosen)
+        conversation = build_conversation(assistant, body.messages, serve.config.system_mode, prompt=chosen, tools=tuple(offered))
         rendered = conversation.render()
 
         def begin(s):
             return assistant.complete(conversation, sampling=s)
 
     await serve.check_fits(assistant.backend, rendered, asked_max_tokens(body))
+    if offered:
+        return await answered_with_tools(body, serve, begin, sampling, callable_)
     return await answered(body, serve, begin, sampling, model=serve.model, top=top)

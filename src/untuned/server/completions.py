@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 
 from untuned.assistant import Completion
 from untuned.conversation import RenderedPrompt
-from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
 from untuned.server.responses import CompletionResponse, TextChoice, new_id, now
 from untuned.server.schema import ERRORS, STREAMED, CompletionRequest, Usage
@@ -36,39 +37,57 @@ async def scored(serve: Serving, body: CompletionRequest, echoed: list[int] | No
 @router.post("/v1/completions", response_model=CompletionResponse, operation_id="completions", responses={**ERRORS, **STREAMED})
 @cancel_on_disconnect
 async def completions(body: CompletionRequest, raw: Request, serve: Serving = Depends(serving)):
-    backend, ids, text = serve.assistant.backend, body.token_ids, body.text
-    if text is not None and not text:
-        raise BadRequest("prompt is empty", param="prompt")
-    serve.check_token_ids(ids, "prompt")
+    backend, prompts = serve.assistant.backend, body.prompts
+    for prompt in prompts:
+        if isinstance(prompt, list):
+            serve.check_token_ids(prompt, "prompt")
     sampling = await serve.sampling_for(body, 16, logprobs=max(body.logprobs or 0, 1) if body.logprobs is not None else 0)
-    rendered = split_at_prefix(serve, text) if text is not None else RenderedPrompt(prefix="", body="", ids=tuple(ids or ()))
-    await serve.check_fits(backend, rendered, body.max_tokens or None)
-    echoed = (ids if ids is not None else backend.tokenize(text, add_special=True)) if body.echo else None
-    prompt_text = (text if text is not None else backend.detokenize(ids)) if body.echo else ""
+    rendered = [
+        split_at_prefix(serve, p) if isinstance(p, str) else RenderedPrompt(prefix="", body="", ids=tuple(p)) for p in prompts
+    ]
+    for one in rendered:
+        await serve.check_fits(backend, one, body.max_tokens or None)
+    if body.stream:
+        streamed, _ = await serve.run(
+            body, lambda: serve.assistant.complete_prompt(rendered[0], sampling=sampling, clean=False), chat=False
+        )
+        return streamed
+    answered = await asyncio.gather(*(_answers(serve, body, prompt, one, sampling) for prompt, one in zip(prompts, rendered)))
+    choices = [choice for each, _ in answered for choice in each]
+    for index, choice in enumerate(choices):  # prompt i's j-th choice is i * n + j, as OpenAI numbers them
+        choice.index = index
+    usages = [use for _, use in answered]
+    use = Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        total_tokens=sum(u.total_tokens for u in usages),
+    )
+    return CompletionResponse(id=new_id("cmpl"), created=now(), model=serve.model, usage=use, choices=choices)
+
+
+def _begin(serve: Serving, rendered: RenderedPrompt, sampling):
+    return serve.assistant.complete_prompt(rendered, sampling=sampling, clean=False)
+
+
+async def _answers(serve: Serving, body: CompletionRequest, prompt, rendered: RenderedPrompt, sampling):
+    """One prompt's ``n`` choices and its usage."""
+    backend = serve.assistant.backend
+    text = prompt if isinstance(prompt, str) else None
+    echoed = (backend.tokenize(text, add_special=True) if text is not None else list(prompt)) if body.echo else None
+    prompt_text = (text if text is not None else backend.detokenize(prompt)) if body.echo else ""
 
     def begin(s):
-        return serve.assistant.complete_prompt(rendered, sampling=s, clean=False)
+        return _begin(serve, rendered, s)
 
-    if body.stream:
-        streamed, _ = await serve.run(body, lambda: begin(sampling), chat=False)
-        return streamed
     made: list[tuple[str, Completion | None]] = [("", None)]
     if not (body.echo and body.max_tokens == 0):
         made = await serve.choices(body, begin, serve.seeded(sampling, body.n), chat=False)
-    answers = []
-    for index, (generated, completion) in enumerate(made):
+    choices = []
+    for generated, completion in made:
         logprobs = await scored(serve, body, echoed, completion) if body.logprobs is not None else None
-        answers.append(
-            TextChoice(
-                index=index,
-                text=prompt_text + generated,
-                logprobs=logprobs,
-                finish_reason=completion.finish_reason if completion else "length",
-            )
-        )
+        finish = completion.finish_reason if completion else "length"
+        choices.append(TextChoice(index=0, text=prompt_text + generated, logprobs=logprobs, finish_reason=finish))
     if made[0][1] is None:
         count = len(echoed) if echoed is not None else 0
-        use = Usage(prompt_tokens=count, completion_tokens=0, total_tokens=count)
-    else:
-        use = serve.total_usage([completion for _, completion in made])
-    return CompletionResponse(id=new_id("cmpl"), created=now(), model=serve.model, usage=use, choices=answers)
+        return choices, Usage(prompt_tokens=count, completion_tokens=0, total_tokens=count)
+    return choices, serve.total_usage([completion for _, completion in made])

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 def _whole_number(value: Any) -> Any:
@@ -45,8 +45,28 @@ def _message_schema(schema: dict) -> None:
     content = {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}, {"type": "null"}]}
     user = {"type": "object", "properties": {"role": {"const": "user"}, "content": USER_TEXT}, "required": ["role", "content"]}
     other = {"type": "object", "properties": {"role": {"enum": ["system", "developer", "assistant"]}, "content": content}}
+    tool = {
+        "type": "object",
+        "properties": {"role": {"const": "tool"}, "content": content, "tool_call_id": {"type": "string"}},
+        "required": ["role", "tool_call_id"],
+    }
     schema.clear()
-    schema.update({"title": "Message", "oneOf": [user, {**other, "required": ["role"]}]})
+    schema.update({"title": "Message", "oneOf": [user, {**other, "required": ["role"]}, tool]})
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    """A call an earlier assistant message made (OpenAI's ``tool_calls`` entry)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class Message(BaseModel):
@@ -55,6 +75,9 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_message_schema)
     role: Role
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, description="An assistant message's calls (at most one).")
+    tool_call_id: str | None = Field(None, max_length=256, description="A tool message's call.")
+    name: str | None = Field(None, max_length=64)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -191,6 +214,17 @@ N_WITHOUT_STREAM = {
 }
 
 
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatRequest(_SamplingFields):
     model_config = ConfigDict(json_schema_extra={"allOf": [NOT_BOTH_PROMPTS, N_WITHOUT_STREAM]})
     messages: list[Message] = Field(..., min_length=1, max_length=512)
@@ -210,19 +244,16 @@ class ChatRequest(_SamplingFields):
         description="untuned's extension: a prompt set given in the request (system text and examples), in place of one by name.",
     )
     repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="1 turns it off (default: the server's).")
-    tools: list[dict[str, Any]] | None = Field(None, description="Only empty: tool calling is not supported.")
-    tool_choice: Literal["none", "auto"] | None = Field(None, description="Only 'none' or 'auto' with no tools.")
-    parallel_tool_calls: bool | None = Field(None, description="Accepted with no tools; changes nothing.")
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError(
-                "tool calling is not supported: the URIAL prompt has no format for tool calls, so a base "
-                "model would not call them reliably; send the request without tools"
-            )
-        return value
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=64,
+        description="Function tools: described in the URIAL prompt beside tool-use examples; the answer is text or one "
+        "call whose arguments match the tool's schema, held to that by a grammar (llama.cpp).",
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (text or one call), required (one call), or one named function."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Accepted: an answer makes at most one call.")
 
     @model_validator(mode="after")
     def _checked(self) -> ChatRequest:
@@ -235,9 +266,20 @@ class ChatRequest(_SamplingFields):
 
 PromptText = Annotated[str, Field(min_length=1)]
 PromptIds = Annotated[list[TokenId], Field(min_length=1)]
+MAX_PROMPTS = 64  # prompts in one request; with n, bounded further by what the server admits at once
+PROMPTS_WITHOUT_STREAM = {  # several prompts (a list of texts or of token lists) are answered whole, not streamed
+    "not": {
+        "properties": {
+            "stream": {"const": True},
+            "prompt": {"type": "array", "minItems": 2, "items": {"type": ["string", "array"]}},
+        },
+        "required": ["stream", "prompt"],
+    }
+}
 COMPLETION_RULES = {
     "allOf": [
         N_WITHOUT_STREAM,
+        PROMPTS_WITHOUT_STREAM,
         {
             "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
             "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
@@ -260,10 +302,14 @@ class CompletionRequest(_SamplingFields):
     model_config = ConfigDict(json_schema_extra=COMPLETION_RULES)
     prompt: (
         PromptText
-        | Annotated[list[PromptText], Field(min_length=1, max_length=1)]
+        | Annotated[list[PromptText], Field(min_length=1, max_length=MAX_PROMPTS)]
         | PromptIds
-        | Annotated[list[PromptIds], Field(min_length=1, max_length=1)]
-    ) = Field(..., description="Raw text (or token ids) for the base model to continue, no URIAL prompt; one prompt.")
+        | Annotated[list[PromptIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+    ) = Field(
+        ...,
+        description="Raw text (or token ids) for the base model to continue, no URIAL prompt; or a list of texts (of token "
+        "lists), each answered as its own choice(s): choice i*n + j is prompt i's j-th (not streamed).",
+    )
     echo: bool = Field(False, description="Return the prompt before the answer (with logprobs: the prompt's too).")
     logprobs: Whole | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
     return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
@@ -277,15 +323,8 @@ class CompletionRequest(_SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value):
+    def _prompts(cls, value):
         if isinstance(value, list) and not value:
-            raise ValueError("prompt is empty")
-        if isinstance(value, list) and isinstance(value[0], (str, list)) and len(value) != 1:
-            raise ValueError(
-                f"a list of {len(value)} prompts was sent; this server answers one prompt per request "
-                "(send each as its own request)"
-            )
-        if isinstance(value, list) and isinstance(value[0], list) and not value[0]:
             raise ValueError("prompt is empty")
         return value
 
@@ -295,23 +334,20 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("max_tokens may be 0 only with echo (to score the prompt)")
         if self.echo and self.stream:
             raise ValueError("echo with stream is not supported; ask without stream")
+        if self.stream and len(self.prompts) > 1:
+            raise ValueError(f"a list of {len(self.prompts)} prompts is answered whole: ask without stream (or one prompt)")
         if self.ignore_eos and self.response_format is not None and self.response_format.type != "text":
             raise ValueError("ignore_eos cannot go with a JSON response_format: the grammar ends the answer where the JSON ends")
         return self
 
     @property
-    def text(self) -> str | None:
-        """The prompt's text (``"..."`` or ``["..."]``), or None when it was given as token ids."""
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids (``"a"``, ``["a", "b"]``, ``[1, 2]``, ``[[1, 2], [3]]``)."""
         if isinstance(self.prompt, str):
-            return self.prompt
-        return self.prompt[0] if isinstance(self.prompt[0], str) else None
-
-    @property
-    def token_ids(self) -> list[int] | None:
-        """The prompt's token ids (``[1, 2]`` or ``[[1, 2]]``), or None when it was given as text."""
-        if isinstance(self.prompt, str) or isinstance(self.prompt[0], str):
-            return None
-        return list(self.prompt[0]) if isinstance(self.prompt[0], list) else list(self.prompt)  # type: ignore[arg-type]
+            return [self.prompt]
+        if isinstance(self.prompt[0], (str, list)):
+            return list(self.prompt)  # type: ignore[arg-type]
+        return [list(self.prompt)]  # type: ignore[arg-type]
 
 
 class TokenizeRequest(BaseModel):

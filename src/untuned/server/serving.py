@@ -157,14 +157,16 @@ class Serving:
                 param=field,
             )
 
-    def check_choices(self, n: int) -> None:
-        """``n`` choices are ``n`` requests on the gate: more than it ever admits at once is a 400 that says so."""
+    def check_choices(self, n: int, prompts: int = 1) -> None:
+        """``n`` choices of each of ``prompts`` prompts are that many requests on the gate: more than it ever
+        admits at once is a 400 that says so."""
         room = self.parallel + self.config.max_waiting
-        if n > room:
+        if n * prompts > room:
+            what = f"{n} choices" if prompts == 1 else f"{prompts} prompts x n {n} = {n * prompts} choices"
             raise BadRequest(
-                f"n: {n} choices are more than this server ever admits at once ({self.parallel} answered at once + "
+                f"n: {what} are more than this server ever admits at once ({self.parallel} answered at once + "
                 f"{self.config.max_waiting} waiting = {room}); ask for at most {room}",
-                param="n",
+                param="n" if prompts == 1 else "prompt",
             )
 
     async def check_fits(self, backend: Backend, rendered: RenderedPrompt, asked: int | None) -> None:
@@ -195,7 +197,7 @@ class Serving:
     async def sampling_for(self, body: Body, default_max: int, *, logprobs: int) -> Sampling:
         """The request's sampling over the server's defaults; a JSON format's grammar is made and compiled by the
         backend here, on a worker thread (a schema it cannot hold is a 400 before the request waits for the model)."""
-        self.check_choices(body.n)
+        self.check_choices(body.n, len(getattr(body, "prompts", [None])))
         wanted = getattr(body, "max_completion_tokens", None) or body.max_tokens or default_max
         if self.config.max_tokens_limit is not None:
             wanted = min(wanted, self.config.max_tokens_limit)

@@ -105,8 +105,10 @@ class TransformersBackend(RowScoring):
     # --- generation --------------------------------------------------------------------------
 
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        if sampling.json_schema is not None:
-            raise UnsupportedOperation("the transformers backend cannot hold output to a JSON schema; use a GGUF with llama.cpp")
+        if sampling.json_schema is not None or sampling.grammar is not None:
+            raise UnsupportedOperation(
+                "the transformers backend cannot hold output to a JSON schema or grammar (tool calls); use a GGUF with llama.cpp"
+            )
         if sampling.ignore_eos:
             raise UnsupportedOperation("the transformers backend does not support ignore_eos; use a GGUF with llama.cpp")
         wrong = next((t for t, _ in sampling.logit_bias if t >= self.vocab_size), None)

@@ -120,7 +120,7 @@ class LlamaEngine(BatchingEngine):
             raise ValueError("the prompt is empty: there is nothing to continue")
         self.model.check_ids([*prefix, *body], "prompt")
         self.model.check_ids([token for token, _ in sampling.logit_bias], "logit_bias")
-        if sampling.ignore_eos and sampling.json_schema:
+        if sampling.ignore_eos and (sampling.json_schema or sampling.grammar):
             raise ValueError(
                 "ignore_eos cannot go with a JSON format: the grammar ends the answer where the JSON ends, and "
                 "with the end of generation masked no token would be left to choose"
@@ -130,21 +130,28 @@ class LlamaEngine(BatchingEngine):
             raise ContextOverflowError(total + limit, self.kv_budget + 1)
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
-        grammar = self.grammar_for(sampling.json_schema) if sampling.json_schema else None
+        if sampling.json_schema and sampling.grammar:
+            raise ValueError("json_schema and grammar are two grammars: give one")
+        if sampling.grammar:
+            grammar = self.grammar_for(sampling.grammar, gbnf=True)
+        else:
+            grammar = self.grammar_for(sampling.json_schema) if sampling.json_schema else None
         return self.stream(Request(tuple(prefix), list(body), sampling, limit, grammar))
 
-    def grammar_for(self, schema: str) -> str:
-        """The GBNF grammar of a JSON schema, made once per schema (the last GRAMMARS_KEPT kept) and compiled
+    def grammar_for(self, schema: str, *, gbnf: bool = False) -> str:
+        """The GBNF grammar of a JSON schema (``gbnf``: a GBNF grammar as it is), made once per schema (the last
+        GRAMMARS_KEPT kept) and compiled
         by llama.cpp once here, so that a grammar it refuses is a ValueError before any request uses it."""
+        key = ("gbnf:" if gbnf else "schema:") + schema
         with self._work:
-            found = self._grammars.get(schema)
+            found = self._grammars.get(key)
             if found is not None:
-                self._grammars.move_to_end(schema)
+                self._grammars.move_to_end(key)
                 return found
-        found = json_schema_grammar(schema)
+        found = schema if gbnf else json_schema_grammar(schema)
         Grammar(self.model, found).close()  # parsed by llama.cpp: ValueError if it refuses
         with self._work:
-            self._grammars[schema] = found
+            self._grammars[key] = found
             while len(self._grammars) > GRAMMARS_KEPT:
                 self._grammars.popitem(last=False)
         return found
@@ -338,21 +345,35 @@ class LlamaEngine(BatchingEngine):
             seq = self._resident.pop(victim)
         self.ctx.clear(seq)
         self.counters.prefix_misses += 1
-        if self.store is not None and self.store.load(self.ctx, seq, prefix):
+        saved = self.store.load(prefix) if self.store is not None else None
+        if saved is not None and self.ctx.set_state(seq, saved):
             self.counters.prefix_loads += 1
             self._progressed()
         else:
-            for begin in range(0, len(prefix), self._batch.capacity):
-                chunk = list(prefix[begin : begin + self._batch.capacity])
-                self._batch.clear()
-                self._batch.add(chunk, begin, seq, False)
-                self.ctx.decode(self._batch)
-                self._progressed()
-            self.counters.prompt_tokens += len(prefix)
-            if self.store is not None:
-                self.store.save(self.ctx, seq, prefix)
+            if saved is not None:  # llama.cpp refused the state: the file goes, the prefix is evaluated
+                self.store.reject(prefix)
+            self._evaluate_prefix(seq, prefix)
         self._resident[prefix] = seq
         return seq
+
+    def _evaluate_prefix(self, seq: int, prefix: tuple[int, ...]) -> None:
+        """Evaluate ``prefix`` into the empty ``seq`` in the engine's chunks, then lay its cells out again as a
+        saved state loads them (its cells from the first, in cell order). A sliding-window layer's cells wrap
+        round their ring as the prefix is evaluated, and attention sums cells in cell order: without this,
+        a prefix loaded from disk would sum in another order than the one evaluated, and answers differ."""
+        for begin in range(0, len(prefix), self._batch.capacity):
+            chunk = list(prefix[begin : begin + self._batch.capacity])
+            self._batch.clear()
+            self._batch.add(chunk, begin, seq, False)
+            self.ctx.decode(self._batch)
+            self._progressed()
+        self.counters.prompt_tokens += len(prefix)
+        state = self.ctx.state_of(seq)
+        self.ctx.clear(seq)
+        if not self.ctx.set_state(seq, state):
+            raise ModelFailure("llama.cpp could not lay out the prefix it had just evaluated")
+        if self.store is not None:
+            self.store.save(prefix, state)
 
     def _step(self) -> None:
         """One chunk of the earliest admitted prompt, evaluated alone, then the next token of every

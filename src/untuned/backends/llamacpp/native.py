@@ -308,6 +308,22 @@ class Context:
     def clear(self, seq: int) -> None:
         self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
 
+    def state_of(self, seq: int) -> bytes:
+        """The KV state of ``seq`` as llama.cpp saves a sequence (its cells in cell order, with positions)."""
+        size = self.lib.llama_state_seq_get_size(self.ctx, seq)
+        buffer = (ctypes.c_ubyte * size)()
+        written = self.lib.llama_state_seq_get_data(self.ctx, buffer, size, seq)
+        return bytes(buffer[:written])
+
+    def set_state(self, seq: int, state: bytes) -> bool:
+        """Fill the empty ``seq`` with a saved state (its cells laid out from the first free one); False when
+        llama.cpp refuses it (``seq`` is then cleared)."""
+        buffer = (ctypes.c_ubyte * len(state)).from_buffer_copy(state)
+        if self.lib.llama_state_seq_set_data(self.ctx, buffer, len(state), seq) == len(state):
+            return True
+        self.clear(seq)
+        return False
+
     def clone(self, source: int, target: int) -> None:
         """Make ``target`` a copy of ``source``: its cells, their layout and their data."""
         self.lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)

@@ -12,7 +12,6 @@ nothing on disk is trusted unchecked. The folder is bounded: the least recently 
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -71,28 +70,28 @@ class PrefixStore:
         digest.update(struct.pack(f"<{len(prefix)}i", *prefix))
         return self.folder / f"{digest.hexdigest()[:40]}{SUFFIX}"
 
-    def load(self, ctx, seq: int, prefix: tuple[int, ...]) -> bool:
-        """Fill ``seq`` (empty) with the saved state of ``prefix``; False when there is none or it failed a check
-        (the file is then deleted and ``seq`` left empty for the prefix to be evaluated)."""
+    def load(self, prefix: tuple[int, ...]) -> bytes | None:
+        """The saved state of ``prefix`` if there is one and it passes every check; a file that fails one is
+        deleted (None: evaluate the prefix)."""
         if len(prefix) < MIN_TOKENS:
-            return False
+            return None
         path = self._path(prefix)
         try:
             data = path.read_bytes()
         except OSError:
-            return False
+            return None
         payload = self._checked(data, prefix)
-        if payload is not None:
-            buffer = (ctypes.c_ubyte * len(payload)).from_buffer_copy(payload)
-            if ctx.lib.llama_state_seq_set_data(ctx.ctx, buffer, len(payload), seq) == len(payload):
-                os.utime(path)  # recently used
-                self.loads += 1
-                return True
-        log.warning("the saved prefix %s failed its checks: deleted, evaluating the prefix again", path.name)
+        if payload is None:
+            self.reject(prefix)
+            return None
+        os.utime(path)  # recently used
+        return payload
+
+    def reject(self, prefix: tuple[int, ...]) -> None:
+        """Delete the file of ``prefix``: it failed a check here, or llama.cpp refused its state."""
+        log.warning("the saved prefix %s failed its checks: deleted, evaluating the prefix again", self._path(prefix).name)
         self.rejected += 1
-        ctx.clear(seq)
-        path.unlink(missing_ok=True)
-        return False
+        self._path(prefix).unlink(missing_ok=True)
 
     def _checked(self, data: bytes, prefix: tuple[int, ...]) -> bytes | None:
         """The state in ``data`` if its header matches this model, options and prefix and its checksum holds."""
@@ -113,27 +112,23 @@ class PrefixStore:
             return None
         return payload
 
-    def save(self, ctx, seq: int, prefix: tuple[int, ...]) -> None:
-        """Write ``seq``'s state (``prefix`` just evaluated) atomically, then evict beyond the size limit.
-        A failure to write is logged, never raised: the cache is an optimisation."""
+    def save(self, prefix: tuple[int, ...], payload: bytes) -> None:
+        """Write the state of ``prefix`` atomically, then evict beyond the size limit. A failure to write is
+        logged, never raised: the cache is an optimisation."""
         if len(prefix) < MIN_TOKENS or self.limit_bytes <= 0:
             return
+        header = json.dumps(
+            {
+                "identity": self.identity,
+                "tokens": len(prefix),
+                "prefix_sha256": _tokens_digest(prefix),
+                "bytes": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest(),
+                "saved": time.time(),
+            },
+            sort_keys=True,
+        ).encode()
         try:
-            size = ctx.lib.llama_state_seq_get_size(ctx.ctx, seq)
-            buffer = (ctypes.c_ubyte * size)()
-            written = ctx.lib.llama_state_seq_get_data(ctx.ctx, buffer, size, seq)
-            payload = bytes(buffer[:written])
-            header = json.dumps(
-                {
-                    "identity": self.identity,
-                    "tokens": len(prefix),
-                    "prefix_sha256": _tokens_digest(prefix),
-                    "bytes": len(payload),
-                    "sha256": hashlib.sha256(payload).hexdigest(),
-                    "saved": time.time(),
-                },
-                sort_keys=True,
-            ).encode()
             self.folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".part", delete=False) as handle:
                 handle.write(MAGIC + struct.pack("<I", len(header)) + header + payload)

@@ -1,0 +1,93 @@
+"""Tool use on a base model (untuned.tools): the format in the URIAL prompt, the grammar llama.cpp holds the
+answer to, and reading the answer back; the server's side is tested with real clients in
+tests/test_openai_surface.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from untuned.backends.llamacpp.native import NativeModel
+from untuned.backends.llamacpp.sampling import Grammar, json_schema_grammar
+from untuned.conversation import Conversation
+from untuned.errors import UntunedError
+from untuned.prompt import load_prompt
+from untuned.tools import EXAMPLE_TOOLS, Tool, call_grammar, call_schema, call_text, chosen_tools, parse_call, tools_from_openai
+
+WEATHER = Tool("get_weather", "The weather now.", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+
+
+def test_tools_are_read_from_openai_s_shape_and_refused_by_name():
+    [tool] = tools_from_openai([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    assert tool.name == "f"
+    for bad, says in [
+        ([{"type": "retrieval"}], "only function tools"),
+        ([{"type": "function", "function": {"name": "has space"}}], "letters, digits"),
+        ([{"type": "function", "function": {"name": "f"}}] * 2, "share a name"),
+    ]:
+        with pytest.raises(UntunedError, match=says):
+            tools_from_openai(bad)
+    assert chosen_tools([WEATHER], "auto") == ([WEATHER], True)
+    assert chosen_tools([WEATHER], "required") == ([WEATHER], False)
+    assert chosen_tools([WEATHER], "none") == ([], True)
+    with pytest.raises(UntunedError, match="not among the tools"):
+        chosen_tools([WEATHER], {"type": "function", "function": {"name": "other"}})
+
+
+def test_a_call_and_its_result_render_as_turns_and_the_prefix_shows_the_tools():
+    conversation = Conversation(load_prompt("helpful"), tools=(WEATHER,))
+    conversation.add_user("Weather in Oslo?")
+    conversation.add_assistant(call_text("get_weather", '{"city": "Oslo"}'))
+    conversation.add_tool_result("get_weather", '{"sky": "grey"}')
+    text = conversation.render().text
+    assert "- get_weather: The weather now." in text and '"name": "convert_units"' in text  # the tool list, the examples
+    assert text.endswith('# Result of get_weather:\n````\n{"sky": "grey"}\n````\n\n# Answer:\n````\n')
+    with pytest.raises(ValueError, match="must follow the assistant's call"):
+        conversation.add_tool_result("get_weather", "again")
+    plain = Conversation(load_prompt("helpful"))
+    plain.add_user("Weather in Oslo?")
+    assert "get_weather" not in plain.render().text and "convert_units" not in plain.render().text
+
+
+def test_answers_are_read_as_one_call_to_an_offered_tool_or_as_text():
+    assert parse_call('{"name": "get_weather", "arguments": {"city": "Oslo"}}', [WEATHER]).arguments == '{"city": "Oslo"}'
+    for text in ["It is sunny.", '{"name": "other", "arguments": {}}', '{"name": "get_weather"}', "{not json"]:
+        assert parse_call(text, [WEATHER]) is None
+
+
+def test_the_grammars_compile_in_llama_cpp_and_hold_the_answer(gemma_path):
+    """The call grammar accepts exactly a call to an offered tool; with text allowed, text that does not
+    begin a JSON object too (checked token by token by llama.cpp's own grammar sampler)."""
+    model = NativeModel(gemma_path)
+    try:
+        tools = [WEATHER, *EXAMPLE_TOOLS]
+        call = json_schema_grammar(json.dumps(call_schema(tools)))
+        for text_allowed in (True, False):
+            grammar = Grammar(model, call_grammar(call, text_allowed=text_allowed))
+            try:
+                good = model.tokenize('{"name": "get_weather", "arguments": {"city": "Oslo"}}', add_special=False)
+                assert _accepts(grammar, good)
+            finally:
+                grammar.close()
+        for text_allowed, expected in ((True, True), (False, False)):
+            grammar = Grammar(model, call_grammar(call, text_allowed=text_allowed))
+            try:
+                assert _accepts(grammar, model.tokenize("It is sunny in Oslo.", add_special=False)) is expected
+            finally:
+                grammar.close()
+        grammar = Grammar(model, call_grammar(call, text_allowed=True))
+        try:
+            assert not _accepts(grammar, model.tokenize('{"name": "launch_rocket", "arguments": {}}', add_special=False))
+        finally:
+            grammar.close()
+    finally:
+        model.close()
+
+
+def _accepts(grammar: Grammar, tokens: list[int]) -> bool:
+    for token in tokens:
+        if not grammar.allows(token):
+            return False
+        grammar.accept(token)
+    return True
