@@ -15,7 +15,9 @@ from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
 from untuned.tools import EXAMPLE_TOOLS, Tool, call_grammar, call_schema, call_text, chosen_tools, parse_call, tools_from_openai
 
-WEATHER = Tool("get_weather", "The weather now.", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+WEATHER = Tool(
+    "get_weather", "The weather now.", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+)
 
 
 def test_tools_are_read_from_openai_s_shape_and_refused_by_name():
