@@ -341,7 +341,9 @@ def test_a_judge_that_gives_one_score_is_flagged_not_plotted(tmp_path):
     report = build_report(flat)
     assert len(report.warnings) == len(ASPECTS) and "carry no information" in report.warnings[0]
     assert "Scores per aspect" not in plots(report)
-    assert "> **Warning** — m, helpfulness: the judge gave 4 to 100% of 6 items" in to_markdown(report)
+    markdown = to_markdown(report)  # one short table, not a line per aspect
+    assert f"## Read first: {len(ASPECTS)} score(s) piled on one value" in markdown and "> **Warning**" not in markdown
+    assert "| m | helpfulness | 4 | 100% | 6 | no information: left out of the plots |" in markdown
     assert "data:image/png" not in to_html(report) and "uninformative" in to_html(report)
     varied = [v.model_copy(update={"scores": {**v.scores, "depth": 1 + i % 5}}) for i, v in enumerate(flat)]
     report = build_report(varied)
@@ -441,6 +443,7 @@ def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, fixture_data):
             "UNTUNED_MODEL": "scripted:walk",
             "UNTUNED_N_CTX": "16384",
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "UNTUNED_CACHE_DIR": str(tmp_path / "cache" / "untuned"),
             "PATH": path,
             "COLUMNS": "200",
         }

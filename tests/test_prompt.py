@@ -2,6 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from untuned.errors import PromptFileError, UnknownPromptError
 from untuned.prompt import builtin_prompt_names, load_prompt, parse_prompt
@@ -105,3 +107,37 @@ def test_prompts_build_from_your_own_examples(tmp_path):
     assert load_prompt(out).examples[-1].query == "Chat question?"
     too_many = runner.invoke(app, ["prompts", "build", *common, "--n-ctx", "512"])
     assert too_many.exit_code == 2 and "too many to leave 256" in too_many.output.replace("\n", " ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.text(max_size=60), st.text(max_size=60)), min_size=0, max_size=4),
+    st.text(max_size=60),
+    st.text(max_size=30),
+)
+def test_whatever_the_builder_accepts_the_reader_loads_with_the_same_examples(pairs, system, description):
+    from untuned.errors import UntunedError
+    from untuned.prompt import Example, build_prompt_set, parse_prompt
+
+    examples = [Example(query=q, answer=a) for q, a in pairs]
+    try:
+        built = build_prompt_set(examples, name="mine", system=system, description=description)
+    except UntunedError:
+        return
+    again = parse_prompt(built.to_text(), source="mine.urial")
+    assert (again.name, again.system, again.examples, again.description) == (
+        built.name,
+        built.system,
+        built.examples,
+        built.description,
+    )
+    assert again.system  # never the empty system section the reader refuses
+
+
+def test_build_without_a_system_text_writes_a_set_that_loads(tmp_path):
+    from untuned.prompt import Example, build_prompt_set, load_prompt
+
+    built = build_prompt_set([Example("Hi?", "Hello.")], name="mine", system="")
+    (tmp_path / "mine.urial").write_text(built.to_text())
+    loaded = load_prompt(tmp_path / "mine.urial")
+    assert loaded.system == load_prompt("helpful").system and loaded.examples == built.examples

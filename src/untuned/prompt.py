@@ -224,10 +224,37 @@ def read_examples(path: str | Path) -> list[Example]:
 def build_prompt_set(
     examples: list[Example], *, name: str, system: str, k: int | None = None, seed: int | None = None, description: str = ""
 ) -> PromptSet:
-    """A prompt set of ``k`` of ``examples`` (all when None): drawn with ``seed``, or the first k in order."""
+    """A prompt set of ``k`` of ``examples`` (all when None): drawn with ``seed``, or the first k in order.
+
+    It holds only what :func:`load_prompt` reads back: texts as the ``.urial`` reader sees them (line ends,
+    surrounding blank lines), the bundled ``helpful`` set's system text when none is given, and a clear
+    error, before anything is written, for an example the file cannot hold (an empty text, a line that
+    reads as a section marker)."""
     import random
 
     if k is not None and k > len(examples):
         raise UntunedError(f"-k {k} asks for more examples than the {len(examples)} given")
     chosen = list(examples) if k is None else (random.Random(seed).sample(examples, k) if seed is not None else examples[:k])
-    return PromptSet(name=name, system=system.strip(), examples=tuple(chosen), description=description)
+    if not re.fullmatch(r"[\w.@+-]{1,128}", name):
+        raise UntunedError(f"the name {name!r} must be 1-128 letters, digits, '.', '@', '+', '_' or '-'")
+    system_text = _as_read(system) or load_prompt("helpful").system
+    cleaned = []
+    for index, example in enumerate(chosen, 1):
+        query, answer = _as_read(example.query), _as_read(example.answer)
+        if not query or not answer:
+            raise UntunedError(f"example {index} has an empty {'query' if not query else 'answer'}")
+        cleaned.append(Example(query=query, answer=answer))
+    built = PromptSet(name=name, system=system_text, examples=tuple(cleaned), description=" ".join(description.split()))
+    try:
+        again = parse_prompt(built.to_text(), source=name)
+    except PromptFileError as exc:
+        raise UntunedError(f"the prompt set cannot be written as a .urial file: {exc}") from None
+    if (again.system, again.examples) != (built.system, built.examples):
+        raise UntunedError("the prompt set would not read back as built (a line of an example reads as a section marker)")
+    return built
+
+
+def _as_read(text: str) -> str:
+    """``text`` as the .urial reader gives a section back: its lines, each without a trailing CR, leading and
+    trailing blank lines and trailing white space dropped."""
+    return _body([line.rstrip("\r") for line in text.splitlines()])

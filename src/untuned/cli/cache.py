@@ -15,7 +15,7 @@ from untuned.cli.common import out
 cache_app = typer.Typer(help="The evaluated prompt prefixes kept on disk (loaded at the next start instead of evaluated).")
 Folder = Annotated[
     Path | None,
-    typer.Option("--folder", help="The prefix cache folder [$UNTUNED_CACHE_DIR/prefixes or ~/.cache/untuned/prefixes]."),
+    typer.Option("--folder", help="The prefix cache folder ($UNTUNED_CACHE_DIR/prefixes or ~/.cache/untuned/prefixes)."),
 ]
 
 

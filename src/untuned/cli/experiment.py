@@ -16,7 +16,7 @@ from untuned.experiment import Experiment, read_plan, write_report
 def experiment_command(
     plan: Annotated[Path, typer.Argument(help="The plan: a TOML file (see experiments/k-curve.toml).")],
     output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="The experiment's folder [default: the plan's name].")
+        Path | None, typer.Option("--out", "-o", help="The experiment's folder (default: the plan's name).")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the cells, the work planned and what exists; run nothing.")
@@ -27,10 +27,27 @@ def experiment_command(
     declared = read_plan(plan)
     experiment = Experiment(declared, output or Path(declared.name))
     rows = experiment.describe()
-    table = Table("cell", "items", "generations", "judge requests", "answered", "judged", title=f"{len(rows)} cells")
+    table = Table(title=f"{len(rows)} cells")
+    table.add_column("model / prompt / dataset", overflow="fold")  # a long name wraps, never cut
+    for column in ("items", "answers", "verdicts"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(row["cell"], *(str(row[k]) for k in ("items", "generations", "judge_requests", "answered", "judged")))
+        name = f"{row['model']} / {row['prompt']} / {row['dataset']}"
+        done = (f"{row['answered']}/{row['generations']}", f"{row['judged']}/{row['judge_requests']}")
+        table.add_row(name, str(row["items"]), *done)
     out.print(table)
+    judge = declared.judge
+    if judge is None or not judge.modes:
+        judged_by = "no judge (answers only)"
+    elif judge.url:
+        name = judge.model or "(the server's first model)"
+        judged_by = f"judge {name} at {judge.url}, modes {', '.join(judge.modes)}"
+    else:
+        judged_by = (
+            f"the bundled local judge (SmolLM2-135M-Instruct), modes {', '.join(judge.modes)}: for plumbing only, "
+            "far too weak for numbers worth reporting; set [judge] url and model"
+        )
+    out.print(f"results in {experiment.out.resolve()}/ (cells/, report/); {judged_by}", markup=False)
     out.print(
         f"{sum(r['generations'] for r in rows)} generations and {sum(r['judge_requests'] for r in rows)} judge "
         f"requests planned; {sum(r['answered'] for r in rows)} answers and {sum(r['judged'] for r in rows)} "

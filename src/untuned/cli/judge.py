@@ -131,7 +131,7 @@ _JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "parse_retries": (int, typer.Option("--parse-retries", min=0, help="Asks again after an unreadable reply.")),
     "max_retries": (int, typer.Option("--max-retries", min=0, help="Retries on 429 / 5xx / timeouts, with backoff.")),
     "timeout": (float, typer.Option("--timeout", min=1.0, help="Seconds per judge request.")),
-    "cache": (Path | None, typer.Option("--cache", help="SQLite reply cache [~/.cache/untuned/judge.sqlite].")),
+    "cache": (Path | None, typer.Option("--cache", help="SQLite reply cache (~/.cache/untuned/judge.sqlite).")),
     "no_cache": (bool, typer.Option("--no-cache", help="Neither read nor write the cache.")),
     "force": (bool, typer.Option("--force", help="Set aside a verdict file made by another judge or template.")),
 }

@@ -72,9 +72,9 @@ def plan_table(plan: Plan) -> Table:
 def plan_command(
     model: Annotated[str, typer.Argument(help="A GGUF model: default, a .gguf path, hf:org/repo:QUANT.")] = "default",
     vram: Annotated[
-        str | None, typer.Option(help="GPU memory, e.g. 24GiB [the first GPU's free memory; 0 on a CPU build].")
+        str | None, typer.Option(help="GPU memory, e.g. 24GiB (the first GPU's free memory; 0 on a CPU build).")
     ] = None,
-    ram: Annotated[str | None, typer.Option(help="RAM, e.g. 64GiB [this machine's].")] = None,
+    ram: Annotated[str | None, typer.Option(help="RAM, e.g. 64GiB (this machine's).")] = None,
     ctx: Annotated[int, typer.Option("--ctx", min=64, help="Context window of each sequence, in tokens.")] = 4096,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Requests decoded together (serve --parallel).")] = 1,
     prefixes: Annotated[int, typer.Option(min=1, help="Prompt prefixes kept evaluated (each a sequence).")] = 2,

@@ -35,7 +35,7 @@ Parallel = Annotated[
         "--parallel",
         min=1,
         max=64,
-        help="Requests answered at once, decoded in one batch by a local model [default: four per core, at most 8].",
+        help="Requests answered at once, decoded in one batch by a local model (default: four per core, at most 8).",
     ),
 ]
 MaxWaiting = Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may queue (more: 503).")]

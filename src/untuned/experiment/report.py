@@ -34,21 +34,36 @@ def k_curve(report, path: Path) -> bool:
         return False
     aspects = list(dict.fromkeys(a for points in series.values() for _, m in points for a in m.aspects))
     fig, axes = plt.subplots(1, len(aspects), figsize=(3.2 * len(aspects), 3.2), squeeze=False)
+    hollow = False
     for ax, aspect in zip(axes[0], aspects):
         for name, points in sorted(series.items()):
-            points = sorted((k, m.aspects[aspect]) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
-            if points:
+            points = sorted((k, m) for k, m in points if aspect in m.aspects and m.aspects[aspect].mean)
+            # scores the report calls uninformative (one value to nearly every item) are marked, never drawn as a curve
+            kept = [(k, m.aspects[aspect]) for k, m in points if not report.uninformative("just-eval", m.model, aspect)]
+            empty = [(k, m.aspects[aspect]) for k, m in points if report.uninformative("just-eval", m.model, aspect)]
+            label = name.rsplit("/", 1)[-1]
+            if kept:
                 ax.errorbar(
-                    [k for k, _ in points],
-                    [s.mean for _, s in points],
-                    yerr=[s.ci or 0 for _, s in points],
+                    [k for k, _ in kept],
+                    [s.mean for _, s in kept],
+                    yerr=[s.ci or 0 for _, s in kept],
                     marker="o",
                     capsize=3,
-                    label=name.rsplit("/", 1)[-1],
+                    label=label,
                 )
+            if empty:
+                hollow = True
+                ax.scatter(
+                    [k for k, _ in empty], [s.mean for _, s in empty], marker="x", color="0.6", label=None if kept else label
+                )
+        if all(report.uninformative("just-eval", m.model, aspect) for points in series.values() for _, m in points):
+            ax.set_facecolor("0.94")
+            aspect = f"{aspect} (uninformative)"
         ax.set_title(aspect)
         ax.set_xlabel("K (examples)")
         ax.set_ylim(1, 5.2)
+    if hollow:
+        fig.text(0.01, 0.01, "grey x: scores the report calls uninformative (one value to nearly every item)", fontsize=7)
     axes[0][0].set_ylabel("mean score (1-5)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("In-context alignment curve: score against the number of URIAL examples")

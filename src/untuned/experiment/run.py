@@ -44,6 +44,9 @@ class Experiment:
             rows.append(
                 {
                     "cell": cell.id,
+                    "model": cell.model.name,
+                    "prompt": cell.prompt,
+                    "dataset": cell.dataset.name,
                     "items": items,
                     "generations": items,
                     "judge_requests": requests,

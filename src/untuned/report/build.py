@@ -98,21 +98,33 @@ class Report(BaseModel):
         return (section, model, aspect) in self._uninformative
 
     @cached_property
+    def concentrated(self) -> list[Diagnostic]:
+        """The (model, aspect) scores piled on one value: no information (constant), or a ceiling or floor."""
+        return [d for d in self.diagnostics if d.concentration in ("constant", "ceiling", "floor")]
+
+    @cached_property
     def warnings(self) -> list[str]:
-        """What a reader must know before believing the numbers: scores that carry no information."""
+        """What a reader must know before believing the numbers: scores that carry no information, and the
+        faults of the files (:attr:`file_warnings`)."""
         lines = []
-        for d in self.diagnostics:
+        for d in self.concentrated:
             score = f"{d.most_common_score:g}" if d.most_common_score is not None else "?"
             given = f"{d.model}, {d.aspect}: the judge gave {score} to {d.most_common_share:.0%} of {d.n} items"
             if d.concentration == "constant":
                 lines.append(f"{given}; these scores carry no information about the answers (no plot drawn).")
-            elif d.concentration in ("ceiling", "floor"):
+            else:
                 end = "top" if d.concentration == "ceiling" else "bottom"
                 lines.append(
                     f"{given}, the {end} of the scale: a {d.concentration}. The answers are rated as "
                     f"{'good' if end == 'top' else 'bad'} as the scale allows, and differences between models "
                     "cannot be resolved on this aspect."
                 )
+        return lines + self.file_warnings
+
+    @cached_property
+    def file_warnings(self) -> list[str]:
+        """Unreadable scores, turns judged twice, a judge that follows the answers' order."""
+        lines = []
         for m in self.models:
             for aspect, count in m.unreadable.items():
                 lines.append(

@@ -305,6 +305,32 @@ def tags_markdown(report: Report) -> list[str]:
     return parts
 
 
+def warnings_markdown(report: Report) -> list[str]:
+    """Scores that say little, gathered in one short table (not a line each), then the files' faults."""
+    parts: list[str] = []
+    if report.concentrated:
+        meaning = {
+            "constant": "no information: left out of the plots",
+            "ceiling": "ceiling: differences not resolved",
+            "floor": "floor: differences not resolved",
+        }
+        rows = [
+            [
+                d.model,
+                d.aspect,
+                f"{d.most_common_score:g}" if d.most_common_score is not None else "?",
+                f"{d.most_common_share:.0%}",
+                str(d.n),
+                meaning[d.concentration],
+            ]
+            for d in report.concentrated
+        ]
+        title = f"## Read first: {len(rows)} score(s) piled on one value"
+        parts += titled(title, ["model", "aspect", "score given", "to", "of items", "what it means"], rows)
+    parts += [f"> **Warning** — {warning}" for warning in report.file_warnings] + ([""] if report.file_warnings else [])
+    return parts
+
+
 def to_markdown(report: Report, *, compare: bool = False, compact: bool = False) -> str:
     """The whole report as Markdown; ``compact``: many models' comparisons as a matrix (the terminal)."""
     na = (
@@ -313,7 +339,7 @@ def to_markdown(report: Report, *, compare: bool = False, compact: bool = False)
         else "counted as 5, as just-eval's report does (these means are just-eval's)"
     )
     parts = ["# Judging report", "", f"Means with 95% confidence intervals (± 1.96 s/√n). N/A scores: {na}.", ""]
-    parts += [f"> **Warning** — {warning}" for warning in report.warnings] + ([""] if report.warnings else [])
+    parts += warnings_markdown(report)
     parts += scores_markdown(report, compare=compare)
     parts += pairwise_markdown(report) if report.pairwise else []
     parts += evaluation_markdown(report, compact=compact) + tags_markdown(report)
