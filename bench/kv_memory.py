@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from smoke import sized
 
-WINDOW, POOL = sized(8192, 1024), sized(8192, 1024)
+WINDOW, POOL = sized(8192, 2048), sized(8192, 2048)  # the URIAL prefix and an answer fit either way
 
 
 def free_port() -> int:
@@ -43,6 +43,8 @@ def resident_mb(parallel: int, pool: int | None) -> tuple[float, str]:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"the server did not start: {server.communicate()[1][-2000:]}")
             try:
                 httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
                 break

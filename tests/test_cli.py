@@ -90,8 +90,8 @@ def test_prompts_list_and_show():
         (["--model", "someorg/somemodel"], "write hf:someorg/somemodel"),
         (["--prompt", "helpfull"], "unknown prompt 'helpfull'. Bundled prompt sets: helpful, long"),
         (["--prompt", "missing.urial"], "prompt file 'missing.urial' does not exist"),
-        (["--n-ctx", "128", *SCRIPTED], "tokens too many"),
-        (["--temperature", "9"], "temperature: Input should be less than or equal to 5"),
+        (["--n-ctx", "128", *SCRIPTED], "more than the model's window of 128 tokens"),
+        (["--temperature", "9"], "Invalid value for '--temperature' / '-t': Input should be less than or equal to 5"),
     ],
 )
 def test_error_messages(args, message):

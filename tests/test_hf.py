@@ -14,7 +14,8 @@ from helpers.tiny import CORPUS, make_tiny_llama  # noqa: E402
 
 from untuned import Assistant, LoadOptions, Sampling, load_backend  # noqa: E402
 from untuned.backends.hf import TransformersBackend  # noqa: E402
-from untuned.errors import ContextOverflowError  # noqa: E402
+from untuned.conversation import Conversation  # noqa: E402
+from untuned.errors import ContextOverflowError, PromptTooLongError  # noqa: E402
 from untuned.prompt import load_prompt  # noqa: E402
 
 
@@ -78,8 +79,13 @@ def test_score_matches_per_position_reference(tiny):
 
 def test_context_overflow(tiny_model_dir):
     backend = load_backend(str(tiny_model_dir), LoadOptions(device="cpu", n_ctx=64))
-    with pytest.raises(ContextOverflowError, match="tokens too many"):
-        Assistant(backend, load_prompt("helpful")).ask("Hello?")
+    with pytest.raises(PromptTooLongError, match="more than the model's window of 64 tokens"):  # refused up front
+        Assistant(backend, load_prompt("helpful"))
+    from untuned.prompt import PromptSet
+
+    bot = Assistant(backend, PromptSet(name="tiny", system="Be brief."), Sampling(max_tokens=4))
+    with pytest.raises(ContextOverflowError, match="tokens too many"):  # a question too long for what is left
+        bot.ask("Hello? " * 40)
 
 
 @pytest.mark.slow
@@ -102,7 +108,7 @@ def _rendered(questions: list[str], prompt_name: str = "one-shot"):
     prompt = load_prompt(prompt_name)
     rendered = []
     for question in questions:
-        conversation = Assistant(None, prompt).conversation()  # type: ignore[arg-type]
+        conversation = Conversation(prompt)
         conversation.add_user(question)
         rendered.append(conversation.render())
     return rendered

@@ -7,7 +7,7 @@ import pytest
 
 from untuned import Assistant, Sampling
 from untuned.backends.llamacpp import LlamaCppBackend
-from untuned.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError
+from untuned.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError, PromptTooLongError
 from untuned.prompt import load_prompt
 
 GREEDY = Sampling(max_tokens=48)
@@ -122,8 +122,11 @@ def test_score_matches_per_position_reference(gemma):
 def test_context_overflow_says_by_how_much(gemma_path):
     backend = LlamaCppBackend(gemma_path, n_ctx=256)
     try:
+        with pytest.raises(PromptTooLongError) as early:  # the prompt set alone cannot fit: refused at load, with numbers
+            Assistant(backend, load_prompt("helpful"))
+        assert early.value.context_length == 256 and early.value.prefix_tokens > 256
         with pytest.raises(ContextOverflowError) as info:
-            Assistant(backend, load_prompt("helpful")).ask("Hello?")
+            Assistant(backend, load_prompt("zero-shot"), Sampling(max_tokens=8)).ask("Hello? " * 120)
         assert info.value.context_length == 256
         assert info.value.excess == info.value.prompt_tokens - 255
         assert f"{info.value.excess} tokens too many" in str(info.value)

@@ -288,6 +288,7 @@ def test_shift_colours_equal_untuned_shift(browser, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]
     assert [(r["text"], r["category"]) for r in rows] == [tuple(t) for t in shown]
     assert "unshifted" in summary and "shifted" in summary
+    assert "the model's distribution, no sampler" in summary and "repetition penalty 1.1" in summary  # what it compares
 
 
 @pytest.mark.slow
@@ -350,6 +351,7 @@ def test_pair_shift_of_the_aligned_answer_equals_untuned_shift_pair(browser, tmp
     answers = tmp_path / "a.jsonl"
     answers.write_text(json.dumps({"id": "1", "instruction": "What is two plus two?", "output": answer}) + "\n")
     args = ["shift", "pair", "--model", str(base), "--aligned", str(aligned), "--answers", str(answers)]
+    args += ["--context", "plain", "--rank", "aligned-top1", "--no-end"]  # the page's protocol (its analyzer's defaults)
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--no-plots"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]

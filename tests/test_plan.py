@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from untuned.backends.hub import range_reader
 from untuned.backends.llamacpp import LlamaCppBackend
+from untuned.backends.llamacpp.devices import CpuOverrides
 from untuned.backends.llamacpp.native import NativeModel
 from untuned.cli import app
 from untuned.errors import ModelLoadError, UntunedError
@@ -199,7 +200,7 @@ def test_tensors_kept_in_ram_reach_llama_cpp(gemma_path: Path, caplog) -> None:
     """The override array is read by llama.cpp (it says it places tensors by override); a dense model asked
     to keep experts in RAM is refused by name."""
     with caplog.at_level(logging.DEBUG, logger="untuned.llama_cpp.native"):
-        NativeModel(gemma_path, in_ram=r"^blk\.(?:0|1)\.ffn_up").close()
+        NativeModel(gemma_path, overrides=CpuOverrides(r"^blk\.(?:0|1)\.ffn_up")).close()
     assert "tensor overrides to CPU" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="untuned.llama_cpp.native"):

@@ -193,7 +193,7 @@ def test_malformed_and_oversized_bodies(scripted):
 def test_disconnect_mid_stream_frees_the_model(scripted):
     # 1000 tokens, 50 ms each: 50 s of work if the abandoned stream kept the model
     body = {"prompt": "SCRIPT: @delay=0.05 @repeat=1000:tick", "max_tokens": 1000, "stream": True}
-    with httpx.Client(timeout=30) as http, http.stream("POST", f"{scripted}/v1/completions", json=body) as response:
+    with httpx.Client(timeout=30) as client, client.stream("POST", f"{scripted}/v1/completions", json=body) as response:
         events = 0
         for line in response.iter_lines():
             events += line.startswith("data:")

@@ -134,11 +134,16 @@ class Completion:
 class Assistant:
     """A backend, a URIAL prompt set and sampling settings."""
 
-    def __init__(self, backend: Backend, prompt: PromptSet, sampling: Sampling | None = None) -> None:
+    def __init__(
+        self, backend: Backend, prompt: PromptSet, sampling: Sampling | None = None, *, check_fits: bool = True
+    ) -> None:
+        """``check_fits``: refuse a prompt set too long for the window now (off for a model answering in its
+        own chat template, which never shows the prompt set)."""
         self.backend = backend
         self.prompt = prompt
         self.sampling = sampling or Sampling()
-        self.check_fits()
+        if check_fits:
+            self.check_fits()
 
     def check_fits(self) -> None:
         """Refuse, before any question, a prompt set whose examples and ``max_tokens`` cannot fit the model's

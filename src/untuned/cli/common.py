@@ -138,11 +138,12 @@ class _ModelOptionsBase:
         while self.opened:
             self.opened.pop().close()
 
-    def assistant(self) -> Assistant:
-        """Logging, settings and the prompt set checked first (no model loads for a typo), then the model."""
+    def assistant(self, *, chat_template: bool = False) -> Assistant:
+        """Logging, settings and the prompt set checked first (no model loads for a typo), then the model; the
+        prompt set checked to fit its window unless the model answers in its own chat template."""
         setup_logging(self.verbose)
         sampling, prompt_set, _ = self.sampling(), self.prompt_set(), self.load_options()
-        return Assistant(self.load(), prompt_set, sampling)
+        return Assistant(self.load(), prompt_set, sampling, check_fits=not chat_template)
 
 
 def _default(record: type[BaseModel], name: str) -> Any:

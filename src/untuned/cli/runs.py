@@ -81,7 +81,7 @@ def generate_command(
     bench = benchmark(dataset)
     items = select(bench.load(data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard)
     options.parallel = max(options.parallel, concurrency)
-    assistant = options.assistant()
+    assistant = options.assistant(chat_template=chat_template)
     plan = options.run_plan(
         temperature_given=ctx.get_parameter_source("temperature").name != "DEFAULT",
         chat_template=chat_template,

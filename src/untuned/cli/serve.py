@@ -144,6 +144,6 @@ def serve_command(
     if aligned:
         from untuned.assistant import Assistant
 
-        second = Assistant(options.load(aligned), assistant.prompt, assistant.sampling)
+        second = Assistant(options.load(aligned), assistant.prompt, assistant.sampling, check_fits=False)  # its own template
         err.print(f"untuned: aligned model {second.backend.name} answers requests whose model is its name")
     serve(assistant, config, aligned=second, host=host, port=port, log_level="info" if options.verbose else "warning")

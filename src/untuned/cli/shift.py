@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from untuned.answers import read_answers, read_tags
-from untuned.backends import Sampling
+from untuned.backends import ModelSpec, Sampling
 from untuned.cli.common import LOADING, ModelOptions, friendly, ids_option, model_options, out, progress, setup_logging
 from untuned.data import DatasetName, load_items, select
 from untuned.errors import UntunedError
@@ -150,7 +150,7 @@ def _check(mode: str, options: ModelOptions, *, aligned, answers, dataset) -> No
         raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
-    if options.dtype == "auto" and options.backend in (None, "transformers"):
+    if options.dtype == "auto" and (options.backend or ModelSpec.parse(options.model).default_backend) == "transformers":
         options.dtype = "float32"
 
 

@@ -163,8 +163,11 @@ class _Models:
         if spec.name != self.name:
             self.close()
             plan = spec.run_plan()
-            self.current, self.name = Assistant(self.load(plan.model, plan.loading), prompt, plan.sampling), spec.name
+            backend = self.load(plan.model, plan.loading)
+            self.current, self.name = Assistant(backend, prompt, plan.sampling, check_fits=False), spec.name
         self.current.prompt = prompt
+        if not spec.chat_template:  # a prompt set too long for the window: refused before any item is answered
+            self.current.check_fits()
         return self.current
 
     def second(self, spec: ModelPlan):

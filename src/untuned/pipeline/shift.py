@@ -44,7 +44,7 @@ def generate_answers(
     (``chat``: in the model's own chat template, as an aligned model answers). Shift analysis answers
     greedily with no repetition penalty (SHIFT_SAMPLING) unless told otherwise: its ranks then measure the
     models, not a sampler."""
-    assistant = Assistant(backend, prompt, sampling)
+    assistant = Assistant(backend, prompt, sampling, check_fits=context == "urial")  # the others never show the set
     answered = []
     for item in items:
         if context == "chat":

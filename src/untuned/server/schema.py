@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from untuned.server.tool_schema import TOOL_CHOICE_HELP, TOOLS_HELP, NamedToolChoice, ToolCallIn
+
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -52,21 +54,6 @@ def _message_schema(schema: dict) -> None:
     }
     schema.clear()
     schema.update({"title": "Message", "oneOf": [user, {**other, "required": ["role"]}, tool]})
-
-
-class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    name: str
-    arguments: str = "{}"
-
-
-class ToolCallIn(BaseModel):
-    """A call an earlier assistant message made (OpenAI's ``tool_calls`` entry)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
 
 
 class Message(BaseModel):
@@ -214,17 +201,6 @@ N_WITHOUT_STREAM = {
 }
 
 
-class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str
-
-
-class NamedToolChoice(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    type: Literal["function"]
-    function: NamedFunction
-
-
 class ChatRequest(_SamplingFields):
     model_config = ConfigDict(json_schema_extra={"allOf": [NOT_BOTH_PROMPTS, N_WITHOUT_STREAM]})
     messages: list[Message] = Field(..., min_length=1, max_length=512)
@@ -244,15 +220,8 @@ class ChatRequest(_SamplingFields):
         description="untuned's extension: a prompt set given in the request (system text and examples), in place of one by name.",
     )
     repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="1 turns it off (default: the server's).")
-    tools: list[dict[str, Any]] | None = Field(
-        None,
-        max_length=64,
-        description="Function tools: described in the URIAL prompt beside tool-use examples; the answer is text or one "
-        "call whose arguments match the tool's schema, held to that by a grammar (llama.cpp).",
-    )
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
-        None, description="none, auto (text or one call), required (one call), or one named function."
-    )
+    tools: list[dict[str, Any]] | None = Field(None, max_length=64, description=TOOLS_HELP)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(None, description=TOOL_CHOICE_HELP)
     parallel_tool_calls: bool | None = Field(None, description="Accepted: an answer makes at most one call.")
 
     @model_validator(mode="after")
@@ -321,10 +290,10 @@ class CompletionRequest(_SamplingFields):
     )
     suffix: None = Field(None, description="Not supported.")
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
     def _prompts(cls, value):
-        if isinstance(value, list) and not value:
+        if value == "" or isinstance(value, list) and (not value or any(item in ("", []) for item in value)):
             raise ValueError("prompt is empty")
         return value
 

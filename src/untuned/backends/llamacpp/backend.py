@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
-from untuned.backends.llamacpp.devices import experts_in_ram
+from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
 from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder
@@ -50,21 +50,12 @@ class LlamaCppBackend(RowScoring):
         self.gpu_layers, self.cpu_moe, self.plan = self._placement(
             path, gpu_layers, cpu_moe, Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, kv_type != "f16", kv_budget)
         )
-        self.model = NativeModel(path, gpu_layers=self.gpu_layers, in_ram=experts_in_ram(self.cpu_moe))
+        pattern = experts_in_ram(self.cpu_moe)
+        self.model = NativeModel(path, gpu_layers=self.gpu_layers, overrides=CpuOverrides(pattern) if pattern else None)
         self.path = path
         self.name = name or path.name
-        store = None
-        if prefix_cache and reuse_prefix:
-            settings = {
-                "kv_type": kv_type,
-                "flash_attn": attention_choice(kv_type, flash_attn),
-                "pool": kv_budget is not None,
-                "gpu_layers": self.gpu_layers,
-                "cpu_moe": self.cpu_moe,
-                "batch": 512,
-                "llama.cpp": self.model.build,
-            }
-            store = PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=int(prefix_cache_gib * 2**30))
+        limit = int(prefix_cache_gib * 2**30)
+        store = self._store(path, kv_type, flash_attn, kv_budget, limit) if prefix_cache and reuse_prefix else None
         trained = self.model.n_ctx_train
         window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
         try:
@@ -88,6 +79,19 @@ class LlamaCppBackend(RowScoring):
         self.parallel = slots
         self.vocab_size = self.model.n_vocab
         self._prefix_ids: dict[str, list[int]] = {}
+
+    def _store(self, path: Path, kv_type: str, flash_attn: str, kv_budget: int | None, limit: int) -> PrefixStore:
+        """The disk store of this model's evaluated prefixes under these load options (what changes the numbers)."""
+        settings = {
+            "kv_type": kv_type,
+            "flash_attn": attention_choice(kv_type, flash_attn),
+            "pool": kv_budget is not None,
+            "gpu_layers": self.gpu_layers,
+            "cpu_moe": self.cpu_moe,
+            "batch": 512,
+            "llama.cpp": self.model.build,
+        }
+        return PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=limit)
 
     @staticmethod
     def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings):

@@ -41,6 +41,7 @@ from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request, RequestStream
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
 from untuned.backends.llamacpp.prefix_store import PrefixStore
+from untuned.backends.llamacpp.prefixes import PrefixSequences
 from untuned.backends.llamacpp.sampling import Grammar, Slot, greedy_choice, json_schema_grammar, sampler_chain
 from untuned.backends.scoring import token_logprob
 from untuned.errors import ContextOverflowError, ModelClosedError, ModelFailure
@@ -50,7 +51,7 @@ GRAMMARS_KEPT = 64  # compiled JSON-schema grammars kept, least recently used dr
 EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly their answer alone (the docstring)
 
 
-class LlamaEngine(BatchingEngine):
+class LlamaEngine(PrefixSequences, BatchingEngine):
     """Answers ``slots`` requests at once over one model, ``prefixes`` kept resident (the module docstring)."""
 
     thread_name = "untuned-llama-engine"
@@ -326,54 +327,6 @@ class LlamaEngine(BatchingEngine):
         self._admissions += 1
         slot.admitted = self._admissions
         self.counters.requests += 1
-
-    def _prefix_sequence(self, prefix: tuple[int, ...], protected: set[tuple[int, ...]]) -> int | None:
-        """The sequence holding ``prefix``, evaluating it (alone, from empty) if it is not resident."""
-        seq = self._resident.get(prefix)
-        if seq is not None:
-            self._resident.move_to_end(prefix)
-            self.counters.prefix_hits += 1
-            return seq
-        free = sorted(set(self._prefix_seqs) - set(self._resident.values()))
-        if free:
-            seq = free[0]
-        else:
-            pinned = protected | (self._in_use() if self.kv_budget is not None else set())  # a pool shares their cells
-            victim = next((key for key in self._resident if key not in pinned), None)
-            if victim is None:
-                return None
-            seq = self._resident.pop(victim)
-        self.ctx.clear(seq)
-        self.counters.prefix_misses += 1
-        saved = self.store.load(prefix) if self.store is not None else None
-        if saved is not None and self.ctx.set_state(seq, saved):
-            self.counters.prefix_loads += 1
-            self._progressed()
-        else:
-            if saved is not None:  # llama.cpp refused the state: the file goes, the prefix is evaluated
-                self.store.reject(prefix)
-            self._evaluate_prefix(seq, prefix)
-        self._resident[prefix] = seq
-        return seq
-
-    def _evaluate_prefix(self, seq: int, prefix: tuple[int, ...]) -> None:
-        """Evaluate ``prefix`` into the empty ``seq`` in the engine's chunks, then lay its cells out again as a
-        saved state loads them (its cells from the first, in cell order). A sliding-window layer's cells wrap
-        round their ring as the prefix is evaluated, and attention sums cells in cell order: without this,
-        a prefix loaded from disk would sum in another order than the one evaluated, and answers differ."""
-        for begin in range(0, len(prefix), self._batch.capacity):
-            chunk = list(prefix[begin : begin + self._batch.capacity])
-            self._batch.clear()
-            self._batch.add(chunk, begin, seq, False)
-            self.ctx.decode(self._batch)
-            self._progressed()
-        self.counters.prompt_tokens += len(prefix)
-        state = self.ctx.state_of(seq)
-        self.ctx.clear(seq)
-        if not self.ctx.set_state(seq, state):
-            raise ModelFailure("llama.cpp could not lay out the prefix it had just evaluated")
-        if self.store is not None:
-            self.store.save(prefix, state)
 
     def _step(self) -> None:
         """One chunk of the earliest admitted prompt, evaluated alone, then the next token of every

@@ -78,9 +78,9 @@ class NativeModel:
     evaluation is ~5-10% slower.
     """
 
-    def __init__(self, path: Path, *, gpu_layers: int = 0, in_ram: str | None = None) -> None:
-        """``in_ram``: a regular expression over tensor names whose tensors stay in RAM whatever the layer's
-        device (llama.cpp's tensor buffer-type overrides; a MoE model's experts)."""
+    def __init__(self, path: Path, *, gpu_layers: int = 0, overrides=None) -> None:
+        """``overrides``: tensors kept in RAM whatever their layer's device (a :class:`~untuned.backends.llamacpp.
+        devices.CpuOverrides`, llama.cpp's tensor buffer-type overrides; a MoE model's experts)."""
         check_gguf_file(path)
         self.lib = lib = import_llama_cpp()
         lib.llama_backend_init()
@@ -92,12 +92,9 @@ class NativeModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
         params.use_extra_bufts = False  # see the class docstring
-        self._overrides = None
-        if in_ram:
-            from untuned.backends.llamacpp.devices import CpuOverrides
-
-            self._overrides = CpuOverrides(in_ram)  # kept alive with the model
-            params.tensor_buft_overrides = self._overrides.pointer
+        self._overrides = overrides  # kept alive with the model
+        if overrides is not None:
+            params.tensor_buft_overrides = overrides.pointer
         self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if not self.model:
             raise ModelLoadError(
