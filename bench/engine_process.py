@@ -27,24 +27,11 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
-from smoke import data, sized
-
-from untuned.conversation import Conversation
-from untuned.prompt import load_prompt
+from serve_concurrency import questions, rendered
+from smoke import sized
 
 PORT = 8731
 MODES = {"in-process": ["--in-process"], "engine process": []}
-
-
-def questions(count: int) -> list[str]:
-    rows = [json.loads(line) for line in data("just_eval_instruct.jsonl").read_text().splitlines()[:count]]
-    return [row["instruction"] for row in rows]
-
-
-def rendered(question: str) -> str:
-    conversation = Conversation(load_prompt("helpful"))
-    conversation.add_user(question)
-    return conversation.render().text
 
 
 async def stream_times(http: httpx.AsyncClient, question: str, tokens: int) -> list[float]:

@@ -1,7 +1,8 @@
 """Tool calls on the default model (issue 31): 20 small tasks, each offering one or two tools and needing
 one of them, answered greedily by the bundled gemma-3-270m base in the `helpful` prompt set with the
-tool-use format (untuned.tools), tool_choice auto: with the grammar (text, or one call whose arguments
-match its tool's schema) and without it (the same prompt, free text read back as a call if it is one).
+tool-use format (untuned.tools): tool_choice auto with the grammar (text, or one call whose arguments
+match its tool's schema), the same prompt without it (free text read back as a call if it is one), and
+tool_choice required (the grammar allows a call to any offered tool, nothing else: which tool it picks).
 
 Counted per side: answers that are a call, calls to the right tool, and right calls whose arguments are
 valid under the tool's schema (jsonschema). Run: .venv/bin/python bench/tool_calls.py
@@ -67,16 +68,20 @@ TASKS = [  # (question, tools offered, the tool it needs)
 def main() -> None:
     backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096)
     bot = Assistant(backend, load_prompt("helpful"), Sampling(max_tokens=96, temperature=0))
-    counts = {side: {"call": 0, "right tool": 0, "valid arguments": 0} for side in ("grammar", "no grammar")}
+    sides = ("auto, grammar", "auto, no grammar", "required, grammar")
+    counts = {side: {"call": 0, "right tool": 0, "valid arguments": 0} for side in sides}
     try:
         for question, tools, wanted in TASKS:
             conversation = Conversation(load_prompt("helpful"), tools=tuple(tools))
             conversation.add_user(question)
-            grammar = call_grammar(json_schema_grammar(json.dumps(call_schema(tools))), text_allowed=True)
-            for side, sampling in (
-                ("grammar", bot.sampling.model_copy(update={"grammar": grammar})),
-                ("no grammar", bot.sampling),
-            ):
+            grammar = json_schema_grammar(json.dumps(call_schema(tools)))
+            auto, required = (call_grammar(grammar, text_allowed=allowed) for allowed in (True, False))
+            samplings = (
+                bot.sampling.model_copy(update={"grammar": auto}),
+                bot.sampling,
+                bot.sampling.model_copy(update={"grammar": required}),
+            )
+            for side, sampling in zip(sides, samplings):
                 call = parse_call(bot.complete(conversation, sampling=sampling).text, tools)
                 if call is None:
                     continue

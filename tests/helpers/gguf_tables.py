@@ -12,6 +12,12 @@ def more_bits(layer: int, layers: int) -> bool:
     return layer < layers // 8 or layer >= 7 * layers // 8 or (layer - layers // 8) % 3 == 2
 
 
+def _ends(embd: int, tensors: list[TensorInfo]) -> list[TensorInfo]:
+    """The embeddings before the layers, the output norm and head (Q6_K, as Q4_K_M has it) after them."""
+    head = [TensorInfo("output_norm.weight", (embd,), "F32"), TensorInfo("output.weight", (embd, 32000), "Q6_K")]
+    return [TensorInfo("token_embd.weight", (embd, 32000), "Q4_K"), *tensors, *head]
+
+
 def _header(arch: str, metadata: dict, tensors: list[TensorInfo]) -> GgufHeader:
     meta = {"general.architecture": arch, **{f"{arch}.{k}": v for k, v in metadata.items()}}
     meta["tokenizer.ggml.tokens"] = 32000
@@ -20,7 +26,7 @@ def _header(arch: str, metadata: dict, tensors: list[TensorInfo]) -> GgufHeader:
 
 def llama2_70b_q4_k_m() -> GgufHeader:
     n, embd, ff, kv = 80, 8192, 28672, 1024
-    tensors = [TensorInfo("token_embd.weight", (embd, 32000), "Q4_K")]
+    tensors = []
     for i in range(n):
         b = f"blk.{i}."
         tensors += [
@@ -35,7 +41,6 @@ def llama2_70b_q4_k_m() -> GgufHeader:
             TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
             TensorInfo(b + "ffn_down.weight", (ff, embd), "Q6_K" if more_bits(i, n) else "Q4_K"),
         ]
-    tensors += [TensorInfo("output_norm.weight", (embd,), "F32"), TensorInfo("output.weight", (embd, 32000), "Q6_K")]
     meta = {
         "block_count": n,
         "embedding_length": embd,
@@ -44,7 +49,7 @@ def llama2_70b_q4_k_m() -> GgufHeader:
         "attention.head_count_kv": 8,
         "context_length": 4096,
     }
-    return _header("llama", meta, tensors)
+    return _header("llama", meta, _ends(embd, tensors))
 
 
 def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
@@ -54,7 +59,7 @@ def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
     (28.45 GB), the size of a Q4_K_M made now."""
     n, embd, ff, kv, experts = 32, 4096, 14336, 1024, 8
     current = recipe == "current"
-    tensors = [TensorInfo("token_embd.weight", (embd, 32000), "Q4_K")]
+    tensors = []
     for i in range(n):
         b = f"blk.{i}."
         tensors += [
@@ -69,7 +74,6 @@ def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
             TensorInfo(b + "ffn_up_exps.weight", (embd, ff, experts), "Q4_K"),
             TensorInfo(b + "ffn_down_exps.weight", (ff, embd, experts), "Q6_K" if current and more_bits(i, n) else "Q4_K"),
         ]
-    tensors += [TensorInfo("output_norm.weight", (embd,), "F32"), TensorInfo("output.weight", (embd, 32000), "Q6_K")]
     meta = {
         "block_count": n,
         "embedding_length": embd,
@@ -80,4 +84,4 @@ def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
         "expert_used_count": 2,
         "context_length": 32768,
     }
-    return _header("llama", meta, tensors)
+    return _header("llama", meta, _ends(embd, tensors))

@@ -14,10 +14,10 @@ Adding one takes one module and its test (docs/architecture.md, "Adding a benchm
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
 
 from untuned.benchmarks.base import Benchmark, Item, hub_rows, items_from_rows
 from untuned.errors import UntunedError
+from untuned.plugins import discover
 
 BUILTIN = (
     "untuned.benchmarks.just_eval",
@@ -30,20 +30,7 @@ BUILTIN = (
 @cache
 def benchmarks() -> dict[str, Benchmark]:
     """Every benchmark by name: the built-in ones, then those of installed plugins."""
-    import importlib
-    import pkgutil
-
-    found: dict[str, Benchmark] = {}
-    for module in pkgutil.iter_modules(__path__):  # every module of this package that declares a BENCHMARK
-        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "BENCHMARK", None)
-        if isinstance(declared, Benchmark):
-            found[declared.name] = declared
-    for point in entry_points(group="untuned.benchmarks"):
-        declared = point.load()
-        if not isinstance(declared, Benchmark):
-            raise UntunedError(f"the plugin entry point {point.name!r} ({point.value}) is not an untuned Benchmark")
-        found.setdefault(declared.name, declared)
-    return found
+    return discover(__name__, __path__, "BENCHMARK", "untuned.benchmarks", Benchmark, lambda b: b.name)
 
 
 def benchmark_names() -> list[str]:

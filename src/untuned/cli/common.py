@@ -211,22 +211,7 @@ _OPTIONS["prefix_cache"] = (
 )
 for _name in ("gpu_layers", "cpu_moe"):  # a number or "auto": read as text, checked by LoadOptions
     _OPTIONS[_name] = (str, typer.Option(f"--{_name.replace('_', '-')}", help=LoadOptions.model_fields[_name].description))
-LOADING = (
-    "model",
-    "backend",
-    "remote_model",
-    "api_key_env",
-    "n_ctx",
-    "device",
-    "dtype",
-    "gpu_layers",
-    "cpu_moe",
-    "kv_budget",
-    "kv_type",
-    "flash_attn",
-    "prefix_cache",
-    "prefix_cache_gib",
-)
+LOADING = ("model", *(name for name in LOAD_FIELDS if name != "parallel"))  # parallel: a command's own option
 SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed", "stop")
 ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 

@@ -142,6 +142,10 @@ def judge_options(command):
 
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="JSONL of verdicts; appended to and resumed.")]
+Questions = Annotated[
+    Path | None,
+    typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
+]
 AnswersArgument = Annotated[
     Path, typer.Argument(help="Answers: an untuned run, just-eval / AlpacaEval output, or JSONL of id, instruction, output.")
 ]
@@ -250,10 +254,7 @@ def mt_bench_command(
             "--no-references", help="Judge math, reasoning and coding without a reference (FastChat never does; scores run high)."
         ),
     ] = False,
-    questions: Annotated[
-        Path | None,
-        typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
-    ] = None,
+    questions: Questions = None,
     *,
     options: JudgeOptions,
     selection: Selection,
@@ -276,10 +277,7 @@ def mt_bench_pair_command(
     ],
     other: Annotated[Path, typer.Argument(help="The other model's MT-bench answers (B).")],
     output: OutOption,
-    questions: Annotated[
-        Path | None,
-        typer.Option("--questions", help="MT-bench questions (FastChat's question.jsonl), for FastChat answer files."),
-    ] = None,
+    questions: Questions = None,
     *,
     options: JudgeOptions,
     selection: Selection,

@@ -14,29 +14,17 @@ through a registry. A plugin adds a mode with an entry point (group ``untuned.ju
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import cache
-from importlib.metadata import entry_points
 
 from untuned.errors import UntunedError
 from untuned.judge.templates import Template
+from untuned.plugins import discover
 
 
 @cache
 def modes() -> dict[str, Template]:
     """Every judge mode by name: the built-in ones, then those of installed plugins."""
-    found: dict[str, Template] = {}
-    for module in pkgutil.iter_modules(__path__):  # every module of this package that declares a MODE
-        mode = getattr(importlib.import_module(f"{__name__}.{module.name}"), "MODE", None)
-        if isinstance(mode, Template):
-            found[mode.mode] = mode
-    for point in entry_points(group="untuned.judge_modes"):
-        mode = point.load()
-        if not isinstance(mode, Template):
-            raise UntunedError(f"the plugin entry point {point.name!r} ({point.value}) is not an untuned judge mode")
-        found.setdefault(mode.mode, mode)
-    return found
+    return discover(__name__, __path__, "MODE", "untuned.judge_modes", Template, lambda m: m.mode)
 
 
 def mode_names() -> list[str]:
