@@ -270,6 +270,7 @@ def test_shift_colours_equal_untuned_shift(browser, tmp_path):
     from typer.testing import CliRunner
 
     from untuned.cli import app
+    from untuned.shift import category
 
     with untuned_server("--parallel", "2") as root:
         page = workbench(browser, root, max_tokens=24)
@@ -280,15 +281,22 @@ def test_shift_colours_equal_untuned_shift(browser, tmp_path):
         page.wait_for_function("document.querySelectorAll('.answer .tok').length > 0", timeout=120_000)
         shown = page.eval_on_selector_all(".answer .tok", "nodes => nodes.map(n => [n.textContent, n.dataset.category])")
         summary = page.inner_text(".answer .shiftline")
+        page.click(".answer .shiftview")
+        sampler = page.eval_on_selector_all(".answer .tok", "nodes => nodes.map(n => n.dataset.category)")
+        sampler_line = page.inner_text(".answer .shiftline")
         page.close()
     answers = tmp_path / "a.jsonl"
     answers.write_text(json.dumps({"id": "1", "instruction": "What is the capital of France?", "output": answer}) + "\n")
     result = CliRunner().invoke(app, ["shift", "context", "--answers", str(answers), "--out", str(tmp_path / "s"), "--no-plots"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]
-    assert [(r["text"], r["category"]) for r in rows] == [tuple(t) for t in shown]
-    assert "unshifted" in summary and "shifted" in summary
-    assert "the model's distribution, no sampler" in summary and "repetition penalty 1.1" in summary  # what it compares
+    assert [r["category"] for r in rows] == [category for _, category in shown]
+    assert "".join(text for text, _ in shown).strip() == answer.strip()  # the answer as it was, coloured
+    assert summary.startswith("model view: unshifted") and "no sampler in the ranks" in summary  # what it compares
+    # the sampler view: each answer token's rank where it was drawn (base + URIAL), as the CLI records it
+    drawn = [r["answer_aligned_rank"] if r["answer_id"] is not None else r["aligned_rank"] for r in rows]
+    assert sampler == [category(rank) for rank in drawn]
+    assert sampler_line.startswith("sampler view (temperature 0, repetition penalty 1.1): the answer took base + URIAL")
 
 
 @pytest.mark.slow
@@ -355,8 +363,58 @@ def test_pair_shift_of_the_aligned_answer_equals_untuned_shift_pair(browser, tmp
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--no-plots"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]
-    assert [(r["text"], r["category"]) for r in rows] == [(text, category) for text, category, _ in shown]
+    assert [r["category"] for r in rows] == [category for _, category, _ in shown]
+    assert "".join(text for text, _, _ in shown).strip() == answer.strip()
     for row, (_, _, title) in zip(rows, shown):
         assert f"base: rank {row['rank']} · p {row['prob']:.3f} · aligned: rank {row['aligned_rank']}" in title
         assert f"p {row['aligned_prob']:.3f} · KL {row['kl']:.3f}" in title
-    assert "aligned model's probability and KL" in summary
+        if row.get("answer_id") is not None:  # the aligned model's first choice was ranked, not the answer's token
+            assert f"first choice here: {json.dumps(row['text'], ensure_ascii=False)} (ranked)" in title
+    assert "ranked under the base model's distribution without a URIAL prefix" in summary
+
+
+def test_shift_endpoint_separates_the_model_from_the_sampler():
+    """/v1/untuned/shift on the bundled gemma: an answer drawn with a heavy repetition penalty. The model view
+    ranks the URIAL side's own first choice (not the answer's token where the penalty chose another), so the
+    penalty is not in its ranks; the sampler view ranks the answer's own tokens where they were drawn, and
+    finds the penalty there. The shown tokens are the answer's; refusals name their field."""
+    from untuned.shift import category
+
+    question = [{"role": "user", "content": "Explain, step by step, how to make a cup of tea."}]
+    with untuned_server("--parallel", "1") as root:
+        asked = {"messages": question, "max_tokens": 40, "temperature": 0, "repetition_penalty": 1.8}
+        answer = http.post(f"{root}/v1/chat/completions", json=asked).json()["choices"][0]["message"]["content"]
+        body = {"messages": question, "answer": answer, "mode": "context", "prompt": "helpful"}
+        view = http.post(f"{root}/v1/untuned/shift", json=body).json()
+        alone = http.post(f"{root}/v1/untuned/shift", json={**body, "sampled_from": "none"}).json()
+        later = question + [{"role": "assistant", "content": answer}, {"role": "user", "content": "And coffee?"}]
+        second = http.post(f"{root}/v1/untuned/shift", json={**body, "messages": later, "answer": "Grind the beans."})
+        refusals = [
+            http.post(f"{root}/v1/untuned/shift", json={**body, **change})
+            for change in (
+                {"sampled_from": "aligned"},
+                {"prompt": "none"},
+                {"query": "Hi"},
+                {"messages": None},
+                {"mode": "pair"},
+            )
+        ]
+    tokens, sampler = view["tokens"], view["sampler"]
+    assert "".join(view["answer_texts"]).strip() == answer.strip() and len(tokens) == len(sampler["ranks"]) > 8
+    assert "first choice with the URIAL prefix (helpful)" in view["compared"] and "no sampler in the ranks" in view["compared"]
+    off = [i for i, rank in enumerate(sampler["ranks"]) if rank > 1]
+    assert off and sampler["off_first_choice"] == len(off)  # the penalty of 1.8 chose other tokens
+    for i in off:  # there the model view ranked the model's own first choice, not the penalised token
+        assert tokens[i]["answer_id"] is not None and tokens[i]["answer_aligned_rank"] == sampler["ranks"][i]
+    assert sampler["categories"] == [category(rank) for rank in sampler["ranks"]]
+    assert alone["tokens"] == tokens  # the model view does not depend on who wrote the answer
+    assert alone["sampler"]["sampled_from"] == "none"
+    assert alone["sampler"]["ranks"] == [t["answer_rank"] if t["answer_id"] is not None else t["rank"] for t in tokens]
+    assert second.status_code == 200 and "the conversation as plain text" in second.json()["compared"]
+    assert [(r.status_code, r.json()["error"]["param"]) for r in refusals] == [
+        (400, "sampled_from"),
+        (400, "prompt"),
+        (400, "messages"),
+        (400, "messages"),
+        (400, "prompt"),
+    ]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from helpers import plain
 from helpers.tiny import CHAT_TEMPLATE, CORPUS, make_tiny_llama
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from untuned import LoadOptions, load_backend
@@ -104,8 +106,8 @@ def test_modes_refuse_what_they_cannot_do():
     gemma = load_backend("scripted:base")
     with pytest.raises(UntunedError, match="needs a second backend"):
         ShiftAnalyzer(gemma, mode="pair")
-    with pytest.raises(UntunedError, match="second instance of the base model"):
-        ShiftAnalyzer(gemma, mode="context", aligned=gemma, prompt=load_prompt("helpful"))
+    with pytest.raises(UntunedError, match="the base again, or the same one"):
+        ShiftAnalyzer(gemma, mode="context", prompt=load_prompt("helpful"))
     with pytest.raises(UntunedError, match="needs a prompt set"):
         ShiftAnalyzer(gemma, mode="text", context="urial")
 
@@ -413,3 +415,46 @@ def test_cli_pair_runs_the_papers_protocol_on_answers_the_aligned_model_makes(ti
     examples = [json.loads(line) for line in (tmp_path / "o" / "examples.jsonl").read_text().splitlines()]
     assert len(examples) == 2 and all(e["tokens"][-1]["end"] for e in examples)
     assert summary["overall"]["tokens"] == sum(len(e["tokens"]) for e in examples) and len(summary["by_relative_position"]) >= 2
+
+
+def test_context_mode_on_one_instance_equals_two_and_keeps_the_samplers_choices(gemma, gemma_path):
+    """A server has one model: context mode on the same instance runs the two passes in turn and gives the
+    records of two instances side by side (KL apart: never both rows at once). An answer sampled with a
+    repetition penalty records, where it left the URIAL side's first choice, its own rank there."""
+    from untuned.backends import Sampling
+    from untuned.backends.llamacpp import LlamaCppBackend
+    from untuned.data import Item
+    from untuned.pipeline.shift import generate_answers
+
+    prompt = load_prompt("helpful")
+    questions = [Item(id="q1", turns=("Explain, step by step, how to make a cup of tea.",), dataset="demo")]
+    penalised = Sampling(max_tokens=48, repetition_penalty=1.8)
+    items = generate_answers(gemma, questions, context="urial", prompt=prompt, sampling=penalised)
+    one = ShiftAnalyzer(gemma, mode="context", aligned=gemma, prompt=prompt).analyze(items[0])
+    second = LlamaCppBackend(gemma_path, n_ctx=4096)
+    try:
+        two = ShiftAnalyzer(gemma, mode="context", aligned=second, prompt=prompt).analyze(items[0])
+    finally:
+        second.close()
+    assert len(one.tokens) == len(two.tokens) > 8
+    fields = ("id", "rank", "category", "answer_id", "answer_rank", "answer_aligned_rank", "aligned_rank")
+    same = [all(getattr(a, f) == getattr(b, f) for f in fields) for a, b in zip(one.tokens, two.tokens)]
+    assert sum(same) >= len(same) - 1, [a for a, ok in zip(one.tokens, same) if not ok]  # a near-tie may round apart
+    assert all(t.kl is None for t in one.tokens) and all(t.kl is not None for t in two.tokens)
+    off = [t for t in one.tokens if t.answer_id is not None]
+    assert off, "a penalty of 1.8 leaves the model's first choice somewhere"
+    assert all(t.answer_rank_under("aligned") > 1 for t in off)  # the sampler's doing, recorded as such
+    assert all(t.answer_rank_under("aligned") == t.aligned_rank == 1 for t in one.tokens if t.answer_id is None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40))
+def test_token_texts_join_to_the_decoded_answer(gemma, text):
+    """The page shows an answer token by token: the parts join to what the ids decode to, a character
+    whose bytes span tokens (emoji, rare scripts on gemma's byte fallback) shown once, at its last token."""
+    from untuned.shift.contexts import token_texts
+
+    ids = gemma.tokenize(text)
+    parts = token_texts(gemma.detokenize, ids)
+    assert len(parts) == len(ids) and "".join(parts) == gemma.detokenize(ids)
+    assert all("\ufffd" not in part for part in parts) or "\ufffd" in gemma.detokenize(ids)

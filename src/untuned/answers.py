@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 TAG_FIELDS = ("task_types", "topics", "difficulty", "category")
 
 
-
 class AnswerItem(BaseModel):
     """A query and an answer to it, with what is known about them."""
 

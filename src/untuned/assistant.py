@@ -134,9 +134,7 @@ class Completion:
 class Assistant:
     """A backend, a URIAL prompt set and sampling settings."""
 
-    def __init__(
-        self, backend: Backend, prompt: PromptSet, sampling: Sampling | None = None, *, check_fits: bool = True
-    ) -> None:
+    def __init__(self, backend: Backend, prompt: PromptSet, sampling: Sampling | None = None, *, check_fits: bool = True) -> None:
         """``check_fits``: refuse a prompt set too long for the window now (off for a model answering in its
         own chat template, which never shows the prompt set)."""
         self.backend = backend

@@ -42,16 +42,44 @@ class PromptSetOut(BaseModel):
     active: bool = Field(description="The server's default prompt set.")
 
 
-class ShiftRequest(BaseModel):
-    """An answer to a query, whose tokens to rank under the base model without the URIAL prefix."""
+ONE_QUESTION = {"oneOf": [{"required": ["query"]}, {"required": ["messages"]}]}  # the question alone, or its conversation
+Side = Literal["urial", "none", "aligned"]
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    query: str = Field(..., min_length=1, max_length=100_000)
+
+class ShiftRequest(BaseModel):
+    """An answer (to ``query``, or after ``messages``) whose tokens to rank under the base model without the
+    URIAL prefix, by the model's distributions, with the sampler's effect beside."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [NOT_BOTH_PROMPTS, ONE_QUESTION]})
+    query: str | None = Field(None, min_length=1, max_length=100_000, description="The question, alone (or messages).")
+    messages: list[Message] | None = Field(
+        None, min_length=1, max_length=512, description="The conversation the answer follows, its last message the user's."
+    )
     answer: str = Field(..., min_length=1, max_length=100_000)
     top_k: int = Field(5, ge=1, le=20)
     mode: Literal["context", "pair"] = Field(
         "context",
-        description="context: an answer of the base + URIAL, ranked under the base with no prefix (the base side of "
-        "`untuned shift context`); pair: an answer of the --aligned model, ranked under the base and under the aligned "
-        "model in its own chat template, with KL (`untuned shift pair`; the two must share a tokenizer).",
+        description="context: the base model's distributions without the URIAL prefix against its own with it, along the "
+        "answer (`untuned shift context`); pair: the base without the prefix against the --aligned model in its own chat "
+        "template, with KL (`untuned shift pair`; the two must share a tokenizer). Either way the aligned side's first "
+        "choice is ranked at each position: the models are compared, not the sampler.",
     )
+    prompt: str | None = Field(None, max_length=256, description="context mode: the URIAL side's prompt set by name.")
+    prompt_set: InlinePromptSet | None = Field(None, description="context mode: the URIAL side's prompt set, given here.")
+    sampled_from: Side | None = Field(
+        None,
+        description="The side that wrote the answer (urial: the base with the prompt set; none: the base alone; aligned: "
+        "the --aligned model), whose ranks of the answer's own tokens are the sampler view. Default: urial in context "
+        "mode, aligned in pair mode.",
+    )
+
+
+class SamplerView(BaseModel):
+    """The sampler's effect: at each position the rank of the answer's own token under the distribution it was
+    drawn from (1: the model's first choice; more: temperature, top-p or a repetition penalty chose otherwise)."""
+
+    sampled_from: Side
+    ranks: list[int | None] = Field(description="Per position (None at the end position).")
+    categories: list[str | None]
+    ratios: dict[str, float]
+    off_first_choice: int = Field(description="Positions where the answer did not take the model's first choice.")

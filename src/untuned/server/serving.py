@@ -86,7 +86,7 @@ class Serving:
         self.prompts = {name: load_prompt(name) for name in builtin_prompt_names()}
         self.prompts.update({p.name: p for p in map(load_prompt, config.prompt_files)})
         self.prompts[assistant.prompt.name] = assistant.prompt
-        self.analyzers: dict[tuple[str, int], Any] = {}  # the page's shift analyses, by mode and top-k (workbench)
+        self.analyzers: dict[tuple[str, int], Any] = {}  # the page's pair-mode shift analyses, by top-k (workbench)
 
     def prompt_set(self, name: str | None, inline: InlinePromptSet | None = None) -> PromptSet | None:
         """The prompt set a request names (None: the server's own; 'none': no URIAL prefix, returned as None),

@@ -12,6 +12,7 @@ TOOLS_HELP = (
 )
 TOOL_CHOICE_HELP = "none, auto (text or one call), required (one call), or one named function."
 
+
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     name: str

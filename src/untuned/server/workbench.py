@@ -8,32 +8,47 @@ shift`` agree on every character and number.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from untuned.answers import AnswerItem
 from untuned.backends import ChatTemplated
+from untuned.conversation import RenderedPrompt
 from untuned.errors import UntunedError
-from untuned.server.chat import rendered_for
+from untuned.server.chat import build_conversation, plain_prompt, rendered_for
 from untuned.server.errors import BadRequest
-from untuned.server.extensions import ExampleOut, PromptRequest, PromptSetOut, PromptView, ShiftRequest
-from untuned.server.schema import ERRORS
+from untuned.server.extensions import (
+    ExampleOut,
+    PromptRequest,
+    PromptSetOut,
+    PromptView,
+    SamplerView,
+    ShiftRequest,
+    Side,
+)
+from untuned.server.schema import ERRORS, Message
 from untuned.server.serving import Serving, serving
 from untuned.server.worker import cancel_on_disconnect
-from untuned.shift import ShiftAnalyzer
-from untuned.shift.records import TokenShift
+from untuned.shift import ShiftAnalyzer, ShiftExample, category
+from untuned.shift.analyze import Contexts
+from untuned.shift.contexts import token_texts
+from untuned.shift.records import TokenShift, ratios
 
 router = APIRouter(prefix="/v1/untuned", tags=["untuned"])
 
 
 class ShiftView(BaseModel):
-    """Each answer token's rank under the base model with no URIAL prefix, and the category it falls in;
-    in pair mode also its probability and rank under the aligned model, and KL(aligned || base)."""
+    """Each answer position: the aligned side's first choice ranked under the base model with no URIAL prefix
+    (the model view, ``untuned shift``'s categories), the answer's own token there, and the sampler view."""
 
     mode: str
-    tokens: list[TokenShift]
-    ratios: dict[str, float] = Field(description="Share of unshifted, marginal and shifted tokens.")
+    compared: str = Field(description="What the model view compares, in words.")
+    tokens: list[TokenShift] = Field(description="The model view (in pair mode with the aligned model's probabilities and KL).")
+    answer_texts: list[str] = Field(description="The answer's own token at each position: what the page shows.")
+    ratios: dict[str, float] = Field(description="Share of unshifted, marginal and shifted positions in the model view.")
+    sampler: SamplerView
     truncated: bool
 
 
@@ -73,33 +88,109 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
 @router.post("/shift", response_model=ShiftView, responses=ERRORS)
 @cancel_on_disconnect
 async def shift(body: ShiftRequest, raw: Request, serve: Serving = Depends(serving)) -> ShiftView:
-    """Rank every token of ``answer`` under the base model given ``query`` as plain text (no URIAL
-    prefix), with the categories of ``untuned shift``: in context mode the base side of ``untuned shift
-    context``; in pair mode ``untuned shift pair``, the aligned model's own probabilities and KL beside."""
-    analyzer = await asyncio.to_thread(_analyzer, serve, body)
-    item = AnswerItem(id="page", query=body.query, answer=body.answer)
-    example = await serve.on_model(analyzer.analyze, item)
-    return ShiftView(mode=body.mode, tokens=example.tokens, ratios=example.ratios(), truncated=example.truncated)
+    """Rank, at every position of ``answer``, the aligned side's first choice under the base model given the
+    conversation as plain text (no URIAL prefix): in context mode the aligned side is the base with the URIAL
+    prefix (``untuned shift context``), in pair mode the --aligned model in its chat template (``untuned shift
+    pair``). Beside it the sampler view: the answer's own tokens ranked where they were drawn from."""
+    side: Side = body.sampled_from or ("aligned" if body.mode == "pair" else "urial")
+    analyzer, contexts, compared = await asyncio.to_thread(_prepared, serve, body, side)
+    messages = _messages(body)
+
+    def run() -> tuple[ShiftExample, list[str]]:
+        example = analyzer.analyze(AnswerItem(id="page", query=messages[-1].text, answer=body.answer), contexts=contexts)
+        own = [t.answer_id if t.answer_id is not None else t.id for t in example.tokens if not t.end]
+        return example, token_texts(analyzer.base.detokenize, own)
+
+    example, texts = await serve.on_model(run)
+    ranks = [t.answer_rank_under("base" if side == "none" else "aligned") for t in example.tokens]
+    categories = [category(r) if r is not None else None for r in ranks]
+    sampler = SamplerView(
+        sampled_from=side,
+        ranks=ranks,
+        categories=categories,
+        ratios=ratios(Counter(c for c in categories if c)),
+        off_first_choice=sum(r is not None and r > 1 for r in ranks),
+    )
+    return ShiftView(
+        mode=body.mode,
+        compared=compared,
+        tokens=example.tokens,
+        answer_texts=texts,
+        ratios=example.ratios(),
+        sampler=sampler,
+        truncated=example.truncated,
+    )
 
 
-def _analyzer(serve: Serving, body: ShiftRequest) -> ShiftAnalyzer:
-    """The analysis a request asks for, made once per mode and top-k (the models never change); BadRequest
-    naming what is missing (pair mode without --aligned, or an aligned model whose tokenizer is not the base's)."""
-    key = (body.mode, body.top_k)
-    found = serve.analyzers.get(key)
+def _messages(body: ShiftRequest) -> list[Message]:
+    if (body.query is None) == (body.messages is None):
+        raise BadRequest("give the question as query, or the conversation as messages (one of the two)", param="messages")
+    return body.messages or [Message(role="user", content=body.query)]
+
+
+def _ids(backend, rendered: RenderedPrompt) -> list[int]:
+    """The ids the model reads for ``rendered``, split as generation splits them."""
+    if isinstance(backend, ChatTemplated):
+        return backend.tokenize_prompt(rendered)
+    return backend.tokenize(rendered.text, add_special=True)
+
+
+def _prepared(serve: Serving, body: ShiftRequest, side: Side) -> tuple[ShiftAnalyzer, Contexts, str]:
+    """The analysis a request asks for, the ids each side reads, and what it compares in words; BadRequest
+    naming what does not fit (pair mode without --aligned, or with a tokenizer not the base's; a side the
+    mode has not; context mode with no prompt set)."""
+    messages = _messages(body)
+    base = serve.assistant.backend
+    base_ids = _ids(base, plain_prompt(messages))
+    question = "the question" if len(messages) == 1 else "the conversation"
+    if body.mode == "context":
+        if side == "aligned":
+            raise BadRequest("sampled_from 'aligned' needs mode 'pair' (an --aligned model's answer)", param="sampled_from")
+        chosen = serve.prompt_set(body.prompt, body.prompt_set)
+        if chosen is None:
+            raise BadRequest("context mode compares with a URIAL prompt set: prompt 'none' has none", param="prompt")
+        rendered = build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
+        analyzer = ShiftAnalyzer(base, mode="context", aligned=base, prompt=chosen, top_k=body.top_k)
+        compared = f"the base model's {_ranked(analyzer)} with the URIAL prefix ({chosen.name}), ranked without it"
+        return analyzer, (base_ids, _ids(base, rendered)), _in_words(analyzer, compared, question)
+    if side == "urial":
+        raise BadRequest("sampled_from 'urial' needs mode 'context' (pair mode: the --aligned model)", param="sampled_from")
+    if body.prompt is not None or body.prompt_set is not None:
+        raise BadRequest("pair mode: the aligned model reads its own chat template, not a prompt set", param="prompt")
+    analyzer = _pair_analyzer(serve, body.top_k)
+    aligned = analyzer.aligned
+    if analyzer.aligned_template:
+        turns = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in messages]
+        aligned_ids = aligned.tokenize_prompt(aligned.chat_prompt(turns))
+    else:
+        aligned_ids = _ids(aligned, plain_prompt(messages))
+    shown = "its chat template" if analyzer.aligned_template else "plain text"
+    compared = f"{aligned.name}'s {_ranked(analyzer)} ({shown}) ranked under the base model's distribution without a URIAL prefix"
+    return analyzer, (base_ids, aligned_ids), _in_words(analyzer, compared, question)
+
+
+def _ranked(analyzer: ShiftAnalyzer) -> str:
+    return "first choice" if analyzer.ranked == "aligned-top1" else "answer token"
+
+
+def _in_words(analyzer: ShiftAnalyzer, compared: str, question: str) -> str:
+    if analyzer.ranked == "answer":  # a server's top-k cannot rank a first choice outside the base's top-k
+        return f"{compared}, {question} as plain text; the model serves only its top-k, so the sampler's choices are in the ranks"
+    return f"{compared}, {question} as plain text; no sampler in the ranks"
+
+
+def _pair_analyzer(serve: Serving, top_k: int) -> ShiftAnalyzer:
+    """Pair mode's analysis, made once per top-k (the models never change; the tokenizers are compared once)."""
+    found = serve.analyzers.get(("pair", top_k))
     if found is not None:
         return found
-    base = serve.assistant.backend
-    if body.mode == "context":
-        found = ShiftAnalyzer(base, mode="text", context="plain", top_k=body.top_k)
-    elif serve.aligned is None:
+    if serve.aligned is None:
         raise BadRequest("mode 'pair' needs an aligned model: start the server with --aligned MODEL", param="mode")
-    else:
-        aligned = serve.aligned.backend
-        templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
-        try:
-            found = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=templated, top_k=body.top_k)
-        except UntunedError as exc:
-            raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
-    serve.analyzers[key] = found
+    aligned = serve.aligned.backend
+    templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
+    try:
+        found = ShiftAnalyzer(serve.assistant.backend, mode="pair", aligned=aligned, aligned_template=templated, top_k=top_k)
+    except UntunedError as exc:
+        raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
+    serve.analyzers[("pair", top_k)] = found
     return found

@@ -8,14 +8,14 @@ Modes:
   and the paper's KL@10. ``protocol="aligntds"`` is the paper's analysis exactly (docs/shift.md): the
   base given AlignTDS's context, the aligned model its chat template, the end position scored.
 - ``context``: the base model reads the answer twice, without and with the URIAL prefix (the "aligned"
-  side); the second pass needs its own backend instance (two passes interleave, chunk by chunk, so two
-  distributions of a 262k vocabulary are never held for a whole answer).
+  side). Given a second backend instance, the two passes interleave chunk by chunk (two distributions of a
+  262k vocabulary are never held for a whole answer) and give KL; given the same instance twice (a server's
+  one model), they run in turn, keeping only the aligned side's scores, with no KL.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -35,8 +35,10 @@ from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
 from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, TokenShift, TopToken, category
+from untuned.shift.rows import AlignedSide, aligntds_kl_top10, own_tokens, zip_rows
 
 log = logging.getLogger(__name__)
+Contexts = tuple[list[int], list[int] | None]  # the ids the base side and the aligned side read before the answer
 
 
 class ShiftSettings(BaseModel):
@@ -84,30 +86,6 @@ class ShiftSettings(BaseModel):
         )
 
 
-def zip_rows(
-    first: Iterator[tuple[np.ndarray, np.ndarray]], second: Iterator[tuple[np.ndarray, np.ndarray]]
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Pair two (index, rows) streams that cover the same indices in chunks of any sizes."""
-    a_index, a_rows = np.empty(0, dtype=int), None
-    b_index, b_rows = np.empty(0, dtype=int), None
-    while True:
-        if not len(a_index):
-            step = next(first, None)
-            if step is None:
-                return
-            a_index, a_rows = step
-        if not len(b_index):
-            step = next(second, None)
-            if step is None:
-                return
-            b_index, b_rows = step
-        n = min(len(a_index), len(b_index))
-        if not np.array_equal(a_index[:n], b_index[:n]):
-            raise RuntimeError("the two passes disagree on positions")  # a bug, not bad input
-        yield a_index[:n], a_rows[:n], b_rows[:n]
-        a_index, a_rows, b_index, b_rows = a_index[n:], a_rows[n:], b_index[n:], b_rows[n:]
-
-
 class ShiftAnalyzer:
     """Analyse answers with one mode; see the module docstring."""
 
@@ -126,11 +104,8 @@ class ShiftAnalyzer:
         answers_sampling: dict | None = None,
     ) -> None:
         if mode in ("pair", "context") and aligned is None:
-            raise UntunedError(
-                f"{mode} mode needs a second backend ({'the aligned model' if mode == 'pair' else 'the base again'})"
-            )
-        if mode == "context" and aligned is base:
-            raise UntunedError("context mode needs a second instance of the base model: the two passes run side by side")
+            second = "the aligned model" if mode == "pair" else "the base again, or the same one"
+            raise UntunedError(f"{mode} mode needs a second backend: {second}")
         if (mode == "context" or context == "urial") and prompt is None:
             raise UntunedError("a URIAL context needs a prompt set")
         self.base, self.aligned, self.mode, self.context, self.prompt, self.top_k = base, aligned, mode, context, prompt, top_k
@@ -212,22 +187,25 @@ class ShiftAnalyzer:
             return aligntds_context(query)
         return urial_context(self.prompt, query) if self.context == "urial" else plain_context(query)
 
-    def _text(self, token: int) -> str:
+    def token_text(self, token: int) -> str:
         text = self._texts.get(token)
         if text is None:
             text = self._texts[token] = self.base.detokenize([token])
         return text
 
     def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
-        return [TopToken(id=int(i), text=self._text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
+        return [TopToken(id=int(i), text=self.token_text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
 
-    def _prepare(self, item: AnswerItem) -> tuple[list[int], list[int] | None, list[int], int]:
-        """Context ids of both sides, the answer ids that fit, and the whole answer's length. A trailing end
-        marker written as text ("</s>") is the end position (scored with ``end``), never ordinary tokens."""
+    def _prepare(self, item: AnswerItem, contexts: Contexts | None = None) -> tuple[list[int], list[int] | None, list[int], int]:
+        """Context ids of both sides (``contexts`` where given), the answer ids that fit, and the whole answer's
+        length. A trailing end marker written as text ("</s>") is the end position (scored with ``end``), never
+        ordinary tokens."""
         answer = self.base.tokenize(without_end_marker(item.answer)[0])
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
         aligned_ctx = None
-        if self._chat is not None:
+        if contexts is not None:
+            base_ctx, aligned_ctx = contexts
+        elif self._chat is not None:
             aligned_ctx = self._chat.tokenize_prompt(self._chat.chat_prompt([{"role": "user", "content": item.query.strip()}]))
         elif self.aligned is not None:
             aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
@@ -247,8 +225,12 @@ class ShiftAnalyzer:
             **item.model_dump(), mode=self.mode, tokens=tokens, truncated=len(tokens) < total, answer_tokens=total
         )
 
-    def analyze(self, item: AnswerItem) -> ShiftExample:
-        base_ctx, aligned_ctx, kept, total = self._prepare(item)
+    def analyze(self, item: AnswerItem, *, contexts: Contexts | None = None) -> ShiftExample:
+        """One answer; ``contexts``: the ids each side reads before it (base, aligned), in place of the ones made
+        from the query (a whole conversation, as the server's page gives it)."""
+        if contexts is not None and (contexts[1] is None) != (self.aligned is None):
+            raise ValueError("contexts must give an aligned side's ids exactly when there is an aligned side")
+        base_ctx, aligned_ctx, kept, total = self._prepare(item, contexts)
         return self._example(item, self._score(base_ctx, aligned_ctx, kept) if kept or self.end else [], total)
 
     def analyze_many(self, items: list[AnswerItem]) -> list[ShiftExample]:
@@ -277,6 +259,8 @@ class ShiftAnalyzer:
         # with the end position, one more row: the distribution after the whole answer (a filler token
         # is appended so that the pass gives the row that would predict it; the filler is never scored)
         tail = answer + ([answer[-1] if answer else 0] if self.end else [])
+        if self.aligned is self.base:
+            return self._in_turn(base_ctx, aligned_ctx, answer, tail)
         base_start, aligned_start = len(base_ctx), len(aligned_ctx)
         first = ((pos - base_start, rows) for pos, rows in self.base.distributions(base_ctx + tail, start=base_start))
         second = (
@@ -289,33 +273,65 @@ class ShiftAnalyzer:
                     f"vocabularies differ ({base_rows.shape[1]} vs {aligned_rows.shape[1]} tokens): "
                     "KL is undefined; use --mode text"
                 )
-            records += self._rows(index, np.asarray(answer), base_rows, aligned_rows)
+            kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
+            side = self._aligned_side(index, np.asarray(answer), aligned_rows)
+            records += self._rows(index, np.asarray(answer), base_rows, side, kl, aligntds_kl_top10(base_rows, aligned_rows))
         return records
 
-    def _rows(self, index: np.ndarray, answer: np.ndarray, base_rows: np.ndarray, aligned_rows: np.ndarray) -> list[TokenShift]:
-        """Records of a chunk of positions from both sides' log-probability rows (docs/shift.md defines each)."""
+    def _aligned_side(self, index: np.ndarray, answer: np.ndarray, aligned_rows: np.ndarray) -> AlignedSide:
+        """What the records need of a chunk of the aligned side's rows (the ranked token and its scores there)."""
+        own = own_tokens(index, answer)
+        wanted = aligned_rows.argmax(axis=1) if self.ranked == "aligned-top1" else own
+        logprob, rank, top, top_lp, _ = scores_from_logits(aligned_rows, wanted, self.top_k, normalized=True)
+        own_rank = scores_from_logits(aligned_rows, own, 1, normalized=True)[1]
+        return AlignedSide(wanted, logprob, rank, top, top_lp, own_rank)
+
+    def _rows(
+        self,
+        index: np.ndarray,
+        answer: np.ndarray,
+        base_rows: np.ndarray,
+        side: AlignedSide,
+        kl: np.ndarray | None = None,
+        kl10: np.ndarray | None = None,
+    ) -> list[TokenShift]:
+        """Records of a chunk of positions from the base side's log-probability rows and the aligned side's
+        scores, with the KLs where both sides' rows were at hand together (docs/shift.md defines each)."""
         end = index >= len(answer)
-        own = answer[np.minimum(index, len(answer) - 1)] if len(answer) else np.zeros(len(index), dtype=int)
-        top1 = aligned_rows.argmax(axis=1)
-        wanted = top1 if self.ranked == "aligned-top1" else own
-        base_lp, base_rank, base_top, base_top_lp, base_worst = scores_from_logits(base_rows, wanted, self.top_k, normalized=True)
-        aligned_lp, aligned_rank, aligned_top, aligned_top_lp, _ = scores_from_logits(
-            aligned_rows, wanted, self.top_k, normalized=True
+        own = own_tokens(index, answer)
+        base_lp, base_rank, base_top, base_top_lp, base_worst = scores_from_logits(
+            base_rows, side.wanted, self.top_k, normalized=True
         )
         own_rank = scores_from_logits(base_rows, own, 1, normalized=True)[1]
-        kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
-        kl10 = aligntds_kl_top10(base_rows, aligned_rows)
         records = []
         for row, i in enumerate(index):
-            record = self._record(int(i), int(wanted[row]), int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row]))
+            token = int(side.wanted[row])
+            record = self._record(int(i), token, int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row]))
             record.rank_worst = int(base_worst[row]) if base_worst[row] != base_rank[row] else None
             record.end = bool(end[row])
-            if not record.end and int(own[row]) != record.id:
+            if not record.end and int(own[row]) != token:
                 record.answer_id, record.answer_rank = int(own[row]), int(own_rank[row])
-            record.aligned_rank, record.aligned_prob = int(aligned_rank[row]), float(np.exp(aligned_lp[row]))
-            record.kl, record.kl_top10 = max(float(kl[row]), 0.0), float(kl10[row])
-            record.aligned_top = self._top(aligned_top[row], aligned_top_lp[row])
+                record.answer_aligned_rank = int(side.own_rank[row])
+            record.aligned_rank, record.aligned_prob = int(side.rank[row]), float(np.exp(side.logprob[row]))
+            if kl is not None and kl10 is not None:
+                record.kl, record.kl_top10 = max(float(kl[row]), 0.0), float(kl10[row])
+            record.aligned_top = self._top(side.top[row], side.top_logprobs[row])
             records.append(record)
+        return records
+
+    def _in_turn(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int], tail: list[int]) -> list[TokenShift]:
+        """Context mode on one instance (a server's single model): the aligned side's pass first, keeping only
+        the scores the records need, then the base side's; no KL (the two sides' rows are never at hand together)."""
+        array = np.asarray(answer)
+        start = len(aligned_ctx)
+        passes = self.aligned.distributions(aligned_ctx + tail, start=start)
+        sides = [self._aligned_side(pos - start, array, rows) for pos, rows in passes]
+        side = AlignedSide(*(np.concatenate(column) for column in zip(*sides)))
+        records: list[TokenShift] = []
+        start = len(base_ctx)
+        for pos, rows in self.base.distributions(base_ctx + tail, start=start):
+            index = pos - start
+            records += self._rows(index, array, rows, side.take(index))
         return records
 
     def _from_top_k(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int]) -> list[TokenShift]:
@@ -354,30 +370,9 @@ class ShiftAnalyzer:
         return TokenShift(
             index=index,
             id=token,
-            text=self._text(token),
+            text=self.token_text(token),
             rank=rank,
             prob=float(np.exp(logprob)),
             category=category(rank),
             top=self._top(*top),
         )
-
-
-ALIGNTDS_TOP = 30  # the logits AlignTDS keeps per position (logit_analysis.py --top_k)
-ALIGNTDS_KL_TOP = 10  # its KL@10
-
-
-def aligntds_kl_top10(base_rows: np.ndarray, aligned_rows: np.ndarray) -> np.ndarray:
-    """The paper's analysis' KL@10 per row (compute_dist_diff.py, metric "KL", top_k 10): each side's top 30
-    renormalised (a softmax over those 30), then the sum over the tokens in both sides' top-10 lists of
-    p_base · log(p_base / p_aligned): KL(base‖aligned), on that support only."""
-    from untuned.backends import top_k_indices
-
-    values = []
-    base_top, aligned_top = top_k_indices(base_rows, ALIGNTDS_TOP), top_k_indices(aligned_rows, ALIGNTDS_TOP)
-    for b_rows, a_rows, b_ids, a_ids in zip(base_rows, aligned_rows, base_top, aligned_top):
-        b = np.exp(b_rows[b_ids] - b_rows[b_ids].max())
-        a = np.exp(a_rows[a_ids] - a_rows[a_ids].max())
-        b_prob = dict(zip(b_ids[:ALIGNTDS_KL_TOP].tolist(), (b / b.sum())[:ALIGNTDS_KL_TOP].tolist()))
-        a_prob = dict(zip(a_ids[:ALIGNTDS_KL_TOP].tolist(), (a / a.sum())[:ALIGNTDS_KL_TOP].tolist()))
-        values.append(sum(p * np.log(p / a_prob[t]) for t, p in b_prob.items() if t in a_prob and p > 0 and a_prob[t] > 0))
-    return np.asarray(values, dtype=np.float64)

@@ -1,8 +1,9 @@
-"""How the base model is shown a query in a shift analysis (plain, AlignTDS's, URIAL's), and an answer's
-end written as text."""
+"""How the base model is shown a query in a shift analysis (plain, AlignTDS's, URIAL's), an answer's end
+written as text, and an answer's tokens as the parts of its text."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from untuned.conversation import Conversation
@@ -40,3 +41,22 @@ def urial_context(prompt: PromptSet, query: str) -> str:
     conversation = Conversation(prompt)
     conversation.add_user(query)
     return conversation.render().text
+
+
+def token_texts(detokenize: Callable[[Sequence[int]], str], ids: Sequence[int], *, window: int = 4) -> list[str]:
+    """Each token's part of the text ``ids`` decode to, so that the parts join to it: a character whose bytes
+    span tokens shows whole at its last token (the ones before show ""). Each token is decoded with up to
+    ``window`` tokens before it, so the cost stays linear and a tokenizer's leading-space rule applies alike."""
+    parts: list[str] = []
+    shown = 0  # the first token whose text is not out yet
+    for i in range(len(ids)):
+        start = max(0, shown - window)
+        before = detokenize(ids[start:shown]) if shown > start else ""
+        text = detokenize(ids[start : i + 1])
+        last = i == len(ids) - 1
+        if not last and (text.endswith("\ufffd") or not text.startswith(before)):
+            parts.append("")  # a character not complete yet
+            continue
+        parts.append(text[len(before) :])
+        shown = i + 1
+    return parts

@@ -103,6 +103,7 @@ def token_rows(examples: Iterable[ShiftExample]) -> Iterable[dict]:
                 "category": t.category,
                 "answer_id": t.answer_id,
                 "answer_rank": t.answer_rank,
+                "answer_aligned_rank": t.answer_aligned_rank,
                 "end": t.end,
                 "aligned_rank": t.aligned_rank,
                 "aligned_prob": t.aligned_prob,

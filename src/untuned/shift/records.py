@@ -61,6 +61,11 @@ class TokenShift(BaseModel):
     answer_rank: int | None = Field(
         None, description="Rank of the answer's token under the base, where it is not the ranked one."
     )
+    answer_aligned_rank: int | None = Field(
+        None,
+        description="Rank of the answer's token under the aligned side, where it is not the ranked one: how far a "
+        "sampler drawing from that side went off its first choice.",
+    )
     end: bool = Field(False, description="The position after the answer: its end of sequence.")
     aligned_rank: int | None = Field(None, description="Rank under the aligned model / URIAL context.")
     aligned_prob: float | None = None
@@ -70,6 +75,14 @@ class TokenShift(BaseModel):
     kl_top10: float | None = Field(None, description="The paper's analysis' KL@10 at this position (KL_ALIGNTDS).")
     top: list[TopToken] = Field(default_factory=list, description="Base top-k.")
     aligned_top: list[TopToken] = Field(default_factory=list)
+
+    def answer_rank_under(self, side: Literal["base", "aligned"]) -> int | None:
+        """The rank of the answer's own token under ``side`` (None past the answer, or with no aligned side)."""
+        if self.end:
+            return None
+        if self.answer_id is None:
+            return self.rank if side == "base" else self.aligned_rank
+        return self.answer_rank if side == "base" else self.answer_aligned_rank
 
 
 class ShiftExample(AnswerItem):

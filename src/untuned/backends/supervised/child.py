@@ -120,6 +120,5 @@ def child_main(fd: int, spec: str, options_json: str) -> None:
         backend.close()
 
 
-
 if __name__ == "__main__":
     child_main(int(sys.argv[1]), sys.argv[2], sys.argv[3])

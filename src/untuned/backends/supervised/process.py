@@ -246,5 +246,3 @@ def _ending(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-

@@ -133,5 +133,3 @@ def supervise(spec: str, options: _LoadOptions | None = None, *, ready_timeout: 
 def supervised_status(backend: object) -> EngineProcessStatus | None:
     """The engine process's status of a supervised backend; None for any other."""
     return backend.engine_status() if isinstance(backend, SupervisedBackend) else None
-
-

@@ -64,5 +64,3 @@ def unpack_error(packed: tuple[str, str, str, dict[str, Any]]) -> BaseException:
         return exc
     except Exception:
         return ModelFailure(f"the engine failed: {name}: {message}")
-
-
