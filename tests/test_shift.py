@@ -445,6 +445,11 @@ def test_context_mode_on_one_instance_equals_two_and_keeps_the_samplers_choices(
     assert off, "a penalty of 1.8 leaves the model's first choice somewhere"
     assert all(t.answer_rank_under("aligned") > 1 for t in off)  # the sampler's doing, recorded as such
     assert all(t.answer_rank_under("aligned") == t.aligned_rank == 1 for t in one.tokens if t.answer_id is None)
+    from untuned.shift.output import viewer_data
+
+    shown = viewer_data([one])[0]["tokens"]  # shift.html shows the answer, the ranked first choice on hover
+    assert "".join(t[0] for t in shown).strip() == items[0].answer.strip()
+    assert [t[6] for t in shown] == [t.text if t.answer_id is not None else None for t in one.tokens]
 
 
 @settings(max_examples=60, deadline=None)

@@ -311,6 +311,7 @@ class ShiftAnalyzer:
             record.end = bool(end[row])
             if not record.end and int(own[row]) != token:
                 record.answer_id, record.answer_rank = int(own[row]), int(own_rank[row])
+                record.answer_text = self.token_text(int(own[row]))
                 record.answer_aligned_rank = int(side.own_rank[row])
             record.aligned_rank, record.aligned_prob = int(side.rank[row]), float(np.exp(side.logprob[row]))
             if kl is not None and kl10 is not None:

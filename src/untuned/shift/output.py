@@ -102,6 +102,7 @@ def token_rows(examples: Iterable[ShiftExample]) -> Iterable[dict]:
                 "prob": t.prob,
                 "category": t.category,
                 "answer_id": t.answer_id,
+                "answer_text": t.answer_text,
                 "answer_rank": t.answer_rank,
                 "answer_aligned_rank": t.answer_aligned_rank,
                 "end": t.end,
@@ -133,17 +134,19 @@ def write_tokens(examples: list[ShiftExample], path: Path, fmt: TokenFormat) -> 
 
 
 def viewer_data(examples: list[ShiftExample]) -> list[dict]:
-    """Compact per-example data for the viewer: tokens as [text, category letter, rank, prob, top]."""
+    """Compact per-example data for the viewer: tokens as [text shown (the answer's), category letter, rank,
+    prob, top, KL, the ranked token's text where the answer took another]."""
     data = []
     for example in examples:
         tokens = [
             [
-                t.text,
+                t.answer_text if t.answer_text is not None else t.text,
                 t.category[0],
                 t.rank,
                 round(t.prob, 4),
                 [[x.text, round(x.prob, 4)] for x in t.top],
                 None if t.kl is None else round(t.kl, 4),
+                t.text if t.answer_text is not None else None,
             ]
             for t in example.tokens
         ]

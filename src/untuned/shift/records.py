@@ -58,6 +58,7 @@ class TokenShift(BaseModel):
     prob: float = Field(description="Its probability under the base distribution.")
     category: Category
     answer_id: int | None = Field(None, description="The answer's own token, where it is not the ranked one.")
+    answer_text: str | None = Field(None, description="Its text (what the answer shows at this position).")
     answer_rank: int | None = Field(
         None, description="Rank of the answer's token under the base, where it is not the ranked one."
     )
