@@ -32,6 +32,7 @@ from smoke import sized
 
 PORT = 8731
 MODES = {"in-process": ["--in-process"], "engine process": []}
+SHORT, LONG = sized(64, 8), sized(128, 16)  # the tokens of a P1 answer, of a P8 and P3 answer
 
 
 async def stream_times(http: httpx.AsyncClient, question: str, tokens: int) -> list[float]:
@@ -52,17 +53,17 @@ async def measure(sizes: dict[str, int]) -> dict[str, float]:
         started = []
         for question in asked[: sizes["p1"]]:
             began = time.perf_counter()
-            await stream_times(http, question, 64)
+            await stream_times(http, question, SHORT)
             started.append(time.perf_counter() - began)
         decode = []
         for question in asked[: sizes["p8"]]:
-            times = await stream_times(http, question, 128)
+            times = await stream_times(http, question, LONG)
             decode.append((len(times) - 1) / (times[-1] - times[0]))
         began, clients = time.perf_counter(), 8
         per_client = [asked[10 + i * sizes["p3"] : 10 + (i + 1) * sizes["p3"]] for i in range(clients)]
 
         async def client(mine: list[str]) -> int:
-            return sum([len(await stream_times(http, q, 128)) for q in mine])
+            return sum([len(await stream_times(http, q, LONG)) for q in mine])
 
         produced = sum(await asyncio.gather(*(client(mine) for mine in per_client)))
         p3 = produced / (time.perf_counter() - began)

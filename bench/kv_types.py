@@ -38,7 +38,7 @@ def questions() -> list[str]:
 
 
 def prefill_speed(backend: LlamaCppBackend) -> float:
-    ids = backend.tokenize(render_prefix(load_prompt("long")), add_special=True)
+    ids = backend.tokenize(render_prefix(load_prompt(sized("long", "helpful"))), add_special=True)
     speeds = []
     for _ in range(sized(3, 1)):
         with backend.engine.exclusive() as (ctx, batch, seq):

@@ -447,6 +447,10 @@ def test_context_mode_on_one_instance_equals_two_and_keeps_the_samplers_choices(
     assert all(t.answer_rank_under("aligned") == t.aligned_rank == 1 for t in one.tokens if t.answer_id is None)
     from untuned.shift.output import viewer_data
 
+    narrow = WholeRowsOnly(gemma)  # a backend that cannot rank chosen tokens: the passes over whole rows
+    rows = ShiftAnalyzer(narrow, mode="context", aligned=narrow, prompt=prompt).analyze(items[0])
+    same = [all(getattr(a, f) == getattr(b, f) for f in fields) for a, b in zip(one.tokens, rows.tokens)]
+    assert len(rows.tokens) == len(one.tokens) and sum(same) >= len(same) - 1
     shown = viewer_data([one])[0]["tokens"]  # shift.html shows the answer, the ranked first choice on hover
     assert "".join(t[0] for t in shown).strip() == items[0].answer.strip()
     assert [t[6] for t in shown] == [t.text if t.answer_id is not None else None for t in one.tokens]
@@ -463,3 +467,48 @@ def test_token_texts_join_to_the_decoded_answer(gemma, text):
     parts = token_texts(gemma.detokenize, ids)
     assert len(parts) == len(ids) and "".join(parts) == gemma.detokenize(ids)
     assert all("\ufffd" not in part for part in parts) or "\ufffd" in gemma.detokenize(ids)
+
+
+class WholeRowsOnly:
+    """The Backend protocol alone over a real backend (no TargetScoring): what a plugin may offer."""
+
+    def __init__(self, backend) -> None:
+        self.inner, self.name, self.context_length = backend, backend.name, backend.context_length
+
+    def tokenize(self, text, *, add_special=False):
+        return self.inner.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens):
+        return self.inner.detokenize(tokens)
+
+    def stream(self, prompt, sampling):
+        return self.inner.stream(prompt, sampling)
+
+    def score(self, tokens, *, start=1, top_k=5):
+        return self.inner.score(tokens, start=start, top_k=top_k)
+
+    def distributions(self, tokens, *, start=1):
+        return self.inner.distributions(tokens, start=start)
+
+    def close(self) -> None:
+        pass
+
+
+def test_score_targets_ranks_the_chosen_tokens_as_whole_rows_do(gemma):
+    """TargetScoring on llama.cpp: the sequence's own tokens as targets give score(); other targets get
+    the ranks and log-probabilities that whole rows give them; a bad target is refused by name."""
+    ids = gemma.tokenize("The capital of France is Paris, and the capital of Spain is Madrid.", add_special=True)
+    start = 3
+    own = gemma.score(ids, start=start, top_k=5)
+    same = gemma.score_targets(ids, ids[start:], start=start, top_k=5)
+    assert np.array_equal(same.ranks, own.ranks) and np.allclose(same.logprobs, own.logprobs, atol=1e-5)
+    rows = np.concatenate([r for _, r in gemma.distributions(ids, start=start)])
+    targets = [int(np.argsort(-row)[4]) for row in rows]  # each position's fifth choice
+    other = gemma.score_targets(ids, targets, start=start, top_k=5)
+    assert np.allclose(other.logprobs, rows[np.arange(len(rows)), targets], atol=1e-4)
+    assert all(1 <= r <= 5 for r in other.ranks) and sum(r == 5 for r in other.ranks) >= len(targets) - 1  # ties aside
+    assert np.array_equal(other.top_ids, own.top_ids) and np.array_equal(other.sequence_ranks, own.ranks)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gemma.score_targets(ids, [10**7] * (len(ids) - start), start=start)
+    with pytest.raises(ValueError, match="targets for"):
+        gemma.score_targets(ids, targets[:-1], start=start)

@@ -12,6 +12,7 @@ backend may have any of the capabilities below; each is a Protocol that callers 
 - :class:`TokenPieces`: the bytes of each token and the vocabulary's size (logprobs, shift KL).
 - :class:`TopKDistributions`: its distributions hold only each position's top-k (a server's).
 - :class:`BatchScoring`: scores several sequences in one pass (shift analysis).
+- :class:`TargetScoring`: ranks chosen tokens along a teacher-forced pass (one model's choice under another).
 - :class:`SchemaConstrained`: holds its output to a JSON schema (``response_format``, local judges).
 - :class:`MemoryReporting`: says how its cache is laid out and what it takes (start-up line).
 - :class:`BatchInvariance`: can hold each answer independent of what is decoded beside it (batch runs).
@@ -219,6 +220,8 @@ class TokenScores:
     ``ranks`` are 1-based (1 = the model's most likely token; a tie goes the token's way).
     ``top_ids``/``top_logprobs`` hold the model's k most likely tokens at each position, most likely
     first. ``ranks_worst`` counts tied tokens ahead too (None where the backend cannot tell: a server).
+    ``sequence_ranks``: where other tokens than the sequence's own were scored (``score_targets``), the
+    ranks of the sequence's own tokens, from the same pass.
     """
 
     token_ids: np.ndarray  # (n,) int
@@ -227,6 +230,7 @@ class TokenScores:
     top_ids: np.ndarray  # (n, k) int
     top_logprobs: np.ndarray  # (n, k) float
     ranks_worst: np.ndarray | None = None  # (n,) int
+    sequence_ranks: np.ndarray | None = None  # (n,) int
 
 
 @runtime_checkable
@@ -331,6 +335,14 @@ class BatchScoring(Protocol):
     """Scores several sequences in one pass (``score`` for each, batched)."""
 
     def score_batch(self, sequences: list[list[int]], *, starts: list[int], top_k: int = 5) -> list[TokenScores]: ...
+
+
+@runtime_checkable
+class TargetScoring(Protocol):
+    """Ranks chosen tokens along a teacher-forced pass: at position ``start + i`` of ``tokens``, ``targets[i]``
+    in place of the token that follows (a shift analysis ranks one model's first choice under another)."""
+
+    def score_targets(self, tokens: Sequence[int], targets: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores: ...
 
 
 @runtime_checkable

@@ -53,6 +53,7 @@ def top_k_indices(rows: np.ndarray, k: int, block: int = 512) -> np.ndarray:
         values = np.take_along_axis(rows, candidates, axis=1)
         picked = np.argpartition(values, values.shape[1] - k, axis=1)[:, -k:]
         top = np.take_along_axis(candidates, picked, axis=1)
+    top = np.sort(top, axis=1)  # ties then come lowest id first, as argmax takes them
     values = np.take_along_axis(rows, top, axis=1)
     return np.take_along_axis(top, np.argsort(-values, axis=1, kind="stable"), axis=1)
 
@@ -109,8 +110,24 @@ class RowScoring:
     def score(self, tokens: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
         """Teacher-forced scores of ``tokens[start:]``: one forward pass, all positions at once."""
         ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
-        targets = np.asarray(ids)
-        parts = [(targets[pos], *scores_from_logits(rows, targets[pos], top_k)) for pos, rows in self._logit_rows(ids, start)]
+        return self._scored(ids, np.asarray(ids), start, top_k)
+
+    def score_targets(self, tokens: Sequence[int], targets: Sequence[int], *, start: int = 1, top_k: int = 5) -> TokenScores:
+        """Scores of ``targets[i]`` at position ``start + i`` of the pass over ``tokens`` (TargetScoring)."""
+        ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
+        wanted = check_score_request([0] * start + [int(t) for t in targets], start, None, self.vocab_size)
+        if len(wanted) != len(ids):
+            raise ValueError(f"{len(wanted) - start} targets for {len(ids) - start} positions")
+        return self._scored(ids, np.asarray(wanted), start, top_k, own=True)
+
+    def _scored(self, ids: list[int], targets: np.ndarray, start: int, top_k: int, own: bool = False) -> TokenScores:
+        sequence = np.asarray(ids)
+        parts = []
+        for pos, rows in self._logit_rows(ids, start):
+            part = (targets[pos], *scores_from_logits(rows, targets[pos], top_k))
+            if own:  # the sequence's own tokens' ranks, from the same rows
+                part += ((rows > rows[np.arange(len(pos)), sequence[pos]][:, None]).sum(axis=1) + 1,)
+            parts.append(part)
         return TokenScores(*[np.concatenate(column) for column in zip(*parts)])
 
     def distributions(self, tokens: Sequence[int], *, start: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:

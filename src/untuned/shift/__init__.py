@@ -9,10 +9,19 @@
 >>> summary.overall.ratios
 """
 
-from untuned.shift.analyze import ShiftAnalyzer, ShiftSettings
+from untuned.shift.analyze import ShiftAnalyzer
 from untuned.shift.contexts import plain_context, urial_context
 from untuned.shift.output import TokenFormat, run_shift, write_html, write_outputs, write_plots, write_tokens
-from untuned.shift.records import CATEGORIES, ShiftExample, ShiftMode, ShiftSummary, TokenShift, category, summarize
+from untuned.shift.records import (
+    CATEGORIES,
+    ShiftExample,
+    ShiftMode,
+    ShiftSettings,
+    ShiftSummary,
+    TokenShift,
+    category,
+    summarize,
+)
 
 __all__ = [
     "CATEGORIES",

@@ -19,13 +19,13 @@ import logging
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem
 from untuned.backends import (
     Backend,
     BatchScoring,
     ChatTemplated,
+    TargetScoring,
     TokenPieces,
     TokenScores,
     TopKDistributions,
@@ -34,56 +34,11 @@ from untuned.backends import (
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
-from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, TokenShift, TopToken, category
-from untuned.shift.rows import AlignedSide, aligntds_kl_top10, own_tokens, zip_rows
+from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, ShiftSettings, TokenShift, TopToken, category
+from untuned.shift.rows import AlignedSide, BaseSide, aligntds_kl_top10, own_tokens, zip_rows
 
 log = logging.getLogger(__name__)
 Contexts = tuple[list[int], list[int] | None]  # the ids the base side and the aligned side read before the answer
-
-
-class ShiftSettings(BaseModel):
-    """What an analysis run is; a resumed run must have the same settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: ShiftMode
-    base: str = Field(description="Name of the base model.")
-    aligned: str | None = Field(None, description="The aligned side: an aligned model (pair), the base with URIAL (context).")
-    context: ContextKind = Field("plain", description="How the query is shown to the base (text, pair modes).")
-    prompt_name: str | None = None
-    prompt_hash: str | None = None
-    top_k: int = Field(5, ge=1, le=50)
-    kl_method: KlMethod = Field("full", description="full: KL over the whole vocabulary; top-k: over a server's top-k only.")
-    aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
-    ranked: Ranked = Field("answer", description="The token ranked at each position: the aligned side's top-1, or the answer's.")
-    end: bool = Field(False, description="The position after the answer (its end of sequence) is scored too.")
-    answers_sampling: dict | None = Field(None, description="How untuned generated the answers (None: given answers).")
-
-    @property
-    def protocol(self) -> str:
-        """What ran, in words (summary.json, the CLI): the contexts, the ranked token, the end position."""
-        contexts = {"plain": "the query as plain text", "urial": "the query in the URIAL prompt"}
-        contexts["aligntds"] = "AlignTDS's context (# Query / # Answer fences, with BOS)"
-        if self.mode == "context":
-            sides = "the base without the URIAL prefix (base) against the base with it (aligned)"
-        elif self.mode == "pair":
-            aligned = "its chat template" if self.aligned_template else contexts[self.context]
-            sides = f"{self.base} given {contexts[self.context]} against {self.aligned} given {aligned}"
-        else:
-            sides = f"{self.base} given {contexts[self.context]}"
-        ranked = "the aligned side's top-1 token" if self.ranked == "aligned-top1" else "the answer's token"
-        name = "aligntds (the paper's analysis): " if self.is_aligntds else ""
-        return f"{name}{sides}; ranked: {ranked}{'; the end position scored' if self.end else ''}"
-
-    @property
-    def is_aligntds(self) -> bool:
-        return (self.mode, self.context, self.aligned_template, self.ranked, self.end) == (
-            "pair",
-            "aligntds",
-            True,
-            "aligned-top1",
-            True,
-        )
 
 
 class ShiftAnalyzer:
@@ -274,8 +229,10 @@ class ShiftAnalyzer:
                     "KL is undefined; use --mode text"
                 )
             kl = (np.exp(aligned_rows) * (aligned_rows - base_rows)).sum(axis=1, dtype=np.float64)
-            side = self._aligned_side(index, np.asarray(answer), aligned_rows)
-            records += self._rows(index, np.asarray(answer), base_rows, side, kl, aligntds_kl_top10(base_rows, aligned_rows))
+            array = np.asarray(answer)
+            side = self._aligned_side(index, array, aligned_rows)
+            base = self._base_side(index, array, base_rows, side)
+            records += self._rows(index, array, base, side, kl, aligntds_kl_top10(base_rows, aligned_rows))
         return records
 
     def _aligned_side(self, index: np.ndarray, answer: np.ndarray, aligned_rows: np.ndarray) -> AlignedSide:
@@ -286,31 +243,32 @@ class ShiftAnalyzer:
         own_rank = scores_from_logits(aligned_rows, own, 1, normalized=True)[1]
         return AlignedSide(wanted, logprob, rank, top, top_lp, own_rank)
 
+    def _base_side(self, index: np.ndarray, answer: np.ndarray, base_rows: np.ndarray, side: AlignedSide) -> BaseSide:
+        logprob, rank, top, top_lp, worst = scores_from_logits(base_rows, side.wanted, self.top_k, normalized=True)
+        own_rank = scores_from_logits(base_rows, own_tokens(index, answer), 1, normalized=True)[1]
+        return BaseSide(logprob, rank, top, top_lp, worst, own_rank)
+
     def _rows(
         self,
         index: np.ndarray,
         answer: np.ndarray,
-        base_rows: np.ndarray,
+        base: BaseSide,
         side: AlignedSide,
         kl: np.ndarray | None = None,
         kl10: np.ndarray | None = None,
     ) -> list[TokenShift]:
-        """Records of a chunk of positions from the base side's log-probability rows and the aligned side's
-        scores, with the KLs where both sides' rows were at hand together (docs/shift.md defines each)."""
+        """Records of a chunk of positions from both sides' scores, with the KLs where both sides' rows were
+        at hand together (docs/shift.md defines each)."""
         end = index >= len(answer)
         own = own_tokens(index, answer)
-        base_lp, base_rank, base_top, base_top_lp, base_worst = scores_from_logits(
-            base_rows, side.wanted, self.top_k, normalized=True
-        )
-        own_rank = scores_from_logits(base_rows, own, 1, normalized=True)[1]
         records = []
         for row, i in enumerate(index):
             token = int(side.wanted[row])
-            record = self._record(int(i), token, int(base_rank[row]), base_lp[row], (base_top[row], base_top_lp[row]))
-            record.rank_worst = int(base_worst[row]) if base_worst[row] != base_rank[row] else None
+            record = self._record(int(i), token, int(base.rank[row]), base.logprob[row], (base.top[row], base.top_logprobs[row]))
+            record.rank_worst = int(base.rank_worst[row]) if base.rank_worst[row] != base.rank[row] else None
             record.end = bool(end[row])
             if not record.end and int(own[row]) != token:
-                record.answer_id, record.answer_rank = int(own[row]), int(own_rank[row])
+                record.answer_id, record.answer_rank = int(own[row]), int(base.own_rank[row])
                 record.answer_text = self.token_text(int(own[row]))
                 record.answer_aligned_rank = int(side.own_rank[row])
             record.aligned_rank, record.aligned_prob = int(side.rank[row]), float(np.exp(side.logprob[row]))
@@ -322,8 +280,13 @@ class ShiftAnalyzer:
 
     def _in_turn(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int], tail: list[int]) -> list[TokenShift]:
         """Context mode on one instance (a server's single model): the aligned side's pass first, keeping only
-        the scores the records need, then the base side's; no KL (the two sides' rows are never at hand together)."""
+        the scores the records need, then the base side's; no KL (the two sides' rows are never at hand
+        together). On a backend that ranks chosen tokens (TargetScoring) the ranks are made where the model
+        runs and only top-k cross to here; otherwise from whole rows, chunk by chunk."""
         array = np.asarray(answer)
+        if isinstance(self.base, TargetScoring):
+            side, base = self._scored_sides(base_ctx, aligned_ctx, array, tail)
+            return self._rows(np.arange(len(tail)), array, base, side)
         start = len(aligned_ctx)
         passes = self.aligned.distributions(aligned_ctx + tail, start=start)
         sides = [self._aligned_side(pos - start, array, rows) for pos, rows in passes]
@@ -332,8 +295,22 @@ class ShiftAnalyzer:
         start = len(base_ctx)
         for pos, rows in self.base.distributions(base_ctx + tail, start=start):
             index = pos - start
-            records += self._rows(index, array, rows, side.take(index))
+            chunk = side.take(index)
+            records += self._rows(index, array, self._base_side(index, array, rows, chunk), chunk)
         return records
+
+    def _scored_sides(self, base_ctx: list[int], aligned_ctx: list[int], answer: np.ndarray, tail: list[int]):
+        """Both sides' scores from ``score`` and ``score_targets`` (which ranks the answer's own tokens too)."""
+        own = own_tokens(np.arange(len(tail)), answer)
+        aligned = self.aligned.score(aligned_ctx + tail, start=len(aligned_ctx), top_k=self.top_k)
+        if self.ranked == "aligned-top1":
+            wanted, logprob, rank = aligned.top_ids[:, 0], aligned.top_logprobs[:, 0], np.ones(len(tail), dtype=int)
+        else:
+            wanted, logprob, rank = own, aligned.logprobs, aligned.ranks
+        side = AlignedSide(wanted, logprob, rank, aligned.top_ids, aligned.top_logprobs, aligned.ranks)
+        base = self.base.score_targets(base_ctx + tail, wanted.tolist(), start=len(base_ctx), top_k=self.top_k)
+        worst = base.ranks_worst if base.ranks_worst is not None else base.ranks
+        return side, BaseSide(base.logprobs, base.ranks, base.top_ids, base.top_logprobs, worst, base.sequence_ranks)
 
     def _from_top_k(self, base_ctx: list[int], aligned_ctx: list[int], answer: list[int]) -> list[TokenShift]:
         """Both sides from their top-k alone (a server gives no more): ranks and categories exact (k >= 3),

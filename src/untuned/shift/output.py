@@ -24,8 +24,8 @@ from untuned.answers import AnswerItem
 from untuned.errors import UntunedError
 from untuned.jsonl import JsonlFile
 from untuned.runner import ResumableRun, RunSummary
-from untuned.shift.analyze import ShiftAnalyzer, ShiftSettings
-from untuned.shift.records import CATEGORIES, ShiftExample, ShiftSummary, summarize
+from untuned.shift.analyze import ShiftAnalyzer
+from untuned.shift.records import CATEGORIES, ShiftExample, ShiftSettings, ShiftSummary, summarize
 
 log = logging.getLogger(__name__)
 TokenFormat = Literal["jsonl", "parquet"]  # the per-token table

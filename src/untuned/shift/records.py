@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.answers import AnswerItem
+from untuned.shift.contexts import ContextKind
 
 Category = Literal["unshifted", "marginal", "shifted"]
 ShiftMode = Literal["text", "pair", "context"]
@@ -265,3 +266,48 @@ def summarize(
         answer_ratios=ratios(Counter(_answer_category(t) for t in tokens if not t.end)) if ranked == "aligned-top1" else None,
         top_shifted=_top_shifted(tokens, top),
     )
+
+
+class ShiftSettings(BaseModel):
+    """What an analysis run is; a resumed run must have the same settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: ShiftMode
+    base: str = Field(description="Name of the base model.")
+    aligned: str | None = Field(None, description="The aligned side: an aligned model (pair), the base with URIAL (context).")
+    context: ContextKind = Field("plain", description="How the query is shown to the base (text, pair modes).")
+    prompt_name: str | None = None
+    prompt_hash: str | None = None
+    top_k: int = Field(5, ge=1, le=50)
+    kl_method: KlMethod = Field("full", description="full: KL over the whole vocabulary; top-k: over a server's top-k only.")
+    aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
+    ranked: Ranked = Field("answer", description="The token ranked at each position: the aligned side's top-1, or the answer's.")
+    end: bool = Field(False, description="The position after the answer (its end of sequence) is scored too.")
+    answers_sampling: dict | None = Field(None, description="How untuned generated the answers (None: given answers).")
+
+    @property
+    def protocol(self) -> str:
+        """What ran, in words (summary.json, the CLI): the contexts, the ranked token, the end position."""
+        contexts = {"plain": "the query as plain text", "urial": "the query in the URIAL prompt"}
+        contexts["aligntds"] = "AlignTDS's context (# Query / # Answer fences, with BOS)"
+        if self.mode == "context":
+            sides = "the base without the URIAL prefix (base) against the base with it (aligned)"
+        elif self.mode == "pair":
+            aligned = "its chat template" if self.aligned_template else contexts[self.context]
+            sides = f"{self.base} given {contexts[self.context]} against {self.aligned} given {aligned}"
+        else:
+            sides = f"{self.base} given {contexts[self.context]}"
+        ranked = "the aligned side's top-1 token" if self.ranked == "aligned-top1" else "the answer's token"
+        name = "aligntds (the paper's analysis): " if self.is_aligntds else ""
+        return f"{name}{sides}; ranked: {ranked}{'; the end position scored' if self.end else ''}"
+
+    @property
+    def is_aligntds(self) -> bool:
+        return (self.mode, self.context, self.aligned_template, self.ranked, self.end) == (
+            "pair",
+            "aligntds",
+            True,
+            "aligned-top1",
+            True,
+        )

@@ -26,6 +26,18 @@ class AlignedSide(NamedTuple):
         return AlignedSide(*(column[index] for column in self))
 
 
+class BaseSide(NamedTuple):
+    """The base side's scores at a run of positions: the ranked token's log-probability, rank (and with ties
+    counted against it), the base's top-k, and the rank of the answer's own token."""
+
+    logprob: np.ndarray
+    rank: np.ndarray
+    top: np.ndarray
+    top_logprobs: np.ndarray
+    rank_worst: np.ndarray
+    own_rank: np.ndarray
+
+
 def own_tokens(index: np.ndarray, answer: np.ndarray) -> np.ndarray:
     """The answer's token at each position (its last one past the end, where the end position is scored)."""
     return answer[np.minimum(index, len(answer) - 1)] if len(answer) else np.zeros(len(index), dtype=int)

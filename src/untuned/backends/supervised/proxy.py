@@ -87,6 +87,11 @@ class _BatchScoring:
         return self.engine.call("score_batch", sequences, starts=starts, top_k=top_k)
 
 
+class _TargetScoring:
+    def score_targets(self, tokens, targets, *, start: int = 1, top_k: int = 5):
+        return self.engine.call("score_targets", [int(t) for t in tokens], [int(t) for t in targets], start=start, top_k=top_k)
+
+
 class _SchemaConstrained:
     def check_schema(self, schema: str) -> None:
         self.engine.call("check_schema", schema)
@@ -115,6 +120,7 @@ _MIXINS = {
     "TokenPieces": _TokenPieces,
     "TopKDistributions": _TopKDistributions,
     "BatchScoring": _BatchScoring,
+    "TargetScoring": _TargetScoring,
     "SchemaConstrained": _SchemaConstrained,
     "MemoryReporting": _MemoryReporting,
     "BatchInvariance": _BatchInvariance,

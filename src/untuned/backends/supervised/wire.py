@@ -15,6 +15,7 @@ from untuned.backends.protocol import (
     CountsWork,
     MemoryReporting,
     SchemaConstrained,
+    TargetScoring,
     TokenPieces,
     TopKDistributions,
 )
@@ -27,6 +28,7 @@ CAPABILITIES = {
     "TokenPieces": TokenPieces,
     "TopKDistributions": TopKDistributions,
     "BatchScoring": BatchScoring,
+    "TargetScoring": TargetScoring,
     "SchemaConstrained": SchemaConstrained,
     "MemoryReporting": MemoryReporting,
     "BatchInvariance": BatchInvariance,
