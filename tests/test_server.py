@@ -504,7 +504,7 @@ def test_shift_through_untuned_serve_matches_the_local_backend(root, gemma, fixt
     from untuned.answers import read_answers
     from untuned.shift import ShiftAnalyzer
 
-    items = read_answers(fixture_data / "reference_outputs" / "gpt-4-0613.jsonl")[:2]
+    items = read_answers(fixture_data / "reference_outputs" / "gpt-4-0613.jsonl")[:1]
     served = ShiftAnalyzer(load_backend(f"{root}/v1"), mode="text", top_k=5)
     local = ShiftAnalyzer(gemma, mode="text", top_k=5)
     assert served.settings.kl_method == "top-k"
