@@ -24,19 +24,26 @@ def _header(arch: str, metadata: dict, tensors: list[TensorInfo]) -> GgufHeader:
     return GgufHeader(meta, tuple(tensors), data_offset=0)
 
 
+def _attention(b: str, embd: int, kv: int, *, k: str, v: str, output: str) -> list[TensorInfo]:
+    """A block's attention tensors and its two norms (Q always Q4_K in a Q4_K_M file)."""
+    return [
+        TensorInfo(b + "attn_norm.weight", (embd,), "F32"),
+        TensorInfo(b + "attn_q.weight", (embd, embd), "Q4_K"),
+        TensorInfo(b + "attn_k.weight", (embd, kv), k),
+        TensorInfo(b + "attn_v.weight", (embd, kv), v),
+        TensorInfo(b + "attn_output.weight", (embd, embd), output),
+        TensorInfo(b + "ffn_norm.weight", (embd,), "F32"),
+    ]
+
+
 def llama2_70b_q4_k_m() -> GgufHeader:
     n, embd, ff, kv = 80, 8192, 28672, 1024
     tensors = []
     for i in range(n):
         b = f"blk.{i}."
+        # a 70B's V is shared by 8 heads: Q4_K raised to Q5_K, Q6_K where more bits go
+        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q5_K", output="Q4_K")
         tensors += [
-            TensorInfo(b + "attn_norm.weight", (embd,), "F32"),
-            TensorInfo(b + "attn_q.weight", (embd, embd), "Q4_K"),
-            TensorInfo(b + "attn_k.weight", (embd, kv), "Q4_K"),
-            # a 70B's V is shared by 8 heads: Q4_K raised to Q5_K, Q6_K where more bits go
-            TensorInfo(b + "attn_v.weight", (embd, kv), "Q6_K" if more_bits(i, n) else "Q5_K"),
-            TensorInfo(b + "attn_output.weight", (embd, embd), "Q4_K"),
-            TensorInfo(b + "ffn_norm.weight", (embd,), "F32"),
             TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
             TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
             TensorInfo(b + "ffn_down.weight", (ff, embd), "Q6_K" if more_bits(i, n) else "Q4_K"),
@@ -62,13 +69,9 @@ def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
     tensors = []
     for i in range(n):
         b = f"blk.{i}."
+        # 8 experts: K and V at Q8_0
+        tensors += _attention(b, embd, kv, k="Q8_0", v="Q8_0", output="Q5_K" if current else "Q4_K")
         tensors += [
-            TensorInfo(b + "attn_norm.weight", (embd,), "F32"),
-            TensorInfo(b + "attn_q.weight", (embd, embd), "Q4_K"),
-            TensorInfo(b + "attn_k.weight", (embd, kv), "Q8_0"),  # 8 experts: K and V at Q8_0
-            TensorInfo(b + "attn_v.weight", (embd, kv), "Q8_0"),
-            TensorInfo(b + "attn_output.weight", (embd, embd), "Q5_K" if current else "Q4_K"),
-            TensorInfo(b + "ffn_norm.weight", (embd,), "F32"),
             TensorInfo(b + "ffn_gate_inp.weight", (embd, experts), "F32"),
             TensorInfo(b + "ffn_gate_exps.weight", (embd, ff, experts), "Q4_K"),
             TensorInfo(b + "ffn_up_exps.weight", (embd, ff, experts), "Q4_K"),

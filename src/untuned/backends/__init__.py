@@ -22,6 +22,7 @@ from untuned.backends.protocol import (
     TokenPieces,
     TokenScores,
     TopKDistributions,
+    prompt_ids,
 )
 from untuned.backends.registry import (
     ModelSpec,
@@ -65,4 +66,5 @@ __all__ = [
     "plugin_backend_names",
     "scores_from_logits",
     "top_k_indices",
+    "prompt_ids",
 ]

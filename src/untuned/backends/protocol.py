@@ -282,6 +282,16 @@ class ChatTemplated(Protocol):
         ...
 
 
+def prompt_ids(backend: Backend, prompt: RenderedPrompt) -> list[int]:
+    """The token ids ``backend`` reads for ``prompt``: its own ids, the chat template's split where the
+    backend has one (prefix and body tokenized apart, as ``stream`` feeds them), else the text with BOS."""
+    if prompt.ids is not None:
+        return list(prompt.ids)
+    if isinstance(backend, ChatTemplated):
+        return backend.tokenize_prompt(prompt)
+    return backend.tokenize(prompt.text, add_special=True)
+
+
 @dataclass
 class EngineStats:
     """Counters since the engine started, and its load now (what ``/health`` and ``/metrics`` show)."""

@@ -94,6 +94,11 @@ def plain_prompt(messages: list[Message]) -> RenderedPrompt:
     return RenderedPrompt(prefix="", body="\n\n".join(turns) + "\n\n")
 
 
+def chat_messages(messages: list[Message]) -> list[dict[str, str]]:
+    """``messages`` as a chat template reads them (a developer's message is a system message)."""
+    return [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in messages]
+
+
 def rendered_for(
     serve: Serving, messages: list[Message], prompt: str | None, inline: InlinePromptSet | None = None
 ) -> RenderedPrompt:
@@ -124,7 +129,7 @@ async def aligned_answer(body: ChatRequest, serve: Serving):
     """The aligned (instruct) model's answer, in its own chat template: the paper's comparison."""
     if body.prompt is not None or body.prompt_set is not None:
         raise BadRequest(f"{serve.aligned_name} answers in its own chat template: it takes no prompt set", param="prompt")
-    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in body.messages]
+    messages = chat_messages(body.messages)
     aligned = serve.aligned
     sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0)
     rendered = await asyncio.to_thread(aligned.backend.chat_prompt, messages)  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Backend, Batched, ChatTemplated, CountsWork, Sampling, SchemaConstrained, TokenPieces
+from untuned.backends import Backend, Batched, CountsWork, Sampling, SchemaConstrained, TokenPieces, prompt_ids
 from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
 from untuned.errors import EngineUnavailable
@@ -87,6 +87,7 @@ class Serving:
         self.prompts.update({p.name: p for p in map(load_prompt, config.prompt_files)})
         self.prompts[assistant.prompt.name] = assistant.prompt
         self.analyzers: dict[tuple[str, int], Any] = {}  # the page's pair-mode shift analyses, by top-k (workbench)
+        self.token_texts: dict[int, str] = {}  # the base model's token texts, shared by every shift (at most its vocabulary)
 
     def prompt_set(self, name: str | None, inline: InlinePromptSet | None = None) -> PromptSet | None:
         """The prompt set a request names (None: the server's own; 'none': no URIAL prefix, returned as None),
@@ -178,14 +179,7 @@ class Serving:
         if self.config.max_tokens_limit is not None:
             asked = min(asked, self.config.max_tokens_limit)
 
-        def count() -> int:
-            if rendered.ids is not None:
-                return len(rendered.ids)
-            if isinstance(backend, ChatTemplated):
-                return len(backend.tokenize_prompt(rendered))
-            return len(backend.tokenize(rendered.text, add_special=True))
-
-        prompt = await asyncio.to_thread(count)
+        prompt = len(await asyncio.to_thread(prompt_ids, backend, rendered))
         if prompt + asked > window:
             raise BadRequest(
                 f"the prompt is {prompt} tokens and max_tokens {asked}: {prompt + asked} in all, over this model's "

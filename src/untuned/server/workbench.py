@@ -14,10 +14,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from untuned.answers import AnswerItem
-from untuned.backends import ChatTemplated
-from untuned.conversation import RenderedPrompt
+from untuned.backends import ChatTemplated, prompt_ids
 from untuned.errors import UntunedError
-from untuned.server.chat import build_conversation, plain_prompt, rendered_for
+from untuned.server.chat import build_conversation, chat_messages, plain_prompt, rendered_for
 from untuned.server.errors import BadRequest
 from untuned.server.extensions import (
     ExampleOut,
@@ -75,7 +74,7 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
     backend = serve.assistant.backend
 
     def count() -> tuple[int, int]:
-        ids = backend.tokenize_prompt(rendered) if isinstance(backend, ChatTemplated) else backend.tokenize(rendered.text)
+        ids = prompt_ids(backend, rendered)
         return len(ids), len(backend.tokenize(rendered.prefix, add_special=True)) if rendered.prefix else 0
 
     total, prefix = await asyncio.to_thread(count)
@@ -93,8 +92,8 @@ async def shift(body: ShiftRequest, raw: Request, serve: Serving = Depends(servi
     prefix (``untuned shift context``), in pair mode the --aligned model in its chat template (``untuned shift
     pair``). Beside it the sampler view: the answer's own tokens ranked where they were drawn from."""
     side: Side = body.sampled_from or ("aligned" if body.mode == "pair" else "urial")
-    analyzer, contexts, compared = await asyncio.to_thread(_prepared, serve, body, side)
     messages = _messages(body)
+    analyzer, contexts, compared = await asyncio.to_thread(_prepared, serve, body, messages, side)
 
     def run() -> tuple[ShiftExample, list[str]]:
         example = analyzer.analyze(AnswerItem(id="page", query=messages[-1].text, answer=body.answer), contexts=contexts)
@@ -128,20 +127,12 @@ def _messages(body: ShiftRequest) -> list[Message]:
     return body.messages or [Message(role="user", content=body.query)]
 
 
-def _ids(backend, rendered: RenderedPrompt) -> list[int]:
-    """The ids the model reads for ``rendered``, split as generation splits them."""
-    if isinstance(backend, ChatTemplated):
-        return backend.tokenize_prompt(rendered)
-    return backend.tokenize(rendered.text, add_special=True)
-
-
-def _prepared(serve: Serving, body: ShiftRequest, side: Side) -> tuple[ShiftAnalyzer, Contexts, str]:
+def _prepared(serve: Serving, body: ShiftRequest, messages: list[Message], side: Side) -> tuple[ShiftAnalyzer, Contexts, str]:
     """The analysis a request asks for, the ids each side reads, and what it compares in words; BadRequest
     naming what does not fit (pair mode without --aligned, or with a tokenizer not the base's; a side the
     mode has not; context mode with no prompt set)."""
-    messages = _messages(body)
     base = serve.assistant.backend
-    base_ids = _ids(base, plain_prompt(messages))
+    base_ids = prompt_ids(base, plain_prompt(messages))
     question = "the question" if len(messages) == 1 else "the conversation"
     if body.mode == "context":
         if side == "aligned":
@@ -150,9 +141,9 @@ def _prepared(serve: Serving, body: ShiftRequest, side: Side) -> tuple[ShiftAnal
         if chosen is None:
             raise BadRequest("context mode compares with a URIAL prompt set: prompt 'none' has none", param="prompt")
         rendered = build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
-        analyzer = ShiftAnalyzer(base, mode="context", aligned=base, prompt=chosen, top_k=body.top_k)
+        analyzer = ShiftAnalyzer(base, mode="context", aligned=base, prompt=chosen, top_k=body.top_k, texts=serve.token_texts)
         compared = f"the base model's {_ranked(analyzer)} with the URIAL prefix ({chosen.name}), ranked without it"
-        return analyzer, (base_ids, _ids(base, rendered)), _in_words(analyzer, compared, question)
+        return analyzer, (base_ids, prompt_ids(base, rendered)), _in_words(analyzer, compared, question)
     if side == "urial":
         raise BadRequest("sampled_from 'urial' needs mode 'context' (pair mode: the --aligned model)", param="sampled_from")
     if body.prompt is not None or body.prompt_set is not None:
@@ -160,10 +151,9 @@ def _prepared(serve: Serving, body: ShiftRequest, side: Side) -> tuple[ShiftAnal
     analyzer = _pair_analyzer(serve, body.top_k)
     aligned = analyzer.aligned
     if analyzer.aligned_template:
-        turns = [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in messages]
-        aligned_ids = aligned.tokenize_prompt(aligned.chat_prompt(turns))
+        aligned_ids = aligned.tokenize_prompt(aligned.chat_prompt(chat_messages(messages)))
     else:
-        aligned_ids = _ids(aligned, plain_prompt(messages))
+        aligned_ids = prompt_ids(aligned, plain_prompt(messages))
     shown = "its chat template" if analyzer.aligned_template else "plain text"
     compared = f"{aligned.name}'s {_ranked(analyzer)} ({shown}) ranked under the base model's distribution without a URIAL prefix"
     return analyzer, (base_ids, aligned_ids), _in_words(analyzer, compared, question)
@@ -189,7 +179,8 @@ def _pair_analyzer(serve: Serving, top_k: int) -> ShiftAnalyzer:
     aligned = serve.aligned.backend
     templated = isinstance(aligned, ChatTemplated) and aligned.template_text() is not None
     try:
-        found = ShiftAnalyzer(serve.assistant.backend, mode="pair", aligned=aligned, aligned_template=templated, top_k=top_k)
+        base, texts = serve.assistant.backend, serve.token_texts
+        found = ShiftAnalyzer(base, mode="pair", aligned=aligned, aligned_template=templated, top_k=top_k, texts=texts)
     except UntunedError as exc:
         raise BadRequest(f"mode 'pair': {exc}", param="mode") from exc
     serve.analyzers[("pair", top_k)] = found

@@ -57,7 +57,9 @@ class ShiftAnalyzer:
         ranked: Ranked | None = None,
         end: bool = False,
         answers_sampling: dict | None = None,
+        texts: dict[int, str] | None = None,
     ) -> None:
+        """``texts``: a cache of the base model's token texts to share with other analyses of the same model."""
         if mode in ("pair", "context") and aligned is None:
             second = "the aligned model" if mode == "pair" else "the base again, or the same one"
             raise UntunedError(f"{mode} mode needs a second backend: {second}")
@@ -75,7 +77,7 @@ class ShiftAnalyzer:
         if end and aligned is None:
             raise UntunedError("the end position is scored with an aligned side's top-1 (pair or context mode)")
         self.end, self.answers_sampling = end, answers_sampling
-        self._texts: dict[int, str] = {}
+        self._texts: dict[int, str] = texts if texts is not None else {}
         self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
         if aligned_template:
             if mode != "pair" or not isinstance(aligned, ChatTemplated):
