@@ -63,11 +63,11 @@ class PrefixStore:
     def __init__(self, folder: Path, *, model: Path, settings: dict, limit_bytes: int) -> None:
         self.folder, self.limit_bytes = folder, limit_bytes
         self.identity = {"model": model_identity(model), "model_name": model.name, **settings}
+        self._identity_digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         self.loads = self.saves = self.rejected = 0
 
     def _path(self, prefix: tuple[int, ...]) -> Path:
-        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode())
-        digest.update(struct.pack(f"<{len(prefix)}i", *prefix))
+        digest = hashlib.sha256(f"{self._identity_digest}:{_tokens_digest(prefix)}".encode())
         return self.folder / f"{digest.hexdigest()[:40]}{SUFFIX}"
 
     def load(self, prefix: tuple[int, ...]) -> bytes | None:
@@ -89,9 +89,10 @@ class PrefixStore:
 
     def reject(self, prefix: tuple[int, ...]) -> None:
         """Delete the file of ``prefix``: it failed a check here, or llama.cpp refused its state."""
-        log.warning("the saved prefix %s failed its checks: deleted, evaluating the prefix again", self._path(prefix).name)
+        path = self._path(prefix)
+        log.warning("the saved prefix %s failed its checks: deleted, evaluating the prefix again", path.name)
         self.rejected += 1
-        self._path(prefix).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def _checked(self, data: bytes, prefix: tuple[int, ...]) -> bytes | None:
         """The state in ``data`` if its header matches this model, options and prefix and its checksum holds."""
@@ -149,28 +150,40 @@ def stored(folder: Path | None = None) -> list[StoredPrefix]:
     found = []
     for path in folder.glob(f"*{SUFFIX}") if folder.is_dir() else ():
         try:
+            stat = path.stat()
             with path.open("rb") as handle:
                 head = handle.read(len(MAGIC) + 4)
                 length = struct.unpack_from("<I", head, len(MAGIC))[0] if head.startswith(MAGIC) else 0
                 header = json.loads(handle.read(length)) if length else {}
-            stat = path.stat()
-        except (OSError, ValueError, struct.error):
-            header, stat = {}, path.stat()
-        model = header.get("identity", {}).get("model_name", "?") if isinstance(header, dict) else "?"
+        except OSError:  # gone meanwhile
+            continue
+        except (ValueError, struct.error):  # listed as unreadable; a load rejects it
+            header = {}
+        header = header if isinstance(header, dict) else {}
+        identity = header.get("identity")
+        model = identity.get("model_name", "?") if isinstance(identity, dict) else "?"
         found.append(StoredPrefix(path, model, int(header.get("tokens", 0) or 0), stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda s: -s.last_used)
 
 
 def evict(folder: Path, limit_bytes: int) -> list[Path]:
-    """Delete the least recently used files until the folder holds at most ``limit_bytes``; the deleted paths."""
-    files = sorted(stored(folder), key=lambda s: s.last_used)
-    total, deleted = sum(s.bytes for s in files), []
-    for entry in files:
+    """Delete the least recently used files until the folder holds at most ``limit_bytes``; the deleted paths.
+    Sizes and times only (after every save): no file is opened."""
+    files = []
+    for path in folder.glob(f"*{SUFFIX}"):
+        try:
+            stat = path.stat()
+        except OSError:  # gone meanwhile (another process evicting)
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    files.sort()
+    total, deleted = sum(size for _, size, _ in files), []
+    for _, size, path in files:
         if total <= limit_bytes:
             break
-        entry.path.unlink(missing_ok=True)
-        total -= entry.bytes
-        deleted.append(entry.path)
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted.append(path)
     for stale in folder.glob("*.part"):  # a save that died midway
         if time.time() - stale.stat().st_mtime > 3600:
             stale.unlink(missing_ok=True)
