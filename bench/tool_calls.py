@@ -20,10 +20,9 @@ from smoke import sized
 from untuned import Assistant, Sampling
 from untuned.backends import default_gguf_path
 from untuned.backends.llamacpp import LlamaCppBackend
-from untuned.backends.llamacpp.sampling import json_schema_grammar
 from untuned.conversation import Conversation
 from untuned.prompt import load_prompt
-from untuned.tools import Tool, call_grammar, call_schema, parse_call
+from untuned.tools import Tool, call_grammar, parse_call
 
 
 def _tool(name: str, description: str, **properties: dict) -> Tool:
@@ -74,8 +73,7 @@ def main() -> None:
         for question, tools, wanted in TASKS:
             conversation = Conversation(load_prompt("helpful"), tools=tuple(tools))
             conversation.add_user(question)
-            grammar = json_schema_grammar(json.dumps(call_schema(tools)))
-            auto, required = (call_grammar(grammar, text_allowed=allowed) for allowed in (True, False))
+            auto, required = (call_grammar(tools, text_allowed=allowed) for allowed in (True, False))
             samplings = (
                 bot.sampling.model_copy(update={"grammar": auto}),
                 bot.sampling,

@@ -11,7 +11,7 @@ import openai
 import pytest
 from helpers import http
 from helpers.servers import untuned_server
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +74,10 @@ def test_json_object_output_is_a_json_object(client):
 
 def test_schemas_the_grammar_cannot_enforce_are_refused_by_name(client):
     for schema, named in (
-        ({"type": "integer", "minimum": 3}, "minimum"),
-        ({"type": "object", "patternProperties": {"^a": {"type": "string"}}}, "patternProperties"),
+        ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems"),
         ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not"),
+        ({"type": "string", "format": "postcode"}, "postcode"),
+        ({"type": "string", "maxLength": 10**9}, "maxLength"),
     ):
         with pytest.raises(openai.BadRequestError, match=named):
             client.chat.completions.create(
@@ -85,6 +86,23 @@ def test_schemas_the_grammar_cannot_enforce_are_refused_by_name(client):
                 max_tokens=4,
                 response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
             )
+
+
+class Note(BaseModel):
+    """A schema as real code writes it: pydantic's Field(max_length=5000) and bounds on a number."""
+
+    title: str = Field(max_length=5000)
+    stars: int = Field(ge=3, le=5)
+
+
+def test_real_schemas_with_large_bounds_and_numeric_ranges_are_enforced(client):
+    """Field(max_length=5000) (refused before: the GBNF spelled the bound out) and minimum/maximum (ignored
+    before: the converter dropped them) through openai's parse."""
+    reply = client.chat.completions.parse(
+        model="any", messages=ask("Rate the film Casablanca."), max_tokens=60, response_format=Note, temperature=0
+    )
+    note = reply.choices[0].message.parsed
+    assert isinstance(note, Note) and 3 <= note.stars <= 5
 
 
 def test_completion_prompt_forms_langchain_sends(client):

@@ -1,19 +1,18 @@
-"""Tool use on a base model (untuned.tools): the format in the URIAL prompt, the grammar llama.cpp holds the
+"""Tool use on a base model (untuned.tools): the format in the URIAL prompt, the grammar llguidance holds the
 answer to, and reading the answer back; the server's side is tested with real clients in
 tests/test_openai_surface.py."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from untuned.backends.constraint import Constrained, Constraints
 from untuned.backends.llamacpp.native import NativeModel
-from untuned.backends.llamacpp.sampling import Grammar, json_schema_grammar
+from untuned.backends.llamacpp.sampling import llguidance_tokenizer
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
-from untuned.tools import EXAMPLE_TOOLS, Tool, call_grammar, call_schema, call_text, chosen_tools, parse_call, tools_from_openai
+from untuned.tools import EXAMPLE_TOOLS, Tool, call_grammar, call_text, chosen_tools, parse_call, tools_from_openai
 
 WEATHER = Tool(
     "get_weather", "The weather now.", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -58,38 +57,26 @@ def test_answers_are_read_as_one_call_to_an_offered_tool_or_as_text():
         assert parse_call(text, [WEATHER]) is None
 
 
-def test_the_grammars_compile_in_llama_cpp_and_hold_the_answer(gemma_path):
+def test_the_grammars_compile_in_llguidance_and_hold_the_answer(gemma_path):
     """The call grammar accepts exactly a call to an offered tool; with text allowed, text that does not
-    begin a JSON object too (checked token by token by llama.cpp's own grammar sampler)."""
+    begin a JSON object too (checked token by token by llguidance over the model's own vocabulary)."""
     model = NativeModel(gemma_path)
     try:
+        constraints = Constraints(lambda: llguidance_tokenizer(model), model.n_vocab)
         tools = [WEATHER, *EXAMPLE_TOOLS]
-        call = json_schema_grammar(json.dumps(call_schema(tools)))
-        for text_allowed in (True, False):
-            grammar = Grammar(model, call_grammar(call, text_allowed=text_allowed))
-            try:
-                good = model.tokenize('{"name": "get_weather", "arguments": {"city": "Oslo"}}', add_special=False)
-                assert _accepts(grammar, good)
-            finally:
-                grammar.close()
-        for text_allowed, expected in ((True, True), (False, False)):
-            grammar = Grammar(model, call_grammar(call, text_allowed=text_allowed))
-            try:
-                assert _accepts(grammar, model.tokenize("It is sunny in Oslo.", add_special=False)) is expected
-            finally:
-                grammar.close()
-        grammar = Grammar(model, call_grammar(call, text_allowed=True))
-        try:
-            assert not _accepts(grammar, model.tokenize('{"name": "launch_rocket", "arguments": {}}', add_special=False))
-        finally:
-            grammar.close()
+
+        def accepts(text_allowed: bool, text: str) -> bool:
+            matcher = constraints.matcher(Constrained("lark", call_grammar(tools, text_allowed=text_allowed)))
+            for token in model.tokenize(text, add_special=False):
+                if not matcher.allowed()[token]:
+                    return False
+                matcher.accept(token)
+            return True
+
+        call = '{"name": "get_weather", "arguments": {"city": "Oslo"}}'
+        assert accepts(True, call) and accepts(False, call)
+        assert accepts(True, "It is sunny in Oslo.") and not accepts(False, "It is sunny in Oslo.")
+        assert not accepts(True, '{"name": "launch_rocket", "arguments": {}}')
+        assert not accepts(False, '{"name": "get_weather", "arguments": {"town": "Oslo"}}')
     finally:
         model.close()
-
-
-def _accepts(grammar: Grammar, tokens: list[int]) -> bool:
-    for token in tokens:
-        if not grammar.allows(token):
-            return False
-        grammar.accept(token)
-    return True

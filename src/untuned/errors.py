@@ -113,3 +113,17 @@ class EngineRestarted(UntunedError):
 
 class EngineUnavailable(UntunedError):
     """The engine's process is restarting, or could not be started again (HTTP 503)."""
+
+
+class ConstraintError(UntunedError):
+    """A request's output constraint (a JSON schema, a grammar, tool calls) cannot be enforced, or the output
+    reached a point where no token can follow; the request ends (HTTP 400), the engine goes on."""
+
+
+class CrashLoopRefused(UntunedError):
+    """A request that ended the engine before, or a client whose requests keep ending it, is not run again
+    (HTTP 400 / 429)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(message)

@@ -2,9 +2,9 @@
 example conversations of our own show a call, its result and the answer that uses it, and the answer is
 either text or one call written as a JSON object ``{"name": ..., "arguments": {...}}``.
 
-A grammar (llama.cpp's GBNF) enforces the choice: with ``tool_choice`` "auto" the answer is text (not
-starting with ``{``) or exactly one call whose arguments match that tool's JSON schema; "required" and a
-named function allow the call alone. A chat template that knows tools is what instruct models need;
+A grammar (llguidance's Lark, the call's JSON schema inside it) enforces the choice: with ``tool_choice``
+"auto" the answer is text (not starting with ``{``) or exactly one call whose arguments match that tool's
+JSON schema; "required" and a named function allow the call alone. A chat template that knows tools is what instruct models need;
 a base model needs only the examples and the grammar.
 """
 
@@ -139,13 +139,13 @@ def call_schema(tools: list[Tool]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def call_grammar(call_gbnf: str, *, text_allowed: bool) -> str:
-    """A GBNF grammar from the grammar of a call (its ``root`` rule renamed): the call alone, or (``auto``)
-    the call or text that does not begin with ``{``."""
-    renamed = re.sub(r"(?m)^root(\s*::=)", r"tool-call\1", call_gbnf)
+def call_grammar(tools: list[Tool], *, text_allowed: bool) -> str:
+    """The Lark grammar (llguidance's) of an answer that is one call to one of ``tools`` (its arguments
+    held to that tool's schema), or (``auto``) that call or text not beginning with ``{`` or white space."""
+    call = f"%json {json.dumps(call_schema(tools))}"
     if not text_allowed:
-        return f"root ::= tool-call\n{renamed}"
-    return f"root ::= tool-call | free-text\nfree-text ::= [^{{ \\t\\n] [^\\x00]*\n{renamed}"
+        return f"start: {call}\n"
+    return f"start: call | TEXT\ncall: {call}\nTEXT: /[^{{ \\t\\n\\r][\\s\\S]*/\n"
 
 
 def parse_call(text: str, tools: list[Tool]) -> ToolCall | None:

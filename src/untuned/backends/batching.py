@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import SimpleQueue
 
+from untuned.backends.constraint import Matcher
 from untuned.backends.protocol import EngineStats, Sampling, StreamChunk
 from untuned.errors import ModelClosedError, ModelFailure
 
@@ -36,10 +37,10 @@ class Request:
     """One answer to make: the prompt split at its cached prefix, how to sample, and where chunks go."""
 
     def __init__(
-        self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, grammar: str | None = None
+        self, prefix: tuple[int, ...], body: list[int], sampling: Sampling, limit: int, matcher: Matcher | None = None
     ) -> None:
         self.prefix, self.body, self.sampling, self.limit = prefix, body, sampling, limit
-        self.grammar = grammar  # GBNF the answer must follow (llama.cpp), made from sampling.json_schema
+        self.matcher = matcher  # what holds the answer to sampling.json_schema or sampling.grammar (llguidance)
         self.events: SimpleQueue[StreamChunk | BaseException | None] = SimpleQueue()  # None ends the stream
         self.cancelled = False
 

@@ -40,6 +40,14 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 KvType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
 DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
+# Temperatures below this are greedy: logits divided by a tiny temperature overflow to infinity, and a sampler's
+# probabilities become NaN (llama.cpp then picks a token no grammar allowed, and aborts).
+MIN_TEMPERATURE = 1e-3
+
+
+def is_greedy(temperature: float) -> bool:
+    """Whether ``temperature`` means greedy decoding (0, or below MIN_TEMPERATURE)."""
+    return temperature < MIN_TEMPERATURE
 
 
 class Sampling(BaseModel):
@@ -47,7 +55,9 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy (always the most likely token).")
+    temperature: float = Field(
+        0.0, ge=0.0, le=5.0, description=f"0 means greedy (always the likeliest token), as does anything below {MIN_TEMPERATURE}."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 turns it off.")
     top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 turns it off.")
     max_tokens: int = Field(512, ge=1, description="Most new tokens to generate.")
@@ -65,8 +75,8 @@ class Sampling(BaseModel):
     grammar: str | None = Field(
         None,
         max_length=262_144,
-        description="Hold the output to this GBNF grammar (llama.cpp's; tool calls use it); not with json_schema. "
-        "Backends that cannot, refuse.",
+        description="Hold the output to this Lark grammar (llguidance's, with %json for JSON-schema parts; tool calls "
+        "use it); not with json_schema. Backends that cannot, refuse.",
     )
     logit_bias: tuple[tuple[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100, le=100)]], ...] = Field(
         (),
@@ -357,10 +367,12 @@ class TargetScoring(Protocol):
 
 @runtime_checkable
 class SchemaConstrained(Protocol):
-    """Honours ``Sampling.json_schema`` by constraining decoding; refuses what it cannot enforce."""
+    """Honours ``Sampling.json_schema`` and ``Sampling.grammar`` by constraining decoding; refuses what it cannot
+    enforce."""
 
-    def check_schema(self, schema: str) -> None:
-        """Raise ValueError, naming the construct, for a JSON schema the backend cannot enforce."""
+    def check_constraint(self, *, json_schema: str | None = None, grammar: str | None = None) -> None:
+        """Raise ConstraintError, naming the construct, for a JSON schema or grammar the backend cannot enforce
+        (or that no output can match)."""
         ...
 
 

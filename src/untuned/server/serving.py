@@ -20,7 +20,7 @@ from untuned.assistant import Assistant, Completion
 from untuned.backends import Backend, Batched, CountsWork, Sampling, SchemaConstrained, TokenPieces, prompt_ids
 from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
-from untuned.errors import EngineUnavailable
+from untuned.errors import ConstraintError, EngineUnavailable
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
 from untuned.server.errors import BadRequest
 from untuned.server.metrics import Metrics
@@ -211,18 +211,19 @@ class Serving:
         return self.assistant.sampling.model_copy(update=update)
 
     def _checked_schema(self, schema: str, kind: str) -> str:
+        self.check_constraint(f"response_format {kind}", "response_format", json_schema=schema)
+        return schema
+
+    def check_constraint(self, what: str, param: str, *, json_schema: str | None = None, grammar: str | None = None) -> None:
+        """A JSON schema or grammar compiled by the backend (in the engine's process, on a worker thread of the
+        caller's): one it cannot enforce, or that no output can match, is a 400 before the request waits."""
         backend = self.assistant.backend
         if not isinstance(backend, SchemaConstrained):
-            raise BadRequest(
-                f"response_format {kind} needs a backend that constrains its output with a grammar "
-                f"(llama.cpp); {backend.name} cannot",
-                param="response_format",
-            )
+            raise BadRequest(f"{what} needs a backend that constrains its output (llama.cpp); {backend.name} cannot", param=param)
         try:
-            backend.check_schema(schema)
-        except ValueError as exc:
-            raise BadRequest(f"response_format: {exc}", param="response_format") from None
-        return schema
+            backend.check_constraint(json_schema=json_schema, grammar=grammar)
+        except (ConstraintError, ValueError) as exc:
+            raise BadRequest(f"{param}: {exc}", param=param) from None
 
     @staticmethod
     def seeded(sampling: Sampling, n: int) -> list[Sampling]:

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from untuned.backends.protocol import SchemaConstrained
 from untuned.errors import UntunedError
 from untuned.server.errors import BadRequest
 from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, chat_chunk, new_id, now
 from untuned.server.schema import ChatRequest
-from untuned.tools import Tool, call_grammar, call_schema, chosen_tools, parse_call, tools_from_openai
+from untuned.tools import Tool, call_grammar, chosen_tools, parse_call, tools_from_openai
 
 
 def offered_tools(body: ChatRequest) -> tuple[list[Tool], list[Tool], bool]:
@@ -34,17 +33,11 @@ def offered_tools(body: ChatRequest) -> tuple[list[Tool], list[Tool], bool]:
 
 
 async def tool_grammar(serve, tools: list[Tool], text_allowed: bool) -> str:
-    """The GBNF grammar of an answer that is text or one call (``text_allowed``), or the call alone."""
-    backend = serve.assistant.backend
-    if not isinstance(backend, SchemaConstrained):
-        raise BadRequest(f"tools need a backend that holds output to a grammar (llama.cpp); {backend.name} cannot", param="tools")
-    from untuned.backends.llamacpp.sampling import json_schema_grammar
-
-    try:
-        call = await asyncio.to_thread(json_schema_grammar, json.dumps(call_schema(tools)))
-    except ValueError as exc:
-        raise BadRequest(f"tools: a tool's parameters cannot be enforced: {exc}", param="tools") from None
-    return call_grammar(call, text_allowed=text_allowed)
+    """The grammar of an answer that is text or one call (``text_allowed``), or the call alone, compiled by the
+    backend on a worker thread: a tool schema it cannot hold is a 400 before the request waits."""
+    grammar = call_grammar(tools, text_allowed=text_allowed)
+    await asyncio.to_thread(serve.check_constraint, "tools", "tools", grammar=grammar)
+    return grammar
 
 
 def message_for(text: str, tools: list[Tool], finish: str) -> tuple[ChatMessageOut, str]:

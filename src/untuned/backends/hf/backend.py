@@ -22,6 +22,7 @@ from untuned.backends import (
     default_gguf_path,
     scores_from_logits,
 )
+from untuned.backends.constraint import Constrained
 from untuned.backends.hf.engine import TransformersEngine
 from untuned.backends.hf.model import LoadedModel
 from untuned.backends.protocol import TRANSFORMERS_OPTIONS, EngineStats
@@ -104,11 +105,13 @@ class TransformersBackend(RowScoring):
 
     # --- generation --------------------------------------------------------------------------
 
+    def check_constraint(self, *, json_schema: str | None = None, grammar: str | None = None) -> None:
+        """Refuse (ConstraintError) a JSON schema or grammar llguidance cannot enforce, or that no output matches."""
+        constrained = Constrained.of(json_schema=json_schema, grammar=grammar)
+        if constrained is not None:
+            self.engine.constraints.matcher(constrained)
+
     def stream(self, prompt: RenderedPrompt, sampling: Sampling) -> Iterator[StreamChunk]:
-        if sampling.json_schema is not None or sampling.grammar is not None:
-            raise UnsupportedOperation(
-                "the transformers backend cannot hold output to a JSON schema or grammar (tool calls); use a GGUF with llama.cpp"
-            )
         if sampling.ignore_eos:
             raise UnsupportedOperation("the transformers backend does not support ignore_eos; use a GGUF with llama.cpp")
         wrong = next((t for t, _ in sampling.logit_bias if t >= self.vocab_size), None)

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from untuned.backends.batching import BatchingEngine, Request
+from untuned.backends.constraint import Constrained, Constraints
 from untuned.backends.hf.model import LoadedModel
-from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob
+from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob, is_greedy
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ModelFailure
+from untuned.errors import ConstraintError, ModelFailure
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,26 @@ class TransformersEngine(BatchingEngine):
         self._cache: Any = None
         self._mask: Any = None
         self._positions: Any = None
+        self.constraints = Constraints(self._llguidance_tokenizer, lm.n_logits)  # structured output
         self._start()
+
+    def _llguidance_tokenizer(self):
+        """llguidance's tokenizer over the model's (fast) tokenizer, its end tokens as the output's ends."""
+        import transformers
+        from llguidance.hf import from_tokenizer
+
+        if not isinstance(self.lm.tokenizer, transformers.PreTrainedTokenizerFast):
+            raise ConstraintError("structured output needs a fast (Rust) tokenizer; this model's is a slow one")
+        return from_tokenizer(self.lm.tokenizer, n_vocab=self.lm.n_logits, eos_token=sorted(self.lm.eos_ids))
 
     @property
     def busy_slots(self) -> int:
         return len(self._rows)
 
     def generate(self, prefix: list[int], body: list[int], sampling: Sampling, limit: int) -> Iterator[StreamChunk]:
-        return self.stream(Request(tuple(prefix), list(body), sampling, limit))
+        constrained = Constrained.of(json_schema=sampling.json_schema, grammar=sampling.grammar)
+        matcher = self.constraints.matcher(constrained) if constrained is not None else None
+        return self.stream(Request(tuple(prefix), list(body), sampling, limit, matcher))
 
     # --- the engine thread --------------------------------------------------------------------
 
@@ -152,6 +165,9 @@ class TransformersEngine(BatchingEngine):
                 continue
             try:
                 kept = self._emit(row, self._choose(row, logits[index : index + 1]))
+            except ConstraintError as exc:  # the request's own constraint: a 400 for it alone
+                row.request.events.put(exc)
+                kept = False
             except Exception as exc:
                 log.exception("choosing a token failed")
                 row.request.events.put(ModelFailure(f"the model failed on this request while choosing a token: {exc}"))
@@ -171,10 +187,20 @@ class TransformersEngine(BatchingEngine):
     def _choose(self, row: _Row, logits) -> int:
         torch = self.lm.torch
         scores = row.chain(row.history, logits.float())
-        if row.sampling.temperature > 0:
+        matcher = row.request.matcher
+        if matcher is not None:
+            allowed = matcher.allowed()
+            if not allowed.any():
+                raise ConstraintError("the grammar allows no next token: the output cannot go on and still match it")
+            scores[0, torch.from_numpy(~allowed).to(scores.device)] = -float("inf")
+        if not torch.isfinite(scores).any():
+            raise ConstraintError("no token the grammar allows has a finite probability")
+        if not is_greedy(row.sampling.temperature):
             token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=row.generator)[0, 0])
         else:
             token = int(scores.argmax(dim=-1)[0])
+        if matcher is not None and token not in self.lm.eos_ids:
+            matcher.accept(token)
         wanted = row.sampling.logprobs
         row.logprob = token_logprob(logits[0].float().cpu().numpy(), token, wanted, self.lm.piece) if wanted else None
         return token

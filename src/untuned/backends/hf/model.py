@@ -9,7 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from untuned.backends.protocol import Sampling
+from untuned.backends.protocol import Sampling, is_greedy
 from untuned.errors import BackendUnavailableError, ModelLoadError, ModelNotFoundError
 
 
@@ -54,6 +54,7 @@ class LoadedModel:
         self.model = model.to(self.device).eval()
         self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.eos_ids = self._eos_ids()
+        self.n_logits = int(self.model.config.vocab_size)  # the width of a logits row
         self.prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.max_prefixes = 4
 
@@ -138,7 +139,7 @@ class LoadedModel:
             chain.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
         if sampling.logit_bias:
             chain.append(self._biased(sampling.logit_bias))
-        if sampling.temperature > 0:
+        if not is_greedy(sampling.temperature):
             chain.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_k:
                 chain.append(TopKLogitsWarper(sampling.top_k))

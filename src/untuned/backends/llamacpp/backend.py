@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
+from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
@@ -193,9 +194,12 @@ class LlamaCppBackend(RowScoring):
             layout = f"{engine.slots} slots and {len(engine._prefix_seqs)} prefixes, {engine.n_ctx_seq} tokens each"
         return f"KV cache: {layout}; context memory {megabytes:.0f} MB"
 
-    def check_schema(self, schema: str) -> None:
-        """Refuse (ValueError, naming the construct) a JSON schema the decoding grammar cannot enforce."""
-        self.engine.grammar_for(schema)
+    def check_constraint(self, *, json_schema: str | None = None, grammar: str | None = None) -> None:
+        """Refuse (ConstraintError, naming the construct) a JSON schema or grammar llguidance cannot enforce, or
+        that no output can match; compiled once and kept for the requests that use it."""
+        constrained = Constrained.of(json_schema=json_schema, grammar=grammar)
+        if constrained is not None:
+            self.engine.constraints.matcher(constrained)
 
     def _split(self, prompt: RenderedPrompt) -> tuple[list[int], list[int]]:
         """The prompt's token ids: the cacheable prefix and the body."""

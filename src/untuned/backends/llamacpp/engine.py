@@ -39,15 +39,16 @@ import numpy as np
 
 from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request, RequestStream
+from untuned.backends.constraint import Constrained, Constraints, masked_choice
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
 from untuned.backends.llamacpp.prefix_store import PrefixStore
 from untuned.backends.llamacpp.prefixes import PrefixSequences
-from untuned.backends.llamacpp.sampling import Grammar, Slot, greedy_choice, json_schema_grammar, sampler_chain
+from untuned.backends.llamacpp.sampling import Slot, greedy_choice, llguidance_tokenizer, sampler_chain
+from untuned.backends.protocol import is_greedy
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ContextOverflowError, ModelClosedError, ModelFailure
+from untuned.errors import ConstraintError, ContextOverflowError, ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
-GRAMMARS_KEPT = 64  # compiled JSON-schema grammars kept, least recently used dropped first
 EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly their answer alone (the docstring)
 
 
@@ -100,7 +101,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         self._resident: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._batch = Batch(self.lib, n_batch)
         self._admissions = 0
-        self._grammars: OrderedDict[str, str] = OrderedDict()  # JSON schema -> GBNF, least recently used first
+        self.constraints = Constraints(lambda: llguidance_tokenizer(model), model.n_vocab)  # structured output
         self._start()
 
     # --- what callers use ----------------------------------------------------------------------
@@ -131,31 +132,9 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
             raise ContextOverflowError(total + limit, self.kv_budget + 1)
         if not body:  # the last prompt token must be decoded in the slot to give logits
             prefix, body = prefix[:-1], prefix[-1:]
-        if sampling.json_schema and sampling.grammar:
-            raise ValueError("json_schema and grammar are two grammars: give one")
-        if sampling.grammar:
-            grammar = self.grammar_for(sampling.grammar, gbnf=True)
-        else:
-            grammar = self.grammar_for(sampling.json_schema) if sampling.json_schema else None
-        return self.stream(Request(tuple(prefix), list(body), sampling, limit, grammar))
-
-    def grammar_for(self, schema: str, *, gbnf: bool = False) -> str:
-        """The GBNF grammar of a JSON schema (``gbnf``: a GBNF grammar as it is), made once per schema (the last
-        GRAMMARS_KEPT kept) and compiled
-        by llama.cpp once here, so that a grammar it refuses is a ValueError before any request uses it."""
-        key = ("gbnf:" if gbnf else "schema:") + schema
-        with self._work:
-            found = self._grammars.get(key)
-            if found is not None:
-                self._grammars.move_to_end(key)
-                return found
-        found = schema if gbnf else json_schema_grammar(schema)
-        Grammar(self.model, found).close()  # parsed by llama.cpp: ValueError if it refuses
-        with self._work:
-            self._grammars[key] = found
-            while len(self._grammars) > GRAMMARS_KEPT:
-                self._grammars.popitem(last=False)
-        return found
+        constrained = Constrained.of(json_schema=sampling.json_schema, grammar=sampling.grammar)
+        matcher = self.constraints.matcher(constrained) if constrained is not None else None
+        return self.stream(Request(tuple(prefix), list(body), sampling, limit, matcher))
 
     @contextmanager
     def exclusive(self) -> Iterator[tuple[Context, Batch, int]]:
@@ -224,10 +203,10 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                     "recent",
                     "decoder",
                     "logprob",
-                    "grammar",
+                    "matcher",
                 ):
                     setattr(hole, name, getattr(top, name))
-                top.request, top.sampler, top.grammar = None, None, None
+                top.request, top.sampler, top.matcher = None, None, None
                 top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
             self.ctx.clear(top.seq)  # its cells only: the copy above is made from the bytes at the next decode
 
@@ -236,9 +215,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         if slot.sampler is not None:
             self.lib.llama_sampler_free(slot.sampler)
             slot.sampler = None
-        if slot.grammar is not None:
-            slot.grammar.close()
-            slot.grammar = None
+        slot.matcher = None
         self.ctx.clear(slot.seq)
         with self._work:
             slot.request = None
@@ -308,9 +285,8 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         slot.penalty = sampling.repetition_penalty
         slot.recent.clear()
-        if request.grammar is not None and sampling.temperature <= 0 and self.greedy_here:
-            slot.grammar = Grammar(self.model, request.grammar)
-        elif sampling.temperature > 0 or request.grammar is not None or not self.greedy_here:
+        slot.matcher = request.matcher
+        if not is_greedy(sampling.temperature) or not self.greedy_here:
             slot.sampler = sampler_chain(
                 self.model,
                 temperature=sampling.temperature,
@@ -318,7 +294,6 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                 top_k=sampling.top_k,
                 repetition_penalty=sampling.repetition_penalty,
                 seed=seed,
-                grammar=request.grammar,
                 ignore_eos=sampling.ignore_eos,
                 logit_bias=sampling.logit_bias,
             )
@@ -395,29 +370,34 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         """Choose ``slot``'s next token from logits ``row`` and hand it out; a failure ends this request only."""
         try:
             self._take(slot, self._choose(slot, row))
+        except ConstraintError as exc:  # the request's own constraint: a 400 for it, nothing for the others
+            if slot.request is not None:
+                self._finish(slot, exc)
         except Exception as exc:
             log.exception("choosing a token failed")
             if slot.request is not None:
                 self._finish(slot, ModelFailure(f"the model failed on this request while choosing a token: {exc}"))
 
     def _choose(self, slot: Slot, row: int) -> int:
+        """The next token: the matcher's mask (if any) on the row, then llama.cpp's sampler or greedy here; a
+        row with nothing finite left to choose from is an error for this request, never a native abort."""
+        allowed = slot.matcher.allowed() if slot.matcher is not None else None
+        logits = self.ctx.logits_row(row)
         if slot.sampler is not None:
-            token = self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row)
+            token = masked_choice(logits, allowed, lambda: self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row))
         else:
-            token = self._greedy(slot, row)
-            if slot.grammar is not None:
-                if not slot.grammar.allows(token):
-                    token = self._greedy(slot, row, grammar=slot.grammar)
-                slot.grammar.accept(token)
+            token = masked_choice(logits, allowed, lambda: self._greedy(slot, row))
+        if slot.matcher is not None and not self.model.is_end(token):
+            slot.matcher.accept(token)
         wanted = slot.request.sampling.logprobs
-        slot.logprob = token_logprob(self.ctx.logits_row(row), token, wanted, self.model.piece) if wanted else None
+        slot.logprob = token_logprob(logits, token, wanted, self.model.piece) if wanted else None
         return token
 
-    def _greedy(self, slot: Slot, row: int, grammar: Grammar | None = None) -> int:
+    def _greedy(self, slot: Slot, row: int) -> int:
         sampling = slot.request.sampling
         ends = self.model.end_tokens if sampling.ignore_eos else None
         row_logits = self.ctx.logits_row(row)
-        return greedy_choice(row_logits, slot.recent, slot.penalty, grammar=grammar, masked=ends, bias=sampling.logit_bias)
+        return greedy_choice(row_logits, slot.recent, slot.penalty, masked=ends, bias=sampling.logit_bias)
 
     def _take(self, slot: Slot, token: int) -> None:
         request = slot.request

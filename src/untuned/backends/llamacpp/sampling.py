@@ -1,216 +1,44 @@
-"""Decoding under constraints and choices over llama.cpp: a JSON schema turned into a grammar (and the
-keywords it can enforce), the grammar held token by token for greedy decoding, and llama.cpp's
-sampler chains (repetition penalty, grammar, the end of sequence masked, top-k / top-p / temperature)."""
+"""Choices over llama.cpp: its sampler chains (repetition penalty, the end of sequence masked, top-k / top-p /
+temperature), greedy decoding done here with the same choices, and llguidance's tokenizer over the model's
+vocabulary (structured output: :mod:`untuned.backends.constraint`)."""
 
 from __future__ import annotations
 
 import codecs
 import ctypes
-import json
 from collections import deque
 
 import numpy as np
 
 from untuned.backends.batching import Request
+from untuned.backends.constraint import Matcher
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, NativeModel
-from untuned.backends.protocol import TokenLogprob
+from untuned.backends.protocol import TokenLogprob, is_greedy
 
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
-class Grammar:
-    """A llama.cpp grammar sampler used on its own: it checks the token chosen greedily, and only when
-    that token breaks the grammar filters the whole vocabulary (as llama.cpp's own server does)."""
+def llguidance_tokenizer(model: NativeModel):
+    """llguidance's tokenizer over the model's own vocabulary (llama.cpp's tokenizer underneath), every end
+    token of the model an end that llguidance allows once the output is complete. Each token's bytes as
+    llama.cpp renders them with specials shown; control tokens (and user-defined ``<...>`` ones) marked
+    with a leading 0xff, as llguidance reads a vocabulary."""
+    from llguidance import LLTokenizer
 
-    def __init__(self, model: NativeModel, grammar: str) -> None:
-        self.lib = model.lib
-        self.sampler = self.lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
-        if not self.sampler:
-            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
-        self._one = np.zeros(1, dtype=TOKEN_DATA)
-
-    def _apply(self, candidates: np.ndarray) -> None:
-        array = self.lib.llama_token_data_array(
-            candidates.ctypes.data_as(self.lib.llama_token_data_p), len(candidates), -1, False
-        )
-        self.lib.llama_sampler_apply(self.sampler, ctypes.byref(array))
-
-    def allows(self, token: int) -> bool:
-        self._one["id"], self._one["logit"] = token, 0.0
-        self._apply(self._one)
-        return bool(np.isfinite(self._one["logit"][0]))
-
-    def best(self, logits: np.ndarray) -> int:
-        """The likeliest token the grammar allows (``logits``: the whole row)."""
-        candidates = np.empty(len(logits), dtype=TOKEN_DATA)
-        candidates["id"], candidates["logit"], candidates["p"] = np.arange(len(logits)), logits, 0.0
-        self._apply(candidates)
-        return int(candidates["id"][candidates["logit"].argmax()])
-
-    def accept(self, token: int) -> None:
-        self.lib.llama_sampler_accept(self.sampler, token)
-
-    def close(self) -> None:
-        if self.sampler:
-            self.lib.llama_sampler_free(self.sampler)
-            self.sampler = None
-
-
-# The JSON-schema keywords llama-cpp-python's grammar converter enforces (or that describe only);
-# any other keyword would be dropped without a word (minimum, patternProperties...), so it is refused.
-SCHEMA_KEYWORDS = frozenset(
-    {
-        "type",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "prefixItems",
-        "minItems",
-        "maxItems",
-        "enum",
-        "const",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "$ref",
-        "$defs",
-        "definitions",
-        "pattern",
-        "format",
-        "minLength",
-        "maxLength",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "$schema",
-        "$id",
-        "$comment",
-    }
-)
-
-
-def unsupported_schema_keyword(schema: object, path: str = "schema") -> str | None:
-    """The first keyword of ``schema`` the grammar could not enforce, as ``path: keyword``; None if none."""
-    if isinstance(schema, list):
-        return next((found for i, s in enumerate(schema) if (found := unsupported_schema_keyword(s, f"{path}[{i}]"))), None)
-    if not isinstance(schema, dict):
-        return None
-    for key, value in schema.items():
-        if key not in SCHEMA_KEYWORDS:
-            return f"{path}: {key}"
-        nested = value.values() if key in ("properties", "$defs", "definitions") and isinstance(value, dict) else [value]
-        if key in (
-            "properties",
-            "$defs",
-            "definitions",
-            "items",
-            "prefixItems",
-            "anyOf",
-            "oneOf",
-            "allOf",
-            "additionalProperties",
-        ):
-            for index, item in enumerate(nested):
-                found = unsupported_schema_keyword(item, f"{path}.{key}")
-                if found:
-                    return found
-    return None
-
-
-# Bounds on what a schema may ask of the grammar, checked before anything reaches llama.cpp. Its grammar
-# parser recurses once per nesting level: a string of "maxLength": 25000 becomes 25000 nested groups and
-# overflows the stack (the process dies); from about 1050 it refuses the grammar. Counts above
-# MAX_REPEAT, schemas nested deeper than MAX_SCHEMA_DEPTH and grammars past MAX_GRAMMAR_DEPTH or
-# MAX_GRAMMAR_BYTES are refused with their limit.
-MAX_REPEAT = 1000  # minLength, maxLength, minItems, maxItems
-MAX_SCHEMA_DEPTH = 32  # nested objects and arrays
-MAX_GRAMMAR_DEPTH = 1000  # nested groups in the GBNF text
-MAX_GRAMMAR_BYTES = 256 * 1024
-COUNT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
-
-
-def schema_bound_problem(schema: object, path: str = "schema", depth: int = 0) -> str | None:
-    """The first thing in ``schema`` over the bounds above, in words; None if it is within them."""
-    if depth > MAX_SCHEMA_DEPTH:
-        return f"{path}: the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels"
-    if isinstance(schema, list):
-        for index, item in enumerate(schema):
-            found = schema_bound_problem(item, f"{path}[{index}]", depth + 1)
-            if found:
-                return found
-        return None
-    if not isinstance(schema, dict):
-        return None
-    for key in COUNT_KEYWORDS:
-        value = schema.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"{path}.{key}: {value!r} is not a count (a whole number from 0)"
-        if value > MAX_REPEAT:
-            return f"{path}.{key}: {value} is over {MAX_REPEAT}, the most this server's grammar can hold"
-    for key, value in schema.items():
-        if isinstance(value, (dict, list)) and key not in ("enum", "const", "default", "examples"):
-            found = schema_bound_problem(value, f"{path}.{key}", depth + 1)
-            if found:
-                return found
-    return None
-
-
-def grammar_depth(grammar: str) -> int:
-    """The deepest nesting of groups ``( ... )`` in a GBNF text (quoted strings and character classes skipped)."""
-    depth = deepest = 0
-    inside: str | None = None  # '"' in a string, ']' in a character class
-    escaped = False
-    for char in grammar:
-        if inside is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == inside:
-                inside = None
-        elif char == '"':
-            inside = '"'
-        elif char == "[":
-            inside = "]"
-        elif char == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char == ")":
-            depth -= 1
-    return deepest
-
-
-def json_schema_grammar(schema: str) -> str:
-    """The GBNF grammar of a JSON schema (llama-cpp-python's converter); a keyword it would not enforce,
-    a construct it cannot express, or a schema past the bounds above is a ValueError naming it."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        parsed = json.loads(schema)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"the schema is not JSON this server reads: {exc}") from None
-    found = schema_bound_problem(parsed)
-    if found:
-        raise ValueError(found)
-    found = unsupported_schema_keyword(parsed)
-    if found:
-        raise ValueError(
-            f"{found} cannot be enforced by the grammar; remove it or use the supported keywords "
-            f"({', '.join(sorted(SCHEMA_KEYWORDS))})"
-        )
-    try:
-        grammar = json_schema_to_gbnf(schema)
-    except (AssertionError, KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise ValueError(f"the grammar converter cannot express this schema: {exc}") from None
-    if len(grammar) > MAX_GRAMMAR_BYTES:
-        raise ValueError(f"the schema's grammar is {len(grammar)} bytes, over this server's {MAX_GRAMMAR_BYTES}; simplify it")
-    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
-        raise ValueError(f"the schema's grammar nests deeper than {MAX_GRAMMAR_DEPTH} groups; lower its counts")
-    return grammar
+    lib = model.lib
+    buffer = ctypes.create_string_buffer(16 * 1024)
+    tokens = []
+    for token in range(model.n_vocab):
+        n = lib.llama_token_to_piece(model.vocab, token, buffer, len(buffer) - 1, 0, True)
+        if n < 0:
+            raise ValueError(f"token {token} of the vocabulary is longer than {len(buffer) - 1} bytes")
+        text = bytes(buffer[:n])
+        attr = lib.llama_vocab_get_attr(model.vocab, token)
+        user = attr & lib.LLAMA_TOKEN_ATTR_USER_DEFINED and text.startswith(b"<") and text.endswith(b">")
+        tokens.append(b"\xff" + text if attr & lib.LLAMA_TOKEN_ATTR_CONTROL or user else text)
+    address = ctypes.cast(lib.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    ends = [int(t) for t in model.end_tokens]
+    return LLTokenizer.from_llamacpp(tokens=tokens, vocab_ptr=model.vocab, tokenize_fptr=address, eos_token=ends, slices=None)
 
 
 def sampler_chain(
@@ -221,12 +49,13 @@ def sampler_chain(
     top_k: int,
     repetition_penalty: float,
     seed: int,
-    grammar: str | None = None,
     ignore_eos: bool = False,
     logit_bias: tuple[tuple[int, float], ...] = (),
 ):
     """A llama.cpp sampler chain: repetition penalty, logit biases (the end of generation masked too, with
-    ignore_eos), a grammar, then greedy or top-k / top-p / temperature / draw."""
+    ignore_eos), then greedy (a temperature below MIN_TEMPERATURE is greedy: dividing by a tiny one would
+    make the logits infinite) or top-k / top-p / temperature / draw. A grammar's mask is applied to the
+    logits before the chain reads them (:func:`untuned.backends.constraint.masked_choice`)."""
     lib = model.lib
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     if repetition_penalty != 1.0:
@@ -236,13 +65,7 @@ def sampler_chain(
     if pairs:
         biases = (lib.llama_logit_bias * len(pairs))(*pairs)
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(model.n_vocab, len(pairs), biases))
-    if grammar is not None:
-        constrained = lib.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
-        if not constrained:
-            lib.llama_sampler_free(chain)
-            raise ValueError("llama.cpp could not parse the grammar made from the JSON schema")
-        lib.llama_sampler_chain_add(chain, constrained)
-    if temperature <= 0.0:
+    if is_greedy(temperature):
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         return chain
     if top_k > 0:
@@ -272,7 +95,7 @@ class Slot:
         self.recent: deque[int] = deque(maxlen=PENALTY_WINDOW)  # generated tokens the repetition penalty sees
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
-        self.grammar: Grammar | None = None  # greedy decoding held to a grammar
+        self.matcher: Matcher | None = None  # the output's constraint (llguidance), if any
 
     @property
     def busy(self) -> bool:
@@ -284,7 +107,6 @@ def greedy_choice(
     recent: deque[int],
     penalty: float,
     *,
-    grammar: Grammar | None = None,
     masked: np.ndarray | None = None,
     bias: tuple[tuple[int, float], ...] = (),
 ) -> int:
@@ -306,7 +128,7 @@ def greedy_choice(
         changed.append((masked, logits[masked].copy()))
         logits[masked] = -np.inf
     try:
-        return grammar.best(logits) if grammar else int(logits.argmax())
+        return int(logits.argmax())
     finally:
         for where, values in reversed(changed):
             logits[where] = values

@@ -93,8 +93,8 @@ class _TargetScoring:
 
 
 class _SchemaConstrained:
-    def check_schema(self, schema: str) -> None:
-        self.engine.call("check_schema", schema)
+    def check_constraint(self, *, json_schema: str | None = None, grammar: str | None = None) -> None:
+        self.engine.call("check_constraint", json_schema=json_schema, grammar=grammar)
 
 
 class _MemoryReporting:
