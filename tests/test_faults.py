@@ -23,19 +23,18 @@ from hypothesis import strategies as st
 from untuned.conversation import RenderedPrompt
 
 TIMEOUT = 120  # seconds for any one HTTP call: generous, the machine may be slow and busy
-DEEP_STRING = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 25000}}, "required": ["name"]}
+NUL_PATTERN = {"type": "string", "pattern": "^[\\x00]$"}  # only a JSON escape can spell it
+TOOL_NUL = {"type": "object", "properties": {"a": NUL_PATTERN}, "required": ["a"]}
+TOOL_HUGE = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^a{1000000000000}$"}}, "required": ["a"]}
 
-CRASHES = [  # (path, body, what the refusal names): each ended the process before issue 26
+
+def tool(parameters: dict) -> dict:
+    return {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+
+ASK = [{"role": "user", "content": "Call f."}]
+CRASHES = [  # (path, body or raw bytes, what the refusal names): each ended the process, or a request, once
     ("/detokenize", {"tokens": [1_000_000]}, "outside the model's vocabulary"),
-    (
-        "/v1/chat/completions",
-        {
-            "messages": [{"role": "user", "content": "Name someone."}],
-            "max_tokens": 8,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": DEEP_STRING}},
-        },
-        "maxLength: 25000 is over 1000",
-    ),
     (
         "/v1/completions",
         {"prompt": "A list:", "max_tokens": 8, "ignore_eos": True, "response_format": {"type": "json_object"}},
@@ -43,10 +42,35 @@ CRASHES = [  # (path, body, what the refusal names): each ended the process befo
     ),
     ("/v1/completions", {"prompt": [2, 262_144], "max_tokens": 4}, "outside the model's vocabulary"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 4, "logit_bias": {"262144": 5}}, "logit_bias: token id 262144"),
+    # issue 35's: a pattern whose repetition count was expanded before any size check (a MemoryError, a 500)
+    ("/v1/chat/completions", {"messages": ASK, "tools": [tool(TOOL_HUGE)], "tool_choice": "required"}, "a repetition of"),
+    (
+        "/v1/chat/completions",
+        {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {"name": "h", "schema": TOOL_HUGE}}},
+        "a repetition of",
+    ),
+    # echo past the window: a ContextOverflowError that was a 500
+    ("/v1/completions", {"prompt": "word " * 9000, "max_tokens": 0, "echo": True, "logprobs": 1}, "over this model's context"),
+    # lone surrogates (UnicodeEncodeError, three 500s)
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 4}', "messages.0.content"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "\\ud800"}', "max_tokens"),
+    ("/tokenize", b'{"prompt": "a\\udc00b"}', "prompt: the text holds a lone UTF-16 surrogate"),
+]
+ANSWERED = [  # issue 35's requests that aborted llama.cpp and now have an answer the constraint allows
+    {
+        "messages": ASK,
+        "max_tokens": 8,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": NUL_PATTERN}},
+    },
+    {"messages": ASK, "max_tokens": 12, "tools": [tool(TOOL_NUL)], "tool_choice": "required"},
+    {"messages": ASK, "max_tokens": 8, "temperature": 1e-44, "response_format": {"type": "json_object"}},
 ]
 
 
-def post(url: str, path: str, body: dict, **extra) -> httpx.Response:
+def post(url: str, path: str, body: dict | bytes, **extra) -> httpx.Response:
+    if isinstance(body, bytes):
+        headers = {"Content-Type": "application/json"}
+        return http.post(f"{url}{path}", content=body, headers=headers, timeout=TIMEOUT, **extra)
     return http.post(f"{url}{path}", json=body, timeout=TIMEOUT, **extra)
 
 
@@ -88,22 +112,83 @@ def test_each_request_that_ended_the_process_is_refused_and_the_server_answers_a
         assert reply.status_code == 400, (path, reply.text)
         assert named in reply.json()["error"]["message"], reply.json()
         assert plain_request_answers(url)
+    for body in ANSWERED:  # the constraint holds the answer: '"\\u0000"', a call whose a is that, JSON greedily
+        reply = post(url, "/v1/chat/completions", body)
+        assert reply.status_code == 200, reply.text
+        message = reply.json()["choices"][0]["message"]
+        if message["content"] == '"\\u0000"' or message.get("tool_calls"):
+            continue
+        assert message["content"].startswith("{"), message
     process = health(url)["engine_process"]
     assert process["state"] == "running" and process["restarts"] == 0  # stopped before llama.cpp, not survived
 
 
-def test_a_grammar_llama_cpp_refuses_is_a_400_before_the_request_waits(gemma_server):
-    """maxLength 1000 compiles; a schema past the bounds or nested too deep is named, never a 500."""
+def test_a_stream_beside_ten_requests_that_aborted_the_engine_finishes_whole(gemma_server):
+    """Issue 35's third case: ten requests whose grammar once aborted llama.cpp, one after another, while
+    another client streams 300 tokens: the stream ends with its 300 tokens, the engine never restarted."""
+    url, out, started = gemma_server, {}, threading.Event()
+    before = health(url)["engine_process"]["restarts"]
+    body = {"prompt": "Count: one, two,", "max_tokens": 300, "ignore_eos": True, "stream": True, "temperature": 0}  # 300 exactly
+    streamer = threading.Thread(target=stream_body, args=(url, body, started, out))
+    streamer.start()
+    assert started.wait(TIMEOUT)
+    for index in range(10):
+        reply = post(url, "/v1/chat/completions", {**ANSWERED[index % 2], "max_tokens": 6})
+        assert reply.status_code in (200, 400), reply.text
+    streamer.join(TIMEOUT * 3)
+    chunks = out["chunks"]
+    assert "error" not in chunks[-1] and chunks[-1]["choices"][0]["finish_reason"] == "length", chunks[-1]
+    assert out["usage"]["completion_tokens"] == 300
+    assert health(url)["engine_process"]["restarts"] == before
+
+
+def stream_body(url: str, body: dict, started: threading.Event, out: dict) -> None:
+    chunks = []
+    with http.stream(
+        "POST", f"{url}/v1/completions", json={**body, "stream_options": {"include_usage": True}}, timeout=TIMEOUT
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    out["usage"] = chunk["usage"]
+                if chunk.get("choices") or "error" in chunk:
+                    chunks.append(chunk)
+                    started.set()
+    out["chunks"] = chunks
+
+
+def test_health_answers_at_once_while_long_tokenizations_run():
+    """Issue 35's seventh case, smaller: 24 /tokenize requests of a text llama.cpp splits slowly (runs of
+    spaces) wait at the prep gate, off the event loop; /health answers within a second all along."""
+    with untuned_server("--parallel", "1") as url:
+        text = "x  " * 20_000
+        with ThreadPoolExecutor(24) as pool:
+            replies = [pool.submit(post, url, "/tokenize", {"prompt": text}) for _ in range(24)]
+            time.sleep(1.0)
+            for _ in range(5):
+                started = time.monotonic()
+                reply = http.get(f"{url}/health", timeout=TIMEOUT)
+                assert reply.status_code == 200 and time.monotonic() - started < 1.0
+                time.sleep(0.3)
+            codes = sorted(r.result().status_code for r in replies)
+        assert set(codes) <= {200, 503} and codes.count(200) >= 18, codes  # 2 at once + 16 waiting; the rest told to retry
+
+
+def test_schemas_past_the_bounds_are_a_400_before_the_request_waits(gemma_server):
+    """A schema nested too deep or with a count past 100,000 is named, never a 500; Field(max_length=5000)
+    and an enum of 16,000 strings compile (bounded repetition is a lexer state in llguidance)."""
     nested: dict = {"type": "string"}
     for _ in range(40):
         nested = {"type": "array", "items": nested}
-    for schema, named in ((nested, "nested deeper than 32"), ({"type": "array", "maxItems": 5000}, "maxItems: 5000")):
+    for schema, named in ((nested, "nested deeper than 32"), ({"type": "array", "maxItems": 10**6}, "maxItems: 1000000")):
         body = {"prompt": "x", "max_tokens": 2, "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
         reply = post(gemma_server, "/v1/completions", body)
         assert reply.status_code == 400 and named in reply.json()["error"]["message"], reply.text
-    fine = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 1000}}, "required": ["name"]}
-    body = {"prompt": "x", "max_tokens": 4, "response_format": {"type": "json_schema", "json_schema": {"schema": fine}}}
-    assert post(gemma_server, "/v1/completions", body).status_code == 200
+    many = {"enum": [f"word{i}" for i in range(16_000)]}
+    for fine in ({"type": "object", "properties": {"name": {"type": "string", "maxLength": 5000}}, "required": ["name"]}, many):
+        body = {"prompt": "x", "max_tokens": 4, "response_format": {"type": "json_schema", "json_schema": {"schema": fine}}}
+        assert post(gemma_server, "/v1/completions", body).status_code == 200
 
 
 def test_n_beyond_what_the_server_admits_is_a_400_that_says_why(gemma_server):
@@ -144,9 +229,10 @@ def stream_until_done(url: str, prompt: str, started: threading.Event, out: dict
 
 
 def test_an_engine_that_aborts_during_three_streams_is_restarted_and_the_server_answers(crashy):
-    """The scripted model calls os.abort() in the engine's process: the three streams in flight end with an
-    error event that says the engine restarted, the aborting request gets a 503, /health shows the restart,
-    and the next requests are answered."""
+    """The scripted model calls os.abort() in the engine's process while three streams run: the streams (which
+    had sent tokens) end with an error event that says the engine restarted; the aborting request, one of four
+    suspects and nothing sent yet, is run again alone, aborts again and gets a 503; sent once more, it is
+    refused (400) without reaching the engine; /health shows both restarts by cause; later requests are answered."""
     url = crashy
     before = health(url)["engine_process"]
     results: dict = {}
@@ -156,7 +242,8 @@ def test_an_engine_that_aborts_during_three_streams_is_restarted_and_the_server_
     for thread in threads:
         thread.start()
     assert all(e.wait(TIMEOUT) for e in events)
-    crash = post(url, "/v1/completions", {"prompt": "SCRIPT: boom @abort", "max_tokens": 4})
+    boom = {"prompt": "SCRIPT: boom @abort", "max_tokens": 4}
+    crash = post(url, "/v1/completions", boom)
     for thread in threads:
         thread.join(TIMEOUT)
     assert crash.status_code == 503 and crash.json()["error"]["code"] == "engine_restarted", crash.text
@@ -166,10 +253,57 @@ def test_an_engine_that_aborts_during_three_streams_is_restarted_and_the_server_
         assert last["error"]["code"] == "engine_restarted", last
     assert wait_for(lambda: health(url)["engine_process"]["state"] == "running")
     after = health(url)
-    assert after["status"] == "ok" and after["engine_process"]["restarts"] == before["restarts"] + 1
+    assert after["status"] == "ok" and after["engine_process"]["restarts"] == before["restarts"] + 2
     assert after["engine_process"]["last_exit"] == "signal SIGABRT" and after["engine_process"]["pid"] != before["pid"]
+    assert after["engine_process"]["crashes"]["signal SIGABRT"] == before["crashes"].get("signal SIGABRT", 0) + 2
+    again = post(url, "/v1/completions", boom)
+    assert again.status_code == 400 and again.json()["error"]["code"] == "crashed_the_engine", again.text
+    assert "ended the engine's process (signal SIGABRT)" in again.json()["error"]["message"]
+    guard = health(url)
+    assert guard["engine_process"]["restarts"] == after["engine_process"]["restarts"]  # refused before the engine
+    assert guard["crash_guard"]["blocked_requests"] >= 1 and guard["crash_guard"]["refused"] >= 1
     replies = [post(url, "/v1/completions", {"prompt": f"SCRIPT: fine {i}", "max_tokens": 4}) for i in range(3)]
     assert [r.json()["choices"][0]["text"] for r in replies] == ["fine 0 ", "fine 1 ", "fine 2 "]
+    assert "untuned_engine_crashes_total" in http.get(f"{url}/metrics", timeout=TIMEOUT).text
+
+
+def test_an_engine_killed_from_outside_restarts_and_the_request_in_flight_is_answered():
+    """kill -9 of the engine's process (the operator, or the out-of-memory killer) is nobody's request: the
+    engine restarts, the whole answer that was being made is made again transparently (nothing had been sent),
+    and nothing is blocked."""
+    import os
+    import signal
+
+    with untuned_server("--model", "scripted:killed", "--parallel", "2") as url:
+        first = health(url)["engine_process"]
+        out: dict = {}
+        slow = threading.Thread(
+            target=lambda: out.update(reply=post(url, "/v1/completions", {"prompt": "SCRIPT: a @delay=0.2 @repeat=20:b"}))
+        )
+        slow.start()
+        assert wait_for(lambda: health(url)["active"] == 1)
+        time.sleep(0.5)
+        os.kill(first["pid"], signal.SIGKILL)
+        slow.join(TIMEOUT)
+        assert out["reply"].status_code == 200 and out["reply"].json()["choices"][0]["text"].startswith("a b"), out["reply"].text
+        after = health(url)
+        assert after["engine_process"]["restarts"] == 1 and after["engine_process"]["crashes"] == {"signal SIGKILL": 1}
+        assert after["crash_guard"]["blocked_requests"] == 0 and after["crash_guard"]["retried"] == 1
+
+
+def test_a_client_whose_requests_keep_ending_the_engine_gets_429():
+    """Three different bodies that each abort the engine alone: each is blocked after its crash, and the client
+    is charged; the fourth request from that client, harmless or not, gets 429 with Retry-After."""
+    with untuned_server("--model", "scripted:loop", "--parallel", "1") as url:
+        for index in range(3):
+            reply = post(url, "/v1/completions", {"prompt": f"SCRIPT: boom{index} @abort", "max_tokens": 2})
+            assert reply.status_code == 503, reply.text
+            assert wait_for(lambda: health(url)["engine_process"]["state"] == "running")
+        refused = post(url, "/v1/completions", {"prompt": "SCRIPT: harmless", "max_tokens": 2})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_crashes", refused.text
+        assert int(refused.headers["retry-after"]) > 0
+        report = health(url)
+        assert report["engine_process"]["restarts"] == 3 and report["crash_guard"]["blocked_clients"] == 1
 
 
 def test_health_calls_an_engine_with_work_and_no_progress_stalled(crashy, tmp_path):
@@ -236,19 +370,23 @@ def test_the_native_boundary_refuses_what_llama_cpp_would_abort_on(gemma):
         gemma.piece(-1)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         gemma.score([2, 300_000], start=1)
-    with pytest.raises(ValueError, match="maxLength: 25000 is over 1000"):
-        gemma.check_schema(json.dumps(DEEP_STRING))
+    with pytest.raises(ValueError, match="maxLength: 250000 is over 100000"):
+        gemma.check_constraint(json_schema=json.dumps({"type": "string", "maxLength": 250_000}))
+    with pytest.raises(ValueError, match="Unimplemented keys"):
+        gemma.check_constraint(json_schema=json.dumps({"type": "array", "uniqueItems": True}))
+    with pytest.raises(ValueError, match="grammar cannot be enforced"):
+        gemma.check_constraint(grammar="start: undefined_rule")
     both = Sampling(max_tokens=4, ignore_eos=True, json_schema=json.dumps({"type": "object"}))
     with pytest.raises(ValueError, match="ignore_eos cannot go with a JSON format"):
         gemma.stream(RenderedPrompt(prefix="", body="x"), both)
 
 
 def test_compiled_grammars_are_kept_in_a_bounded_cache(gemma):
-    from untuned.backends.llamacpp.engine import GRAMMARS_KEPT
+    from untuned.backends.constraint import COMPILED_KEPT
 
-    for size in range(GRAMMARS_KEPT + 10):
-        gemma.check_schema(json.dumps({"type": "string", "maxLength": size + 1}))
-    assert len(gemma.engine._grammars) == GRAMMARS_KEPT
+    for size in range(COMPILED_KEPT + 10):
+        gemma.check_constraint(json_schema=json.dumps({"type": "string", "maxLength": size + 1}))
+    assert len(gemma.engine.constraints._compiled) == COMPILED_KEPT
 
 
 def test_greedy_logprobs_with_ignore_eos_are_the_models_own(gemma):

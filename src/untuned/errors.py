@@ -115,7 +115,7 @@ class EngineUnavailable(UntunedError):
     """The engine's process is restarting, or could not be started again (HTTP 503)."""
 
 
-class ConstraintError(UntunedError):
+class ConstraintError(UntunedError, ValueError):
     """A request's output constraint (a JSON schema, a grammar, tool calls) cannot be enforced, or the output
     reached a point where no token can follow; the request ends (HTTP 400), the engine goes on."""
 
@@ -124,6 +124,6 @@ class CrashLoopRefused(UntunedError):
     """A request that ended the engine before, or a client whose requests keep ending it, is not run again
     (HTTP 400 / 429)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
-        self.status = status
+    def __init__(self, message: str, *, status: int, retry_after: int = 0) -> None:
+        self.status, self.retry_after = status, retry_after
         super().__init__(message)

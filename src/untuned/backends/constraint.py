@@ -220,5 +220,5 @@ def _name(constrained: Constrained) -> str:
 
 
 def _first_line(text: str) -> str:
-    line = (text or "unknown error").strip().splitlines()[0]
-    return line[:300]
+    """llguidance's message on one line (it spans several: where, what, the regex with a caret), at most 400 characters."""
+    return " ".join(part.strip() for part in (text or "unknown error").strip().splitlines() if part.strip())[:400]

@@ -34,4 +34,13 @@ def serve(
     app = create_app(assistant, config, aligned=aligned)
     if host not in ("127.0.0.1", "localhost", "::1") and not (config and config.api_key):
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", host)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = config or ServerConfig()
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        limit_concurrency=config.max_connections,  # connections beyond get 503 at once
+        timeout_keep_alive=5,  # an idle kept-alive connection is closed after this (the body has its own limit)
+    )

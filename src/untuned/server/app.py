@@ -42,7 +42,12 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
     # the metrics count those. The docs hold no data: they open without the key, and their Authorize button
     # takes it for the calls they make.
     open_paths = ("/health", "/", *DOCS)
-    guard = {"api_key": key, "max_body_bytes": config.max_body_bytes, "open_paths": open_paths}
+    guard = {
+        "api_key": key,
+        "max_body_bytes": config.max_body_bytes,
+        "open_paths": open_paths,
+        "body_timeout": config.body_timeout,
+    }
     app.add_middleware(Guard, **guard, allowed_hosts=config.allowed_hosts)
     app.add_middleware(
         MetricsMiddleware, metrics=serving.metrics, endpoints=endpoint_names(r for g in groups for r in g.router.routes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from fastapi import APIRouter, Depends, Request
@@ -132,7 +131,7 @@ async def aligned_answer(body: ChatRequest, serve: Serving):
     messages = chat_messages(body.messages)
     aligned = serve.aligned
     sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=0)
-    rendered = await asyncio.to_thread(aligned.backend.chat_prompt, messages)  # type: ignore[union-attr]
+    rendered = await serve.off_loop(aligned.backend.chat_prompt, messages)  # type: ignore[union-attr]
     await serve.check_fits(aligned.backend, rendered, asked_max_tokens(body))
 
     def begin(s):

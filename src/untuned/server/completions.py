@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from untuned.assistant import Completion
 from untuned.conversation import RenderedPrompt
+from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
 from untuned.server.responses import CompletionResponse, TextChoice, new_id, now
 from untuned.server.schema import ERRORS, STREAMED, CompletionRequest, Usage
@@ -73,8 +74,18 @@ async def _answers(serve: Serving, body: CompletionRequest, prompt, rendered: Re
     """One prompt's ``n`` choices and its usage."""
     backend = serve.assistant.backend
     text = prompt if isinstance(prompt, str) else None
-    echoed = (backend.tokenize(text, add_special=True) if text is not None else list(prompt)) if body.echo else None
-    prompt_text = (text if text is not None else backend.detokenize(prompt)) if body.echo else ""
+    echoed, prompt_text = None, ""
+    if body.echo:  # off the event loop: tokenizing grows with the prompt
+        echoed = await serve.off_loop(backend.tokenize, text, add_special=True) if text is not None else list(prompt)
+        prompt_text = text if text is not None else await serve.off_loop(backend.detokenize, prompt)
+        window = backend.context_length
+        if body.logprobs is not None and window is not None and len(echoed) > window:
+            raise BadRequest(
+                f"echo with logprobs scores the whole prompt: it is {len(echoed)} tokens, over this model's context "
+                f"window of {window} by {len(echoed) - window}; shorten the prompt or leave out logprobs",
+                param="prompt",
+                code="context_length_exceeded",
+            )
 
     def begin(s):
         return _begin(serve, rendered, s)

@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from untuned.errors import EngineRestarted, EngineUnavailable, ModelFailure, UntunedError
+from untuned.errors import (
+    ConstraintError,
+    ContextOverflowError,
+    CrashLoopRefused,
+    EngineRestarted,
+    EngineUnavailable,
+    ModelFailure,
+    UntunedError,
+)
 from untuned.server.schema import ChatRequest, CompletionRequest, error_json
 
 log = logging.getLogger(__name__)
@@ -124,6 +132,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def engine_down(_: Request, exc: UntunedError) -> JSONResponse:
         code = "engine_restarted" if isinstance(exc, EngineRestarted) else "engine_unavailable"
         return JSONResponse(error_json(str(exc), kind="server_error", code=code), status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(ContextOverflowError)
+    async def overflow(_: Request, exc: ContextOverflowError) -> JSONResponse:
+        body = error_json(str(exc), param="prompt", code="context_length_exceeded")
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(ConstraintError)
+    async def unconstrainable(_: Request, exc: ConstraintError) -> JSONResponse:
+        return JSONResponse(error_json(str(exc), param="response_format"), status_code=400)
+
+    @app.exception_handler(CrashLoopRefused)
+    async def crash_loop(_: Request, exc: CrashLoopRefused) -> JSONResponse:
+        body = error_json(str(exc), code="crashed_the_engine" if exc.status == 400 else "too_many_crashes")
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(ModelFailure)
     async def model_failed(_: Request, exc: ModelFailure) -> JSONResponse:

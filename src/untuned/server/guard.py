@@ -5,17 +5,23 @@ The Host header must name the server (``allowed_hosts``: the bound address, loca
 with ``--allow-host``), else 403: a web page whose DNS name is made to point at 127.0.0.1 (DNS
 rebinding) would otherwise drive the local server from the browser and read its answers.
 The key is compared in constant time (:func:`hmac.compare_digest`). Bodies are read up to the
-limit before the app sees them (a chunked upload that grows past it is refused too), then
-replayed to the app.
+limit before the app sees them (a chunked upload that grows past it is refused too), within
+``body_timeout`` seconds (a client that sends its body slowly, or never, is answered 408 instead of
+holding a connection), then replayed to the app. A JSON body with a lone UTF-16 surrogate (``"\\ud800"``,
+valid JSON that no UTF-8 text can hold: the tokenizer would fail on it) is a 400 naming the field.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
+import re
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from untuned.server.crash_guard import Caller, current_caller
 from untuned.server.schema import error_json
 
 
@@ -27,6 +33,35 @@ def host_name(header: bytes) -> str:
     return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(body: bytes) -> str | None:
+    """The path of the first string (or key) in a JSON body that holds a lone surrogate; None if none (or if
+    the body is not JSON: the app says so). Paired surrogates are one character once read, so any left is lone."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        found = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, object]] = [("body", found)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return f"{path} (a key)"
+                stack.append((f"{path}.{key}" if path != "body" else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", item) for index, item in enumerate(value))
+    return None
+
+
 class Guard:
     def __init__(
         self,
@@ -36,8 +71,10 @@ class Guard:
         max_body_bytes: int,
         open_paths: tuple[str, ...],
         allowed_hosts: tuple[str, ...] | None = None,
+        body_timeout: float = 30.0,
     ) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.max_body_bytes = max_body_bytes
         self.open_paths = open_paths
@@ -81,24 +118,49 @@ class Guard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
-        messages: list[Message] = []
-        size = 0
-        while True:  # read the body (bounded), then replay it to the app
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        messages = await self._body(scope, receive, send)
+        if messages is None:
+            return
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        where = lone_surrogate(body)
+        if where is not None:
+            problem = error_json(
+                f"{where}: the text holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which no UTF-8 "
+                "text can hold; send the character itself or its whole pair",
+                param=where,
+            )
+            await JSONResponse(problem, status_code=400)(scope, receive, send)
+            return
+
+        client = scope.get("client")
+        current_caller.set(Caller.of(client[0] if client else "unknown", body, scope.get("path", "")))
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> list[Message] | None:
+        """The body's messages, read up to the size limit within the time limit; None when refused (answered)."""
+        messages: list[Message] = []
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                body = error_json(f"the request body did not arrive within {self.body_timeout:.0f} s", code="body_timeout")
+                await JSONResponse(body, status_code=408, headers={"Connection": "close"})(scope, receive, send)
+                return None
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return None
+            if not message.get("more_body", False):
+                return messages
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = error_json(f"request body over {self.max_body_bytes} bytes", code="request_too_large")

@@ -14,7 +14,7 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from untuned.server.schema import Health
+from untuned.server.health_records import Health
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 UNCOUNTED = ("/health", "/metrics")  # the probes: counting them would count the counting
@@ -120,6 +120,17 @@ def prometheus_text(parallel: int, health: Health, metrics: Metrics) -> str:
     lines = []
     for (name, kind, text), value in zip(_GAUGES, values):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += [
+        "# HELP untuned_engine_crashes_total Times the engine's process ended, by how.",
+        "# TYPE untuned_engine_crashes_total counter",
+    ]
+    crashes = health.engine_process.crashes if health.engine_process is not None else {}
+    lines += [f'untuned_engine_crashes_total{{cause="{cause}"}} {n}' for cause, n in sorted(crashes.items())]
+    for name, value, text in (
+        ("untuned_crash_guard_refused_total", health.crash_guard.refused, "Requests refused for ending the engine."),
+        ("untuned_crash_guard_retried_total", health.crash_guard.retried, "Requests retried after a crash not theirs."),
+    ):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
     lines += [
         "# HELP untuned_http_requests_total Requests answered, by endpoint and HTTP status.",
         "# TYPE untuned_http_requests_total counter",

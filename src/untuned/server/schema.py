@@ -396,50 +396,5 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class EngineLoad(BaseModel):
-    """What the model's batching engine reports (local backends)."""
-
-    slots: int
-    busy_slots: int
-    waiting: int
-    requests: int
-    generated_tokens: int
-    prompt_tokens: int
-    prefix_hits: int
-    prefix_misses: int
-    prefix_loads: int = Field(0, description="Of the misses: prefixes loaded from the disk cache instead of evaluated.")
-    largest_batch: int
-    seconds_without_progress: float = Field(
-        description="While it has work: seconds since it last evaluated a prompt chunk or made a token (0 when idle)."
-    )
-
-
-class EngineProcessOut(BaseModel):
-    """The process the model runs in (``untuned serve`` supervises it and restarts it when it dies)."""
-
-    state: Literal["starting", "running", "restarting", "failed", "closed"]
-    restarts: int = Field(description="Times the engine's process ended and was started again.")
-    pid: int | None
-    last_exit: str | None = Field(description="How its process last ended ('signal SIGABRT'), None if it never has.")
-
-
-HealthStatus = Literal["ok", "stalled", "restarting", "failed", "unresponsive"]
-
-
-class Health(BaseModel):
-    """200 when ``status`` is ok; 503 with this body otherwise (``problem`` says what is wrong)."""
-
-    status: HealthStatus = "ok"
-    problem: str | None = Field(None, description="What is wrong, in words, when status is not ok.")
-    model: str
-    prompt: str
-    parallel: int = Field(description="Requests answered at once.")
-    active: int = Field(description="Requests being answered now.")
-    waiting: int = Field(description="Requests waiting for a slot.")
-    engine: EngineLoad | None = None
-    engine_process: EngineProcessOut | None = Field(None, description="The model's process, when it runs in one of its own.")
-    aligned_process: EngineProcessOut | None = Field(None, description="The --aligned model's process, likewise.")
-
-
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
     return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param, code=code)).model_dump()

@@ -11,29 +11,25 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
-from untuned.backends import Backend, Batched, CountsWork, Sampling, SchemaConstrained, TokenPieces, prompt_ids
+from untuned.backends import Backend, Batched, Sampling, SchemaConstrained, TokenPieces, prompt_ids
 from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
-from untuned.errors import ConstraintError, EngineUnavailable
+from untuned.errors import ConstraintError, EngineRestarted
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
+from untuned.server.crash_guard import CrashGuard, current_caller
 from untuned.server.errors import BadRequest
+from untuned.server.health_records import CrashGuardOut, EngineProcessOut, Health
 from untuned.server.metrics import Metrics
+from untuned.server.monitor import Monitor
 from untuned.server.responses import new_id, now
-from untuned.server.schema import (
-    ChatRequest,
-    CompletionRequest,
-    EngineLoad,
-    EngineProcessOut,
-    Health,
-    InlinePromptSet,
-    Usage,
-)
+from untuned.server.schema import ChatRequest, CompletionRequest, InlinePromptSet, Usage
 from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.worker import Gate, Job
 
@@ -67,6 +63,13 @@ class ServerConfig(BaseModel):
     stall_seconds: float = Field(
         60.0, gt=0, description="/health calls the engine stalled when it has work and made no progress for this long."
     )
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send its request's body (408 beyond).")
+    max_connections: int = Field(256, ge=1, description="Connections open at once (uvicorn's limit; 503 beyond).")
+    prep_parallel: int = Field(
+        2, ge=1, description="Tokenizations, schema compilations and scorings of prompts run at once, off the event loop."
+    )
+    crash_limit: int = Field(3, ge=1, description="Crashes of the engine a client may cause in crash_window before 429.")
+    crash_window: float = Field(600.0, gt=0, description="Seconds over which a client's crashes of the engine count.")
 
 
 Body = ChatRequest | CompletionRequest
@@ -82,6 +85,12 @@ class Serving:
         backend = assistant.backend
         self.parallel = config.parallel or (backend.parallel if isinstance(backend, Batched) else 1)
         self.gate = Gate(config.max_waiting, capacity=self.parallel)
+        # work on the prompt that grows with its size (tokenizing, compiling a schema) waits here, never on the event
+        # loop or in its default thread pool: bounded, in order, with the request's time limit
+        self.prep = Gate(config.max_waiting, capacity=config.prep_parallel)
+        self._prep_threads = ThreadPoolExecutor(config.prep_parallel, thread_name_prefix="untuned-prep")
+        self.crashes = CrashGuard(per_client=config.crash_limit, window=config.crash_window)
+        self.monitors = [Monitor(backend), Monitor(aligned.backend) if aligned is not None else None]
         self.metrics = Metrics()
         self.prompts = {name: load_prompt(name) for name in builtin_prompt_names()}
         self.prompts.update({p.name: p for p in map(load_prompt, config.prompt_files)})
@@ -106,31 +115,26 @@ class Serving:
             raise BadRequest(f"prompt: unknown prompt set {name!r}; this server has {known} (or 'none')", param="prompt")
         return self.prompts[name]
 
-    def engine_load(self) -> EngineLoad | None:
-        backend = self.assistant.backend
-        return EngineLoad(**dataclasses.asdict(backend.stats())) if isinstance(backend, CountsWork) else None
-
     async def health(self) -> Health:
-        """The load and the engine's state, each engine asked on a worker thread (a wedged one cannot block
-        the event loop)."""
+        """The load and the engine's state, from what the supervisor and the monitor keep: no worker thread, and at
+        most a quarter of a second's wait for a reading newer than the call."""
         processes = [supervised_status(self.assistant.backend)]
         processes.append(supervised_status(self.aligned.backend) if self.aligned is not None else None)
-        status, problem, load = "ok", None, None
+        reading = await self.monitors[0].fresh()
+        status, problem, load = "ok", None, reading.load
+        age = time.monotonic() - reading.at
         down = next((p for p in processes if p is not None and p.state != "running"), None)
         if down is not None:
             status = "failed" if down.state in ("failed", "closed") else "restarting"
             problem = f"the engine's process is {down.state} (restarts: {down.restarts}; last ended: {down.last_exit})"
-        else:
-            try:
-                load = await asyncio.to_thread(self.engine_load)
-            except EngineUnavailable as exc:
-                status, problem = "unresponsive", str(exc)
-            if load is not None and load.seconds_without_progress > self.config.stall_seconds:
-                status = "stalled"
-                problem = (
-                    f"the engine has {load.busy_slots} requests running and {load.waiting} waiting, and has made no "
-                    f"progress for {load.seconds_without_progress:.0f} s"
-                )
+        elif reading.problem is not None or age > 10:
+            status, problem = "unresponsive", reading.problem or f"the engine has not reported for {age:.0f} s"
+        elif load is not None and load.seconds_without_progress > self.config.stall_seconds:
+            status = "stalled"
+            problem = (
+                f"the engine has {load.busy_slots} requests running and {load.waiting} waiting, and has made no "
+                f"progress for {load.seconds_without_progress:.0f} s"
+            )
         main, aligned = (EngineProcessOut(**dataclasses.asdict(p)) if p is not None else None for p in processes)
         gate = self.gate
         return Health(
@@ -144,7 +148,20 @@ class Serving:
             engine=load,
             engine_process=main,
             aligned_process=aligned,
+            crash_guard=CrashGuardOut(**self.crashes.summary()),  # type: ignore[arg-type]
+            checked_seconds_ago=round(age, 3),
         )
+
+    async def off_loop(self, work: Callable, *args, **kwargs):
+        """``work`` (tokenizing, compiling a schema: time that grows with the input) on the prep threads, after
+        waiting its turn at the prep gate (503 when too many wait, 504 past the request's time limit)."""
+        await self.prep.enter(self.config.request_timeout)
+        started = time.perf_counter()
+        try:
+            call = lambda: work(*args, **kwargs)  # noqa: E731
+            return await asyncio.get_running_loop().run_in_executor(self._prep_threads, call)
+        finally:
+            self.prep.leave(time.perf_counter() - started)
 
     def check_token_ids(self, ids: list[int] | None, field: str) -> None:
         """Token ids within the model's vocabulary, checked before the request reaches the engine (llama.cpp
@@ -179,7 +196,7 @@ class Serving:
         if self.config.max_tokens_limit is not None:
             asked = min(asked, self.config.max_tokens_limit)
 
-        prompt = len(await asyncio.to_thread(prompt_ids, backend, rendered))
+        prompt = len(await self.off_loop(prompt_ids, backend, rendered))
         if prompt + asked > window:
             raise BadRequest(
                 f"the prompt is {prompt} tokens and max_tokens {asked}: {prompt + asked} in all, over this model's "
@@ -207,7 +224,7 @@ class Serving:
         schema = body.response_format.schema_text if body.response_format else None
         if schema is not None:
             kind = body.response_format.type  # type: ignore[union-attr]
-            update["json_schema"] = await asyncio.to_thread(self._checked_schema, schema, kind)
+            update["json_schema"] = await self.off_loop(self._checked_schema, schema, kind)
         return self.assistant.sampling.model_copy(update=update)
 
     def _checked_schema(self, schema: str, kind: str) -> str:
@@ -264,14 +281,37 @@ class Serving:
         return kind, value
 
     async def run(self, body: Body, begin: Callable[[], Completion], *, chat: bool):
-        """The job's stream, or its whole answer: ``(response, None)`` when streaming, else ``(None, (text, completion))``."""
+        """The job's stream, or its whole answer: ``(response, None)`` when streaming, else ``(None, (text, completion))``.
+        A request the crash-loop guard refuses never reaches the model; one whose engine crashed under it before
+        anything was sent is run again where the guard allows (one such retry at a time)."""
+        caller = current_caller.get()
+        self.crashes.check(caller)
+        for attempt in range(3):
+            try:
+                if not attempt:
+                    return await self._run_once(body, begin, chat=chat)
+                async with self.crashes.retry_lock:
+                    return await self._run_once(body, begin, chat=chat)
+            except EngineRestarted as exc:
+                if not getattr(exc, "retry", False):
+                    raise
+                self.crashes.retried += 1
+        raise EngineRestarted("the engine restarted three times while this request ran; retry it later")
+
+    def _on_crash(self, job: Job, error: EngineRestarted, caller) -> None:
+        """On the event loop, before the job's error event is read: the guard's verdict, kept on the error."""
+        error.retry = self.crashes.after_crash(caller, error, sent=job.delivered)  # type: ignore[attr-defined]
+
+    async def _run_once(self, body: Body, begin: Callable[[], Completion], *, chat: bool):
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout
         await self.gate.enter(self.config.request_timeout)
-        job = Job(begin, self.gate)
+        caller = current_caller.get()
+        job = Job(begin, self.gate, on_crash=lambda job, error: self._on_crash(job, error, caller))
         events = job.events(deadline)
         kind, value = await self._first_event(job, events, started, "chat" if chat else "completions")
         if body.stream:
+            job.delivered = True
             ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
             return JobStream(job, sse(job, events, (kind, value), ident, created, self.model, chat, body)), None
         parts = [value] if kind == "text" else []

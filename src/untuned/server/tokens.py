@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends
 
 from untuned.server.schema import ERRORS, DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
@@ -27,12 +25,12 @@ TOKENIZE_LINKS = {
 )
 async def tokenize(body: TokenizeRequest, serve: Serving = Depends(serving)) -> TokenizeResponse:
     backend = serve.assistant.backend
-    ids = await asyncio.to_thread(backend.tokenize, body.text, add_special=body.special)
+    ids = await serve.off_loop(backend.tokenize, body.text, add_special=body.special)
     return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=backend.context_length)
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, operation_id="detokenize", responses=ERRORS)
 async def detokenize(body: DetokenizeRequest, serve: Serving = Depends(serving)) -> DetokenizeResponse:
     serve.check_token_ids(body.tokens, "tokens")
-    text = await asyncio.to_thread(serve.assistant.backend.detokenize, body.tokens)
+    text = await serve.off_loop(serve.assistant.backend.detokenize, body.tokens)
     return DetokenizeResponse(prompt=text, content=text)

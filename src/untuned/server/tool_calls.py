@@ -3,12 +3,12 @@ and a grammar, the answer back as OpenAI's ``tool_calls``, whole or streamed in 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
+from untuned.backends.constraint import schema_problem
 from untuned.errors import UntunedError
 from untuned.server.errors import BadRequest
 from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, chat_chunk, new_id, now
@@ -35,8 +35,12 @@ def offered_tools(body: ChatRequest) -> tuple[list[Tool], list[Tool], bool]:
 async def tool_grammar(serve, tools: list[Tool], text_allowed: bool) -> str:
     """The grammar of an answer that is text or one call (``text_allowed``), or the call alone, compiled by the
     backend on a worker thread: a tool schema it cannot hold is a 400 before the request waits."""
+    for tool in tools:  # past the bounds: named here, before any grammar is made of it
+        found = schema_problem(tool.parameters, f"tools[{tool.name}].parameters")
+        if found:
+            raise BadRequest(f"tools: {found}", param="tools")
     grammar = call_grammar(tools, text_allowed=text_allowed)
-    await asyncio.to_thread(serve.check_constraint, "tools", "tools", grammar=grammar)
+    await serve.off_loop(serve.check_constraint, "tools", "tools", grammar=grammar)
     return grammar
 
 

@@ -7,7 +7,6 @@ shift`` agree on every character and number.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 from fastapi import APIRouter, Depends, Request
@@ -77,7 +76,7 @@ async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> Prom
         ids = prompt_ids(backend, rendered)
         return len(ids), len(backend.tokenize(rendered.prefix, add_special=True)) if rendered.prefix else 0
 
-    total, prefix = await asyncio.to_thread(count)
+    total, prefix = await serve.off_loop(count)
     name = body.prompt_set.name if body.prompt_set else (body.prompt or serve.assistant.prompt.name)
     return PromptView(
         prompt=name, text=rendered.text, prompt_tokens=total, prefix_tokens=prefix, context_length=backend.context_length
@@ -93,7 +92,7 @@ async def shift(body: ShiftRequest, raw: Request, serve: Serving = Depends(servi
     pair``). Beside it the sampler view: the answer's own tokens ranked where they were drawn from."""
     side: Side = body.sampled_from or ("aligned" if body.mode == "pair" else "urial")
     messages = _messages(body)
-    analyzer, contexts, compared = await asyncio.to_thread(_prepared, serve, body, messages, side)
+    analyzer, contexts, compared = await serve.off_loop(_prepared, serve, body, messages, side)
 
     def run() -> tuple[ShiftExample, list[str]]:
         example = analyzer.analyze(AnswerItem(id="page", query=messages[-1].text, answer=body.answer), contexts=contexts)

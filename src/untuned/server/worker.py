@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from untuned.assistant import Completion
+from untuned.errors import EngineRestarted
 from untuned.server.errors import QueueFull, RequestTimeout
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,11 @@ class Job:
     next request never overlaps a cancelled one.
     """
 
-    def __init__(self, start: Callable[[], Completion], gate: Gate) -> None:
+    def __init__(self, start: Callable[[], Completion], gate: Gate, *, on_crash: Callable | None = None) -> None:
         self._start = start
         self._gate = gate
+        self._on_crash = on_crash  # called on the event loop with (job, EngineRestarted) before the error event
+        self.delivered = False  # set once something of the answer has gone to the client
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[EventKind, object]] = asyncio.Queue()
         self.cancel = threading.Event()
@@ -122,6 +125,11 @@ class Job:
                 chunks.close()  # closes the backend's generator: it stops decoding now
             self._put("done")
         except Exception as exc:  # handed to the event loop, which answers the client
+            if isinstance(exc, EngineRestarted) and self._on_crash is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._on_crash, self, exc)
+                except RuntimeError:
+                    pass
             self._put("error", exc)
         finally:
             seconds = time.perf_counter() - self._began

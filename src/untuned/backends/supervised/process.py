@@ -61,12 +61,15 @@ class EngineProcess:
         self.spec, self.options, self.ready_timeout = spec, options, ready_timeout
         self._ids = itertools.count(1)
         self._calls: dict[int, SimpleQueue] = {}
+        self._streams: set[int] = set()  # the calls in flight that are answers being made (iter)
         self._lock = threading.Lock()  # guards _calls, _conn and the state
         self._send_lock = threading.Lock()
         self._ready = threading.Event()
         self.state: EngineState = "starting"
         self.restarts = 0
         self.last_exit: str | None = None
+        self.crashes: dict[str, int] = {}  # how the process ended, counted
+        self._recent_ends: list[float] = []  # times of the latest ends, for the back-off
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self.info = self._start()  # the first start raises the load error itself
@@ -120,9 +123,12 @@ class EngineProcess:
             self._ready.clear()
             self.state = "restarting"
             process, pending = self._process, list(self._calls.values())
+            streams = len(self._streams)
             self._calls.clear()
+            self._streams.clear()
         process.wait()  # type: ignore[union-attr]
         self.last_exit = _ending(process.returncode)  # type: ignore[union-attr]
+        self.crashes[self.last_exit] = self.crashes.get(self.last_exit, 0) + 1
         self.restarts += 1
         log.error("the engine process ended (%s); %d requests in flight failed; restarting it", self.last_exit, len(pending))
         error = (
@@ -130,7 +136,10 @@ class EngineProcess:
             "retry the request"
         )
         for queue in pending:
-            queue.put(("err", EngineRestarted(error)))
+            failed = EngineRestarted(error)
+            failed.crash, failed.cause, failed.in_flight = self.restarts, self.last_exit, streams  # for the crash-loop guard
+            queue.put(("err", failed))
+        time.sleep(self._back_off())
         for attempt in range(MAX_FAILED_STARTS):
             try:
                 self._start()
@@ -144,9 +153,18 @@ class EngineProcess:
         self._ready.set()  # waiting callers see the failure at once
         return False
 
+    def _back_off(self) -> float:
+        """Seconds to wait before starting again: none for a crash after a quiet minute, then 1, 2, 4 ... 30 s
+        for each crash that follows the last within a minute (a model of tens of GB is not reloaded in a loop)."""
+        now = time.monotonic()
+        self._recent_ends = [t for t in self._recent_ends if now - t < 60.0] + [now]
+        quick = len(self._recent_ends) - 1
+        return 0.0 if not quick else min(30.0, 2.0 ** (quick - 1))
+
     def status(self) -> EngineProcessStatus:
         process = self._process
-        return EngineProcessStatus(self.state, self.restarts, process.pid if process else None, self.last_exit)
+        pid = process.pid if process else None
+        return EngineProcessStatus(self.state, self.restarts, pid, self.last_exit, dict(self.crashes))
 
     # --- calls -------------------------------------------------------------------------------------
 
@@ -162,6 +180,8 @@ class EngineProcess:
                 state = self.state
                 if state == "running":
                     self._calls[ident] = queue
+                    if op == "iter":
+                        self._streams.add(ident)
                     conn = self._conn
                     break
             if not wait or state in ("failed", "closed"):
@@ -177,6 +197,7 @@ class EngineProcess:
     def forget(self, ident: int) -> None:
         with self._lock:
             self._calls.pop(ident, None)
+            self._streams.discard(ident)
 
     def call(self, method: str, *args: Any, timeout: float | None = None, wait: bool = True, **kwargs: Any) -> Any:
         """The value of ``backend.method(*args, **kwargs)`` in the child (or of an attribute ``method``)."""

@@ -4,7 +4,7 @@ status of the engine's process, and errors packed by class name, message and pla
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from untuned.backends.protocol import (
@@ -44,6 +44,7 @@ class EngineProcessStatus:
     restarts: int
     pid: int | None
     last_exit: str | None  # how the last child ended ("signal SIGABRT", "exit code 1"), None if none has
+    crashes: dict[str, int] = field(default_factory=dict)  # how each child ended, counted
 
 
 def pack_error(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
