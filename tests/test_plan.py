@@ -10,11 +10,20 @@ import json
 import logging
 import re
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers.gguf_tables import llama2_70b_q4_k_m, mixtral_8x7b_q4_k_m
+from helpers.gguf_tables import (
+    gemma3_27b_q4_k_m,
+    llama2_70b_q4_k_m,
+    llama3_70b_q4_k_m,
+    mixtral_8x7b_q4_k_m,
+    mixtral_per_expert_q4_k_m,
+    qwen25_72b_q4_k_m,
+)
+from helpers.sparse_gguf import llama_cpp_accounting, write_sparse
 from typer.testing import CliRunner
 
 from untuned.backends.hub import range_reader
@@ -35,6 +44,8 @@ def test_sizes_are_read_as_written() -> None:
     assert parse_size("24GiB") == parse_size("24G") == parse_size("24 gib") == 24 * GiB
     assert parse_size("24GB") == 24 * 10**9
     assert parse_size("0") == 0
+    assert parse_size("24") == parse_size("24.0") == 24 * GiB  # a bare number is GiB, as people say it
+    assert parse_size("24000MB") == 24 * 10**9 and parse_size("512MiB") == 512 * 2**20
     with pytest.raises(UntunedError, match="not a size"):
         parse_size("lots")
 
@@ -230,3 +241,105 @@ def test_plan_command() -> None:
     assert small.exit_code == 1 and "does not fit" in small.output
     refused = runner.invoke(app, ["plan", "--kv-type", "q8_0", "--flash-attn", "off"])
     assert refused.exit_code == 2 and "needs flash attention" in refused.output
+
+
+# --- llama.cpp as the planner's oracle: sparse files of real layouts, its own no_alloc accounting ---------------
+
+RMS = {"llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.dimension_count": 128}
+LAYOUTS = {  # name: (tensor table, metadata llama.cpp needs that the table leaves out)
+    "llama-2-70b": (llama2_70b_q4_k_m, RMS),
+    "mixtral-8x7b": (mixtral_8x7b_q4_k_m, RMS),
+    "llama-3-70b": (llama3_70b_q4_k_m, RMS),
+    "qwen2.5-72b": (qwen25_72b_q4_k_m, None),
+    "gemma-3-27b": (gemma3_27b_q4_k_m, None),
+}
+ORACLE_SETTINGS = [  # (context of each sequence, sequences, flash attention, one pool)
+    (512, 1, False, False),
+    (4096, 1, False, False),
+    (4096, 1, True, False),
+    (8192, 1, True, False),
+    (4096, 3, False, False),
+    (4096, 4, False, True),  # one pool of 16,384 cells: attended whole, whatever the window
+    (4096, 4, True, True),
+]
+
+
+@pytest.fixture(scope="module")
+def sparse_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sparse")
+    return {name: write_sparse(table(), folder / f"{name}.gguf", extra=extra) for name, (table, extra) in LAYOUTS.items()}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_plan_equals_llama_cpp_s_own_accounting_for_real_layouts(sparse_files, name: str) -> None:
+    """KV and compute of the plan against llama.cpp's no_alloc figures for the same header: within 5% at every
+    setting (the KV to the byte), pool and flash attention included."""
+    path = sparse_files[name]
+    facts = model_facts(str(path))
+    for n_ctx, sequences, flash, pool in ORACLE_SETTINGS:
+        settings = Settings(
+            n_ctx=n_ctx, parallel=sequences, prefixes=0, flash_attn=flash, kv_budget=n_ctx * sequences if pool else None
+        )
+        kv_type = "q8_0" if flash and not pool else "f16"
+        settings = replace(settings, kv_type=kv_type)
+        truth = llama_cpp_accounting(
+            path, n_ctx=n_ctx * sequences, n_seq=sequences, flash_attn=flash, kv_type=kv_type, unified=pool
+        )
+        plan = make_plan(facts, Machine(vram=0, ram=1024 * GiB), settings)
+        where = (name, n_ctx, sequences, flash, pool)
+        assert (plan.cpu.kv + plan.gpu.kv) / MiB == pytest.approx(truth.kv, rel=1e-3), where
+        assert compute_bytes(facts, settings) / MiB == pytest.approx(truth.compute, rel=0.05), where
+
+
+def test_sizes_the_help_suggests_in_words_give_the_plan_people_expect(sparse_files) -> None:
+    """--vram 24 --ram 64 (bare numbers are GiB): Llama-2-70B splits across the card and RAM and fits."""
+    result = CliRunner().invoke(app, ["plan", str(sparse_files["llama-2-70b"]), "--vram", "24", "--ram", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert 30 < plan["gpu_layers"] < 80 and plan["fits"]
+
+
+def test_a_half_given_is_held_and_the_other_planned_within_the_budget() -> None:
+    facts = facts_of(mixtral_8x7b_q4_k_m(), "mixtral")
+    settings = Settings(n_ctx=4096, parallel=1, prefixes=1)
+    held_moe = make_plan(facts, DESKTOP, settings, cpu_moe=0)  # every expert on the GPU: fewer layers
+    assert held_moe.cpu_moe == 0 and held_moe.fits and held_moe.gpu.total <= DESKTOP.vram - VRAM_MARGIN
+    assert held_moe.gpu_layers < facts.n_layer
+    held_layers = make_plan(facts, DESKTOP, settings, gpu_layers=33)  # every layer and the head: experts to RAM
+    assert held_layers.gpu_layers == 33 and held_layers.cpu_moe > 0 and held_layers.fits
+
+
+def test_when_nothing_fits_the_least_bad_split_is_planned_and_the_shortfall_said() -> None:
+    """16 GiB of RAM and a 24 GiB card for Llama-2-70B: offloading nothing (the old answer) needs the whole model
+    in RAM; the plan takes the split whose larger shortfall is smallest and says by how much each memory falls short."""
+    facts = facts_of(llama2_70b_q4_k_m(), "70b")
+    machine = Machine(vram=24 * GiB, ram=16 * GiB)
+    plan = make_plan(facts, machine, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    assert not plan.fits and plan.gpu_layers > 30
+    nothing = place(facts, machine, plan.settings, 0, 0)[1]
+    assert plan.cpu.total < nothing.total
+    over_gpu = plan.gpu.total - (machine.vram - VRAM_MARGIN)
+    over_ram = plan.cpu.total - (machine.ram - 4 * GiB)
+    for layers in range(facts.n_layer + 2):  # no other split has a smaller larger shortfall
+        gpu, cpu = place(facts, machine, plan.settings, layers, 0)
+        assert max(gpu.total - (machine.vram - VRAM_MARGIN), cpu.total - (machine.ram - 4 * GiB)) >= max(over_gpu, over_ram)
+    assert any("does not fit: over the GPU by" in reason and "RAM by" in reason for reason in plan.reasons), plan.reasons
+
+
+def test_the_per_expert_mixtral_layout_is_refused_before_loading_with_what_to_download(tmp_path: Path) -> None:
+    path = write_sparse(mixtral_per_expert_q4_k_m(), tmp_path / "mixtral-8x7b-v0.1.Q4_K_M.gguf", extra=RMS)
+    facts = model_facts(str(path))
+    assert facts.is_moe and sum(facts.expert_bytes) > 0.9 * facts.weight_bytes  # recognised as experts
+    result = CliRunner().invoke(app, ["plan", str(path), "--vram", "24", "--ram", "64"])
+    assert result.exit_code == 2 and "one tensor per expert" in result.output and "b3990" in result.output
+    with pytest.raises(ModelLoadError, match="one tensor per expert"):
+        LlamaCppBackend(path)
+
+
+def test_serve_plans_the_window_the_engine_allocates(sparse_files) -> None:
+    """No --n-ctx: Llama-2's trained window (4096), not the 8192 cap, is what is planned and allocated."""
+    from untuned.plan import engine_window
+
+    facts = model_facts(str(sparse_files["llama-2-70b"]))
+    assert engine_window(None, facts.n_ctx_train) == 4096 and engine_window(None, 131072) == 8192
+    assert engine_window(2048, 4096) == 2048

@@ -18,6 +18,10 @@ from typing import Any
 from untuned.errors import UntunedError
 
 RESULT_HEADING = "# Result of {name}:"
+# The layout of every JSON answer held to a schema (llguidance's compile options): as json.dumps writes it and as
+# the examples show it, one space after ',' and ':' and no other white space (a model free to add white space
+# can fill its whole answer with newlines).
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def call_schema(tools: list[Tool]) -> dict[str, Any]:
 def call_grammar(tools: list[Tool], *, text_allowed: bool) -> str:
     """The Lark grammar (llguidance's) of an answer that is one call to one of ``tools`` (its arguments
     held to that tool's schema), or (``auto``) that call or text not beginning with ``{`` or white space."""
-    call = f"%json {json.dumps(call_schema(tools))}"
+    call = f"%json {json.dumps({**call_schema(tools), 'x-guidance': JSON_STYLE})}"
     if not text_allowed:
         return f"start: {call}\n"
     return f"start: call | TEXT\ncall: {call}\nTEXT: /[^{{ \\t\\n\\r][\\s\\S]*/\n"

@@ -88,3 +88,103 @@ def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
         "context_length": 32768,
     }
     return _header("llama", meta, _ends(embd, tensors))
+
+
+def _k_fallback(kind: str, columns: int) -> str:
+    """llama.cpp's fallback where a row is not whole 256-element blocks (Qwen2.5-72B's 29,568-wide FFN)."""
+    return kind if columns % 256 == 0 else {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}.get(kind, kind)
+
+
+def llama3_70b_q4_k_m() -> GgufHeader:
+    """meta-llama/Meta-Llama-3-70B: Llama-2-70B's shape with a 128,256-token vocabulary and an 8,192 window."""
+    header = llama2_70b_q4_k_m()
+    embd, vocab = 8192, 128256
+    tensors = [
+        TensorInfo(t.name, (embd, vocab), t.type) if t.name in ("token_embd.weight", "output.weight") else t
+        for t in header.tensors
+    ]
+    meta = {**header.metadata, "llama.context_length": 8192, "llama.rope.freq_base": 500000.0, "tokenizer.ggml.tokens": vocab}
+    return GgufHeader(meta, tuple(tensors), data_offset=0)
+
+
+def qwen25_72b_q4_k_m() -> GgufHeader:
+    """Qwen/Qwen2.5-72B: 80 layers of 8,192, FFN 29,568, 64 heads over 8 KV heads, biases on Q, K and V, a
+    152,064-token vocabulary."""
+    n, embd, ff, kv, vocab = 80, 8192, 29568, 1024, 152064
+    tensors = [TensorInfo("token_embd.weight", (embd, vocab), "Q4_K")]
+    for i in range(n):
+        b = f"blk.{i}."
+        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q5_K", output="Q4_K")
+        tensors += [TensorInfo(b + f"attn_{x}.bias", (embd if x == "q" else kv,), "F32") for x in "qkv"]
+        tensors += [
+            TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
+            TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
+            TensorInfo(b + "ffn_down.weight", (ff, embd), _k_fallback("Q6_K" if more_bits(i, n) else "Q4_K", ff)),
+        ]
+    tensors += [TensorInfo("output_norm.weight", (embd,), "F32"), TensorInfo("output.weight", (embd, vocab), "Q6_K")]
+    meta = {
+        "block_count": n,
+        "embedding_length": embd,
+        "feed_forward_length": ff,
+        "attention.head_count": 64,
+        "attention.head_count_kv": 8,
+        "context_length": 32768,
+        "attention.layer_norm_rms_epsilon": 1e-6,
+        "rope.freq_base": 1000000.0,
+    }
+    header = _header("qwen2", meta, tensors)
+    return GgufHeader({**header.metadata, "tokenizer.ggml.tokens": vocab}, header.tensors, data_offset=0)
+
+
+def gemma3_27b_q4_k_m() -> GgufHeader:
+    """google/gemma-3-27b-pt (text): 62 layers of 5,376, FFN 21,504, 32 heads of 128 over 16 KV heads, five of
+    every six layers attending over a 1,024-token window, the output tied to a 262,208-token embedding."""
+    n, embd, ff, heads, kv_heads, head, vocab = 62, 5376, 21504, 32, 16, 128, 262208
+    tensors = [TensorInfo("token_embd.weight", (embd, vocab), "Q6_K")]
+    for i in range(n):
+        b = f"blk.{i}."
+        tensors += [
+            TensorInfo(b + "attn_norm.weight", (embd,), "F32"),
+            TensorInfo(b + "attn_q.weight", (embd, heads * head), "Q4_K"),
+            TensorInfo(b + "attn_k.weight", (embd, kv_heads * head), "Q4_K"),
+            TensorInfo(b + "attn_v.weight", (embd, kv_heads * head), "Q6_K" if more_bits(i, n) else "Q4_K"),
+            TensorInfo(b + "attn_output.weight", (heads * head, embd), "Q4_K"),
+            TensorInfo(b + "attn_q_norm.weight", (head,), "F32"),
+            TensorInfo(b + "attn_k_norm.weight", (head,), "F32"),
+            TensorInfo(b + "post_attention_norm.weight", (embd,), "F32"),
+            TensorInfo(b + "ffn_norm.weight", (embd,), "F32"),
+            TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
+            TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
+            TensorInfo(b + "ffn_down.weight", (ff, embd), "Q6_K" if more_bits(i, n) else "Q4_K"),
+            TensorInfo(b + "post_ffw_norm.weight", (embd,), "F32"),
+        ]
+    tensors.append(TensorInfo("output_norm.weight", (embd,), "F32"))
+    meta = {
+        "block_count": n,
+        "embedding_length": embd,
+        "feed_forward_length": ff,
+        "attention.head_count": heads,
+        "attention.head_count_kv": kv_heads,
+        "attention.key_length": head,
+        "attention.value_length": head,
+        "attention.sliding_window": 1024,
+        "attention.layer_norm_rms_epsilon": 1e-6,
+        "context_length": 131072,
+        "rope.freq_base": 1000000.0,
+    }
+    header = _header("gemma3", meta, tensors)
+    return GgufHeader({**header.metadata, "tokenizer.ggml.tokens": vocab}, header.tensors, data_offset=0)
+
+
+def mixtral_per_expert_q4_k_m() -> GgufHeader:
+    """Mixtral as the December 2023 conversions stored it: one tensor per expert (blk.N.ffn_gate.E.weight)."""
+    header = mixtral_8x7b_q4_k_m()
+    tensors = []
+    for t in header.tensors:
+        if "_exps." not in t.name:
+            tensors.append(t)
+            continue
+        *shape, experts = t.shape
+        stem = t.name.replace("_exps.weight", "")
+        tensors += [TensorInfo(f"{stem}.{e}.weight", tuple(shape), t.type) for e in range(experts)]
+    return GgufHeader(header.metadata, tuple(tensors), data_offset=0)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from untuned.backends.protocol import KvType
 from untuned.cli.common import friendly, out
+from untuned.errors import ModelLoadError
 from untuned.plan import GiB, Machine, Memory, Plan, Settings, make_plan, model_facts, parse_size, total_ram
 
 
@@ -72,9 +73,12 @@ def plan_table(plan: Plan) -> Table:
 def plan_command(
     model: Annotated[str, typer.Argument(help="A GGUF model: default, a .gguf path, hf:org/repo:QUANT.")] = "default",
     vram: Annotated[
-        str | None, typer.Option(help="GPU memory, e.g. 24GiB (the first GPU's free memory; 0 on a CPU build).")
+        str | None,
+        typer.Option(
+            help="GPU memory: 24 (GiB when bare), 24GiB, 24G, 24000MB (default: the first GPU's free memory; 0 on a CPU build)."
+        ),
     ] = None,
-    ram: Annotated[str | None, typer.Option(help="RAM, e.g. 64GiB (this machine's).")] = None,
+    ram: Annotated[str | None, typer.Option(help="RAM: 64 (GiB when bare), 64GiB, 64000MB (default: this machine's).")] = None,
     ctx: Annotated[int, typer.Option("--ctx", min=64, help="Context window of each sequence, in tokens.")] = 4096,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Requests decoded together (serve --parallel).")] = 1,
     prefixes: Annotated[int, typer.Option(min=1, help="Prompt prefixes kept evaluated (each a sequence).")] = 2,
@@ -101,7 +105,11 @@ def plan_command(
     machine = Machine(
         vram=vram_bytes, ram=parse_size(ram) if ram else total_ram(), gpu_bandwidth=gpu_bandwidth, ram_bandwidth=ram_bandwidth
     )
-    plan = make_plan(model_facts(model), machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget))
+    facts = model_facts(model)
+    problem = facts.layout_problem()
+    if problem:
+        raise ModelLoadError(problem)
+    plan = make_plan(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget))
     if as_json:
         record = asdict(plan)
         record["model"] = {

@@ -4,7 +4,8 @@ verdicts made with older wording are never reused for the new one.
 
 Each mode renders chat messages and gives the JSON schema of the reply it asks for (local judges are
 held to it by a grammar; scores are ``enum`` strings "1".."5" or "N/A", because llama.cpp's
-schema-to-grammar conversion ignores ``minimum``/``maximum``).
+schema-to-grammar conversion once ignored ``minimum``/``maximum``; llguidance enforces them, and the
+enum keeps the judge's replies in the wording the parsers read).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ placement fitted to the GPU's and RAM's sizes (:mod:`untuned.plan.fit`)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from untuned.errors import ModelLoadError, ModelNotFoundError, UntunedError
@@ -34,11 +35,14 @@ _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
-    """Bytes of a size written ``24GiB``, ``24G``, ``24GB`` (GB: 10^9; GiB and a bare G: 2^30), ``0``."""
+    """Bytes of a size written ``24GiB``, ``24G``, ``24GB``, ``24000MB`` (GB, MB: powers of 1000; GiB and a
+    bare G: of 1024) or a bare number, which is GiB (``--vram 24`` is a 24 GiB card, as people say it)."""
     match = _SIZE.match(text)
     if not match:
-        raise UntunedError(f"{text!r} is not a size: write it like 24GiB, 64G or 500MB")
+        raise UntunedError(f"{text!r} is not a size: write it like 24 (GiB), 24GiB, 64G or 24000MB")
     number, unit, binary = float(match.group(1)), match.group(2).lower(), match.group(3)
+    if not unit and not binary:
+        return int(number * GiB)
     power = "kmgt".index(unit) + 1 if unit else 0
     base = 1000 if (unit and not binary and text.strip().lower().endswith("b")) else 1024
     return int(number * base**power)
@@ -104,17 +108,37 @@ def total_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def engine_window(n_ctx: int | None, trained: int) -> int:
+    """The window of each sequence the engine allocates: ``n_ctx``, else the model's trained window capped at
+    DEFAULT_MAX_CTX (8192): 4096 for Llama-2, not 8192."""
+    from untuned.backends.protocol import DEFAULT_MAX_CTX
+
+    return n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
+
+
 def placement(
-    path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, *, vram: int
+    path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, *, vram: int, n_ctx: int | None = None
 ) -> tuple[int, int, Plan | None]:
     """(gpu_layers, cpu_moe, the plan behind them) for a model about to load: ``auto`` values planned for
-    ``vram`` bytes of free GPU memory (0 on a CPU-only build: nothing offloaded), given numbers kept. Experts
-    kept in RAM for a model without experts are refused, naming the model."""
-    needs_plan = "auto" in (gpu_layers, cpu_moe) and vram > 0
-    facts = model_facts(str(path)) if needs_plan or cpu_moe not in ("auto", 0) else None
-    if facts is not None and cpu_moe not in ("auto", 0) and not facts.is_moe:
+    ``vram`` bytes of free GPU memory (0 on a CPU-only build: nothing offloaded) and the window the engine will
+    allocate (``n_ctx``, else the model's capped at 8192); a number given for one half is held while the other
+    is planned around it. Experts kept in RAM for a model without experts are refused, naming the model; so is
+    a file whose experts llama.cpp can no longer load."""
+    facts = model_facts(str(path))
+    problem = facts.layout_problem()
+    if problem:
+        raise ModelLoadError(problem)
+    if cpu_moe not in ("auto", 0) and not facts.is_moe:
         raise ModelLoadError(f"--cpu-moe {cpu_moe}: {path.name} has no expert weights (it is not a mixture of experts)")
-    plan = make_plan(facts, Machine(vram=vram, ram=total_ram()), settings) if needs_plan and facts else None
-    chosen_layers = gpu_layers if gpu_layers != "auto" else (plan.gpu_layers if plan else 0)
-    chosen_moe = cpu_moe if cpu_moe != "auto" else (plan.cpu_moe if plan and gpu_layers == "auto" else 0)
-    return int(chosen_layers), int(chosen_moe), plan
+    needs_plan = "auto" in (gpu_layers, cpu_moe) and vram > 0
+    if not needs_plan:
+        return (0 if gpu_layers == "auto" else int(gpu_layers)), (0 if cpu_moe == "auto" else int(cpu_moe)), None
+    settings = replace(settings, n_ctx=engine_window(n_ctx, facts.n_ctx_train))
+    held = {
+        "gpu_layers": None if gpu_layers == "auto" else int(gpu_layers),
+        "cpu_moe": None if cpu_moe == "auto" else int(cpu_moe),
+    }
+    if held["gpu_layers"] == -1:
+        held["gpu_layers"] = facts.n_layer + 1
+    plan = make_plan(facts, Machine(vram=vram, ram=total_ram()), settings, **held)
+    return plan.gpu_layers, plan.cpu_moe, plan

@@ -13,6 +13,9 @@ from untuned.plan.header import GgufHeader, TensorInfo
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERTS = re.compile(r"_(?:ch)?exps\b")  # a MoE layer's expert weights (ffn_up_exps, ffn_gate_exps, ffn_down_exps)
+# the layout of MoE files converted before llama.cpp merged each layer's experts into one tensor (b3990 and
+# later refuse it): one tensor per expert, blk.N.ffn_gate.E.weight
+PER_EXPERT = re.compile(r"^blk\.\d+\.ffn_(?:gate|up|down)\.\d+\.weight$")
 # architectures whose sliding-window layers llama.cpp keeps at window + batch cells: which layers those are
 SWA_LAYERS = {
     "gemma2": lambda layer: layer % 2 == 0,
@@ -49,6 +52,9 @@ class ModelFacts:
     output_bytes: int  # output norm and head
     file_bytes: int
     tied_head: bool = False  # the head is the token embeddings: llama.cpp copies them to a GPU holding the head
+    per_expert: bool = False  # one tensor per expert: the pre-b3990 layout llama.cpp no longer loads
+    n_ff: int = 0  # the feed-forward width (of one expert, for a MoE model)
+    qk_norm: bool = False  # Q and K normalised per head (gemma 3): two more query-sized activations
 
     @property
     def weight_bytes(self) -> int:
@@ -61,6 +67,17 @@ class ModelFacts:
     @property
     def is_moe(self) -> bool:
         return self.n_expert > 1
+
+    def layout_problem(self) -> str | None:
+        """Why llama.cpp would refuse this file's tensor layout, in words with what to do; None if it loads."""
+        if not self.per_expert:
+            return None
+        return (
+            f"{self.name} stores one tensor per expert (blk.N.ffn_gate.E.weight), the layout of MoE conversions made "
+            "before llama.cpp release b3990 (late 2024); this llama.cpp refuses it (\"tensor 'blk.0.ffn_down_exps.weight' "
+            'not found"). Download a conversion made since, whose experts are merged (blk.N.ffn_gate_exps.weight), '
+            "or convert the original weights again with a current convert_hf_to_gguf.py"
+        )
 
     def kv_bytes_per_cell(self, layer: int, kv_type: str) -> float:
         """Bytes of one KV cell (one token of one sequence) of ``layer``: its K and V rows."""
@@ -80,7 +97,8 @@ def facts_of(header: GgufHeader, name: str) -> ModelFacts:
     for tensor in header.tensors:
         match = _LAYER.match(tensor.name)
         if match and int(match.group(1)) < n_layer:
-            (experts if EXPERTS.search(tensor.name) else layers)[int(match.group(1))] += tensor.nbytes
+            expert = EXPERTS.search(tensor.name) or PER_EXPERT.match(tensor.name)
+            (experts if expert else layers)[int(match.group(1))] += tensor.nbytes
         elif tensor.name.startswith("token_embd."):
             input_bytes += tensor.nbytes
         elif not match:
@@ -109,7 +127,16 @@ def facts_of(header: GgufHeader, name: str) -> ModelFacts:
         output_bytes=output_bytes,
         file_bytes=header.file_bytes or header.data_offset + sum(t.nbytes for t in header.tensors),
         tied_head=not has_output,
+        per_expert=any(PER_EXPERT.match(t.name) for t in header.tensors),
+        n_ff=_feed_forward(header),
+        qk_norm=any(t.name.endswith("attn_q_norm.weight") for t in header.tensors),
     )
+
+
+def _feed_forward(header: GgufHeader) -> int:
+    """The feed-forward width: an expert's where the header names it, else the (largest) layer's."""
+    width = header.value("expert_feed_forward_length") or header.value("feed_forward_length", 0)
+    return int(max(width) if isinstance(width, list) else width or 0)
 
 
 def _required(header: GgufHeader, key: str) -> int:

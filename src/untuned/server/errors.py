@@ -133,6 +133,21 @@ def install_error_handlers(app: FastAPI) -> None:
         code = "engine_restarted" if isinstance(exc, EngineRestarted) else "engine_unavailable"
         return JSONResponse(error_json(str(exc), kind="server_error", code=code), status_code=503, headers={"Retry-After": "2"})
 
+    @app.exception_handler(ModelFailure)
+    async def model_failed(_: Request, exc: ModelFailure) -> JSONResponse:
+        return JSONResponse(error_json(str(exc), kind="server_error", code="model_failure"), status_code=500)
+
+    _install_request_handlers(app)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return JSONResponse(error_json(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)
+
+
+def _install_request_handlers(app: FastAPI) -> None:
+    """What a request asked for that cannot be: past the window, a constraint that cannot hold, a crash loop."""
+
     @app.exception_handler(ContextOverflowError)
     async def overflow(_: Request, exc: ContextOverflowError) -> JSONResponse:
         body = error_json(str(exc), param="prompt", code="context_length_exceeded")
@@ -147,12 +162,3 @@ def install_error_handlers(app: FastAPI) -> None:
         body = error_json(str(exc), code="crashed_the_engine" if exc.status == 400 else "too_many_crashes")
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse(body, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(ModelFailure)
-    async def model_failed(_: Request, exc: ModelFailure) -> JSONResponse:
-        return JSONResponse(error_json(str(exc), kind="server_error", code="model_failure"), status_code=500)
-
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, exc: Exception) -> JSONResponse:
-        log.error("request failed", exc_info=exc)
-        return JSONResponse(error_json(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)

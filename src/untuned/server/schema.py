@@ -93,12 +93,26 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# Schemas that once reached native code badly, given as examples: an API fuzzer's example and coverage phases send
+# them (a NUL only an escape spells, counts to expand, a huge enum, a reference, numeric bounds, nesting).
+HOSTILE_SCHEMAS = [
+    {"type": "string", "pattern": "^[\\x00]$"},
+    {"type": "string", "pattern": "^a{1000000000000}$"},
+    {"type": "object", "properties": {"s": {"type": "string", "maxLength": 5000}}, "required": ["s"]},
+    {"enum": [f"v{i}" for i in range(2000)]},
+    {"$defs": {"n": {"type": "integer", "minimum": 3, "maximum": 5}}, "type": "array", "items": {"$ref": "#/$defs/n"}},
+    {"type": "array", "maxItems": 10**9, "items": {"type": "array", "items": {"type": "string", "minLength": 100000}}},
+]
+
+
 class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
     name: str = Field("response", max_length=64)
     description: str | None = None
-    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON schema the answer must follow.")
-    strict: bool | None = Field(None, description="Accepted: the schema is always enforced (by a grammar).")
+    json_schema: dict[str, Any] = Field(
+        alias="schema", description="The JSON schema the answer must follow.", examples=HOSTILE_SCHEMAS
+    )
+    strict: bool | None = Field(None, description="Accepted: the schema is always enforced (llguidance).")
 
 
 class ResponseFormat(BaseModel):
@@ -220,7 +234,15 @@ class ChatRequest(_SamplingFields):
         description="untuned's extension: a prompt set given in the request (system text and examples), in place of one by name.",
     )
     repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="1 turns it off (default: the server's).")
-    tools: list[dict[str, Any]] | None = Field(None, max_length=64, description=TOOLS_HELP)
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=64,
+        description=TOOLS_HELP,
+        examples=[
+            [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": s}}}}]
+            for s in HOSTILE_SCHEMAS[:3]
+        ],
+    )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(None, description=TOOL_CHOICE_HELP)
     parallel_tool_calls: bool | None = Field(None, description="Accepted: an answer makes at most one call.")
 

@@ -261,13 +261,24 @@ class Serving:
 
     async def on_model(self, work: Callable, *args, **kwargs):
         """``work`` run on a worker thread while holding a slot of the gate, as a completion does (scoring
-        takes the model too); its time counts toward the gate's Retry-After estimate."""
+        takes the model too); its time counts toward the gate's Retry-After estimate. The slot is given back
+        when the work has really ended: a client that leaves meanwhile stops waiting for it, but the next
+        request is not let onto a model that is still busy with it."""
         await self.gate.enter(self.config.request_timeout)
         started = time.perf_counter()
         try:
-            return await asyncio.to_thread(work, *args, **kwargs)
-        finally:
+            future = asyncio.ensure_future(asyncio.to_thread(work, *args, **kwargs))
+        except BaseException:
             self.gate.leave(time.perf_counter() - started)
+            raise
+
+        def ended(done: asyncio.Future) -> None:
+            self.gate.leave(time.perf_counter() - started)
+            if not done.cancelled():
+                done.exception()  # read, so that a failure nobody waits for any more is not reported as lost
+
+        future.add_done_callback(ended)
+        return await asyncio.shield(future)
 
     async def _first_event(self, job: Job, events: AsyncIterator, started: float, endpoint: str) -> tuple[str, object]:
         try:

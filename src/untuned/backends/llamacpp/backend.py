@@ -48,9 +48,9 @@ class LlamaCppBackend(RowScoring):
         prefix_cache_gib: float = 4.0,
     ) -> None:
         path = Path(path).expanduser()
-        self.gpu_layers, self.cpu_moe, self.plan = self._placement(
-            path, gpu_layers, cpu_moe, Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, kv_type != "f16", kv_budget)
-        )
+        flash = attention_choice(kv_type, flash_attn)
+        planned = Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, flash, kv_budget)
+        self.gpu_layers, self.cpu_moe, self.plan = self._placement(path, gpu_layers, cpu_moe, planned, n_ctx)
         pattern = experts_in_ram(self.cpu_moe)
         self.model = NativeModel(path, gpu_layers=self.gpu_layers, overrides=CpuOverrides(pattern) if pattern else None)
         self.path = path
@@ -95,7 +95,7 @@ class LlamaCppBackend(RowScoring):
         return PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=limit)
 
     @staticmethod
-    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings):
+    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, n_ctx: int | None):
         """``auto`` layers and experts as planned for the GPU's free memory (nothing offloaded on a CPU build)."""
         from untuned.backends.llamacpp.devices import gpu_free_memory
         from untuned.backends.llamacpp.native import import_llama_cpp
@@ -103,7 +103,7 @@ class LlamaCppBackend(RowScoring):
 
         check_gguf_file(path)
         vram = gpu_free_memory() if import_llama_cpp().llama_supports_gpu_offload() else 0
-        return placement(path, gpu_layers, cpu_moe, settings, vram=vram)
+        return placement(path, gpu_layers, cpu_moe, settings, vram=vram, n_ctx=n_ctx)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
