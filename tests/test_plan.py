@@ -343,3 +343,36 @@ def test_serve_plans_the_window_the_engine_allocates(sparse_files) -> None:
     facts = model_facts(str(sparse_files["llama-2-70b"]))
     assert engine_window(None, facts.n_ctx_train) == 4096 and engine_window(None, 131072) == 8192
     assert engine_window(2048, 4096) == 2048
+
+
+def test_a_pinned_placement_is_kept_while_it_fits_and_replanned_when_not(gemma_path: Path, tmp_path: Path) -> None:
+    """A restart with a little less free VRAM keeps the placement of the first load (its saved prefixes stay
+    valid); one that no longer fits, or is out of range, is planned again."""
+    from untuned.backends.llamacpp.prefix_store import pin_plan, pinned_plan
+    from untuned.plan import placement
+
+    settings = Settings(n_ctx=2048, parallel=1, prefixes=1)
+    fresh = placement(gemma_path, "auto", "auto", settings, vram=4 * GiB)
+    assert fresh[0] == 19  # 18 layers and the head
+    assert placement(gemma_path, "auto", "auto", settings, vram=4 * GiB, pinned=(10, 0))[:2] == (10, 0)
+    assert placement(gemma_path, "auto", "auto", settings, vram=4 * GiB, pinned=(500, 0))[:2] == fresh[:2]
+    tight = int(VRAM_MARGIN + 0.05 * GiB)  # too little for 19 layers
+    assert placement(gemma_path, "auto", "auto", settings, vram=tight, pinned=(19, 0))[0] < 19
+    pin_plan(tmp_path, "key", (10, 0))
+    assert pinned_plan(tmp_path, "key") == (10, 0) and pinned_plan(tmp_path, "other") is None
+    (tmp_path / "plans.json").write_text("not json")
+    assert pinned_plan(tmp_path, "key") is None
+
+
+def test_a_renamed_model_file_keeps_its_saved_prefixes(gemma_path: Path, tmp_path: Path) -> None:
+    from untuned.backends.llamacpp.prefix_store import PrefixStore
+
+    renamed = tmp_path / "another-name.gguf"
+    renamed.symlink_to(gemma_path)
+    prefix = tuple(range(2, 100))
+    stores = [
+        PrefixStore(tmp_path / "store", model=p, settings={"kv_type": "f16"}, limit_bytes=1 << 30) for p in (gemma_path, renamed)
+    ]
+    assert stores[0]._path(prefix) == stores[1]._path(prefix)
+    stores[0].save(prefix, b"state")
+    assert stores[1].load(prefix) == b"state"

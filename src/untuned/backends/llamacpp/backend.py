@@ -3,6 +3,9 @@ teacher-forced scoring in a free slot of the same context."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
-from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder
+from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, model_identity, pin_plan, pinned_plan
 from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
@@ -50,7 +53,8 @@ class LlamaCppBackend(RowScoring):
         path = Path(path).expanduser()
         flash = attention_choice(kv_type, flash_attn)
         planned = Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, flash, kv_budget)
-        self.gpu_layers, self.cpu_moe, self.plan = self._placement(path, gpu_layers, cpu_moe, planned, n_ctx)
+        pin = _pin_key(path, planned, n_ctx) if prefix_cache and "auto" in (gpu_layers, cpu_moe) else None
+        self.gpu_layers, self.cpu_moe, self.plan = self._placement(path, gpu_layers, cpu_moe, planned, n_ctx, pin)
         pattern = experts_in_ram(self.cpu_moe)
         self.model = NativeModel(path, gpu_layers=self.gpu_layers, overrides=CpuOverrides(pattern) if pattern else None)
         self.path = path
@@ -76,6 +80,8 @@ class LlamaCppBackend(RowScoring):
         except BaseException:
             self.model.close()
             raise
+        if pin and self.plan is not None:  # loaded: this placement is the one later loads keep while it fits
+            pin_plan(default_folder(), pin, (self.gpu_layers, self.cpu_moe))
         self.context_length: int | None = self.engine.n_ctx_seq
         self.parallel = slots
         self.vocab_size = self.model.n_vocab
@@ -95,15 +101,17 @@ class LlamaCppBackend(RowScoring):
         return PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=limit)
 
     @staticmethod
-    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, n_ctx: int | None):
-        """``auto`` layers and experts as planned for the GPU's free memory (nothing offloaded on a CPU build)."""
+    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, n_ctx: int | None, pin: str | None):
+        """``auto`` layers and experts as planned for the GPU's free memory (nothing offloaded on a CPU build); with
+        the prefix cache on, the first load's choice is recorded beside it and kept while it still fits."""
         from untuned.backends.llamacpp.devices import gpu_free_memory
         from untuned.backends.llamacpp.native import import_llama_cpp
         from untuned.plan import placement
 
         check_gguf_file(path)
         vram = gpu_free_memory() if import_llama_cpp().llama_supports_gpu_offload() else 0
-        return placement(path, gpu_layers, cpu_moe, settings, vram=vram, n_ctx=n_ctx)
+        pinned = pinned_plan(default_folder(), pin) if pin else None
+        return placement(path, gpu_layers, cpu_moe, settings, vram=vram, n_ctx=n_ctx, pinned=pinned)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
@@ -264,3 +272,9 @@ class LlamaCppBackend(RowScoring):
 
 
 SCORE_ROWS = 64  # logits rows turned into scores at a time: 64 x 262k floats = 64 MiB
+
+
+def _pin_key(path: Path, settings: Settings, n_ctx: int | None) -> str:
+    """What a pinned placement is kept under: the file's content identity (not its name) and the options."""
+    options = json.dumps({"settings": dataclasses.asdict(settings), "n_ctx": n_ctx}, sort_keys=True)
+    return hashlib.sha256(f"{model_identity(path)}:{options}".encode()).hexdigest()[:32]

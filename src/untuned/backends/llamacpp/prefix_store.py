@@ -62,7 +62,8 @@ class PrefixStore:
 
     def __init__(self, folder: Path, *, model: Path, settings: dict, limit_bytes: int) -> None:
         self.folder, self.limit_bytes = folder, limit_bytes
-        self.identity = {"model": model_identity(model), "model_name": model.name, **settings}
+        self.identity = {"model": model_identity(model), **settings}  # the content's, not the name: renames keep it
+        self.model_name = model.name
         self._identity_digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         self.loads = self.saves = self.rejected = 0
 
@@ -121,6 +122,7 @@ class PrefixStore:
         header = json.dumps(
             {
                 "identity": self.identity,
+                "model_name": self.model_name,  # for `untuned cache list` only: not part of the identity
                 "tokens": len(prefix),
                 "prefix_sha256": _tokens_digest(prefix),
                 "bytes": len(payload),
@@ -160,10 +162,40 @@ def stored(folder: Path | None = None) -> list[StoredPrefix]:
         except (ValueError, struct.error):  # listed as unreadable; a load rejects it
             header = {}
         header = header if isinstance(header, dict) else {}
-        identity = header.get("identity")
-        model = identity.get("model_name", "?") if isinstance(identity, dict) else "?"
+        model = str(header.get("model_name", "?"))
         found.append(StoredPrefix(path, model, int(header.get("tokens", 0) or 0), stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda s: -s.last_used)
+
+
+PLANS = "plans.json"  # beside the prefixes: the placement each model's first load chose, by content identity
+
+
+def pinned_plan(folder: Path, key: str) -> tuple[int, int] | None:
+    """The (gpu_layers, cpu_moe) recorded for ``key`` (a model's identity and its load options), if any."""
+    try:
+        found = json.loads((folder / PLANS).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(found, list) and len(found) == 2 and all(isinstance(n, int) for n in found):
+        return found[0], found[1]
+    return None
+
+
+def pin_plan(folder: Path, key: str, placement: tuple[int, int]) -> None:
+    """Record ``placement`` for ``key`` (atomically; a failure is logged, never raised)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            table = json.loads((folder / PLANS).read_text())
+            table = table if isinstance(table, dict) else {}
+        except (OSError, ValueError):
+            table = {}
+        table[key] = list(placement)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".part", delete=False) as handle:
+            json.dump(table, handle, sort_keys=True)
+        os.replace(handle.name, folder / PLANS)
+    except OSError as exc:
+        log.warning("could not record the plan in %s: %s", folder, exc)
 
 
 def evict(folder: Path, limit_bytes: int) -> list[Path]:
