@@ -444,18 +444,33 @@ def idle(backend) -> bool:
     return stats.busy_slots == 0 and stats.waiting == 0
 
 
+PATTERNS = st.sampled_from(  # what broke native code: a NUL only an escape spells, counts to expand, nested counts
+    ["^[\\x00]$", "^a{1000000000000}$", "^a{100000}$", "(a|b){50}{50}", "^\\d{2,}$", "[", "^(?:x|y)*z$", "^$"]
+)
+LEAVES = (
+    st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "boolean", "number", "null"])})
+    | st.fixed_dictionaries({"type": st.just("string"), "maxLength": st.integers(0, 300_000)})
+    | st.fixed_dictionaries({"type": st.just("string"), "minLength": st.integers(-3, 3_000)})
+    | st.fixed_dictionaries({"type": st.just("string"), "pattern": PATTERNS})
+    | st.fixed_dictionaries({"type": st.just("integer"), "minimum": st.integers(-5, 5), "maximum": st.integers(-5, 5)})
+    | st.fixed_dictionaries({"enum": st.lists(st.text(max_size=4) | st.integers(), min_size=0, max_size=40)})
+    | st.fixed_dictionaries({"const": st.text(max_size=6)})
+    | st.just({"$ref": "#/$defs/missing"})
+    | st.just({"type": "array", "uniqueItems": True})
+)
 SCHEMAS = st.recursive(
-    st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "boolean"])})
-    | st.fixed_dictionaries({"type": st.just("string"), "maxLength": st.integers(0, 30_000)})
-    | st.fixed_dictionaries({"type": st.just("string"), "minLength": st.integers(-3, 3_000)}),
+    LEAVES,
     lambda inner: (
-        st.fixed_dictionaries({"type": st.just("array"), "items": inner, "maxItems": st.integers(0, 5_000)})
+        st.fixed_dictionaries({"type": st.just("array"), "items": inner, "maxItems": st.integers(0, 200_000)})
         | st.fixed_dictionaries(
             {"type": st.just("object"), "properties": st.dictionaries(st.sampled_from("abc"), inner, max_size=2)}
         )
+        | st.builds(lambda x: {"$defs": {"x": x}, "$ref": "#/$defs/x"}, inner)
+        | st.builds(lambda xs: {"anyOf": xs}, st.lists(inner, min_size=1, max_size=3))
     ),
     max_leaves=6,
 )
+GRAMMARS = st.sampled_from(["start: /[\\x00]/", 'start: %json {"type": "object"}', "start: undefined", 'start: "a"{3}'])
 
 
 @st.composite
@@ -466,10 +481,12 @@ def hostile(draw, vocab: int):
     long = draw(st.booleans())
     body = ids + ([2] * draw(st.integers(0, 900)) if long else [])
     schema = draw(st.none() | SCHEMAS.map(json.dumps))
+    grammar = draw(st.none() | GRAMMARS) if schema is None else None
     bias = draw(st.lists(st.tuples(st.integers(0, vocab + 3), st.floats(-100, 100)), max_size=2))
-    sampling = dict(max_tokens=draw(st.integers(1, 2000)), ignore_eos=draw(st.booleans()), json_schema=schema)
+    sampling = dict(max_tokens=draw(st.integers(1, 2000)), ignore_eos=draw(st.booleans()), json_schema=schema, grammar=grammar)
+    temperature = draw(st.sampled_from([0.0, 1e-44, 5e-324, 1e-7, 0.0009, 0.8, 5.0]))
     try:
-        made = Sampling(**sampling, logit_bias=tuple(bias), temperature=draw(st.sampled_from([0.0, 0.8])))
+        made = Sampling(**sampling, logit_bias=tuple(bias), temperature=temperature)
     except ValueError:
         made = Sampling(max_tokens=4)
     return body, made, draw(st.sampled_from(["never", "at once", "after a token", "after two tokens"]))
@@ -477,8 +494,9 @@ def hostile(draw, vocab: int):
 
 def drive(backend, body, sampling, cancel: str) -> str:
     """One hostile request through the engine: refused up front (ValueError, ContextOverflowError), or
-    streamed and cancelled where ``cancel`` says; never anything else."""
-    from untuned.errors import ContextOverflowError
+    streamed and cancelled where ``cancel`` says, or ended by its own constraint (ConstraintError: no token
+    can follow); never anything else."""
+    from untuned.errors import ConstraintError, ContextOverflowError
 
     try:
         stream = backend.stream(RenderedPrompt(prefix="", body="", ids=tuple(body)), sampling)
@@ -487,10 +505,13 @@ def drive(backend, body, sampling, cancel: str) -> str:
     made = 0
     if cancel == "at once":
         stream.cancel()
-    for chunk in stream:
-        made += chunk.tokens
-        if (cancel == "after a token" and made >= 1) or (cancel == "after two tokens" and made >= 2):
-            stream.cancel()
+    try:
+        for chunk in stream:
+            made += chunk.tokens
+            if (cancel == "after a token" and made >= 1) or (cancel == "after two tokens" and made >= 2):
+                stream.cancel()
+    except ConstraintError as exc:
+        return f"ended by its constraint after {made} tokens: {exc}"
     return f"ended after {made} tokens"
 
 

@@ -108,8 +108,11 @@ def test_a_state_machine_of_hostile_and_valid_clients_never_restarts_the_engine(
         def the_engine_never_restarted(self):
             assert restarts(url) == 0
 
-    run = settings(max_examples=8, stateful_step_count=4, deadline=None, suppress_health_check=list(HealthCheck))(Mix.TestCase)
-    run().runTest()
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(
+        Mix, settings=settings(max_examples=8, stateful_step_count=4, deadline=None, suppress_health_check=list(HealthCheck))
+    )
 
 
 @pytest.mark.slow
