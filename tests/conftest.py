@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 from helpers import FIXTURES
+from hypothesis import settings
+
+# Hypothesis profiles: "ci" (the default) draws the same examples every run, so a red CI is reproducible;
+# "explore" (HYPOTHESIS_PROFILE=explore, for local runs) draws fresh ones every time and more of them. Explicit
+# @example edges run under both.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config) -> None:

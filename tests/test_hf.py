@@ -137,3 +137,31 @@ def test_batched_greedy_answers_equal_one_at_a_time_on_gemma(gemma_path):
     assert _answers_together(backend, prompts, sampling) == alone
     assert backend.stats().largest_batch == 3
     backend.close()
+
+
+def test_structured_output_holds_the_tiny_model_to_the_schema_and_the_enum(tiny):
+    """llguidance's mask on the transformers backend too: a random 2-layer model, which left alone writes noise,
+    answers with JSON its schema allows, greedy and sampled; a schema no output can match is refused up front."""
+    import json
+
+    from untuned.backends import SchemaConstrained
+    from untuned.conversation import RenderedPrompt
+    from untuned.errors import ConstraintError
+
+    assert isinstance(tiny, SchemaConstrained)
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "n": {"type": "integer"}},
+        "required": ["answer", "n"],
+    }
+    for temperature in (0.0, 1e-44, 0.9):
+        sampling = Sampling(max_tokens=40, temperature=temperature, seed=3, json_schema=json.dumps(schema))
+        chunks = list(tiny.stream(RenderedPrompt(prefix="", body="The capital of France is"), sampling))
+        text = "".join(c.text for c in chunks)
+        if chunks[-1].finish == "stop":
+            found = json.loads(text)
+            assert found["answer"] in ("yes", "no") and isinstance(found["n"], int), text
+        else:  # cut by max_tokens: still a prefix the schema allows
+            assert text.startswith('{"answer": "'), text
+    with pytest.raises(ConstraintError, match="Unimplemented keys"):
+        tiny.check_constraint(json_schema=json.dumps({"type": "array", "uniqueItems": True}))

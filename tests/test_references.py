@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from untuned.interop import load_verdicts
@@ -31,8 +31,14 @@ from untuned.stats import compare_aspects, sign_flip_p, win_rate
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn's, about how AlpacaEval calls it
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-PREFERENCES = st.one_of(st.sampled_from([1, 2, 1.5, 0, 1.0, 2.0, None, "2", "1", "1.5"]), st.floats(1, 2))
+# The profile decides whether draws repeat (derandomized in CI, fresh draws with HYPOTHESIS_PROFILE=explore): see
+# conftest.py. The edges are explicit examples, drawn every time.
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+PREFERENCES = st.one_of(
+    st.sampled_from([1, 2, 1.5, 0, 1.0, 2.0, None, "2", "1", "1.5", 2.5, 0.4, 0.6, 3, -1, 2.49]),
+    st.floats(1, 2),
+    st.floats(-1, 4, allow_nan=False),
+)
 
 
 # --- AlpacaEval ----------------------------------------------------------------------------------------
@@ -46,6 +52,10 @@ def alpaca_eval_winrate(preferences: list) -> dict:
 
 @SETTINGS
 @given(st.lists(PREFERENCES, min_size=1, max_size=60))
+@example([2.5, 2, 1])  # outside [1, 2]: AlpacaEval rounds before it drops (66.7, where dropping first gave 50)
+@example([0.4, 2, 1])  # rounds to 0, a draw
+@example([1.5] * 12)  # all ties
+@example([None, None, 2])  # one preference
 def test_win_rate_its_error_and_the_discrete_win_rate_are_alpaca_evals(preferences):
     theirs = alpaca_eval_winrate(preferences)
     ours = win_rate(preferences)
@@ -94,6 +104,10 @@ def annotation_sets(draw):
     # one length difference for every row has no spread: AlpacaEval's code divides by it and fails (untuned's
     # length feature is then 0); not a case to compare
     assume(len({model - baseline for model, baseline in lengths}) > 1)
+    return annotation_rows(preferences, lengths)
+
+
+def annotation_rows(preferences: list, lengths: list[tuple[int, int]]) -> list[dict]:
     return [
         {
             "instruction": f"instruction {i}",
@@ -108,8 +122,12 @@ def annotation_sets(draw):
     ]
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(annotation_sets())
+@example(  # 11 rows, 9 preferences: AlpacaEval fits an LC (rows count, not preferences); untuned said "fewer than 10"
+    annotation_rows([2.0, 1.0, None, 2.0, 1.5, 1.0, 2.0, None, 1.0, 2.0, 1.0], [(300 + 40 * i, 500 - 20 * i) for i in range(11)])
+)
+@example(annotation_rows([1.5] * 12, [(100 * i + 1, 400) for i in range(12)]))  # all ties
 def test_the_length_controlled_win_rate_is_alpaca_evals_given_its_table(df_gamed, tmp_path_factory, rows):
     import alpaca_eval.metrics.glm_winrate as glm
 
@@ -208,32 +226,60 @@ def test_mt_bench_pairwise_is_fastchats_show_result(tmp_path_factory, judgments)
             assert getattr(mine, name) == pytest.approx(row[name], abs=1e-12)
 
 
-@SETTINGS
-@given(
-    st.lists(
-        st.sampled_from(["[[7]]", "[[10]]", "[[8.5]]", "[3]", "[[ 6 ]]", "Rating: 4", "[[2]", "text ", "[9.5]", "\n"]), max_size=8
-    )
+BRACKETED = st.builds(
+    lambda left, number, right: f"{left}{number}{right}",
+    st.sampled_from(["[[", "[", "[[ ", "((", ""]),
+    st.one_of(
+        st.integers(0, 120).map(str),
+        st.floats(0, 20, allow_nan=False).map(lambda f: f"{f:.{len(str(f)) % 4}f}"),
+        st.sampled_from(["7.", "007", "1e3", "-3", "8.5.5", "10.25"]),
+    ),
+    st.sampled_from(["]]", "]", " ]]", "]]]", ""]),
 )
-def test_a_score_in_a_judges_text_is_read_as_fastchats_judge_reads_it(pieces):
-    """The first "[[n]]", else the first "[n]" (fastchat.llm_judge.common's patterns); a text where FastChat
-    reads none is refused or read from a "Rating:" (untuned's addition), never given FastChat's -1."""
+JUDGE_TEXT = st.lists(
+    st.one_of(BRACKETED, st.text(max_size=12), st.sampled_from(['{"score": 4}', "Rating: 6", "\n"])), max_size=8
+)
+
+
+def fastchat_reads(text: str):
+    """FastChat's own run_judge_single reading, on its own patterns: the rating, or the exception it raises."""
+    import ast
     import re
 
     from fastchat.llm_judge.common import one_score_pattern, one_score_pattern_backup
 
-    from untuned.errors import ReplyError
-    from untuned.judge.parse import parse_mt_bench
-
-    text = "".join(pieces)
     match = re.search(one_score_pattern, text) or re.search(one_score_pattern_backup, text)
+    if not match:
+        return -1
     try:
-        ours = parse_mt_bench(text)[0]
-    except ReplyError:
-        ours = None
-    if match is not None:
-        assert ours == float(match.groups()[0])
-    else:
-        assert ours is None or "Rating:" in text
+        return ast.literal_eval(match.groups()[0])
+    except (ValueError, SyntaxError) as exc:
+        return exc
+
+
+@SETTINGS
+@given(JUDGE_TEXT.map("".join))
+@example("[[7.3]]")
+@example("[[0]]")
+@example("[[11]]")
+@example('{"score": 4} and so [[9]]')
+@example("[[007]]")
+@example("")
+def test_a_score_in_a_judges_text_is_read_as_fastchats_judge_reads_it(text):
+    """fastchat_rating is FastChat's reading exactly, over arbitrary text with bracketed numbers of every kind
+    (7.3, 0 and 11 as they are; a number Python cannot read fails in both); parse_mt_bench takes a "[[n]]" before
+    anything else, so a JSON score beside it does not win."""
+    from untuned.errors import ReplyError
+    from untuned.judge.parse import FASTCHAT_SCORE, fastchat_rating, parse_mt_bench
+
+    theirs = fastchat_reads(text)
+    if isinstance(theirs, Exception):
+        with pytest.raises(ReplyError):
+            fastchat_rating(text)
+        return
+    assert fastchat_rating(text) == theirs and type(fastchat_rating(text)) is type(theirs)
+    if FASTCHAT_SCORE.search(text):
+        assert parse_mt_bench(text)[0] == theirs
 
 
 # --- scipy: the paired verdict -------------------------------------------------------------------------

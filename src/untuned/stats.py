@@ -55,6 +55,23 @@ def _preferences(values: Sequence[float | str | None]) -> np.ndarray:
     return np.asarray([p for p in found if p is not None], dtype=float)
 
 
+def discrete_win_rate(preferences: Sequence[float | str | None]) -> float:
+    """AlpacaEval's discrete win rate (its ZeroOneScoringRule): every value rounded first, half to even, 1.5 and
+    0 a draw, and only then the values outside [1, 2] dropped; so 2.5 is a win and 0.4 a draw (NaN if none is
+    left)."""
+    numbers = []
+    for value in preferences:
+        try:
+            numbers.append(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    values = np.asarray([v for v in numbers if not math.isnan(v)], dtype=float)
+    rounded = np.round(np.where(values == 1.5, 0.0, values))
+    rounded = np.where(rounded == 0, 1.5, rounded)
+    kept = rounded[(rounded >= 1) & (rounded <= 2)] - 1.0
+    return float(kept.mean() * 100) if len(kept) else math.nan
+
+
 def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
     """AlpacaEval's head-to-head numbers: mean of (preference - 1) in percent, its standard error
     (sample standard deviation / sqrt n), wins (> 1.5), baseline wins (< 1.5), draws (exactly 1.5),
@@ -66,11 +83,10 @@ def win_rate(preferences: Sequence[float | str | None]) -> WinRate:
         return WinRate(
             win_rate=math.nan, standard_error=None, discrete_win_rate=math.nan, n_wins=0, n_wins_base=0, n_draws=0, n_total=0
         )
-    rounded = np.where(values == 1.5, 0.5, np.round(values) - 1.0)  # a draw stays a draw, the rest to win or loss
     return WinRate(
         win_rate=float(shifted.mean() * 100),
         standard_error=float(shifted.std(ddof=1) / math.sqrt(n) * 100) if n > 1 else None,
-        discrete_win_rate=float(rounded.mean() * 100),
+        discrete_win_rate=discrete_win_rate(preferences),
         n_wins=int((shifted > 0.5).sum()),
         n_wins_base=int((shifted < 0.5).sum()),
         n_draws=int((values == 1.5).sum()),

@@ -21,10 +21,7 @@ def _gib(n: float) -> str:
 
 
 def _memory(memory: Memory) -> str:
-    return (
-        f"{_gib(memory.total)} = weights {_gib(memory.weights)} + KV {_gib(memory.kv)} "
-        f"+ compute {_gib(memory.compute)} (estimate)"
-    )
+    return f"{_gib(memory.total)} = weights {_gib(memory.weights)} + KV {_gib(memory.kv)} + compute {_gib(memory.compute)}"
 
 
 def plan_table(plan: Plan) -> Table:

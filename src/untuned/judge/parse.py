@@ -5,6 +5,7 @@ a missing or out-of-range score is never filled in.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -71,9 +72,29 @@ def fastchat_score(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def fastchat_rating(text: str) -> int | float:
+    """FastChat's ``run_judge_single`` reading of a judgment, exactly: the first "[[n]]", else the first "[n]",
+    as Python reads the number (7.3, 0 and 11 included), else -1."""
+    found = fastchat_score(text)
+    return _literal(found) if found is not None else -1
+
+
+def _literal(found: str) -> int | float:
+    """A number as FastChat reads it (``ast.literal_eval``); where that fails ("007"), FastChat's judge fails too:
+    a ReplyError here."""
+    try:
+        return ast.literal_eval(found)
+    except (ValueError, SyntaxError):
+        raise ReplyError(f"{found!r} is not a number Python reads (FastChat's reader fails on it too)") from None
+
+
 def parse_mt_bench(text: str) -> tuple[int | float, str]:
-    """A 1-10 score and the rationale: from our JSON reply, or, from a judge that ignored the format, as
-    FastChat reads one (the first "[[7]]", else the first "[7]"), else a "Rating: 7". Never an N/A."""
+    """A score and the rationale. A "[[n]]" anywhere is read as FastChat reads it, whatever else the reply holds
+    (a JSON score included) and whatever the number (7.3, 0, 11: FastChat averages them as they are); else our
+    JSON reply's 1-10 score; else FastChat's "[n]"; else a "Rating: 7". Never an N/A."""
+    primary = FASTCHAT_SCORE.search(text)
+    if primary is not None:
+        return _literal(primary.group(1)), text.strip()[:600]
     try:
         data = extract_json(text)
     except ReplyError:
@@ -84,12 +105,12 @@ def parse_mt_bench(text: str) -> tuple[int | float, str]:
             raise ReplyError("an MT-bench score cannot be N/A")
         return score, str(data.get("rationale") or data.get("explanation") or "")
     found = fastchat_score(text)
-    if found is None:
-        ratings = _RATING.findall(text)
-        found = ratings[0] if ratings else None
-    if found is None:
+    if found is not None:
+        return _literal(found), text.strip()[:600]
+    ratings = _RATING.findall(text)
+    if not ratings:
         raise ReplyError("no score in the reply")
-    score = read_score(found, top=10, halves=True)
+    score = read_score(ratings[0], top=10, halves=True)
     assert score is not None
     return score, text.strip()[:600]
 

@@ -6,9 +6,9 @@ The rules are llama.cpp's, as untuned's engine uses it: the last ``gpu_layers`` 
 layer's KV cache is on the GPU; ``cpu_moe`` keeps the expert weights of the first layers in RAM while
 the rest of those layers runs on the GPU (what llama.cpp's ``--n-cpu-moe`` does). The KV cache has
 ``parallel + prefixes`` sequences, each a stream of the whole window (untuned's exact mode), or one
-pool of ``kv_budget`` cells; sliding-window layers hold the window plus one batch. Compute buffers
-are an estimate (the logits of a batch dominate; within 1% of llama.cpp's figure for the bundled
-model) and named as such; the decode speed is a ceiling from memory bandwidth, never a measurement.
+pool of ``kv_budget`` cells; sliding-window layers hold the window plus one batch. The compute buffer is
+the largest phase of llama.cpp's graph (:func:`compute_bytes`), held to llama.cpp's own no_alloc accounting
+within 5% by the tests; the decode speed is a ceiling from memory bandwidth, never a measurement.
 """
 
 from __future__ import annotations

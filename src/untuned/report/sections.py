@@ -216,8 +216,8 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
         d = difficulties(group, source)
         if d is None:
             rate.lc_missing = "the items are not all AlpacaEval instructions, so they have no difficulty"
-        elif rate.n_total < 10:  # a five-fold cross-validated fit
-            rate.lc_missing = "fewer than 10 items"
+        elif len(group) < 10:  # as AlpacaEval: rows, not preferences (a row without one still has its lengths)
+            rate.lc_missing = "fewer than 10 rows"
         else:
             fit = length_controlled(preferences, model_lengths, baseline_lengths, d, gamed=source.gamed)
             rate.length_controlled, rate.lc_standard_error, rate.lc_source = fit.win_rate, fit.standard_error, source.source
