@@ -26,7 +26,7 @@ PIP := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(shell nproc
 
 QUESTION ?= What is the capital of France?
 
-.PHONY: run test test-quick bench clean
+.PHONY: run test test-quick test-lowest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,10 +60,15 @@ test: $(VENV)/.installed-test
 test-quick: $(VENV)/.installed-test
 	$(BIN)/pytest -m "not slow"
 
+# every direct dependency at the minimum pyproject.toml declares, in a venv of its own: `untuned report` with an
+# LC fit, and the statistics' tests (.ci/lowest)
+test-lowest:
+	bash .ci/lowest
+
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/serve_concurrency.py
 	$(BIN)/python bench/single_stream.py
 	$(BIN)/python bench/batch_runs.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .venv-lowest build src/*.egg-info

@@ -17,7 +17,8 @@ def _no_type_for_flags(display):
     return shown
 
 
-TyperOption.display_type_rich = _no_type_for_flags(TyperOption.display_type_rich)  # type: ignore[method-assign]
+if hasattr(TyperOption, "display_type_rich"):  # typer versions that show a type beside each option
+    TyperOption.display_type_rich = _no_type_for_flags(TyperOption.display_type_rich)  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",

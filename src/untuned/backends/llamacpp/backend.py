@@ -51,6 +51,7 @@ class LlamaCppBackend(RowScoring):
         prefix_cache_gib: float = 4.0,
     ) -> None:
         path = Path(path).expanduser()
+        check_gguf_file(path)  # a clear error before anything reads the file
         flash = attention_choice(kv_type, flash_attn)
         planned = Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, flash, kv_budget)
         pin = _pin_key(path, planned, n_ctx) if prefix_cache and "auto" in (gpu_layers, cpu_moe) else None
