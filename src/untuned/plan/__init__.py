@@ -133,7 +133,13 @@ def placement(
     a file whose experts llama.cpp can no longer load. ``pinned``: the placement an earlier load of the same file
     and options chose, kept while it still fits (so a restart with a little less free VRAM keeps its layers, and
     its prefixes saved on disk stay valid)."""
-    facts = model_facts(str(path))
+    try:
+        facts = model_facts(str(path))
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"could not load {path}: its GGUF header cannot be read ({exc}). The file may be truncated or corrupt: "
+            "re-download it."
+        ) from None
     problem = facts.layout_problem()
     if problem:
         raise ModelLoadError(problem)
