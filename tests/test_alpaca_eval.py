@@ -81,7 +81,7 @@ def test_items_that_are_not_alpaca_evals_get_no_lc_and_the_report_says_why():
     assert "No LC for vicuna-7b vs gpt4_1106_preview: the items are not all AlpacaEval instructions" in text
     assert "| vicuna-7b | gpt4_1106_preview | 2.6 ± 1.8 | – | 3.3 |" in text  # the LC column stays empty
     (few,) = build_report(verdicts("vicuna-7b", as_alpaca_eval_file=True)[:9]).win_rates
-    assert few.rate.length_controlled is None and few.rate.lc_missing == "fewer than 10 items"
+    assert few.rate.length_controlled is None and few.rate.lc_missing == "fewer than 10 rows"
 
 
 def test_alpaca_evals_own_df_gamed_replaces_the_shipped_data(tmp_path):

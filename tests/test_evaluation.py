@@ -230,7 +230,7 @@ def test_alpaca_eval_annotations_give_the_leaderboards_numbers(tmp_path):
     assert row.rate.standard_error == pytest.approx(100 * statistics.stdev(shifted) / len(kept) ** 0.5)
     assert (row.rate.n_wins, row.rate.n_wins_base, row.rate.n_draws, row.rate.n_total) == (3, 2, 2, 7)
     assert row.rate.discrete_win_rate == pytest.approx(100 * statistics.mean([1, 0, 0.5, 0.5, 1, 0, 1]))
-    assert row.rate.length_controlled is None and row.rate.lc_missing == "fewer than 10 items"  # see test_alpaca_eval
+    assert row.rate.length_controlled is None and row.rate.lc_missing == "fewer than 10 rows"  # see test_alpaca_eval
     assert row.flip_rate is None  # AlpacaEval's annotations keep one order
 
 

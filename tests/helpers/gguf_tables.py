@@ -43,20 +43,30 @@ def llama2_70b_q4_k_m() -> GgufHeader:
         b = f"blk.{i}."
         # a 70B's V is shared by 8 heads: Q4_K raised to Q5_K, Q6_K where more bits go
         tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q5_K", output="Q4_K")
-        tensors += [
-            TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
-            TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
-            TensorInfo(b + "ffn_down.weight", (ff, embd), "Q6_K" if more_bits(i, n) else "Q4_K"),
-        ]
-    meta = {
+        tensors += _dense_ffn(b, embd, ff, "Q6_K" if more_bits(i, n) else "Q4_K")
+    return _header("llama", _shape(n, embd, ff, 64, 8, 4096), _ends(embd, tensors))
+
+
+def _dense_ffn(b: str, embd: int, ff: int, down: str) -> list[TensorInfo]:
+    """A block's gate, up (Q4_K) and down projections."""
+    return [
+        TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
+        TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
+        TensorInfo(b + "ffn_down.weight", (ff, embd), down),
+    ]
+
+
+def _shape(n: int, embd: int, ff: int, heads: int, kv_heads: int, context: int, **more) -> dict:
+    """A model's shape as its GGUF metadata says it (keys without the architecture's prefix)."""
+    return {
         "block_count": n,
         "embedding_length": embd,
         "feed_forward_length": ff,
-        "attention.head_count": 64,
-        "attention.head_count_kv": 8,
-        "context_length": 4096,
+        "attention.head_count": heads,
+        "attention.head_count_kv": kv_heads,
+        "context_length": context,
+        **more,
     }
-    return _header("llama", meta, _ends(embd, tensors))
 
 
 def mixtral_8x7b_q4_k_m(*, recipe: str = "2023-12") -> GgufHeader:
@@ -116,22 +126,9 @@ def qwen25_72b_q4_k_m() -> GgufHeader:
         b = f"blk.{i}."
         tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q5_K", output="Q4_K")
         tensors += [TensorInfo(b + f"attn_{x}.bias", (embd if x == "q" else kv,), "F32") for x in "qkv"]
-        tensors += [
-            TensorInfo(b + "ffn_gate.weight", (embd, ff), "Q4_K"),
-            TensorInfo(b + "ffn_up.weight", (embd, ff), "Q4_K"),
-            TensorInfo(b + "ffn_down.weight", (ff, embd), _k_fallback("Q6_K" if more_bits(i, n) else "Q4_K", ff)),
-        ]
+        tensors += _dense_ffn(b, embd, ff, _k_fallback("Q6_K" if more_bits(i, n) else "Q4_K", ff))
     tensors += [TensorInfo("output_norm.weight", (embd,), "F32"), TensorInfo("output.weight", (embd, vocab), "Q6_K")]
-    meta = {
-        "block_count": n,
-        "embedding_length": embd,
-        "feed_forward_length": ff,
-        "attention.head_count": 64,
-        "attention.head_count_kv": 8,
-        "context_length": 32768,
-        "attention.layer_norm_rms_epsilon": 1e-6,
-        "rope.freq_base": 1000000.0,
-    }
+    meta = _shape(n, embd, ff, 64, 8, 32768, **{"attention.layer_norm_rms_epsilon": 1e-6, "rope.freq_base": 1000000.0})
     header = _header("qwen2", meta, tensors)
     return GgufHeader({**header.metadata, "tokenizer.ggml.tokens": vocab}, header.tensors, data_offset=0)
 

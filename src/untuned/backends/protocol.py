@@ -34,12 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from untuned.conversation import RenderedPrompt
 from untuned.errors import UntunedError
+from untuned.plan.fit import DEFAULT_MAX_CTX  # declared where the plan reads it; re-exported here
 
 FinishReason = Literal["stop", "length"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 KvType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
-DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
+
 # Temperatures below this are greedy: logits divided by a tiny temperature overflow to infinity, and a sampler's
 # probabilities become NaN (llama.cpp then picks a token no grammar allowed, and aborts).
 MIN_TEMPERATURE = 1e-3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from untuned.errors import ModelLoadError, ModelNotFoundError, UntunedError
 from untuned.plan.facts import ModelFacts, facts_of
-from untuned.plan.fit import GiB, Machine, Memory, Plan, Settings, make_plan
+from untuned.plan.fit import DEFAULT_MAX_CTX, GiB, Machine, Memory, Plan, Settings, make_plan
 from untuned.plan.header import GgufHeader, TensorInfo, read_file_header, read_header
 
 __all__ = [
@@ -111,8 +111,6 @@ def total_ram() -> int:
 def engine_window(n_ctx: int | None, trained: int) -> int:
     """The window of each sequence the engine allocates: ``n_ctx``, else the model's trained window capped at
     DEFAULT_MAX_CTX (8192): 4096 for Llama-2, not 8192."""
-    from untuned.backends.protocol import DEFAULT_MAX_CTX
-
     return n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from untuned.plan.facts import ModelFacts
 
 GiB = 1 << 30
+DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
 VRAM_MARGIN = 1 * GiB  # left free on the GPU (the desktop, the driver): llama.cpp's own --fit margin
 RAM_MARGIN = 4 * GiB  # left free in RAM for the system and the server
 UBATCH = 512  # tokens evaluated per step (the engine's batch)

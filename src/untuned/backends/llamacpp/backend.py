@@ -21,6 +21,7 @@ from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
+from untuned.plan import engine_window
 from untuned.plan.fit import Settings
 
 
@@ -62,8 +63,7 @@ class LlamaCppBackend(RowScoring):
         self.name = name or path.name
         limit = int(prefix_cache_gib * 2**30)
         store = self._store(path, kv_type, flash_attn, kv_budget, limit) if prefix_cache and reuse_prefix else None
-        trained = self.model.n_ctx_train
-        window = n_ctx or (min(trained, DEFAULT_MAX_CTX) if trained > 0 else DEFAULT_MAX_CTX)
+        window = engine_window(n_ctx, self.model.n_ctx_train)  # the rule the plan uses
         try:
             self.engine = LlamaEngine(
                 self.model,
