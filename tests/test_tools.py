@@ -80,3 +80,15 @@ def test_the_grammars_compile_in_llguidance_and_hold_the_answer(gemma_path):
         assert not accepts(False, '{"name": "get_weather", "arguments": {"town": "Oslo"}}')
     finally:
         model.close()
+
+
+def test_objects_that_list_their_properties_are_closed_and_any_object_stays_open():
+    from untuned.tools import closed_objects
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False and closed["properties"]["a"]["additionalProperties"] is False
+    assert closed_objects({"type": "object"}) == {"type": "object"}  # json_object: any object
+    kept = {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}
+    assert closed_objects(kept) == kept
+    assert closed_objects({"enum": [{"properties": {}}]}) == {"enum": [{"properties": {}}]}  # values, not schemas

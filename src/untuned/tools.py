@@ -24,6 +24,25 @@ RESULT_HEADING = "# Result of {name}:"
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
+def closed_objects(schema: object) -> object:
+    """``schema`` with every object that lists its ``properties`` and says nothing of others closed to them
+    (``additionalProperties: false``), as llama.cpp's grammars and OpenAI's strict mode generate: any answer
+    still matches the schema as written, and a model cannot go on adding keys of its own until max_tokens.
+    An object with no ``properties`` (``{"type": "object"}``: any JSON object) stays open."""
+    if isinstance(schema, list):
+        return [closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found = {
+        key: value if key in ("enum", "const", "default", "examples") else closed_objects(value) for key, value in schema.items()
+    }
+    if isinstance(found.get("properties"), dict):
+        found["properties"] = {name: closed_objects(value) for name, value in schema["properties"].items()}
+        if "additionalProperties" not in found and "patternProperties" not in found:
+            found["additionalProperties"] = False
+    return found
+
+
 @dataclass(frozen=True)
 class Tool:
     """A function the model may call: its name, what it does, and its arguments' JSON schema."""
@@ -146,7 +165,7 @@ def call_schema(tools: list[Tool]) -> dict[str, Any]:
 def call_grammar(tools: list[Tool], *, text_allowed: bool) -> str:
     """The Lark grammar (llguidance's) of an answer that is one call to one of ``tools`` (its arguments
     held to that tool's schema), or (``auto``) that call or text not beginning with ``{`` or white space."""
-    call = f"%json {json.dumps({**call_schema(tools), 'x-guidance': JSON_STYLE})}"
+    call = f"%json {json.dumps({**closed_objects(call_schema(tools)), 'x-guidance': JSON_STYLE})}"
     if not text_allowed:
         return f"start: {call}\n"
     return f"start: call | TEXT\ncall: {call}\nTEXT: /[^{{ \\t\\n\\r][\\s\\S]*/\n"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from untuned.errors import ConstraintError
-from untuned.tools import JSON_STYLE
+from untuned.tools import JSON_STYLE, closed_objects
 
 COMPILED_KEPT = 64  # compiled matchers kept per tokenizer, least recently used dropped first
 MAX_GRAMMAR_TEXT = 256 * 1024  # a JSON schema's or grammar's text, in characters
@@ -110,7 +110,7 @@ def grammar_text(constrained: Constrained) -> str:
     if found:
         raise ConstraintError(found)
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(parsed, defaults=JSON_STYLE)
+        return llguidance.LLMatcher.grammar_from_json_schema(closed_objects(parsed), defaults=JSON_STYLE)
     except (ValueError, TypeError) as exc:
         raise ConstraintError(f"the schema cannot be compiled: {exc}") from None
 

@@ -100,7 +100,7 @@ HOSTILE_SCHEMAS = [
     {"type": "string", "pattern": "^a{1000000000000}$"},
     {"type": "object", "properties": {"s": {"type": "string", "maxLength": 5000}}, "required": ["s"]},
     {"enum": [f"v{i}" for i in range(2000)]},
-    {"$defs": {"n": {"type": "integer", "minimum": 3, "maximum": 5}}, "type": "array", "items": {"$ref": "#/$defs/n"}},
+    {"type": "array", "items": {"type": "integer", "minimum": 3, "maximum": 5}, "minItems": 2},
     {"type": "array", "maxItems": 10**9, "items": {"type": "array", "items": {"type": "string", "minLength": 100000}}},
 ]
 

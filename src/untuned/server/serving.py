@@ -87,7 +87,9 @@ class Serving:
         self.gate = Gate(config.max_waiting, capacity=self.parallel)
         # work on the prompt that grows with its size (tokenizing, compiling a schema) waits here, never on the event
         # loop or in its default thread pool: bounded, in order, with the request's time limit
-        self.prep = Gate(config.max_waiting, capacity=config.prep_parallel)
+        # (as many may wait there as the model's gate ever admits, so that a burst is refused by the model's gate, by
+        # its documented numbers, and not earlier here)
+        self.prep = Gate(self.parallel + config.max_waiting, capacity=config.prep_parallel)
         self._prep_threads = ThreadPoolExecutor(config.prep_parallel, thread_name_prefix="untuned-prep")
         self.crashes = CrashGuard(per_client=config.crash_limit, window=config.crash_window)
         self.monitors = [Monitor(backend), Monitor(aligned.backend) if aligned is not None else None]
