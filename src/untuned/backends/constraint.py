@@ -172,13 +172,25 @@ class Matcher:
         self.n_vocab = n_vocab
         self._bits = allocate_token_bitmask(1, n_vocab)
 
-    def allowed(self) -> np.ndarray:
-        """The tokens the grammar allows next, as booleans over the vocabulary; ConstraintError if it failed."""
+    def compute(self) -> None:
+        """The mask of the next token, computed into this matcher's bits; ConstraintError if the grammar failed."""
         from llguidance.numpy import fill_next_token_bitmask
 
         fill_next_token_bitmask(self._matcher, self._bits)
         self._check()
+
+    def allows(self, token: int) -> bool:
+        """Whether the last computed mask allows ``token`` (one bit read, no unpacking)."""
+        return bool((int(self._bits[0, token >> 5]) >> (token & 31)) & 1)
+
+    def unpacked(self) -> np.ndarray:
+        """The last computed mask as booleans over the vocabulary."""
         return np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.n_vocab].astype(bool)
+
+    def allowed(self) -> np.ndarray:
+        """The tokens the grammar allows next, as booleans over the vocabulary; ConstraintError if it failed."""
+        self.compute()
+        return self.unpacked()
 
     def accept(self, token: int) -> None:
         if not self._matcher.consume_token(int(token)):
@@ -195,25 +207,32 @@ class Matcher:
             raise ConstraintError(f"the output's grammar failed: {_first_line(self._matcher.get_error())}")
 
 
-def masked_choice(row: np.ndarray, allowed: np.ndarray | None, choose: Callable[[], int]) -> int:
-    """``choose()`` a token with every token outside ``allowed`` at -inf in ``row`` (llama.cpp's logits,
-    read in place by its sampler), the row restored afterwards. A row whose allowed tokens are all -inf or
-    NaN is a ConstraintError / ValueError here, never a sampler's undefined choice."""
-    if allowed is None:
-        if np.isnan(row).any():
-            raise ValueError("the model gave NaN logits; this request cannot go on")
+def masked_choice(row: np.ndarray, matcher: Matcher | None, choose: Callable[[], int], *, greedy: bool = False) -> int:
+    """``choose()`` a token with every token the matcher does not allow at -inf in ``row`` (llama.cpp's logits,
+    read in place by its sampler), the row restored afterwards. Greedy, the unmasked choice is tried first and
+    kept when allowed (the likeliest token overall, if allowed, is the likeliest allowed one): one bit read
+    instead of the whole vocabulary masked. A row whose allowed tokens are all -inf or NaN is a ConstraintError
+    / ValueError here, never a sampler's undefined choice."""
+    if np.isnan(row).any():
+        raise ValueError("the model gave NaN logits; this request cannot go on")
+    if matcher is None:
         return choose()
+    matcher.compute()
+    if greedy:
+        token = choose()
+        if matcher.allows(token):
+            return token
+    allowed = matcher.unpacked()
     if not allowed.any():
         raise ConstraintError("the grammar allows no next token: the output cannot go on and still match it")
-    kept = row[~allowed].copy()
-    candidates = row[allowed]
-    if not np.isfinite(candidates).any():
-        raise ConstraintError("no token the grammar allows has a finite probability")
-    row[~allowed] = -np.inf
+    kept = row.copy()  # whole-row copies and masked writes: cheaper than gathering the disallowed ids
+    np.copyto(row, -np.inf, where=~allowed)
     try:
+        if not np.isfinite(row).any():
+            raise ConstraintError("no token the grammar allows has a finite probability")
         return choose()
     finally:
-        row[~allowed] = kept
+        np.copyto(row, kept)
 
 
 def _name(constrained: Constrained) -> str:

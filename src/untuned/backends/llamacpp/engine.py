@@ -381,12 +381,11 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
     def _choose(self, slot: Slot, row: int) -> int:
         """The next token: the matcher's mask (if any) on the row, then llama.cpp's sampler or greedy here; a
         row with nothing finite left to choose from is an error for this request, never a native abort."""
-        allowed = slot.matcher.allowed() if slot.matcher is not None else None
         logits = self.ctx.logits_row(row)
         if slot.sampler is not None:
-            token = masked_choice(logits, allowed, lambda: self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row))
+            token = masked_choice(logits, slot.matcher, lambda: self.lib.llama_sampler_sample(slot.sampler, self.ctx.ctx, row))
         else:
-            token = masked_choice(logits, allowed, lambda: self._greedy(slot, row))
+            token = masked_choice(logits, slot.matcher, lambda: self._greedy(slot, row), greedy=True)
         if slot.matcher is not None and not self.model.is_end(token):
             slot.matcher.accept(token)
         wanted = slot.request.sampling.logprobs
