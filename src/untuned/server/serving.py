@@ -226,12 +226,9 @@ class Serving:
         schema = body.response_format.schema_text if body.response_format else None
         if schema is not None:
             kind = body.response_format.type  # type: ignore[union-attr]
-            update["json_schema"] = await self.off_loop(self._checked_schema, schema, kind)
+            await self.off_loop(self.check_constraint, f"response_format {kind}", "response_format", json_schema=schema)
+            update["json_schema"] = schema
         return self.assistant.sampling.model_copy(update=update)
-
-    def _checked_schema(self, schema: str, kind: str) -> str:
-        self.check_constraint(f"response_format {kind}", "response_format", json_schema=schema)
-        return schema
 
     def check_constraint(self, what: str, param: str, *, json_schema: str | None = None, grammar: str | None = None) -> None:
         """A JSON schema or grammar compiled by the backend (in the engine's process, on a worker thread of the

@@ -12,6 +12,7 @@ nothing on disk is trusted unchecked. The folder is bounded: the least recently 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -36,10 +37,17 @@ def default_folder() -> Path:
 
 
 def model_identity(path: Path) -> str:
-    """A model file's identity: its size and the SHA-256 of its first and last 4 MiB (renames keep it)."""
-    size = path.stat().st_size
+    """A model file's identity: its size and the SHA-256 of its first and last 4 MiB (renames keep it). Read
+    once per file version (its size and modification time): a load asks for it twice (the pinned plan, the
+    prefix store)."""
+    stat = path.stat()
+    return _identity(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _identity(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         digest.update(handle.read(4 << 20))
         handle.seek(max(size - (4 << 20), 0))
         digest.update(handle.read(4 << 20))
