@@ -78,6 +78,7 @@ def test_schemas_the_grammar_cannot_enforce_are_refused_by_name(client):
         ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not"),
         ({"type": "string", "format": "postcode"}, "postcode"),
         ({"type": "string", "maxLength": 10**9}, "maxLength"),
+        ({"type": "string", "minLength": 5, "maxLength": 2}, "Unsatisfiable schema: minLength"),  # no output matches
     ):
         with pytest.raises(openai.BadRequestError, match=named):
             client.chat.completions.create(

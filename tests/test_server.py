@@ -558,3 +558,42 @@ def test_workbench_endpoints_and_the_chat_apis_untuned_extensions(scripted):
     body = {"messages": ask("SCRIPT: @temperature"), "repetition_penalty": 1.0, "temperature": 0.3}
     reply = http.post(f"{scripted}/v1/chat/completions", json=body).json()
     assert reply["choices"][0]["message"]["content"] == "t=0.3"
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_guard_goes_on():
+    """The Guard reads a body within body_timeout: a client that sends its headers and then nothing gets 408
+    body_timeout (it once held the connection forever); a body that arrives is replayed to the app."""
+    import asyncio
+
+    from untuned.server.guard import Guard
+
+    async def app(scope, receive, send):
+        message = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": message["body"]})
+
+    async def call(receive) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        guard = Guard(app, api_key=None, max_body_bytes=1000, open_paths=(), body_timeout=0.2)
+        scope = {"type": "http", "path": "/v1/completions", "method": "POST", "headers": [], "client": ("127.0.0.1", 1)}
+        await guard(scope, receive, send)
+        return sent
+
+    async def never():
+        await asyncio.sleep(3600)
+
+    async def whole():
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    stalled = asyncio.run(call(never))
+    assert (
+        stalled[0]["status"] == 408
+        and b"did not arrive within 0 s" in stalled[1]["body"]
+        or b"body_timeout" in stalled[1]["body"]
+    )
+    answered = asyncio.run(call(whole))
+    assert answered[0]["status"] == 200 and answered[1]["body"] == b'{"a": 1}'

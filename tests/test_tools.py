@@ -92,3 +92,37 @@ def test_objects_that_list_their_properties_are_closed_and_any_object_stays_open
     kept = {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}
     assert closed_objects(kept) == kept
     assert closed_objects({"enum": [{"properties": {}}]}) == {"enum": [{"properties": {}}]}  # values, not schemas
+
+
+def test_the_mask_is_applied_where_the_sampler_reads_and_broken_rows_end_only_their_request(gemma_path):
+    """masked_choice on gemma's real vocabulary: greedy's shortcut (the likeliest token, when allowed) chooses
+    what masking the whole row chooses; a row left with nothing finite, or with NaN, is an error naming why;
+    the row is given back as it was."""
+    import numpy as np
+
+    from untuned.backends.constraint import masked_choice
+    from untuned.errors import ConstraintError
+
+    model = NativeModel(gemma_path)
+    try:
+        constraints = Constraints(lambda: llguidance_tokenizer(model), model.n_vocab)
+        rng = np.random.default_rng(7)
+        for _ in range(5):
+            row = rng.normal(size=model.n_vocab).astype(np.float32)
+            before = row.copy()
+            fast = masked_choice(
+                row, constraints.matcher(Constrained("json_schema", '{"type": "object"}')), lambda: int(row.argmax()), greedy=True
+            )
+            whole = masked_choice(
+                row, constraints.matcher(Constrained("json_schema", '{"type": "object"}')), lambda: int(row.argmax())
+            )
+            assert fast == whole and model.piece(fast).lstrip().startswith(b"{") and np.array_equal(row, before)
+        dead = np.full(model.n_vocab, -np.inf, dtype=np.float32)
+        with pytest.raises(ConstraintError, match="no token the grammar allows has a finite probability"):
+            masked_choice(dead, constraints.matcher(Constrained("json_schema", '{"type": "object"}')), lambda: 0)
+        broken = np.zeros(model.n_vocab, dtype=np.float32)
+        broken[5] = np.nan
+        with pytest.raises(ValueError, match="NaN logits"):
+            masked_choice(broken, None, lambda: 0)
+    finally:
+        model.close()
