@@ -79,3 +79,15 @@ def test_no_function_over_60_lines_nor_module_over_450():
                 if node.end_lineno - first + 1 > 60:
                     long_functions.append((str(path.relative_to(ROOT)), node.name, node.end_lineno - first + 1))
     assert long_functions == [] and long_modules == []
+
+
+def test_tests_run_coroutines_through_run_async():
+    """The browser tests keep an event loop running in the test thread, so a bare ``asyncio.run`` in a test passes
+    alone and fails in the whole suite (it did once, on CI): tests go through helpers.run_async."""
+    bare = []
+    for path in (ROOT / "tests").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = node.func if isinstance(node, ast.Call) else None
+            if isinstance(call, ast.Attribute) and call.attr == "run" and getattr(call.value, "id", "") == "asyncio":
+                bare.append(f"{path.name}:{node.lineno}")
+    assert bare == []

@@ -589,7 +589,7 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_guard_goes_on():
     async def whole():
         return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
 
-    stalled = asyncio.run(call(never))
+    stalled = run_async(call(never))
     assert stalled[0]["status"] == 408 and json.loads(stalled[1]["body"])["error"]["code"] == "body_timeout"
-    answered = asyncio.run(call(whole))
+    answered = run_async(call(whole))
     assert answered[0]["status"] == 200 and answered[1]["body"] == b'{"a": 1}'
