@@ -141,6 +141,12 @@ class LoadOptions(BaseModel):
         description="llama.cpp: flash attention; auto = on when the KV cache is quantized (llama.cpp needs it "
         "there), off with f16 (the path whose batch invariance is tested).",
     )
+    draft: str | None = Field(
+        None,
+        description="llama.cpp: speculative decoding of greedy answers (the same answers, sooner): 'prompt-lookup' "
+        "guesses from the prompt and answer so far; a GGUF model (a path, hf:org/repo:QUANT, default) with the "
+        "same tokenizer guesses as a draft, e.g. TinyLlama-1.1B for Llama-2-70B. None: off.",
+    )
     prefix_cache: bool = Field(
         True,
         description="llama.cpp: save evaluated prompt prefixes to disk ($UNTUNED_CACHE_DIR or ~/.cache/untuned/prefixes) "
@@ -191,6 +197,7 @@ LLAMA_CPP_OPTIONS = _subset(
     "kv_budget",
     "kv_type",
     "flash_attn",
+    "draft",
     "prefix_cache",
     "prefix_cache_gib",
 )
@@ -317,6 +324,8 @@ class EngineStats:
     prefix_misses: int = 0
     prefix_loads: int = 0  # of the misses: prefixes loaded from the disk cache instead of evaluated
     largest_batch: int = 0  # most requests decoded in one step
+    draft_proposed: int = 0  # speculative decoding: tokens guessed
+    draft_accepted: int = 0  # of those, the ones the model confirmed
     seconds_without_progress: float = 0.0  # while it has work: since it last evaluated a prompt chunk or made a token
 
 

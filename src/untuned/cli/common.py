@@ -87,6 +87,7 @@ LOAD_FIELDS = (
     "kv_budget",
     "kv_type",
     "flash_attn",
+    "draft",
     "prefix_cache",
     "prefix_cache_gib",
 )

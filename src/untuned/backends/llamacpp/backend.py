@@ -14,6 +14,7 @@ import numpy as np
 from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
 from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
+from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
 from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, model_identity, pin_plan, pinned_plan
@@ -50,6 +51,7 @@ class LlamaCppBackend(RowScoring):
         flash_attn: str = "auto",
         prefix_cache: bool = False,
         prefix_cache_gib: float = 4.0,
+        draft: str | None = None,
     ) -> None:
         path = Path(path).expanduser()
         check_gguf_file(path)  # a clear error before anything reads the file
@@ -64,7 +66,9 @@ class LlamaCppBackend(RowScoring):
         limit = int(prefix_cache_gib * 2**30)
         store = self._store(path, kv_type, flash_attn, kv_budget, limit) if prefix_cache and reuse_prefix else None
         window = engine_window(n_ctx, self.model.n_ctx_train)  # the rule the plan uses
+        drafter = None
         try:
+            drafter = _drafter(draft, self.model, slots=slots, window=window, threads=threads, kv_type=kv_type, flash=flash_attn)
             self.engine = LlamaEngine(
                 self.model,
                 n_ctx_seq=window,
@@ -77,8 +81,11 @@ class LlamaCppBackend(RowScoring):
                 kv_type=kv_type,
                 flash_attn=flash_attn,
                 store=store,
+                drafter=drafter,
             )
         except BaseException:
+            if drafter is not None:
+                drafter.close()
             self.model.close()
             raise
         if pin and self.plan is not None:  # loaded: this placement is the one later loads keep while it fits
@@ -129,19 +136,10 @@ class LlamaCppBackend(RowScoring):
             "flash_attn": options.flash_attn,
             "prefix_cache": options.prefix_cache,
             "prefix_cache_gib": options.prefix_cache_gib,
+            "draft": options.draft,
         }
-        if spec.kind == "default":
-            return cls(default_gguf_path(), name="gemma-3-270m-base", **common)
-        if spec.kind == "hub-gguf":
-            from untuned.backends import hub
-
-            gguf = hub.parse(spec.location)
-            return cls(hub.fetch(gguf), name=gguf.spec, **common)
-        if spec.kind != "gguf":
-            raise ModelLoadError(
-                f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers)."
-            )
-        return cls(spec.location, **common)
+        path, name = gguf_file(spec)
+        return cls(path, name=name, **common)
 
     # --- tokens ------------------------------------------------------------------------------
 
@@ -270,6 +268,41 @@ class LlamaCppBackend(RowScoring):
     def close(self) -> None:
         self.engine.close()
         self.model.close()
+
+
+def gguf_file(spec: ModelSpec) -> tuple[Path, str | None]:
+    """The local GGUF file ``spec`` names (the bundled default, a path, hf:org/repo:QUANT fetched) and its display
+    name (None: the file's own)."""
+    if spec.kind == "default":
+        return default_gguf_path(), "gemma-3-270m-base"
+    if spec.kind == "hub-gguf":
+        from untuned.backends import hub
+
+        gguf = hub.parse(spec.location)
+        return hub.fetch(gguf), gguf.spec
+    if spec.kind != "gguf":
+        raise ModelLoadError(
+            f"the llama.cpp backend reads .gguf files; {spec.location!r} is not one (try --backend transformers)."
+        )
+    return Path(spec.location), None
+
+
+def _drafter(draft: str | None, model: NativeModel, *, slots: int, window: int, threads: int | None, kv_type: str, flash: str):
+    """The drafter ``draft`` names (see :mod:`.draft`): prompt lookup, or a GGUF model loaded whole on the GPU (when
+    llama.cpp has one) that must share ``model``'s vocabulary."""
+    if draft is None:
+        return None
+    if draft == PROMPT_LOOKUP:
+        return PromptLookup()
+    path, _ = gguf_file(ModelSpec.parse(draft))
+    small = NativeModel(path, gpu_layers=-1 if model.lib.llama_supports_gpu_offload() else 0)
+    try:
+        return DraftModel(
+            small, model, n_seq=slots, n_ctx_seq=window, threads=threads or default_threads(), kv_type=kv_type, flash_attn=flash
+        )
+    except BaseException:
+        small.close()
+        raise
 
 
 SCORE_ROWS = 64  # logits rows turned into scores at a time: 64 x 262k floats = 64 MiB

@@ -28,10 +28,9 @@ request's cells sit wherever they were free, and sums round otherwise for other 
 
 from __future__ import annotations
 
-import codecs
 import logging
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,7 +39,8 @@ import numpy as np
 from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request, RequestStream
 from untuned.backends.constraint import Constrained, Constraints, masked_choice
-from untuned.backends.llamacpp.native import PENALTY_WINDOW, Batch, Context, NativeModel
+from untuned.backends.llamacpp.draft import MAX_DRAFT, Drafter
+from untuned.backends.llamacpp.native import Batch, Context, NativeModel
 from untuned.backends.llamacpp.prefix_store import PrefixStore
 from untuned.backends.llamacpp.prefixes import PrefixSequences
 from untuned.backends.llamacpp.sampling import Slot, greedy_choice, llguidance_tokenizer, sampler_chain
@@ -73,6 +73,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         kv_type: str = "f16",
         flash_attn: str = "auto",
         store: PrefixStore | None = None,
+        drafter: Drafter | None = None,
     ) -> None:
         if slots < 1 or prefixes < 1:
             raise ValueError("an engine needs at least one slot and one prefix sequence")
@@ -102,6 +103,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         self._batch = Batch(self.lib, n_batch)
         self._admissions = 0
         self.constraints = Constraints(lambda: llguidance_tokenizer(model), model.n_vocab)  # structured output
+        self.drafter = drafter  # speculative decoding of greedy requests (None: off)
         self._start()
 
     # --- what callers use ----------------------------------------------------------------------
@@ -174,6 +176,8 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
 
     def _release(self) -> None:
         self.ctx.close()
+        if self.drafter is not None:
+            self.drafter.close()
 
     def _reap(self) -> None:
         for slot in self._slots:
@@ -191,23 +195,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                 if hole is None or top is None or top.seq < hole.seq:
                     return
                 self.ctx.clone(top.seq, hole.seq)
-                for name in (
-                    "request",
-                    "pending",
-                    "pos",
-                    "generating",
-                    "produced",
-                    "admitted",
-                    "sampler",
-                    "penalty",
-                    "recent",
-                    "decoder",
-                    "logprob",
-                    "matcher",
-                ):
-                    setattr(hole, name, getattr(top, name))
-                top.request, top.sampler, top.matcher = None, None, None
-                top.recent, top.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
+                hole.take_over(top)
             self.ctx.clear(top.seq)  # its cells only: the copy above is made from the bytes at the next decode
 
     def _finish(self, slot: Slot, event: BaseException | None) -> None:
@@ -298,6 +286,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                 logit_bias=sampling.logit_bias,
             )
         slot.pending, slot.pos, slot.generating, slot.produced = list(request.body), len(request.prefix), False, 0
+        slot.history = [*request.prefix, *request.body]
         slot.decoder.reset()
         self._admissions += 1
         slot.admitted = self._admissions
@@ -318,6 +307,8 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                 if prefilling[0].request is not None:
                     self._finish(prefilling[0], ModelFailure(f"the model failed on this request's prompt: {exc}"))
         generating = [slot for slot in self._slots if slot.request is not None and slot.generating]
+        if self.drafter is not None:
+            generating = [slot for slot in generating if not self._speculate(slot)]
         if generating:
             step = self.max_rows or len(generating)
             for begin in range(0, len(generating), step):  # rows decoded together never exceed max_rows
@@ -339,6 +330,38 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
                 self._decode([slot])
             except Exception as exc:
                 self._finish(slot, ModelFailure(f"the model failed on this request: {exc}"))
+
+    def _speculate(self, slot: Slot) -> bool:
+        """Decode a greedy request's last token with the drafter's guesses after it, alone in one batch, and keep
+        the guesses while each equals the model's own choice at its row (:mod:`.draft`); the cells of the first
+        wrong guess on are forgotten. False when there is nothing to guess (the request is decoded with the
+        others). A failure ends this request only."""
+        if slot.sampler is not None or slot.matcher is not None:
+            return False
+        room = min(MAX_DRAFT, slot.request.limit - slot.produced - 1)
+        try:
+            guesses = self.drafter.propose(slot.seq, slot.history, room) if room > 0 else []
+            if not guesses:
+                return False
+            batch = self._batch
+            batch.clear()
+            first, base = batch.add([*slot.pending, *guesses], slot.pos, slot.seq, True), slot.pos
+            self.ctx.decode(batch)
+        except Exception as exc:
+            log.exception("a speculative step failed")
+            self._finish(slot, ModelFailure(f"the model failed on this request: {exc}"))
+            return True
+        self._progressed()
+        self.counters.draft_proposed += len(guesses)
+        for row in range(len(guesses) + 1):
+            slot.pending, slot.pos = [], base + row + 1
+            self._choose_and_take(slot, first + row)
+            if slot.request is None or row == len(guesses) or slot.pending[0] != guesses[row]:
+                break
+            self.counters.draft_accepted += 1
+        if slot.request is not None:
+            self.ctx.trim(slot.seq, slot.pos)
+        return True
 
     def _prefill(self, slot: Slot) -> None:
         batch = self._batch
@@ -406,6 +429,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
             return
         slot.produced += 1
         slot.recent.append(token)
+        slot.history.append(token)
         self.counters.generated_tokens += 1
         text = slot.decoder.decode(self.model.piece(token))
         if slot.produced >= request.limit:

@@ -305,6 +305,10 @@ class Context:
     def clear(self, seq: int) -> None:
         self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
 
+    def trim(self, seq: int, start: int) -> None:
+        """Forget the cells of ``seq`` from position ``start`` on (guesses the model did not confirm)."""
+        self.lib.llama_memory_seq_rm(self.memory, seq, start, -1)
+
     def state_of(self, seq: int) -> bytes:
         """The KV state of ``seq`` as llama.cpp saves a sequence (its cells in cell order, with positions)."""
         size = self.lib.llama_state_seq_get_size(self.ctx, seq)

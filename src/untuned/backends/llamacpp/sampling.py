@@ -96,10 +96,21 @@ class Slot:
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.logprob: TokenLogprob | None = None  # of the token chosen last, when the request asks for them
         self.matcher: Matcher | None = None  # the output's constraint (llguidance), if any
+        self.history: list[int] = []  # every token of the sequence: prompt, then answer (what drafts continue)
 
     @property
     def busy(self) -> bool:
         return self.request is not None or self.reserved
+
+    MOVED = ("request", "pending", "pos", "generating", "produced", "admitted", "sampler", "penalty", "recent", "decoder")
+    MOVED += ("logprob", "matcher", "history")
+
+    def take_over(self, other: Slot) -> None:
+        """Become the slot of ``other``'s request (the engine copied its cells here); ``other`` is left free."""
+        for name in self.MOVED:
+            setattr(self, name, getattr(other, name))
+        other.request, other.sampler, other.matcher, other.history = None, None, None, []
+        other.recent, other.decoder = deque(maxlen=PENALTY_WINDOW), codecs.getincrementaldecoder("utf-8")("replace")
 
 
 def greedy_choice(
