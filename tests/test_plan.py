@@ -22,7 +22,9 @@ from helpers.gguf_tables import (
     mixtral_8x7b_q4_k_m,
     mixtral_per_expert_q4_k_m,
     qwen25_72b_q4_k_m,
+    tinyllama_1b_q4_k_m,
 )
+from helpers import plain
 from helpers.sparse_gguf import llama_cpp_accounting, write_sparse
 from typer.testing import CliRunner
 
@@ -376,3 +378,23 @@ def test_a_renamed_model_file_keeps_its_saved_prefixes(gemma_path: Path, tmp_pat
     assert stores[0]._path(prefix) == stores[1]._path(prefix)
     stores[0].save(prefix, b"state")
     assert stores[1].load(prefix) == b"state"
+
+
+def test_a_draft_model_s_memory_is_planned_before_the_model(sparse_files, tmp_path: Path) -> None:
+    """--draft: the draft's layers, head and KV (one stream per slot) go on the GPU first; the 70B gets what is left,
+    so it keeps fewer layers there, and the draft's share equals its own plan with everything offloaded."""
+    llama, settings = model_facts(str(sparse_files["llama-2-70b"])), Settings(n_ctx=4096, parallel=1, prefixes=2)
+    draft_path = write_sparse(tinyllama_1b_q4_k_m(), tmp_path / "tinyllama-1.1b.Q4_K_M.gguf", extra=RMS)
+    draft = model_facts(str(draft_path))
+    alone = make_plan(llama, DESKTOP, settings)
+    drafted = make_plan(llama, DESKTOP, settings, draft=draft)
+    own = make_plan(draft, Machine(vram=1024 * GiB, ram=1024 * GiB), replace(settings, prefixes=0))
+    assert drafted.draft == (own.gpu, own.cpu) and own.gpu_layers == draft.n_layer + 1
+    assert 0.5 * GiB < drafted.draft[0].total < 1.5 * GiB  # a 1.1B at Q4_K_M, its KV and compute
+    assert drafted.fits and drafted.gpu.total + drafted.draft[0].total <= DESKTOP.vram - VRAM_MARGIN
+    assert drafted.gpu_layers < alone.gpu_layers
+    result = CliRunner().invoke(
+        app, ["plan", str(sparse_files["llama-2-70b"]), "--vram", "24", "--ram", "64", "--draft", str(draft_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "draft model" in result.output and f"--gpu-layers {drafted.gpu_layers}" in plain(result.output)

@@ -185,3 +185,15 @@ def mixtral_per_expert_q4_k_m() -> GgufHeader:
         stem = t.name.replace("_exps.weight", "")
         tensors += [TensorInfo(f"{stem}.{e}.weight", tuple(shape), t.type) for e in range(experts)]
     return GgufHeader(header.metadata, tuple(tensors), data_offset=0)
+
+
+def tinyllama_1b_q4_k_m() -> GgufHeader:
+    """TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-Chat-v1.0's config: Llama-2's tokenizer, 22 layers, 4 KV heads):
+    the draft model people pair with Llama-2-70B."""
+    n, embd, ff, kv = 22, 2048, 5632, 256
+    tensors = []
+    for i in range(n):
+        b = f"blk.{i}."
+        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q4_K", output="Q4_K")
+        tensors += _dense_ffn(b, embd, ff, "Q6_K" if more_bits(i, n) else "Q4_K")
+    return _header("llama", _shape(n, embd, ff, 32, 4, 2048), _ends(embd, tensors))

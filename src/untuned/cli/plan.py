@@ -51,6 +51,7 @@ def plan_table(plan: Plan) -> Table:
         ("flash attention", "on" if s.flash_attn else "off"),
         ("VRAM", _memory(plan.gpu)),
         ("RAM", _memory(plan.cpu)),
+        *([("draft model", f"VRAM {_memory(plan.draft[0])}; RAM {_memory(plan.draft[1])}")] if plan.draft else []),
         ("fits", "yes" if plan.fits else "[red]no[/red]"),
         (
             "decode ceiling",
@@ -86,6 +87,9 @@ def plan_command(
     kv_budget: Annotated[int | None, typer.Option(min=256, help="One KV pool of this many cells (serve --kv-budget).")] = None,
     gpu_bandwidth: Annotated[float, typer.Option(help="GPU memory bandwidth, GB/s, for the speed ceiling.")] = 936.0,
     ram_bandwidth: Annotated[float, typer.Option(help="RAM bandwidth, GB/s, for the speed ceiling.")] = 51.2,
+    draft: Annotated[
+        str | None, typer.Option(help="A draft model for speculative decoding (serve --draft): its memory is planned first.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan MODEL onto a GPU and RAM from its GGUF header (no weights loaded): layers on the GPU, a MoE
@@ -106,7 +110,8 @@ def plan_command(
     problem = facts.layout_problem()
     if problem:
         raise ModelLoadError(problem)
-    plan = make_plan(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget))
+    drafted = model_facts(draft) if draft is not None and draft != "prompt-lookup" else None
+    plan = make_plan(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget), draft=drafted)
     if as_json:
         record = asdict(plan)
         record["model"] = {

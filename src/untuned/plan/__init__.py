@@ -123,6 +123,7 @@ def placement(
     vram: int,
     n_ctx: int | None = None,
     pinned: tuple[int, int] | None = None,
+    draft: str | None = None,
 ) -> tuple[int, int, Plan | None]:
     """(gpu_layers, cpu_moe, the plan behind them) for a model about to load: ``auto`` values planned for
     ``vram`` bytes of free GPU memory (0 on a CPU-only build: nothing offloaded) and the window the engine will
@@ -130,7 +131,7 @@ def placement(
     is planned around it. Experts kept in RAM for a model without experts are refused, naming the model; so is
     a file whose experts llama.cpp can no longer load. ``pinned``: the placement an earlier load of the same file
     and options chose, kept while it still fits (so a restart with a little less free VRAM keeps its layers, and
-    its prefixes saved on disk stay valid)."""
+    its prefixes saved on disk stay valid). ``draft``: a draft model (a GGUF spec) whose memory comes first."""
     try:
         facts = model_facts(str(path))
     except ModelLoadError as exc:
@@ -154,9 +155,10 @@ def placement(
     if held["gpu_layers"] == -1:
         held["gpu_layers"] = facts.n_layer + 1
     machine = Machine(vram=vram, ram=total_ram())
+    drafted = model_facts(draft) if draft is not None else None
     if pinned is not None and 0 <= pinned[0] <= facts.n_layer + 1 and 0 <= pinned[1] <= facts.n_layer:
-        kept = make_plan(facts, machine, settings, gpu_layers=pinned[0], cpu_moe=pinned[1])
+        kept = make_plan(facts, machine, settings, gpu_layers=pinned[0], cpu_moe=pinned[1], draft=drafted)
         if kept.fits and all(held[k] in (None, v) for k, v in zip(("gpu_layers", "cpu_moe"), pinned)):
             return kept.gpu_layers, kept.cpu_moe, kept
-    plan = make_plan(facts, machine, settings, **held)
+    plan = make_plan(facts, machine, settings, **held, draft=drafted)
     return plan.gpu_layers, plan.cpu_moe, plan

@@ -13,7 +13,7 @@ within 5% by the tests; the decode speed is a ceiling from memory bandwidth, nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from untuned.plan.facts import ModelFacts
 
@@ -72,6 +72,7 @@ class Plan:
     decode_ceiling: float  # tokens/s, from memory bandwidth
     fits: bool
     reasons: list[str] = field(default_factory=list)
+    draft: tuple[Memory, Memory] | None = None  # a draft model's (GPU, RAM) memory (--draft), taken off the budgets
 
 
 def kv_cells(facts: ModelFacts, settings: Settings, layer: int) -> int:
@@ -190,12 +191,37 @@ def shortfall(gpu: Memory, cpu: Memory, machine: Machine) -> int:
     return max(gpu.total - max(machine.vram - VRAM_MARGIN, 0), cpu.total - (machine.ram - RAM_MARGIN), 0)
 
 
+def draft_memory(draft: ModelFacts, settings: Settings, *, on_gpu: bool) -> tuple[Memory, Memory]:
+    """A draft model's (GPU, RAM) memory as the engine loads it (``--draft``): every layer and its head on the GPU
+    when there is one; a KV stream of the whole window for each slot (no prefix sequences, no pool); its own
+    compute buffer."""
+    own = replace(settings, prefixes=0, kv_budget=None)
+    return place(draft, Machine(), own, draft.n_layer + 1 if on_gpu else 0, 0)
+
+
 def make_plan(
-    facts: ModelFacts, machine: Machine, settings: Settings, *, gpu_layers: int | None = None, cpu_moe: int | None = None
+    facts: ModelFacts,
+    machine: Machine,
+    settings: Settings,
+    *,
+    gpu_layers: int | None = None,
+    cpu_moe: int | None = None,
+    draft: ModelFacts | None = None,
 ) -> Plan:
     """The placement that puts the most on the GPU and fits both memories; ``gpu_layers`` or ``cpu_moe`` given
     holds that half and plans the other. When none fits, the one whose larger shortfall is smallest, marked as
-    not fitting, with what is missing and by how much."""
+    not fitting, with what is missing and by how much. A ``draft`` model's memory is taken off both budgets first."""
+    if draft is not None:
+        drafted = draft_memory(draft, settings, on_gpu=machine.vram > 0)
+        left = replace(
+            machine, vram=max(machine.vram - drafted[0].total, 1) if machine.vram else 0, ram=machine.ram - drafted[1].total
+        )
+        plan = make_plan(facts, left, settings, gpu_layers=gpu_layers, cpu_moe=cpu_moe)
+        gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
+        line = f"the draft model {draft.name} takes {gib(drafted[0].total)} of GPU memory and {gib(drafted[1].total)} of RAM"
+        return replace(
+            plan, machine=machine, draft=drafted, reasons=[line + "; the budgets below are what it leaves", *plan.reasons]
+        )
     choices = candidates(facts, gpu_layers=gpu_layers, cpu_moe=cpu_moe) if machine.vram > 0 else [(0, 0)]
     placed = [(g, m, *place(facts, machine, settings, g, m)) for g, m in choices]
     chosen = next(((g, m) for g, m, gpu, cpu in placed if _fits(gpu, cpu, machine)), None)

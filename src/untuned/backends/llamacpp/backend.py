@@ -58,7 +58,8 @@ class LlamaCppBackend(RowScoring):
         flash = attention_choice(kv_type, flash_attn)
         planned = Settings(n_ctx or DEFAULT_MAX_CTX, slots, prefixes, kv_type, flash, kv_budget)
         pin = _pin_key(path, planned, n_ctx) if prefix_cache and "auto" in (gpu_layers, cpu_moe) else None
-        self.gpu_layers, self.cpu_moe, self.plan = self._placement(path, gpu_layers, cpu_moe, planned, n_ctx, pin)
+        drafted = draft if draft != PROMPT_LOOKUP else None  # a draft model's memory is planned first
+        self.gpu_layers, self.cpu_moe, self.plan = self._placement(path, gpu_layers, cpu_moe, planned, n_ctx, pin, drafted)
         pattern = experts_in_ram(self.cpu_moe)
         self.model = NativeModel(path, gpu_layers=self.gpu_layers, overrides=CpuOverrides(pattern) if pattern else None)
         self.path = path
@@ -66,34 +67,37 @@ class LlamaCppBackend(RowScoring):
         limit = int(prefix_cache_gib * 2**30)
         store = self._store(path, kv_type, flash_attn, kv_budget, limit) if prefix_cache and reuse_prefix else None
         window = engine_window(n_ctx, self.model.n_ctx_train)  # the rule the plan uses
-        drafter = None
-        try:
-            drafter = _drafter(draft, self.model, slots=slots, window=window, threads=threads, kv_type=kv_type, flash=flash_attn)
-            self.engine = LlamaEngine(
-                self.model,
-                n_ctx_seq=window,
-                threads=threads or default_threads(),
-                slots=slots,
-                prefixes=prefixes,
-                keep_prefixes=reuse_prefix,
-                kv_budget=kv_budget,
-                max_rows=EXACT_ROWS if batch_invariant else None,
-                kv_type=kv_type,
-                flash_attn=flash_attn,
-                store=store,
-                drafter=drafter,
-            )
-        except BaseException:
-            if drafter is not None:
-                drafter.close()
-            self.model.close()
-            raise
+        options = {
+            "n_ctx_seq": window,
+            "threads": threads or default_threads(),
+            "slots": slots,
+            "prefixes": prefixes,
+            "keep_prefixes": reuse_prefix,
+            "kv_budget": kv_budget,
+            "max_rows": EXACT_ROWS if batch_invariant else None,
+            "kv_type": kv_type,
+            "flash_attn": flash_attn,
+            "store": store,
+        }
+        self.engine = self._start_engine(draft, options)
         if pin and self.plan is not None:  # loaded: this placement is the one later loads keep while it fits
             pin_plan(default_folder(), pin, (self.gpu_layers, self.cpu_moe))
         self.context_length: int | None = self.engine.n_ctx_seq
         self.parallel = slots
         self.vocab_size = self.model.n_vocab
         self._prefix_ids: dict[str, list[int]] = {}
+
+    def _start_engine(self, draft: str | None, options: dict) -> LlamaEngine:
+        """The engine over the loaded model, with its drafter (``--draft``); the models are closed if it fails."""
+        drafter = None
+        try:
+            drafter = _drafter(draft, self.model, options)
+            return LlamaEngine(self.model, drafter=drafter, **options)
+        except BaseException:
+            if drafter is not None:
+                drafter.close()
+            self.model.close()
+            raise
 
     def _store(self, path: Path, kv_type: str, flash_attn: str, kv_budget: int | None, limit: int) -> PrefixStore:
         """The disk store of this model's evaluated prefixes under these load options (what changes the numbers)."""
@@ -109,7 +113,15 @@ class LlamaCppBackend(RowScoring):
         return PrefixStore(default_folder(), model=path, settings=settings, limit_bytes=limit)
 
     @staticmethod
-    def _placement(path: Path, gpu_layers: int | str, cpu_moe: int | str, settings: Settings, n_ctx: int | None, pin: str | None):
+    def _placement(
+        path: Path,
+        gpu_layers: int | str,
+        cpu_moe: int | str,
+        settings: Settings,
+        n_ctx: int | None,
+        pin: str | None,
+        draft: str | None,
+    ):
         """``auto`` layers and experts as planned for the GPU's free memory (nothing offloaded on a CPU build); with
         the prefix cache on, the first load's choice is recorded beside it and kept while it still fits."""
         from untuned.backends.llamacpp.devices import gpu_free_memory
@@ -119,7 +131,7 @@ class LlamaCppBackend(RowScoring):
         check_gguf_file(path)
         vram = gpu_free_memory() if import_llama_cpp().llama_supports_gpu_offload() else 0
         pinned = pinned_plan(default_folder(), pin) if pin else None
-        return placement(path, gpu_layers, cpu_moe, settings, vram=vram, n_ctx=n_ctx, pinned=pinned)
+        return placement(path, gpu_layers, cpu_moe, settings, vram=vram, n_ctx=n_ctx, pinned=pinned, draft=draft)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> LlamaCppBackend:
@@ -287,9 +299,9 @@ def gguf_file(spec: ModelSpec) -> tuple[Path, str | None]:
     return Path(spec.location), None
 
 
-def _drafter(draft: str | None, model: NativeModel, *, slots: int, window: int, threads: int | None, kv_type: str, flash: str):
+def _drafter(draft: str | None, model: NativeModel, options: dict):
     """The drafter ``draft`` names (see :mod:`.draft`): prompt lookup, or a GGUF model loaded whole on the GPU (when
-    llama.cpp has one) that must share ``model``'s vocabulary."""
+    llama.cpp has one) that must share ``model``'s vocabulary, one sequence per slot of the engine (``options``)."""
     if draft is None:
         return None
     if draft == PROMPT_LOOKUP:
@@ -298,7 +310,10 @@ def _drafter(draft: str | None, model: NativeModel, *, slots: int, window: int, 
     small = NativeModel(path, gpu_layers=-1 if model.lib.llama_supports_gpu_offload() else 0)
     try:
         return DraftModel(
-            small, model, n_seq=slots, n_ctx_seq=window, threads=threads or default_threads(), kv_type=kv_type, flash_attn=flash
+            small,
+            model,
+            n_seq=options["slots"],
+            **{name: options[name] for name in ("n_ctx_seq", "threads", "kv_type", "flash_attn")},
         )
     except BaseException:
         small.close()
