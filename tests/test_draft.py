@@ -129,3 +129,22 @@ def test_a_draft_model_of_another_tokenizer_is_refused_by_name(gemma_path, smoll
 )
 def test_prompt_lookup_continues_the_latest_earlier_occurrence(history, limit, guesses):
     assert PromptLookup().propose(0, history, limit) == guesses
+
+
+def test_serve_with_prompt_lookup_answers_through_openai_and_counts_the_guesses() -> None:
+    """`untuned serve --draft prompt-lookup`: the option reaches the engine's process; /health and /metrics count
+    the guesses made and confirmed; a greedy answer comes back through the real openai client."""
+    import openai
+    from helpers import http
+    from helpers.servers import untuned_server
+
+    with untuned_server("--draft", "prompt-lookup") as root:
+        client = openai.OpenAI(base_url=f"{root}/v1", api_key="none", timeout=120)
+        reply = client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": QUERIES[0]}], max_tokens=64, temperature=0
+        )
+        engine = http.get(f"{root}/health").json()["engine"]
+        metrics = http.get(f"{root}/metrics").text
+    assert reply.choices[0].message.content
+    assert 0 < engine["draft_accepted"] <= engine["draft_proposed"]
+    assert f"untuned_engine_draft_proposed_total {engine['draft_proposed']}" in metrics

@@ -21,6 +21,8 @@ class EngineLoad(BaseModel):
     prefix_misses: int
     prefix_loads: int = Field(0, description="Of the misses: prefixes loaded from the disk cache instead of evaluated.")
     largest_batch: int
+    draft_proposed: int = Field(0, description="Speculative decoding (--draft): tokens guessed.")
+    draft_accepted: int = Field(0, description="Of the guesses, the ones the model confirmed.")
     seconds_without_progress: float = Field(
         description="While it has work: seconds since it last evaluated a prompt chunk or made a token (0 when idle)."
     )

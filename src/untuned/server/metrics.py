@@ -99,6 +99,8 @@ _GAUGES = (
     ("untuned_engine_prefix_cache_hits_total", "counter", "Requests whose URIAL prefix was already evaluated."),
     ("untuned_engine_prefix_cache_misses_total", "counter", "Prefixes not resident (evaluated, or loaded from disk)."),
     ("untuned_engine_prefix_disk_loads_total", "counter", "Prefixes loaded from the disk cache instead of evaluated."),
+    ("untuned_engine_draft_proposed_total", "counter", "Speculative decoding: tokens guessed."),
+    ("untuned_engine_draft_accepted_total", "counter", "Speculative decoding: guesses the model confirmed."),
 )
 
 
@@ -116,6 +118,8 @@ def prometheus_text(parallel: int, health: Health, metrics: Metrics) -> str:
             engine.prefix_hits,
             engine.prefix_misses,
             engine.prefix_loads,
+            engine.draft_proposed,
+            engine.draft_accepted,
         ]
     lines = []
     for (name, kind, text), value in zip(_GAUGES, values):
