@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import plain
 from helpers.gguf_tables import (
     gemma3_27b_q4_k_m,
     llama2_70b_q4_k_m,
@@ -24,7 +25,6 @@ from helpers.gguf_tables import (
     qwen25_72b_q4_k_m,
     tinyllama_1b_q4_k_m,
 )
-from helpers import plain
 from helpers.sparse_gguf import llama_cpp_accounting, write_sparse
 from typer.testing import CliRunner
 

@@ -298,8 +298,9 @@ def test_pair_mode_shows_the_aligned_model_its_own_chat_template(tiny_folders, t
 # --- the paper's protocol (AlignTDS), each definition written out --------------------------------------
 
 
-def aligntds_kl_written_out(base_lp: np.ndarray, aligned_lp: np.ndarray) -> float:
-    """compute_dist_diff.py's "KL" at top_k 10 on logit_analysis.py's top 30, as its text reads."""
+def aligntds_kl_written_out(base_lp: np.ndarray, aligned_lp: np.ndarray, text=lambda token: token) -> float:
+    """compute_dist_diff.py's "KL" at top_k 10 on logit_analysis.py's top 30, as its text reads: tokens are their
+    decoded ``text`` (logit_analysis.py keeps ``tokenizer.decode(id)``), found by ``list.index`` (the first)."""
 
     def top30(lp):
         ids = list(np.argsort(-lp, kind="stable")[:30])
@@ -308,6 +309,7 @@ def aligntds_kl_written_out(base_lp: np.ndarray, aligned_lp: np.ndarray) -> floa
 
     base_ids, base_p = top30(base_lp)
     aligned_ids, aligned_p = top30(aligned_lp)
+    base_ids, aligned_ids = [text(t) for t in base_ids], [text(t) for t in aligned_ids]
     total = 0.0
     for token in set(base_ids[:10]) | set(aligned_ids[:10]):
         w1 = base_p[base_ids.index(token)] if token in base_ids[:10] else 0.0
@@ -337,6 +339,7 @@ def test_the_papers_protocol_on_a_fixed_example(tiny_folders, tmp_path):
     )
     chat = aligned.tokenizer(chat_text, add_special_tokens=False)["input_ids"]
     answer = base.tokenizer(text, add_special_tokens=False)["input_ids"]
+    decode = lambda token: base.tokenizer.decode([int(token)])  # noqa: E731 (AlignTDS's text of a token)
     assert len(example.tokens) == len(answer) + 1 and example.tokens[-1].end and not example.tokens[0].end
     differs = 0
     for position, token in enumerate(example.tokens):
@@ -344,10 +347,14 @@ def test_the_papers_protocol_on_a_fixed_example(tiny_folders, tmp_path):
         base_lp, _ = reference(base, base_ctx + answer + [0], len(base_ctx) + position)
         top1 = int(np.argmax(aligned_lp))
         assert token.id == top1
-        assert token.rank == int((base_lp > base_lp[top1]).sum()) + 1
-        assert (token.rank_worst or token.rank) == int((base_lp >= base_lp[top1]).sum())
+        # AlignTDS's "top_rank": the aligned top-1's text among the base's top 10 texts, the first occurrence
+        texts = [decode(t) for t in np.argsort(-base_lp, kind="stable")[:10]]
+        id_rank = int((base_lp > base_lp[top1]).sum()) + 1
+        assert token.rank == (texts.index(decode(top1)) + 1 if decode(top1) in texts else id_rank)
+        if token.rank == id_rank:
+            assert (token.rank_worst or token.rank) == int((base_lp >= base_lp[top1]).sum())
         assert token.kl == pytest.approx(float((np.exp(aligned_lp) * (aligned_lp - base_lp)).sum()), abs=1e-5)
-        assert token.kl_top10 == pytest.approx(aligntds_kl_written_out(base_lp, aligned_lp), abs=1e-5)
+        assert token.kl_top10 == pytest.approx(aligntds_kl_written_out(base_lp, aligned_lp, decode), abs=1e-5)
         if position < len(answer) and answer[position] != top1:
             differs += 1
             assert token.answer_id == answer[position]

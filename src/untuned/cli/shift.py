@@ -17,7 +17,7 @@ from untuned.errors import UntunedError
 from untuned.pipeline.shift import generate_answers
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
 from untuned.shift.contexts import ContextKind
-from untuned.shift.records import Ranked
+from untuned.shift.records import Match, Ranked
 
 Mode = Annotated[
     ShiftMode,
@@ -64,6 +64,14 @@ Rank = Annotated[
         "paper's rule; the default where there is an aligned side) or answer (the answer's token; text mode).",
     ),
 ]
+MatchOption = Annotated[
+    Match | None,
+    typer.Option(
+        "--match",
+        help="How the ranked token is found among the base's: text (by decoded text, the first of the base's top 10, "
+        "as AlignTDS matches; the default of pair mode ranking the aligned top-1) or ids.",
+    ),
+]
 End = Annotated[
     bool | None,
     typer.Option("--end/--no-end", help="Score the position after each answer, its end of sequence (default: pair mode)."),
@@ -105,6 +113,7 @@ def shift_command(
     force: Force = False,
     rank: Rank = None,
     end: End = None,
+    match: MatchOption = None,
     repetition_penalty: Penalty = 1.0,
     *,
     options: ModelOptions,
@@ -128,6 +137,7 @@ def shift_command(
         aligned_template=aligned_template and mode == "pair",
         ranked=rank,
         end=end if end is not None else mode == "pair",
+        match=match,
         answers_sampling=sampling.model_dump(mode="json") if answers is None else None,
     )
     out.print(f"protocol: {analyzer.settings.protocol}")

@@ -5,8 +5,9 @@ Modes:
 - ``text``: the base model alone scores any answer (its tokenizer, its ranks of the answer's tokens).
 - ``pair``: a base and an aligned model sharing a tokenizer read the same answer; per position, the
   aligned model's own top-1 token is ranked under the base, with its probability under both, KL(aligned‖base)
-  and the paper's KL@10. ``protocol="aligntds"`` is the paper's analysis exactly (docs/shift.md): the
-  base given AlignTDS's context, the aligned model its chat template, the end position scored.
+  and the paper's KL@10. :meth:`ShiftAnalyzer.aligntds` follows the paper's analysis (docs/shift.md says
+  where it still differs): the base given AlignTDS's context, the aligned model its chat template, tokens
+  matched by decoded text as AlignTDS matches them, the end position scored.
 - ``context``: the base model reads the answer twice, without and with the URIAL prefix (the "aligned"
   side). Given a second backend instance, the two passes interleave chunk by chunk (two distributions of a
   262k vocabulary are never held for a whole answer) and give KL; given the same instance twice (a server's
@@ -34,8 +35,8 @@ from untuned.backends import (
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
-from untuned.shift.records import KlMethod, Ranked, ShiftExample, ShiftMode, ShiftSettings, TokenShift, TopToken, category
-from untuned.shift.rows import AlignedSide, BaseSide, aligntds_kl_top10, own_tokens, zip_rows
+from untuned.shift.records import KlMethod, Match, Ranked, ShiftExample, ShiftMode, ShiftSettings, TokenShift, TopToken, category
+from untuned.shift.rows import AlignedSide, BaseSide, aligntds_kl_top10, own_tokens, text_ranks, zip_rows
 
 log = logging.getLogger(__name__)
 Contexts = tuple[list[int], list[int] | None]  # the ids the base side and the aligned side read before the answer
@@ -58,8 +59,11 @@ class ShiftAnalyzer:
         end: bool = False,
         answers_sampling: dict | None = None,
         texts: dict[int, str] | None = None,
+        match: Match | None = None,
     ) -> None:
-        """``texts``: a cache of the base model's token texts to share with other analyses of the same model."""
+        """``texts``: a cache of the base model's token texts to share with other analyses of the same model.
+        ``match="text"``: the aligned top-1 agrees with a base token of the same decoded text (AlignTDS's rule; the
+        default of pair mode ranking the aligned top-1), ``"ids"``: only with the same id."""
         if mode in ("pair", "context") and aligned is None:
             second = "the aligned model" if mode == "pair" else "the base again, or the same one"
             raise UntunedError(f"{mode} mode needs a second backend: {second}")
@@ -77,6 +81,13 @@ class ShiftAnalyzer:
         if end and aligned is None:
             raise UntunedError("the end position is scored with an aligned side's top-1 (pair or context mode)")
         self.end, self.answers_sampling = end, answers_sampling
+        textual = mode == "pair" and self.ranked == "aligned-top1"
+        match = match or ("text" if textual else "ids")
+        if match == "text" and not textual:
+            raise UntunedError(
+                "matching by text (AlignTDS's rule) applies to pair mode ranking the aligned top-1 (--rank aligned-top1)"
+            )
+        self.match: Match = match
         self._texts: dict[int, str] = texts if texts is not None else {}
         self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
         if aligned_template:
@@ -108,13 +119,16 @@ class ShiftAnalyzer:
             aligned_template=self.aligned_template,
             ranked=self.ranked,
             end=self.end,
+            match=self.match,
             answers_sampling=self.answers_sampling,
         )
 
     @classmethod
-    def aligntds(cls, base: Backend, aligned: Backend, *, top_k: int = 5, answers_sampling: dict | None = None) -> ShiftAnalyzer:
+    def aligntds(
+        cls, base: Backend, aligned: Backend, *, top_k: int = 5, answers_sampling: dict | None = None, match: Match = "text"
+    ) -> ShiftAnalyzer:
         """The paper's analysis (Re-Align/AlignTDS): base given AlignTDS's context, aligned model in its chat
-        template, the aligned top-1 ranked at every position, the end of sequence included."""
+        template, the aligned top-1 ranked at every position and matched by decoded text, the end included."""
         return cls(
             base,
             mode="pair",
@@ -125,6 +139,7 @@ class ShiftAnalyzer:
             ranked="aligned-top1",
             end=True,
             answers_sampling=answers_sampling,
+            match=match,
         )
 
     def _check_same_tokenizer(self) -> None:
@@ -148,6 +163,16 @@ class ShiftAnalyzer:
         text = self._texts.get(token)
         if text is None:
             text = self._texts[token] = self.base.detokenize([token])
+        return text
+
+    def match_text(self, token: int) -> str:
+        """A token's text as AlignTDS compares tokens: its tokenizer's ``decode`` of the id alone, special tokens
+        shown ("</s>"), on a transformers model; the backend's own text of it elsewhere."""
+        key = -1 - token  # kept beside the display texts, apart from them
+        text = self._texts.get(key)
+        if text is None:
+            tokenizer = getattr(self.base, "tokenizer", None)
+            text = self._texts[key] = tokenizer.decode([token]) if tokenizer is not None else self.token_text(token)
         return text
 
     def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
@@ -234,7 +259,11 @@ class ShiftAnalyzer:
             array = np.asarray(answer)
             side = self._aligned_side(index, array, aligned_rows)
             base = self._base_side(index, array, base_rows, side)
-            records += self._rows(index, array, base, side, kl, aligntds_kl_top10(base_rows, aligned_rows))
+            text = self.match_text if self.match == "text" else None
+            if text is not None:  # AlignTDS's rule: the same decoded text agrees, whatever the id
+                ranks = text_ranks(base_rows, side.wanted, base.rank, text)
+                base = base._replace(rank=ranks, rank_worst=np.where(ranks != base.rank, ranks, base.rank_worst))
+            records += self._rows(index, array, base, side, kl, aligntds_kl_top10(base_rows, aligned_rows, text))
         return records
 
     def _aligned_side(self, index: np.ndarray, answer: np.ndarray, aligned_rows: np.ndarray) -> AlignedSide:

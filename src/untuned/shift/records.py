@@ -31,6 +31,7 @@ CATEGORIES: tuple[Category, ...] = ("unshifted", "marginal", "shifted")
 POSITION_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # absolute answer positions: [0, 8), [8, 16) ... [512, ∞)
 DECILES = 10  # relative positions: the first tenth of each answer, the second ...
 Ranked = Literal["aligned-top1", "answer"]
+Match = Literal["ids", "text"]  # how the ranked token is found among the base's: by id, or by decoded text (AlignTDS)
 KL_FULL = "KL(aligned‖base), full vocabulary"
 KL_ALIGNTDS = "KL@10 (AlignTDS): KL(base‖aligned) over the tokens in both top-10 lists, each side renormalised over its top 30"
 
@@ -284,6 +285,10 @@ class ShiftSettings(BaseModel):
     aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
     ranked: Ranked = Field("answer", description="The token ranked at each position: the aligned side's top-1, or the answer's.")
     end: bool = Field(False, description="The position after the answer (its end of sequence) is scored too.")
+    match: Match = Field(
+        "ids",
+        description="ids: a token agrees with the base's by id; text: by decoded text, first in the top 10 (AlignTDS).",
+    )
     answers_sampling: dict | None = Field(None, description="How untuned generated the answers (None: given answers).")
 
     @property
@@ -300,14 +305,16 @@ class ShiftSettings(BaseModel):
             sides = f"{self.base} given {contexts[self.context]}"
         ranked = "the aligned side's top-1 token" if self.ranked == "aligned-top1" else "the answer's token"
         name = "aligntds (the paper's analysis): " if self.is_aligntds else ""
-        return f"{name}{sides}; ranked: {ranked}{'; the end position scored' if self.end else ''}"
+        matched = "; matched by decoded text in the base's top 10, as AlignTDS does" if self.match == "text" else ""
+        return f"{name}{sides}; ranked: {ranked}{matched}{'; the end position scored' if self.end else ''}"
 
     @property
     def is_aligntds(self) -> bool:
-        return (self.mode, self.context, self.aligned_template, self.ranked, self.end) == (
+        return (self.mode, self.context, self.aligned_template, self.ranked, self.end, self.match) == (
             "pair",
             "aligntds",
             True,
             "aligned-top1",
             True,
+            "text",
         )
