@@ -37,14 +37,19 @@ def _attention(b: str, embd: int, kv: int, *, k: str, v: str, output: str) -> li
 
 
 def llama2_70b_q4_k_m() -> GgufHeader:
-    n, embd, ff, kv = 80, 8192, 28672, 1024
+    # a 70B's V is shared by 8 heads: Q4_K raised to Q5_K, Q6_K where more bits go
+    return _dense_llama(80, 8192, 28672, 64, 8, 4096, v="Q5_K")
+
+
+def _dense_llama(n: int, embd: int, ff: int, heads: int, kv_heads: int, context: int, *, v: str) -> GgufHeader:
+    """A dense Llama-2-style model at Q4_K_M: V and down at ``v`` / Q4_K, Q6_K in the layers given more bits."""
+    kv = kv_heads * embd // heads
     tensors = []
     for i in range(n):
         b = f"blk.{i}."
-        # a 70B's V is shared by 8 heads: Q4_K raised to Q5_K, Q6_K where more bits go
-        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q5_K", output="Q4_K")
+        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else v, output="Q4_K")
         tensors += _dense_ffn(b, embd, ff, "Q6_K" if more_bits(i, n) else "Q4_K")
-    return _header("llama", _shape(n, embd, ff, 64, 8, 4096), _ends(embd, tensors))
+    return _header("llama", _shape(n, embd, ff, heads, kv_heads, context), _ends(embd, tensors))
 
 
 def _dense_ffn(b: str, embd: int, ff: int, down: str) -> list[TensorInfo]:
@@ -190,10 +195,4 @@ def mixtral_per_expert_q4_k_m() -> GgufHeader:
 def tinyllama_1b_q4_k_m() -> GgufHeader:
     """TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-Chat-v1.0's config: Llama-2's tokenizer, 22 layers, 4 KV heads):
     the draft model people pair with Llama-2-70B."""
-    n, embd, ff, kv = 22, 2048, 5632, 256
-    tensors = []
-    for i in range(n):
-        b = f"blk.{i}."
-        tensors += _attention(b, embd, kv, k="Q4_K", v="Q6_K" if more_bits(i, n) else "Q4_K", output="Q4_K")
-        tensors += _dense_ffn(b, embd, ff, "Q6_K" if more_bits(i, n) else "Q4_K")
-    return _header("llama", _shape(n, embd, ff, 32, 4, 2048), _ends(embd, tensors))
+    return _dense_llama(22, 2048, 5632, 32, 4, 2048, v="Q4_K")
