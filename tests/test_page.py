@@ -359,7 +359,8 @@ def test_pair_shift_of_the_aligned_answer_equals_untuned_shift_pair(browser, tmp
     answers = tmp_path / "a.jsonl"
     answers.write_text(json.dumps({"id": "1", "instruction": "What is two plus two?", "output": answer}) + "\n")
     args = ["shift", "pair", "--model", str(base), "--aligned", str(aligned), "--answers", str(answers)]
-    args += ["--context", "plain", "--rank", "aligned-top1", "--no-end"]  # the page's protocol (its analyzer's defaults)
+    # the page's protocol (its analyzer's defaults)
+    args += ["--protocol", "ids", "--context", "plain", "--rank", "aligned-top1", "--no-end"]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--no-plots"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "s" / "tokens.jsonl").read_text().splitlines()]

@@ -319,16 +319,19 @@ def aligntds_kl_written_out(base_lp: np.ndarray, aligned_lp: np.ndarray, text=la
     return total
 
 
-def test_the_papers_protocol_on_a_fixed_example(tiny_folders, tmp_path):
-    """AlignTDS's analysis: the base reads BOS + "# Query: \\n ```{q}``` \\n\\n \\n# Answer: \\n ```", the aligned
+def test_the_chat_template_protocol_matched_by_text_on_a_fixed_example(tiny_folders, tmp_path):
+    """AlignTDS's base context and matching with the aligned model in its own chat template (a template of no
+    family): the base reads BOS + "# Query: \\n ```{q}``` \\n\\n \\n# Answer: \\n ```", the aligned
     model its chat template; at each position the aligned model's top-1 token is ranked under the base (both
     ways where tokens tie), the position after the answer (its end) included, a literal "</s>" read as that
     end; KL(aligned‖base) over the whole vocabulary and AlignTDS's KL@10 beside it."""
     templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
     base = load_backend(str(tiny_folders[0]), LoadOptions(device="cpu"))
     aligned = load_backend(str(templated), LoadOptions(device="cpu"))
-    analyzer = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
-    assert analyzer.settings.is_aligntds and analyzer.settings.protocol.startswith("aligntds (the paper's analysis)")
+    analyzer = ShiftAnalyzer(
+        base, mode="pair", aligned=aligned, context="aligntds", top_k=3, aligned_template=True, end=True, match="text"
+    )
+    assert not analyzer.settings.is_aligntds and "matched by decoded text" in analyzer.settings.protocol
     query, text = "What is two plus two?", "Four. The capital of France is Paris."
     example = analyzer.analyze(AnswerItem(id="x", query=query, answer=text + "</s>"))
     context = "# Query: \n ```What is two plus two?``` \n\n \n# Answer: \n ```"
@@ -407,17 +410,17 @@ def test_the_papers_protocol_on_llama_cpp_with_one_model_on_both_sides(gemma_pat
     )
 
 
-def test_cli_pair_runs_the_papers_protocol_on_answers_the_aligned_model_makes(tiny_folders, fixture_data, tmp_path):
-    """`shift pair --dataset`: the aligned model answers greedily with no penalty in its chat template, the
-    run says it is the paper's protocol and records how the answers were made."""
+def test_cli_pair_ids_protocol_on_answers_the_aligned_model_makes(tiny_folders, fixture_data, tmp_path):
+    """`shift pair --protocol ids --dataset`: the aligned model answers greedily with no penalty in its chat
+    template, the run says which protocol made it and records how the answers were made."""
     templated = make_tiny_llama(tmp_path / "aligned", seed=2, init_range=0.5, chat_template=CHAT_TEMPLATE)
     args = ["shift", "pair", "--model", str(tiny_folders[0]), "--aligned", str(templated), "--dataset", "just-eval"]
     args += ["--data-file", str(fixture_data / "just_eval_instruct.jsonl"), "--limit", "2", "--max-tokens", "6"]
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o"), "--no-plots", "--device", "cpu"])
+    result = CliRunner().invoke(app, [*args, "--protocol", "ids", "--out", str(tmp_path / "o"), "--no-plots", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "protocol: aligntds (the paper's analysis)" in plain(result.output)
+    assert "protocol: ids: " in plain(result.output)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["protocol"].startswith("aligntds") and summary["ranked"] == "aligned-top1"
+    assert summary["protocol"].startswith("ids: ") and summary["ranked"] == "aligned-top1"
     assert summary["answers_sampling"]["temperature"] == 0 and summary["answers_sampling"]["repetition_penalty"] == 1.0
     examples = [json.loads(line) for line in (tmp_path / "o" / "examples.jsonl").read_text().splitlines()]
     assert len(examples) == 2 and all(e["tokens"][-1]["end"] for e in examples)

@@ -330,6 +330,20 @@ class EngineStats:
 
 
 @runtime_checkable
+class OwnTokenizer(Protocol):
+    """A local model whose own tokenizer can be asked directly (AlignTDS's protocol reads text as it does)."""
+
+    def encode_text(self, text: str) -> list[int]:
+        """``text`` as the model's tokenizer encodes it by default: special tokens added where it adds them (BOS
+        for most), special-token texts in it ("<s>") read as those tokens."""
+        ...
+
+    def end_text(self) -> str:
+        """The text of the model's end-of-sequence token ("</s>")."""
+        ...
+
+
+@runtime_checkable
 class Batched(Protocol):
     """Answers ``parallel`` requests at once (in one batch, or in flight to a server)."""
 

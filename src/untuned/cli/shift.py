@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import Progress
@@ -17,7 +17,8 @@ from untuned.errors import UntunedError
 from untuned.pipeline.shift import generate_answers
 from untuned.shift import ShiftAnalyzer, ShiftMode, ShiftSummary, TokenFormat, run_shift, write_outputs
 from untuned.shift.contexts import ContextKind
-from untuned.shift.records import Match, Ranked
+from untuned.shift.families import FAMILIES, FamilyName
+from untuned.shift.records import Ranked
 
 Mode = Annotated[
     ShiftMode,
@@ -42,7 +43,7 @@ Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Analyse at mo
 Ids = Annotated[str | None, typer.Option("--ids", help="Comma-separated ids to analyse.")]
 Aligned = Annotated[str | None, typer.Option("--aligned", help="pair mode: the aligned model (a --model spec).")]
 AlignedTemplate = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--aligned-template/--no-aligned-template",
         help="pair mode: show the aligned model the query in its own chat template (as the original analysis does).",
@@ -64,12 +65,28 @@ Rank = Annotated[
         "paper's rule; the default where there is an aligned side) or answer (the answer's token; text mode).",
     ),
 ]
-MatchOption = Annotated[
-    Match | None,
+Protocol = Annotated[
+    Literal["aligntds", "ids"] | None,
     typer.Option(
-        "--match",
-        help="How the ranked token is found among the base's: text (by decoded text, the first of the base's top 10, "
-        "as AlignTDS matches; the default of pair mode ranking the aligned top-1) or ids.",
+        "--protocol",
+        help="pair mode: aligntds (the default: AlignTDS's pipeline — the aligned model reads URIAL's string for its "
+        "family, both sides' contexts encoded by the models' own tokenizers, tokens matched by decoded text, the end "
+        "scored where an answer ends with </s>, answers kept as generated, float16) or ids (the aligned model's chat "
+        "template, tokens matched by id, the end always scored; --context, --rank, --end, --aligned-template apply).",
+    ),
+]
+AlignedFamily = Annotated[
+    FamilyName | None,
+    typer.Option(
+        "--aligned-family",
+        help=f"aligntds: the aligned model's prompt family ({', '.join(FAMILIES)}); default: from its chat template.",
+    ),
+]
+AlignedSystem = Annotated[
+    Path | None,
+    typer.Option(
+        "--aligned-system",
+        help="aligntds: a file holding the aligned model's system prompt (default: its chat template's, else none).",
     ),
 ]
 End = Annotated[
@@ -86,7 +103,12 @@ Penalty = Annotated[
 TopK = Annotated[int, typer.Option("--top-k", min=1, max=50, help="Top tokens kept per position.")]
 Format = Annotated[TokenFormat, typer.Option("--format", help="File format of the per-token table.")]
 Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")]
-MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Length of generated answers.")]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tokens", "-n", min=1, help="Length of generated answers (default: 1024 with --protocol aligntds, else 256)."
+    ),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Answers scored together (transformers, text).")]
 Force = Annotated[bool, typer.Option("--force", help="Set aside an output folder made with other settings.")]
 
@@ -103,43 +125,58 @@ def shift_command(
     limit: Limit = None,
     ids: Ids = None,
     aligned: Aligned = None,
-    aligned_template: AlignedTemplate = True,
+    aligned_template: AlignedTemplate = None,
     context: Context = None,
     top_k: TopK = 5,
     token_format: Format = "jsonl",
     plots: Plots = True,
-    max_tokens: MaxTokens = 256,
+    max_tokens: MaxTokens = None,
     batch_size: BatchSize = 8,
     force: Force = False,
     rank: Rank = None,
     end: End = None,
-    match: MatchOption = None,
+    protocol: Protocol = None,
+    aligned_family: AlignedFamily = None,
+    aligned_system: AlignedSystem = None,
     repetition_penalty: Penalty = 1.0,
     *,
     options: ModelOptions,
 ) -> None:
     """Rank every answer token under the base model: unshifted (1), marginal (2-3), shifted (>3).
 
-    pair mode runs the paper's analysis by default (docs/shift.md): the base given AlignTDS's context, the
-    aligned model its chat template and its own greedy answers, the aligned top-1 ranked, the end included."""
-    _check(mode, options, aligned=aligned, answers=answers, dataset=dataset)
+    pair mode runs AlignTDS's pipeline by default (--protocol aligntds, docs/shift.md): the base given AlignTDS's
+    context, the aligned model URIAL's string for its family and its own greedy answers, the aligned top-1
+    matched by decoded text, the end scored where the answer ended; --protocol ids matches token ids instead."""
+    protocol = _protocol(mode, protocol, context=context, rank=rank, end=end, template=aligned_template)
+    if protocol != "aligntds" and (aligned_family or aligned_system):
+        raise UntunedError("--aligned-family and --aligned-system belong to --protocol aligntds (pair mode)")
+    _check(
+        mode, options, aligned=aligned, answers=answers, dataset=dataset, dtype="float16" if protocol == "aligntds" else "float32"
+    )
     prompt_set = options.prompt_set()
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
+    max_tokens = max_tokens or (1024 if protocol == "aligntds" else 256)
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
-    analyzer = ShiftAnalyzer(
-        base,
-        mode=mode,
-        aligned=second,
-        context=context or ("aligntds" if mode == "pair" else "plain"),
-        prompt=prompt_set,
-        top_k=top_k,
-        aligned_template=aligned_template and mode == "pair",
-        ranked=rank,
-        end=end if end is not None else mode == "pair",
-        match=match,
-        answers_sampling=sampling.model_dump(mode="json") if answers is None else None,
-    )
+    made = sampling.model_dump(mode="json") if answers is None else None
+    if protocol == "aligntds":
+        system = aligned_system.read_text(encoding="utf-8").rstrip("\n") if aligned_system else None
+        analyzer = ShiftAnalyzer.aligntds(
+            base, second, top_k=top_k, answers_sampling=made, family=aligned_family, system_prompt=system
+        )
+    else:
+        analyzer = ShiftAnalyzer(
+            base,
+            mode=mode,
+            aligned=second,
+            context=context or ("aligntds" if mode == "pair" else "plain"),
+            prompt=prompt_set,
+            top_k=top_k,
+            aligned_template=aligned_template is not False and mode == "pair",
+            ranked=rank,
+            end=end if end is not None else mode == "pair",
+            answers_sampling=made,
+        )
     out.print(f"protocol: {analyzer.settings.protocol}")
     with progress() as bar:
         if answers is not None:
@@ -153,15 +190,30 @@ def shift_command(
     _print_summary(summary, output)
 
 
-def _check(mode: str, options: ModelOptions, *, aligned, answers, dataset) -> None:
-    """What a mode needs, before any model loads; scores in float32 where the backend allows (fewer ties)."""
+def _protocol(mode: str, protocol: str | None, **ids_only) -> str | None:
+    """The pair protocol (aligntds by default); the options only --protocol ids takes, given with aligntds, are
+    refused by name (aligntds fixes them); --protocol outside pair mode too."""
+    if mode != "pair":
+        if protocol is not None:
+            raise UntunedError("--protocol applies to pair mode")
+        return None
+    protocol = protocol or "aligntds"
+    given = [f"--{name.replace('template', 'aligned-template')}" for name, value in ids_only.items() if value is not None]
+    if protocol == "aligntds" and given:
+        raise UntunedError(f"--protocol aligntds fixes {', '.join(given)} as AlignTDS runs them; use --protocol ids to set them")
+    return protocol
+
+
+def _check(mode: str, options: ModelOptions, *, aligned, answers, dataset, dtype: str) -> None:
+    """What a mode needs, before any model loads; scores in ``dtype`` where the backend allows (float32: fewer ties;
+    float16 for AlignTDS's protocol, as its pipeline runs)."""
     setup_logging(options.verbose)
     if mode == "pair" and not aligned:
         raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
     if options.dtype == "auto" and (options.backend or ModelSpec.parse(options.model).default_backend) == "transformers":
-        options.dtype = "float32"
+        options.dtype = dtype
 
 
 def _answered(analyzer: ShiftAnalyzer, questions, bar: Progress, *, prompt, sampling: Sampling):
@@ -171,7 +223,13 @@ def _answered(analyzer: ShiftAnalyzer, questions, bar: Progress, *, prompt, samp
     task = bar.add_task(f"answering with {writer.name}", total=len(questions), note="")
     context = "urial" if analyzer.mode == "context" else "chat" if analyzer.aligned_template else analyzer.context
     return generate_answers(
-        writer, questions, context=context, prompt=prompt, sampling=sampling, on_answer=lambda _: bar.advance(task)
+        writer,
+        questions,
+        context=context,
+        prompt=prompt,
+        sampling=sampling,
+        on_answer=lambda _: bar.advance(task),
+        aligned_context=analyzer.aligned_context,
     )
 
 

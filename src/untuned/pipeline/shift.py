@@ -10,12 +10,13 @@ from typing import Literal
 
 from untuned.answers import AnswerItem, tags_from_meta
 from untuned.assistant import Assistant
-from untuned.backends import Backend, Sampling
+from untuned.backends import Backend, OwnTokenizer, Sampling
 from untuned.benchmarks import Item
 from untuned.conversation import DEFAULT_FORMAT, Conversation, RenderedPrompt
 from untuned.prompt import PromptSet
 from untuned.shift import ShiftAnalyzer, ShiftSummary, run_shift, write_outputs
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context
+from untuned.shift.families import AlignedContext
 
 
 def shift_answers(
@@ -39,15 +40,22 @@ def generate_answers(
     prompt: PromptSet,
     sampling: Sampling,
     on_answer: Callable[[AnswerItem], None] | None = None,
+    aligned_context: AlignedContext | None = None,
 ) -> list[AnswerItem]:
     """Answer each item's first turn with ``backend``, shown the query as the analysis will show it
     (``chat``: in the model's own chat template, as an aligned model answers). Shift analysis answers
     greedily with no repetition penalty (SHIFT_SAMPLING) unless told otherwise: its ranks then measure the
-    models, not a sampler."""
+    models, not a sampler. With ``aligned_context`` (AlignTDS's protocol) the model reads its family's string
+    as its own tokenizer encodes it, and the answer is kept as generated, with the model's end-of-sequence text
+    ("</s>") after it where the model ended it (URIAL's result files, which AlignTDS reads, hold it so)."""
     assistant = Assistant(backend, prompt, sampling, check_fits=context == "urial")  # the others never show the set
     answered = []
     for item in items:
-        if context == "chat":
+        if aligned_context is not None and isinstance(backend, OwnTokenizer):
+            rendered = RenderedPrompt(prefix="", body="", ids=tuple(backend.encode_text(aligned_context.text(item.turns[0]))))
+            completion = assistant.complete_prompt(rendered, sampling=sampling, clean=False)
+            text = completion.text + (backend.end_text() if completion.finish_reason == "stop" else "")
+        elif context == "chat":
             text = assistant.complete_chat([{"role": "user", "content": item.turns[0]}], sampling=sampling).text
         elif context == "urial":
             conversation = Conversation(prompt)

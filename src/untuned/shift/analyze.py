@@ -26,6 +26,7 @@ from untuned.backends import (
     Backend,
     BatchScoring,
     ChatTemplated,
+    OwnTokenizer,
     TargetScoring,
     TokenPieces,
     TokenScores,
@@ -35,6 +36,7 @@ from untuned.backends import (
 from untuned.errors import UntunedError
 from untuned.prompt import PromptSet
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
+from untuned.shift.families import FAMILIES, AlignedContext, detect_family, template_system_prompt
 from untuned.shift.records import KlMethod, Match, Ranked, ShiftExample, ShiftMode, ShiftSettings, TokenShift, TopToken, category
 from untuned.shift.rows import AlignedSide, BaseSide, aligntds_kl_top10, own_tokens, text_ranks, zip_rows
 
@@ -56,14 +58,17 @@ class ShiftAnalyzer:
         top_k: int = 5,
         aligned_template: bool = False,
         ranked: Ranked | None = None,
-        end: bool = False,
+        end: bool | Literal["marked"] = False,
         answers_sampling: dict | None = None,
         texts: dict[int, str] | None = None,
-        match: Match | None = None,
+        match: Match = "ids",
+        aligned_context: AlignedContext | None = None,
     ) -> None:
         """``texts``: a cache of the base model's token texts to share with other analyses of the same model.
-        ``match="text"``: the aligned top-1 agrees with a base token of the same decoded text (AlignTDS's rule; the
-        default of pair mode ranking the aligned top-1), ``"ids"``: only with the same id."""
+        ``match="text"``: the aligned top-1 agrees with a base token of the same decoded text (AlignTDS's rule),
+        ``"ids"``: only with the same id. ``end="marked"``: the end position is scored where the answer's text ends
+        with an end marker ("</s>"), as AlignTDS reads it. ``aligned_context`` (pair mode): the aligned side reads
+        its family's string and both sides' contexts are encoded by the models' own tokenizers (AlignTDS's)."""
         if mode in ("pair", "context") and aligned is None:
             second = "the aligned model" if mode == "pair" else "the base again, or the same one"
             raise UntunedError(f"{mode} mode needs a second backend: {second}")
@@ -81,13 +86,16 @@ class ShiftAnalyzer:
         if end and aligned is None:
             raise UntunedError("the end position is scored with an aligned side's top-1 (pair or context mode)")
         self.end, self.answers_sampling = end, answers_sampling
-        textual = mode == "pair" and self.ranked == "aligned-top1"
-        match = match or ("text" if textual else "ids")
-        if match == "text" and not textual:
+        if match == "text" and not (mode == "pair" and self.ranked == "aligned-top1"):
             raise UntunedError(
                 "matching by text (AlignTDS's rule) applies to pair mode ranking the aligned top-1 (--rank aligned-top1)"
             )
         self.match: Match = match
+        self.aligned_context = aligned_context
+        if aligned_context is not None and (
+            mode != "pair" or aligned_template or not all(isinstance(b, OwnTokenizer) for b in (base, aligned))
+        ):
+            raise UntunedError("a family's aligned context applies to pair mode with two local models, not with a chat template")
         self._texts: dict[int, str] = texts if texts is not None else {}
         self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
         if aligned_template:
@@ -120,26 +128,40 @@ class ShiftAnalyzer:
             ranked=self.ranked,
             end=self.end,
             match=self.match,
+            aligned_family=self.aligned_context.family.name if self.aligned_context else None,
+            aligned_system=self.aligned_context.system_prompt if self.aligned_context else None,
             answers_sampling=self.answers_sampling,
         )
 
     @classmethod
     def aligntds(
-        cls, base: Backend, aligned: Backend, *, top_k: int = 5, answers_sampling: dict | None = None, match: Match = "text"
+        cls,
+        base: Backend,
+        aligned: Backend,
+        *,
+        top_k: int = 5,
+        answers_sampling: dict | None = None,
+        family: str | None = None,
+        system_prompt: str | None = None,
     ) -> ShiftAnalyzer:
-        """The paper's analysis (Re-Align/AlignTDS): base given AlignTDS's context, aligned model in its chat
-        template, the aligned top-1 ranked at every position and matched by decoded text, the end included."""
+        """The paper's analysis as AlignTDS runs it (docs/shift.md): the base given AlignTDS's context, the aligned
+        model its family's string (``family``, else told from its chat template; ``system_prompt``, else the one its
+        template carries), both encoded by the models' own tokenizers; the aligned top-1 ranked and matched by
+        decoded text; the end scored where the answer ends with an end marker."""
+        template = aligned.template_text() if isinstance(aligned, ChatTemplated) else None
+        chosen = FAMILIES[family] if family else detect_family(template, aligned.name)
+        system = system_prompt if system_prompt is not None else template_system_prompt(template)
         return cls(
             base,
             mode="pair",
             aligned=aligned,
             context="aligntds",
             top_k=top_k,
-            aligned_template=True,
             ranked="aligned-top1",
-            end=True,
+            end="marked",
             answers_sampling=answers_sampling,
-            match=match,
+            match="text",
+            aligned_context=AlignedContext(chosen, system),
         )
 
     def _check_same_tokenizer(self) -> None:
@@ -178,29 +200,36 @@ class ShiftAnalyzer:
     def _top(self, ids: np.ndarray, logprobs: np.ndarray) -> list[TopToken]:
         return [TopToken(id=int(i), text=self.token_text(int(i)), prob=float(np.exp(lp))) for i, lp in zip(ids, logprobs)]
 
-    def _prepare(self, item: AnswerItem, contexts: Contexts | None = None) -> tuple[list[int], list[int] | None, list[int], int]:
-        """Context ids of both sides (``contexts`` where given), the answer ids that fit, and the whole answer's
-        length. A trailing end marker written as text ("</s>") is the end position (scored with ``end``), never
-        ordinary tokens."""
-        answer = self.base.tokenize(without_end_marker(item.answer)[0])
+    def _prepare(
+        self, item: AnswerItem, contexts: Contexts | None = None
+    ) -> tuple[list[int], list[int] | None, list[int], int, bool]:
+        """Context ids of both sides (``contexts`` where given), the answer ids that fit, the whole answer's length,
+        and whether its end position is scored. A trailing end marker written as text ("</s>") is the end position
+        (scored with ``end``, or where it is there with ``end="marked"``), never ordinary tokens."""
+        text, marked = without_end_marker(item.answer)
+        end = self.end is True or (self.end == "marked" and marked)
+        answer = self.base.tokenize(text)
         base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
         aligned_ctx = None
-        if contexts is not None:
+        if self.aligned_context is not None and contexts is None:  # AlignTDS: the models' own tokenizers, specials read
+            base_ctx = self.base.encode_text(self._context(item.query, side="base"))
+            aligned_ctx = self.aligned.encode_text(self.aligned_context.text(item.query))
+        elif contexts is not None:
             base_ctx, aligned_ctx = contexts
         elif self._chat is not None:
             aligned_ctx = self._chat.tokenize_prompt(self._chat.chat_prompt([{"role": "user", "content": item.query.strip()}]))
         elif self.aligned is not None:
             aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
         if self.aligned is not None:
-            if self.mode == "pair" and self.aligned.tokenize(without_end_marker(item.answer)[0]) != answer:
+            if self.mode == "pair" and self.aligned.tokenize(text) != answer:
                 raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
-        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or [])) - int(self.end)
+        room = (self.base.context_length or 1 << 30) - max(len(base_ctx), len(aligned_ctx or [])) - int(end)
         if self.aligned is not None and self.aligned.context_length is not None:
             room = min(room, self.aligned.context_length - len(aligned_ctx or []))
         kept = answer[: max(room, 0)]
         if len(kept) < len(answer):
             log.warning("item %s: answer cut from %d to %d tokens to fit the context window", item.id, len(answer), len(kept))
-        return base_ctx, aligned_ctx, kept, len(answer)
+        return base_ctx, aligned_ctx, kept, len(answer), end
 
     def _example(self, item: AnswerItem, tokens: list[TokenShift], total: int) -> ShiftExample:
         return ShiftExample(
@@ -212,8 +241,8 @@ class ShiftAnalyzer:
         from the query (a whole conversation, as the server's page gives it)."""
         if contexts is not None and (contexts[1] is None) != (self.aligned is None):
             raise ValueError("contexts must give an aligned side's ids exactly when there is an aligned side")
-        base_ctx, aligned_ctx, kept, total = self._prepare(item, contexts)
-        return self._example(item, self._score(base_ctx, aligned_ctx, kept) if kept or self.end else [], total)
+        base_ctx, aligned_ctx, kept, total, end = self._prepare(item, contexts)
+        return self._example(item, self._score(base_ctx, aligned_ctx, kept, end) if kept or end else [], total)
 
     def analyze_many(self, items: list[AnswerItem]) -> list[ShiftExample]:
         """Analyse several items; in text mode on a backend with ``score_batch`` (transformers),
@@ -222,25 +251,25 @@ class ShiftAnalyzer:
         if self.aligned is not None or batch is None or len(items) < 2:
             return [self.analyze(item) for item in items]
         prepared = [self._prepare(item) for item in items]
-        scorable = [i for i, (_, _, kept, _) in enumerate(prepared) if kept]
+        scorable = [i for i, (_, _, kept, _, _) in enumerate(prepared) if kept]
         results = batch(
             [prepared[i][0] + prepared[i][2] for i in scorable], starts=[len(prepared[i][0]) for i in scorable], top_k=self.top_k
         )
         scored = dict(zip(scorable, results))
         examples = []
-        for index, (item, (_, _, kept, total)) in enumerate(zip(items, prepared)):
+        for index, (item, (_, _, kept, total, _)) in enumerate(zip(items, prepared)):
             tokens = self._from_scores(kept, scored[index]) if index in scored else []
             examples.append(self._example(item, tokens, total))
         return examples
 
-    def _score(self, base_ctx: list[int], aligned_ctx: list[int] | None, answer: list[int]) -> list[TokenShift]:
+    def _score(self, base_ctx: list[int], aligned_ctx: list[int] | None, answer: list[int], end: bool) -> list[TokenShift]:
         if aligned_ctx is None:
             return self._from_scores(answer, self.base.score(base_ctx + answer, start=len(base_ctx), top_k=self.top_k))
         if self.kl_method == "top-k":
             return self._from_top_k(base_ctx, aligned_ctx, answer)
         # with the end position, one more row: the distribution after the whole answer (a filler token
         # is appended so that the pass gives the row that would predict it; the filler is never scored)
-        tail = answer + ([answer[-1] if answer else 0] if self.end else [])
+        tail = answer + ([answer[-1] if answer else 0] if end else [])
         if self.aligned is self.base:
             return self._in_turn(base_ctx, aligned_ctx, answer, tail)
         base_start, aligned_start = len(base_ctx), len(aligned_ctx)

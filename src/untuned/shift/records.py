@@ -284,7 +284,11 @@ class ShiftSettings(BaseModel):
     kl_method: KlMethod = Field("full", description="full: KL over the whole vocabulary; top-k: over a server's top-k only.")
     aligned_template: bool = Field(False, description="pair: the aligned model saw the query in its own chat template.")
     ranked: Ranked = Field("answer", description="The token ranked at each position: the aligned side's top-1, or the answer's.")
-    end: bool = Field(False, description="The position after the answer (its end of sequence) is scored too.")
+    end: bool | Literal["marked"] = Field(
+        False, description="The position after the answer is scored too: always, or where its text ends with '</s>' (marked)."
+    )
+    aligned_family: str | None = Field(None, description="pair, AlignTDS: the aligned model's prompt family (its string).")
+    aligned_system: str | None = Field(None, description="pair, AlignTDS: the system prompt in that string (None: none).")
     match: Match = Field(
         "ids",
         description="ids: a token agrees with the base's by id; text: by decoded text, first in the top 10 (AlignTDS).",
@@ -300,21 +304,26 @@ class ShiftSettings(BaseModel):
             sides = "the base without the URIAL prefix (base) against the base with it (aligned)"
         elif self.mode == "pair":
             aligned = "its chat template" if self.aligned_template else contexts[self.context]
+            if self.aligned_family:
+                system = "its system prompt" if self.aligned_system else "no system prompt"
+                aligned = f"URIAL's {self.aligned_family} string with {system}, both read by the models' own tokenizers"
             sides = f"{self.base} given {contexts[self.context]} against {self.aligned} given {aligned}"
         else:
             sides = f"{self.base} given {contexts[self.context]}"
         ranked = "the aligned side's top-1 token" if self.ranked == "aligned-top1" else "the answer's token"
         name = "aligntds (the paper's analysis): " if self.is_aligntds else ""
+        if self.mode == "pair" and self.match == "ids":
+            name = "ids: "  # --protocol ids: tokens agree by id
         matched = "; matched by decoded text in the base's top 10, as AlignTDS does" if self.match == "text" else ""
-        return f"{name}{sides}; ranked: {ranked}{matched}{'; the end position scored' if self.end else ''}"
+        ending = {True: "; the end position scored", "marked": "; the end scored where the answer ends with '</s>'"}
+        return f"{name}{sides}; ranked: {ranked}{matched}{ending.get(self.end, '')}"
 
     @property
     def is_aligntds(self) -> bool:
-        return (self.mode, self.context, self.aligned_template, self.ranked, self.end, self.match) == (
+        return (self.mode, self.context, self.ranked, self.end, self.match) == (
             "pair",
             "aligntds",
-            True,
             "aligned-top1",
-            True,
+            "marked",
             "text",
-        )
+        ) and bool(self.aligned_family)

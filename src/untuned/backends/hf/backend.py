@@ -100,6 +100,12 @@ class TransformersBackend(RowScoring):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
 
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def end_text(self) -> str:
+        return self.tokenizer.eos_token or ""
+
     def piece(self, token: int) -> bytes:
         return self.lm.piece(token)
 

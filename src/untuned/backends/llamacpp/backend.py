@@ -161,6 +161,12 @@ class LlamaCppBackend(RowScoring):
     def piece(self, token: int) -> bytes:
         return self.model.piece(int(token))
 
+    def encode_text(self, text: str) -> list[int]:
+        return self.model.tokenize(text, add_special=True, parse_special=True)
+
+    def end_text(self) -> str:
+        return self.model.bos_eos()[1]
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of ``tokens``; ValueError naming an id outside the vocabulary (llama.cpp would abort on it)."""
         ids = [int(t) for t in tokens]
