@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from helpers import plain
@@ -177,3 +178,33 @@ def test_text_matching_needs_pair_mode_ranking_the_aligned_top1(models):
         ShiftAnalyzer(base, mode="text", match="text")
     with pytest.raises(UntunedError, match="matching by text"):
         ShiftAnalyzer(base, mode="pair", aligned=aligned, ranked="answer", match="text")
+
+
+def test_the_worked_example_in_the_docs(models):
+    """docs/shift.md's worked example: its counts and mean KL@10 under both matchings, recomputed."""
+    from collections import Counter
+
+    from helpers import ROOT
+
+    base, aligned = models
+    by_text = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
+    by_id = ShiftAnalyzer(
+        base,
+        mode="pair",
+        aligned=aligned,
+        context="aligntds",
+        ranked="aligned-top1",
+        end="marked",
+        match="ids",
+        aligned_context=by_text.aligned_context,
+    )
+    rows = re.findall(
+        r"^\| (aligntds|ids) \| (\d+) \| (\d+) / (\d+) / (\d+) \| ([\d.]+) \|$", (ROOT / "docs" / "shift.md").read_text(), re.M
+    )
+    assert [row[0] for row in rows] == ["aligntds", "ids"]
+    for (_, positions, *counts, kl), analyzer in zip(rows, (by_text, by_id)):
+        tokens = [t for item in ITEMS for t in analyzer.analyze(item).tokens]
+        seen = Counter(t.category for t in tokens)
+        assert len(tokens) == int(positions)
+        assert [seen["unshifted"], seen["marginal"], seen["shifted"]] == [int(c) for c in counts]
+        assert sum(t.kl_top10 for t in tokens) / len(tokens) == pytest.approx(float(kl), abs=5e-5)
