@@ -19,11 +19,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config) -> None:
-    """The suite's caches (evaluated prefixes, judge replies) in a folder of its own, never the user's; every
-    server and command a test starts inherits it."""
+    """The suite's caches (evaluated prefixes, judge replies) and data (kept examples) in folders of their own,
+    never the user's; every server and command a test starts inherits them."""
     import tempfile
 
     os.environ["UNTUNED_CACHE_DIR"] = tempfile.mkdtemp(prefix="untuned-test-cache-")
+    os.environ["UNTUNED_DATA_DIR"] = tempfile.mkdtemp(prefix="untuned-test-data-")  # kept examples (pool.sqlite)
 
 
 @pytest.fixture(scope="session")

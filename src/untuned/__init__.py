@@ -19,11 +19,13 @@ from untuned.errors import (
     UnknownPromptError,
     UntunedError,
 )
+from untuned.pool import Pool  # registers pool:NAME prompt sets
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt, parse_prompt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Pool",
     "Assistant",
     "Backend",
     "Chat",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -168,9 +169,16 @@ def builtin_prompt_names() -> list[str]:
     return sorted(p.name[: -len(SUFFIX)] for p in folder.iterdir() if p.name.endswith(SUFFIX))
 
 
+# Prompt sets named ``PREFIX:NAME`` and where they come from (``pool``: kept examples, registered by untuned.pool)
+PROMPT_SOURCES: dict[str, Callable[[str], PromptSet]] = {}
+
+
 def load_prompt(name_or_path: str | Path) -> PromptSet:
-    """Load a bundled prompt set by name, or a ``.urial`` file by path."""
+    """Load a bundled prompt set by name, a ``.urial`` file by path, or a pool of kept examples (``pool:NAME``)."""
     text = str(name_or_path)
+    prefix, _, rest = text.partition(":")
+    if rest and prefix in PROMPT_SOURCES:
+        return PROMPT_SOURCES[prefix](rest)
     if text in builtin_prompt_names():
         resource = resources.files("untuned") / "prompts" / f"{text}{SUFFIX}"
         return parse_prompt(resource.read_text(encoding="utf-8"), source=f"builtin:{text}", default_name=text)

@@ -147,36 +147,18 @@ def shift_command(
     pair mode runs AlignTDS's pipeline by default (--protocol aligntds, docs/shift.md): the base given AlignTDS's
     context, the aligned model URIAL's string for its family and its own greedy answers, the aligned top-1
     matched by decoded text, the end scored where the answer ended; --protocol ids matches token ids instead."""
-    protocol = _protocol(mode, protocol, context=context, rank=rank, end=end, template=aligned_template)
-    if protocol != "aligntds" and (aligned_family or aligned_system):
-        raise UntunedError("--aligned-family and --aligned-system belong to --protocol aligntds (pair mode)")
-    _check(
-        mode, options, aligned=aligned, answers=answers, dataset=dataset, dtype="float16" if protocol == "aligntds" else "float32"
-    )
+    ids_only = {"context": context, "rank": rank, "end": end, "template": aligned_template}
+    aligntds_only = {"family": aligned_family, "system": aligned_system}
+    protocol = _protocol(mode, protocol, ids_only, aligntds_only)
+    float_type = "float16" if protocol == "aligntds" else "float32"
+    _check(mode, options, aligned=aligned, answers=answers, dataset=dataset, dtype=float_type)
     prompt_set = options.prompt_set()
     base = options.load()
     second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
     max_tokens = max_tokens or (1024 if protocol == "aligntds" else 256)
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
     made = sampling.model_dump(mode="json") if answers is None else None
-    if protocol == "aligntds":
-        system = aligned_system.read_text(encoding="utf-8").rstrip("\n") if aligned_system else None
-        analyzer = ShiftAnalyzer.aligntds(
-            base, second, top_k=top_k, answers_sampling=made, family=aligned_family, system_prompt=system
-        )
-    else:
-        analyzer = ShiftAnalyzer(
-            base,
-            mode=mode,
-            aligned=second,
-            context=context or ("aligntds" if mode == "pair" else "plain"),
-            prompt=prompt_set,
-            top_k=top_k,
-            aligned_template=aligned_template is not False and mode == "pair",
-            ranked=rank,
-            end=end if end is not None else mode == "pair",
-            answers_sampling=made,
-        )
+    analyzer = _analyzer(mode, protocol, base, second, prompt_set, made, top_k, **ids_only, **aligntds_only)
     out.print(f"protocol: {analyzer.settings.protocol}")
     with progress() as bar:
         if answers is not None:
@@ -190,17 +172,41 @@ def shift_command(
     _print_summary(summary, output)
 
 
-def _protocol(mode: str, protocol: str | None, **ids_only) -> str | None:
-    """The pair protocol (aligntds by default); the options only --protocol ids takes, given with aligntds, are
-    refused by name (aligntds fixes them); --protocol outside pair mode too."""
+def _analyzer(mode, protocol, base, second, prompt_set, made, top_k, *, family, system, context, template, rank, end):
+    """The analyzer of ``protocol`` (pair mode) or of the options given (the ids protocol, the other modes)."""
+    if protocol == "aligntds":
+        text = system.read_text(encoding="utf-8").rstrip("\n") if system else None
+        return ShiftAnalyzer.aligntds(base, second, top_k=top_k, answers_sampling=made, family=family, system_prompt=text)
+    return ShiftAnalyzer(
+        base,
+        mode=mode,
+        aligned=second,
+        context=context or ("aligntds" if mode == "pair" else "plain"),
+        prompt=prompt_set,
+        top_k=top_k,
+        aligned_template=template is not False and mode == "pair",
+        ranked=rank,
+        end=end if end is not None else mode == "pair",
+        answers_sampling=made,
+    )
+
+
+def _protocol(mode: str, protocol: str | None, ids_only: dict, aligntds_only: dict) -> str | None:
+    """The pair protocol (aligntds by default). Options of the other protocol given with one are refused by name
+    (aligntds fixes what --protocol ids lets you set; --aligned-family and --aligned-system are aligntds's), and
+    --protocol outside pair mode."""
     if mode != "pair":
         if protocol is not None:
             raise UntunedError("--protocol applies to pair mode")
-        return None
-    protocol = protocol or "aligntds"
-    given = [f"--{name.replace('template', 'aligned-template')}" for name, value in ids_only.items() if value is not None]
+        protocol = None
+    else:
+        protocol = protocol or "aligntds"
+    flags = {"template": "--aligned-template", "family": "--aligned-family", "system": "--aligned-system"}
+    given = [flags.get(name, f"--{name}") for name, value in ids_only.items() if value is not None]
     if protocol == "aligntds" and given:
         raise UntunedError(f"--protocol aligntds fixes {', '.join(given)} as AlignTDS runs them; use --protocol ids to set them")
+    if protocol != "aligntds" and any(value is not None for value in aligntds_only.values()):
+        raise UntunedError("--aligned-family and --aligned-system belong to --protocol aligntds (pair mode)")
     return protocol
 
 

@@ -97,20 +97,23 @@ class ShiftAnalyzer:
         ):
             raise UntunedError("a family's aligned context applies to pair mode with two local models, not with a chat template")
         self._texts: dict[int, str] = texts if texts is not None else {}
-        self._chat: ChatTemplated | None = None  # pair mode: the aligned model sees the answer in its own chat template
-        if aligned_template:
-            if mode != "pair" or not isinstance(aligned, ChatTemplated):
-                raise UntunedError("the aligned model's chat template applies to pair mode with a local aligned model")
-            if aligned.template_text() is None:
-                raise UntunedError(
-                    f"{aligned.name} has no chat template: pass --no-aligned-template to show it the "
-                    "query as the base model sees it"
-                )
-            self._chat = aligned
+        self._chat = self._chat_side(aligned_template)  # pair mode: the aligned model reads its own chat template
         self.aligned_template = aligned_template
         self.kl_method: KlMethod = "full" if full else "top-k"
         if mode == "pair":
             self._check_same_tokenizer()
+
+    def _chat_side(self, aligned_template: bool) -> ChatTemplated | None:
+        if not aligned_template:
+            return None
+        if self.mode != "pair" or not isinstance(self.aligned, ChatTemplated):
+            raise UntunedError("the aligned model's chat template applies to pair mode with a local aligned model")
+        if self.aligned.template_text() is None:
+            raise UntunedError(
+                f"{self.aligned.name} has no chat template: pass --no-aligned-template to show it the "
+                "query as the base model sees it"
+            )
+        return self.aligned
 
     @property
     def settings(self) -> ShiftSettings:
