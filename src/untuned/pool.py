@@ -49,8 +49,16 @@ class Pool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]  # before anything could change the file
+            if version > SCHEMA_VERSION:
+                self._db.close()
+                raise PoolError(
+                    f"the pool database {self.path} was made by a newer untuned (schema {version}, this one reads "
+                    f"{SCHEMA_VERSION}): upgrade untuned; the file was not changed"
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
+            if version < SCHEMA_VERSION:
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise PoolError(
                 f"the pool database {self.path} cannot be read ({exc}); it was left as it is: move it aside to start "
@@ -58,14 +66,6 @@ class Pool:
             ) from None
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise PoolError(
-                f"the pool database {self.path} was made by a newer untuned (schema {version}, this one reads "
-                f"{SCHEMA_VERSION}): upgrade untuned; the file was not changed"
-            )
-        if version == SCHEMA_VERSION:
-            return
         with self._write():
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS examples (id INTEGER PRIMARY KEY, pool TEXT NOT NULL, query TEXT NOT NULL, "
@@ -135,6 +135,10 @@ class Pool:
                 (pool, example.query, example.answer, original, model, prompt_set, time.time(), (first or 0) - 1),
             )
         return self.get(cursor.lastrowid)
+
+    def check(self, pool: str, query: str, answer: str) -> None:
+        """PoolError, with the reason, for an example :meth:`keep` would refuse for its texts or the pool's name."""
+        _checked(pool, query, answer)
 
     def edit(self, example_id: int, *, query: str | None = None, answer: str | None = None) -> KeptExample:
         kept = self.get(example_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperOption
 
-from untuned.cli import cache, chat, experiment, judge, plan, report, runs, serve, shift
+from untuned.cli import cache, chat, experiment, judge, plan, pool, report, runs, serve, shift
 
 
 def _no_type_for_flags(display):
@@ -31,6 +31,7 @@ app.add_typer(chat.prompts_app, name="prompts")
 app.command("backends")(chat.backends)
 app.command("plan")(plan.plan_command)
 app.add_typer(cache.cache_app, name="cache")
+app.add_typer(pool.pool_app, name="pool")
 app.command("generate")(runs.generate_command)
 app.command("merge")(runs.merge_command)
 app.command("export")(runs.export_command)
