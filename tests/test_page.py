@@ -419,3 +419,45 @@ def test_shift_endpoint_separates_the_model_from_the_sampler():
         (400, "messages"),
         (400, "prompt"),
     ]
+
+
+def test_keep_and_edit_then_keep_go_to_the_pool_that_then_answers(page, url):
+    """Keep an answer as shown, edit another and keep it: the server's pool holds exactly what was shown and what
+    was typed (the model's own answer beside the edit); the pool panel lists, reorders and deletes them; the
+    pool chosen as the prompt set puts the kept answers in the prompt the model sees."""
+    page.click("#show-settings")
+    page.fill("#pool", "page-kept")
+    page.dispatch_event("#pool", "change")
+    ask(page, "SCRIPT: Tea is brewed from leaves @end")
+    wait_state(page, "done")
+    shown = page.inner_text(".answer .msg").strip()
+    page.click(".answer .keep")
+    page.wait_for_selector(".answer .keptnote")
+    kept = http.get(f"{url}/v1/untuned/pools/page-kept").json()
+    assert [(k["query"], k["answer"], k["original"]) for k in kept] == [("SCRIPT: Tea is brewed from leaves @end", shown, None)]
+    ask(page, "SCRIPT: Coffee is roasted @end")
+    page.wait_for_function("document.querySelectorAll('.answer .edit-keep').length === 1", timeout=30_000)
+    original = page.evaluate("JSON.parse(localStorage.getItem('untuned-conversation'))[3].answers[0].text")
+    page.click(".answer .edit-keep")
+    page.fill("textarea.edited", "Coffee is roasted, then ground — my words.")
+    page.click(".answer .keep-edited")
+    page.wait_for_function("document.querySelectorAll('.answer .keptnote').length === 2", timeout=30_000)
+    kept = http.get(f"{url}/v1/untuned/pools/page-kept").json()
+    assert [(k["answer"], k["original"]) for k in kept] == [
+        ("Coffee is roasted, then ground — my words.", original),
+        (shown, None),
+    ]
+    assert kept[0]["model"] and kept[0]["prompt_set"]
+    page.click("#show-pool")
+    page.wait_for_function("document.querySelectorAll('#poolexamples .example').length === 2", timeout=30_000)
+    page.click("#poolexamples .example:first-child .tools button:nth-child(2)")  # ↓: the edited one second
+    page.wait_for_function(f"document.querySelector('#poolexamples .example').dataset.id === '{kept[1]['id']}'", timeout=30_000)
+    assert [k["id"] for k in http.get(f"{url}/v1/untuned/pools/page-kept").json()] == [kept[1]["id"], kept[0]["id"]]
+    page.select_option("#promptset", "pool:page-kept")
+    prompt = http.post(
+        f"{url}/v1/untuned/prompt", json={"messages": [{"role": "user", "content": "Next?"}], "prompt": "pool:page-kept"}
+    ).json()
+    assert "Coffee is roasted, then ground — my words." in prompt["text"] and shown in prompt["text"]
+    page.click("#poolexamples .example:first-child .delete")
+    page.wait_for_function("document.querySelectorAll('#poolexamples .example').length === 1", timeout=30_000)
+    assert [k["answer"] for k in http.get(f"{url}/v1/untuned/pools/page-kept").json()] == [kept[0]["answer"]]

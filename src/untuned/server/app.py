@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from untuned.assistant import Assistant
 from untuned.backends import TokenPieces
-from untuned.server import chat, completions, health, models, page, tokens, workbench
+from untuned.server import chat, completions, health, models, page, pools, tokens, workbench
 from untuned.server.errors import install_error_handlers
 from untuned.server.guard import Guard
 from untuned.server.metrics import MetricsMiddleware, endpoint_names
@@ -32,7 +32,7 @@ def create_app(assistant: Assistant, config: ServerConfig | None = None, *, alig
         title="untuned", version="1", summary="An OpenAI-compatible chat API over a base model aligned in context (URIAL)."
     )
     app.state.serving = serving = Serving(assistant, config, aligned=aligned)
-    groups = (chat, completions, models, tokens, health, page, workbench)
+    groups = (chat, completions, models, tokens, health, page, workbench, pools)
     for group in groups:
         app.include_router(group.router)
     install_error_handlers(app)

@@ -21,7 +21,7 @@ from untuned.assistant import Assistant, Completion
 from untuned.backends import Backend, Batched, Sampling, SchemaConstrained, TokenPieces, prompt_ids
 from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
-from untuned.errors import ConstraintError, EngineRestarted
+from untuned.errors import ConstraintError, EngineRestarted, UntunedError
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
 from untuned.server.crash_guard import CrashGuard, current_caller
 from untuned.server.errors import BadRequest
@@ -112,6 +112,11 @@ class Serving:
             return self.assistant.prompt
         if name == "none":
             return None
+        if name.startswith("pool:"):  # kept examples: read again for every request, so a change is used at once
+            try:
+                return load_prompt(name)
+            except UntunedError as exc:
+                raise BadRequest(f"prompt: {exc}", param="prompt") from None
         if name not in self.prompts:
             known = ", ".join(sorted(self.prompts))
             raise BadRequest(f"prompt: unknown prompt set {name!r}; this server has {known} (or 'none')", param="prompt")

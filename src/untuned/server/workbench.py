@@ -11,10 +11,13 @@ from collections import Counter
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from untuned.answers import AnswerItem
 from untuned.backends import ChatTemplated, prompt_ids
 from untuned.errors import UntunedError
+from untuned.pool import Pool
+from untuned.prompt import PromptSet
 from untuned.server.chat import build_conversation, chat_messages, plain_prompt, rendered_for
 from untuned.server.errors import BadRequest
 from untuned.server.extensions import (
@@ -52,8 +55,10 @@ class ShiftView(BaseModel):
 
 @router.get("/prompts", response_model=list[PromptSetOut], responses=ERRORS)
 async def prompts(serve: Serving = Depends(serving)) -> list[PromptSetOut]:
-    """The prompt sets a request may name (``prompt``), with their system text and examples."""
+    """The prompt sets a request may name (``prompt``), with their system text and examples; the pools of kept
+    examples as ``pool:NAME``, as they are now."""
     active = serve.assistant.prompt.name
+    kept = await run_in_threadpool(_pool_sets)
     return [
         PromptSetOut(
             name=p.name,
@@ -63,7 +68,25 @@ async def prompts(serve: Serving = Depends(serving)) -> list[PromptSetOut]:
             examples=[ExampleOut(query=e.query, answer=e.answer) for e in p.examples],
         )
         for p in sorted(serve.prompts.values(), key=lambda p: (p.name != active, p.name))
+    ] + [
+        PromptSetOut(
+            name=f"pool:{p.name}",
+            description=p.description,
+            system=p.system,
+            active=False,
+            examples=[ExampleOut(query=e.query, answer=e.answer) for e in p.examples],
+        )
+        for p in kept
     ]
+
+
+def _pool_sets() -> list[PromptSet]:
+    """Every pool of kept examples as a prompt set (an empty pool has none)."""
+    pool = Pool()
+    try:
+        return [pool.prompt_set(name) for name, count in pool.pools() if count]
+    finally:
+        pool.close()
 
 
 @router.post("/prompt", response_model=PromptView, responses=ERRORS)
