@@ -189,3 +189,60 @@ def test_cli_import_list_show_export_remove(data_dir, tmp_path):
     assert runner.invoke(app, ["pool", "remove", str(first.id)]).exit_code == 0 and len(Pool().examples("p")) == 1
     missing = runner.invoke(app, ["pool", "remove", "99999"])
     assert missing.exit_code == 2 and "no kept example has id 99999" in missing.output
+
+
+def test_a_kept_example_survives_a_restart_and_answers_the_next_request(tmp_path):
+    """`untuned serve --prompt pool:NAME`: an answer kept over HTTP is in the pool after the server restarts, and
+    the next request's prompt holds it; one kept while the server runs is used by the request after it."""
+    from helpers import http
+    from helpers.servers import untuned_server
+
+    env = {"UNTUNED_DATA_DIR": str(tmp_path)}
+    Pool(tmp_path / "pool.sqlite").keep("served", "First?", "The first kept answer.")
+    with untuned_server("--model", "scripted:page", "--prompt", "pool:served", env=env) as root:
+        made = http.post(f"{root}/v1/untuned/pools/served", json={"query": "Second?", "answer": "Kept over HTTP."})
+        assert made.status_code == 201
+        again = http.post(f"{root}/v1/untuned/pools/served", json={"query": "Second?", "answer": "Kept over HTTP."})
+        assert again.status_code == 409 and "holds this example already" in again.json()["error"]["message"]
+        empty = http.post(f"{root}/v1/untuned/pools/served", json={"query": "Third?", "answer": " "})
+        assert empty.status_code == 400 and "empty answer" in empty.json()["error"]["message"]
+    with untuned_server("--model", "scripted:page", "--prompt", "pool:served", env=env) as root:
+        assert [k["answer"] for k in http.get(f"{root}/v1/untuned/pools/served").json()] == [
+            "Kept over HTTP.",
+            "The first kept answer.",
+        ]
+        seen = http.post(f"{root}/v1/untuned/prompt", json={"messages": [{"role": "user", "content": "Next?"}]}).json()
+        assert "Kept over HTTP." in seen["text"] and "The first kept answer." in seen["text"]
+        http.post(f"{root}/v1/untuned/pools/served", json={"query": "Later?", "answer": "Kept while it runs."})
+        seen = http.post(f"{root}/v1/untuned/prompt", json={"messages": [{"role": "user", "content": "Next?"}]}).json()
+        assert "Kept while it runs." in seen["text"]
+        reply = http.post(
+            f"{root}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Next?"}], "max_tokens": 8}
+        )
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+
+
+def test_a_pool_larger_than_the_window_is_served_with_the_examples_that_fit(data_dir, gemma, caplog):
+    """As many examples as leave max_tokens and room for the question, the pool's first ones, and a warning that
+    says how many were left out (nothing cut silently; another prompt set that does not fit is still refused)."""
+    import dataclasses
+    import logging
+
+    from untuned import Sampling
+    from untuned.assistant import QUESTION_ROOM, Assistant
+    from untuned.conversation import render_prefix
+
+    pool = Pool()
+    for i in range(40):
+        pool.keep(
+            "big", f"Question number {i}: tell me about topic {i}.", f"Answer {i}. " + "A long line of careful prose. " * 25
+        )
+    served = load_prompt("pool:big")
+    with caplog.at_level(logging.WARNING, logger="untuned.assistant"):
+        assistant = Assistant(gemma, served, Sampling(max_tokens=64))
+    fitted = assistant.prompt
+    size = lambda prompt_set: len(gemma.tokenize(render_prefix(prompt_set), add_special=True))  # noqa: E731
+    budget = gemma.context_length - 64 - QUESTION_ROOM
+    assert 0 < fitted.k < served.k and fitted.examples == served.examples[: fitted.k]
+    assert size(fitted) <= budget < size(dataclasses.replace(served, examples=served.examples[: fitted.k + 1]))
+    assert f"{fitted.k} of its 40 examples fit" in caplog.text and f"{40 - fitted.k} left out" in caplog.text

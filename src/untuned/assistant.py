@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -131,6 +132,9 @@ class Completion:
         return self.text
 
 
+QUESTION_ROOM = 256  # tokens a pool's prompt set leaves for the question, beside max_tokens for the answer
+
+
 class Assistant:
     """A backend, a URIAL prompt set and sampling settings."""
 
@@ -145,17 +149,49 @@ class Assistant:
 
     def check_fits(self) -> None:
         """Refuse, before any question, a prompt set whose examples and ``max_tokens`` cannot fit the model's
-        window together (PromptTooLongError with the numbers); nothing is ever cut silently. A backend
-        that cannot tokenize here (a server without a tokenize endpoint) is checked per request instead."""
-        window = self.backend.context_length
-        if not window:
-            return
+        window together (PromptTooLongError with the numbers); nothing is ever cut silently. A pool of kept
+        examples (``pool:NAME``) is served with as many of its examples, first to last, as leave room for a
+        question and the answer (:meth:`fitted`, which says how many were left out). A backend that cannot
+        tokenize here (a server without a tokenize endpoint) is checked per request instead."""
+        self.prompt = self.fitted(self.prompt)
+        prefix = self._prefix_tokens(self.prompt)
+        if prefix is not None and prefix + self.sampling.max_tokens > self.backend.context_length:
+            raise PromptTooLongError(self.prompt.name, prefix, self.sampling.max_tokens, self.backend.context_length)
+
+    def _prefix_tokens(self, prompt: PromptSet) -> int | None:
+        if not self.backend.context_length:
+            return None
         try:
-            prefix = len(self.backend.tokenize(render_prefix(self.prompt), add_special=True))
+            return len(self.backend.tokenize(render_prefix(prompt), add_special=True))
         except UntunedError:
-            return
-        if prefix + self.sampling.max_tokens > window:
-            raise PromptTooLongError(self.prompt.name, prefix, self.sampling.max_tokens, window)
+            return None
+
+    def fitted(self, prompt: PromptSet) -> PromptSet:
+        """A pool's prompt set cut to the examples that fit the window with ``max_tokens`` and QUESTION_ROOM tokens
+        for the question (the first ones, in the pool's order), with a warning naming how many were left out;
+        any other set as it is."""
+        if not (prompt.source or "").startswith("pool:") or not prompt.examples:
+            return prompt
+        budget = (self.backend.context_length or 0) - self.sampling.max_tokens - QUESTION_ROOM
+        whole = self._prefix_tokens(prompt)
+        if whole is None or whole <= budget:
+            return prompt
+        low, high = 0, len(prompt.examples)  # the most examples whose prefix fits: low fits, high does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            size = self._prefix_tokens(dataclasses.replace(prompt, examples=prompt.examples[:middle]))
+            low, high = (middle, high) if size is not None and size <= budget else (low, middle)
+        log.warning(
+            "%s: %d of its %d examples fit the %d-token window with max_tokens %d and %d for the question; %d left out",
+            prompt.source,
+            low,
+            len(prompt.examples),
+            self.backend.context_length,
+            self.sampling.max_tokens,
+            QUESTION_ROOM,
+            len(prompt.examples) - low,
+        )
+        return dataclasses.replace(prompt, examples=prompt.examples[:low])
 
     @classmethod
     def load(

@@ -98,11 +98,11 @@ def chat_messages(messages: list[Message]) -> list[dict[str, str]]:
     return [{"role": m.role if m.role != "developer" else "system", "content": m.text} for m in messages]
 
 
-def rendered_for(
+async def rendered_for(
     serve: Serving, messages: list[Message], prompt: str | None, inline: InlinePromptSet | None = None
 ) -> RenderedPrompt:
     """What the model sees for ``messages`` in the prompt set named ``prompt`` ('none': plain text) or given inline."""
-    chosen = serve.prompt_set(prompt, inline)
+    chosen = await serve.chosen_prompt(prompt, inline)
     if chosen is None:
         return plain_prompt(messages)
     return build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
@@ -151,7 +151,7 @@ async def chat_completions(body: ChatRequest, raw: Request, serve: Serving = Dep
     assistant = serve.assistant
     if serve.aligned is not None and body.model == serve.aligned_name:
         return await aligned_answer(body, serve)
-    chosen = serve.prompt_set(body.prompt, body.prompt_set)
+    chosen = await serve.chosen_prompt(body.prompt, body.prompt_set)
     top = body.top_logprobs or 0
     sampling = await serve.sampling_for(body, serve.config.default_max_tokens, logprobs=max(top, 1) if body.logprobs else 0)
     offered, callable_, text_allowed = offered_tools(body)

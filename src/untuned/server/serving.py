@@ -109,7 +109,8 @@ class Serving:
             examples = tuple(Example(query=e.query, answer=e.answer) for e in inline.examples)
             return PromptSet(name=inline.name, system=inline.system, examples=examples, source="request")
         if name is None:
-            return self.assistant.prompt
+            default = self.assistant.prompt
+            return self.prompt_set(default.source, None) if (default.source or "").startswith("pool:") else default
         if name == "none":
             return None
         if name.startswith("pool:"):  # kept examples: read again for every request, so a change is used at once
@@ -121,6 +122,13 @@ class Serving:
             known = ", ".join(sorted(self.prompts))
             raise BadRequest(f"prompt: unknown prompt set {name!r}; this server has {known} (or 'none')", param="prompt")
         return self.prompts[name]
+
+    async def chosen_prompt(self, name: str | None, inline=None) -> PromptSet | None:
+        """:meth:`prompt_set`, a pool's cut to the examples that fit the window (tokenizing it: on the prep threads)."""
+        chosen = self.prompt_set(name, inline)
+        if chosen is not None and (chosen.source or "").startswith("pool:"):
+            return await self.off_loop(self.assistant.fitted, chosen)
+        return chosen
 
     async def health(self) -> Health:
         """The load and the engine's state, from what the supervisor and the monitor keep: no worker thread, and at

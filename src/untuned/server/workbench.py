@@ -92,7 +92,7 @@ def _pool_sets() -> list[PromptSet]:
 @router.post("/prompt", response_model=PromptView, responses=ERRORS)
 async def prompt(body: PromptRequest, serve: Serving = Depends(serving)) -> PromptView:
     """The exact prompt the model sees for ``messages`` (the last one the user's), and its size."""
-    rendered = rendered_for(serve, body.messages, body.prompt, body.prompt_set)
+    rendered = await rendered_for(serve, body.messages, body.prompt, body.prompt_set)
     backend = serve.assistant.backend
 
     def count() -> tuple[int, int]:
@@ -159,7 +159,8 @@ def _prepared(serve: Serving, body: ShiftRequest, messages: list[Message], side:
     if body.mode == "context":
         if side == "aligned":
             raise BadRequest("sampled_from 'aligned' needs mode 'pair' (an --aligned model's answer)", param="sampled_from")
-        chosen = serve.prompt_set(body.prompt, body.prompt_set)
+        chosen = serve.prompt_set(body.prompt, body.prompt_set)  # (on the prep threads already)
+        chosen = serve.assistant.fitted(chosen) if chosen is not None else None
         if chosen is None:
             raise BadRequest("context mode compares with a URIAL prompt set: prompt 'none' has none", param="prompt")
         rendered = build_conversation(serve.assistant, messages, serve.config.system_mode, prompt=chosen).render()
