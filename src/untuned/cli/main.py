@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperOption
 
-from untuned.cli import cache, chat, experiment, judge, plan, pool, report, runs, serve, shift
+from untuned.cli import cache, chat, curve, experiment, judge, plan, pool, report, runs, serve, shift
 
 
 def _no_type_for_flags(display):
@@ -38,6 +38,7 @@ app.command("export")(runs.export_command)
 app.command("import")(runs.import_command)
 app.command("serve")(serve.serve_command)
 app.command("shift")(shift.shift_command)
+app.command("curve")(curve.curve_command)
 app.add_typer(judge.judge_app, name="judge")
 app.command("report")(report.report_command)
 app.command("experiment")(experiment.experiment_command)

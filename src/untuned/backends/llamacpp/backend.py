@@ -6,15 +6,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from untuned.backends import DEFAULT_MAX_CTX, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk, default_gguf_path
+from untuned.backends import (
+    DEFAULT_MAX_CTX,
+    LoadOptions,
+    ModelSpec,
+    RowScoring,
+    Sampling,
+    StreamChunk,
+    check_score_request,
+    default_gguf_path,
+    log_softmax,
+)
 from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
-from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup
+from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup, common_length
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
 from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, model_identity, pin_plan, pinned_plan
@@ -268,6 +279,38 @@ class LlamaCppBackend(RowScoring):
                 logits = ctx.logits(len(outputs))
                 for row in range(0, len(outputs), SCORE_ROWS):
                     yield outputs[row : row + SCORE_ROWS], logits[row : row + SCORE_ROWS]
+
+    @contextmanager
+    def scoring_session(self) -> Iterator[Callable[[Sequence[int], int], np.ndarray]]:
+        """A function of (ids, start) giving the log-probability of each of ``ids[start:]``, in a slot held for the
+        session whose cells are kept from call to call: a call evaluates only what follows the longest common
+        prefix of its ids and the previous call's (prompts that extend one another: ``untuned curve``)."""
+        with self.engine.exclusive() as (ctx, batch, seq):
+            fed: list[int] = []
+
+            def logprobs(tokens: Sequence[int], start: int) -> np.ndarray:
+                ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
+                keep = min(common_length(fed, ids), start - 1)  # the row predicting ids[start] needs ids[start - 1] fed
+                if keep < len(fed):
+                    ctx.trim(seq, keep)
+                    del fed[keep:]
+                found = []
+                for begin in range(keep, len(ids) - 1, batch.capacity):
+                    chunk = ids[begin : min(begin + batch.capacity, len(ids) - 1)]
+                    positions = np.arange(begin, begin + len(chunk)) + 1  # row r predicts the token at begin + r + 1
+                    wanted = positions >= start
+                    batch.clear()
+                    batch.add(chunk, begin, seq, wanted)
+                    ctx.decode(batch)
+                    fed.extend(chunk)
+                    targets = np.asarray(ids)[positions[wanted]]
+                    rows = ctx.logits(int(wanted.sum()))
+                    for row in range(0, len(targets), SCORE_ROWS):
+                        part = log_softmax(rows[row : row + SCORE_ROWS])
+                        found.append(part[np.arange(len(part)), targets[row : row + SCORE_ROWS]])
+                return np.concatenate(found) if found else np.zeros(0, dtype=np.float32)
+
+            yield logprobs
 
     def stats(self) -> EngineStats:
         """The batching engine's load and counters."""

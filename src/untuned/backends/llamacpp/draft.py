@@ -79,7 +79,7 @@ class DraftModel:
 
     def propose(self, seq: int, history: list[int], limit: int) -> list[int]:
         fed = self.fed[seq]
-        keep = min(_common_length(fed, history), len(history) - 1)  # the last token is fed again for its logits
+        keep = min(common_length(fed, history), len(history) - 1)  # the last token is fed again for its logits
         if keep < len(fed):
             self.ctx.trim(seq, keep)
             del fed[keep:]
@@ -111,7 +111,8 @@ class DraftModel:
         self.model.close()
 
 
-def _common_length(a: list[int], b: list[int]) -> int:
+def common_length(a: list[int], b: list[int]) -> int:
+    """How many tokens ``a`` and ``b`` share from the start."""
     n = min(len(a), len(b))
     if not n:
         return 0

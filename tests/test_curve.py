@@ -1,0 +1,85 @@
+"""``untuned curve``: the held-out answer is never in its own prompt, a scored NLL equals a direct teacher-forced
+computation on the same ids, and on the default model a tiny set of answers in one unusual style becomes more
+likely with K examples in the prompt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import FIXTURES
+from hypothesis import example, given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from untuned.cli import app
+from untuned.curve import measure, plan, prompt_ids, scoring
+from untuned.errors import UntunedError
+from untuned.prompt import load_prompt
+
+OCTOPUS = FIXTURES / "octopus.urial"
+
+
+@given(
+    n=st.integers(2, 30),
+    ks=st.lists(st.integers(0, 29), min_size=1, max_size=6),
+    orders=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(n=2, ks=[0, 1], orders=1, seed=0)  # the smallest curve: one example shown, one held out
+@example(n=24, ks=[0, 1, 2, 4, 8, 16, 23], orders=5, seed=7)
+def test_the_held_out_answer_is_never_in_its_own_prompt(n, ks, orders, seed):
+    if max(ks) > n - 1:
+        with pytest.raises(UntunedError, match="one held out"):
+            plan(n, ks, orders, seed)
+        return
+    cells = plan(n, ks, orders, seed)
+    assert len(cells) == orders * n * len(set(ks))
+    for cell in cells:
+        assert cell.item not in cell.context and len(cell.context) == cell.k == len(set(cell.context))
+    for order in range(orders):
+        for item in range(n):
+            chain = [c.context for c in cells if (c.order, c.item) == (order, item)]
+            assert all(longer[: len(shorter)] == shorter for shorter, longer in zip(chain, chain[1:]))  # each extends
+
+
+def test_a_scored_nll_equals_a_direct_teacher_forced_pass(gemma):
+    """The scoring session reuses the previous prompt's evaluated tokens; its log-probabilities equal one fresh
+    teacher-forced pass over the same ids (within float rounding: other chunk boundaries)."""
+    prompt = load_prompt(OCTOPUS)
+    examples = list(prompt.examples)
+    cells = plan(len(examples), [0, 2, 5], 1, seed=3)[:3]  # one held-out example, K = 0, 2, 5: each extends the last
+    scored = []
+    with scoring(gemma) as logprobs:  # holds a slot of the engine: the direct passes come after
+        for cell in cells:
+            ids, start = prompt_ids(gemma, prompt, examples, cell)
+            scored.append((ids, start, logprobs(ids, start)))
+    for (ids, start, reused), cell in zip(scored, cells):
+        direct = gemma.score(ids, start=start, top_k=1).logprobs
+        assert len(reused) == len(ids) - start
+        np.testing.assert_allclose(reused, direct, atol=2e-3)
+        assert examples[cell.item].answer not in gemma.detokenize(ids[:start])
+
+
+def test_answers_in_one_style_become_likelier_with_examples(gemma):
+    curve = measure(gemma, load_prompt(OCTOPUS), [0, 4], orders=1, seed=1, reference=load_prompt("helpful"))
+    zero, four = curve.by_k[0], curve.by_k[4]
+    assert four.high < zero.low  # the intervals do not overlap
+    assert four.mean < curve.reference.mean  # closer than the generic bundled examples bring it
+    assert curve.fit is None and "3 or more K above 0" in curve.fit_problem
+
+
+def test_cli_curve_writes_its_records_and_refuses_a_k_too_large(tmp_path):
+    refused = CliRunner().invoke(app, ["curve", str(OCTOPUS), "--k", "0,12", "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "K = 12 needs 13 examples" in refused.output and not (tmp_path / "no").exists()
+    args = ["curve", str(OCTOPUS), "--k", "0,1,2,3", "--orders", "1", "--reference", "", "--out", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert set(summary["by_k"]) == {"0", "1", "2", "3"} and summary["settings"]["orders"] == 1
+    assert summary["fit"] is not None or summary["fit_problem"]
+    points = [json.loads(line) for line in (tmp_path / "c" / "points.jsonl").read_text().splitlines()]
+    assert len(points) == 12 * 4 and all(p["item"] not in p["context"] for p in points)
+    assert (tmp_path / "c" / "curve.png").stat().st_size > 1000
+    assert "fit: NLL(K)" in result.output or "no fit:" in result.output
