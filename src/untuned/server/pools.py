@@ -4,16 +4,21 @@ pool, read again for every request. Each call runs on a worker thread (a write m
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from untuned.pool import KeptExample, Pool, PoolError
 from untuned.server.errors import BadRequest
-from untuned.server.schema import ERRORS
+from untuned.server.schema import ERRORS, ErrorResponse
 
 router = APIRouter(prefix="/v1/untuned/pools", tags=["untuned"])
 TEXT = 100_000  # characters a kept query or answer may have
+Name = Annotated[str, Path(pattern=r"^[\w.@+-]{1,128}$", description="A pool's name.")]
+ExampleId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A kept example's id.")]
+KEEP_ERRORS = {**ERRORS, 409: {"model": ErrorResponse, "description": "The pool holds this example already"}}
 
 
 class KeepRequest(BaseModel):
@@ -38,7 +43,9 @@ class EditRequest(BaseModel):
 class OrderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(max_length=100_000, description="Every example of the pool, each once, in the new order.")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        max_length=100_000, description="Every example of the pool, each once, in the new order."
+    )
 
 
 class KeptOut(BaseModel):
@@ -93,13 +100,13 @@ async def pools() -> list[PoolOut]:
 
 
 @router.get("/{name}", response_model=list[KeptOut], responses=ERRORS)
-async def examples(name: str) -> list[KeptOut]:
+async def examples(name: Name) -> list[KeptOut]:
     """A pool's examples in its order (what ``prompt: "pool:NAME"`` serves, first to last)."""
     return [_out(k) for k in await _pool(lambda p: p.examples(name))]
 
 
-@router.post("/{name}", response_model=KeptOut, status_code=201, responses=ERRORS)
-async def keep(name: str, body: KeepRequest) -> KeptOut:
+@router.post("/{name}", response_model=KeptOut, status_code=201, responses=KEEP_ERRORS)
+async def keep(name: Name, body: KeepRequest) -> KeptOut:
     """Keep an example first in the pool ``name`` (made if new); an empty text or a duplicate is refused."""
     return _out(
         await _pool(
@@ -108,13 +115,13 @@ async def keep(name: str, body: KeepRequest) -> KeptOut:
     )
 
 
-@router.patch("/{name}/{example_id}", response_model=KeptOut, responses=ERRORS)
-async def edit(name: str, example_id: int, body: EditRequest) -> KeptOut:
+@router.patch("/{name}/{example_id}", response_model=KeptOut, responses=KEEP_ERRORS)
+async def edit(name: Name, example_id: ExampleId, body: EditRequest) -> KeptOut:
     return _out(await _pool(lambda p: _in(p, name, example_id) and p.edit(example_id, query=body.query, answer=body.answer)))
 
 
 @router.put("/{name}/order", response_model=list[KeptOut], responses=ERRORS)
-async def order(name: str, body: OrderRequest) -> list[KeptOut]:
+async def order(name: Name, body: OrderRequest) -> list[KeptOut]:
     def work(pool: Pool):
         pool.reorder(name, body.ids)
         return pool.examples(name)
@@ -123,5 +130,5 @@ async def order(name: str, body: OrderRequest) -> list[KeptOut]:
 
 
 @router.delete("/{name}/{example_id}", response_model=KeptOut, responses=ERRORS)
-async def remove(name: str, example_id: int) -> KeptOut:
+async def remove(name: Name, example_id: ExampleId) -> KeptOut:
     return _out(await _pool(lambda p: _in(p, name, example_id) and p.remove(example_id)))
