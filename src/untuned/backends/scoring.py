@@ -58,6 +58,18 @@ def top_k_indices(rows: np.ndarray, k: int, block: int = 512) -> np.ndarray:
     return np.take_along_axis(top, np.argsort(-values, axis=1, kind="stable"), axis=1)
 
 
+def log_normalizers(logits: np.ndarray) -> np.ndarray:
+    """Each row's log of the sum of exp(logits): what turns a logit into a log-probability."""
+    peak = logits.max(axis=1)
+    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+
+
+def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The log-probability of each row's target, with the arithmetic of :func:`scores_from_logits` (same bits)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    return logits[np.arange(len(targets)), targets] - log_normalizers(logits)
+
+
 def scores_from_logits(
     logits: np.ndarray, targets: np.ndarray, top_k: int, *, normalized: bool = False
 ) -> tuple[np.ndarray, ...]:
@@ -71,8 +83,7 @@ def scores_from_logits(
     if normalized:
         log_norm = np.zeros(len(logits), dtype=np.float32)
     else:
-        peak = logits.max(axis=1)
-        log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+        log_norm = log_normalizers(logits)
     rows = np.arange(len(targets))
     target_logits = logits[rows, targets]
     ranks = (logits > target_logits[:, None]).sum(axis=1) + 1

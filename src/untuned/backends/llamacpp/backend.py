@@ -21,7 +21,6 @@ from untuned.backends import (
     StreamChunk,
     check_score_request,
     default_gguf_path,
-    log_softmax,
 )
 from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
@@ -30,6 +29,7 @@ from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
 from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
 from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, model_identity, pin_plan, pinned_plan
 from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
+from untuned.backends.scoring import target_logprobs
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
@@ -284,13 +284,17 @@ class LlamaCppBackend(RowScoring):
     def scoring_session(self) -> Iterator[Callable[[Sequence[int], int], np.ndarray]]:
         """A function of (ids, start) giving the log-probability of each of ``ids[start:]``, in a slot held for the
         session whose cells are kept from call to call: a call evaluates only what follows the longest common
-        prefix of its ids and the previous call's (prompts that extend one another: ``untuned curve``)."""
+        prefix of its ids and the previous call's, from the chunk (``n_batch`` tokens) that prefix ends in (prompts
+        that extend one another: ``untuned curve``). The session holds one of the engine's slots until it ends:
+        other scoring on this backend waits for it."""
         with self.engine.exclusive() as (ctx, batch, seq):
             fed: list[int] = []
 
             def logprobs(tokens: Sequence[int], start: int) -> np.ndarray:
                 ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
-                keep = min(common_length(fed, ids), start - 1)  # the row predicting ids[start] needs ids[start - 1] fed
+                # the row predicting ids[start] needs ids[start - 1] fed; kept cells end on a chunk boundary, so the
+                # chunks evaluated are the ones a fresh pass evaluates, and the numbers are the same to the bit
+                keep = min(common_length(fed, ids), start - 1) // batch.capacity * batch.capacity
                 if keep < len(fed):
                     ctx.trim(seq, keep)
                     del fed[keep:]
@@ -306,8 +310,7 @@ class LlamaCppBackend(RowScoring):
                     targets = np.asarray(ids)[positions[wanted]]
                     rows = ctx.logits(int(wanted.sum()))
                     for row in range(0, len(targets), SCORE_ROWS):
-                        part = log_softmax(rows[row : row + SCORE_ROWS])
-                        found.append(part[np.arange(len(part)), targets[row : row + SCORE_ROWS]])
+                        found.append(target_logprobs(rows[row : row + SCORE_ROWS], targets[row : row + SCORE_ROWS]))
                 return np.concatenate(found) if found else np.zeros(0, dtype=np.float32)
 
             yield logprobs

@@ -1,0 +1,77 @@
+"""``untuned curve`` on the default model (issue 38): the same curve scored two ways, side by side in one run —
+through the llama.cpp scoring session, where each prompt reuses the cells of the one before it (for one order
+and one held-out example, K grows and each context extends the last), and by recomputing every prompt from its
+first token (one teacher-forced pass each, ``backend.score``). Both give the same log-probabilities to the bit
+(checked here): the session reuses cells up to the chunk boundary before the prompts differ.
+
+The examples: the first answers of GPT-4 in ../shared/data/reference_outputs (JUST-EVAL queries), cut to their
+first 60 words so that K = 16 fits the window.
+
+Run: .venv/bin/python bench/curve.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from smoke import data, sized
+
+from untuned.backends import default_gguf_path
+from untuned.backends.llamacpp import LlamaCppBackend
+from untuned.curve import plan, prompt_ids, scoring
+from untuned.prompt import Example, PromptSet, load_prompt
+
+N = sized(24, 4)
+KS = sized([0, 1, 2, 4, 8, 16], [0, 1, 2])
+ORDERS = sized(2, 1)
+
+
+def examples() -> list[Example]:
+    rows = [json.loads(line) for line in data("reference_outputs/gpt-4-0613.jsonl").read_text().splitlines()[:N]]
+    return [Example(query=r["instruction"].strip(), answer=" ".join(r["output"].split()[:60])) for r in rows]
+
+
+def run(backend: LlamaCppBackend, prompt: PromptSet, reuse: bool) -> tuple[float, list[np.ndarray]]:
+    items = list(prompt.examples)
+    cells = plan(len(items), KS, ORDERS, seed=0)
+    found = []
+    started = time.perf_counter()
+    if reuse:
+        with scoring(backend) as logprobs:
+            for cell in cells:
+                found.append(logprobs(*prompt_ids(backend, prompt, items, cell)))
+    else:
+        for cell in cells:
+            ids, start = prompt_ids(backend, prompt, items, cell)
+            found.append(np.asarray(backend.score(ids, start=start, top_k=1).logprobs))
+    return time.perf_counter() - started, found
+
+
+def main() -> None:
+    prompt = PromptSet("bench", load_prompt("helpful").system, tuple(examples()))
+    backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096, prefix_cache=False)
+    try:
+        reused_s, reused = run(backend, prompt, reuse=True)
+        fresh_s, fresh = run(backend, prompt, reuse=False)
+    finally:
+        backend.close()
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(reused, fresh))
+    assert worst == 0.0, worst  # the session keeps chunk boundaries: the same numbers to the bit
+    prompts = len(reused)
+    title = f"{N} examples x K {KS} x {ORDERS} orders = {prompts} prompts scored (held out one at a time)"
+    table = Table("scoring", "seconds", "prompts/s", "vs recomputing", title=title)
+    table.add_row("recomputing each prompt", f"{fresh_s:.1f}", f"{prompts / fresh_s:.2f}", "1.00x")
+    table.add_row(
+        "reusing the previous prompt's cells", f"{reused_s:.1f}", f"{prompts / reused_s:.2f}", f"{fresh_s / reused_s:.2f}x"
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"largest difference between the two ways' log-probabilities: {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()
