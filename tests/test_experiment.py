@@ -385,3 +385,61 @@ def test_paths_in_a_plan_are_read_from_the_plan_s_folder(tmp_path, monkeypatch):
     )
     with pytest.raises(UntunedError, match=r"plan.toml line 6: models.0.max_tokens: Input should be a valid integer"):
         read_plan(folder / "plan.toml")
+
+
+def test_a_grid_measured_by_likelihood_with_no_judge(tmp_path):
+    """`likelihood.answers`: each cell scores target answers (by item id) under its model and prompt set; the
+    report gives NLL per token with intervals and says whether each step in K is beyond noise."""
+    questions = [
+        "What is snow?",
+        "Why do cats purr?",
+        "What is a comet?",
+        "How do birds fly?",
+        "What is rust?",
+        "Why is the sea salty?",
+    ]
+    answers = [
+        "snow is frozen water falling in flakes ~ each flake has six sides",
+        "cats purr when calm ~ the sound comes from their throat",
+        "a comet is ice and dust ~ its tail glows near the sun",
+        "birds fly with wings and light bones ~ air pushes them up",
+        "rust is iron meeting oxygen and water ~ it turns red and flaky",
+        "rivers carry salt from rocks to the sea ~ the water leaves but the salt stays",
+    ]
+    data, targets = tmp_path / "items.jsonl", tmp_path / "targets.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "instruction": q}) + "\n" for i, q in enumerate(questions)))
+    targets.write_text(
+        "".join(
+            json.dumps({"id": str(i), "instruction": q, "output": f"Ahoy, tide-friend! ~ {a} ~ eight arms, one answer"}) + "\n"
+            for i, (q, a) in enumerate(zip(questions, answers))
+        )
+    )
+    path = tmp_path / "plan.toml"
+    path.write_text(f"""name = "likely"
+prompts = ["{FIXTURES / "octopus.urial"}:k=0,4"]
+
+[[models]]
+name = "gemma"
+model = "default"
+max_tokens = 4
+concurrency = 1
+
+[[datasets]]
+name = "items"
+dataset = "json"
+data_file = "{data}"
+
+[likelihood]
+answers = "{targets}"
+""")
+    result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "cells" / "gemma__octopus@k4__items" / "likelihood.jsonl").read_text().splitlines()
+    ]
+    assert [r["id"] for r in rows] == [str(i) for i in range(6)] and all(r["tokens"] > 5 for r in rows)
+    report = (tmp_path / "out" / "report" / "likelihood.md").read_text()
+    assert "gemma/octopus/items: K = 0 → 4: lower, beyond noise" in report
+    assert (tmp_path / "out" / "report" / "likelihood.png").stat().st_size > 1000
+    assert "likelihood: " in plain(result.output)

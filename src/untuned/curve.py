@@ -213,3 +213,25 @@ def fit_power_law(ks: list[int], means: np.ndarray, boot: np.ndarray) -> tuple[F
             continue
     interval = tuple(map(float, np.percentile(alphas, [2.5, 97.5]))) if len(alphas) >= 20 else None
     return Fit(float(c), float(a), float(alpha), interval), None
+
+
+def answer_nlls(backend: Backend, prompt: PromptSet, items: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+    """(NLL per token, tokens) of each (query, answer) under ``backend`` with ``prompt``'s examples before the
+    query: an experiment cell's likelihood measure."""
+    found = []
+    with scoring(backend) as logprobs:
+        for query, answer in items:
+            conversation = Conversation(prompt)
+            conversation.add_user(query)
+            context = backend.tokenize(conversation.render().text, add_special=True)
+            scored = logprobs(context + backend.tokenize(answer), len(context))
+            found.append((float(-scored.mean()), len(scored)))
+    return found
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0) -> Interval:
+    """The mean of ``values`` and its 95% bootstrap interval (BOOTSTRAP resamples)."""
+    array = np.asarray(values, dtype=float)
+    samples = np.random.default_rng(seed).integers(0, len(array), size=(BOOTSTRAP, len(array)))
+    low, high = np.percentile(array[samples].mean(axis=1), [2.5, 97.5])
+    return Interval(float(array.mean()), float(low), float(high))

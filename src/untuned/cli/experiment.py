@@ -59,9 +59,7 @@ def experiment_command(
         steps = len(rows) * (1 + len(experiment.plan.judge.modes if experiment.plan.judge else []))
         task = bar.add_task("experiment", total=steps, note="")
         files = experiment.run(on_step=lambda what: bar.update(task, advance=1, note=what))
-    if files:
+    if files or experiment.plan.likelihood:
         folder = write_report(experiment, files)
-        out.print(
-            f"report: {folder / 'report.md'}"
-            + (f", K curve: {folder / 'k-curve.png'}" if (folder / "k-curve.png").exists() else "")
-        )
+        shown = [("report", "report.md"), ("K curve", "k-curve.png"), ("likelihood", "likelihood.md")]
+        out.print(", ".join(f"{what}: {folder / name}" for what, name in shown if (folder / name).exists()))

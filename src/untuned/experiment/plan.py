@@ -128,6 +128,13 @@ class JudgePlan(BaseModel):
         return self
 
 
+class LikelihoodPlan(BaseModel):
+    """A measure with no judge: the NLL per token of target answers under each cell's model and prompt set."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    answers: str = Field(description="Target answers (any answer file untuned reads), matched to the dataset's items by id.")
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
@@ -136,6 +143,7 @@ class Plan(BaseModel):
     datasets: list[DatasetPlan] = Field(min_length=1)
     judge: JudgePlan | None = None
     shift: bool = Field(False, description="Per cell, how far the URIAL prefix moves the base model (shift context).")
+    likelihood: LikelihoodPlan | None = None
     compare: list[tuple[str, str]] | None = Field(
         None,
         description="The paired comparisons the report makes, as MODEL/VARIANT names (gemma/helpful@k0); none: every pair.",
@@ -212,9 +220,9 @@ def relative_to(plan: Plan, folder: Path) -> Plan:
     judge = plan.judge and plan.judge.model_copy(
         update={"baseline": here(plan.judge.baseline), "references": here(plan.judge.references)}
     )
-    return plan.model_copy(
-        update={"datasets": datasets, "models": models, "judge": judge, "prompts": [prompt(p) for p in plan.prompts]}
-    )
+    likelihood = plan.likelihood and plan.likelihood.model_copy(update={"answers": here(plan.likelihood.answers)})
+    update = {"datasets": datasets, "models": models, "judge": judge, "prompts": [prompt(p) for p in plan.prompts]}
+    return plan.model_copy(update={**update, "likelihood": likelihood})
 
 
 def prompt_variants(spec: str) -> list[tuple[str, int | None, PromptSet]]:

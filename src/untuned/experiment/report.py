@@ -101,6 +101,72 @@ def shift_table(experiment: Experiment) -> str | None:
     )
 
 
+def likelihoods(experiment: Experiment) -> dict[str, tuple[object, object]]:
+    """cell id → (cell, its likelihood's mean and 95% bootstrap interval over items), for the cells scored."""
+    from untuned.curve import bootstrap_interval
+
+    found = {}
+    for cell, _ in experiment.cells:
+        path = experiment.folder(cell) / "likelihood.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            found[cell.id] = (cell, bootstrap_interval([r["nll"] for r in rows]))
+    return found
+
+
+def likelihood_report(experiment: Experiment, folder: Path) -> bool:
+    """likelihood.md (each cell's NLL per token of the target answers, 95% bootstrap over items, and for each
+    model, prompt set and dataset whether each step in K moves it beyond noise) and likelihood.png; False
+    when no cell was scored."""
+    scored = likelihoods(experiment)
+    if not scored:
+        return False
+    lines = [
+        "# Likelihood of the target answers per cell (NLL per token, lower is closer; 95% bootstrap over items)",
+        "",
+        "| cell | K | NLL per token | 95% interval |",
+        "|---|---|---|---|",
+    ]
+    series: dict[str, list[tuple[int, object]]] = {}
+    for cell, value in scored.values():
+        k = "–" if cell.k is None else str(cell.k)
+        lines.append(f"| {cell.id} | {k} | {value.mean:.4f} | [{value.low:.4f}, {value.high:.4f}] |")
+        found = _KTAG.match(cell.prompt)
+        if found and cell.k is not None:
+            series.setdefault(f"{cell.model.name}/{found['series']}/{cell.dataset.name}", []).append((cell.k, value))
+    lines += ["", "## Between K", ""]
+    for name, points in sorted(series.items()):
+        points.sort(key=lambda p: p[0])
+        for (k0, a), (k1, b) in zip(points, points[1:]):
+            apart = b.high < a.low or a.high < b.low
+            verdict = (
+                ("lower" if b.mean < a.mean else "higher") + ", beyond noise" if apart else "within noise (the intervals overlap)"
+            )
+            lines.append(f"- {name}: K = {k0} → {k1}: {verdict}")
+    (folder / "likelihood.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _likelihood_plot(series, folder / "likelihood.png")
+    return True
+
+
+def _likelihood_plot(series: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, points in sorted(series.items()):
+        ks, values = [k for k, _ in points], [v for _, v in points]
+        errors = [[v.mean - v.low for v in values], [v.high - v.mean for v in values]]
+        ax.errorbar(ks, [v.mean for v in values], yerr=errors, marker="o", capsize=3, label=name)
+    ax.set_xlabel("K (examples)")
+    ax.set_ylabel("NLL per token of the target answers")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def compared_generators(experiment: Experiment, judged: dict[Path, list[Verdict]]) -> list[tuple[str, str]] | None:
     """The plan's ``compare`` pairs as the generator names the verdicts carry (``judged``: each verdict file's
     verdicts; a file lies in its cell's folder and names the cell's generator); None when the plan names
@@ -122,13 +188,16 @@ def write_report(experiment: Experiment, files: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     judged = {path: load_verdicts(path) for path in files if path.exists()}
     verdicts = [v for found in judged.values() for v in found]
-    if not verdicts:
-        raise UntunedError("nothing judged yet: no verdicts to report")
-    report = build_report(verdicts, compare=True, pairs=compared_generators(experiment, judged))
-    (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
-    write_csv(report, folder / "report.csv")
-    (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
-    curve = k_curve(report, folder / "k-curve.png")
+    scored = likelihood_report(experiment, folder)
+    if not verdicts and not scored:
+        raise UntunedError("nothing judged or scored yet: no verdicts and no likelihoods to report")
+    curve = False
+    if verdicts:
+        report = build_report(verdicts, compare=True, pairs=compared_generators(experiment, judged))
+        (folder / "report.md").write_text(to_markdown(report, compare=True), encoding="utf-8")
+        write_csv(report, folder / "report.csv")
+        (folder / "report.html").write_text(to_html(report, compare=True), encoding="utf-8")
+        curve = k_curve(report, folder / "k-curve.png")
     shifts = shift_table(experiment)
     if shifts:
         (folder / "shift.md").write_text(shifts, encoding="utf-8")

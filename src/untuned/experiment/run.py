@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from untuned.benchmarks import benchmark
+from untuned.errors import UntunedError
 from untuned.experiment.plan import Cell, ModelPlan, Plan, cells, dataset_items
 from untuned.judge.modes import judge_mode
 from untuned.prompt import PromptSet
@@ -84,6 +85,26 @@ class Experiment:
         summary = shift_answers(base, second, prompt, items, self.folder(cell) / "shift")
         self.log_event({"event": "shifted", "cell": cell.id, "ratios": summary.overall.ratios})
 
+    def _likelihood(self, cell: Cell, backend, prompt: PromptSet) -> None:
+        """The NLL per token of the plan's target answers to the cell's items, with the cell's prompt set (kept)."""
+        from untuned.answers import read_answers
+        from untuned.curve import answer_nlls
+
+        target = self.folder(cell) / "likelihood.jsonl"
+        if target.exists():
+            return
+        wanted = {item.id for item in self.items[cell.dataset.name]}
+        answers = [a for a in read_answers(self.plan.likelihood.answers) if a.id in wanted]
+        if not answers:
+            raise UntunedError(f"likelihood: {self.plan.likelihood.answers} answers none of {cell.dataset.name}'s items (by id)")
+        scored = answer_nlls(backend, prompt, [(a.query, a.answer) for a in answers])
+        rows = [json.dumps({"id": a.id, "nll": nll, "tokens": n}) for a, (nll, n) in zip(answers, scored)]
+        self.folder(cell).mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".part")
+        partial.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        partial.replace(target)  # whole or absent: a run stopped midway scores the cell again
+        self.log_event({"event": "likelihood", "cell": cell.id, "items": len(rows)})
+
     def log_event(self, event: dict) -> None:
         """Append ``event`` to manifest.jsonl, stamped with the time."""
         self.out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +135,9 @@ class Experiment:
                 if self.plan.shift and not cell.model.chat_template:
                     step(f"{cell.id}: shift")
                     self._shift(cell, assistant.backend, models.second(cell.model), prompt)
+                if self.plan.likelihood and not cell.model.chat_template:
+                    step(f"{cell.id}: likelihood")
+                    self._likelihood(cell, assistant.backend, prompt)
                 if self.plan.judge is None:
                     continue
                 if judge_model is None:
