@@ -70,10 +70,11 @@ def test_answers_in_one_style_become_likelier_with_examples(gemma):
     assert curve.fit is None and "3 or more K above 0" in curve.fit_problem
 
 
-def test_cli_curve_writes_its_records_and_refuses_a_k_too_large(tmp_path):
+def test_cli_curve_writes_its_records_and_refuses_a_k_too_large(tmp_path, smollm_path):
     refused = CliRunner().invoke(app, ["curve", str(OCTOPUS), "--k", "0,12", "--out", str(tmp_path / "no")])
     assert refused.exit_code == 2 and "K = 12 needs 13 examples" in refused.output and not (tmp_path / "no").exists()
     args = ["curve", str(OCTOPUS), "--k", "0,1,2,3", "--orders", "1", "--reference", "", "--out", str(tmp_path / "c")]
+    args += ["--aligned", str(smollm_path)]  # an instruct model's own likelihood of the answers, beside
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
@@ -83,3 +84,5 @@ def test_cli_curve_writes_its_records_and_refuses_a_k_too_large(tmp_path):
     assert len(points) == 12 * 4 and all(p["item"] not in p["context"] for p in points)
     assert (tmp_path / "c" / "curve.png").stat().st_size > 1000
     assert "fit: NLL(K)" in result.output or "no fit:" in result.output
+    assert summary["aligned"]["model"] and summary["aligned"]["low"] <= summary["aligned"]["mean"] <= summary["aligned"]["high"]
+    assert "aligned: " in result.output

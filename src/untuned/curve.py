@@ -79,6 +79,8 @@ class Curve:
     points: list[Point] = field(repr=False)
     reference: Interval | None = None  # the held-out answers under another prompt set (a bundled one)
     reference_name: str | None = None
+    aligned: Interval | None = None  # the answers under an aligned model, in its own chat template
+    aligned_name: str | None = None
 
 
 def plan(n: int, ks: Sequence[int], orders: int, seed: int) -> list[Cell]:
@@ -235,3 +237,18 @@ def bootstrap_interval(values: Sequence[float], seed: int = 0) -> Interval:
     samples = np.random.default_rng(seed).integers(0, len(array), size=(BOOTSTRAP, len(array)))
     low, high = np.percentile(array[samples].mean(axis=1), [2.5, 97.5])
     return Interval(float(array.mean()), float(low), float(high))
+
+
+def aligned_nlls(backend: Backend, examples: Sequence[Example]) -> list[float]:
+    """The NLL per token of each example's answer under an aligned (instruct) model, the query in its own chat
+    template: how likely the model tuned by others finds the answers you chose."""
+    from untuned.backends import ChatTemplated
+
+    if not isinstance(backend, ChatTemplated) or backend.template_text() is None:
+        raise UntunedError(f"{backend.name} has no chat template: --aligned takes an instruct model with one")
+    found = []
+    with scoring(backend) as logprobs:
+        for example in examples:
+            context = backend.tokenize_prompt(backend.chat_prompt([{"role": "user", "content": example.query}]))
+            found.append(float(-logprobs(context + backend.tokenize(example.answer), len(context)).mean()))
+    return found

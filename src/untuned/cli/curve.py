@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from untuned.cli.common import LOADING, ModelOptions, friendly, model_options, out, progress, setup_logging
-from untuned.curve import Curve, measure, plan
+from untuned.curve import Curve, aligned_nlls, bootstrap_interval, measure, plan
 from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
 
@@ -37,6 +37,9 @@ def curve_command(
     reference: Annotated[
         str | None, typer.Option("--reference", help="A prompt set to score the same held-out answers under ('' for none).")
     ] = "helpful",
+    aligned: Annotated[
+        str | None, typer.Option("--aligned", help="An aligned (instruct) model: its own likelihood of the answers, beside.")
+    ] = None,
     *,
     options: ModelOptions,
 ) -> None:
@@ -55,9 +58,13 @@ def curve_command(
             curve = measure(
                 backend, examples, ks, orders=orders, seed=seed, reference=generic, on_point=lambda _: bar.advance(task)
             )
+        if aligned:
+            chat = options.load(aligned)
+            curve.aligned, curve.aligned_name = bootstrap_interval(aligned_nlls(chat, examples.examples), seed), chat.name
     finally:
         options.close()
     settings = {"source": source, "model": options.model, "ks": ks, "orders": orders, "seed": seed, "reference": reference}
+    settings["aligned"] = aligned
     write(curve, output, settings, names=[e.query for e in examples.examples])
     show(curve)
 
@@ -75,6 +82,7 @@ def write(curve: Curve, folder: Path, settings: dict, *, names: list[str]) -> No
         "fit": dataclasses.asdict(curve.fit) if curve.fit else None,
         "fit_problem": curve.fit_problem,
         "reference": {"prompt_set": curve.reference_name, **dataclasses.asdict(curve.reference)} if curve.reference else None,
+        "aligned": {"model": curve.aligned_name, **dataclasses.asdict(curve.aligned)} if curve.aligned else None,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     plot(curve, folder / "curve.png")
@@ -98,6 +106,8 @@ def plot(curve: Curve, path: Path) -> None:
         axis.plot(grid, curve.fit.c + curve.fit.a * grid ** (-curve.fit.alpha), "--", label=f"fit: α = {curve.fit.alpha:.2f}")
     if curve.reference:
         axis.axhline(curve.reference.mean, color="grey", linestyle=":", label=f"with the {curve.reference_name} set")
+    if curve.aligned:
+        axis.axhline(curve.aligned.mean, color="green", linestyle="-.", label=f"{curve.aligned_name} (its chat template)")
     axis.set_xlabel("K (examples in the prompt)")
     axis.set_ylabel("NLL per token of held-out answers")
     axis.legend()
@@ -111,9 +121,9 @@ def show(curve: Curve) -> None:
     for k in curve.ks:
         v = curve.by_k[k]
         table.add_row(str(k), f"{v.mean:.4f}", f"[{v.low:.4f}, {v.high:.4f}]")
-    if curve.reference:
-        r = curve.reference
-        table.add_row(f"{curve.reference_name}", f"{r.mean:.4f}", f"[{r.low:.4f}, {r.high:.4f}]")
+    for label, r in ((curve.reference_name, curve.reference), (f"aligned: {curve.aligned_name}", curve.aligned)):
+        if r is not None:
+            table.add_row(str(label), f"{r.mean:.4f}", f"[{r.low:.4f}, {r.high:.4f}]")
     out.print(table)
     first, last = curve.by_k[curve.ks[0]], curve.by_k[curve.ks[-1]]
     if last.high < first.low:
