@@ -19,13 +19,6 @@ from untuned.benchmarks.base import Benchmark, Item, hub_rows, items_from_rows
 from untuned.errors import UntunedError
 from untuned.plugins import discover
 
-BUILTIN = (
-    "untuned.benchmarks.just_eval",
-    "untuned.benchmarks.mt_bench",
-    "untuned.benchmarks.alpaca_eval",
-    "untuned.benchmarks.json_file",
-)
-
 
 @cache
 def benchmarks() -> dict[str, Benchmark]:

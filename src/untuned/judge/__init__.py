@@ -1,4 +1,5 @@
-"""JUST-EVAL-style judging (``untuned judge``): five aspects, safety, pairwise, tags.
+"""Judging (``untuned judge``): JUST-EVAL's modes (five aspects, safety, pairwise, tags) and MT-bench's as FastChat
+judges (single answers scored 1-10, pairs of answers compared), each mode one module of ``untuned.judge.modes``.
 
 >>> from untuned.answers import read_answers
 >>> from untuned.judge import TEMPLATES, Judge, JudgeCache, load_judge_model

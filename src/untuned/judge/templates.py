@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Protocol
 
+from untuned.errors import UntunedError
+
 JudgeMode = str  # a judge mode's name: untuned.judge.modes.mode_names() lists them
 ASPECTS = ("helpfulness", "clarity", "factuality", "depth", "engagement")
 PAIRWISE_ASPECTS = (*ASPECTS, "overall")
@@ -117,7 +119,7 @@ class Asker(Protocol):
     def failed(self, base: dict[str, Any], exc: JudgeFailed, started: float, **fields: Any) -> Any: ...
 
 
-class JudgeFailed(Exception):
+class JudgeFailed(UntunedError):
     """The judge gave no usable reply after its retries: the item's verdict is a failed one."""
 
     def __init__(self, message: str, raw: str | None, attempts: int) -> None:

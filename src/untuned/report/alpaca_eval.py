@@ -79,10 +79,6 @@ class LengthControlled(BaseModel):
     c: float = Field(description="The inverse penalty strength chosen by cross-validation.")
 
 
-def _logistic(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
 def _soft_log_loss(y_true, y_pred, true_prob, true_sample_weight=None) -> float:
     """The weighted log loss of soft targets: a duplicated row of label 1 stands for p, of label 0 for 1 - p
     (the scorer AlpacaEval gives its cross-validation)."""

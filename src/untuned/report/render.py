@@ -1,4 +1,4 @@
-"""A report as Markdown, CSV (long format, one number per row) and HTML with plots."""
+"""A report as CSV (long format, one number per row) and HTML with plots (its Markdown: report/markdown.py)."""
 
 from __future__ import annotations
 
