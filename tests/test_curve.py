@@ -62,6 +62,7 @@ def test_a_scored_nll_equals_a_direct_teacher_forced_pass(gemma):
         assert examples[cell.item].answer not in gemma.detokenize(ids[:start])
 
 
+@pytest.mark.slow
 def test_answers_in_one_style_become_likelier_with_examples(gemma):
     curve = measure(gemma, load_prompt(OCTOPUS), [0, 4], orders=1, seed=1, reference=load_prompt("helpful"))
     zero, four = curve.by_k[0], curve.by_k[4]
@@ -70,6 +71,7 @@ def test_answers_in_one_style_become_likelier_with_examples(gemma):
     assert curve.fit is None and "3 or more K above 0" in curve.fit_problem
 
 
+@pytest.mark.slow
 def test_cli_curve_writes_its_records_and_refuses_a_k_too_large(tmp_path, smollm_path):
     refused = CliRunner().invoke(app, ["curve", str(OCTOPUS), "--k", "0,12", "--out", str(tmp_path / "no")])
     assert refused.exit_code == 2 and "K = 12 needs 13 examples" in refused.output and not (tmp_path / "no").exists()

@@ -77,6 +77,7 @@ def test_llama_cpp_decodes_rows_of_one_sequence_as_it_decodes_them_alone(gemma_p
         model.close()
 
 
+@pytest.mark.slow
 def test_prompt_lookup_gives_the_same_greedy_answers(gemma_path, plain_answers):
     backend = LlamaCppBackend(gemma_path, threads=1, flash_attn="on", prefix_cache=False, draft="prompt-lookup")
     try:
@@ -87,6 +88,7 @@ def test_prompt_lookup_gives_the_same_greedy_answers(gemma_path, plain_answers):
         backend.close()
 
 
+@pytest.mark.slow
 def test_the_bundled_model_drafting_for_itself_gives_the_same_answers(gemma_path, plain_answers):
     """A draft model of the same vocabulary (here the model itself: its guesses are its own greedy choices, the
     repetition penalty apart) through its own context, brought up to date with each request's tokens."""
@@ -131,6 +133,7 @@ def test_prompt_lookup_continues_the_latest_earlier_occurrence(history, limit, g
     assert PromptLookup().propose(0, history, limit) == guesses
 
 
+@pytest.mark.slow
 def test_serve_with_prompt_lookup_answers_through_openai_and_counts_the_guesses() -> None:
     """`untuned serve --draft prompt-lookup`: the option reaches the engine's process; /health and /metrics count
     the guesses made and confirmed; a greedy answer comes back through the real openai client."""

@@ -387,6 +387,7 @@ def test_paths_in_a_plan_are_read_from_the_plan_s_folder(tmp_path, monkeypatch):
         read_plan(folder / "plan.toml")
 
 
+@pytest.mark.slow
 def test_a_grid_measured_by_likelihood_with_no_judge(tmp_path):
     """`likelihood.answers`: each cell scores target answers (by item id) under its model and prompt set; the
     report gives NLL per token with intervals and says whether each step in K is beyond noise."""
