@@ -246,3 +246,18 @@ def test_a_pool_larger_than_the_window_is_served_with_the_examples_that_fit(data
     assert 0 < fitted.k < served.k and fitted.examples == served.examples[: fitted.k]
     assert size(fitted) <= budget < size(dataclasses.replace(served, examples=served.examples[: fitted.k + 1]))
     assert f"{fitted.k} of its 40 examples fit" in caplog.text and f"{40 - fitted.k} left out" in caplog.text
+
+
+def test_a_database_held_by_another_writer_is_a_clear_error_and_nothing_is_written(tmp_path):
+    path = tmp_path / "pool.sqlite"
+    pool = Pool(path)
+    pool._db.execute("PRAGMA busy_timeout = 200")  # not 30 s: the test waits for the refusal
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(PoolError, match="busy .* another process holds it; nothing was written"):
+            pool.keep("mine", "Q?", "A.")
+    finally:
+        holder.execute("ROLLBACK")
+    assert pool.examples("mine") == []
+    pool.keep("mine", "Q?", "A.")  # free again

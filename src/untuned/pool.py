@@ -174,7 +174,12 @@ class _Transaction:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")  # waits up to 30 s for another process's write
+        except sqlite3.OperationalError as exc:
+            raise PoolError(
+                f"the pool database is busy ({exc}): another process holds it; nothing was written, try again"
+            ) from None
 
     def __exit__(self, kind, value, traceback) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
