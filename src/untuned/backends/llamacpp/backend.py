@@ -285,8 +285,11 @@ class LlamaCppBackend(RowScoring):
         """A function of (ids, start) giving the log-probability of each of ``ids[start:]``, in a slot held for the
         session whose cells are kept from call to call: a call evaluates only what follows the longest common
         prefix of its ids and the previous call's, from the chunk (``n_batch`` tokens) that prefix ends in (prompts
-        that extend one another: ``untuned curve``). The session holds one of the engine's slots until it ends:
-        other scoring on this backend waits for it."""
+        that extend one another: ``untuned curve``). A model with sliding-window layers (Gemma) reuses only where
+        the new prompt extends the last one: its window's cache keeps no tokens that later ones have displaced, so
+        going back would attend over less. The session holds one of the engine's slots until it ends: other
+        scoring on this backend waits for it."""
+        sliding = self.model.lib.llama_model_n_swa(self.model.model) > 0
         with self.engine.exclusive() as (ctx, batch, seq):
             fed: list[int] = []
 
@@ -295,6 +298,8 @@ class LlamaCppBackend(RowScoring):
                 # the row predicting ids[start] needs ids[start - 1] fed; kept cells end on a chunk boundary, so the
                 # chunks evaluated are the ones a fresh pass evaluates, and the numbers are the same to the bit
                 keep = min(common_length(fed, ids), start - 1) // batch.capacity * batch.capacity
+                if sliding and keep < len(fed):  # a sliding window's cells before ``keep`` may hold later tokens now
+                    keep = 0
                 if keep < len(fed):
                     ctx.trim(seq, keep)
                     del fed[keep:]
