@@ -1,9 +1,11 @@
-"""The layout holds: no import cycle between untuned's modules (imports inside functions counted too), no
-function longer than 60 lines, no module much over 400 (docs/architecture.md)."""
+"""The layout holds: no import cycle between untuned's modules (imports inside functions and the modules a registry
+names in a string counted too), no function longer than 60 lines, no module much over 400 (docs/architecture.md);
+planning a model imports no backend."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from helpers import ROOT
@@ -17,10 +19,13 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path, modules: set[str]) -> set[str]:
-    """The untuned modules ``path`` imports, anywhere in it (a package's ``from x import y`` may name a module)."""
+    """The untuned modules ``path`` imports, anywhere in it (a package's ``from x import y`` may name a module), and
+    those a registry names in a string ("untuned.backends.remote:RemoteBackend.from_spec") to import later."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"untuned(\.\w+)+:[\w.]+", node.value):
+            found.add(node.value.partition(":")[0])
+        elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in modules}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("untuned"):
             found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules} or {node.module}
@@ -91,3 +96,12 @@ def test_tests_run_coroutines_through_run_async():
             if isinstance(call, ast.Attribute) and call.attr == "run" and getattr(call.value, "id", "") == "asyncio":
                 bare.append(f"{path.name}:{node.lineno}")
     assert bare == []
+
+
+def test_planning_a_model_imports_no_backend():
+    """untuned.plan reads headers and specs from modules below the backends (untuned.spec, untuned.hub): the loop
+    plan → backends → plan is cut."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    planning = [name for name in files if name == "untuned.plan" or name.startswith("untuned.plan.")]
+    reached = {m for name in planning for m in imports(files[name], set(files))}
+    assert not [m for m in reached if m == "untuned.backends" or m.startswith("untuned.backends.")]

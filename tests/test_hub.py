@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import plain
 
-from untuned import Assistant, LoadOptions, Sampling, load_backend
-from untuned.backends import ModelSpec, hub
+from untuned import Assistant, LoadOptions, Sampling, hub, load_backend
+from untuned.backends import ModelSpec
 from untuned.errors import ModelNotFoundError
 from untuned.prompt import load_prompt
 

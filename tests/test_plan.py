@@ -28,12 +28,12 @@ from helpers.gguf_tables import (
 from helpers.sparse_gguf import llama_cpp_accounting, write_sparse
 from typer.testing import CliRunner
 
-from untuned.backends.hub import range_reader
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.backends.llamacpp.devices import CpuOverrides
 from untuned.backends.llamacpp.native import NativeModel
 from untuned.cli import app
 from untuned.errors import ModelLoadError, UntunedError
+from untuned.hub import range_reader
 from untuned.plan import GiB, Machine, Settings, facts_of, make_plan, model_facts, parse_size, read_file_header, read_header
 from untuned.plan.fit import VRAM_MARGIN, compute_bytes, place
 from untuned.plan.header import _buffered

@@ -25,15 +25,9 @@ from untuned.backends.protocol import (
     TopKDistributions,
     prompt_ids,
 )
-from untuned.backends.registry import (
-    ModelSpec,
-    backend_factory,
-    backend_names,
-    default_gguf_path,
-    load_backend,
-    plugin_backend_names,
-)
+from untuned.backends.registry import backend_factory, backend_names, load_backend
 from untuned.backends.scoring import RowScoring, check_score_request, log_softmax, scores_from_logits, top_k_indices
+from untuned.spec import ModelSpec, default_gguf_path, plugin_backend_names
 
 __all__ = [
     "DEFAULT_MAX_CTX",

@@ -51,7 +51,7 @@ def parse_size(text: str) -> int:
 def model_facts(spec: str) -> ModelFacts:
     """The facts of the GGUF model ``spec`` names (default, a path, hf:...), from its header(s) alone: a
     split file's parts are read together; a Hub file comes from the cache, else by byte range."""
-    from untuned.backends import ModelSpec, default_gguf_path
+    from untuned.spec import ModelSpec, default_gguf_path
 
     parsed = ModelSpec.parse(spec)
     if parsed.kind == "default":
@@ -80,7 +80,7 @@ def _merged(headers: list[GgufHeader]) -> GgufHeader:
 
 
 def _hub_header(location: str) -> GgufHeader:
-    from untuned.backends import hub
+    from untuned import hub
     from untuned.plan.header import _buffered
 
     gguf = hub.parse(location)

@@ -345,7 +345,7 @@ def gguf_file(spec: ModelSpec) -> tuple[Path, str | None]:
     if spec.kind == "default":
         return default_gguf_path(), "gemma-3-270m-base"
     if spec.kind == "hub-gguf":
-        from untuned.backends import hub
+        from untuned import hub
 
         gguf = hub.parse(spec.location)
         return hub.fetch(gguf), gguf.spec
