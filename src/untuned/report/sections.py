@@ -130,7 +130,7 @@ def is_mt_bench_pair(verdict: Verdict) -> bool:
     """A pairwise verdict on MT-bench: counted by FastChat's rule, in its table, not in the win rates."""
     if not isinstance(verdict, PairwiseVerdict):
         return False
-    return section_of(verdict.mode) == "mt-bench-pairwise" or verdict.dataset == "mt-bench" or verdict.template == "fastchat:pair"
+    return section_of(verdict.mode) == "mt-bench-pairwise" or verdict.dataset == "mt-bench"  # FastChat's imported ones too
 
 
 def mt_bench_pairwise(verdicts: list[Verdict]) -> list[MtBenchPairRow]:
