@@ -33,21 +33,22 @@ class ModelPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
     model: str = "default"
-    backend: str | None = None
-    gpu_layers: int | Literal["auto"] = "auto"
-    cpu_moe: int | Literal["auto"] = "auto"
-    kv_type: KvType = "f16"
-    flash_attn: FlashAttention = "auto"
-    n_ctx: int | None = None
-    dtype: Dtype = "auto"
-    device: str = "auto"
-    kv_budget: int | None = None
-    concurrency: int = Field(4, ge=1, le=64)
-    max_tokens: int = Field(256, ge=1)
+    # the load and sampling settings are the library's own declarations (type, default, bounds, description)
+    backend: str | None = LoadOptions.model_fields["backend"]
+    gpu_layers: int | Literal["auto"] = LoadOptions.model_fields["gpu_layers"]
+    cpu_moe: int | Literal["auto"] = LoadOptions.model_fields["cpu_moe"]
+    kv_type: KvType = LoadOptions.model_fields["kv_type"]
+    flash_attn: FlashAttention = LoadOptions.model_fields["flash_attn"]
+    n_ctx: int | None = LoadOptions.model_fields["n_ctx"]
+    dtype: Dtype = LoadOptions.model_fields["dtype"]
+    device: str = LoadOptions.model_fields["device"]
+    kv_budget: int | None = LoadOptions.model_fields["kv_budget"]
+    concurrency: int = Field(4, ge=1, le=64, description="Requests answered at once: the model's parallel slots.")
+    max_tokens: int = Sampling.model_fields["max_tokens"]
     temperature: float | None = Field(None, ge=0.0, description="None: 0, or a benchmark's own (MT-bench's per category).")
-    repetition_penalty: float = Field(1.1, gt=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    repetition_penalty: float = Sampling.model_fields["repetition_penalty"]
+    top_p: float = Sampling.model_fields["top_p"]
+    seed: int | None = Sampling.model_fields["seed"]
     chat_template: bool = Field(
         False,
         description="An aligned (instruct) model answering in its own chat template: the plan's prompt sets do not apply to it.",
