@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,6 +22,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
+GpuLayers = LoadOptions.model_fields["gpu_layers"].annotation  # a number or "auto", as LoadOptions types it
+CpuMoe = LoadOptions.model_fields["cpu_moe"].annotation
 _K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
 
 
@@ -35,8 +36,8 @@ class ModelPlan(BaseModel):
     model: str = "default"
     # the load and sampling settings are the library's own declarations (type, default, bounds, description)
     backend: str | None = LoadOptions.model_fields["backend"]
-    gpu_layers: int | Literal["auto"] = LoadOptions.model_fields["gpu_layers"]
-    cpu_moe: int | Literal["auto"] = LoadOptions.model_fields["cpu_moe"]
+    gpu_layers: GpuLayers = LoadOptions.model_fields["gpu_layers"]
+    cpu_moe: CpuMoe = LoadOptions.model_fields["cpu_moe"]
     kv_type: KvType = LoadOptions.model_fields["kv_type"]
     flash_attn: FlashAttention = LoadOptions.model_fields["flash_attn"]
     n_ctx: int | None = LoadOptions.model_fields["n_ctx"]
