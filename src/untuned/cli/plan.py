@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from untuned.backends.protocol import KvType
-from untuned.cli.common import friendly, out
+from untuned.backends.protocol import FlashAttention, KvType, LoadOptions
+from untuned.cli.common import friendly, out, record_option
 from untuned.errors import ModelLoadError
 from untuned.plan import GiB, Machine, Memory, Plan, Settings, make_plan, model_facts, parse_size, total_ram
+
+
+def _option(name: str):
+    """The option of a load setting as LoadOptions declares it (help, bounds): the same as serve's."""
+    return record_option(LoadOptions, name)[1]
+
+
+def _default(name: str):
+    return LoadOptions.model_fields[name].default
 
 
 def _gib(n: float) -> str:
@@ -80,11 +89,9 @@ def plan_command(
     ctx: Annotated[int, typer.Option("--ctx", min=64, help="Context window of each sequence, in tokens.")] = 4096,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Requests decoded together (serve --parallel).")] = 1,
     prefixes: Annotated[int, typer.Option(min=1, help="Prompt prefixes kept evaluated (each a sequence).")] = 2,
-    kv_type: Annotated[KvType, typer.Option(help="The KV cache's type.")] = "f16",
-    flash_attn: Annotated[
-        Literal["auto", "on", "off"], typer.Option(help="Flash attention (auto: on for a quantized KV).")
-    ] = "auto",
-    kv_budget: Annotated[int | None, typer.Option(min=256, help="One KV pool of this many cells (serve --kv-budget).")] = None,
+    kv_type: Annotated[KvType, _option("kv_type")] = _default("kv_type"),
+    flash_attn: Annotated[FlashAttention, _option("flash_attn")] = _default("flash_attn"),
+    kv_budget: Annotated[int | None, _option("kv_budget")] = _default("kv_budget"),
     gpu_bandwidth: Annotated[float, typer.Option(help="GPU memory bandwidth, GB/s, for the speed ceiling.")] = 936.0,
     ram_bandwidth: Annotated[float, typer.Option(help="RAM bandwidth, GB/s, for the speed ceiling.")] = 51.2,
     draft: Annotated[
