@@ -95,6 +95,22 @@ def alignTDS(base, aligned, item: AnswerItem) -> tuple[list[str], list[float], l
     return categories, kls, aligned_ids
 
 
+def both_matchings(base, aligned) -> tuple[ShiftAnalyzer, ShiftAnalyzer]:
+    """The aligntds protocol, and the same with tokens matched by id (the ids protocol's rule)."""
+    by_text = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
+    by_id = ShiftAnalyzer(
+        base,
+        mode="pair",
+        aligned=aligned,
+        context="aligntds",
+        ranked="aligned-top1",
+        end="marked",
+        match="ids",
+        aligned_context=by_text.aligned_context,
+    )
+    return by_text, by_id
+
+
 def test_the_aligntds_protocol_equals_alignTDS_pipeline_written_out(models):
     base, aligned = models
     analyzer = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
@@ -115,17 +131,7 @@ def test_matching_by_text_is_what_moves_the_counts(models):
     """The same run matched by id (--protocol ids' rule) counts fewer unshifted positions wherever a base top-1
     shares its text with the aligned top-1 under another id; on these models it does somewhere."""
     base, aligned = models
-    by_text = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
-    by_id = ShiftAnalyzer(
-        base,
-        mode="pair",
-        aligned=aligned,
-        context="aligntds",
-        ranked="aligned-top1",
-        end="marked",
-        match="ids",
-        aligned_context=by_text.aligned_context,
-    )
+    by_text, by_id = both_matchings(base, aligned)
     moved = 0
     for item in ITEMS:
         text_rows, id_rows = by_text.analyze(item).tokens, by_id.analyze(item).tokens
@@ -187,17 +193,7 @@ def test_the_worked_example_in_the_docs(models):
     from helpers import ROOT
 
     base, aligned = models
-    by_text = ShiftAnalyzer.aligntds(base, aligned, top_k=3)
-    by_id = ShiftAnalyzer(
-        base,
-        mode="pair",
-        aligned=aligned,
-        context="aligntds",
-        ranked="aligned-top1",
-        end="marked",
-        match="ids",
-        aligned_context=by_text.aligned_context,
-    )
+    by_text, by_id = both_matchings(base, aligned)
     rows = re.findall(
         r"^\| (aligntds|ids) \| (\d+) \| (\d+) / (\d+) / (\d+) \| ([\d.]+) \|$", (ROOT / "docs" / "shift.md").read_text(), re.M
     )

@@ -23,7 +23,6 @@ def make_tiny_llama(folder: Path, *, seed: int, init_range: float = 0.02, chat_t
     The tokenizer is trained identically every time, so models of different seeds share it.
     A larger ``init_range`` gives peakier distributions (no near-ties between logits).
     """
-    import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -38,16 +37,24 @@ def make_tiny_llama(folder: Path, *, seed: int, init_range: float = 0.02, chat_t
     if chat_template:
         fast.chat_template = chat_template
     fast.save_pretrained(folder)
+    return save_tiny_llama(folder, fast.vocab_size, fast, seed=seed, init_range=init_range)
+
+
+def save_tiny_llama(folder: Path, vocab_size: int, tokenizer, *, seed: int, init_range: float) -> Path:
+    """A 2-layer Llama with random weights (``seed``) over ``tokenizer``'s ids, saved in ``folder``."""
+    import torch
+    import transformers
+
     config = transformers.LlamaConfig(
-        vocab_size=fast.vocab_size,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         initializer_range=init_range,
     )
     torch.manual_seed(seed)
@@ -102,25 +109,8 @@ def llama_style_tokenizer(folder: Path):
 
 def make_tiny_llama_sp(folder: Path, *, seed: int, chat_template: str | None = None) -> Path:
     """A 2-layer random Llama (``seed``) over :func:`llama_style_tokenizer`; ``chat_template`` saved with it."""
-    import torch
-    import transformers
-
     fast = llama_style_tokenizer(folder)
     if chat_template:
         fast.chat_template = chat_template
         fast.save_pretrained(folder)
-    config = transformers.LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        initializer_range=0.3,
-    )
-    torch.manual_seed(seed)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, len(fast), fast, seed=seed, init_range=0.3)
