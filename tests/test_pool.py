@@ -206,6 +206,8 @@ def test_a_kept_example_survives_a_restart_and_answers_the_next_request(tmp_path
         assert again.status_code == 409 and "holds this example already" in again.json()["error"]["message"]
         empty = http.post(f"{root}/v1/untuned/pools/served", json={"query": "Third?", "answer": " "})
         assert empty.status_code == 400 and "empty answer" in empty.json()["error"]["message"]
+        elsewhere = http.delete(f"{root}/v1/untuned/pools/other/{made.json()['id']}")
+        assert elsewhere.status_code == 400 and "is in the pool 'served', not 'other'" in elsewhere.json()["error"]["message"]
     with untuned_server("--model", "scripted:page", "--prompt", "pool:served", env=env) as root:
         assert [k["answer"] for k in http.get(f"{root}/v1/untuned/pools/served").json()] == [
             "Kept over HTTP.",

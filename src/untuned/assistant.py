@@ -144,6 +144,7 @@ class Assistant:
         self.backend = backend
         self.prompt = prompt
         self.sampling = sampling or Sampling()
+        self._fitted: dict[tuple[str, int], PromptSet] = {}  # pools cut to the window, by content and max_tokens
         if check_fits:
             self.check_fits()
 
@@ -172,6 +173,14 @@ class Assistant:
         any other set as it is."""
         if not (prompt.source or "").startswith("pool:") or not prompt.examples:
             return prompt
+        key = (prompt.content_hash, self.sampling.max_tokens)  # a server asks for every request: tokenized once
+        if key not in self._fitted:
+            if len(self._fitted) >= 16:
+                self._fitted.clear()
+            self._fitted[key] = self._fit(prompt)
+        return self._fitted[key]
+
+    def _fit(self, prompt: PromptSet) -> PromptSet:
         budget = (self.backend.context_length or 0) - self.sampling.max_tokens - QUESTION_ROOM
         whole = self._prefix_tokens(prompt)
         if whole is None or whole <= budget:

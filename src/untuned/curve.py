@@ -108,10 +108,15 @@ def prompt_ids(backend: Backend, prompt: PromptSet, examples: Sequence[Example],
     """The ids of the cell's prompt (the set's system text, its K examples, the held-out query) followed by the
     held-out answer, and where the answer starts."""
     shown = PromptSet(prompt.name, prompt.system, tuple(examples[j] for j in cell.context))
-    conversation = Conversation(shown)
-    conversation.add_user(examples[cell.item].query)
+    return answered_ids(backend, shown, examples[cell.item])
+
+
+def answered_ids(backend: Backend, prompt: PromptSet, example: Example) -> tuple[list[int], int]:
+    """``example``'s query after ``prompt``'s examples, then its answer: the ids, and where the answer starts."""
+    conversation = Conversation(prompt)
+    conversation.add_user(example.query)
     context = backend.tokenize(conversation.render().text, add_special=True)
-    return context + backend.tokenize(examples[cell.item].answer), len(context)
+    return context + backend.tokenize(example.answer), len(context)
 
 
 @contextmanager
@@ -148,15 +153,9 @@ def measure(
             points.append(point)
             if on_point:
                 on_point(point)
-        reference_nll = None
-        if reference is not None:  # the generic set's examples (all of them) before each held-out query
-            ref = []
-            for item, example in enumerate(examples):
-                shown = Conversation(reference)
-                shown.add_user(example.query)
-                context = backend.tokenize(shown.render().text, add_special=True)
-                ref.append(float(-logprobs(context + backend.tokenize(example.answer), len(context)).mean()))
-            reference_nll = np.asarray(ref)
+    reference_nll = None
+    if reference is not None:  # the generic set's examples (all of them) before each held-out query
+        reference_nll = np.asarray([nll for nll, _ in answer_nlls(backend, reference, examples)])
     return summarize(points, sorted(set(ks)), len(examples), seed, reference_nll, reference.name if reference else None)
 
 
@@ -217,16 +216,13 @@ def fit_power_law(ks: list[int], means: np.ndarray, boot: np.ndarray) -> tuple[F
     return Fit(float(c), float(a), float(alpha), interval), None
 
 
-def answer_nlls(backend: Backend, prompt: PromptSet, items: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-    """(NLL per token, tokens) of each (query, answer) under ``backend`` with ``prompt``'s examples before the
-    query: an experiment cell's likelihood measure."""
+def answer_nlls(backend: Backend, prompt: PromptSet, items: Sequence[Example]) -> list[tuple[float, int]]:
+    """(NLL per token, tokens) of each example's answer under ``backend`` with ``prompt``'s examples before its
+    query: an experiment cell's likelihood measure, and the curve's reference."""
     found = []
     with scoring(backend) as logprobs:
-        for query, answer in items:
-            conversation = Conversation(prompt)
-            conversation.add_user(query)
-            context = backend.tokenize(conversation.render().text, add_special=True)
-            scored = logprobs(context + backend.tokenize(answer), len(context))
+        for example in items:
+            scored = logprobs(*answered_ids(backend, prompt, example))
             found.append((float(-scored.mean()), len(scored)))
     return found
 

@@ -18,3 +18,7 @@ def post(url: str, **options) -> httpx.Response:
 
 def stream(method: str, url: str, **options):
     return httpx.stream(method, url, **{"timeout": TIMEOUT, **options})
+
+
+def delete(url: str, **options) -> httpx.Response:
+    return httpx.delete(url, **{"timeout": TIMEOUT, **options})

@@ -89,6 +89,7 @@ class Experiment:
         """The NLL per token of the plan's target answers to the cell's items, with the cell's prompt set (kept)."""
         from untuned.answers import read_answers
         from untuned.curve import answer_nlls
+        from untuned.prompt import Example
 
         target = self.folder(cell) / "likelihood.jsonl"
         if target.exists():
@@ -97,7 +98,7 @@ class Experiment:
         answers = [a for a in read_answers(self.plan.likelihood.answers) if a.id in wanted]
         if not answers:
             raise UntunedError(f"likelihood: {self.plan.likelihood.answers} answers none of {cell.dataset.name}'s items (by id)")
-        scored = answer_nlls(backend, prompt, [(a.query, a.answer) for a in answers])
+        scored = answer_nlls(backend, prompt, [Example(query=a.query, answer=a.answer) for a in answers])
         rows = [json.dumps({"id": a.id, "nll": nll, "tokens": n}) for a, (nll, n) in zip(answers, scored)]
         self.folder(cell).mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".part")

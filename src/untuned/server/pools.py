@@ -86,11 +86,12 @@ def _out(kept: KeptExample) -> KeptOut:
     return KeptOut(**kept.__dict__)
 
 
-def _in(pool: Pool, name: str, example_id: int) -> KeptExample:
+def _in(pool: Pool, name: str, example_id: int) -> int:
+    """``example_id``, checked to be in the pool ``name`` (the URL's), else PoolError."""
     kept = pool.get(example_id)
     if kept.pool != name:
         raise PoolError(f"example {example_id} is in the pool {kept.pool!r}, not {name!r}")
-    return kept
+    return example_id
 
 
 @router.get("", response_model=list[PoolOut], responses=ERRORS)
@@ -117,7 +118,7 @@ async def keep(name: Name, body: KeepRequest) -> KeptOut:
 
 @router.patch("/{name}/{example_id}", response_model=KeptOut, responses=KEEP_ERRORS)
 async def edit(name: Name, example_id: ExampleId, body: EditRequest) -> KeptOut:
-    return _out(await _pool(lambda p: _in(p, name, example_id) and p.edit(example_id, query=body.query, answer=body.answer)))
+    return _out(await _pool(lambda p: p.edit(_in(p, name, example_id), query=body.query, answer=body.answer)))
 
 
 @router.put("/{name}/order", response_model=list[KeptOut], responses=ERRORS)
@@ -131,4 +132,4 @@ async def order(name: Name, body: OrderRequest) -> list[KeptOut]:
 
 @router.delete("/{name}/{example_id}", response_model=KeptOut, responses=ERRORS)
 async def remove(name: Name, example_id: ExampleId) -> KeptOut:
-    return _out(await _pool(lambda p: _in(p, name, example_id) and p.remove(example_id)))
+    return _out(await _pool(lambda p: p.remove(_in(p, name, example_id))))

@@ -212,17 +212,7 @@ class ShiftAnalyzer:
         text, marked = without_end_marker(item.answer)
         end = self.end is True or (self.end == "marked" and marked)
         answer = self.base.tokenize(text)
-        base_ctx = self.base.tokenize(self._context(item.query, side="base"), add_special=True)
-        aligned_ctx = None
-        if self.aligned_context is not None and contexts is None:  # AlignTDS: the models' own tokenizers, specials read
-            base_ctx = self.base.encode_text(self._context(item.query, side="base"))
-            aligned_ctx = self.aligned.encode_text(self.aligned_context.text(item.query))
-        elif contexts is not None:
-            base_ctx, aligned_ctx = contexts
-        elif self._chat is not None:
-            aligned_ctx = self._chat.tokenize_prompt(self._chat.chat_prompt([{"role": "user", "content": item.query.strip()}]))
-        elif self.aligned is not None:
-            aligned_ctx = self.aligned.tokenize(self._context(item.query, side="aligned"), add_special=True)
+        base_ctx, aligned_ctx = contexts if contexts is not None else self._contexts(item.query)
         if self.aligned is not None:
             if self.mode == "pair" and self.aligned.tokenize(text) != answer:
                 raise UntunedError(f"item {item.id}: the two models tokenize the answer differently; use --mode text")
@@ -233,6 +223,19 @@ class ShiftAnalyzer:
         if len(kept) < len(answer):
             log.warning("item %s: answer cut from %d to %d tokens to fit the context window", item.id, len(answer), len(kept))
         return base_ctx, aligned_ctx, kept, len(answer), end
+
+    def _contexts(self, query: str) -> Contexts:
+        """The ids each side reads before an answer to ``query``, each tokenized once."""
+        if self.aligned_context is not None:  # AlignTDS: the models' own tokenizers, specials read
+            return self.base.encode_text(self._context(query, side="base")), self.aligned.encode_text(
+                self.aligned_context.text(query)
+            )
+        base_ctx = self.base.tokenize(self._context(query, side="base"), add_special=True)
+        if self._chat is not None:
+            return base_ctx, self._chat.tokenize_prompt(self._chat.chat_prompt([{"role": "user", "content": query.strip()}]))
+        if self.aligned is not None:
+            return base_ctx, self.aligned.tokenize(self._context(query, side="aligned"), add_special=True)
+        return base_ctx, None
 
     def _example(self, item: AnswerItem, tokens: list[TokenShift], total: int) -> ShiftExample:
         return ShiftExample(

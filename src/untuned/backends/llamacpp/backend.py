@@ -303,7 +303,7 @@ class LlamaCppBackend(RowScoring):
                 if keep < len(fed):
                     ctx.trim(seq, keep)
                     del fed[keep:]
-                found = []
+                found, every = [], np.asarray(ids)
                 for begin in range(keep, len(ids) - 1, batch.capacity):
                     chunk = ids[begin : min(begin + batch.capacity, len(ids) - 1)]
                     positions = np.arange(begin, begin + len(chunk)) + 1  # row r predicts the token at begin + r + 1
@@ -312,7 +312,7 @@ class LlamaCppBackend(RowScoring):
                     batch.add(chunk, begin, seq, wanted)
                     ctx.decode(batch)
                     fed.extend(chunk)
-                    targets = np.asarray(ids)[positions[wanted]]
+                    targets = every[positions[wanted]]
                     rows = ctx.logits(int(wanted.sum()))
                     for row in range(0, len(targets), SCORE_ROWS):
                         found.append(target_logprobs(rows[row : row + SCORE_ROWS], targets[row : row + SCORE_ROWS]))
