@@ -24,9 +24,9 @@ from untuned.backends import (
 )
 from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
-from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup, common_length
+from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
-from untuned.backends.llamacpp.native import NativeModel, attention_choice, check_gguf_file, default_threads
+from untuned.backends.llamacpp.native import FedSequence, NativeModel, attention_choice, check_gguf_file, default_threads
 from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, model_identity, pin_plan, pinned_plan
 from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.backends.scoring import target_logprobs
@@ -291,27 +291,20 @@ class LlamaCppBackend(RowScoring):
         scoring on this backend waits for it."""
         sliding = self.model.lib.llama_model_n_swa(self.model.model) > 0
         with self.engine.exclusive() as (ctx, batch, seq):
-            fed: list[int] = []
+            sequence = FedSequence(ctx, seq)
 
             def logprobs(tokens: Sequence[int], start: int) -> np.ndarray:
                 ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
                 # the row predicting ids[start] needs ids[start - 1] fed; kept cells end on a chunk boundary, so the
-                # chunks evaluated are the ones a fresh pass evaluates, and the numbers are the same to the bit
-                keep = min(common_length(fed, ids), start - 1) // batch.capacity * batch.capacity
-                if sliding and keep < len(fed):  # a sliding window's cells before ``keep`` may hold later tokens now
-                    keep = 0
-                if keep < len(fed):
-                    ctx.trim(seq, keep)
-                    del fed[keep:]
+                # chunks evaluated are the ones a fresh pass evaluates, and the numbers are the same to the bit; a
+                # sliding window's cells before the cut may hold later tokens now: there, no going back
+                keep = sequence.rewind(ids, start - 1, align=batch.capacity, back=not sliding)
                 found, every = [], np.asarray(ids)
                 for begin in range(keep, len(ids) - 1, batch.capacity):
                     chunk = ids[begin : min(begin + batch.capacity, len(ids) - 1)]
                     positions = np.arange(begin, begin + len(chunk)) + 1  # row r predicts the token at begin + r + 1
                     wanted = positions >= start
-                    batch.clear()
-                    batch.add(chunk, begin, seq, wanted)
-                    ctx.decode(batch)
-                    fed.extend(chunk)
+                    sequence.feed(batch, chunk, wanted)
                     targets = every[positions[wanted]]
                     rows = ctx.logits(int(wanted.sum()))
                     for row in range(0, len(targets), SCORE_ROWS):

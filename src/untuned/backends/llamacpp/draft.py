@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from untuned.backends.llamacpp.native import Batch, Context, NativeModel
+from untuned.backends.llamacpp.native import Batch, Context, FedSequence, NativeModel
 from untuned.errors import ModelLoadError
 
 MAX_DRAFT = 6  # guesses per step: with the last token, 7 rows (the engine's EXACT_ROWS)
@@ -75,18 +75,17 @@ class DraftModel:
             model, n_ctx_seq=n_ctx_seq, n_seq=n_seq, n_batch=512, threads=threads, kv_type=kv_type, flash_attn=flash_attn
         )
         self.batch = Batch(model.lib, 512)
-        self.fed: list[list[int]] = [[] for _ in range(n_seq)]  # the tokens each sequence's cells hold, in order
+        self.sequences = [FedSequence(self.ctx, seq) for seq in range(n_seq)]
 
     def propose(self, seq: int, history: list[int], limit: int) -> list[int]:
-        fed = self.fed[seq]
-        keep = min(common_length(fed, history), len(history) - 1)  # the last token is fed again for its logits
-        if keep < len(fed):
-            self.ctx.trim(seq, keep)
-            del fed[keep:]
+        sequence = self.sequences[seq]
+        keep = sequence.rewind(history, len(history) - 1)  # the last token is fed again for its logits
         pending = history[keep:]
         for begin in range(0, len(pending), self.batch.capacity):
             chunk = pending[begin : begin + self.batch.capacity]
-            self._feed(seq, chunk, last=begin + len(chunk) == len(pending))
+            flags = np.zeros(len(chunk), dtype=bool)
+            flags[-1] = begin + len(chunk) == len(pending)
+            sequence.feed(self.batch, chunk, flags)
         guesses: list[int] = []
         while True:
             token = int(self.ctx.logits_row(self.batch.n - 1).argmax())
@@ -95,29 +94,11 @@ class DraftModel:
             guesses.append(token)
             if len(guesses) >= limit:
                 return guesses
-            self._feed(seq, [token], last=True)
-
-    def _feed(self, seq: int, tokens: list[int], *, last: bool) -> None:
-        fed = self.fed[seq]
-        flags = np.zeros(len(tokens), dtype=bool)
-        flags[-1] = last
-        self.batch.clear()
-        self.batch.add(tokens, len(fed), seq, flags)
-        self.ctx.decode(self.batch)
-        fed.extend(tokens)
+            sequence.feed(self.batch, [token], True)
 
     def close(self) -> None:
         self.ctx.close()
         self.model.close()
-
-
-def common_length(a: list[int], b: list[int]) -> int:
-    """How many tokens ``a`` and ``b`` share from the start."""
-    n = min(len(a), len(b))
-    if not n:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if differ.size else n
 
 
 def check_same_vocabulary(draft: NativeModel, target: NativeModel) -> None:

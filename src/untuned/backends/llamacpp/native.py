@@ -243,6 +243,41 @@ def resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+class FedSequence:
+    """The tokens one sequence of a context holds in its cells, in order: what a caller that keeps cells from call
+    to call (a draft model, a scoring session) compares its next ids with, and trims back to."""
+
+    def __init__(self, ctx: Context, seq: int) -> None:
+        self.ctx, self.seq, self.tokens = ctx, seq, []
+
+    def rewind(self, ids: list[int], most: int, *, align: int = 1, back: bool = True) -> int:
+        """Keep the cells of the longest common prefix of the held tokens and ``ids``, at most ``most`` of them,
+        rounded down to a multiple of ``align``; ``back=False`` keeps nothing unless nothing is cut. Returns how
+        many are kept (where feeding resumes)."""
+        keep = min(common_length(self.tokens, ids), most) // align * align
+        if keep < len(self.tokens):
+            keep = keep if back else 0
+            self.ctx.trim(self.seq, keep)
+            del self.tokens[keep:]
+        return keep
+
+    def feed(self, batch: Batch, tokens: list[int], outputs: np.ndarray | bool) -> None:
+        """Decode ``tokens`` after the held ones (``outputs`` flags the rows that give logits)."""
+        batch.clear()
+        batch.add(tokens, len(self.tokens), self.seq, outputs)
+        self.ctx.decode(batch)
+        self.tokens.extend(tokens)
+
+
+def common_length(a: list[int], b: list[int]) -> int:
+    """How many tokens ``a`` and ``b`` share from the start."""
+    n = min(len(a), len(b))
+    if not n:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n
+
+
 class Context:
     """A llama_context with ``n_seq`` sequences, each in its own KV stream of ``n_ctx_seq`` cells, or
     (``pool``) all in one KV pool of ``pool`` cells that they share on demand."""
