@@ -204,3 +204,24 @@ def test_the_worked_example_in_the_docs(models):
         assert len(tokens) == int(positions)
         assert [seen["unshifted"], seen["marginal"], seen["shifted"]] == [int(c) for c in counts]
         assert sum(t.kl_top10 for t in tokens) / len(tokens) == pytest.approx(float(kl), abs=5e-5)
+
+
+def test_options_of_the_other_protocol_are_refused_before_a_model_loads(folders, tmp_path):
+    """--aligned-family/--aligned-system belong to aligntds, --protocol to pair mode: each refused by name."""
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"id": "1", "instruction": "Q?", "output": "A."}) + "\n")
+    pair = ["shift", "pair", "--model", str(folders[0]), "--aligned", str(folders[1]), "--answers", str(answers)]
+    ids = CliRunner().invoke(app, [*pair, "--protocol", "ids", "--aligned-family", "vicuna", "--out", str(tmp_path / "i")])
+    assert ids.exit_code == 2 and "--aligned-family and --aligned-system belong to --protocol aligntds" in plain(ids.output)
+    text = ["shift", "text", "--model", str(folders[0]), "--answers", str(answers), "--protocol", "aligntds"]
+    refused = CliRunner().invoke(app, [*text, "--out", str(tmp_path / "t")])
+    assert refused.exit_code == 2 and "--protocol applies to pair mode" in plain(refused.output)
+
+
+def test_an_aligned_likelihood_needs_a_chat_template(models):
+    from untuned.curve import aligned_nlls
+    from untuned.prompt import Example
+
+    base, _ = models
+    with pytest.raises(UntunedError, match="has no chat template: --aligned takes an instruct model"):
+        aligned_nlls(base, [Example(query="Q?", answer="A.")])
