@@ -20,8 +20,8 @@ from rich.table import Table
 from smoke import sized
 
 from untuned.answers import AnswerItem
-from untuned.judge import TEMPLATES, HttpJudgeModel, Judge
-from untuned.judge.templates import ASPECTS
+from untuned.judge import HttpJudgeModel, Judge, judge_mode
+from untuned.judge.mode import ASPECTS
 
 ITEMS = sized(200, 4)
 LATENCY = sized(0.2, 0.01)
@@ -61,7 +61,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for concurrency in (1, 16):
-            judging = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"], None)
+            judging = Judge(HttpJudgeModel(url, "judge"), judge_mode("multi"), None)
             summary = judging.run(items, Path(folder) / f"c{concurrency}.jsonl", concurrency=concurrency)
             assert summary.done == ITEMS, summary
             results[concurrency] = summary.seconds

@@ -36,6 +36,7 @@ def verdicts(model: str, *, as_alpaca_eval_file: bool) -> list[Verdict]:
             answer="x" * row["chars_model"],
             answer_b="y" * row["chars_baseline"],
             preference=row["preference"],
+            by_position=as_alpaca_eval_file,
         )
         for index, row in enumerate(rows)
     ]

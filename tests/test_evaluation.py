@@ -24,9 +24,9 @@ from untuned.cli import app
 from untuned.generation import GenerationFile
 from untuned.interop import load_verdicts
 from untuned.interop.fastchat import read_mt_bench_answers, read_references
-from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, Verdict, VerdictFile
+from untuned.judge import HttpJudgeModel, Judge, Verdict, VerdictFile, judge_mode
 from untuned.judge.calibration import PUBLISHED
-from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
+from untuned.judge.mode import ASPECTS, PAIRWISE_ASPECTS
 from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, plots, to_html, to_markdown
 from untuned.stats import win_rate
@@ -78,7 +78,7 @@ def test_mt_bench_turns_references_and_loose_replies(tmp_path):
     out = tmp_path / "mt.jsonl"
     PROMPTS.clear()
     with scripted_server(mt_bench_judge) as (url, seen):
-        summary = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["mt-bench"]).run(items, out)
+        summary = Judge(HttpJudgeModel(url, "judge"), judge_mode("mt-bench")).run(items, out)
     assert summary.done == 2 and len(seen) == 4  # one request per turn
     verdicts = {v.id: v for v in VerdictFile(out).read()}
     assert verdicts["81"].scores == {"turn_1": 3, "turn_2": 1} and verdicts["81"].reference == []
@@ -107,7 +107,7 @@ def test_a_failed_turn_2_keeps_turn_1s_score_as_fastchat_keeps_its_row(tmp_path)
     out = tmp_path / "mt.jsonl"
     items = attach_references(mt_items(), {"111": ["4", "6"]})
     with scripted_server(judge) as (url, _):
-        Judge(HttpJudgeModel(url, "judge"), TEMPLATES["mt-bench"], parse_retries=0).run(items, out)
+        Judge(HttpJudgeModel(url, "judge"), judge_mode("mt-bench"), parse_retries=0).run(items, out)
     verdicts = {v.id: v for v in VerdictFile(out).read()}
     assert verdicts["81"].status == "failed" and verdicts["81"].scores == {"turn_1": 3}
     assert verdicts["81"].error.startswith("turn_2: ")

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from untuned.cli import app
 from untuned.errors import UntunedError
 from untuned.judge import ASPECTS, VerdictFile
-from untuned.judge.templates import PAIRWISE_ASPECTS
+from untuned.judge.mode import PAIRWISE_ASPECTS
 
 ITEMS = 10
 

@@ -19,16 +19,16 @@ from untuned.answers import AnswerItem
 from untuned.cli import app
 from untuned.interop import load_verdicts
 from untuned.judge import (
-    TEMPLATES,
     HttpJudgeModel,
     Judge,
     JudgeCache,
     LocalJudgeModel,
     ReplyError,
     VerdictFile,
+    judge_mode,
     parse_reply,
 )
-from untuned.judge.templates import ASPECTS, PAIRWISE_ASPECTS
+from untuned.judge.mode import ASPECTS, PAIRWISE_ASPECTS
 from untuned.judge.verdicts import make_verdict
 from untuned.report import build_report, stat, to_markdown, write_csv
 
@@ -80,7 +80,7 @@ def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
     out = tmp_path / "verdicts.jsonl"
     with scripted_server(script) as (url, seen):
         judge = HttpJudgeModel(url, "judge", timeout=2.0, max_retries=8)
-        summary = Judge(judge, TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
+        summary = Judge(judge, judge_mode("multi"), JudgeCache(tmp_path / "c.db"), parse_retries=2).run(work, out, concurrency=6)
     verdicts = VerdictFile(out).read()
     assert sorted(v.id for v in verdicts) == sorted(i.id for i in work)  # none lost, none duplicated
     assert summary.done == 22 and summary.failed == 2
@@ -105,7 +105,7 @@ def test_retry_after_is_honoured(tmp_path):
         return 200, JSON, chat_reply(verdict_json(user_text(body)))
 
     with scripted_server(script) as (url, _):
-        verdict = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"]).judge_item(items(1)[0])
+        verdict = Judge(HttpJudgeModel(url, "judge"), judge_mode("multi")).judge_item(items(1)[0])
     assert verdict.status == "scored" and arrivals[1] - arrivals[0] >= 1.9
 
 
@@ -115,7 +115,7 @@ def test_rerun_hits_the_cache_and_resumes(tmp_path):
 
     work = items(10)
     with scripted_server(script) as (url, seen):
-        judging = Judge(HttpJudgeModel(url, "judge"), TEMPLATES["multi"], JudgeCache(tmp_path / "cache.db"))
+        judging = Judge(HttpJudgeModel(url, "judge"), judge_mode("multi"), JudgeCache(tmp_path / "cache.db"))
         first = judging.run(work, tmp_path / "one.jsonl", concurrency=4)
         asked = len(seen)
         again = judging.run(work, tmp_path / "two.jsonl", concurrency=4)  # a fresh output file: all from the cache
@@ -150,7 +150,7 @@ def test_pairwise_cancels_position_bias(tmp_path):
     for script, expected, preferences in cases:
         out = tmp_path / f"{script.__name__}.jsonl"
         with scripted_server(script) as (url, _):
-            Judge(HttpJudgeModel(url, "judge"), TEMPLATES["pairwise"]).run(first, out, second_answers=second)
+            Judge(HttpJudgeModel(url, "judge"), judge_mode("pairwise")).run(first, out, second_answers=second)
         verdicts = sorted(VerdictFile(out).read(), key=lambda v: v.id)
         assert [v.winners["helpfulness"] for v in verdicts] == expected  # answers of 3, 10, 17, 24 vs 20 characters
         assert [v.preference for v in verdicts] == preferences  # AlpacaEval's encoding, from the first file's side
@@ -176,7 +176,7 @@ def test_pairwise_cancels_position_bias(tmp_path):
     ],
 )
 def test_parsing_tolerates_common_reply_shapes(reply, expected):
-    assert parse_reply(TEMPLATES["safety"], reply)["scores"] == {"safety": expected}
+    assert parse_reply(judge_mode("safety"), reply)["scores"] == {"safety": expected}
 
 
 @pytest.mark.parametrize(
@@ -185,19 +185,19 @@ def test_parsing_tolerates_common_reply_shapes(reply, expected):
 )
 def test_parsing_never_invents_a_score(reply):
     with pytest.raises(ReplyError):
-        parse_reply(TEMPLATES["safety"], reply)
+        parse_reply(judge_mode("safety"), reply)
 
 
 def test_tag_replies_use_just_evals_label_sets():
-    parsed = parse_reply(TEMPLATES["tag"], '{"task_types": ["Math", "reasoning"], "topics": "stem", "difficulty": "hard"}')
+    parsed = parse_reply(judge_mode("tag"), '{"task_types": ["Math", "reasoning"], "topics": "stem", "difficulty": "hard"}')
     assert parsed["labels"] == {"task_types": ["math", "reasoning"], "topics": ["stem"], "difficulty": ["hard"]}
     with pytest.raises(ReplyError, match="unknown topics"):
-        parse_reply(TEMPLATES["tag"], '{"task_types": ["math"], "topics": ["cooking"], "difficulty": "easy"}')
+        parse_reply(judge_mode("tag"), '{"task_types": ["math"], "topics": ["cooking"], "difficulty": "easy"}')
 
 
 @pytest.mark.slow
 def test_local_smollm2_judge_with_schema(smollm_path, tmp_path):
-    judging = Judge(LocalJudgeModel(smollm_path), TEMPLATES["multi"], JudgeCache(tmp_path / "c.db"), parse_retries=0)
+    judging = Judge(LocalJudgeModel(smollm_path), judge_mode("multi"), JudgeCache(tmp_path / "c.db"), parse_retries=0)
     answers = [
         AnswerItem(id=str(i), query=q, answer=a)
         for i, (q, a) in enumerate(
@@ -223,7 +223,7 @@ def test_chat_prompt_makes_the_shared_messages_its_prefix(smollm_path):
 
     backend = LlamaCppBackend(smollm_path, n_ctx=2048)
     try:
-        messages = TEMPLATES["multi"].messages("What is 2 + 2?", "2 + 2 = 4.")
+        messages = judge_mode("multi").messages("What is 2 + 2?", "2 + 2 = 4.")
         whole, split = backend.chat_prompt(messages), backend.chat_prompt(messages, shared=1)
         assert whole.prefix == "" and split.text == whole.text
         assert messages[0]["content"] in split.prefix and messages[1]["content"] in split.body
@@ -351,7 +351,7 @@ def test_tag_mode_and_its_report(tmp_path):
         AnswerItem(id=str(i), query=q, answer="unused") for i, q in enumerate(["Save money?", "Why is ice cold?", "Lend money?"])
     ]
     with scripted_server(script) as (url, seen):
-        Judge(HttpJudgeModel(url, "judge"), TEMPLATES["tag"]).run(work, tmp_path / "tags.jsonl", concurrency=2)
+        Judge(HttpJudgeModel(url, "judge"), judge_mode("tag")).run(work, tmp_path / "tags.jsonl", concurrency=2)
     verdicts = {v.id: v for v in VerdictFile(tmp_path / "tags.jsonl").read()}
     assert verdicts["0"].labels == {"task_types": ["info-seek"], "topics": ["finance"], "difficulty": ["easy"]}
     report = build_report(list(verdicts.values()))
@@ -364,7 +364,7 @@ def test_a_judge_that_stays_down_fails_items_with_the_reason(tmp_path):
         return 503, JSON, b'{"error": {"message": "judge is down"}}'
 
     with scripted_server(script) as (url, seen):
-        summary = Judge(HttpJudgeModel(url, "judge", max_retries=1), TEMPLATES["multi"]).run(items(2), tmp_path / "v.jsonl")
+        summary = Judge(HttpJudgeModel(url, "judge", max_retries=1), judge_mode("multi")).run(items(2), tmp_path / "v.jsonl")
     verdicts = VerdictFile(tmp_path / "v.jsonl").read()
     assert summary.failed == 2 and len(seen) == 4  # each item: one try and one retry
     assert all(v.status == "failed" and "judge is down" in v.error and not v.scores for v in verdicts)
@@ -423,9 +423,9 @@ def test_grammar_checked_token_by_token_replies_as_llama_cpp_s_sampler(smollm_pa
     from untuned.backends.llamacpp.engine import LlamaEngine
 
     model = LocalJudgeModel(smollm_path)
-    messages = TEMPLATES["multi"].messages("What is 2 + 2?", "2 + 2 = 4.")
-    fast = model.reply(messages, TEMPLATES["multi"].schema())
+    messages = judge_mode("multi").messages("What is 2 + 2?", "2 + 2 = 4.")
+    fast = model.reply(messages, judge_mode("multi").schema())
     monkeypatch.setattr(LlamaEngine, "greedy_here", False)
-    native = model.reply(messages, TEMPLATES["multi"].schema())
+    native = model.reply(messages, judge_mode("multi").schema())
     model.close()
-    assert fast == native and parse_reply(TEMPLATES["multi"], fast)["scores"]
+    assert fast == native and parse_reply(judge_mode("multi"), fast)["scores"]

@@ -75,3 +75,45 @@ def test_an_experiment_takes_the_plugins_benchmark_and_mode_by_name(tmp_path):
         assert [row["items"] for row in experiment.describe()] == [2]  # cut by the benchmark's own tags
         files = experiment.run()
     assert [f.name for f in files] == ["brevity.jsonl"] and len(load_verdicts(files[0])) == 2
+
+
+def refusal_judge(method, path, count, body):
+    asked = json.loads(body)["messages"][-1]["content"]
+    return 200, JSON, chat_reply(json.dumps({"rationale": "r", "refused": "yes" if "t=0.5" in asked else "no"}))
+
+
+def test_a_judge_mode_of_a_new_shape_brings_its_own_report_section_in_one_file(tmp_path):
+    """untuned_refusals.py: its own record (a yes/no), schema, reader and report section; nothing in untuned names it."""
+    from pathlib import Path
+
+    import untuned
+
+    assert "refusal" in mode_names()
+    source = Path(untuned.__file__).parent
+    assert not [p for p in source.rglob("*") if p.is_file() and p.suffix in (".py", ".html") and any(n in p.read_text() for n in ('"refusal"', '"refusals"', "Refusal"))]
+    answers = tmp_path / "answers.jsonl"
+    result = runner.invoke(
+        app, ["generate", "riddles", "--data-file", str(riddles(tmp_path)), "--model", "scripted:r", "--out", str(answers)]
+    )
+    assert result.exit_code == 0, result.output
+    verdicts = tmp_path / "refusal.jsonl"
+    with scripted_server(refusal_judge) as (url, seen):
+        result = runner.invoke(
+            app,
+            ["judge", "refusal", str(answers), "--judge-url", url, "--judge-model", "j", "--out", str(verdicts), "--no-cache"],
+        )
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 3
+    loaded = load_verdicts(verdicts)
+    assert sorted(v.refused for v in loaded) == [False, False, True]  # its own record, read back
+    report = build_report(loaded)
+    assert not report.models and not report.pairwise  # no scores: nothing in the built-in sections
+    (table,) = report.tables
+    assert table.section == "refusals" and table.rows == [{"model": table.rows[0]["model"], "answers": 3, "refused": 1, "rate": 1 / 3}]
+    assert "## Refusals (share of answers that refuse)" in to_markdown(report) and "| 0.333 |" in to_markdown(report)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(verdicts), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = next(out.glob("*.html")).read_text()
+    assert "Refusals (share of answers that refuse)" in html and "<td>0.3333333333333333</td>" in html
+    assert (next(out.glob("*-refusals.csv"))).read_text().splitlines()[1].endswith(",3,1,0.3333333333333333")

@@ -317,9 +317,9 @@ def test_untuned_serve_can_be_a_judge_endpoint(scripted, tmp_path):
     its verdict may well be unreadable, but it is recorded, never lost or invented)."""
     root = scripted
     from untuned.answers import AnswerItem
-    from untuned.judge import TEMPLATES, HttpJudgeModel, Judge, VerdictFile
+    from untuned.judge import HttpJudgeModel, Judge, VerdictFile, judge_mode
 
-    judging = Judge(HttpJudgeModel(f"{root}/v1", "gemma", max_tokens=48), TEMPLATES["safety"], parse_retries=0)
+    judging = Judge(HttpJudgeModel(f"{root}/v1", "gemma", max_tokens=48), judge_mode("safety"), parse_retries=0)
     reply = json.dumps({"safety": {"rationale": "harmless", "score": "5"}}, separators=(",", ":"))
     items = [
         AnswerItem(id="1", query="How do I bake bread?", answer=f"SCRIPT: {reply}"),

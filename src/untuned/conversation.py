@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from untuned.errors import InvalidInput
 from untuned.prompt import PromptSet
 from untuned.tools import EXAMPLES, RESULT_HEADING, Tool, call_text, tools_text
 
@@ -133,18 +134,18 @@ class Conversation:
 
     def add_user(self, content: str) -> None:
         if self.turns and self.turns[-1].role == "user":
-            raise ValueError("two user turns in a row: add the assistant's answer first")
+            raise InvalidInput("two user turns in a row: add the assistant's answer first")
         self.turns.append(Turn("user", content))
 
     def add_assistant(self, content: str) -> None:
         if not self.turns or self.turns[-1].role == "assistant":
-            raise ValueError("an assistant turn must follow a user turn or a tool's result")
+            raise InvalidInput("an assistant turn must follow a user turn or a tool's result")
         self.turns.append(Turn("assistant", content))
 
     def add_tool_result(self, name: str, content: str) -> None:
         """The result of the call the assistant's last answer made."""
         if not self.turns or self.turns[-1].role != "assistant":
-            raise ValueError("a tool's result must follow the assistant's call")
+            raise InvalidInput("a tool's result must follow the assistant's call")
         self.turns.append(Turn("tool", content, name))
 
     def reset(self) -> None:
@@ -153,7 +154,7 @@ class Conversation:
     def render(self) -> RenderedPrompt:
         """Render for the model's next answer; the last turn must be the user's."""
         if not self.turns or self.turns[-1].role == "assistant":
-            raise ValueError("the conversation must end with a user turn (or a tool's result) to be answered")
+            raise InvalidInput("the conversation must end with a user turn (or a tool's result) to be answered")
         fmt = self.fmt
         body = []
         for turn in self.turns:

@@ -11,6 +11,12 @@ class UntunedError(Exception):
     """Base class of every error untuned raises on purpose."""
 
 
+class InvalidInput(UntunedError, ValueError):
+    """A value the caller gave is out of range or of the wrong kind (a token id outside the vocabulary, a
+    conversation out of order, a score off the scale); the message names it and what would be accepted.
+    A ValueError too, so code that caught ValueError before still catches it."""
+
+
 class PromptFileError(UntunedError):
     """A prompt file is malformed; the message names the file and the line."""
 

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from untuned.errors import DataFileError, RunSettingsMismatch, UntunedError
+from untuned.errors import DataFileError, InvalidInput, RunSettingsMismatch, UntunedError
 from untuned.jsonl import JsonlFile, set_aside
 
 R = TypeVar("R", bound=BaseModel)
@@ -80,7 +80,7 @@ class ResumableRun(Generic[T, R]):
         aside: Path | None = None,
     ) -> None:
         if settings is not None and settings_of is None and settings_file is None:
-            raise ValueError("settings need settings_of (records carry them) or settings_file (a file beside)")
+            raise InvalidInput("settings need settings_of (records carry them) or settings_file (a file beside)")
         self.store, self.settings, self.settings_of, self.settings_file = store, settings, settings_of, settings_file
         self.relevant, self.finished, self.key, self.item_key = relevant, finished, key, item_key
         self.aside = aside or store.path

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from untuned.errors import InvalidInput
+
 BOOTSTRAP_SEED = 20261125
 
 
@@ -298,7 +300,7 @@ def agreement(aspect: str, ours: Sequence[int], reference: Sequence[int], *, sca
     a, b = np.asarray(ours), np.asarray(reference)
     outside = sorted((set(a.tolist()) | set(b.tolist())) - set(scale))
     if outside:
-        raise ValueError(f"scores {outside} lie outside the scale {min(scale)}-{max(scale)}")
+        raise InvalidInput(f"scores {outside} lie outside the scale {min(scale)}-{max(scale)}")
     varied = len(set(a.tolist())) > 1 and len(set(b.tolist())) > 1
     kappa = None
     if len(set(a.tolist()) | set(b.tolist())) > 1:

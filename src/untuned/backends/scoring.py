@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from untuned.backends.protocol import TokenLogprob, TokenScores
-from untuned.errors import ContextOverflowError
+from untuned.errors import ContextOverflowError, InvalidInput
 
 
 def token_logprob(logits: np.ndarray, token: int, top_k: int, piece) -> TokenLogprob:
@@ -100,9 +100,9 @@ def check_score_request(
     ids = [int(t) for t in tokens]
     wrong = next(((i, t) for i, t in enumerate(ids) if t < 0 or (vocab_size is not None and t >= vocab_size)), None)
     if wrong is not None:
-        raise ValueError(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary")
+        raise InvalidInput(f"token id {wrong[1]} at position {wrong[0]} is outside the vocabulary")
     if not 1 <= start <= len(ids):
-        raise ValueError(f"start must be between 1 and {len(ids)}, got {start}")
+        raise InvalidInput(f"start must be between 1 and {len(ids)}, got {start}")
     if context_length is not None and len(ids) > context_length:
         raise ContextOverflowError(len(ids), context_length + 1)
     return ids
@@ -128,7 +128,7 @@ class RowScoring:
         ids = check_score_request(tokens, start, self.context_length, self.vocab_size)
         wanted = check_score_request([0] * start + [int(t) for t in targets], start, None, self.vocab_size)
         if len(wanted) != len(ids):
-            raise ValueError(f"{len(wanted) - start} targets for {len(ids) - start} positions")
+            raise InvalidInput(f"{len(wanted) - start} targets for {len(ids) - start} positions")
         return self._scored(ids, np.asarray(wanted), start, top_k, own=True)
 
     def _scored(self, ids: list[int], targets: np.ndarray, start: int, top_k: int, own: bool = False) -> TokenScores:

@@ -17,11 +17,11 @@ from untuned.cli.common import friendly, ids_option, option_group, out, progress
 from untuned.data import select
 from untuned.errors import UntunedError
 from untuned.interop.just_eval import read_just_eval_judged
-from untuned.judge import TEMPLATES, Judge, JudgeCache, JudgeModel, VerdictFile, load_judge_model, modes
+from untuned.judge import JudgeCache, JudgeModel, VerdictFile, load_judge_model, modes
 from untuned.judge.calibration import PUBLISHED, agreements, as_items, fetch_published, sample_published
-from untuned.judge.templates import JudgeMode
 from untuned.paths import cache_dir
-from untuned.pipeline import judged_items
+from untuned.pipeline import judge_answers, judged_items
+from untuned.pipeline.inputs import input_kind
 
 judge_app = typer.Typer(
     help="Judge answers with an LLM: JUST-EVAL aspects, safety, tags, pairwise win rates, MT-bench, "
@@ -51,8 +51,8 @@ class JudgeOptions:
     no_cache: bool = False
     force: bool = False
 
-    def judge(self, mode: JudgeMode) -> Judge:
-        model: JudgeModel = load_judge_model(
+    def model(self) -> JudgeModel:
+        return load_judge_model(
             url=self.judge_url,
             model=self.judge_model,
             gguf=self.judge_gguf,
@@ -62,12 +62,12 @@ class JudgeOptions:
             structured=self.structured,
             parallel=self.concurrency,
         )
-        store = None if self.no_cache else JudgeCache(self.cache or default_cache_dir() / "judge.sqlite")
-        return Judge(model, TEMPLATES[mode], store, parse_retries=self.parse_retries)
 
-    def run(self, mode: JudgeMode, items: list[Any], output: Path, second_answers: dict | None = None) -> None:
-        """Judge ``items`` into ``output`` with a progress bar, then say what happened."""
-        judge = self.judge(mode)
+    def run(self, mode: str, items: list[Any], output: Path, second_answers: dict | None = None) -> None:
+        """Judge ``items`` into ``output`` through the pipeline's judge step (the one ``experiment`` takes) with a
+        progress bar, then say what happened."""
+        model = self.model()
+        store = None if self.no_cache else JudgeCache(self.cache or default_cache_dir() / "judge.sqlite")
         try:
             with progress() as bar:
                 task = bar.add_task(f"judging ({mode})", total=None, note="")
@@ -81,17 +81,21 @@ class JudgeOptions:
                     tally["cached"] += verdict.cached
                     bar.update(task, advance=1, note=f"{tally['failed']} failed · {tally['cached']} cached")
 
-                summary = judge.run(
+                summary = judge_answers(
+                    model,
+                    mode,
                     items,
                     output,
                     second_answers=second_answers,
+                    cache=store,
+                    parse_retries=self.parse_retries,
                     concurrency=self.concurrency,
                     force=self.force,
                     on_start=lambda n: bar.update(task, total=n),
                     on_verdict=count,
                 )
         finally:
-            judge.close()
+            model.close()
         out.print(
             f"{summary.done} scored, {summary.failed} failed, {summary.skipped} already in {output}; "
             f"{summary.counts['cached']} from the cache, {summary.counts['requests']} requests in {summary.seconds:.1f} s"
@@ -182,7 +186,7 @@ def selection_options(*names: str):
     return option_group(Selection, _SELECTION, *names, into="selection")
 
 
-def _single(mode: JudgeMode, summary: str):
+def _single(mode: str, summary: str):
     @friendly
     @judge_options
     @selection_options()
@@ -196,7 +200,7 @@ def _single(mode: JudgeMode, summary: str):
 
 
 for _name, _mode in modes().items():  # every mode that judges one answer file gets its command (plugins' too)
-    if _mode.takes in ("answers", "queries") and not _mode.needs_second:
+    if input_kind(_mode.takes).one_file and not _mode.needs_second:
         judge_app.command(_name)(_single(_name, _mode.summary or f"Judge each answer in the {_name} mode."))
 
 

@@ -12,7 +12,7 @@ from untuned.backends import LoadOptions, Sampling
 from untuned.backends.protocol import Dtype, FlashAttention, KvType
 from untuned.benchmarks import Item, benchmark, benchmark_names
 from untuned.data import select
-from untuned.errors import UntunedError
+from untuned.errors import InvalidInput, UntunedError
 from untuned.judge.modes import judge_mode, mode_names
 from untuned.pipeline import RunPlan
 from untuned.prompt import PromptSet, load_prompt
@@ -101,7 +101,7 @@ class DatasetPlan(BaseModel):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in benchmark_names():
-            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(benchmark_names())}")
+            raise InvalidInput(f"unknown dataset {value!r}; known: {', '.join(benchmark_names())}")
         return value
 
 
@@ -119,14 +119,14 @@ class JudgePlan(BaseModel):
     def _known_modes(cls, value: list[str]) -> list[str]:
         unknown = [m for m in value if m not in mode_names()]
         if unknown:
-            raise ValueError(f"unknown judge mode {unknown[0]!r}; known: {', '.join(mode_names())}")
+            raise InvalidInput(f"unknown judge mode {unknown[0]!r}; known: {', '.join(mode_names())}")
         return value
 
     @model_validator(mode="after")
     def _baseline_for_pairwise(self) -> JudgePlan:
         comparing = [m for m in self.modes if judge_mode(m).needs_second]
         if comparing and not self.baseline:
-            raise ValueError(f"{comparing[0]} judging needs a baseline (an answer file)")
+            raise InvalidInput(f"{comparing[0]} judging needs a baseline (an answer file)")
         return self
 
 

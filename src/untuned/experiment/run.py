@@ -14,6 +14,7 @@ from untuned.benchmarks import benchmark
 from untuned.errors import UntunedError
 from untuned.experiment.plan import Cell, ModelPlan, Plan, cells, dataset_items
 from untuned.judge.modes import judge_mode
+from untuned.pipeline.inputs import input_kind
 from untuned.prompt import PromptSet
 
 
@@ -58,10 +59,10 @@ class Experiment:
         return rows
 
     def modes_for(self, cell: Cell) -> list[str]:
-        """The plan's judge modes that apply to the cell: MT-bench's modes to MT-bench items, the others to the rest."""
+        """The plan's judge modes that apply to the cell: those whose input kind takes its dataset's items."""
         modes = self.plan.judge.modes if self.plan.judge else []
-        mt_bench = benchmark(cell.dataset.dataset).turns > 1
-        return [m for m in modes if (judge_mode(m).takes == "mt-bench") == mt_bench]
+        turns = benchmark(cell.dataset.dataset).turns
+        return [m for m in modes if input_kind(judge_mode(m).takes).applies_to(turns)]
 
     def _judge(self, judge_model, cell: Cell, mode: str, target: Path) -> bool:
         """Judge a cell's answers in ``mode``, if it applies to the cell (see :meth:`modes_for`)."""

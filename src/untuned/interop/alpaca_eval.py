@@ -36,6 +36,7 @@ def read_alpaca_eval_annotations(path: str | Path, rows: Rows | None = None) -> 
                 answer=row["output_2"],
                 answer_b=row["output_1"],
                 preference=preference,
+                by_position=True,
                 winners={"overall": winner} if usable else {},
             )
         )

@@ -127,7 +127,7 @@ def read_fastchat_pair_judgments(path: str | Path, rows: Rows | None = None) -> 
         verdicts.append(
             make_verdict(
                 id=str(row.get("question_id")),
-                mode="pairwise",
+                mode="mt-bench-pair",
                 template="fastchat:pair",
                 judge=str(judge[0]) if isinstance(judge, list) and judge else str(judge or ""),
                 generator=row["model_1"],

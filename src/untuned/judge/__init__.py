@@ -2,20 +2,18 @@
 judges (single answers scored 1-10, pairs of answers compared), each mode one module of ``untuned.judge.modes``.
 
 >>> from untuned.answers import read_answers
->>> from untuned.judge import TEMPLATES, Judge, JudgeCache, load_judge_model
->>> judge = Judge(load_judge_model(url="http://127.0.0.1:8000/v1", model="judge"), TEMPLATES["multi"], JudgeCache("c.db"))
+>>> from untuned.judge import Judge, JudgeCache, judge_mode, load_judge_model
+>>> judge = Judge(load_judge_model(url="http://127.0.0.1:8000/v1", model="judge"), judge_mode("multi"), JudgeCache("c.db"))
 >>> judge.run(read_answers("answers.jsonl"), "verdicts.jsonl", concurrency=8)
 """
-
-from collections.abc import Iterator, Mapping
 
 from untuned.errors import JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
 from untuned.judge.judging import Judge
+from untuned.judge.mode import ASPECTS, JudgeMode
 from untuned.judge.models import HttpJudgeModel, JudgeModel, LocalJudgeModel, bundled_judge_path, load_judge_model
 from untuned.judge.modes import judge_mode, mode_names, modes
 from untuned.judge.parse import extract_json, parse_reply, read_score
-from untuned.judge.templates import ASPECTS, JudgeMode, Template
 from untuned.judge.verdicts import (
     AspectVerdict,
     JudgeSettings,
@@ -28,22 +26,6 @@ from untuned.judge.verdicts import (
     make_verdict,
 )
 
-
-class _Templates(Mapping):
-    """The judge modes by name (untuned.judge.modes' registry, plugins' included), looked up when first used."""
-
-    def __getitem__(self, name: str) -> Template:
-        return judge_mode(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(modes())
-
-    def __len__(self) -> int:
-        return len(modes())
-
-
-TEMPLATES = _Templates()
-
 __all__ = [
     "ASPECTS",
     "HttpJudgeModel",
@@ -55,8 +37,7 @@ __all__ = [
     "JudgeUnavailable",
     "LocalJudgeModel",
     "ReplyError",
-    "TEMPLATES",
-    "Template",
+    "JudgeMode",
     "Verdict",
     "VerdictFile",
     "AspectVerdict",

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from untuned.errors import JudgeUnavailable, ReplyError
+from untuned.errors import InvalidInput, JudgeUnavailable, ReplyError
 from untuned.judge.cache import JudgeCache, cache_key
+from untuned.judge.mode import JudgeFailed, JudgeMode
 from untuned.judge.models import JudgeModel
 from untuned.judge.parse import parse_reply
-from untuned.judge.templates import JudgeFailed, Template
 from untuned.judge.verdicts import JudgeSettings, Verdict, VerdictBase, VerdictFile, make_verdict
 from untuned.runner import ResumableRun, RunSummary
 
@@ -31,16 +31,16 @@ log = logging.getLogger(__name__)
 
 
 class Judge:
-    """A judge model, a template and a reply cache: :meth:`judge_item` one item, :meth:`run` many."""
+    """A judge model, a judge mode and a reply cache: :meth:`judge_item` one item, :meth:`run` many."""
 
-    def __init__(self, model: JudgeModel, template: Template, cache: JudgeCache | None = None, *, parse_retries: int = 2) -> None:
-        self.model, self.template, self.cache, self.parse_retries = model, template, cache, parse_retries
+    def __init__(self, model: JudgeModel, mode: JudgeMode, cache: JudgeCache | None = None, *, parse_retries: int = 2) -> None:
+        self.model, self.mode, self.cache, self.parse_retries = model, mode, cache, parse_retries
         self._count_lock = threading.Lock()
         self.requests = 0
 
     @property
     def settings(self) -> JudgeSettings:
-        return JudgeSettings(judge=self.model.name, template=self.template.key)
+        return JudgeSettings(judge=self.model.name, template=self.mode.key)
 
     def close(self) -> None:
         """Close the judge model and the cache."""
@@ -52,7 +52,7 @@ class Judge:
         self, messages: list[dict[str, str]], schema: dict, parse: Callable[[str], Any], *parts: str
     ) -> tuple[Any, int, bool]:
         """Parsed reply, requests made, whether it came from the cache (keyed by judge, template and ``parts``)."""
-        key = cache_key(self.model.name, self.template.key, *parts)
+        key = cache_key(self.model.name, self.mode.key, *parts)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -73,15 +73,15 @@ class Judge:
                 log.info("unparseable reply (attempt %d): %s", attempt, problem)
                 continue
             if self.cache is not None:
-                self.cache.put(key, judge=self.model.name, template=self.template.key, reply=raw)
+                self.cache.put(key, judge=self.model.name, template=self.mode.key, reply=raw)
             return parsed, attempt, False
         raise JudgeFailed(f"no parseable reply after {self.parse_retries + 1} attempts: {problem}", raw, self.parse_retries + 1)
 
     def ask_about(self, query: str, answer: str, other: str) -> tuple[dict[str, Any], int, bool]:
         return self.ask(
-            self.template.messages(query, answer, other),
-            self.template.schema(),
-            lambda raw: parse_reply(self.template, raw),
+            self.mode.messages(query, answer, other),
+            self.mode.schema(),
+            lambda raw: parse_reply(self.mode, raw),
             query,
             answer,
             other,
@@ -91,8 +91,8 @@ class Judge:
         """The fields of a verdict that come from the item (and the second answer) and this judge."""
         return {
             "id": item.id,
-            "mode": self.template.mode,
-            "template": self.template.key,
+            "mode": self.mode.name,
+            "template": self.mode.key,
             "judge": self.model.name,
             "generator": item.generator,
             "dataset": getattr(item, "dataset", None),
@@ -115,7 +115,7 @@ class Judge:
     def judge_item(self, item: AnswerItem | MtBenchItem, second: AnswerItem | MtBenchItem | None = None) -> Verdict:
         """Judge one item (with ``second``, the other answer, in a pairwise mode) as the mode judges it.
         Never raises for the judge's faults."""
-        return self.template.judge(self, item, second)
+        return self.mode.judge(self, item, second)
 
     def run(
         self,
@@ -130,12 +130,12 @@ class Judge:
     ) -> RunSummary[Verdict]:
         """Judge every item not yet scored in ``out`` (``second_answers``: the second answers by id, for a mode that
         compares two; an item without one is left out and counted in the summary as ``no_second_answer``)."""
-        mode = self.template.mode
+        mode = self.mode.name
         items = list(items)
         left_out = 0
-        if self.template.needs_second:
+        if self.mode.needs_second:
             if second_answers is None:
-                raise ValueError(f"{mode} judging needs the second answers")
+                raise InvalidInput(f"{mode} judging needs the second answers")
             left_out = sum(item.id not in second_answers for item in items)
             items = [item for item in items if item.id in second_answers]
         run = ResumableRun(

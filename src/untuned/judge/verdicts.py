@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from untuned.errors import InvalidInput
 from untuned.jsonl import JsonlFile
 
 
@@ -18,7 +19,7 @@ class VerdictBase(BaseModel):
 
     id: str
     mode: str = Field(description="The judge mode that wrote it (untuned.judge.modes).")
-    template: str = Field(description="Template name@version.")
+    template: str = Field(description="JudgeMode name@version.")
     judge: str
     status: Literal["scored", "failed"]
     generator: str | None = None
@@ -82,6 +83,11 @@ class PairwiseVerdict(VerdictBase):
         default_factory=list,
         description="Winners as asked in each order, both from the first answer's side (A = the first file's answer).",
     )
+    by_position: bool = Field(
+        False,
+        description="Read from AlpacaEval's annotations: the item's difficulty (for the LC) is that of its row's "
+        "position, as AlpacaEval's own code assigns it.",
+    )
     preference: float | None = Field(
         None,
         description="AlpacaEval's encoding of the overall winner, from the first answer's side: 2 = it wins, "
@@ -104,7 +110,7 @@ def record_of(mode: str) -> type[VerdictBase]:
 
     found = modes().get(mode)
     if found is None:
-        raise ValueError(f"a verdict of the judge mode {mode!r}, which is not installed")
+        raise InvalidInput(f"a verdict of the judge mode {mode!r}, which is not installed")
     return found.record
 
 
@@ -117,7 +123,7 @@ def parse_verdict(text: str | bytes) -> Verdict:
     """A verdict from one line of a verdict file, as the record of its mode."""
     data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("mode"), str):
-        raise ValueError("not a verdict: no mode")
+        raise InvalidInput("not a verdict: no mode")
     return record_of(data["mode"]).model_validate(data)
 
 

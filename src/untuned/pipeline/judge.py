@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from untuned.answers import read_answers
-from untuned.benchmarks.mt_bench import attach_references
-from untuned.interop.fastchat import read_mt_bench_answers, read_references
 from untuned.judge import Judge, JudgeCache, JudgeModel, judge_mode
 from untuned.judge.verdicts import Verdict
+from untuned.pipeline.inputs import ReadOptions, input_kind
 from untuned.runner import RunSummary
 
 
@@ -25,21 +23,14 @@ def judged_items(
     require_references: bool = True,
 ) -> tuple[list[Any], dict[str, Any] | None]:
     """The items ``mode`` judges from ``answers`` (and the second answers by id, from ``second``, for a mode
-    that compares two): answer items, or MT-bench items with their reference answers attached."""
-    kind = judge_mode(mode)
-    if kind.takes == "mt-bench":
-        found = read_references(references) if references else None
-
-        def read(path):
-            items = read_mt_bench_answers(path, questions=questions)
-            return attach_references(items, found, required=require_references)
-    else:
-
-        def read(path):
-            return read_answers(path, tags=tags)
-
-    items = read(answers)
-    return items, ({item.id: item for item in read(second)} if kind.needs_second and second is not None else None)
+    that compares two), read as the mode's input kind reads them (:mod:`untuned.pipeline.inputs`)."""
+    found = judge_mode(mode)
+    kind = input_kind(found.takes)
+    options = ReadOptions(tags=tags, questions=questions, references=references, require_references=require_references)
+    items = kind.read(answers, options)
+    if not found.needs_second or second is None:
+        return items, None
+    return items, {item.id: item for item in kind.read(second, options)}
 
 
 def judge_answers(

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from untuned.errors import DataFileError
+from untuned.errors import DataFileError, InvalidInput
 
 GAMED_WEIGHT = 0.2 / 2  # regularize_to_baseline_lambda, shared by the two gamed baselines
 FOLDS = 5
@@ -154,7 +154,7 @@ def length_controlled(
     and the rows' order is the fit's (the folds are made in that order)."""
     p = np.asarray([np.nan if v is None else 1.5 if v == 0 else v for v in preferences], dtype=float) - 1.0
     if np.any((p < 0) | (p > 1)):
-        raise ValueError("every preference must lie between 1 and 2 (0 or 1.5 for a draw)")
+        raise InvalidInput("every preference must lie between 1 and 2 (0 or 1.5 for a draw)")
     delta = np.asarray(baseline_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)
     spread = delta.std(ddof=1) if len(delta) > 1 else 0.0
     tanh_length = np.tanh(delta / spread) if spread > 0 else np.zeros(len(delta))

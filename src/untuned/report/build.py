@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from untuned.judge import ASPECTS, TagVerdict, Verdict
 from untuned.judge.modes import modes_of_section
 from untuned.judge.outcomes import combine_orders
+from untuned.judge.sections import JUST_EVAL, WIN_RATES
 from untuned.report.alpaca_eval import Difficulty
 from untuned.report.sections import (
     Comparison,
@@ -26,6 +27,7 @@ from untuned.report.sections import (
     MtBenchModel,
     MtBenchPairRow,
     Section,
+    SectionTable,
     WinRateRow,
     comparisons,
     diagnostics,
@@ -34,6 +36,7 @@ from untuned.report.sections import (
     mt_bench_models,
     mt_bench_pairwise,
     order_flips,
+    own_tables,
     win_rates,
 )
 
@@ -88,6 +91,7 @@ class Report(BaseModel):
     win_rates: list[WinRateRow] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons (report --compare).")
     diagnostics: list[Diagnostic] = Field(default_factory=list)
+    tables: list[SectionTable] = Field(default_factory=list, description="Sections of their own (plugins' judge modes).")
 
     @cached_property
     def _uninformative(self) -> set[tuple[str, str, str]]:
@@ -246,9 +250,9 @@ def build_report(
     """All the numbers of a report for ``verdicts`` (any mix of models, modes and files); ``compare``
     adds paired comparisons of every two models, or of ``pairs`` only (N/A treated as ``na`` says); ``difficulty``:
     AlpacaEval's own df_gamed.csv read by :func:`read_df_gamed`, in place of the shipped one, for the LC win rate."""
-    by_model = grouped(verdicts, modes_of_section("just-eval"), lambda v: v.generator or "(unknown)")
+    by_model = grouped(verdicts, modes_of_section(JUST_EVAL), lambda v: v.generator or "(unknown)")
     own_pairs = [v for v in verdicts if not is_mt_bench_pair(v)]
-    judged_pairs = grouped(own_pairs, modes_of_section("win-rates"), lambda v: (v.generator or "A", v.generator_b or "B"))
+    judged_pairs = grouped(own_pairs, modes_of_section(WIN_RATES), lambda v: (v.generator or "A", v.generator_b or "B"))
     tags, tagged = tag_counts(verdicts)
     return Report(
         na=na,
@@ -260,5 +264,6 @@ def build_report(
         mt_bench_pairwise=mt_bench_pairwise(verdicts),
         win_rates=win_rates(verdicts, difficulty=difficulty),
         diagnostics=diagnostics(verdicts),
+        tables=own_tables(verdicts),
         comparisons=comparisons(verdicts, na=na, pairs=pairs) if compare else [],
     )

@@ -342,8 +342,22 @@ def to_markdown(report: Report, *, compare: bool = False, compact: bool = False)
     parts += warnings_markdown(report)
     parts += scores_markdown(report, compare=compare)
     parts += pairwise_markdown(report) if report.pairwise else []
-    parts += evaluation_markdown(report, compact=compact) + tags_markdown(report)
+    parts += evaluation_markdown(report, compact=compact) + tags_markdown(report) + tables_markdown(report)
     return "\n".join(parts)
+
+
+def tables_markdown(report: Report) -> list[str]:
+    """The sections of their own, each a table of its rows' fields."""
+    parts: list[str] = []
+    for found in report.tables:
+        header = list(dict.fromkeys(key for row in found.rows for key in row))
+        rows = [[_shown(row.get(key)) for key in header] for row in found.rows]
+        parts += titled(f"## {found.title}", header, rows)
+    return parts
+
+
+def _shown(value) -> str:
+    return "–" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def mt_bench_categories(models: list[MtBenchModel]) -> list[str]:

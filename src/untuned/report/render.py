@@ -57,6 +57,11 @@ def write_csv(report: Report, path: Path) -> None:
                     "",
                 ]
             )
+    for found in report.tables:  # a section of its own: a CSV of its rows beside
+        with path.with_name(f"{path.stem}-{found.section}.csv").open("w", newline="", encoding="utf-8") as handle:
+            table = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in found.rows for k in row)))
+            table.writeheader()
+            table.writerows(found.rows)
     if report.mt_bench or report.mt_bench_pairwise or report.win_rates or report.comparisons or report.diagnostics:
         with path.with_name(path.stem + "-evaluation.csv").open("w", newline="", encoding="utf-8") as handle:
             write_evaluation_csv(report, csv.writer(handle))

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import combinations
-from typing import Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 from untuned.judge import MtBenchVerdict, PairwiseVerdict, Verdict
-from untuned.judge.modes import modes_of_section, section_of
+from untuned.judge.mode import TURNS
+from untuned.judge.modes import modes_of_section, own_sections, section_of
 from untuned.judge.outcomes import fastchat_outcome
-from untuned.judge.templates import TURNS
+from untuned.judge.sections import MT_BENCH, MT_BENCH_PAIRWISE, WIN_RATES, ReportSection
 from untuned.report.alpaca_eval import Difficulty, length_controlled, shipped
 from untuned.stats import (
     AspectDiagnostics,
@@ -29,7 +30,7 @@ from untuned.stats import (
     win_rate,
 )
 
-Section = Literal["just-eval", "mt-bench"]
+Section = str  # a ReportSection's name (untuned.judge.sections)
 Key = TypeVar("Key", bound=Hashable)
 
 
@@ -77,6 +78,14 @@ class Comparison(BaseModel):
     rows: list[PairedComparison]
 
 
+class SectionTable(BaseModel):
+    """A table of a section of its own (a plugin's mode of a new shape): its rows as the section made them."""
+
+    section: str
+    title: str
+    rows: list[dict[str, Any]]
+
+
 class Diagnostic(AspectDiagnostics):
     model: str
     section: Section
@@ -91,6 +100,17 @@ def grouped(verdicts: list[Verdict], modes: tuple[str, ...], key: Callable[[Verd
     return groups
 
 
+def own_tables(verdicts: list[Verdict]) -> list[SectionTable]:
+    """The tables of the sections that draw their own (:attr:`ReportSection.rows`), from their modes' verdicts."""
+    tables = []
+    for section in own_sections():
+        mine = [v for v in verdicts if v.mode in modes_of_section(section)]
+        rows = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in section.rows(mine)] if mine else []
+        if rows:
+            tables.append(SectionTable(section=section.name, title=section.title or section.name, rows=rows))
+    return tables
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -99,7 +119,7 @@ def mt_bench_models(verdicts: list[Verdict]) -> list[MtBenchModel]:
     """FastChat's ``show_result`` numbers per model: the mean of every turn-1 row, of every turn-2 row,
     and of every row; a file that judged a question's turn twice has both rows averaged, as FastChat
     does (``duplicates`` says how many such rows there are)."""
-    by_model = grouped(verdicts, modes_of_section("mt-bench"), lambda v: v.generator or "(unknown)")
+    by_model = grouped(verdicts, modes_of_section(MT_BENCH), lambda v: v.generator or "(unknown)")
     models = []
     for model, group in sorted(by_model.items()):
         scored = [v for v in group if v.scores]  # a verdict whose turn 2 failed keeps its turn 1, as FastChat does
@@ -130,7 +150,7 @@ def is_mt_bench_pair(verdict: Verdict) -> bool:
     """A pairwise verdict on MT-bench: counted by FastChat's rule, in its table, not in the win rates."""
     if not isinstance(verdict, PairwiseVerdict):
         return False
-    return section_of(verdict.mode) == "mt-bench-pairwise" or verdict.dataset == "mt-bench"  # FastChat's imported ones too
+    return section_of(verdict.mode) == MT_BENCH_PAIRWISE
 
 
 def mt_bench_pairwise(verdicts: list[Verdict]) -> list[MtBenchPairRow]:
@@ -175,7 +195,7 @@ def difficulties(group: list[Verdict], source: Difficulty) -> list[float] | None
     it, and so does AlpacaEval); other verdicts that of their instruction's text."""
     found = []
     for verdict in group:
-        if verdict.template.startswith("alpaca-eval:") or not source.by_instruction:
+        if verdict.by_position or not source.by_instruction:
             position = int(verdict.id) if verdict.id.isdigit() else len(source.by_position)
             value = source.by_position[position] if position < len(source.by_position) else None
         else:
@@ -202,7 +222,7 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
     than the baseline's makes length and the model's strength one and the same)."""
     source = difficulty or shipped()
     judged = [v for v in verdicts if isinstance(v, PairwiseVerdict) and v.answer_b is not None and not is_mt_bench_pair(v)]
-    pairs = grouped(judged, modes_of_section("win-rates"), lambda v: (v.generator or "A", v.generator_b or "B"))
+    pairs = grouped(judged, modes_of_section(WIN_RATES), lambda v: (v.generator or "A", v.generator_b or "B"))
     rows = []
     for (model, baseline), group in sorted(pairs.items()):
         # as in AlpacaEval, an item the judge gave no preference is left out of the win rate and its error, and
@@ -236,16 +256,17 @@ def win_rates(verdicts: list[Verdict], *, difficulty: Difficulty | None = None) 
     return rows
 
 
-def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section, str, str, float, Verdict]]:
+def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[ReportSection, str, str, float, Verdict]]:
     """(section, model, aspect, score, verdict) for every score of the scored verdicts; N/A left out, or
     (``na="five"``, just-eval's way) counted as 5."""
     for verdict in verdicts:
         section = section_of(verdict.mode)
-        kept = verdict.status == "scored" or (section == "mt-bench" and verdict.scores)  # a failed turn 2 keeps turn 1
-        if not kept or section not in ("just-eval", "mt-bench"):
+        if section is None or not section.scored:
+            continue
+        if verdict.status != "scored" and not (section.partial and verdict.scores):
             continue
         for aspect, score in verdict.scores.items():
-            if score is None and na == "five" and section == "just-eval":
+            if score is None and na == "five" and section.na_as_five:
                 score = 5
             if score is not None:
                 yield section, verdict.generator or "(unknown)", aspect, float(score), verdict
@@ -254,9 +275,9 @@ def _scores(verdicts: list[Verdict], na: str = "skip") -> Iterator[tuple[Section
 def _score_tables(verdicts: list[Verdict], na: str) -> dict[Section, dict[str, dict[str, dict[str, float]]]]:
     """section → model → aspect → id → score; an item judged more than once gets the mean of its scores, as
     FastChat's show_result averages every row (its means count each row; a paired comparison pairs items)."""
-    found: dict[Section, dict[str, dict[str, dict[str, list[float]]]]] = {"just-eval": {}, "mt-bench": {}}
+    found: dict[Section, dict[str, dict[str, dict[str, list[float]]]]] = defaultdict(dict)
     for section, model, aspect, score, verdict in _scores(verdicts, na):
-        found[section].setdefault(model, {}).setdefault(aspect, {}).setdefault(verdict.id, []).append(score)
+        found[section.name].setdefault(model, {}).setdefault(aspect, {}).setdefault(verdict.id, []).append(score)
     return {
         section: {
             model: {aspect: {i: sum(v) / len(v) for i, v in items.items()} for aspect, items in aspects.items()}
@@ -296,14 +317,14 @@ def _words(verdict: Verdict, aspect: str) -> int:
 
 def diagnostics(verdicts: list[Verdict]) -> list[Diagnostic]:
     """Per model and aspect: is every item given (nearly) the same score, and does the score follow length?"""
-    grouped: dict[tuple[Section, str, str], list[tuple[float, int]]] = defaultdict(list)
+    grouped: dict[tuple[ReportSection, str, str], list[tuple[float, int]]] = defaultdict(list)
     for section, model, aspect, score, verdict in _scores(verdicts):
         has_text = bool(verdict.answer or (isinstance(verdict, MtBenchVerdict) and verdict.outputs))
         grouped[(section, model, aspect)].append((score, _words(verdict, aspect) if has_text else -1))
     result = []
-    for (section, model, aspect), pairs in sorted(grouped.items()):
+    for (section, model, aspect), pairs in sorted(grouped.items(), key=lambda entry: (entry[0][0].name, *entry[0][1:])):
         scores = [s for s, _ in pairs]
         lengths = [n for _, n in pairs] if all(n >= 0 for _, n in pairs) else [0] * len(pairs)
-        found = diagnose(aspect, scores, lengths, top=10 if section == "mt-bench" else 5)
-        result.append(Diagnostic(model=model, section=section, **found.model_dump()))
+        found = diagnose(aspect, scores, lengths, top=section.top)
+        result.append(Diagnostic(model=model, section=section.name, **found.model_dump()))
     return result

@@ -33,7 +33,7 @@ from untuned.backends import (
     TopKDistributions,
     scores_from_logits,
 )
-from untuned.errors import UntunedError
+from untuned.errors import InvalidInput, UntunedError
 from untuned.prompt import PromptSet
 from untuned.shift.contexts import ContextKind, aligntds_context, plain_context, urial_context, without_end_marker
 from untuned.shift.families import FAMILIES, AlignedContext, detect_family, template_system_prompt
@@ -246,7 +246,7 @@ class ShiftAnalyzer:
         """One answer; ``contexts``: the ids each side reads before it (base, aligned), in place of the ones made
         from the query (a whole conversation, as the server's page gives it)."""
         if contexts is not None and (contexts[1] is None) != (self.aligned is None):
-            raise ValueError("contexts must give an aligned side's ids exactly when there is an aligned side")
+            raise InvalidInput("contexts must give an aligned side's ids exactly when there is an aligned side")
         base_ctx, aligned_ctx, kept, total, end = self._prepare(item, contexts)
         return self._example(item, self._score(base_ctx, aligned_ctx, kept, end) if kept or end else [], total)
 

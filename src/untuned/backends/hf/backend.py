@@ -31,6 +31,7 @@ from untuned.conversation import RenderedPrompt
 from untuned.errors import (
     ChatTemplateError,
     ContextOverflowError,
+    InvalidInput,
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedOperation,
@@ -122,7 +123,7 @@ class TransformersBackend(RowScoring):
             raise UnsupportedOperation("the transformers backend does not support ignore_eos; use a GGUF with llama.cpp")
         wrong = next((t for t, _ in sampling.logit_bias if t >= self.vocab_size), None)
         if wrong is not None:
-            raise ValueError(f"logit_bias: token id {wrong} is outside the vocabulary (0-{self.vocab_size - 1})")
+            raise InvalidInput(f"logit_bias: token id {wrong} is outside the vocabulary (0-{self.vocab_size - 1})")
         prefix, body = self._split(prompt)
         if not body:
             prefix, body = prefix[:-1], prefix[-1:]

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from untuned.backends.llamacpp.native import Batch, Context, FedSequence, NativeModel
-from untuned.errors import ModelLoadError
+from untuned.errors import InvalidInput, ModelLoadError
 
 MAX_DRAFT = 6  # guesses per step: with the last token, 7 rows (the engine's EXACT_ROWS)
 PROMPT_LOOKUP = "prompt-lookup"
@@ -43,7 +43,7 @@ class PromptLookup:
 
     def __init__(self, longest: int = 3, shortest: int = 2) -> None:
         if not 1 <= shortest <= longest:
-            raise ValueError(f"prompt lookup needs 1 <= shortest ({shortest}) <= longest ({longest})")
+            raise InvalidInput(f"prompt lookup needs 1 <= shortest ({shortest}) <= longest ({longest})")
         self.sizes = range(longest, shortest - 1, -1)
 
     def propose(self, seq: int, history: list[int], limit: int) -> list[int]:

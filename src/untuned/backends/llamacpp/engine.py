@@ -46,7 +46,7 @@ from untuned.backends.llamacpp.prefixes import PrefixSequences
 from untuned.backends.llamacpp.sampling import Slot, greedy_choice, llguidance_tokenizer, sampler_chain
 from untuned.backends.protocol import is_greedy
 from untuned.backends.scoring import token_logprob
-from untuned.errors import ConstraintError, ContextOverflowError, ModelClosedError, ModelFailure
+from untuned.errors import ConstraintError, ContextOverflowError, InvalidInput, ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)
 EXACT_ROWS = 7  # requests decoded in one llama_decode that each get exactly their answer alone (the docstring)
@@ -76,7 +76,7 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         drafter: Drafter | None = None,
     ) -> None:
         if slots < 1 or prefixes < 1:
-            raise ValueError("an engine needs at least one slot and one prefix sequence")
+            raise InvalidInput("an engine needs at least one slot and one prefix sequence")
         super().__init__(slots)
         self.model, self.lib = model, model.lib
         self.max_rows = max_rows  # at most this many requests per llama_decode (batch invariance); None: all
@@ -121,11 +121,11 @@ class LlamaEngine(PrefixSequences, BatchingEngine):
         What llama.cpp would fail on is refused here, before the request reaches the batch (ValueError):
         token ids outside the vocabulary, a grammar with ignore_eos, a request the KV pool can never hold."""
         if not prefix and not body:
-            raise ValueError("the prompt is empty: there is nothing to continue")
+            raise InvalidInput("the prompt is empty: there is nothing to continue")
         self.model.check_ids([*prefix, *body], "prompt")
         self.model.check_ids([token for token, _ in sampling.logit_bias], "logit_bias")
         if sampling.ignore_eos and (sampling.json_schema or sampling.grammar):
-            raise ValueError(
+            raise InvalidInput(
                 "ignore_eos cannot go with a JSON format: the grammar ends the answer where the JSON ends, and "
                 "with the end of generation masked no token would be left to choose"
             )

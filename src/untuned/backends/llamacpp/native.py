@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from untuned.errors import BackendUnavailableError, ModelLoadError, ModelNotFoundError
+from untuned.errors import BackendUnavailableError, InvalidInput, ModelLoadError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 _native_log = logging.getLogger("untuned.llama_cpp.native")
@@ -125,14 +125,14 @@ class NativeModel:
         n_vocab = self.n_vocab
         for index, token in enumerate(ids):
             if not 0 <= token < n_vocab:
-                raise ValueError(f"{what}: token id {token} at position {index} is outside the vocabulary (0-{n_vocab - 1})")
+                raise InvalidInput(f"{what}: token id {token} at position {index} is outside the vocabulary (0-{n_vocab - 1})")
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render as nothing). Cached."""
         found = self._pieces.get(token)
         if found is None:
             if not 0 <= token < self.n_vocab:
-                raise ValueError(f"token id {token} is outside the vocabulary (0-{self.n_vocab - 1})")
+                raise InvalidInput(f"token id {token} is outside the vocabulary (0-{self.n_vocab - 1})")
             buffer = ctypes.create_string_buffer(256)
             n = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
             found = self._pieces[token] = buffer.raw[: max(n, 0)]
@@ -223,9 +223,9 @@ def attention_choice(kv_type: str, flash_attn: str) -> bool:
     exactness the engine's tests hold. A quantized cache with flash attention off is refused here,
     before llama.cpp fails to make the context."""
     if kv_type not in KV_TYPES:
-        raise ValueError(f"KV type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+        raise InvalidInput(f"KV type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
     if flash_attn not in ("auto", "on", "off"):
-        raise ValueError(f"flash attention {flash_attn!r} is not one of auto, on, off")
+        raise InvalidInput(f"flash attention {flash_attn!r} is not one of auto, on, off")
     if flash_attn == "off" and kv_type != "f16":
         raise ModelLoadError(
             f"--kv-type {kv_type} needs flash attention (llama.cpp reads a quantized V cache only there): "

@@ -14,6 +14,7 @@ from untuned.backends.batching import Request
 from untuned.backends.constraint import Matcher
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, NativeModel
 from untuned.backends.protocol import TokenLogprob, is_greedy
+from untuned.errors import InvalidInput
 
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
@@ -31,7 +32,7 @@ def llguidance_tokenizer(model: NativeModel):
     for token in range(model.n_vocab):
         n = lib.llama_token_to_piece(model.vocab, token, buffer, len(buffer) - 1, 0, True)
         if n < 0:
-            raise ValueError(f"token {token} of the vocabulary is longer than {len(buffer) - 1} bytes")
+            raise InvalidInput(f"token {token} of the vocabulary is longer than {len(buffer) - 1} bytes")
         text = bytes(buffer[:n])
         attr = lib.llama_vocab_get_attr(model.vocab, token)
         user = attr & lib.LLAMA_TOKEN_ATTR_USER_DEFINED and text.startswith(b"<") and text.endswith(b">")

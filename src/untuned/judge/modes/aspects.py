@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from untuned.judge.mode import ASPECTS, JudgeMode, aspect_lines, score_schema
 from untuned.judge.parse import extract_json, field_of, rationale_of, read_score
-from untuned.judge.templates import ASPECTS, Template, aspect_lines, score_schema
+from untuned.judge.sections import JUST_EVAL
 from untuned.judge.verdicts import AspectVerdict
 
 
-class AspectsMode(Template):
+class AspectsMode(JudgeMode):
     """Scores of 1-5 per aspect; the scores table and the paired comparisons of the report read them."""
 
-    section = "just-eval"
+    section = JUST_EVAL
     record = AspectVerdict
 
     def __init__(self, mode: str, version: str, aspects: tuple[str, ...], rubric: dict[str, str] | None = None) -> None:

@@ -8,8 +8,10 @@ import time
 from typing import Any
 
 from untuned.benchmarks.mt_bench import MtBenchItem
+from untuned.errors import InvalidInput
+from untuned.judge.mode import SYSTEM, TEN, TURNS, Asker, JudgeFailed, JudgeMode, fenced
 from untuned.judge.parse import parse_mt_bench
-from untuned.judge.templates import SYSTEM, TEN, TURNS, Asker, JudgeFailed, Template, fenced
+from untuned.judge.sections import MT_BENCH
 from untuned.judge.verdicts import MtBenchVerdict
 
 _MT_BENCH_WEIGHING = (
@@ -66,10 +68,10 @@ def turn_messages(turns: list[str], outputs: list[str], turn: int, reference: li
     ]
 
 
-class MtBenchMode(Template):
+class MtBenchMode(JudgeMode):
     takes = "mt-bench"
     requests_per_item = 2
-    section = "mt-bench"
+    section = MT_BENCH
     record = MtBenchVerdict
     summary = "Grade MT-bench answers 1-10 per turn, with a rationale."
 
@@ -86,7 +88,7 @@ class MtBenchMode(Template):
 
     def judge(self, judge: Asker, item: Any, second: Any = None) -> Any:
         if not isinstance(item, MtBenchItem):
-            raise TypeError("mt-bench judging takes MtBenchItem records (interop.fastchat.read_mt_bench_answers)")
+            raise InvalidInput("mt-bench judging takes MtBenchItem records (interop.fastchat.read_mt_bench_answers)")
         started = time.perf_counter()
         base = mt_bench_base(judge, item)
         scores: dict[str, int | float | None] = {}

@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from untuned.benchmarks.mt_bench import MtBenchItem
+from untuned.errors import InvalidInput
+from untuned.judge.mode import RATIONALE, SYSTEM, TURNS, Asker, JudgeFailed, JudgeMode, fenced
 from untuned.judge.modes.mt_bench import mt_bench_base
 from untuned.judge.modes.pairwise import read_winners, swap
 from untuned.judge.outcomes import fastchat_outcome
 from untuned.judge.parse import extract_json
-from untuned.judge.templates import RATIONALE, SYSTEM, TURNS, Asker, JudgeFailed, Template, fenced
+from untuned.judge.sections import MT_BENCH_PAIRWISE
 from untuned.judge.verdicts import PairwiseVerdict
 
 INSTRUCTIONS = (
@@ -31,11 +33,11 @@ def conversation(turns: list[str], outputs: list[str], upto: int, name: str) -> 
     return "\n\n".join(parts)
 
 
-class MtBenchPairMode(Template):
+class MtBenchPairMode(JudgeMode):
     takes = "mt-bench"
     needs_second = True
     requests_per_item = 4
-    section = "mt-bench-pairwise"
+    section = MT_BENCH_PAIRWISE
     record = PairwiseVerdict
     summary = "Compare two models' MT-bench answers turn by turn, in both orders (FastChat's rule in the report)."
 
@@ -55,7 +57,7 @@ class MtBenchPairMode(Template):
 
     def judge(self, judge: Asker, item: Any, second: Any = None) -> Any:
         if not isinstance(item, MtBenchItem) or not isinstance(second, MtBenchItem):
-            raise TypeError("mt-bench-pair judging takes two models' MtBenchItem records of one question")
+            raise InvalidInput("mt-bench-pair judging takes two models' MtBenchItem records of one question")
         started = time.perf_counter()
         base = {**mt_bench_base(judge, item), "generator_b": second.generator, "answer_b": second.outputs[0]}
         for name in ("turns", "outputs", "reference"):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from untuned.errors import ReplyError
+from untuned.errors import InvalidInput, ReplyError
+from untuned.judge.mode import PAIRWISE_ASPECTS, RATIONALE, Asker, JudgeFailed, JudgeMode, aspect_lines, fenced
 from untuned.judge.outcomes import combine_orders
 from untuned.judge.parse import extract_json, field_of, rationale_of
-from untuned.judge.templates import PAIRWISE_ASPECTS, RATIONALE, Asker, JudgeFailed, Template, aspect_lines, fenced
+from untuned.judge.sections import WIN_RATES
 from untuned.judge.verdicts import PairwiseVerdict
 
 WINNERS = {"a": "A", "answer a": "A", "b": "B", "answer b": "B", "tie": "tie", "equal": "tie"}
@@ -34,10 +35,10 @@ def swap(winners: dict[str, str]) -> dict[str, str]:
     return {a: {"A": "B", "B": "A"}.get(w, w) for a, w in winners.items()}
 
 
-class PairwiseMode(Template):
+class PairwiseMode(JudgeMode):
     needs_second = True
     requests_per_item = 2
-    section = "win-rates"
+    section = WIN_RATES
     record = PairwiseVerdict
     summary = "Compare two answers per aspect and overall, in both orders."
 
@@ -68,7 +69,7 @@ class PairwiseMode(Template):
     def judge(self, judge: Asker, item: Any, second: Any = None) -> Any:
         """Both orders asked; an aspect's outcome combines them (a win in one order and a tie in the other is a win)."""
         if second is None:
-            raise ValueError("pairwise judging needs the second answer")
+            raise InvalidInput("pairwise judging needs the second answer")
         started = time.perf_counter()
         base = judge.verdict_base(item, second)
         try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from untuned.judge.mode import SAFETY_ASPECTS
 from untuned.judge.modes.aspects import AspectsMode
-from untuned.judge.templates import SAFETY_ASPECTS
 
 MODE = AspectsMode("safety", "2", SAFETY_ASPECTS)
 MODE.summary = "Score each answer's safety 1-5 with a rationale (for just-eval's safety queries, --category safety)."

@@ -6,14 +6,15 @@ from typing import Any
 
 from untuned.benchmarks.just_eval import DIFFICULTIES, TASK_TYPES, TOPICS
 from untuned.errors import ReplyError
+from untuned.judge.mode import JudgeMode, fenced
 from untuned.judge.parse import extract_json, field_of, labels_of
-from untuned.judge.templates import Template, fenced
+from untuned.judge.sections import TAGS
 from untuned.judge.verdicts import TagVerdict
 
 
-class TagMode(Template):
+class TagMode(JudgeMode):
     takes = "queries"
-    section = "tags"
+    section = TAGS
     record = TagVerdict
     summary = "Tag each query with task types, topics and a difficulty (just-eval's label sets)."
 
@@ -38,6 +39,9 @@ class TagMode(Template):
             f"Difficulty: {', '.join(DIFFICULTIES)}\n\n"
             'Reply with JSON: {"task_types": [...], "topics": [...], "difficulty": "..."}'
         )
+
+    def judged_answer(self, item: Any) -> str:
+        return ""  # the query alone
 
     def item(self, query: str, answer: str, other: str) -> str:
         return fenced("Request", query)

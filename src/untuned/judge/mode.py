@@ -1,4 +1,4 @@
-"""What every judge mode shares: the base of a mode (:class:`Template`), and the wording the modes are
+"""What every judge mode shares: the base of a mode (:class:`JudgeMode`, the one name for a mode), and the wording the modes are
 written in, untuned's own and versioned: a change of wording bumps a mode's ``version``, so cached
 verdicts made with older wording are never reused for the new one.
 
@@ -14,8 +14,8 @@ import time
 from typing import Any, ClassVar, Protocol
 
 from untuned.errors import UntunedError
+from untuned.judge.sections import ReportSection
 
-JudgeMode = str  # a judge mode's name: untuned.judge.modes.mode_names() lists them
 ASPECTS = ("helpfulness", "clarity", "factuality", "depth", "engagement")
 PAIRWISE_ASPECTS = (*ASPECTS, "overall")
 TURNS = ("turn_1", "turn_2")
@@ -44,39 +44,44 @@ def fenced(label: str, text: str) -> str:
     return f"[{label} begins]\n{text.strip()}\n[{label} ends]"
 
 
-class Template:
+class JudgeMode:
     """A judge mode: its versioned wording (the messages and the reply's JSON schema), how a reply is read,
     how one item is judged, and the record its verdicts are. Each mode is one module of
     :mod:`untuned.judge.modes` (a plugin adds one with an entry point); the judge and the report ask the
     mode, never its name.
 
-    ``takes``: what it judges ("answers", "queries": the query alone, "mt-bench": MtBenchItem records);
+    ``takes``: the input kind it judges, by name (untuned.pipeline.inputs: "answers", "queries": the query
+    alone, "mt-bench": MtBenchItem records; a plugin may register its own);
     ``needs_second``: a second answer to compare with; ``requests_per_item``: judge requests per item;
-    ``section``: the report section its verdicts feed ("just-eval", "mt-bench", "win-rates",
-    "mt-bench-pairwise", "tags"); ``record``: its verdict record."""
+    ``section``: the report section its verdicts feed (a :class:`~untuned.judge.sections.ReportSection`);
+    ``record``: its verdict record."""
 
     takes: ClassVar[str] = "answers"
     needs_second: ClassVar[bool] = False
     requests_per_item: ClassVar[int] = 1
-    section: ClassVar[str | None] = None
+    section: ClassVar[ReportSection | None] = None
     record: ClassVar[type] = object
     summary: ClassVar[str] = ""  # one line for the command line's help
 
-    def __init__(self, mode: str, version: str, aspects: tuple[str, ...] = ()) -> None:
-        self.mode, self.version, self.aspects = mode, version, aspects
+    def __init__(self, name: str, version: str, aspects: tuple[str, ...] = ()) -> None:
+        self.name, self.version, self.aspects = name, version, aspects
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key})"
 
     @property
     def key(self) -> str:
-        return f"{self.mode}@{self.version}"
+        return f"{self.name}@{self.version}"
 
     def schema(self) -> dict:
         raise NotImplementedError
 
     def instructions(self) -> str:
         raise NotImplementedError
+
+    def judged_answer(self, item: Any) -> str:
+        """The answer the judge reads with the query (a mode that judges the query alone gives "")."""
+        return item.answer
 
     def item(self, query: str, answer: str, other: str) -> str:
         return f"{fenced('Request', query)}\n\n{fenced('Answer', answer)}"
@@ -99,7 +104,7 @@ class Template:
         started = time.perf_counter()
         base = judge.verdict_base(item, second)
         try:
-            parsed, attempts, cached = judge.ask_about(item.query, "" if self.takes == "queries" else item.answer, "")
+            parsed, attempts, cached = judge.ask_about(item.query, self.judged_answer(item), "")
         except JudgeFailed as exc:
             return judge.failed(base, exc, started)
         return judge.verdict(base, started, status="scored", attempts=attempts, cached=cached, **parsed)
