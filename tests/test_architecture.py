@@ -105,20 +105,3 @@ def test_planning_a_model_imports_no_backend():
     planning = [name for name in files if name == "untuned.plan" or name.startswith("untuned.plan.")]
     reached = {m for name in planning for m in imports(files[name], set(files))}
     assert not [m for m in reached if m == "untuned.backends" or m.startswith("untuned.backends.")]
-
-
-def test_each_setting_an_experiment_model_takes_is_the_library_s_declaration():
-    """An experiment's model takes the load and sampling settings as LoadOptions and Sampling declare them (type,
-    default, bounds): a field declared in one place and changed in another fails here."""
-    from untuned.backends import LoadOptions, Sampling
-    from untuned.experiment.plan import ModelPlan
-
-    own = {"name", "model", "concurrency", "temperature", "chat_template"}  # the grid's own, or read otherwise
-    for name, field in ModelPlan.model_fields.items():
-        if name in own:
-            continue
-        source = LoadOptions if name in LoadOptions.model_fields else Sampling
-        declared = source.model_fields[name]
-        assert (field.annotation, field.default, field.metadata) == (declared.annotation, declared.default, declared.metadata), (
-            name
-        )

@@ -383,7 +383,7 @@ def test_paths_in_a_plan_are_read_from_the_plan_s_folder(tmp_path, monkeypatch):
         'name = "rel"\nprompts = ["helpful"]\n\n[[models]]\nname = "m"\nmax_tokens = "48"\n\n'
         '[[datasets]]\nname = "items"\ndataset = "json"\ndata_file = "data/items.jsonl"\n'
     )
-    with pytest.raises(UntunedError, match=r"plan.toml line 6: models.0.max_tokens: Input should be a valid integer"):
+    with pytest.raises(UntunedError, match=r"plan.toml line 6: models.0.sampling.max_tokens: Input should be a valid integer"):
         read_plan(folder / "plan.toml")
 
 
@@ -444,3 +444,57 @@ answers = "{targets}"
     assert "gemma/octopus/items: K = 0 → 4: lower, beyond noise" in report
     assert (tmp_path / "out" / "report" / "likelihood.png").stat().st_size > 1000
     assert "likelihood: " in plain(result.output)
+
+
+def test_a_setting_is_declared_once_and_a_plan_takes_every_one():
+    """A plan's model has no load or sampling field of its own: it nests LoadOptions and Sampling, so a field
+    added to either is a plan key at once, and a copy declared beside them fails here."""
+    from untuned.backends import LoadOptions, Sampling
+    from untuned.experiment.plan import ModelPlan
+
+    shared = set(LoadOptions.model_fields) | set(Sampling.model_fields)
+    own = set(ModelPlan.model_fields) - {"load", "sampling", "concurrency"}  # concurrency: the run's, as generate's
+    assert own == {"name", "model", "chat_template"} and not own & shared
+    assert ModelPlan.model_fields["load"].annotation is LoadOptions and ModelPlan.model_fields["sampling"].annotation is Sampling
+    given = {"n_ctx": 1024, "kv_type": "q8_0", "draft": "prompt-lookup", "concurrency": 3, "max_tokens": 7, "top_k": 5}
+    plan = ModelPlan.model_validate({"name": "m", **given}).run_plan()
+    assert (plan.loading.n_ctx, plan.loading.kv_type, plan.loading.draft, plan.loading.parallel) == (
+        1024,
+        "q8_0",
+        "prompt-lookup",
+        3,
+    )
+    assert (plan.sampling.max_tokens, plan.sampling.top_k, plan.temperature_given) == (7, 5, False)
+    assert ModelPlan(name="m").run_plan().sampling.max_tokens == Sampling().max_tokens  # one default: generate's
+    with pytest.raises(ValueError, match="max_tokens is given twice"):
+        ModelPlan.model_validate({"name": "m", "max_tokens": 7, "sampling": {"max_tokens": 8}})
+
+
+def test_a_cell_through_experiment_and_through_generate_gives_the_same_records(tmp_path):
+    """The same model, prompt set, items and settings: experiment's cell and generate write byte-identical
+    records (but for the seconds each took)."""
+    from untuned.experiment import Experiment, read_plan
+
+    data = tmp_path / "items.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": str(i), "instruction": f"SCRIPT: answer {i} @repeat=6:x"}) + "\n" for i in range(4))
+    )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'name = "same"\nprompts = ["safe"]\n[[models]]\nname = "s"\nmodel = "scripted:same"\nmax_tokens = 5\n'
+        f'top_k = 3\nconcurrency = 2\n[[datasets]]\nname = "items"\ndataset = "json"\ndata_file = "{data}"\n'
+    )
+    experiment = Experiment(read_plan(plan), tmp_path / "exp")
+    experiment.run()
+    ((cell, _),) = experiment.cells
+    flags = ["--model", "scripted:same", "--prompt", "safe", "--max-tokens", "5", "--top-k", "3", "--concurrency", "2"]
+    out = tmp_path / "generated.jsonl"
+    result = CliRunner().invoke(app, ["generate", "json", "--data-file", str(data), *flags, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    def without_time(path):
+        return sorted(re.sub(r'"seconds":[0-9.e-]+', '"seconds":0', line) for line in path.read_text().splitlines())
+
+    made = without_time(experiment.folder(cell) / "answers.jsonl")
+    assert len(made) == 4 and '"max_tokens":5' in made[0] and '"top_k":3' in made[0]
+    assert made == without_time(out)

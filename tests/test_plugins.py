@@ -90,7 +90,13 @@ def test_a_judge_mode_of_a_new_shape_brings_its_own_report_section_in_one_file(t
 
     assert "refusal" in mode_names()
     source = Path(untuned.__file__).parent
-    assert not [p for p in source.rglob("*") if p.is_file() and p.suffix in (".py", ".html") and any(n in p.read_text() for n in ('"refusal"', '"refusals"', "Refusal"))]
+    assert not [
+        p
+        for p in source.rglob("*")
+        if p.is_file()
+        and p.suffix in (".py", ".html")
+        and any(n in p.read_text() for n in ('"refusal"', '"refusals"', "Refusal"))
+    ]
     answers = tmp_path / "answers.jsonl"
     result = runner.invoke(
         app, ["generate", "riddles", "--data-file", str(riddles(tmp_path)), "--model", "scripted:r", "--out", str(answers)]
@@ -109,7 +115,9 @@ def test_a_judge_mode_of_a_new_shape_brings_its_own_report_section_in_one_file(t
     report = build_report(loaded)
     assert not report.models and not report.pairwise  # no scores: nothing in the built-in sections
     (table,) = report.tables
-    assert table.section == "refusals" and table.rows == [{"model": table.rows[0]["model"], "answers": 3, "refused": 1, "rate": 1 / 3}]
+    assert table.section == "refusals" and table.rows == [
+        {"model": table.rows[0]["model"], "answers": 3, "refused": 1, "rate": 1 / 3}
+    ]
     assert "## Refusals (share of answers that refuse)" in to_markdown(report) and "| 0.333 |" in to_markdown(report)
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(verdicts), "--out", str(out)])

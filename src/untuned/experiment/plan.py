@@ -9,7 +9,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from untuned.backends import LoadOptions, Sampling
-from untuned.backends.protocol import Dtype, FlashAttention, KvType
 from untuned.benchmarks import Item, benchmark, benchmark_names
 from untuned.data import select
 from untuned.errors import InvalidInput, UntunedError
@@ -22,64 +21,62 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
-GpuLayers = LoadOptions.model_fields["gpu_layers"].annotation  # a number or "auto", as LoadOptions types it
-CpuMoe = LoadOptions.model_fields["cpu_moe"].annotation
 _K = re.compile(r"^(?P<name>.+?):k=(?P<ks>\d+(?:,\d+)*)$")
 
 
+def _tuples(value):
+    """TOML's arrays as the records' tuples (a plan is validated strictly: a "48" is not a number)."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 class ModelPlan(BaseModel):
-    """A model of the grid: its spec, its load options and its sampling (each checked as the library's own
-    records check them), becoming one :class:`~untuned.pipeline.RunPlan`."""
+    """A model of the grid: its spec, its load options and its sampling, becoming one
+    :class:`~untuned.pipeline.RunPlan`. The load and sampling settings are the library's own records,
+    :class:`LoadOptions` and :class:`Sampling` (their types, defaults, bounds and descriptions: ``generate`` reads
+    the same ones), written in the model's table (``n_ctx = 4096``, ``max_tokens = 256``) or in its ``load`` and
+    ``sampling`` tables. ``concurrency`` is the run's, as ``generate --concurrency``: items answered at once, a
+    local model's parallel slots with it (a remote backend's own cap on requests in flight stays LoadOptions')."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[\w.-]+$")
     model: str = "default"
-    # the load and sampling settings are the library's own declarations (type, default, bounds, description)
-    backend: str | None = LoadOptions.model_fields["backend"]
-    gpu_layers: GpuLayers = LoadOptions.model_fields["gpu_layers"]
-    cpu_moe: CpuMoe = LoadOptions.model_fields["cpu_moe"]
-    kv_type: KvType = LoadOptions.model_fields["kv_type"]
-    flash_attn: FlashAttention = LoadOptions.model_fields["flash_attn"]
-    n_ctx: int | None = LoadOptions.model_fields["n_ctx"]
-    dtype: Dtype = LoadOptions.model_fields["dtype"]
-    device: str = LoadOptions.model_fields["device"]
-    kv_budget: int | None = LoadOptions.model_fields["kv_budget"]
-    concurrency: int = Field(4, ge=1, le=64, description="Requests answered at once: the model's parallel slots.")
-    max_tokens: int = Sampling.model_fields["max_tokens"]
-    temperature: float | None = Field(None, ge=0.0, description="None: 0, or a benchmark's own (MT-bench's per category).")
-    repetition_penalty: float = Sampling.model_fields["repetition_penalty"]
-    top_p: float = Sampling.model_fields["top_p"]
-    seed: int | None = Sampling.model_fields["seed"]
+    load: LoadOptions = Field(default_factory=LoadOptions)
+    sampling: Sampling = Field(default_factory=Sampling)
+    concurrency: int = Field(4, ge=1, le=64, description="Items answered at once, as generate --concurrency.")
     chat_template: bool = Field(
         False,
         description="An aligned (instruct) model answering in its own chat template: the plan's prompt sets do not apply to it.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nested(cls, data):
+        """A key of LoadOptions or Sampling written in the model's table goes to its record (one key, one place)."""
+        if not isinstance(data, dict):
+            return data
+        data, load, sampling = dict(data), dict(data.pop("load", None) or {}), dict(data.pop("sampling", None) or {})
+        for key in [k for k in data if k not in cls.model_fields]:
+            for record, into in ((LoadOptions, load), (Sampling, sampling)):
+                if key in record.model_fields:
+                    if key in into:
+                        raise InvalidInput(f"{key} is given twice: in the model's table and in its {record.__name__} table")
+                    into[key] = _tuples(data.pop(key))
+                    break
+        return {**data, "load": _tuples(load), "sampling": _tuples(sampling)}
+
+    @property
+    def temperature_given(self) -> bool:
+        """The plan chose a temperature, so a benchmark's own (MT-bench's per category) do not replace it."""
+        return "temperature" in self.sampling.model_fields_set
+
     def run_plan(self) -> RunPlan:
-        loading = LoadOptions(
-            backend=self.backend,
-            n_ctx=self.n_ctx,
-            gpu_layers=self.gpu_layers,
-            cpu_moe=self.cpu_moe,
-            kv_type=self.kv_type,
-            flash_attn=self.flash_attn,
-            dtype=self.dtype,
-            device=self.device,
-            kv_budget=self.kv_budget,
-            parallel=self.concurrency,
-        )
-        sampling = Sampling(
-            max_tokens=self.max_tokens,
-            temperature=self.temperature or 0.0,
-            repetition_penalty=self.repetition_penalty,
-            top_p=self.top_p,
-            seed=self.seed,
-        )
         return RunPlan(
             model=self.model,
-            loading=loading,
-            sampling=sampling,
-            temperature_given=self.temperature is not None,
+            loading=self.load.model_copy(update={"parallel": max(self.load.parallel, self.concurrency)}),
+            sampling=self.sampling,
+            temperature_given=self.temperature_given,
             chat_template=self.chat_template,
         )
 
@@ -182,7 +179,7 @@ def read_plan(path: str | Path) -> Plan:
     except tomllib.TOMLDecodeError as exc:
         raise UntunedError(f"{path}: not valid TOML: {exc}") from None
     try:
-        plan = Plan.model_validate(data)
+        plan = Plan.model_validate(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = next((str(p) for p in reversed(first["loc"]) if isinstance(p, str)), "")
