@@ -125,3 +125,38 @@ def test_a_judge_mode_of_a_new_shape_brings_its_own_report_section_in_one_file(t
     html = next(out.glob("*.html")).read_text()
     assert "Refusals (share of answers that refuse)" in html and "<td>0.3333333333333333</td>" in html
     assert (next(out.glob("*-refusals.csv"))).read_text().splitlines()[1].endswith(",3,1,0.3333333333333333")
+
+
+def test_a_plugin_backend_declares_its_own_settings_and_they_are_checked(tmp_path):
+    """The scripted backend's Options record (shout): taken from the command line and a plan, a name it does not
+    declare or a bad value refused by name, and a built-in backend refuses any."""
+    answers = tmp_path / "answers.jsonl"
+    base = ["generate", "riddles", "--data-file", str(riddles(tmp_path)), "--model", "scripted:r"]
+    result = runner.invoke(app, [*base, "--backend-option", "shout=true", "--out", str(answers)])
+    assert result.exit_code == 0, result.output
+    assert {r.outputs[0].strip() for r in GenerationFile(answers).read()} == {"T=0.5", "T=0", "SHORT"}
+    result = runner.invoke(app, [*base, "--backend-option", "whisper=1", "--out", str(tmp_path / "x.jsonl")])
+    assert (
+        result.exit_code == 2
+        and "scripted backend has no setting 'whisper' (--backend-option); its own settings are shout" in plain(result.output)
+    )
+    result = runner.invoke(app, [*base, "--backend-option", "shout=loud", "--out", str(tmp_path / "y.jsonl")])
+    assert result.exit_code == 2 and "setting 'shout' (--backend-option): Input should be a valid boolean" in plain(result.output)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "riddles",
+            "--data-file",
+            str(riddles(tmp_path)),
+            "--backend-option",
+            "a=1",
+            "--out",
+            str(tmp_path / "z.jsonl"),
+        ],
+    )
+    assert result.exit_code == 2 and "llama.cpp backend does not use backend_options (--backend-option)" in plain(result.output)
+    from untuned.experiment.plan import ModelPlan
+
+    plan = ModelPlan.model_validate({"name": "s", "model": "scripted:r", "backend_options": {"shout": True}}).run_plan()
+    assert dict(plan.loading.backend_options) == {"shout": True}

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from untuned.backends import EngineStats, LoadOptions, ModelSpec, RowScoring, Sampling, StreamChunk
 from untuned.conversation import RenderedPrompt
@@ -62,10 +63,21 @@ def _steps(text: str) -> list[tuple[str, str]]:
     return steps
 
 
+class ScriptedOptions(BaseModel):
+    """The scripted backend's own settings (--backend-option NAME=VALUE, or a plan's backend_options), declared
+    here as simonw/llm's models declare their Options: untuned checks them against this record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shout: bool = Field(False, description="Say every scripted answer in capitals.")
+
+
 class ScriptedBackend(RowScoring):
     """Answers by script; see the module docstring."""
 
-    def __init__(self, name: str = "scripted", *, n_ctx: int | None = None) -> None:
+    Options = ScriptedOptions
+
+    def __init__(self, name: str = "scripted", *, n_ctx: int | None = None, options: ScriptedOptions | None = None) -> None:
+        self.options = options or ScriptedOptions()
         self.name = f"scripted-{name}" if name else "scripted"
         self.context_length: int | None = n_ctx or 4096
         self.vocab_size = VOCAB
@@ -76,7 +88,7 @@ class ScriptedBackend(RowScoring):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> ScriptedBackend:
-        return cls(spec.location, n_ctx=options.n_ctx)
+        return cls(spec.location, n_ctx=options.n_ctx, options=options.own(cls.Options, "scripted"))
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return ([BOS] if add_special else []) + list(text.encode("utf-8"))
@@ -92,6 +104,8 @@ class ScriptedBackend(RowScoring):
             raise ContextOverflowError(total, self.context_length)
         told = ("say", f"t={sampling.temperature:g}")
         steps = [told if step == ("say", "@temperature") else step for step in _steps(prompt.text)]
+        if self.options.shout:
+            steps = [(kind, text.upper()) if kind == "say" else (kind, text) for kind, text in steps]
         return self._play(steps, total, min(sampling.max_tokens, (self.context_length or 1 << 30) - total))
 
     def stats(self) -> EngineStats:

@@ -25,12 +25,13 @@ plugin's factory receives the whole :class:`LoadOptions` and may narrow it the s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from untuned.conversation import RenderedPrompt
 from untuned.errors import UntunedError
@@ -160,6 +161,50 @@ class LoadOptions(BaseModel):
     concurrency: int = Field(4, ge=1, description="Most requests in flight at once (remote).")
     timeout: float = Field(120.0, gt=0, description="Seconds before a remote request times out.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts (remote), with backoff.")
+    backend_options: tuple[tuple[str, str | int | float | bool], ...] = Field(
+        (),
+        description="A plugin backend's own settings, NAME=VALUE (repeatable), declared and checked by its Options "
+        "record (see docs/architecture.md, 'Adding a backend'); the built-in backends take none.",
+    )
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _pairs(cls, value):
+        """A mapping (a plan's table), NAME=VALUE strings (the command line; VALUE read as JSON where it is JSON,
+        else as text) or pairs."""
+        if isinstance(value, dict):
+            return tuple(value.items())
+        pairs = []
+        for entry in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(entry, str):
+                name, sep, text = entry.partition("=")
+                if not sep or not name:
+                    raise ValueError(f"backend option {entry!r} is not NAME=VALUE")
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = text
+                entry = (name, parsed if isinstance(parsed, (str, int, float, bool)) else text)
+            pairs.append(entry)
+        return tuple(pairs)
+
+    def own(self, record: type[Narrowed], backend: str) -> Narrowed:
+        """A plugin backend's own settings (``backend_options``) as its ``record`` declares them: a name it does
+        not declare, or a bad value, is refused with the name and what it takes."""
+        given = dict(self.backend_options)
+        unknown = [name for name in given if name not in record.model_fields]
+        if unknown:
+            raise UntunedError(
+                f"the {backend} backend has no setting {', '.join(map(repr, unknown))} (--backend-option); its own "
+                f"settings are {', '.join(record.model_fields) or 'none'}."
+            )
+        try:
+            return record(**given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UntunedError(
+                f"the {backend} backend's setting {first['loc'][0]!r} (--backend-option): {first['msg']}"
+            ) from None
 
     def narrow(self, accepted: type[Narrowed], backend: str) -> Narrowed:
         """These options as ``accepted``, the settings one backend takes. A setting it does not take that
@@ -170,7 +215,8 @@ class LoadOptions(BaseModel):
             if name != "backend" and name not in accepted.model_fields and getattr(self, name) != info.default
         ]
         if unused:
-            named = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in unused)
+            flag = {"backend_options": "backend-option"}
+            named = ", ".join(f"{name} (--{flag.get(name, name.replace('_', '-'))})" for name in unused)
             raise UntunedError(
                 f"the {backend} backend does not use {named}; its settings are {', '.join(accepted.model_fields)}."
             )

@@ -90,6 +90,7 @@ LOAD_FIELDS = (
     "draft",
     "prefix_cache",
     "prefix_cache_gib",
+    "backend_options",
 )
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed")
 
@@ -209,6 +210,10 @@ _OPTIONS["max_tokens"] = record_option(Sampling, "max_tokens", "-n")
 _OPTIONS["prefix_cache"] = (
     bool,
     typer.Option("--prefix-cache/--no-prefix-cache", help=LoadOptions.model_fields["prefix_cache"].description),
+)
+_OPTIONS["backend_options"] = (
+    list[str] | None,
+    typer.Option("--backend-option", help=LoadOptions.model_fields["backend_options"].description, metavar="NAME=VALUE"),
 )
 for _name in ("gpu_layers", "cpu_moe"):  # a number or "auto": read as text, checked by LoadOptions
     _OPTIONS[_name] = (str, typer.Option(f"--{_name.replace('_', '-')}", help=LoadOptions.model_fields[_name].description))
