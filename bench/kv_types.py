@@ -23,8 +23,8 @@ from untuned import Assistant, Sampling
 from untuned.backends import default_gguf_path
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.conversation import render_prefix
-from untuned.plan import Settings, make_plan, model_facts
-from untuned.plan.fit import Machine
+from untuned.placement import Settings, make_placement, model_facts
+from untuned.placement.fit import Machine
 from untuned.prompt import load_prompt
 
 CONFIGS = [("f16", "off"), ("f16", "on"), ("q8_0", "auto"), ("q4_0", "auto")]
@@ -66,7 +66,7 @@ def main() -> None:
         backend = LlamaCppBackend(default_gguf_path(), n_ctx=4096, kv_type=kv_type, flash_attn=flash)
         try:
             on = backend.engine.ctx.flash_attn
-            per_token = make_plan(facts, Machine(), Settings(kv_type=kv_type, flash_attn=on)).kv_bytes_per_token
+            per_token = make_placement(facts, Machine(), Settings(kv_type=kv_type, flash_attn=on)).kv_bytes_per_token
             prefill = prefill_speed(backend)
             bot = Assistant(backend, load_prompt("helpful"), Sampling(max_tokens=NEW_TOKENS, temperature=0))
             decode, answers[name] = [], []

@@ -99,9 +99,9 @@ def test_tests_run_coroutines_through_run_async():
 
 
 def test_planning_a_model_imports_no_backend():
-    """untuned.plan reads headers and specs from modules below the backends (untuned.spec, untuned.hub): the loop
+    """untuned.placement reads headers and specs from modules below the backends (untuned.spec, untuned.hub): the loop
     plan → backends → plan is cut."""
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    planning = [name for name in files if name == "untuned.plan" or name.startswith("untuned.plan.")]
+    planning = [name for name in files if name == "untuned.placement" or name.startswith("untuned.placement.")]
     reached = {m for name in planning for m in imports(files[name], set(files))}
     assert not [m for m in reached if m == "untuned.backends" or m.startswith("untuned.backends.")]

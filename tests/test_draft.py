@@ -42,6 +42,7 @@ def plain_answers(gemma_path):
         backend.close()
 
 
+@pytest.mark.slow
 def test_llama_cpp_decodes_rows_of_one_sequence_as_it_decodes_them_alone(gemma_path):
     """The oracle: 7 tokens decoded in one batch after a history of 40 to 900 tokens (past the sliding window)
     give exactly the logits they give decoded one by one (one thread, flash attention)."""
@@ -101,6 +102,7 @@ def test_the_bundled_model_drafting_for_itself_gives_the_same_answers(gemma_path
         backend.close()
 
 
+@pytest.mark.slow
 def test_sampled_and_constrained_requests_are_not_drafted(gemma_path):
     backend = LlamaCppBackend(gemma_path, threads=1, prefix_cache=False, draft="prompt-lookup")
     try:

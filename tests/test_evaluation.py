@@ -409,6 +409,7 @@ def walkthrough_judge(method, path, count, body):
     return 200, JSON, chat_reply(json.dumps({a: {"rationale": "r", "score": str(score)} for a in aspects}))
 
 
+@pytest.mark.slow
 def test_readme_evaluation_walkthrough_runs_as_written(tmp_path, fixture_data):
     """Every command of README's "Evaluate like the paper", pasted into bash as a user would: the
     generating model is the scripted one (UNTUNED_MODEL; its tokens are bytes, so UNTUNED_N_CTX gives

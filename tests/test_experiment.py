@@ -82,6 +82,7 @@ def test_plan_errors_name_the_key_and_line(tmp_path):
     assert result.exit_code == 2 and "fewer than k=9" in plain(result.output)
 
 
+@pytest.mark.slow
 def test_a_grid_killed_three_times_resumes_with_nothing_lost_or_duplicated(tmp_path):
     rng = random.Random(22)
     with scripted_server(judge) as (url, _):

@@ -105,6 +105,7 @@ def crashy():
         yield url
 
 
+@pytest.mark.slow
 def test_each_request_that_ended_the_process_is_refused_and_the_server_answers_after_it(gemma_server):
     url = gemma_server
     for path, body, named in CRASHES:
@@ -123,6 +124,7 @@ def test_each_request_that_ended_the_process_is_refused_and_the_server_answers_a
     assert process["state"] == "running" and process["restarts"] == 0  # stopped before llama.cpp, not survived
 
 
+@pytest.mark.slow
 def test_a_stream_beside_ten_requests_that_aborted_the_engine_finishes_whole(gemma_server):
     """Issue 35's third case: ten requests whose grammar once aborted llama.cpp, one after another, while
     another client streams 300 tokens: the stream ends with its 300 tokens, the engine never restarted."""
@@ -158,6 +160,7 @@ def stream_body(url: str, body: dict, started: threading.Event, out: dict) -> No
     out["chunks"] = chunks
 
 
+@pytest.mark.slow
 def test_health_answers_at_once_while_long_tokenizations_run():
     """Issue 35's seventh case, smaller: 24 /tokenize requests of a text llama.cpp splits slowly (runs of
     spaces) wait at the prep gate, off the event loop; /health answers within a second all along."""
@@ -267,6 +270,7 @@ def test_an_engine_that_aborts_during_three_streams_is_restarted_and_the_server_
     assert "untuned_engine_crashes_total" in http.get(f"{url}/metrics", timeout=TIMEOUT).text
 
 
+@pytest.mark.slow
 def test_an_engine_killed_from_outside_restarts_and_the_request_in_flight_is_answered():
     """kill -9 of the engine's process (the operator, or the out-of-memory killer) is nobody's request: the
     engine restarts, the whole answer that was being made is made again transparently (nothing had been sent),
@@ -291,6 +295,7 @@ def test_an_engine_killed_from_outside_restarts_and_the_request_in_flight_is_ans
         assert after["crash_guard"]["blocked_requests"] == 0 and after["crash_guard"]["retried"] == 1
 
 
+@pytest.mark.slow
 def test_a_client_whose_requests_keep_ending_the_engine_gets_429():
     """Three different bodies that each abort the engine alone: each is blocked after its crash, and the client
     is charged; the fourth request from that client, harmless or not, gets 429 with Retry-After."""
@@ -515,6 +520,7 @@ def drive(backend, body, sampling, cancel: str) -> str:
     return f"ended after {made} tokens"
 
 
+@pytest.mark.slow
 def test_hostile_requests_and_cancellations_in_every_state_leave_the_engine_as_it_was(engine_backend):
     """Hypothesis draws ids in and out of the vocabulary, schemas past every bound, logit biases, budgets
     past the window, and a cancellation queued, evaluating or decoding; three such requests run at once.

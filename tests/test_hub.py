@@ -134,7 +134,7 @@ def test_a_download_the_disk_cannot_hold_is_refused_before_it_starts(tmp_path):
 
 
 def test_the_plan_reads_a_cached_hub_file_offline(hub_cache):
-    from untuned.plan import model_facts
+    from untuned.placement import model_facts
 
     facts = model_facts("hf:someone/gemma-base-GGUF:Q4_K_M")
     assert facts.architecture == "gemma3" and facts.n_layer == 18

@@ -62,6 +62,7 @@ def items(n: int, *, garbage: set[int] = frozenset()) -> list[AnswerItem]:
     ]
 
 
+@pytest.mark.slow
 def test_misbehaving_judge_every_item_scored_or_failed_once(tmp_path):
     def script(method, path, count, body):
         text = user_text(body)

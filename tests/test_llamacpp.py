@@ -180,6 +180,7 @@ def test_requests_decoded_together_never_see_each_others_content(gemma, gemma_pa
         backend.close()
 
 
+@pytest.mark.slow
 def test_greedy_here_chooses_what_llama_cpp_s_sampler_would(gemma, monkeypatch):
     """Greedy decoding skips llama.cpp's sampler chain (a copy of the 262k-token vocabulary per token)
     and applies the repetition penalty itself: the same tokens, with and without a strong penalty."""

@@ -374,6 +374,7 @@ def test_pair_shift_of_the_aligned_answer_equals_untuned_shift_pair(browser, tmp
     assert "ranked under the base model's distribution without a URIAL prefix" in summary
 
 
+@pytest.mark.slow
 def test_shift_endpoint_separates_the_model_from_the_sampler():
     """/v1/untuned/shift on the bundled gemma: an answer drawn with a heavy repetition penalty. The model view
     ranks the URIAL side's own first choice (not the answer's token where the penalty chose another), so the

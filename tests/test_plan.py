@@ -34,9 +34,19 @@ from untuned.backends.llamacpp.native import NativeModel
 from untuned.cli import app
 from untuned.errors import ModelLoadError, UntunedError
 from untuned.hub import range_reader
-from untuned.plan import GiB, Machine, Settings, facts_of, make_plan, model_facts, parse_size, read_file_header, read_header
-from untuned.plan.fit import VRAM_MARGIN, compute_bytes, place
-from untuned.plan.header import _buffered
+from untuned.placement import (
+    GiB,
+    Machine,
+    Settings,
+    facts_of,
+    make_placement,
+    model_facts,
+    parse_size,
+    read_file_header,
+    read_header,
+)
+from untuned.placement.fit import VRAM_MARGIN, compute_bytes, place
+from untuned.placement.header import buffered
 
 DESKTOP = Machine(vram=24 * GiB, ram=64 * GiB)
 MiB = 1 << 20
@@ -115,7 +125,7 @@ def test_header_read_by_byte_range_over_http(gemma_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         read, size = range_reader(f"http://127.0.0.1:{server.server_port}/model.gguf", timeout=60)
-        remote = read_header(_buffered(read, 4 * MiB))
+        remote = read_header(buffered(read, 4 * MiB))
     finally:
         server.shutdown()
     local = read_file_header(gemma_path)
@@ -129,14 +139,14 @@ def test_llama2_70b_on_the_desktop() -> None:
     # TheBloke/Llama-2-70B-GGUF lists llama-2-70b.Q4_K_M.gguf at 41.42 GB
     assert facts.weight_bytes / 1e9 == pytest.approx(41.42, abs=0.01)
     assert facts.kv_bytes_per_cell(0, "f16") * facts.n_layer == 320 * 1024  # 80 layers x 8 KV heads x 128 x (K + V) x 2 bytes
-    plan = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    plan = make_placement(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
     assert plan.fits and not facts.is_moe
     assert 0 < plan.gpu_layers < facts.n_layer  # split between the card and RAM
     assert plan.gpu.total <= DESKTOP.vram - VRAM_MARGIN
     more = place(facts, DESKTOP, plan.settings, plan.gpu_layers + 1, 0)[0]
     assert more.total > DESKTOP.vram - VRAM_MARGIN  # the most layers that fit
     assert plan.gpu.weights + plan.cpu.weights == facts.weight_bytes
-    q8 = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1, kv_type="q8_0", flash_attn=True))
+    q8 = make_placement(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1, kv_type="q8_0", flash_attn=True))
     assert q8.gpu_layers > plan.gpu_layers  # a smaller KV cache leaves room for more layers
     assert q8.kv_bytes_per_token == pytest.approx(plan.kv_bytes_per_token * 34 / 64)
 
@@ -147,19 +157,19 @@ def test_mixtral_keeps_experts_in_ram_and_every_layer_on_the_gpu() -> None:
     assert facts.weight_bytes / 1e9 == pytest.approx(26.44, abs=0.01)
     assert facts_of(mixtral_8x7b_q4_k_m(recipe="current"), "now").weight_bytes / 1e9 == pytest.approx(28.45, abs=0.01)
     assert facts.is_moe and sum(facts.expert_bytes) > 0.9 * facts.weight_bytes
-    plan = make_plan(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    plan = make_placement(facts, DESKTOP, Settings(n_ctx=4096, parallel=1, prefixes=1))
     assert plan.fits and plan.gpu_layers == facts.n_layer + 1  # attention and the head of every layer on the GPU
     assert 0 < plan.cpu_moe < facts.n_layer  # the experts of the first layers in RAM, the rest on the card
     assert plan.gpu.total <= DESKTOP.vram - VRAM_MARGIN
     assert place(facts, DESKTOP, plan.settings, plan.gpu_layers, plan.cpu_moe - 1)[0].total > DESKTOP.vram - VRAM_MARGIN
     dense_like = max(g for g in range(facts.n_layer + 1) if place(facts, DESKTOP, plan.settings, g, 0)[0].total <= 23 * GiB)
-    assert plan.decode_ceiling > make_plan(facts, Machine(vram=0, ram=64 * GiB), plan.settings).decode_ceiling
+    assert plan.decode_ceiling > make_placement(facts, Machine(vram=0, ram=64 * GiB), plan.settings).decode_ceiling
     assert dense_like < facts.n_layer  # without experts in RAM only some layers would fit
 
 
 def test_a_model_too_big_for_the_machine_does_not_fit() -> None:
     facts = facts_of(llama2_70b_q4_k_m(), "70b")
-    plan = make_plan(facts, Machine(vram=8 * GiB, ram=16 * GiB), Settings())
+    plan = make_placement(facts, Machine(vram=8 * GiB, ram=16 * GiB), Settings())
     assert not plan.fits and any("does not fit" in r for r in plan.reasons)
 
 
@@ -184,7 +194,7 @@ def test_plan_of_the_bundled_model_equals_what_llama_cpp_allocates(gemma_path: P
         backend = LlamaCppBackend(gemma_path, n_ctx=2048, slots=2, prefixes=2, kv_type=kv_type, kv_budget=kv_budget)
         backend.close()
     allocated = _allocated(caplog.records)
-    plan = make_plan(facts, Machine(vram=0, ram=64 * GiB), settings)
+    plan = make_placement(facts, Machine(vram=0, ram=64 * GiB), settings)
     assert plan.cpu.weights / MiB == pytest.approx(allocated["weights"], abs=0.01)
     assert plan.cpu.kv / MiB == pytest.approx(allocated["kv"], abs=0.01)
     assert compute_bytes(facts, settings) / MiB == pytest.approx(allocated["compute"], rel=0.02)  # an estimate
@@ -287,7 +297,7 @@ def test_plan_equals_llama_cpp_s_own_accounting_for_real_layouts(sparse_files, n
         truth = llama_cpp_accounting(
             path, n_ctx=n_ctx * sequences, n_seq=sequences, flash_attn=flash, kv_type=kv_type, unified=pool
         )
-        plan = make_plan(facts, Machine(vram=0, ram=1024 * GiB), settings)
+        plan = make_placement(facts, Machine(vram=0, ram=1024 * GiB), settings)
         where = (name, n_ctx, sequences, flash, pool)
         assert (plan.cpu.kv + plan.gpu.kv) / MiB == pytest.approx(truth.kv, rel=1e-3), where
         assert compute_bytes(facts, settings) / MiB == pytest.approx(truth.compute, rel=0.05), where
@@ -304,10 +314,10 @@ def test_sizes_the_help_suggests_in_words_give_the_plan_people_expect(sparse_fil
 def test_a_half_given_is_held_and_the_other_planned_within_the_budget() -> None:
     facts = facts_of(mixtral_8x7b_q4_k_m(), "mixtral")
     settings = Settings(n_ctx=4096, parallel=1, prefixes=1)
-    held_moe = make_plan(facts, DESKTOP, settings, cpu_moe=0)  # every expert on the GPU: fewer layers
+    held_moe = make_placement(facts, DESKTOP, settings, cpu_moe=0)  # every expert on the GPU: fewer layers
     assert held_moe.cpu_moe == 0 and held_moe.fits and held_moe.gpu.total <= DESKTOP.vram - VRAM_MARGIN
     assert held_moe.gpu_layers < facts.n_layer
-    held_layers = make_plan(facts, DESKTOP, settings, gpu_layers=33)  # every layer and the head: experts to RAM
+    held_layers = make_placement(facts, DESKTOP, settings, gpu_layers=33)  # every layer and the head: experts to RAM
     assert held_layers.gpu_layers == 33 and held_layers.cpu_moe > 0 and held_layers.fits
 
 
@@ -316,7 +326,7 @@ def test_when_nothing_fits_the_least_bad_split_is_planned_and_the_shortfall_said
     in RAM; the plan takes the split whose larger shortfall is smallest and says by how much each memory falls short."""
     facts = facts_of(llama2_70b_q4_k_m(), "70b")
     machine = Machine(vram=24 * GiB, ram=16 * GiB)
-    plan = make_plan(facts, machine, Settings(n_ctx=4096, parallel=1, prefixes=1))
+    plan = make_placement(facts, machine, Settings(n_ctx=4096, parallel=1, prefixes=1))
     assert not plan.fits and plan.gpu_layers > 30
     nothing = place(facts, machine, plan.settings, 0, 0)[1]
     assert plan.cpu.total < nothing.total
@@ -340,7 +350,7 @@ def test_the_per_expert_mixtral_layout_is_refused_before_loading_with_what_to_do
 
 def test_serve_plans_the_window_the_engine_allocates(sparse_files) -> None:
     """No --n-ctx: Llama-2's trained window (4096), not the 8192 cap, is what is planned and allocated."""
-    from untuned.plan import engine_window
+    from untuned.placement import engine_window
 
     facts = model_facts(str(sparse_files["llama-2-70b"]))
     assert engine_window(None, facts.n_ctx_train) == 4096 and engine_window(None, 131072) == 8192
@@ -351,7 +361,7 @@ def test_a_pinned_placement_is_kept_while_it_fits_and_replanned_when_not(gemma_p
     """A restart with a little less free VRAM keeps the placement of the first load (its saved prefixes stay
     valid); one that no longer fits, or is out of range, is planned again."""
     from untuned.backends.llamacpp.prefix_store import pin_plan, pinned_plan
-    from untuned.plan import placement
+    from untuned.placement import placement
 
     settings = Settings(n_ctx=2048, parallel=1, prefixes=1)
     fresh = placement(gemma_path, "auto", "auto", settings, vram=4 * GiB)
@@ -386,9 +396,9 @@ def test_a_draft_model_s_memory_is_planned_before_the_model(sparse_files, tmp_pa
     llama, settings = model_facts(str(sparse_files["llama-2-70b"])), Settings(n_ctx=4096, parallel=1, prefixes=2)
     draft_path = write_sparse(tinyllama_1b_q4_k_m(), tmp_path / "tinyllama-1.1b.Q4_K_M.gguf", extra=RMS)
     draft = model_facts(str(draft_path))
-    alone = make_plan(llama, DESKTOP, settings)
-    drafted = make_plan(llama, DESKTOP, settings, draft=draft)
-    own = make_plan(draft, Machine(vram=1024 * GiB, ram=1024 * GiB), replace(settings, prefixes=0))
+    alone = make_placement(llama, DESKTOP, settings)
+    drafted = make_placement(llama, DESKTOP, settings, draft=draft)
+    own = make_placement(draft, Machine(vram=1024 * GiB, ram=1024 * GiB), replace(settings, prefixes=0))
     assert drafted.draft == (own.gpu, own.cpu) and own.gpu_layers == draft.n_layer + 1
     assert 0.5 * GiB < drafted.draft[0].total < 1.5 * GiB  # a 1.1B at Q4_K_M, its KV and compute
     assert drafted.fits and drafted.gpu.total + drafted.draft[0].total <= DESKTOP.vram - VRAM_MARGIN

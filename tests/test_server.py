@@ -244,6 +244,7 @@ def test_api_key_required_except_health_page_and_docs(locked):
     assert good.chat.completions.create(model="m", messages=ask("Hi"), max_tokens=4).choices[0].message.content
 
 
+@pytest.mark.slow
 def test_full_queue_answers_503_and_slow_requests_time_out(locked, tmp_path):
     """The scripted model holds the server until the test lets it go: no timing is left to the machine."""
     headers = {"Authorization": f"Bearer {KEY}"}

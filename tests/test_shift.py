@@ -427,6 +427,7 @@ def test_cli_pair_ids_protocol_on_answers_the_aligned_model_makes(tiny_folders, 
     assert summary["overall"]["tokens"] == sum(len(e["tokens"]) for e in examples) and len(summary["by_relative_position"]) >= 2
 
 
+@pytest.mark.slow
 def test_context_mode_on_one_instance_equals_two_and_keeps_the_samplers_choices(gemma, gemma_path):
     """A server has one model: context mode on the same instance runs the two passes in turn and gives the
     records of two instances side by side (KL apart: never both rows at once). An answer sampled with a

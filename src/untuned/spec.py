@@ -1,6 +1,6 @@
 """Where a model comes from (:class:`ModelSpec`: ``default``, a ``.gguf`` path, ``hf:org/name``, a folder, a URL, a
 plugin's ``NAME:ARGUMENT``) and the bundled model's file: below the backends, so that planning a model
-(:mod:`untuned.plan`) reads specs without importing any backend."""
+(:mod:`untuned.placement`) reads specs without importing any backend."""
 
 from __future__ import annotations
 

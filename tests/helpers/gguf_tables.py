@@ -4,7 +4,7 @@ Q4_K_M recipe assigns it: no weights, only the table a GGUF header carries."""
 
 from __future__ import annotations
 
-from untuned.plan.header import GgufHeader, TensorInfo
+from untuned.placement.header import GgufHeader, TensorInfo
 
 
 def more_bits(layer: int, layers: int) -> bool:

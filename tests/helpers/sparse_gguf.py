@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from untuned.plan.header import GgufHeader
+from untuned.placement.header import GgufHeader
 
 MiB = 1 << 20
 

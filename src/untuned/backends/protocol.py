@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from untuned.conversation import RenderedPrompt
 from untuned.errors import UntunedError
-from untuned.plan.fit import DEFAULT_MAX_CTX  # declared where the plan reads it; re-exported here
+from untuned.placement.fit import DEFAULT_MAX_CTX  # declared where the plan reads it; re-exported here
 
 FinishReason = Literal["stop", "length"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]

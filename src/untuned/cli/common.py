@@ -25,7 +25,7 @@ from untuned.assistant import Assistant
 from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, load_backend
 from untuned.backends.supervised import supervise
 from untuned.errors import UntunedError
-from untuned.pipeline.plan import RunPlan
+from untuned.pipeline.run_plan import RunPlan
 from untuned.prompt import PromptSet, load_prompt
 
 out = Console(highlight=False, soft_wrap=True)

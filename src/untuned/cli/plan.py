@@ -13,7 +13,7 @@ from rich.table import Table
 from untuned.backends.protocol import FlashAttention, KvType, LoadOptions
 from untuned.cli.common import friendly, out, record_option
 from untuned.errors import ModelLoadError
-from untuned.plan import GiB, Machine, Memory, Plan, Settings, make_plan, model_facts, parse_size, total_ram
+from untuned.placement import GiB, Machine, Memory, Placement, Settings, make_placement, model_facts, parse_size, total_ram
 
 
 def _option(name: str):
@@ -33,7 +33,7 @@ def _memory(memory: Memory) -> str:
     return f"{_gib(memory.total)} = weights {_gib(memory.weights)} + KV {_gib(memory.kv)} + compute {_gib(memory.compute)}"
 
 
-def plan_table(plan: Plan) -> Table:
+def plan_table(plan: Placement) -> Table:
     facts, s = plan.model, plan.settings
     table = Table(
         title=f"{facts.name}: {facts.architecture}, {facts.n_layer} layers, {_gib(facts.file_bytes)} file", show_header=False
@@ -118,7 +118,7 @@ def plan_command(
     if problem:
         raise ModelLoadError(problem)
     drafted = model_facts(draft) if draft is not None and draft != "prompt-lookup" else None
-    plan = make_plan(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget), draft=drafted)
+    plan = make_placement(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget), draft=drafted)
     if as_json:
         record = asdict(plan)
         record["model"] = {

@@ -11,7 +11,7 @@ temperatures, its references, its judge modes) is decided here and in its module
 
 from untuned.pipeline.answer import answer
 from untuned.pipeline.judge import judge_answers, judged_items
-from untuned.pipeline.plan import RunPlan
+from untuned.pipeline.run_plan import RunPlan
 from untuned.pipeline.shift import shift_answers
 
 __all__ = ["RunPlan", "answer", "judge_answers", "judged_items", "shift_answers"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from untuned.assistant import Assistant
 from untuned.benchmarks import Benchmark, Item
 from untuned.generation import GenerationRecord, GenerationSettings, choose_batching, generate, generation_settings
-from untuned.pipeline.plan import RunPlan
+from untuned.pipeline.run_plan import RunPlan
 from untuned.runner import RunSummary
 
 

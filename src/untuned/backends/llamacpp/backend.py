@@ -33,8 +33,8 @@ from untuned.backends.scoring import target_logprobs
 from untuned.chat_template import render_chat_template, with_shared_head
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
-from untuned.plan import engine_window
-from untuned.plan.fit import Settings
+from untuned.placement import engine_window
+from untuned.placement.fit import Settings
 
 
 class LlamaCppBackend(RowScoring):
@@ -137,7 +137,7 @@ class LlamaCppBackend(RowScoring):
         the prefix cache on, the first load's choice is recorded beside it and kept while it still fits."""
         from untuned.backends.llamacpp.devices import gpu_free_memory
         from untuned.backends.llamacpp.native import import_llama_cpp
-        from untuned.plan import placement
+        from untuned.placement import placement
 
         check_gguf_file(path)
         vram = gpu_free_memory() if import_llama_cpp().llama_supports_gpu_offload() else 0

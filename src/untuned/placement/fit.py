@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from untuned.plan.facts import ModelFacts
+from untuned.placement.facts import ModelFacts
 
 GiB = 1 << 30
 DEFAULT_MAX_CTX = 8192  # a local model's context window when none is asked for: the model's, at most this
@@ -58,7 +58,7 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Placement:
     """Where everything goes, what it costs, whether it fits, and the numbers that decided it."""
 
     model: ModelFacts
@@ -199,7 +199,7 @@ def draft_memory(draft: ModelFacts, settings: Settings, *, on_gpu: bool) -> tupl
     return place(draft, Machine(), own, draft.n_layer + 1 if on_gpu else 0, 0)
 
 
-def make_plan(
+def make_placement(
     facts: ModelFacts,
     machine: Machine,
     settings: Settings,
@@ -207,7 +207,7 @@ def make_plan(
     gpu_layers: int | None = None,
     cpu_moe: int | None = None,
     draft: ModelFacts | None = None,
-) -> Plan:
+) -> Placement:
     """The placement that puts the most on the GPU and fits both memories; ``gpu_layers`` or ``cpu_moe`` given
     holds that half and plans the other. When none fits, the one whose larger shortfall is smallest, marked as
     not fitting, with what is missing and by how much. A ``draft`` model's memory is taken off both budgets first."""
@@ -216,7 +216,7 @@ def make_plan(
         left = replace(
             machine, vram=max(machine.vram - drafted[0].total, 1) if machine.vram else 0, ram=machine.ram - drafted[1].total
         )
-        plan = make_plan(facts, left, settings, gpu_layers=gpu_layers, cpu_moe=cpu_moe)
+        plan = make_placement(facts, left, settings, gpu_layers=gpu_layers, cpu_moe=cpu_moe)
         gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
         line = f"the draft model {draft.name} takes {gib(drafted[0].total)} of GPU memory and {gib(drafted[1].total)} of RAM"
         return replace(
@@ -233,7 +233,7 @@ def make_plan(
     gpu, cpu = place(facts, machine, settings, layers, moe)
     gpu_layers, cpu_moe = layers, moe
     per_token = sum(facts.kv_bytes_per_cell(layer, settings.kv_type) for layer in range(facts.n_layer))
-    plan = Plan(
+    plan = Placement(
         facts,
         machine,
         settings,
@@ -249,7 +249,7 @@ def make_plan(
     return plan
 
 
-def _reasons(plan: Plan) -> list[str]:
+def _reasons(plan: Placement) -> list[str]:
     facts, machine = plan.model, plan.machine
     gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
     lines = []

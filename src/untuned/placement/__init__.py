@@ -1,6 +1,6 @@
 """Planning a model onto a machine before loading it (``untuned plan``, ``--gpu-layers auto``): the GGUF
 header read from a local file, from the Hugging Face cache, or from the Hub by byte range; the
-placement fitted to the GPU's and RAM's sizes (:mod:`untuned.plan.fit`)."""
+placement fitted to the GPU's and RAM's sizes (:mod:`untuned.placement.fit`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from untuned.errors import ModelLoadError, ModelNotFoundError, UntunedError
-from untuned.plan.facts import ModelFacts, facts_of
-from untuned.plan.fit import DEFAULT_MAX_CTX, GiB, Machine, Memory, Plan, Settings, make_plan
-from untuned.plan.header import GgufHeader, TensorInfo, read_file_header, read_header
+from untuned.placement.facts import ModelFacts, facts_of
+from untuned.placement.fit import DEFAULT_MAX_CTX, GiB, Machine, Memory, Placement, Settings, make_placement
+from untuned.placement.header import GgufHeader, TensorInfo, read_file_header, read_header
 
 __all__ = [
     "GiB",
@@ -19,11 +19,11 @@ __all__ = [
     "Machine",
     "Memory",
     "ModelFacts",
-    "Plan",
+    "Placement",
     "Settings",
     "TensorInfo",
     "facts_of",
-    "make_plan",
+    "make_placement",
     "model_facts",
     "parse_size",
     "read_file_header",
@@ -81,7 +81,7 @@ def _merged(headers: list[GgufHeader]) -> GgufHeader:
 
 def _hub_header(location: str) -> GgufHeader:
     from untuned import hub
-    from untuned.plan.header import _buffered
+    from untuned.placement.header import buffered
 
     gguf = hub.parse(location)
     files = hub.repo_files(gguf.repo)
@@ -96,7 +96,7 @@ def _hub_header(location: str) -> GgufHeader:
     headers = []
     for name in wanted:
         read, size = hub.remote_reader(gguf.repo, name)
-        header = read_header(_buffered(read, 4 << 20))
+        header = read_header(buffered(read, 4 << 20))
         headers.append(GgufHeader(header.metadata, header.tensors, header.data_offset, size[0] if size else None))
     return _merged(headers)
 
@@ -124,7 +124,7 @@ def placement(
     n_ctx: int | None = None,
     pinned: tuple[int, int] | None = None,
     draft: str | None = None,
-) -> tuple[int, int, Plan | None]:
+) -> tuple[int, int, Placement | None]:
     """(gpu_layers, cpu_moe, the plan behind them) for a model about to load: ``auto`` values planned for
     ``vram`` bytes of free GPU memory (0 on a CPU-only build: nothing offloaded) and the window the engine will
     allocate (``n_ctx``, else the model's capped at 8192); a number given for one half is held while the other
@@ -157,8 +157,8 @@ def placement(
     machine = Machine(vram=vram, ram=total_ram())
     drafted = model_facts(draft) if draft is not None else None
     if pinned is not None and 0 <= pinned[0] <= facts.n_layer + 1 and 0 <= pinned[1] <= facts.n_layer:
-        kept = make_plan(facts, machine, settings, gpu_layers=pinned[0], cpu_moe=pinned[1], draft=drafted)
+        kept = make_placement(facts, machine, settings, gpu_layers=pinned[0], cpu_moe=pinned[1], draft=drafted)
         if kept.fits and all(held[k] in (None, v) for k, v in zip(("gpu_layers", "cpu_moe"), pinned)):
             return kept.gpu_layers, kept.cpu_moe, kept
-    plan = make_plan(facts, machine, settings, **held, draft=drafted)
+    plan = make_placement(facts, machine, settings, **held, draft=drafted)
     return plan.gpu_layers, plan.cpu_moe, plan

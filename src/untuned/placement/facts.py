@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gguf
 
 from untuned.errors import ModelLoadError
-from untuned.plan.header import GgufHeader, TensorInfo
+from untuned.placement.header import GgufHeader, TensorInfo
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 EXPERTS = re.compile(r"_(?:ch)?exps\b")  # a MoE layer's expert weights (ffn_up_exps, ffn_gate_exps, ffn_down_exps)

@@ -155,10 +155,10 @@ def read_file_header(path: str | Path) -> GgufHeader:
             handle.seek(offset)
             return handle.read(size)
 
-        return read_header(_buffered(read), file_bytes=path.stat().st_size)
+        return read_header(buffered(read), file_bytes=path.stat().st_size)
 
 
-def _buffered(read: Reader, chunk: int = 1 << 20) -> Reader:
+def buffered(read: Reader, chunk: int = 1 << 20) -> Reader:
     """``read`` in whole chunks of ``chunk`` bytes, each fetched once (a remote file: one range request each)."""
     chunks: dict[int, bytes] = {}
 
