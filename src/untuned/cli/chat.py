@@ -122,7 +122,7 @@ prompts_app = typer.Typer(help="List, show and build URIAL prompt sets.", no_arg
 def prompts_list(*, options: ModelOptions) -> None:
     """Bundled prompt sets with their number of examples (K) and prefix length in the model's tokens."""
     setup_logging(options.verbose)
-    tokenizer = options.load()
+    tokenizer = options.load_model()
     table = Table("name", "K", "tokens", "description", title=f"prompt sets (tokens of {tokenizer.name})")
     for name in builtin_prompt_names():
         prompt_set = load_prompt(name)
@@ -162,7 +162,7 @@ def prompts_build(
     setup_logging(options.verbose)
     text = system.read_text(encoding="utf-8") if system else ""
     built = build_prompt_set(read_examples(examples), name=name or output.stem, system=text, k=k, seed=seed)
-    model = options.load()
+    model = options.load_model()
     tokens = len(model.tokenize(render_prefix(built), add_special=True))
     room = (model.context_length or tokens + 1) - tokens
     if room < 256:  # a question and an answer need room too

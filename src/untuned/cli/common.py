@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
@@ -95,36 +95,52 @@ LOAD_FIELDS = (
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed")
 
 
-class _ModelOptionsBase:
-    """What a command's model options do (their fields: :data:`ModelOptions`, made from the library's records)."""
+@dataclass
+class ModelOptions:
+    """The model to load, how, the URIAL prompt set and the sampling settings of a command. The load and
+    sampling settings are kept by name as the command line gave them (``load``, ``sampling_values``) and become
+    the library's records, which declare them (:class:`LoadOptions`, :class:`Sampling`): no field is copied here."""
 
-    model: str
-    prompt: str
-    stop: list[str]
-    verbose: bool
-    parallel: int
-    supervised: bool
-    opened: list[Backend]
+    model: str = "default"
+    prompt: str = "helpful"
+    stop: list[str] = field(default_factory=list)
+    verbose: bool = False
+    load: dict[str, Any] = field(default_factory=dict)
+    sampling_values: dict[str, Any] = field(default_factory=dict)
+    supervised: bool = field(default=False, init=False)  # local models in a supervised process of their own (serve)
+    opened: list[Backend] = field(default_factory=list, init=False, repr=False)  # closed when the command ends
+
+    @classmethod
+    def of(cls, **values: Any) -> ModelOptions:
+        """From the command's option values by name: LoadOptions' and Sampling's fields to their records."""
+        load, sampling = dict(values.pop("load", None) or {}), dict(values.pop("sampling_values", None) or {})
+        own = {f.name for f in fields(cls)}  # stop: a list here, Sampling's tuple when made
+        load |= {k: values.pop(k) for k in list(values) if k in LoadOptions.model_fields and k not in own}
+        sampling |= {k: values.pop(k) for k in list(values) if k in Sampling.model_fields and k not in own}
+        return cls(**values, load=load, sampling_values=sampling)
+
+    @staticmethod
+    def default(name: str) -> Any:
+        """An option's default: the library record's declaration, or this record's own field."""
+        own = {f.name: f for f in fields(ModelOptions)}
+        if name in own:
+            return own[name].default_factory() if callable(own[name].default_factory) else own[name].default
+        return (LoadOptions.model_fields.get(name) or Sampling.model_fields[name]).default
 
     def sampling(self) -> Sampling:
-        return Sampling(**self._values_of(Sampling), stop=tuple(self.stop))
+        return Sampling(**self.sampling_values, stop=tuple(self.stop))
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(**self._values_of(LoadOptions))
+        return LoadOptions(**self.load)
 
     def run_plan(self, **fields: Any) -> RunPlan:
         """The model, its load options and its sampling as one plan (the pipeline's record)."""
         return RunPlan(model=self.model, loading=self.load_options(), sampling=self.sampling(), **fields)
 
-    def _values_of(self, record: type[BaseModel]) -> dict[str, Any]:
-        """This command's values of ``record``'s fields that it has as options (``stop`` apart: a tuple there)."""
-        own = {f.name for f in fields(self) if f.init}  # type: ignore[arg-type]
-        return {name: getattr(self, name) for name in record.model_fields if name in own and name != "stop"}
-
     def prompt_set(self) -> PromptSet:
         return load_prompt(self.prompt)
 
-    def load(self, spec: str | None = None) -> Backend:
+    def load_model(self, spec: str | None = None) -> Backend:
         """Load ``spec`` (default: ``--model``) with these options, showing a spinner meanwhile."""
         spec = spec or self.model
         with err.status(f"loading {spec} …"):
@@ -145,30 +161,7 @@ class _ModelOptionsBase:
         prompt set checked to fit its window unless the model answers in its own chat template."""
         setup_logging(self.verbose)
         sampling, prompt_set, _ = self.sampling(), self.prompt_set(), self.load_options()
-        return Assistant(self.load(), prompt_set, sampling, check_fits=not chat_template)
-
-
-def _default(record: type[BaseModel], name: str) -> Any:
-    return record.model_fields[name].default
-
-
-# Each load and sampling option is declared once, as a field of the library's LoadOptions / Sampling (its type,
-# default, bounds and description); the command line's options and ModelOptions' fields are made from them.
-ModelOptions = make_dataclass(
-    "ModelOptions",
-    [
-        ("model", str, field(default="default")),
-        *((name, LoadOptions.model_fields[name].annotation, field(default=_default(LoadOptions, name))) for name in LOAD_FIELDS),
-        ("prompt", str, field(default="helpful")),
-        *((name, Sampling.model_fields[name].annotation, field(default=_default(Sampling, name))) for name in SAMPLING_FIELDS),
-        ("stop", list[str], field(default_factory=list)),
-        ("verbose", bool, field(default=False)),
-        ("supervised", bool, field(default=False, init=False)),  # local models in a supervised process of their own (serve)
-        ("opened", list[Backend], field(default_factory=list, init=False, repr=False)),  # closed when the command ends
-    ],
-    bases=(_ModelOptionsBase,),
-)
-ModelOptions.__doc__ = "The model to load, how, the URIAL prompt set and the sampling settings of a command."
+        return Assistant(self.load_model(), prompt_set, sampling, check_fits=not chat_template)
 
 
 def record_option(record: type[BaseModel], name: str, *flags: str, **extra: Any) -> tuple[Any, Any]:
@@ -229,7 +222,10 @@ def option_group(
     argument ``into``, an instance of the dataclass ``record`` (whose defaults are the options').
     ``defaults`` overrides a default for this command. A list option left out becomes an empty list."""
     chosen = names or tuple(table)
+    default_of = getattr(record, "default", None)  # a record that names its options' defaults (ModelOptions)
     base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record) if f.init}
+    base |= {name: default_of(name) for name in chosen if name not in base} if default_of else {}
+    make = getattr(record, "of", record)  # a record built from the options by name (ModelOptions.of)
     listed = {name for name, (kind, _) in table.items() if "list" in str(kind)}
 
     def decorate(command: F) -> F:
@@ -256,7 +252,7 @@ def option_group(
             for name in listed & set(values):
                 if values[name] is None:
                     values[name] = []
-            options = record(**{**base, **{k: v for k, v in defaults.items() if k in base}, **values})
+            options = make(**{**base, **{k: v for k, v in defaults.items() if k in base}, **values})
             try:
                 return command(*args, **{into: options}, **kwargs)
             finally:

@@ -51,7 +51,7 @@ def curve_command(
     ks = _ks(k)
     cells = plan(examples.k, ks, orders, seed)  # refused here, before a model loads, if K is too large
     generic = load_prompt(reference) if reference else None
-    backend = options.load()
+    backend = options.load_model()
     try:
         with progress() as bar:
             task = bar.add_task(f"scoring {len(cells)} prompts", total=len(cells), note="")
@@ -59,7 +59,7 @@ def curve_command(
                 backend, examples, ks, orders=orders, seed=seed, reference=generic, on_point=lambda _: bar.advance(task)
             )
         if aligned:
-            chat = options.load(aligned)
+            chat = options.load_model(aligned)
             curve.aligned, curve.aligned_name = bootstrap_interval(aligned_nlls(chat, examples.examples), seed), chat.name
     finally:
         options.close()

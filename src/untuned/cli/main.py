@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 import typer
-from typer.core import TyperOption
 
 from untuned.cli import cache, chat, curve, experiment, judge, plan, pool, report, runs, serve, shift
-
-
-def _no_type_for_flags(display):
-    """typer shows a flag's type (``<bool>``) beside it; a flag takes no value, so nothing is shown."""
-
-    def shown(self, ctx):
-        return None if getattr(self, "is_flag", False) else display(self, ctx)
-
-    return shown
-
-
-if hasattr(TyperOption, "display_type_rich"):  # typer versions that show a type beside each option
-    TyperOption.display_type_rich = _no_type_for_flags(TyperOption.display_type_rich)  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Chat with untuned base LLMs through URIAL in-context alignment; measure and judge what alignment changes.",

@@ -80,7 +80,7 @@ def generate_command(
     --temperature is given, which then holds for every question."""
     bench = benchmark(dataset)
     items = select(bench.load(data_file=data_file, field=field, id_field=id_field), ids=ids_option(ids), limit=limit, shard=shard)
-    options.parallel = max(options.parallel, concurrency)
+    options.load["parallel"] = max(options.load.get("parallel", 1), concurrency)  # a local model's slots: the items in flight
     assistant = options.assistant(chat_template=chat_template)
     plan = options.run_plan(
         temperature_given=ctx.get_parameter_source("temperature").name != "DEFAULT",

@@ -115,16 +115,16 @@ def serve_command(
     from untuned.server import ServerConfig, serve
 
     model = options.model
-    options.parallel = parallel or default_parallel()
+    options.load["parallel"] = parallel or default_parallel()
     options.supervised = engine_process
     config = ServerConfig(
         model_name=name or ("gemma-3-270m-urial" if model == "default" else model.rstrip("/").rsplit("/", 1)[-1]),
         api_key=api_key,
         system_mode=system_mode,
-        parallel=options.parallel,
+        parallel=options.load["parallel"],
         max_waiting=max_waiting,
         request_timeout=timeout,
-        default_max_tokens=options.max_tokens,
+        default_max_tokens=options.sampling().max_tokens,
         max_tokens_limit=max_tokens_limit,
         cors_origins=tuple(cors or ()),
         prompt_files=tuple(str(p) for p in prompt_files or ()),
@@ -144,6 +144,8 @@ def serve_command(
     if aligned:
         from untuned.assistant import Assistant
 
-        second = Assistant(options.load(aligned), assistant.prompt, assistant.sampling, check_fits=False)  # its own template
+        second = Assistant(
+            options.load_model(aligned), assistant.prompt, assistant.sampling, check_fits=False
+        )  # its own template
         err.print(f"untuned: aligned model {second.backend.name} answers requests whose model is its name")
     serve(assistant, config, aligned=second, host=host, port=port, log_level="info" if options.verbose else "warning")

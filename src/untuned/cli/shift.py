@@ -153,8 +153,8 @@ def shift_command(
     float_type = "float16" if protocol == "aligntds" else "float32"
     _check(mode, options, aligned=aligned, answers=answers, dataset=dataset, dtype=float_type)
     prompt_set = options.prompt_set()
-    base = options.load()
-    second = options.load(aligned) if mode == "pair" else options.load() if mode == "context" else None
+    base = options.load_model()
+    second = options.load_model(aligned) if mode == "pair" else options.load_model() if mode == "context" else None
     max_tokens = max_tokens or (1024 if protocol == "aligntds" else 256)
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty)
     made = sampling.model_dump(mode="json") if answers is None else None
@@ -218,8 +218,11 @@ def _check(mode: str, options: ModelOptions, *, aligned, answers, dataset, dtype
         raise UntunedError("pair mode needs --aligned MODEL (an aligned model sharing the base's tokenizer)")
     if answers is None and (mode == "text" or dataset is None):
         raise UntunedError(f"{mode} mode needs --answers FILE" + ("" if mode == "text" else " or --dataset to answer first"))
-    if options.dtype == "auto" and (options.backend or ModelSpec.parse(options.model).default_backend) == "transformers":
-        options.dtype = dtype
+    if (
+        options.load["dtype"] == "auto"
+        and (options.load["backend"] or ModelSpec.parse(options.model).default_backend) == "transformers"
+    ):
+        options.load["dtype"] = dtype
 
 
 def _answered(analyzer: ShiftAnalyzer, questions, bar: Progress, *, prompt, sampling: Sampling):
