@@ -54,10 +54,12 @@ run: $(VENV)/.installed
 	$(BIN)/untuned ask "$(QUESTION)"
 
 test: $(VENV)/.installed-test
+	bash .ci/chromium
 	$(BIN)/ruff check src tests bench docs
 	$(BIN)/pytest
 
 test-quick: $(VENV)/.installed-test
+	bash .ci/chromium
 	$(BIN)/pytest -m "not slow"
 
 # every direct dependency at the minimum pyproject.toml declares, in a venv of its own: `untuned report` with an

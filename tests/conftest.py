@@ -58,37 +58,16 @@ def fixture_data() -> Path:
     return FIXTURES / "data"
 
 
-def _install_chromium() -> str | None:
-    """Install Debian's chromium with apt-get when we may; return why not, or None."""
-    import os
-    import shutil
-    import subprocess
-
-    if shutil.which("apt-get") is None:
-        return "no apt-get on this machine to install Debian's chromium"
-    if os.geteuid() != 0:
-        return "not root: cannot apt-get install chromium (install it, or run the tests as root)"
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for attempt in (install, ["apt-get", "update"], install):
-        result = subprocess.run(attempt, capture_output=True, text=True, timeout=900, env=env)
-        if attempt is install and result.returncode == 0:
-            return None
-    return f"apt-get could not install chromium: {result.stderr.strip()[-300:]}"
-
-
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Debian Chromium driven by Playwright; installed on first use where possible."""
+    """Headless Debian Chromium driven by Playwright (``make test`` installs it with .ci/chromium; no test
+    installs anything)."""
     import shutil
 
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     path = shutil.which("chromium")
     if path is None:
-        problem = _install_chromium()
-        path = shutil.which("chromium")
-        if path is None:
-            pytest.skip(problem or "chromium was installed but is not on PATH")
+        pytest.fail("the page tests need Debian's chromium on PATH: run bash .ci/chromium (make test does)")
     flags = [
         "--no-sandbox",
         "--disable-gpu",

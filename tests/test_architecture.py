@@ -105,3 +105,14 @@ def test_planning_a_model_imports_no_backend():
     planning = [name for name in files if name == "untuned.placement" or name.startswith("untuned.placement.")]
     reached = {m for name in planning for m in imports(files[name], set(files))}
     assert not [m for m in reached if m == "untuned.backends" or m.startswith("untuned.backends.")]
+
+
+def test_no_test_installs_system_packages():
+    """Chromium and anything else of the system is installed by `make test` (.ci/chromium), never from a test."""
+    tests = ROOT / "tests"
+    found = [
+        p.name
+        for p in tests.rglob("*.py")
+        if p.name != "test_architecture.py" and re.search(r"apt-get|\bdpkg\b|\byum\b", p.read_text())
+    ]
+    assert found == []
