@@ -116,3 +116,13 @@ def test_no_test_installs_system_packages():
         if p.name != "test_architecture.py" and re.search(r"apt-get|\bdpkg\b|\byum\b", p.read_text())
     ]
     assert found == []
+
+
+def test_the_server_is_grouped_per_endpoint_and_no_router_imports_another():
+    """server/<endpoint>/ holds its router and its wire records (vLLM's entrypoints' way); a router imports no other
+    router (what two endpoints share lives in a module below both)."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    routers = [name for name in files if name.startswith("untuned.server.") and name.endswith(".router")]
+    assert len(routers) == 8
+    crossing = {r: sorted(m for m in imports(files[r], set(files)) if m.endswith(".router") and m != r) for r in routers}
+    assert {r: found for r, found in crossing.items() if found} == {}

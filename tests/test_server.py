@@ -20,7 +20,7 @@ from helpers.servers import run_schemathesis, untuned_server
 
 from untuned.prompt import load_prompt
 from untuned.server import build_conversation
-from untuned.server.schema import Message
+from untuned.server.wire import Message
 
 KEY = "s3cret-key"
 

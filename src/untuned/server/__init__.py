@@ -11,7 +11,7 @@ import logging
 
 from untuned.assistant import Assistant
 from untuned.server.app import create_app
-from untuned.server.chat import build_conversation
+from untuned.server.chat.conversation import build_conversation
 from untuned.server.serving import ServerConfig
 
 __all__ = ["ServerConfig", "build_conversation", "create_app", "serve"]

@@ -1,8 +1,9 @@
 """The FastAPI application: OpenAI-compatible endpoints over an :class:`~untuned.Assistant`.
 
 ``create_app`` only wires the parts: the shared :class:`~untuned.server.serving.Serving` in
-``app.state``, one router module per endpoint group (chat, completions, models, tokens, health,
-page, workbench), the error handlers, and the middleware (host names, API key and body limit,
+``app.state``, one package per endpoint group (chat, completions, models, tokens, health, page, workbench,
+pools: each its router and wire records, as vLLM's entrypoints), the error handlers, and the middleware
+(host names, API key and body limit,
 metrics of the routes, CORS).
 """
 
@@ -14,12 +15,19 @@ from fastapi.openapi.utils import get_openapi
 
 from untuned.assistant import Assistant
 from untuned.backends import TokenPieces
-from untuned.server import chat, completions, health, models, page, pools, tokens, workbench
+from untuned.server.chat import router as chat
+from untuned.server.completions import router as completions
 from untuned.server.errors import install_error_handlers
 from untuned.server.guard import Guard
+from untuned.server.health import router as health
 from untuned.server.metrics import MetricsMiddleware, endpoint_names
-from untuned.server.schema import TOKEN_ID_MARK
+from untuned.server.models import router as models
+from untuned.server.page import router as page
+from untuned.server.pools import router as pools
 from untuned.server.serving import ServerConfig, Serving
+from untuned.server.tokens import router as tokens
+from untuned.server.wire import TOKEN_ID_MARK
+from untuned.server.workbench import router as workbench
 
 DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 

@@ -23,7 +23,9 @@ from untuned.errors import (
     ModelFailure,
     UntunedError,
 )
-from untuned.server.schema import ChatRequest, CompletionRequest, error_json
+from untuned.server.chat.wire import ChatRequest
+from untuned.server.completions.wire import CompletionRequest
+from untuned.server.wire import error_json
 
 log = logging.getLogger(__name__)
 

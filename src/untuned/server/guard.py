@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from untuned.server.crash_guard import Caller, current_caller
-from untuned.server.schema import error_json
+from untuned.server.wire import error_json
 
 
 def host_name(header: bytes) -> str:

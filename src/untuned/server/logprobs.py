@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from untuned.backends import Backend, TokenLogprob, TokenPieces
-from untuned.server.responses import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
+from untuned.server.chat.wire import ChatLogprobs, ChatTokenLogprob
+from untuned.server.completions.wire import CompletionLogprobs
+from untuned.server.wire import TopLogprob
 
 
 def token_name(token: int, piece: bytes, as_ids: bool) -> str:

@@ -14,7 +14,7 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from untuned.server.health_records import Health
+from untuned.server.health.wire import Health
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 UNCOUNTED = ("/health", "/metrics")  # the probes: counting them would count the counting

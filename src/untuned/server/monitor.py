@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from untuned.backends import CountsWork
 from untuned.errors import EngineUnavailable
-from untuned.server.health_records import EngineLoad
+from untuned.server.health.wire import EngineLoad
 
 log = logging.getLogger(__name__)
 EVERY = 0.5  # seconds between two readings

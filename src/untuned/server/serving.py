@@ -23,14 +23,15 @@ from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
 from untuned.errors import ConstraintError, EngineRestarted, UntunedError
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
+from untuned.server.chat.wire import ChatRequest
+from untuned.server.completions.wire import CompletionRequest
 from untuned.server.crash_guard import CrashGuard, current_caller
 from untuned.server.errors import BadRequest
-from untuned.server.health_records import CrashGuardOut, EngineProcessOut, Health
+from untuned.server.health.wire import CrashGuardOut, EngineProcessOut, Health
 from untuned.server.metrics import Metrics
 from untuned.server.monitor import Monitor
-from untuned.server.responses import new_id, now
-from untuned.server.schema import ChatRequest, CompletionRequest, InlinePromptSet, Usage
 from untuned.server.streaming import JobStream, raise_for, sse, usage
+from untuned.server.wire import InlinePromptSet, Usage, new_id, now
 from untuned.server.worker import Gate, Job
 
 

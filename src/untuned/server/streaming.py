@@ -11,10 +11,11 @@ from fastapi.responses import StreamingResponse
 
 from untuned.assistant import Completion
 from untuned.errors import ContextOverflowError, EngineRestarted, EngineUnavailable, ModelFailure, UntunedError
+from untuned.server.chat.wire import chat_chunk
+from untuned.server.completions.wire import text_chunk
 from untuned.server.errors import BadRequest, RequestTimeout
 from untuned.server.logprobs import chat_logprobs, completion_logprobs
-from untuned.server.responses import chat_chunk, text_chunk
-from untuned.server.schema import Usage, error_json
+from untuned.server.wire import Usage, error_json
 from untuned.server.worker import Job
 
 log = logging.getLogger(__name__)

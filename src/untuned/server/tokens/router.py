@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from untuned.server.schema import ERRORS, DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from untuned.server.serving import Serving, serving
+from untuned.server.tokens.wire import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from untuned.server.wire import ERRORS
 
 router = APIRouter()
 

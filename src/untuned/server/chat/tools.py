@@ -10,9 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from untuned.backends.constraint import schema_problem
 from untuned.errors import UntunedError
+from untuned.server.chat.wire import ChatChoice, ChatMessageOut, ChatRequest, ChatResponse, chat_chunk
 from untuned.server.errors import BadRequest
-from untuned.server.responses import ChatChoice, ChatMessageOut, ChatResponse, chat_chunk, new_id, now
-from untuned.server.schema import ChatRequest
+from untuned.server.wire import new_id, now
 from untuned.tools import Tool, call_grammar, chosen_tools, parse_call, tools_from_openai
 
 

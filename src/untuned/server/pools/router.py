@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from untuned.pool import KeptExample, Pool, PoolError
 from untuned.server.errors import BadRequest
-from untuned.server.schema import ERRORS, ErrorResponse
+from untuned.server.wire import ERRORS, ErrorResponse
 
 router = APIRouter(prefix="/v1/untuned/pools", tags=["untuned"])
 TEXT = 100_000  # characters a kept query or answer may have

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from untuned.server.responses import now
-from untuned.server.schema import ERRORS, ModelCard, ModelList
+from untuned.server.models.wire import ModelCard, ModelList
 from untuned.server.serving import Serving, serving
+from untuned.server.wire import ERRORS, now
 
 router = APIRouter()
 

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Request
 
 from untuned.assistant import Completion
 from untuned.conversation import RenderedPrompt
+from untuned.server.completions.wire import CompletionRequest, CompletionResponse, TextChoice
 from untuned.server.errors import BadRequest
 from untuned.server.logprobs import completion_logprobs
-from untuned.server.responses import CompletionResponse, TextChoice, new_id, now
-from untuned.server.schema import ERRORS, STREAMED, CompletionRequest, Usage
 from untuned.server.serving import Serving, serving
+from untuned.server.wire import ERRORS, STREAMED, Usage, new_id, now
 from untuned.server.worker import cancel_on_disconnect
 
 router = APIRouter()

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 router = APIRouter()
-CHAT_PAGE = resources.files("untuned.server").joinpath("chat.html").read_text(encoding="utf-8")
+CHAT_PAGE = resources.files("untuned.server.page").joinpath("chat.html").read_text(encoding="utf-8")
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

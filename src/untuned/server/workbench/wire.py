@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from untuned.server.schema import NOT_BOTH_PROMPTS, InlinePromptSet, Message
+from untuned.server.wire import NOT_BOTH_PROMPTS, InlinePromptSet, Message
 
 
 class PromptRequest(BaseModel):

@@ -1,18 +1,18 @@
-"""Wire records of the OpenAI-compatible API that ``untuned serve`` speaks.
+"""Wire records every endpoint of ``untuned serve`` shares: messages, the sampling fields, usage, errors, the
+tool-call records and the parts of a response or a stream chunk.
 
 A request field the server does not support is refused (400, naming it), never ignored; fields
 that change nothing (``user``, ``metadata``, ``store``) and unsupported ones given their neutral
-value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clients send them, pass.
-"""
+value (``frequency_penalty: 0``, ``logit_bias: {}``, ``n: 1``...), as many clients send them, pass."""
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-
-from untuned.server.tool_schema import TOOL_CHOICE_HELP, TOOLS_HELP, NamedToolChoice, ToolCallIn
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -23,8 +23,14 @@ def _whole_number(value: Any) -> Any:
 
 
 Whole = Annotated[int, BeforeValidator(_whole_number)]  # an integer field (types are strict: "4" is not one)
+
+
 TOKEN_ID_MARK = "x-untuned-token-id"  # replaced in the served OpenAPI schema by the model's vocabulary bound
+
+
 TokenId = Annotated[Whole, Field(ge=0, json_schema_extra={TOKEN_ID_MARK: True})]
+
+
 NOT_BLANK = r"\S"  # at least one character that is not white space
 
 
@@ -39,6 +45,8 @@ TEXT_PART = {
     "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
     "required": ["type", "text"],
 }
+
+
 USER_TEXT = {"anyOf": [{"type": "string", "pattern": NOT_BLANK}, {"type": "array", "minItems": 1, "items": TEXT_PART}]}
 
 
@@ -138,11 +146,15 @@ class ResponseFormat(BaseModel):
 
 
 StopText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 BiasKey = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+
+
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
-class _SamplingFields(BaseModel):
+class SamplingFields(BaseModel):
     """Fields both endpoints share; ``None`` means the server's default. Types are strict: ``"4"`` is
     not a number here (JSON integers still pass where a number is wanted)."""
 
@@ -209,173 +221,6 @@ class InlinePromptSet(BaseModel):
 
 
 NOT_BOTH_PROMPTS = {"not": {"required": ["prompt", "prompt_set"]}}  # a prompt set by name or inline, not both
-N_WITHOUT_STREAM = {
-    "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
-    "then": {"properties": {"n": {"const": 1}}},
-}
-
-
-class ChatRequest(_SamplingFields):
-    model_config = ConfigDict(json_schema_extra={"allOf": [NOT_BOTH_PROMPTS, N_WITHOUT_STREAM]})
-    messages: list[Message] = Field(..., min_length=1, max_length=512)
-    max_tokens: Whole | None = Field(None, ge=1, description="Most new tokens; with the prompt it must fit the context window.")
-    max_completion_tokens: Whole | None = Field(None, ge=1, description="Newer name of max_tokens; wins if both are set.")
-    logprobs: bool = Field(False, description="Return each answer token's log-probability.")
-    top_logprobs: Whole | None = Field(None, ge=0, le=20, description="And its k likeliest alternatives (needs logprobs).")
-    prompt: str | None = Field(
-        None,
-        max_length=256,
-        description="untuned's extension: the prompt set to align with, "
-        "by name (GET /v1/untuned/prompts lists them); 'none': the base model with no URIAL "
-        "prefix, the query as plain text.",
-    )
-    prompt_set: InlinePromptSet | None = Field(
-        None,
-        description="untuned's extension: a prompt set given in the request (system text and examples), in place of one by name.",
-    )
-    repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="1 turns it off (default: the server's).")
-    tools: list[dict[str, Any]] | None = Field(
-        None,
-        max_length=64,
-        description=TOOLS_HELP,
-        examples=[
-            [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": s}}}}]
-            for s in HOSTILE_SCHEMAS[:3]
-        ],
-    )
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(None, description=TOOL_CHOICE_HELP)
-    parallel_tool_calls: bool | None = Field(None, description="Accepted: an answer makes at most one call.")
-
-    @model_validator(mode="after")
-    def _checked(self) -> ChatRequest:
-        if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
-        if self.max_tokens == 0:
-            raise ValueError("max_tokens must be at least 1")
-        return self
-
-
-PromptText = Annotated[str, Field(min_length=1)]
-PromptIds = Annotated[list[TokenId], Field(min_length=1)]
-MAX_PROMPTS = 64  # prompts in one request; with n, bounded further by what the server admits at once
-PROMPTS_WITHOUT_STREAM = {  # several prompts (a list of texts or of token lists) are answered whole, not streamed
-    "not": {
-        "properties": {
-            "stream": {"const": True},
-            "prompt": {"type": "array", "minItems": 2, "items": {"type": ["string", "array"]}},
-        },
-        "required": ["stream", "prompt"],
-    }
-}
-COMPLETION_RULES = {
-    "allOf": [
-        N_WITHOUT_STREAM,
-        PROMPTS_WITHOUT_STREAM,
-        {
-            "if": {"properties": {"max_tokens": {"const": 0}}, "required": ["max_tokens"]},
-            "then": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
-        },
-        {"not": {"properties": {"echo": {"const": True}, "stream": {"const": True}}, "required": ["echo", "stream"]}},
-        {
-            "not": {
-                "properties": {
-                    "ignore_eos": {"const": True},
-                    "response_format": {"properties": {"type": {"enum": ["json_object", "json_schema"]}}, "required": ["type"]},
-                },
-                "required": ["ignore_eos", "response_format"],
-            }
-        },
-    ]
-}
-
-
-class CompletionRequest(_SamplingFields):
-    model_config = ConfigDict(json_schema_extra=COMPLETION_RULES)
-    prompt: (
-        PromptText
-        | Annotated[list[PromptText], Field(min_length=1, max_length=MAX_PROMPTS)]
-        | PromptIds
-        | Annotated[list[PromptIds], Field(min_length=1, max_length=MAX_PROMPTS)]
-    ) = Field(
-        ...,
-        description="Raw text (or token ids) for the base model to continue, no URIAL prompt; or a list of texts (of token "
-        "lists), each answered as its own choice(s): choice i*n + j is prompt i's j-th (not streamed).",
-    )
-    echo: bool = Field(False, description="Return the prompt before the answer (with logprobs: the prompt's too).")
-    logprobs: Whole | None = Field(None, ge=0, le=20, description="Log-probabilities of the tokens and the k likeliest.")
-    return_tokens_as_token_ids: bool = Field(False, description="Name tokens 'token_id:N' in logprobs (as vLLM does).")
-    best_of: Whole | None = Field(None, ge=1, le=1, description="Not supported: only 1.")
-    ignore_eos: bool = Field(
-        False,
-        description="Go on past the end-of-sequence token to max_tokens (vLLM's and "
-        "llama.cpp's extension, for benchmarks of equal work).",
-    )
-    suffix: None = Field(None, description="Not supported.")
-
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _prompts(cls, value):
-        if value == "" or isinstance(value, list) and (not value or any(item in ("", []) for item in value)):
-            raise ValueError("prompt is empty")
-        return value
-
-    @model_validator(mode="after")
-    def _checked(self) -> CompletionRequest:
-        if self.max_tokens == 0 and not self.echo:
-            raise ValueError("max_tokens may be 0 only with echo (to score the prompt)")
-        if self.echo and self.stream:
-            raise ValueError("echo with stream is not supported; ask without stream")
-        if self.stream and len(self.prompts) > 1:
-            raise ValueError(f"a list of {len(self.prompts)} prompts is answered whole: ask without stream (or one prompt)")
-        if self.ignore_eos and self.response_format is not None and self.response_format.type != "text":
-            raise ValueError("ignore_eos cannot go with a JSON response_format: the grammar ends the answer where the JSON ends")
-        return self
-
-    @property
-    def prompts(self) -> list[str | list[int]]:
-        """Each prompt: a text, or a list of token ids (``"a"``, ``["a", "b"]``, ``[1, 2]``, ``[[1, 2], [3]]``)."""
-        if isinstance(self.prompt, str):
-            return [self.prompt]
-        if isinstance(self.prompt[0], (str, list)):
-            return list(self.prompt)  # type: ignore[arg-type]
-        return [list(self.prompt)]  # type: ignore[arg-type]
-
-
-class TokenizeRequest(BaseModel):
-    """vLLM's and llama.cpp's server's shapes: ``prompt`` or ``content``; ``add_special_tokens`` or ``add_special``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    model: str | None = Field(None, max_length=256)
-    prompt: str | None = Field(None, max_length=2_000_000)
-    content: str | None = Field(None, max_length=2_000_000)
-    add_special_tokens: bool | None = None
-    add_special: bool | None = None
-
-    @property
-    def text(self) -> str:
-        return self.prompt if self.prompt is not None else self.content or ""
-
-    @property
-    def special(self) -> bool:
-        value = self.add_special_tokens if self.add_special_tokens is not None else self.add_special
-        return True if value is None else value
-
-
-class TokenizeResponse(BaseModel):
-    tokens: list[int]
-    count: int
-    max_model_len: int | None
-
-
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    model: str | None = Field(None, max_length=256)
-    tokens: list[TokenId] = Field(..., max_length=1_000_000)
-
-
-class DetokenizeResponse(BaseModel):
-    prompt: str
-    content: str
 
 
 class Usage(BaseModel):
@@ -396,27 +241,87 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 500, 503, 504)}  # the error statuses documented
+
+
 # with stream: true, the answer comes as server-sent events (OpenAI's chunks, then "data: [DONE]")
 SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+
+
 STREAMED = {200: {"content": {"text/event-stream": {"itemSchema": SSE_EVENT}}, "description": "The answer"}}
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "untuned"
-    prompt: str | None = Field(
-        description="Name of the URIAL prompt set the server aligns with (None: an aligned "
-        "model answering in its own chat template)."
-    )
-    context_length: int | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
 
 
 def error_json(message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
     return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
+
+
+TOOLS_HELP = (
+    "Function tools: described in the URIAL prompt beside tool-use examples; the answer is text or one call whose "
+    "arguments match the tool's schema, held to that by a grammar (llama.cpp)."
+)
+
+
+TOOL_CHOICE_HELP = "none, auto (text or one call), required (one call), or one named function."
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    """A call an earlier assistant message made (OpenAI's ``tool_calls`` entry)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    finish_reason: str | None
+
+
+class ResponseBase(BaseModel):
+    """What a chat and a text completion response share; ``object`` and ``choices`` differ."""
+
+    id: str
+    created: int
+    model: str
+    usage: Usage
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def chunk(kind: str, ident: str, created: int, model: str, choice: dict[str, Any]) -> dict:
+    return {
+        "id": ident,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, **choice, "logprobs": None}],
+    }

@@ -18,19 +18,11 @@ from untuned.backends import ChatTemplated, prompt_ids
 from untuned.errors import UntunedError
 from untuned.pool import Pool
 from untuned.prompt import PromptSet
-from untuned.server.chat import build_conversation, chat_messages, plain_prompt, rendered_for
+from untuned.server.chat.conversation import build_conversation, chat_messages, plain_prompt, rendered_for
 from untuned.server.errors import BadRequest
-from untuned.server.extensions import (
-    ExampleOut,
-    PromptRequest,
-    PromptSetOut,
-    PromptView,
-    SamplerView,
-    ShiftRequest,
-    Side,
-)
-from untuned.server.schema import ERRORS, Message
 from untuned.server.serving import Serving, serving
+from untuned.server.wire import ERRORS, Message
+from untuned.server.workbench.wire import ExampleOut, PromptRequest, PromptSetOut, PromptView, SamplerView, ShiftRequest, Side
 from untuned.server.worker import cancel_on_disconnect
 from untuned.shift import ShiftAnalyzer, ShiftExample, category
 from untuned.shift.analyze import Contexts

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import PlainTextResponse
 
-from untuned.server.health_records import Health
+from untuned.server.health.wire import Health
 from untuned.server.metrics import prometheus_text
-from untuned.server.schema import ERRORS
 from untuned.server.serving import Serving, serving
+from untuned.server.wire import ERRORS
 
 router = APIRouter()
 

@@ -1,0 +1,1 @@
+"""``/v1/completions``: its router and wire records."""

@@ -1,0 +1,1 @@
+"""``/health``, ``/metrics``: router and wire records."""

@@ -1,0 +1,1 @@
+"""``/v1/untuned/pools``: kept examples, over HTTP."""

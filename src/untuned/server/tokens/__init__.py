@@ -1,0 +1,1 @@
+"""``/tokenize``, ``/detokenize``: router and wire records."""

@@ -1,0 +1,1 @@
+"""``/v1/untuned/*``: the workbench's router and wire records."""
