@@ -20,9 +20,9 @@ from smoke import data, sized
 
 from untuned.answers import read_answers
 from untuned.backends import LoadOptions
-from untuned.backends.supervised import SupervisedBackend, supervise
 from untuned.prompt import load_prompt
 from untuned.shift import ShiftAnalyzer
+from untuned.supervised import SupervisedBackend, supervise
 
 ROUNDS = sized(3, 1)
 ANSWERS = sized(5, 1)

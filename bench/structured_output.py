@@ -27,10 +27,10 @@ from smoke import sized
 
 from untuned import Sampling
 from untuned.backends import default_gguf_path
-from untuned.backends.constraint import Constrained, Constraints
 from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.backends.llamacpp.native import NativeModel
 from untuned.backends.llamacpp.sampling import TOKEN_DATA, llguidance_tokenizer
+from untuned.constraint import Constrained, Constraints
 from untuned.conversation import RenderedPrompt
 
 SCHEMAS = {

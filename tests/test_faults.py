@@ -387,7 +387,7 @@ def test_the_native_boundary_refuses_what_llama_cpp_would_abort_on(gemma):
 
 
 def test_compiled_grammars_are_kept_in_a_bounded_cache(gemma):
-    from untuned.backends.constraint import COMPILED_KEPT
+    from untuned.constraint import COMPILED_KEPT
 
     for size in range(COMPILED_KEPT + 10):
         gemma.check_constraint(json_schema=json.dumps({"type": "string", "maxLength": size + 1}))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from untuned.backends.constraint import Constrained, Constraints
 from untuned.backends.llamacpp.native import NativeModel
 from untuned.backends.llamacpp.sampling import llguidance_tokenizer
+from untuned.constraint import Constrained, Constraints
 from untuned.conversation import Conversation
 from untuned.errors import UntunedError
 from untuned.prompt import load_prompt
@@ -100,7 +100,7 @@ def test_the_mask_is_applied_where_the_sampler_reads_and_broken_rows_end_only_th
     the row is given back as it was."""
     import numpy as np
 
-    from untuned.backends.constraint import masked_choice
+    from untuned.constraint import masked_choice
     from untuned.errors import ConstraintError
 
     model = NativeModel(gemma_path)

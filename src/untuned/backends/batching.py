@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import SimpleQueue
 
-from untuned.backends.constraint import Matcher
 from untuned.backends.protocol import EngineStats, Sampling, StreamChunk
+from untuned.constraint import Matcher
 from untuned.errors import ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from untuned.assistant import Assistant
 from untuned.backends import Backend, LoadOptions, ModelSpec, Sampling, load_backend
-from untuned.backends.supervised import supervise
 from untuned.errors import UntunedError
 from untuned.pipeline.run_plan import RunPlan
 from untuned.prompt import PromptSet, load_prompt
+from untuned.supervised import supervise
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

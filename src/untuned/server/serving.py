@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from untuned.assistant import Assistant, Completion
 from untuned.backends import Backend, Batched, Sampling, SchemaConstrained, TokenPieces, prompt_ids
-from untuned.backends.supervised import supervised_status
 from untuned.conversation import RenderedPrompt, SystemMode
 from untuned.errors import ConstraintError, EngineRestarted, UntunedError
 from untuned.prompt import Example, PromptSet, builtin_prompt_names, load_prompt
@@ -33,6 +32,7 @@ from untuned.server.monitor import Monitor
 from untuned.server.streaming import JobStream, raise_for, sse, usage
 from untuned.server.wire import InlinePromptSet, Usage, new_id, now
 from untuned.server.worker import Gate, Job
+from untuned.supervised import supervised_status
 
 
 class ServerConfig(BaseModel):

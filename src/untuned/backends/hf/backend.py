@@ -22,11 +22,11 @@ from untuned.backends import (
     default_gguf_path,
     scores_from_logits,
 )
-from untuned.backends.constraint import Constrained
 from untuned.backends.hf.engine import TransformersEngine
 from untuned.backends.hf.model import LoadedModel
 from untuned.backends.protocol import TRANSFORMERS_OPTIONS, EngineStats
 from untuned.chat_template import with_shared_head
+from untuned.constraint import Constrained
 from untuned.conversation import RenderedPrompt
 from untuned.errors import (
     ChatTemplateError,

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from untuned.backends.batching import BatchingEngine, Request
-from untuned.backends.constraint import Constrained, Constraints
 from untuned.backends.hf.model import LoadedModel
 from untuned.backends.protocol import Sampling, StreamChunk, TokenLogprob, is_greedy
 from untuned.backends.scoring import token_logprob
+from untuned.constraint import Constrained, Constraints
 from untuned.errors import ConstraintError, ModelFailure
 
 log = logging.getLogger(__name__)

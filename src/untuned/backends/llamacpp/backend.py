@@ -22,7 +22,6 @@ from untuned.backends import (
     check_score_request,
     default_gguf_path,
 )
-from untuned.backends.constraint import Constrained
 from untuned.backends.llamacpp.devices import CpuOverrides, experts_in_ram
 from untuned.backends.llamacpp.draft import PROMPT_LOOKUP, DraftModel, PromptLookup
 from untuned.backends.llamacpp.engine import EXACT_ROWS, LlamaEngine
@@ -31,6 +30,7 @@ from untuned.backends.llamacpp.prefix_store import PrefixStore, default_folder, 
 from untuned.backends.protocol import LLAMA_CPP_OPTIONS, EngineStats
 from untuned.backends.scoring import target_logprobs
 from untuned.chat_template import render_chat_template, with_shared_head
+from untuned.constraint import Constrained
 from untuned.conversation import RenderedPrompt
 from untuned.errors import ChatTemplateError, ContextOverflowError, ModelLoadError
 from untuned.placement import engine_window

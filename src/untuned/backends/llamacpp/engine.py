@@ -38,7 +38,6 @@ import numpy as np
 
 from untuned.backends import Sampling, StreamChunk
 from untuned.backends.batching import BatchingEngine, Request, RequestStream
-from untuned.backends.constraint import Constrained, Constraints, masked_choice
 from untuned.backends.llamacpp.draft import MAX_DRAFT, Drafter
 from untuned.backends.llamacpp.native import Batch, Context, NativeModel
 from untuned.backends.llamacpp.prefix_store import PrefixStore
@@ -46,6 +45,7 @@ from untuned.backends.llamacpp.prefixes import PrefixSequences
 from untuned.backends.llamacpp.sampling import Slot, greedy_choice, llguidance_tokenizer, sampler_chain
 from untuned.backends.protocol import is_greedy
 from untuned.backends.scoring import token_logprob
+from untuned.constraint import Constrained, Constraints, masked_choice
 from untuned.errors import ConstraintError, ContextOverflowError, InvalidInput, ModelClosedError, ModelFailure
 
 log = logging.getLogger(__name__)

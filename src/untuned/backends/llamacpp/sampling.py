@@ -1,6 +1,6 @@
 """Choices over llama.cpp: its sampler chains (repetition penalty, the end of sequence masked, top-k / top-p /
 temperature), greedy decoding done here with the same choices, and llguidance's tokenizer over the model's
-vocabulary (structured output: :mod:`untuned.backends.constraint`)."""
+vocabulary (structured output: :mod:`untuned.constraint`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections import deque
 import numpy as np
 
 from untuned.backends.batching import Request
-from untuned.backends.constraint import Matcher
 from untuned.backends.llamacpp.native import PENALTY_WINDOW, NativeModel
 from untuned.backends.protocol import TokenLogprob, is_greedy
+from untuned.constraint import Matcher
 from untuned.errors import InvalidInput
 
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
@@ -56,7 +56,7 @@ def sampler_chain(
     """A llama.cpp sampler chain: repetition penalty, logit biases (the end of generation masked too, with
     ignore_eos), then greedy (a temperature below MIN_TEMPERATURE is greedy: dividing by a tiny one would
     make the logits infinite) or top-k / top-p / temperature / draw. A grammar's mask is applied to the
-    logits before the chain reads them (:func:`untuned.backends.constraint.masked_choice`)."""
+    logits before the chain reads them (:func:`untuned.constraint.masked_choice`)."""
     lib = model.lib
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     if repetition_penalty != 1.0:

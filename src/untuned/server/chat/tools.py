@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from untuned.backends.constraint import schema_problem
+from untuned.constraint import schema_problem
 from untuned.errors import UntunedError
 from untuned.server.chat.wire import ChatChoice, ChatMessageOut, ChatRequest, ChatResponse, chat_chunk
 from untuned.server.errors import BadRequest

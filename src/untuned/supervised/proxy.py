@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from untuned.backends.protocol import LoadOptions as _LoadOptions
-from untuned.backends.supervised.process import EngineProcess, RemoteStream
-from untuned.backends.supervised.wire import EngineProcessStatus
+from untuned.supervised.process import EngineProcess, RemoteStream
+from untuned.supervised.wire import EngineProcessStatus
 
 
 class SupervisedBackend:

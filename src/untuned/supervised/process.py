@@ -15,8 +15,8 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from untuned.backends.protocol import LoadOptions as _LoadOptions
-from untuned.backends.supervised.wire import EngineProcessStatus, EngineState, unpack_error
 from untuned.errors import EngineRestarted, EngineUnavailable
+from untuned.supervised.wire import EngineProcessStatus, EngineState, unpack_error
 
 log = logging.getLogger(__name__)
 MAX_FAILED_STARTS = 3
@@ -80,7 +80,7 @@ class EngineProcess:
 
     def _start(self) -> dict[str, Any]:
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "untuned.backends.supervised.child", str(theirs.fileno()), self.spec]
+        command = [sys.executable, "-m", "untuned.supervised.child", str(theirs.fileno()), self.spec]
         command.append(self.options.model_dump_json())
         process = subprocess.Popen(command, pass_fds=(theirs.fileno(),))
         theirs.close()

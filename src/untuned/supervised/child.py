@@ -1,5 +1,5 @@
 """The engine's process: one backend, loaded here, its calls each answered on a thread of their own
-(``python -m untuned.backends.supervised.child FD SPEC OPTIONS``, started by the supervisor)."""
+(``python -m untuned.supervised.child FD SPEC OPTIONS``, started by the supervisor)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from untuned.backends.protocol import Backend
 from untuned.backends.protocol import LoadOptions as _LoadOptions
-from untuned.backends.supervised.wire import CAPABILITIES, pack_error
+from untuned.supervised.wire import CAPABILITIES, pack_error
 
 
 class _Child:

@@ -21,8 +21,8 @@ item), ``set`` (an attribute), ``cancel``; child to parent ``(kind, id, value)``
 ``failed`` once at start-up.
 """
 
-from untuned.backends.supervised.process import EngineProcess, RemoteStream
-from untuned.backends.supervised.proxy import SupervisedBackend, supervise, supervised_status
-from untuned.backends.supervised.wire import EngineProcessStatus
+from untuned.supervised.process import EngineProcess, RemoteStream
+from untuned.supervised.proxy import SupervisedBackend, supervise, supervised_status
+from untuned.supervised.wire import EngineProcessStatus
 
 __all__ = ["EngineProcess", "EngineProcessStatus", "RemoteStream", "SupervisedBackend", "supervise", "supervised_status"]
