@@ -126,3 +126,48 @@ def test_the_server_is_grouped_per_endpoint_and_no_router_imports_another():
     assert len(routers) == 8
     crossing = {r: sorted(m for m in imports(files[r], set(files)) if m.endswith(".router") and m != r) for r in routers}
     assert {r: found for r, found in crossing.items() if found} == {}
+
+
+# docs/architecture.md's picture, bottom to top: a module imports from its own layer and those below, never above
+LAYERS = [
+    ("records", {"errors", "paths", "rows", "jsonl", "stats", "plugins"}),
+    ("prompts", {"prompt", "pool", "tools", "conversation", "stopping", "chat_template", "constraint"}),
+    ("models on disk", {"hub", "spec", "placement"}),
+    ("backends", {"backends", "supervised"}),
+    ("the assistant", {"assistant", "curve"}),
+    ("benchmarks", {"benchmarks", "data"}),
+    ("runs", {"runner", "generation", "answers"}),
+    ("judging", {"judge"}),
+    ("shift", {"shift"}),
+    ("other tools' files", {"interop"}),
+    ("reports", {"report"}),
+    ("the pipeline", {"pipeline"}),
+    ("experiments", {"experiment"}),
+    ("the server", {"server"}),
+    ("the command line", {"cli", "__main__", "untuned"}),
+]
+
+
+def test_no_import_goes_from_a_lower_layer_back_up_and_docs_draw_the_same_layers():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    level = {group: i for i, (_, groups) in enumerate(LAYERS) for group in groups}
+
+    def group(name: str) -> str:
+        return name.split(".")[1] if "." in name else name
+
+    assert sorted({group(m) for m in files} - set(level)) == []  # every module placed in a layer
+    upward = sorted(
+        f"{name} -> {m}"
+        for name, path in files.items()
+        for m in imports(path, set(files))
+        if level[group(m)] > level[group(name)]
+    )
+    assert upward == []
+    table = (ROOT / "docs" / "architecture.md").read_text().split("| layer |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == [name for name, _ in LAYERS]
+
+
+def test_no_package_above_4000_lines():
+    sizes = {d.name: sum(len(p.read_text().splitlines()) for p in d.rglob("*.py")) for d in PACKAGE.iterdir() if d.is_dir()}
+    assert {name: n for name, n in sizes.items() if n > 4000} == {}
