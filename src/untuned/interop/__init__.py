@@ -40,33 +40,44 @@ def fastchat_answers(records: list[GenerationRecord], model_id: str | None = Non
     return rows
 
 
+def _fastchat_rows(path, records: list, model_id: str | None) -> tuple[list[dict], bool]:
+    if any(r.dataset != "mt-bench" for r in records):
+        raise UntunedError(f"{path}: FastChat's answer files are for MT-bench runs (untuned generate mt-bench)")
+    return fastchat_answers(records, model_id), True
+
+
+def _just_eval_rows(path, records: list, model_id: str | None) -> tuple[list[dict], bool]:
+    keys = ("instruction", "output", "generator", "dataset")
+    rows = [
+        {
+            "id": native_id(r.id),
+            **{k: getattr(r, k) for k in keys},
+            **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"},
+        }
+        for r in records
+    ]
+    return rows, False
+
+
+def _alpaca_eval_rows(path, records: list, model_id: str | None) -> tuple[list[dict], bool]:
+    return [
+        {"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset} for r in records
+    ], False
+
+
+# each export format: its rows, and whether they are written as JSONL (else one JSON array)
+EXPORTERS = {"fastchat": _fastchat_rows, "just-eval": _just_eval_rows, "alpaca-eval": _alpaca_eval_rows}
+
+
 def export_run(path: str | Path, out: str | Path, *, fmt: ExportFormat, model_id: str | None = None) -> int:
     """Write a generation run in the input format of just-eval or AlpacaEval (a JSON array), or of
     FastChat (JSONL, an MT-bench run); return the count."""
-    records = GenerationFile(path).read()
-    if fmt == "fastchat":
-        if any(r.dataset != "mt-bench" for r in records):
-            raise UntunedError(f"{path}: FastChat's answer files are for MT-bench runs (untuned generate mt-bench)")
-        rows = fastchat_answers(records, model_id)
-        Path(out).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        return len(rows)
-    if fmt == "just-eval":
-        rows = [
-            {
-                "id": native_id(r.id),
-                "instruction": r.instruction,
-                "output": r.output,
-                "generator": r.generator,
-                "dataset": r.dataset,
-                **{k: as_label_list(v) for k, v in r.meta.items() if k != "dataset"},
-            }
-            for r in records
-        ]
+    rows, jsonl = EXPORTERS[fmt](path, GenerationFile(path).read(), model_id)
+    if jsonl:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:
-        rows = [
-            {"instruction": r.instruction, "output": r.output, "generator": r.generator, "dataset": r.dataset} for r in records
-        ]
-    Path(out).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+    Path(out).write_text(text, encoding="utf-8")
     return len(rows)
 
 
