@@ -74,24 +74,14 @@ def ids_option(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-LOAD_FIELDS = (
-    "backend",
-    "remote_model",
-    "api_key_env",
-    "n_ctx",
-    "device",
-    "dtype",
-    "gpu_layers",
-    "cpu_moe",
-    "parallel",
-    "kv_budget",
-    "kv_type",
-    "flash_attn",
-    "draft",
-    "prefix_cache",
-    "prefix_cache_gib",
-    "backend_options",
-)
+# every LoadOptions field is a shared command-line option but these, each set another way
+NOT_OPTIONS = {
+    "batch_invariant": "a run's --fast-batching sets it",
+    "concurrency": "a command's own --concurrency",
+    "timeout": "a remote backend's default",
+    "max_retries": "a remote backend's default",
+}
+LOAD_FIELDS = tuple(name for name in LoadOptions.model_fields if name not in NOT_OPTIONS)
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed")
 
 
