@@ -89,7 +89,7 @@ def test_a_grid_killed_three_times_resumes_with_nothing_lost_or_duplicated(tmp_p
         path = plan(tmp_path, url)
         out = tmp_path / "exp"
         dry = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out), "--dry-run"])
-        assert dry.exit_code == 0 and "60 generations and 60 judge requests planned" in plain(dry.output)
+        assert dry.exit_code == 0 and "30 generations and 30 judge requests planned" in plain(dry.output)
         command = [sys.executable, "-m", "untuned", "experiment", str(path), "--out", str(out)]
         for _ in range(3):  # killed at a random moment, three times
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,7 +134,7 @@ def test_readme_experiment_runs_as_written(tmp_path):
         timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "60 generations and 60 judge requests planned" in result.stdout
+    assert "30 generations and 30 judge requests planned" in result.stdout
     assert (work / "k-curve" / "report" / "report.md").exists() and (work / "k-curve" / "report" / "k-curve.png").exists()
 
 
