@@ -13,7 +13,18 @@ from rich.table import Table
 from untuned.backends.protocol import FlashAttention, KvType, LoadOptions
 from untuned.cli.common import friendly, out, record_option
 from untuned.errors import ModelLoadError
-from untuned.placement import GiB, Machine, Memory, Placement, Settings, make_placement, model_facts, parse_size, total_ram
+from untuned.placement import (
+    GiB,
+    Machine,
+    Memory,
+    Placement,
+    Settings,
+    engine_window,
+    make_placement,
+    model_facts,
+    parse_size,
+    total_ram,
+)
 
 
 def _option(name: str):
@@ -86,17 +97,15 @@ def plan_command(
         ),
     ] = None,
     ram: Annotated[str | None, typer.Option(help="RAM: 64 (GiB when bare), 64GiB, 64000MB (default: this machine's).")] = None,
-    ctx: Annotated[int, typer.Option("--ctx", min=64, help="Context window of each sequence, in tokens.")] = 4096,
-    parallel: Annotated[int, typer.Option(min=1, max=64, help="Requests decoded together (serve --parallel).")] = 1,
+    n_ctx: Annotated[int | None, record_option(LoadOptions, "n_ctx", "--ctx")[1]] = _default("n_ctx"),
+    parallel: Annotated[int, _option("parallel")] = _default("parallel"),
     prefixes: Annotated[int, typer.Option(min=1, help="Prompt prefixes kept evaluated (each a sequence).")] = 2,
     kv_type: Annotated[KvType, _option("kv_type")] = _default("kv_type"),
     flash_attn: Annotated[FlashAttention, _option("flash_attn")] = _default("flash_attn"),
     kv_budget: Annotated[int | None, _option("kv_budget")] = _default("kv_budget"),
     gpu_bandwidth: Annotated[float, typer.Option(help="GPU memory bandwidth, GB/s, for the speed ceiling.")] = 936.0,
     ram_bandwidth: Annotated[float, typer.Option(help="RAM bandwidth, GB/s, for the speed ceiling.")] = 51.2,
-    draft: Annotated[
-        str | None, typer.Option(help="A draft model for speculative decoding (serve --draft): its memory is planned first.")
-    ] = None,
+    draft: Annotated[str | None, _option("draft")] = _default("draft"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan MODEL onto a GPU and RAM from its GGUF header (no weights loaded): layers on the GPU, a MoE
@@ -118,6 +127,7 @@ def plan_command(
     if problem:
         raise ModelLoadError(problem)
     drafted = model_facts(draft) if draft is not None and draft != "prompt-lookup" else None
+    ctx = engine_window(n_ctx, facts.n_ctx_train)  # as a load of the model would size it
     plan = make_placement(facts, machine, Settings(ctx, parallel, prefixes, kv_type, flash, kv_budget), draft=drafted)
     if as_json:
         record = asdict(plan)
