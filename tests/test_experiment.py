@@ -89,7 +89,7 @@ def test_a_grid_killed_three_times_resumes_with_nothing_lost_or_duplicated(tmp_p
         path = plan(tmp_path, url)
         out = tmp_path / "exp"
         dry = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out), "--dry-run"])
-        assert dry.exit_code == 0 and "30 generations and 30 judge requests planned" in plain(dry.output)
+        assert dry.exit_code == 0 and "60 generations and 60 judge requests planned" in plain(dry.output)
         command = [sys.executable, "-m", "untuned", "experiment", str(path), "--out", str(out)]
         for _ in range(3):  # killed at a random moment, three times
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
