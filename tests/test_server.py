@@ -297,6 +297,7 @@ def test_web_page_streams_an_answer(root, browser):
     page.wait_for_function("document.getElementById('model').textContent !== '…'")
     page.evaluate("localStorage.clear()")
     assert page.inner_text("#model") == "gemma-3-270m-urial"
+    page.wait_for_function("document.getElementById('promptset').value !== ''")  # the sets arrive on their own request
     assert page.input_value("#promptset") == "helpful"
     page.fill("#input", "What is the capital of France?")
     page.keyboard.press("Enter")
