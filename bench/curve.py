@@ -27,8 +27,8 @@ from untuned.backends.llamacpp import LlamaCppBackend
 from untuned.curve import plan, prompt_ids, scoring
 from untuned.prompt import Example, PromptSet, load_prompt
 
-N = sized(16, 4)
-KS = sized([0, 1, 2, 4, 8, 15], [0, 1, 2])
+N = sized(16, 3)
+KS = sized([0, 1, 2, 4, 8, 15], [0, 1])
 ORDERS = sized(1, 1)
 
 
