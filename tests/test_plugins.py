@@ -32,6 +32,17 @@ def riddles(tmp_path):
     return path
 
 
+def judged(mode: str, judge, answers, tmp_path):
+    """`untuned judge MODE answers` against the scripted judge server ``judge``: one request per answer."""
+    verdicts = tmp_path / f"{mode}.jsonl"
+    with scripted_server(judge) as (url, seen):
+        args = ["judge", mode, str(answers), "--judge-url", url, "--judge-model", "j", "--out", str(verdicts), "--no-cache"]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 3
+    return verdicts
+
+
 def brevity_judge(method, path, count, body):
     return 200, JSON, chat_reply(json.dumps({"brevity": {"rationale": "short enough", "score": "4"}}))
 
@@ -46,14 +57,7 @@ def test_a_plugins_benchmark_and_judge_mode_run_like_the_built_in_ones(tmp_path)
     assert "riddles: per-category temperatures (word 0.5)" in plain(result.output)  # the benchmark's own sampling
     outputs = {r.id: r.outputs[0].strip() for r in GenerationFile(answers).read()}
     assert outputs == {"1": "t=0.5", "2": "t=0", "3": "short"}
-    verdicts = tmp_path / "brevity.jsonl"
-    with scripted_server(brevity_judge) as (url, seen):
-        result = runner.invoke(
-            app,
-            ["judge", "brevity", str(answers), "--judge-url", url, "--judge-model", "j", "--out", str(verdicts), "--no-cache"],
-        )
-    assert result.exit_code == 0, result.output
-    assert len(seen) == 3
+    verdicts = judged("brevity", brevity_judge, answers, tmp_path)
     report = build_report(load_verdicts(verdicts))
     (model,) = report.models
     assert model.aspects["brevity"].mean == 4 and model.aspects["brevity"].n == 3
@@ -102,14 +106,7 @@ def test_a_judge_mode_of_a_new_shape_brings_its_own_report_section_in_one_file(t
         app, ["generate", "riddles", "--data-file", str(riddles(tmp_path)), "--model", "scripted:r", "--out", str(answers)]
     )
     assert result.exit_code == 0, result.output
-    verdicts = tmp_path / "refusal.jsonl"
-    with scripted_server(refusal_judge) as (url, seen):
-        result = runner.invoke(
-            app,
-            ["judge", "refusal", str(answers), "--judge-url", url, "--judge-model", "j", "--out", str(verdicts), "--no-cache"],
-        )
-    assert result.exit_code == 0, result.output
-    assert len(seen) == 3
+    verdicts = judged("refusal", refusal_judge, answers, tmp_path)
     loaded = load_verdicts(verdicts)
     assert sorted(v.refused for v in loaded) == [False, False, True]  # its own record, read back
     report = build_report(loaded)
