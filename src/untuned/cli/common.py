@@ -206,16 +206,23 @@ ALL = (*LOADING, "prompt", *SAMPLING, "verbose")
 
 
 def option_group(
-    record: type, table: dict[str, tuple[Any, Any]], *names: str, into: str = "options", **defaults: Any
+    record: type,
+    table: dict[str, tuple[Any, Any]],
+    *names: str,
+    into: str = "options",
+    make: Callable[..., Any] | None = None,
+    default_of: Callable[[str], Any] | None = None,
+    **defaults: Any,
 ) -> Callable[[F], F]:
     """Give a command the options ``names`` of ``table`` (default: all); it receives them as one
-    argument ``into``, an instance of the dataclass ``record`` (whose defaults are the options').
-    ``defaults`` overrides a default for this command. A list option left out becomes an empty list."""
+    argument ``into``, an instance of the dataclass ``record`` (whose defaults are the options'), made by
+    ``make`` (default: the record itself) from the values by name; ``default_of`` gives the default of an option
+    that is not a field of the record. ``defaults`` overrides a default for this command. A list option left
+    out becomes an empty list."""
     chosen = names or tuple(table)
-    default_of = getattr(record, "default", None)  # a record that names its options' defaults (ModelOptions)
     base = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(record) if f.init}
     base |= {name: default_of(name) for name in chosen if name not in base} if default_of else {}
-    make = getattr(record, "of", record)  # a record built from the options by name (ModelOptions.of)
+    make = make or record
     listed = {name for name, (kind, _) in table.items() if "list" in str(kind)}
 
     def decorate(command: F) -> F:
@@ -258,4 +265,6 @@ def option_group(
 def model_options(*names: str, **defaults: Any) -> Callable[[F], F]:
     """Give a command the shared model options ``names`` (default: all but ``parallel``); it receives
     them as one ``options: ModelOptions`` argument. ``defaults`` overrides a default for this command."""
-    return option_group(ModelOptions, _OPTIONS, *(names or ALL), **defaults)
+    return option_group(
+        ModelOptions, _OPTIONS, *(names or ALL), make=ModelOptions.of, default_of=ModelOptions.default, **defaults
+    )

@@ -144,8 +144,7 @@ def serve_command(
     if aligned:
         from untuned.assistant import Assistant
 
-        second = Assistant(
-            options.load_model(aligned), assistant.prompt, assistant.sampling, check_fits=False
-        )  # its own template
+        aligned_model = options.load_model(aligned)  # it answers in its own chat template
+        second = Assistant(aligned_model, assistant.prompt, assistant.sampling, check_fits=False)
         err.print(f"untuned: aligned model {second.backend.name} answers requests whose model is its name")
     serve(assistant, config, aligned=second, host=host, port=port, log_level="info" if options.verbose else "warning")

@@ -56,13 +56,14 @@ class ModelPlan(BaseModel):
         """A key of LoadOptions or Sampling written in the model's table goes to its record (one key, one place)."""
         if not isinstance(data, dict):
             return data
-        data, load, sampling = dict(data), dict(data.pop("load", None) or {}), dict(data.pop("sampling", None) or {})
+        data = dict(data)  # the caller's table stays as it was
+        load, sampling = dict(data.pop("load", None) or {}), dict(data.pop("sampling", None) or {})
         for key in [k for k in data if k not in cls.model_fields]:
             for record, into in ((LoadOptions, load), (Sampling, sampling)):
                 if key in record.model_fields:
                     if key in into:
                         raise InvalidInput(f"{key} is given twice: in the model's table and in its {record.__name__} table")
-                    into[key] = _tuples(data.pop(key))
+                    into[key] = data.pop(key)
                     break
         return {**data, "load": _tuples(load), "sampling": _tuples(sampling)}
 

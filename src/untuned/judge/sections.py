@@ -4,7 +4,7 @@ draw a table of its own?), never the mode's or the section's name.
 
 A plugin's mode of a new shape brings its section with it: a :class:`ReportSection` whose ``rows`` turns that
 mode's verdicts into table rows (pydantic records); the report computes them, and Markdown, HTML and CSV show
-them as a table titled ``title`` (tests/scripted/untuned_brevity.py does it in one file).
+them as a table titled ``title`` (tests/scripted/untuned_refusals.py does it in one file).
 """
 
 from __future__ import annotations

@@ -350,9 +350,8 @@ def tables_markdown(report: Report) -> list[str]:
     """The sections of their own, each a table of its rows' fields."""
     parts: list[str] = []
     for found in report.tables:
-        header = list(dict.fromkeys(key for row in found.rows for key in row))
-        rows = [[_shown(row.get(key)) for key in header] for row in found.rows]
-        parts += titled(f"## {found.title}", header, rows)
+        rows = [[_shown(row.get(key)) for key in found.columns] for row in found.rows]
+        parts += titled(f"## {found.title}", found.columns, rows)
     return parts
 
 

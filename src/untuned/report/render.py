@@ -59,7 +59,7 @@ def write_csv(report: Report, path: Path) -> None:
             )
     for found in report.tables:  # a section of its own: a CSV of its rows beside
         with path.with_name(f"{path.stem}-{found.section}.csv").open("w", newline="", encoding="utf-8") as handle:
-            table = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in found.rows for k in row)))
+            table = csv.DictWriter(handle, fieldnames=found.columns)
             table.writeheader()
             table.writerows(found.rows)
     if report.mt_bench or report.mt_bench_pairwise or report.win_rates or report.comparisons or report.diagnostics:

@@ -85,6 +85,11 @@ class SectionTable(BaseModel):
     title: str
     rows: list[dict[str, Any]]
 
+    @property
+    def columns(self) -> list[str]:
+        """Every row's keys, in the order they first appear: the table's header in Markdown, HTML and CSV."""
+        return list(dict.fromkeys(key for row in self.rows for key in row))
+
 
 class Diagnostic(AspectDiagnostics):
     model: str
@@ -104,7 +109,8 @@ def own_tables(verdicts: list[Verdict]) -> list[SectionTable]:
     """The tables of the sections that draw their own (:attr:`ReportSection.rows`), from their modes' verdicts."""
     tables = []
     for section in own_sections():
-        mine = [v for v in verdicts if v.mode in modes_of_section(section)]
+        feeding = modes_of_section(section)
+        mine = [v for v in verdicts if v.mode in feeding]
         rows = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in section.rows(mine)] if mine else []
         if rows:
             tables.append(SectionTable(section=section.name, title=section.title or section.name, rows=rows))
