@@ -157,3 +157,17 @@ def test_a_plugin_backend_declares_its_own_settings_and_they_are_checked(tmp_pat
 
     plan = ModelPlan.model_validate({"name": "s", "model": "scripted:r", "backend_options": {"shout": True}}).run_plan()
     assert dict(plan.loading.backend_options) == {"shout": True}
+
+
+def test_a_mode_taking_an_unregistered_input_kind_and_a_malformed_backend_option_are_refused_by_name():
+    import pytest
+
+    from untuned.backends import LoadOptions
+    from untuned.errors import UntunedError
+    from untuned.pipeline.inputs import input_kind
+
+    with pytest.raises(UntunedError, match=r"no input kind 'slides' is registered \(known: answers, queries, mt-bench\)"):
+        input_kind("slides")
+    with pytest.raises(ValueError, match="backend option 'shout' is not NAME=VALUE"):
+        LoadOptions(backend_options=["shout"])
+    assert LoadOptions(backend_options=["n=3", "name=x", "on=true"]).backend_options == (("n", 3), ("name", "x"), ("on", True))
